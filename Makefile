@@ -1,0 +1,32 @@
+# The two commands a user types: `make bench` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Offline copy of CIFAR-10 beside the checkout, used when BENCH_DATA is not set.
+SHARED_DATA := $(abspath ../shared/data/cifar10-jpeg75)
+BENCH_DATA ?= $(if $(wildcard $(SHARED_DATA)/train),$(SHARED_DATA),)
+export BENCH_DATA
+PROFILE ?= quick
+
+.PHONY: bench test perf report clean-cache venv
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.run --profile $(PROFILE) --model all
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+perf: $(VENV)/.installed
+	$(PY) -m bench.perf
+
+clean-cache:
+	rm -rf .cache

@@ -1,0 +1,38 @@
+"""The two views of a trained model that every attack runs on.
+
+``raw`` is the logits z, what a deployed model outputs. ``scaled`` is z / T_train, the
+distribution the model was trained to produce. A model trained at large T has logits about T
+times larger, so CE on the raw view saturates its softmax and its input gradient can underflow
+to exactly zero: an attack on that view alone can report robustness that is only gradient
+masking (science.md). The temperature lives here and in the loss, never in the model.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+VIEWS = {
+    "raw": "attack the logits z",
+    "scaled": "attack z / T_train (the training view)",
+}
+
+
+class TemperatureView(nn.Module):
+    def __init__(self, model: nn.Module, temperature: float):
+        super().__init__()
+        self.model = model
+        self.temperature = float(temperature)
+
+    def forward(self, x):
+        return self.model(x) / self.temperature
+
+
+def view_divisor(view: str, temperature: float) -> float:
+    if view not in VIEWS:
+        raise KeyError(view)
+    return temperature if view == "scaled" else 1.0
+
+
+def make_view(model: nn.Module, view: str, temperature: float) -> nn.Module:
+    """The model as an attack sees it under ``view``."""
+    divisor = view_divisor(view, temperature)
+    return model if divisor == 1.0 else TemperatureView(model, divisor)

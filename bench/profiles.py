@@ -1,0 +1,171 @@
+"""Profiles: a training recipe, an evaluation setup and a grid of models, read from TOML.
+
+A profile is data, not code: ``bench/profiles/<name>.toml`` or any TOML file path. Unknown keys
+are errors, so a typo cannot silently fall back to a default.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from attacks.adversarial import ATTACKS, AttackConfig, check_overrides, make_attack
+from attacks.views import VIEWS
+from bench.errors import BenchError
+from models import ModelSpec, parse_name
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained. Every field enters the checkpoint key."""
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True
+    schedule: str = "onecycle"  # "onecycle" (linear up, linear down) or "cosine" (linear warm-up)
+    warmup: float = 0.2  # fraction of steps spent warming up
+    label_smoothing: float = 0.0
+    train_subset: Optional[int] = None  # a seeded class-stratified subset; None: the whole split
+    subset_seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise BenchError("recipe: epochs and batch_size must be >= 1")
+        if not self.lr > 0:
+            raise BenchError(f"recipe: lr must be positive, got {self.lr}")
+        if self.schedule not in ("onecycle", "cosine"):
+            raise BenchError(f"recipe: schedule must be onecycle or cosine, got {self.schedule!r}")
+        if not 0 <= self.warmup < 1 or not 0 <= self.label_smoothing < 1:
+            raise BenchError("recipe: warmup and label_smoothing must lie in [0, 1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalSetup:
+    split: str = "test"
+    n: Optional[int] = None  # a seeded class-stratified subset; None: the whole split
+    subset_seed: int = 0
+    batch_size: int = 500
+    attack_seed: int = 0  # seeds the attacks' random starts, batch by batch
+    attacks: Tuple[str, ...] = ("fgsm", "pgd")
+    views: Tuple[str, ...] = ("raw", "scaled")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    recipe: Recipe
+    eval: EvalSetup
+    attack_params: Dict[str, Dict[str, Any]]
+    models: Tuple[str, ...]  # canonical names, in grid order
+    source: str = ""
+
+    def attack(self, name: str, cli_overrides: Optional[Dict[str, Any]] = None) -> AttackConfig:
+        merged = dict(self.attack_params.get(name, {}))
+        merged.update({k: v for k, v in (cli_overrides or {}).items() if v is not None})
+        return make_attack(name, merged)
+
+
+def _strict(cls, table: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(table) - known
+    if unknown:
+        raise BenchError(f"{where}: unknown key {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+    except TypeError as e:
+        raise BenchError(f"{where}: {e}") from None
+
+
+GRID_KEYS = {"arch", "T", "bn_head", "lr_scale", "regime", "seeds", "models"}
+
+
+def expand_grid(entries: List[dict], where: str) -> Tuple[str, ...]:
+    """Each [[grid]] entry is a product of its lists (or an explicit list of model names)."""
+    names: Dict[str, None] = {}
+    for i, entry in enumerate(entries):
+        unknown = set(entry) - GRID_KEYS
+        if unknown:
+            raise BenchError(f"{where}: [[grid]] entry {i + 1} has unknown key {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(GRID_KEYS))}")
+        for n in entry.get("models", []):
+            names[parse_name(n).name] = None
+        if "arch" not in entry:
+            continue
+        as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
+        for arch, t, bn, lrs, regime, seed in itertools.product(
+                as_list(entry["arch"]), as_list(entry.get("T", [1])), as_list(entry.get("bn_head", False)),
+                as_list(entry.get("lr_scale", False)), as_list(entry.get("regime", "std")),
+                as_list(entry.get("seeds", 0))):
+            # parse the arch token as a name so that width variants (fastnetw32) work in grids
+            base = parse_name(f"{arch}_T1")
+            spec = ModelSpec(arch=base.arch, width=base.width, temperature=t, bn_head=bn, regime=regime,
+                             lr_scale=lrs, seed=seed)
+            names[spec.name] = None
+    return tuple(names)
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise BenchError(f"profile file {path} not found")
+        return path
+    path = PROFILE_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(available_profiles())
+        raise BenchError(f"unknown profile {name_or_path!r}; known: {known} (or give a .toml path)")
+    return path
+
+
+def available_profiles() -> List[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = resolve_profile_path(name_or_path)
+    where = f"profile {path}"
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BenchError(f"{where} is not valid TOML: {e}") from None
+    unknown = set(doc) - {"name", "description", "recipe", "eval", "attack", "grid"}
+    if unknown:
+        raise BenchError(f"{where}: unknown section or key {', '.join(sorted(unknown))}")
+    if "recipe" not in doc:
+        raise BenchError(f"{where}: missing [recipe]")
+    recipe = _strict(Recipe, doc["recipe"], f"{where} [recipe]")
+    ev = _strict(EvalSetup, doc.get("eval", {}), f"{where} [eval]")
+    for a in ev.attacks:
+        if a not in ATTACKS:
+            raise BenchError(f"{where} [eval]: unknown attack {a!r}; known: {', '.join(ATTACKS)}")
+    for v in ev.views:
+        if v not in VIEWS:
+            raise BenchError(f"{where} [eval]: unknown view {v!r}; known: {', '.join(VIEWS)}")
+    attack_params = doc.get("attack", {})
+    for a, table in attack_params.items():
+        if a not in ATTACKS:
+            raise BenchError(f"{where}: [attack.{a}] names an unknown attack; known: {', '.join(ATTACKS)}")
+        check_overrides(a, table)
+        make_attack(a, table)  # validates the values now, not mid-run
+    try:
+        models = expand_grid(doc.get("grid", []), where)
+    except BenchError as e:
+        raise BenchError(f"{where}: {e}") from None
+    return Profile(doc.get("name", path.stem), doc.get("description", ""), recipe, ev, attack_params, models,
+                   str(path))

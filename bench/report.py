@@ -1,0 +1,170 @@
+"""Reports built from the results store: the tidy table, the leaderboard, the plots, a summary.
+
+Nothing here measures anything: every number comes out of the store.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pandas as pd
+
+from attacks import format_eps
+from bench.atomic import write_atomic, write_bytes_atomic
+from bench.store import ResultStore
+
+HEADLINE_EPS = 8 / 255  # the standard CIFAR Linf radius: the eps of the leaderboard's robust_min
+ID_COLS = ["model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim", "dataset", "split", "n"]
+
+
+def latest_runs(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Keep, per model and dataset, the rows of its most recently measured run key (a changed
+    recipe gives a new key; the older run stays in results.csv but not in the leaderboard)."""
+    if tidy.empty:
+        return tidy
+    last = tidy.groupby(["model", "dataset", "run_key"])["timestamp"].max().reset_index()
+    last = last.sort_values("timestamp").groupby(["model", "dataset"]).tail(1)
+    return tidy.merge(last[["model", "dataset", "run_key"]], on=["model", "dataset", "run_key"])
+
+
+def threat_column(threat: str, view: str, eps: float) -> str:
+    return f"{threat}_{view}@{format_eps(eps)}"
+
+
+def leaderboard(tidy: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: clean accuracy, robust_min (the minimum robust accuracy over every
+    attack and view at 8/255, the only number that counts as robustness), then one column per
+    attack/view/eps, and the gradient-masking diagnostics per view."""
+    df = latest_runs(tidy)
+    if df.empty:
+        return pd.DataFrame(columns=ID_COLS + ["clean", "robust_min"])
+    ids = df.groupby("model")[ID_COLS].first()
+    board = ids.copy()
+    clean = df[(df.threat == "clean") & (df.metric == "accuracy")].groupby("model")["value"].mean()
+    board["clean"] = clean
+    attacked = df[(df.threat != "clean") & (df.metric == "robust_acc")].copy()
+    if not attacked.empty:
+        attacked["col"] = [threat_column(t, v, e) for t, v, e in zip(attacked.threat, attacked.view, attacked.eps)]
+        wide = attacked.pivot_table(index="model", columns="col", values="value", aggfunc="mean")
+        head = attacked[np.isclose(attacked.eps, HEADLINE_EPS)]
+        if not head.empty:
+            idx = head.groupby("model")["value"].idxmin()
+            board["robust_min"] = head.loc[idx].set_index("model")["value"]
+            board["robust_min_by"] = head.loc[idx].set_index("model").pipe(
+                lambda h: h["threat"] + "/" + h["view"])
+        for eps in sorted(attacked.eps.unique()):
+            if not np.isclose(eps, HEADLINE_EPS):
+                board[f"robust_min@{format_eps(eps)}"] = attacked[np.isclose(attacked.eps, eps)].groupby(
+                    "model")["value"].min()
+        board = board.join(wide[sorted(wide.columns)])
+        for metric, short in (("zero_grad_frac", "zero_grad"), ("saturated_frac", "saturated")):
+            diag = df[df.metric == metric].pivot_table(index="model", columns="view", values="value", aggfunc="max")
+            for view in diag.columns:
+                board[f"{short}_{view}"] = diag[view]
+    if "robust_min" not in board:
+        board["robust_min"] = np.nan
+    prov = df.groupby("model").agg(code_version=("code_version", "last"), device=("device", "last"),
+                                   timestamp=("timestamp", "max"))
+    board = board.join(prov)
+    front = ID_COLS + ["clean", "robust_min"]
+    board = board[front + [c for c in board.columns if c not in front]]
+    return board.sort_values(["robust_min", "clean"], ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _family(row) -> str:
+    label = row["arch"]
+    if row["head"] == "bn":
+        label += " +BN head"
+    if row["regime"] != "std":
+        label += f" {row['regime']}"
+    if row["lr_scale"]:
+        label += " (loss x T)"
+    return label
+
+
+def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
+    """Accuracy against T (log axis), one line per architecture family, one panel per column:
+    clean, robust_min and each attack/view/eps. Seeds are averaged, with their std as error bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if board.empty:
+        return []
+    board = board.copy()
+    board["family"] = board.apply(_family, axis=1)
+    panels = ["clean", "robust_min"] + [c for c in board.columns if "@" in c and not c.startswith("robust_min")]
+    panels = [p for p in panels if board[p].notna().any()]
+    families = sorted(board["family"].unique())
+    colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
+    written = []
+
+    def draw(ax, col):
+        for fam in families:
+            sub = board[board.family == fam].groupby("T")[col].agg(["mean", "std", "count"]).reset_index()
+            sub = sub.dropna(subset=["mean"])
+            if sub.empty:
+                continue
+            err = sub["std"].where(sub["count"] > 1)
+            ax.errorbar(sub["T"], 100 * sub["mean"], yerr=100 * err.fillna(0), marker="o", ms=4, capsize=3,
+                        color=colors[fam], label=fam, lw=2.5 if col == "robust_min" else 1.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("training temperature T")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(col)
+        ax.grid(True, which="both", alpha=0.3)
+
+    dataset = ", ".join(sorted(board["dataset"].unique()))
+    n = ", ".join(str(int(v)) for v in sorted(board["n"].unique()))
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for col in panels:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        draw(ax, col)
+        ax.legend(fontsize=8)
+        fig.suptitle(f"{dataset} (n={n})", fontsize=9)
+        fig.tight_layout()
+        path = plots_dir / f"acc_vs_T_{col.replace('@', '_').replace('/', '-')}.png"
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+        plt.close(fig)
+        written.append(path)
+    cols = min(3, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, col in zip(axes.flat, panels):
+        draw(ax, col)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"Accuracy vs training temperature, {dataset} (n={n})")
+    fig.tight_layout()
+    path = plots_dir / "acc_vs_T.png"
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
+    """results.csv (tidy), leaderboard.csv and plots/ under ``out_dir``; returns the leaderboard."""
+    out_dir = Path(out_dir)
+    tidy = store.table()
+    write_bytes_atomic(out_dir / "results.csv", tidy.to_csv(index=False).encode())
+    board = leaderboard(tidy)
+    write_bytes_atomic(out_dir / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f").encode())
+    plot_accuracy_vs_T(board, out_dir / "plots")
+    return board
+
+
+def summary(board: pd.DataFrame) -> str:
+    """The table printed at the end of a run: accuracies in percent, the main columns only."""
+    if board.empty:
+        return "(no results)"
+    cols = ["model", "T", "dataset", "n", "clean", "robust_min", "robust_min_by"]
+    cols += [c for c in board.columns if "@" in c and not c.startswith("robust_min")]
+    cols += [c for c in board.columns if c.startswith(("zero_grad_", "saturated_"))]
+    show = board[[c for c in cols if c in board.columns]].copy()
+    for c in show.columns:
+        if c not in ("model", "T", "dataset", "n", "robust_min_by"):
+            show[c] = (100 * show[c]).round(1)
+    return show.to_string(index=False)

@@ -1,0 +1,166 @@
+"""Command line: ``python -m bench.run --model resnet18_T5 --attack pgd``.
+
+The CLI only wires the stages together (registry, profile, runner); it checks every input
+before anything is written, and turns a BenchError into one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from attacks import ATTACKS, VIEWS
+from bench.data import default_cache_dir
+from bench.errors import BenchError
+from bench.profiles import available_profiles, load_profile
+from models import ARCHS, REGIMES, parse_name
+
+EXAMPLES = """examples:
+  python -m bench.run                                   # the quick profile's whole grid
+  python -m bench.run --model resnet18_T5 --attack pgd  # one model, one attack
+  python -m bench.run --model fastnet_T1,fastnet_T50 --attack all --eps 4/255 --steps 20
+  python -m bench.run --profile smoke --results /tmp/smoke
+  python -m bench.run --list-models
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's own usage dump is a screenful)
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m bench.run", description="Train models at a softmax temperature T and attack them.",
+               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="quick", help=f"profile name ({', '.join(available_profiles())}) or a "
+                   "TOML path (default: quick)")
+    p.add_argument("--model", default="all", help="comma list of model names, or 'all' (the profile's grid)")
+    p.add_argument("--attack", default=None, help="comma list of attacks, or 'all' (default: the profile's)")
+    p.add_argument("--view", default=None, help="comma list of views: raw, scaled (default: the profile's)")
+    p.add_argument("--eps", default=None, help="attack radius for every attack, e.g. 8/255 or 0.031")
+    p.add_argument("--alpha", default=None, help="step size for iterative attacks, e.g. 2/255")
+    p.add_argument("--steps", default=None, help="iterations for iterative attacks")
+    p.add_argument("--n-test", type=int, default=None, help="evaluate on a stratified subset of this size")
+    p.add_argument("--data-root", default=None, help="data folder (default: $BENCH_DATA, else download CIFAR-10)")
+    p.add_argument("--results", default=None, help="results folder (default: results/<profile>)")
+    p.add_argument("--cache", default=None, help="cache for decoded data and checkpoints (default: $BENCH_CACHE "
+                   "or .cache)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--force", action="store_true", help="re-evaluate measurements already in the store")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off when not a TTY)")
+    p.add_argument("--list-models", action="store_true", help="explain model names and list the profile's grid")
+    p.add_argument("--list-attacks", action="store_true", help="list attacks, their parameters and defaults")
+    return p
+
+
+def list_models(profile) -> str:
+    lines = ["Model names: <arch>[w<width>][_bn]_T<temperature>[_<regime>][_lrT][_s<seed>]",
+             "  _bn      BatchNorm1d on the M-dim features before the classifier (the 'BN head' of claim B)",
+             "  _T<t>    training temperature: loss CE(z/t, y); _Tauto = 0.7239*sqrt(M) - 4.706 (claim B)",
+             "  _lrT     multiply the loss by T (logit-space step of T=1; the step-size control arm)",
+             "  _s<n>    seed (default 0)", "", "Architectures (M = feature dimension):"]
+    for a in ARCHS.values():
+        m = a.feature_dim(a.default_width or 0)
+        lines.append(f"  {a.name:<16} M={m:<5} {a.description}")
+    lines += ["", "Regimes: " + ", ".join(f"{k} ({v})" for k, v in REGIMES.items()), "",
+              f"Profile {profile.name!r} grid ({len(profile.models)} models; '--model all'):"]
+    lines += [f"  {n}" for n in profile.models]
+    return "\n".join(lines)
+
+
+def list_attacks() -> str:
+    lines = ["Attacks (torchattacks; inputs in [0,1], eps in pixel units; each runs on every view):"]
+    for a in ATTACKS.values():
+        params = ", ".join(f"{k}={v.default}" for k, v in a.params.items())
+        lines.append(f"  {a.name:<8} {a.norm:<5} {a.description}\n           {params}")
+    lines += ["", "Views: " + "; ".join(f"{k}: {v}" for k, v in VIEWS.items())]
+    return "\n".join(lines)
+
+
+def _split_list(text: str):
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _check_writable(path: Path):
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"results folder {path} cannot be written ({probe} is not a writable folder): "
+                         f"pass --results DIR")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise BenchError(f"unknown device {name!r}: use auto, cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError("--device cuda asked for, but torch sees no GPU: use --device cpu")
+    return torch.device(name)
+
+
+def make_plan(args):
+    from dataclasses import replace
+
+    from bench.runner import Plan
+
+    profile = load_profile(args.profile)
+    if args.n_test is not None:
+        if args.n_test < 1:
+            raise BenchError(f"--n-test must be >= 1, got {args.n_test}")
+        profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
+    names = profile.models if args.model.strip() == "all" else _split_list(args.model)
+    if not names:
+        raise BenchError("no models to run: give --model NAME[,NAME...] or 'all'")
+    specs = list({parse_name(n).name: parse_name(n) for n in names}.values())
+    attack_names = profile.eval.attacks if args.attack is None else (
+        list(ATTACKS) if args.attack.strip() == "all" else _split_list(args.attack))
+    cli = {"eps": args.eps, "alpha": args.alpha, "steps": args.steps}
+    attacks = []
+    for a in attack_names:
+        if a not in ATTACKS:
+            profile.attack(a)  # raises the unknown-attack error with suggestions
+        own = {k: v for k, v in cli.items() if k in ATTACKS[a].params}
+        attacks.append(profile.attack(a, own))
+    views = profile.eval.views if args.view is None else _split_list(args.view)
+    for v in views:
+        if v not in VIEWS:
+            raise BenchError(f"unknown view {v!r}; known: {', '.join(VIEWS)}")
+    results = Path(args.results) if args.results else Path("results") / profile.name
+    _check_writable(results)
+    cache = Path(args.cache) if args.cache else default_cache_dir()
+    return Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
+                cache_dir=cache, data_root=args.data_root, device=resolve_device(args.device), force=args.force,
+                progress=sys.stderr.isatty() and not args.no_progress)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.list_models:
+            print(list_models(load_profile(args.profile)))
+            return 0
+        if args.list_attacks:
+            print(list_attacks())
+            return 0
+        plan = make_plan(args)
+        from bench.report import summary
+        from bench.runner import run
+        board = run(plan)
+        print(summary(board))
+        return 0
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished measurements are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

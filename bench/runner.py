@@ -1,0 +1,123 @@
+"""The runner: for each model of a plan, get its checkpoint (load or train), evaluate it, store
+the measurements; then build the reports. Data flows one way:
+
+    registry spec -> trainer -> checkpoint store -> evaluator -> results store -> reports
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import pandas as pd
+import torch
+
+from attacks import AttackConfig
+from bench.checkpoints import CheckpointStore, checkpoint_key
+from bench.data import Dataset, load_dataset, stratified_indices, to_float
+from bench.evaluate import evaluate
+from bench.profiles import Profile
+from bench.provenance import provenance
+from bench.report import write_reports
+from bench.store import ResultStore, record_id
+from bench.train import train
+from models import ModelSpec
+
+
+@dataclass
+class Plan:
+    profile: Profile
+    models: Sequence[ModelSpec]
+    attacks: Sequence[AttackConfig]
+    views: Sequence[str]
+    results_dir: Path
+    cache_dir: Path
+    data_root: Optional[str] = None
+    device: torch.device = torch.device("cpu")
+    force: bool = False  # re-evaluate even when the store already holds the measurement
+    progress: bool = False
+
+
+def _log(msg: str):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _identity(key: str, data: Dataset, plan: Plan, n: int, threat: str, view: str, params: dict) -> dict:
+    ev = plan.profile.eval
+    return {"run_key": key, "dataset": data.name, "split": ev.split, "n": n, "subset_seed": ev.subset_seed,
+            "attack_seed": ev.attack_seed, "threat": threat, "view": view, "params": params}
+
+
+@torch.no_grad()
+def _accuracy(model, split, batch_size) -> float:
+    correct = 0
+    for a in range(0, len(split), batch_size):
+        correct += int((model(to_float(split.images[a:a + batch_size])).argmax(1) ==
+                        split.labels[a:a + batch_size]).sum())
+    return correct / len(split)
+
+
+def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore, eval_split,
+              log: Callable[[str], None]):
+    """Load the checkpoint for (spec, recipe, data), or train and save it."""
+    recipe = plan.profile.recipe
+    key = checkpoint_key(spec, recipe, data.fingerprint, data.num_classes)
+    found = ckpts.load(spec, key, data.num_classes, plan.device)
+    if found is not None:
+        log(f"  loaded checkpoint {key} (trained {found[1].get('wall_s', float('nan')):.0f}s, "
+            f"test acc {100 * found[1].get('test_acc', float('nan')):.1f}%)")
+        return key, found[0], found[1]
+    result = train(spec, recipe, data, plan.device, progress=plan.progress)
+    test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
+    meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
+                data_fingerprint=data.fingerprint, num_classes=data.num_classes, epochs=recipe.epochs,
+                train_n=result.train_n, final_train_loss=result.final_train_loss,
+                final_train_acc=result.final_train_acc, test_acc=test_acc, test_n=len(eval_split),
+                wall_s=result.wall_s)
+    meta = ckpts.save(spec, key, result.model, meta)
+    log(f"  trained in {result.wall_s:.0f}s: train loss {result.final_train_loss:.3f}, "
+        f"train acc {100 * result.final_train_acc:.1f}%, test acc {100 * test_acc:.1f}% -> {key}")
+    return key, result.model, meta
+
+
+def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
+    """Run the plan; returns the leaderboard. Finished measurements are in the store as soon as
+    they are done, so an interrupted run resumes where it stopped."""
+    data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress)
+    log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, test {len(data.test)}")
+    data = data.to(plan.device)
+    ev = plan.profile.eval
+    split = data.split(ev.split)
+    eval_split = split.subset(stratified_indices(split.labels, ev.n, ev.subset_seed))
+    store = ResultStore(plan.results_dir)
+    ckpts = CheckpointStore(plan.cache_dir / "checkpoints")
+    started = time.perf_counter()
+    for i, spec in enumerate(plan.models, 1):
+        log(f"[{i}/{len(plan.models)}] {spec.name} (T={spec.T:g}, M={spec.feature_dim})")
+        key, model, meta = get_model(spec, plan, data, ckpts, eval_split, log)
+        n = len(eval_split)
+        wanted = [_identity(key, data, plan, n, "clean", "none", {})] + [
+            _identity(key, data, plan, n, a.name, v, a.kwargs) for a in plan.attacks for v in plan.views]
+        done = [store.get(record_id(w)) for w in wanted]
+        if not plan.force and all(d is not None and d.get("weights_sha256") == meta["weights_sha256"] for d in done):
+            log("  all measurements already in the store (--force re-evaluates)")
+            continue
+        measurements = evaluate(model, spec.T, eval_split, plan.attacks, plan.views, ev.batch_size,
+                                ev.attack_seed, plan.progress, desc=f"attack {spec.name}")
+        prov = provenance(plan.device)
+        spec_cols = {"model": spec.name, "arch": spec.arch_name, "T": spec.T, "head": spec.head,
+                     "regime": spec.regime, "lr_scale": spec.lr_scale, "seed": spec.seed,
+                     "feature_dim": spec.feature_dim}
+        for m in measurements:
+            record = dict(_identity(key, data, plan, m.n, m.threat, m.view, m.params), **spec_cols, **prov,
+                          eps=m.eps, steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
+                          weights_sha256=meta["weights_sha256"], profile=plan.profile.name)
+            store.put(record)
+        pgd = [m for m in measurements if m.threat != "clean"]
+        log(f"  clean {100 * measurements[0].metrics['accuracy']:.1f}%; " + ", ".join(
+            f"{m.threat}/{m.view} {100 * m.metrics['robust_acc']:.1f}%" for m in pgd))
+    board = write_reports(store, plan.results_dir)
+    log(f"done in {time.perf_counter() - started:.0f}s; reports in {plan.results_dir}")
+    return board

@@ -1,0 +1,78 @@
+"""The results store: one JSON record per measurement, written atomically.
+
+A record's file name is the hash of the measurement's identity (model run, data, split, subset,
+threat, view, attack parameters), so a rerun of the same measurement replaces its file, two
+concurrent writers never touch each other's files, and a writer killed at any instant leaves
+either the old record, the new one, or a ``.tmp-*`` file that readers ignore. Nothing is lost,
+nothing is duplicated.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pandas as pd
+
+from bench.atomic import write_json_atomic
+from bench.errors import BenchError
+
+# The tidy table: one row per measurement and metric.
+COLUMNS = ["run_key", "model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim", "dataset",
+           "split", "n", "threat", "view", "eps", "steps", "params", "metric", "value",
+           "code_version", "torch_version", "device", "timestamp", "wall_s"]
+
+IDENTITY = ("run_key", "dataset", "split", "n", "subset_seed", "attack_seed", "threat", "view", "params")
+
+
+def record_id(record: dict) -> str:
+    ident = {k: record[k] for k in IDENTITY}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class ResultStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.records_dir = self.root / "records"
+
+    def path(self, rid: str) -> Path:
+        return self.records_dir / f"{rid}.json"
+
+    def put(self, record: dict) -> str:
+        missing = [k for k in IDENTITY if k not in record]
+        if missing:
+            raise ValueError(f"record lacks identity fields {missing}")
+        rid = record_id(record)
+        write_json_atomic(self.path(rid), dict(record, id=rid))
+        return rid
+
+    def get(self, rid: str) -> dict | None:
+        path = self.path(rid)
+        return self._read(path) if path.exists() else None
+
+    def _read(self, path: Path) -> dict:
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BenchError(f"result record {path} is not valid JSON: delete it and rerun that measurement") from None
+
+    def records(self) -> Iterator[dict]:
+        if not self.records_dir.is_dir():
+            return
+        for path in sorted(self.records_dir.glob("*.json")):  # .tmp-* files do not match
+            yield self._read(path)
+
+    def table(self) -> pd.DataFrame:
+        """The tidy long table, one row per (measurement, metric), in a stable order."""
+        rows: List[Dict] = []
+        for rec in self.records():
+            base = {c: rec.get(c) for c in COLUMNS if c not in ("metric", "value", "params")}
+            base["params"] = json.dumps(rec.get("params", {}), sort_keys=True)
+            for metric, value in rec["metrics"].items():
+                rows.append(dict(base, metric=metric, value=value))
+        df = pd.DataFrame(rows, columns=COLUMNS)
+        if len(df):
+            df = df.sort_values(["arch", "head", "regime", "lr_scale", "T", "seed", "model", "threat", "view",
+                                 "eps", "metric"], kind="stable").reset_index(drop=True)
+        return df

@@ -1,0 +1,204 @@
+"""Model names, specs and the architecture registry.
+
+A model name encodes everything needed to build and train it (timm style):
+
+    <arch>[w<width>][_bn]_T<temperature>[_<regime>][_lrT][_s<seed>]
+
+    resnet18_T5          ResNet-18, trained with CE(z/5, y)
+    resnet18_bn_T11.7    ... with a BatchNorm1d on the features before the classifier
+    resnet18w32_Tauto    ResNet-18 at base width 32 (M=256), T from the feature dimension
+    fastnet_T50_lrT_s2   fastnet at T=50, loss scaled by T (step-size control arm), seed 2
+
+Parsing gives a frozen ``ModelSpec``; ``spec.name`` is the canonical spelling
+(``resnet18_T5.0`` -> ``resnet18_T5``), so names round-trip.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Union
+
+import numpy as np
+
+from bench.errors import BenchError
+
+# Claim B (Hasegawa & Sakai 2025): T* = alpha*sqrt(M) + beta, clipped below.
+TAUTO_ALPHA = 0.7239
+TAUTO_BETA = -4.706
+TAUTO_MIN = 0.1
+
+# Training regimes: the suffix after the temperature. "std" is plain CE(z/T) training and is
+# left out of canonical names. Later regimes (at, trades, fat, ...) register here with a
+# description; the trainer dispatches on spec.regime.
+REGIMES: Dict[str, str] = {
+    "std": "standard training with CE(z/T, y)",
+}
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    name: str
+    build: Callable  # build(width, num_classes) -> (features module, feature_dim)
+    default_width: Optional[int]  # None: the architecture has no width knob
+    feature_dim: Callable[[int], int]  # width -> M
+    description: str
+
+
+ARCHS: Dict[str, ArchInfo] = {}
+
+
+def register_arch(name: str, *, description: str, feature_dim: Callable[[int], int],
+                  default_width: Optional[int] = None):
+    """Decorator: register ``build(width, num_classes)`` under ``name``."""
+
+    def deco(build):
+        if name in ARCHS:
+            raise ValueError(f"architecture {name!r} registered twice")
+        ARCHS[name] = ArchInfo(name, build, default_width, feature_dim, description)
+        return build
+
+    return deco
+
+
+def format_temperature(t: Union[float, str]) -> str:
+    """Shortest positional spelling: 5.0 -> '5', 0.50 -> '0.5', 1e-3 -> '0.001'."""
+    if t == "auto":
+        return "auto"
+    return np.format_float_positional(float(t), trim="-")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    temperature: Union[float, str]  # a positive float, or "auto" (resolved from M)
+    width: Optional[int] = None  # None: the architecture's default
+    bn_head: bool = False
+    regime: str = "std"
+    lr_scale: bool = False  # multiply the loss by T, so logit-space steps match T=1
+    seed: int = 0
+    info: ArchInfo = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise BenchError(f"unknown architecture {self.arch!r}; known: {', '.join(sorted(ARCHS))}")
+        object.__setattr__(self, "info", ARCHS[self.arch])
+        if self.width is not None:
+            if self.info.default_width is None:
+                raise BenchError(f"{self.arch} has no width variants; drop the 'w{self.width}'")
+            if self.width < 1:
+                raise BenchError(f"width must be a positive integer, got {self.width}")
+            if self.width == self.info.default_width:
+                object.__setattr__(self, "width", None)
+        if self.temperature != "auto":
+            t = float(self.temperature)
+            if not math.isfinite(t) or t <= 0:
+                raise BenchError(f"temperature must be a positive finite number, got {self.temperature!r}")
+            object.__setattr__(self, "temperature", float(format_temperature(t)))
+        if self.regime not in REGIMES:
+            raise BenchError(f"unknown regime {self.regime!r}; known: {', '.join(sorted(REGIMES))}")
+        if self.seed < 0:
+            raise BenchError(f"seed must be >= 0, got {self.seed}")
+
+    @property
+    def arch_name(self) -> str:
+        return self.arch + (f"w{self.width}" if self.width is not None else "")
+
+    @property
+    def feature_dim(self) -> int:
+        """M, the dimension of the vector the final linear layer sees."""
+        return self.info.feature_dim(self.width or self.info.default_width or 0)
+
+    @property
+    def T(self) -> float:
+        """The training temperature, with ``auto`` resolved from the feature dimension."""
+        if self.temperature == "auto":
+            return float(format_temperature(
+                max(TAUTO_MIN, round(TAUTO_ALPHA * math.sqrt(self.feature_dim) + TAUTO_BETA, 4))))
+        return float(self.temperature)
+
+    @property
+    def head(self) -> str:
+        return "bn" if self.bn_head else "plain"
+
+    @property
+    def name(self) -> str:
+        parts = [self.arch_name]
+        if self.bn_head:
+            parts.append("bn")
+        parts.append("T" + format_temperature(self.temperature))
+        if self.regime != "std":
+            parts.append(self.regime)
+        if self.lr_scale:
+            parts.append("lrT")
+        if self.seed:
+            parts.append(f"s{self.seed}")
+        return "_".join(parts)
+
+    def to_dict(self) -> dict:
+        """Everything that identifies the model (the key of its checkpoint builds on this)."""
+        return {"name": self.name, "arch": self.arch_name, "width": self.width or self.info.default_width,
+                "feature_dim": self.feature_dim, "bn_head": self.bn_head, "temperature": self.T,
+                "temperature_spec": format_temperature(self.temperature), "regime": self.regime,
+                "lr_scale": self.lr_scale, "seed": self.seed}
+
+    def __str__(self):
+        return self.name
+
+
+_TEMP_RE = re.compile(r"T(auto|[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+
+
+def _suggest(name: str) -> str:
+    """' (nearest valid: a, b)' built by trying each architecture with the name's tail."""
+    tail = name[name.find("_T"):] if "_T" in name else "_T1"
+    if not _TEMP_RE.match(tail.split("_")[1] if tail.count("_") >= 1 else ""):
+        tail = "_T1"
+    candidates = [a + tail for a in ARCHS] + [a + "_T1" for a in ARCHS]
+    near = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
+    return f" (nearest valid: {', '.join(near)})" if near else f" (e.g. {next(iter(ARCHS))}_T1)"
+
+
+def parse_name(name: str) -> ModelSpec:
+    """Parse a model name into a spec; a malformed name raises BenchError with suggestions."""
+    name = name.strip()
+    arch = max((a for a in ARCHS if name.startswith(a)), key=len, default=None)
+    if arch is None:
+        raise BenchError(f"unknown model {name!r}: no architecture matches{_suggest(name)}; "
+                         f"see --list-models")
+    rest = name[len(arch):]
+    width = None
+    m = re.match(r"w([0-9]+)", rest)
+    if m:
+        width, rest = int(m.group(1)), rest[m.end():]
+    tokens = rest.split("_")
+    if tokens[0] != "" or len(tokens) < 2:
+        raise BenchError(f"malformed model name {name!r}: expected <arch>[w<width>][_bn]_T<temp>"
+                         f"[_<regime>][_lrT][_s<seed>]{_suggest(name)}")
+    tokens = tokens[1:]
+    bn_head = False
+    if tokens and tokens[0] == "bn":
+        bn_head, tokens = True, tokens[1:]
+    if not tokens or not _TEMP_RE.match(tokens[0]):
+        got = tokens[0] if tokens else "nothing"
+        raise BenchError(f"malformed model name {name!r}: expected _T<temperature> (e.g. _T5, _T0.5, _Tauto), "
+                         f"got {got!r}{_suggest(name)}")
+    temp: Union[float, str] = _TEMP_RE.match(tokens[0]).group(1)
+    temp = temp if temp == "auto" else float(temp)
+    tokens = tokens[1:]
+    regime, lr_scale, seed = "std", False, 0
+    if tokens and tokens[0] in REGIMES:
+        regime, tokens = tokens[0], tokens[1:]
+    if tokens and tokens[0] == "lrT":
+        lr_scale, tokens = True, tokens[1:]
+    if tokens and re.fullmatch(r"s[0-9]+", tokens[0]):
+        seed, tokens = int(tokens[0][1:]), tokens[1:]
+    if tokens:
+        raise BenchError(f"malformed model name {name!r}: unexpected {'_'.join(tokens)!r} "
+                         f"(known regimes: {', '.join(sorted(REGIMES))}; then optional _lrT, _s<seed>)")
+    try:
+        return ModelSpec(arch=arch, temperature=temp, width=width, bn_head=bn_head, regime=regime,
+                         lr_scale=lr_scale, seed=seed)
+    except BenchError as e:
+        raise BenchError(f"bad model name {name!r}: {e}") from None
