@@ -1,0 +1,59 @@
+"""Shared fixtures. Tests run on CPU, on small real files the tests make."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg75"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def real_data_root() -> Path:
+    root = Path(os.environ.get("BENCH_DATA") or SHARED)
+    if not (root / "train").is_dir():
+        pytest.skip(f"needs the CIFAR-10 JPEG copy at {SHARED} or $BENCH_DATA")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mini_root(tmp_path_factory) -> Path:
+    """A small ImageFolder tree of real CIFAR-10 images: 200 train and 50 test images per class,
+    copied from the offline JPEG set (evenly spaced, so every class is there)."""
+    src = real_data_root()
+    dst = tmp_path_factory.mktemp("data") / "cifar10-mini"
+    for split, per_class in (("train", 200), ("test", 50)):
+        for cls in CLASSES:
+            files = sorted((src / split / cls).iterdir())
+            step = len(files) // per_class
+            (dst / split / cls).mkdir(parents=True)
+            for f in files[::step][:per_class]:
+                shutil.copyfile(f, dst / split / cls / f.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def mini_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def mini_data(mini_root, mini_cache):
+    from bench.data import load_dataset
+    return load_dataset(str(mini_root), mini_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(mini_data):
+    """A tiny fastnet trained here at T=1 on 2,000 real images (a few seconds on CPU)."""
+    from bench.profiles import Recipe
+    from bench.train import train
+    from models import parse_name
+    spec = parse_name("fastnetw8_T1")
+    result = train(spec, Recipe(epochs=6, batch_size=64, lr=0.1), mini_data, torch.device("cpu"))
+    return spec, result.model

@@ -1,0 +1,94 @@
+"""Real torchattacks attacks on a tiny model trained here."""
+import copy
+
+import pytest
+import torch
+
+from attacks import ATTACKS, make_attack, make_view, parse_eps
+from bench.data import stratified_indices, to_float
+from bench.errors import BenchError
+from bench.evaluate import evaluate
+
+
+@pytest.fixture(scope="module")
+def test_split(mini_data):
+    return mini_data.test.subset(stratified_indices(mini_data.test.labels, 200, 0))
+
+
+def by(ms, threat, view):
+    return next(m for m in ms if m.threat == threat and m.view == view)
+
+
+def test_attacks_stay_in_range_and_in_the_ball(tiny_model, test_split):
+    spec, model = tiny_model
+    x, y = to_float(test_split.images[:64]), test_split.labels[:64]
+    for name in ATTACKS:
+        for eps in (2 / 255, 8 / 255):
+            cfg = make_attack(name, {"eps": eps})
+            for view in ("raw", "scaled"):
+                adv = cfg.build(make_view(model, view, 5.0))(x, y)
+                assert adv.min() >= 0 and adv.max() <= 1
+                assert (adv - x).abs().max() <= eps + 1e-6
+                assert (adv - x).abs().max() >= eps * 0.5  # it did move
+
+
+def test_pgd_beats_fgsm_beats_clean(tiny_model, test_split):
+    spec, model = tiny_model
+    ms = evaluate(model, spec.T, test_split, [make_attack("fgsm"), make_attack("pgd")], ["raw", "scaled"],
+                  batch_size=100)
+    clean = ms[0].metrics["accuracy"]
+    assert ms[0].threat == "clean" and clean > 0.25  # the tiny model learned something
+    for view in ("raw", "scaled"):
+        fgsm, pgd = by(ms, "fgsm", view).metrics, by(ms, "pgd", view).metrics
+        assert fgsm["robust_acc"] < clean
+        assert pgd["robust_acc"] <= fgsm["robust_acc"]
+        assert pgd["max_linf"] <= 8 / 255 + 1e-6
+        assert fgsm["success_rate"] == pytest.approx(1 - fgsm["robust_acc"] / clean)
+        assert pgd["clean_acc"] == clean
+    # at T=1 the two views are the same function
+    assert by(ms, "pgd", "raw").metrics == by(ms, "pgd", "scaled").metrics
+
+
+def test_evaluation_is_seeded(tiny_model, test_split):
+    spec, model = tiny_model
+    a = evaluate(model, 1.0, test_split, [make_attack("pgd", {"steps": 3})], ["raw"], batch_size=100, seed=0)
+    b = evaluate(model, 1.0, test_split, [make_attack("pgd", {"steps": 3})], ["raw"], batch_size=100, seed=0)
+    assert [m.metrics for m in a] == [m.metrics for m in b]
+
+
+def test_saturated_softmax_masks_ce_pgd_on_the_raw_view(tiny_model, test_split):
+    """science.md's known answer: scale the last layer by 1e3. Decisions are unchanged, the raw
+    softmax saturates, CE gradients vanish and raw-view PGD "finds" robustness; the scaled view
+    (z / 1e3: the original model) does not."""
+    spec, model = tiny_model
+    big = copy.deepcopy(model)
+    with torch.no_grad():
+        big.fc.weight.mul_(1e3)
+        big.fc.bias.mul_(1e3)
+    ms = evaluate(big, 1e3, test_split, [make_attack("pgd")], ["raw", "scaled"], batch_size=100)
+    ref = evaluate(model, 1.0, test_split, [make_attack("pgd")], ["raw"], batch_size=100)
+    assert ms[0].metrics["accuracy"] == ref[0].metrics["accuracy"]
+    raw, scaled = by(ms, "pgd", "raw").metrics, by(ms, "pgd", "scaled").metrics
+    assert raw["saturated_frac"] > 0.5 and raw["zero_grad_frac"] > 0.3
+    assert scaled["saturated_frac"] == 0 and scaled["zero_grad_frac"] == 0
+    assert raw["robust_acc"] > scaled["robust_acc"] + 0.1
+    assert scaled["robust_acc"] == pytest.approx(by(ref, "pgd", "raw").metrics["robust_acc"], abs=0.05)
+
+
+@pytest.mark.parametrize("value,expected", [("8/255", 8 / 255), ("0.5", 0.5), (0.25, 0.25), ("0", 0.0)])
+def test_parse_eps(value, expected):
+    assert parse_eps(value) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name,params,fragment", [
+    ("pgd", {"eps": "-1/255"}, "non-negative"),
+    ("pgd", {"eps": "nan"}, "finite"),
+    ("pgd", {"eps": "eight"}, "cannot read"),
+    ("pgd", {"steps": 0}, ">= 1"),
+    ("pgd", {"steps": "2.5"}, "whole number"),
+    ("pgd", {"alpha": 0}, "positive"),
+    ("pgm", {}, "did you mean pgd"),
+])
+def test_bad_attack_parameters(name, params, fragment):
+    with pytest.raises(BenchError, match=fragment):
+        make_attack(name, params)

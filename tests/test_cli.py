@@ -1,0 +1,146 @@
+"""The CLI end to end on the smoke profile, and bad input: exit 2, one line, nothing written."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.run import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})), timeout=600)
+
+
+def tree(path: Path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def smoke_run(mini_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("smoke")
+    args = ["--profile", "smoke", "--data-root", str(mini_root), "--results", str(base / "results"),
+            "--cache", str(base / "cache")]
+    first = cli(*args)
+    return base, args, first
+
+
+def test_smoke_profile_end_to_end(smoke_run):
+    base, args, first = smoke_run
+    assert first.returncode == 0, first.stderr
+    results = base / "results"
+    board = pd.read_csv(results / "leaderboard.csv")
+    assert sorted(board.model) == ["fastnetw8_T1", "fastnetw8_T10"]
+    assert (board.dataset == "cifar10-mini").all() and (board.n == 100).all()
+    attack_cols = [c for c in board.columns if c.endswith("@8/255") and not c.startswith("robust_min")]
+    assert sorted(attack_cols) == ["fgsm_raw@8/255", "fgsm_scaled@8/255", "pgd_raw@8/255", "pgd_scaled@8/255"]
+    # robust_min is the minimum over every attack and view, and it leads the sort
+    assert (board.robust_min.round(6) == board[attack_cols].min(axis=1).round(6)).all()
+    assert list(board.robust_min) == sorted(board.robust_min, reverse=True)
+    tidy = pd.read_csv(results / "results.csv")
+    for col in ["run_key", "model", "arch", "T", "head", "regime", "seed", "dataset", "split", "n", "threat",
+                "view", "eps", "steps", "metric", "value", "code_version", "torch_version", "device",
+                "timestamp", "wall_s"]:
+        assert col in tidy.columns
+    assert set(tidy.threat) == {"clean", "fgsm", "pgd"} and set(tidy.view) == {"none", "raw", "scaled"}
+    assert (tidy[tidy.metric == "max_linf"].value <= 8 / 255 + 1e-6).all()
+    assert set(tidy[tidy.threat == "pgd"].steps) == {3}  # the profile's [attack.pgd] steps
+    assert len(list((results / "plots").glob("*.png"))) >= 4
+    assert "robust_min" in first.stdout and "fastnetw8_T10" in first.stdout  # the summary table
+    assert len(list((base / "cache" / "checkpoints").glob("*.safetensors"))) == 2
+
+
+def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
+    base, args, first = smoke_run
+    before = pd.read_csv(base / "results" / "results.csv")
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "loaded checkpoint" in again.stderr and "trained in" not in again.stderr
+    assert "already in the store" in again.stderr
+    after = pd.read_csv(base / "results" / "results.csv")
+    assert len(after) == len(before)
+    forced = cli(*args, "--force", "--model", "fastnetw8_T1", "--attack", "pgd")
+    assert forced.returncode == 0, forced.stderr
+    after = pd.read_csv(base / "results" / "results.csv")
+    assert len(after) == len(before)  # re-measured rows replaced their old versions
+    key = ["run_key", "threat", "view", "eps", "metric"]
+    assert not after.duplicated(key).any()
+
+
+def test_one_model_and_attack_by_name(smoke_run):
+    base, args, _ = smoke_run
+    out = cli(*args, "--model", "fastnetw8_T1", "--attack", "fgsm", "--eps", "4/255",
+              "--results", str(base / "single"))
+    assert out.returncode == 0, out.stderr
+    board = pd.read_csv(base / "single" / "leaderboard.csv")
+    assert list(board.model) == ["fastnetw8_T1"]
+    assert "fgsm_raw@4/255" in board.columns and "robust_min@4/255" in board.columns
+
+
+def test_lists():
+    out = cli("--list-models")
+    assert out.returncode == 0 and "resnet18" in out.stdout and "fastnet_T50_lrT" in out.stdout
+    out = cli("--list-attacks")
+    assert out.returncode == 0 and "pgd" in out.stdout and "eps=8/255" in out.stdout
+
+
+@pytest.fixture
+def bad_env(tmp_path, mini_root, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA", str(mini_root))
+    monkeypatch.chdir(tmp_path)
+    typo = tmp_path / "typo.toml"
+    typo.write_text((REPO / "bench" / "profiles" / "smoke.toml").read_text().replace("epochs", "epohcs"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    return tmp_path
+
+
+BAD = [
+    (["--model", "resnet81_T5"], "unknown model 'resnet81_T5'"),
+    (["--model", "resnet18_5"], "malformed model name"),
+    (["--model", "resnet18_T0"], "positive"),
+    (["--model", "resnet18_Tnan"], "expected _T<temperature>"),
+    (["--eps=-8/255"], "eps must be a non-negative"),
+    (["--steps", "0"], "steps must be >= 1"),
+    (["--attack", "pgdd"], "unknown attack 'pgdd'"),
+    (["--view", "logits"], "unknown view"),
+    (["--profile", "quik"], "unknown profile"),
+    (["--profile", "typo.toml"], "unknown key epohcs"),
+    (["--data-root", "no/such/folder"], "does not exist"),
+    (["--results", "a_file/results"], "cannot be written"),
+    (["--n-test", "0"], "--n-test must be >= 1"),
+    (["--device", "tpu"], "unknown device"),
+    (["--frobnicate"], "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(bad_env, capsys, args, fragment):
+    before = tree(bad_env)
+    try:
+        code = main(["--profile", "smoke", "--results", "out", "--cache", "cache", *args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert fragment in err and err.startswith("error: ") and "\n" not in err
+    assert tree(bad_env) == before
+
+
+def test_corrupt_dataset_cache_exits_2(mini_root, tmp_path):
+    cache = tmp_path / "cache"
+    from bench.data import load_dataset
+    load_dataset(str(mini_root), cache)
+    (f,) = (cache / "data").glob("*.safetensors")
+    f.write_bytes(f.read_bytes()[:5000])
+    out = cli("--profile", "smoke", "--data-root", str(mini_root), "--cache", str(cache),
+              "--results", str(tmp_path / "out"))
+    assert out.returncode == 2 and "dataset cache" in out.stderr and "corrupt" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+

@@ -1,0 +1,88 @@
+import math
+
+import pytest
+import torch
+
+from bench.errors import BenchError
+from models import ARCHS, build_model, parse_name
+
+
+@pytest.mark.parametrize("name,canonical", [
+    ("resnet18_T5", "resnet18_T5"),
+    ("resnet18_T5.0", "resnet18_T5"),
+    ("resnet18_T0.50", "resnet18_T0.5"),
+    ("resnet18_bn_T11.7", "resnet18_bn_T11.7"),
+    ("fastnet_T1_s2", "fastnet_T1_s2"),
+    ("fastnet_T1_s0", "fastnet_T1"),
+    ("fastnet_T1_std", "fastnet_T1"),
+    ("fastnetw16_T1", "fastnet_T1"),  # the default width is left out
+    ("fastnetw32_T50_lrT_s1", "fastnetw32_T50_lrT_s1"),
+    ("vgg16_bn_T1", "vgg16_bn_T1"),  # an arch whose own name ends in _bn ...
+    ("vgg16_bn_bn_T1", "vgg16_bn_bn_T1"),  # ... with the BN head as well
+    ("wrn28_10_T1e1", "wrn28_10_T10"),
+    ("resnet18_Tauto", "resnet18_Tauto"),
+])
+def test_round_trip(name, canonical):
+    spec = parse_name(name)
+    assert spec.name == canonical
+    assert parse_name(spec.name) == spec
+
+
+def test_spec_fields():
+    s = parse_name("vgg16_bn_bn_T2.5_lrT_s3")
+    assert (s.arch, s.bn_head, s.T, s.lr_scale, s.seed, s.regime) == ("vgg16_bn", True, 2.5, True, 3, "std")
+    assert parse_name("vgg16_bn_T1").bn_head is False
+
+
+def test_feature_dims_and_tauto():
+    assert parse_name("resnet18_T1").feature_dim == 512
+    assert parse_name("resnet18w16_T1").feature_dim == 128
+    assert parse_name("wrn28_10_T1").feature_dim == 640
+    assert parse_name("vit_small_T1").feature_dim == 384
+    assert parse_name("fastnetw64_T1").feature_dim == 256
+    # claim B: M=512 gives T* = 0.7239 * sqrt(512) - 4.706 ~ 11.67
+    assert parse_name("resnet18_bn_Tauto").T == pytest.approx(0.7239 * math.sqrt(512) - 4.706, abs=1e-3)
+    assert parse_name("fastnetw2_Tauto").T == pytest.approx(0.1)  # clipped below
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_arch_builds_and_returns_logits(arch):
+    # width variants keep tests fast; the full widths are exercised by their feature_dim
+    name = {"resnet18": "resnet18w8", "preactresnet18": "preactresnet18w8", "vit_small": "vit_smallw48",
+            "fastnet": "fastnetw8"}.get(arch, arch)
+    spec = parse_name(f"{name}_bn_T3")
+    model = build_model(spec).eval()
+    with torch.no_grad():
+        z = model(torch.rand(2, 3, 32, 32))
+    assert z.shape == (2, 10)
+    assert model.feature_dim == spec.feature_dim
+    assert isinstance(model.head_bn, torch.nn.BatchNorm1d)
+    assert model.fc.in_features == spec.feature_dim
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    ("resnet81_T5", "nearest valid: resnet18_T5"),
+    ("resnet18", "malformed"),
+    ("resnet18_T", "expected _T<temperature>"),
+    ("resnet18_T0", "positive"),
+    ("resnet18_T-1", "expected _T<temperature>"),
+    ("resnet18_Tnan", "expected _T<temperature>"),
+    ("resnet18_T5_adversarial", "unexpected 'adversarial'"),
+    ("resnet18_T5_s1_lrT", "unexpected"),
+    ("vgg16_T1", "nearest valid"),
+    ("resnet18x_T1", "malformed"),
+    ("wrn28_10w4_T1", "no width variants"),
+])
+def test_bad_names(bad, fragment):
+    with pytest.raises(BenchError) as e:
+        parse_name(bad)
+    msg = str(e.value)
+    assert fragment in msg
+    assert "\n" not in msg
+
+
+def test_nan_and_inf_temperature_rejected():
+    from models import ModelSpec
+    for t in (float("nan"), float("inf"), -2.0, 0.0):
+        with pytest.raises(BenchError):
+            ModelSpec(arch="fastnet", temperature=t)
