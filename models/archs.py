@@ -125,22 +125,7 @@ def _preactresnet18(width, num_classes):
     return ResNetFeatures(PreActBlock, width, preact=True)
 
 
-# --- WideResNet-28-10 ---------------------------------------------------------------------------
-
-class WideBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.shortcut = None if (cin == cout and stride == 1) else nn.Conv2d(cin, cout, 1, stride, bias=False)
-
-    def forward(self, x):
-        o = F.relu(self.bn1(x))
-        short = x if self.shortcut is None else self.shortcut(o)
-        return self.conv2(F.relu(self.bn2(self.conv1(o)))) + short
-
+# --- WideResNet-28-10: pre-activation blocks, widths 16 / 160 / 320 / 640 -----------------------
 
 class WideResNetFeatures(nn.Module):
     def __init__(self, depth=28, widen=10):
@@ -151,7 +136,7 @@ class WideResNetFeatures(nn.Module):
         layers, cin = [], widths[0]
         for g, cout in enumerate(widths[1:]):
             for j in range(n):
-                layers.append(WideBlock(cin, cout, 2 if (g > 0 and j == 0) else 1))
+                layers.append(PreActBlock(cin, cout, 2 if (g > 0 and j == 0) else 1))
                 cin = cout
         self.layers = nn.Sequential(*layers, nn.BatchNorm2d(cin), nn.ReLU())
 
