@@ -6,7 +6,7 @@ Robust accuracy counts a point only if it is classified correctly both clean and
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
 import torch
@@ -27,7 +27,6 @@ class Measurement:
     n: int
     metrics: Dict[str, float]
     wall_s: float
-    extra: Dict[str, object] = field(default_factory=dict)
 
 
 def _frac(mask: torch.Tensor) -> float:

@@ -117,7 +117,7 @@ def make_plan(args):
     names = profile.models if args.model.strip() == "all" else _split_list(args.model)
     if not names:
         raise BenchError("no models to run: give --model NAME[,NAME...] or 'all'")
-    specs = list({parse_name(n).name: parse_name(n) for n in names}.values())
+    specs = list({s.name: s for s in map(parse_name, names)}.values())
     attack_names = profile.eval.attacks if args.attack is None else (
         list(ATTACKS) if args.attack.strip() == "all" else _split_list(args.attack))
     cli = {"eps": args.eps, "alpha": args.alpha, "steps": args.steps}

@@ -19,7 +19,7 @@ from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import Dataset, load_dataset, stratified_indices, to_float
 from bench.evaluate import evaluate
 from bench.profiles import Profile
-from bench.provenance import provenance
+from bench.provenance import code_version, provenance
 from bench.report import write_reports
 from bench.store import ResultStore, record_id
 from bench.train import train
@@ -100,8 +100,11 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
         n = len(eval_split)
         wanted = [_identity(key, data, plan, n, "clean", "none", {})] + [
             _identity(key, data, plan, n, a.name, v, a.kwargs) for a in plan.attacks for v in plan.views]
+        # Resume: skip a model whose measurements the store holds for these very weights and
+        # this very code; any other code version measures again (and replaces the rows).
         done = [store.get(record_id(w)) for w in wanted]
-        if not plan.force and all(d is not None and d.get("weights_sha256") == meta["weights_sha256"] for d in done):
+        if not plan.force and all(d is not None and d.get("weights_sha256") == meta["weights_sha256"]
+                                  and d.get("code_version") == code_version() for d in done):
             log("  all measurements already in the store (--force re-evaluates)")
             continue
         measurements = evaluate(model, spec.T, eval_split, plan.attacks, plan.views, ev.batch_size,
