@@ -19,14 +19,17 @@ from bench.data import Split, to_float
 
 @dataclass
 class Measurement:
-    threat: str  # "clean" or an attack name
-    view: str  # "raw", "scaled", or "none" for clean accuracy
+    threat: str  # "clean", an attack, a corruption, a natural transform or a shifted test set
+    view: str  # "raw", "scaled", or "none" where no attack looks at the logits
     eps: float
     steps: int
     params: Dict[str, object]
     n: int
     metrics: Dict[str, float]
     wall_s: float
+    family: str = "attack"  # clean, attack, corruption, natural, shift
+    source: str = ""  # the images measured when they are not the dataset's own split
+    level: float = float("nan")  # corruption severity or natural-transform magnitude
 
 
 def _frac(mask: torch.Tensor) -> float:
@@ -76,7 +79,8 @@ def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: 
         for v, (zg, st) in diag.items():
             zero[v][a:b], sat[v][a:b] = zg, st
     clean_acc = _frac(clean_ok)
-    out = [Measurement("clean", "none", 0.0, 0, {}, n, {"accuracy": clean_acc}, time.perf_counter() - t0)]
+    out = [Measurement("clean", "none", 0.0, 0, {}, n, {"accuracy": clean_acc}, time.perf_counter() - t0,
+                       family="clean")]
 
     bar = tqdm(total=len(attacks) * len(views) * len(batches), disable=not progress, desc=desc,
                unit="batch", leave=False, dynamic_ncols=True)

@@ -63,6 +63,26 @@ class EvalSetup:
     attack_seed: int = 0  # seeds the attacks' random starts, batch by batch
     attacks: Tuple[str, ...] = ("fgsm", "pgd")
     views: Tuple[str, ...] = ("raw", "scaled")
+    # Common corruptions: "auto" (the real CIFAR-10-C when found and the data is cifar10, else
+    # generated), "generated", "real" or "none"; which ones (default all 19) and severities.
+    corruptions: str = "none"
+    corruption_names: Tuple[str, ...] = ()
+    severities: Tuple[int, ...] = (1, 2, 3, 4, 5)
+    shift_n: Optional[int] = None  # subset for corruptions and natural transforms; None: n
+    natural: Tuple[str, ...] = ()  # natural transforms, "worst_grid" included
+    shifts: Tuple[str, ...] = ()  # shifted test sets: "cifar10.1" (measured when found)
+
+    def __post_init__(self):
+        if self.corruptions not in ("auto", "generated", "real", "none"):
+            raise BenchError(f"[eval] corruptions must be auto, generated, real or none, got {self.corruptions!r}")
+        bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
+        if bad:
+            raise BenchError(f"[eval] severities must lie in 1..5, got {bad}")
+        unknown = set(self.shifts) - {"cifar10.1"}
+        if unknown:
+            raise BenchError(f"[eval] unknown shift {', '.join(sorted(unknown))}; known: cifar10.1")
+        from attacks.natural import check_natural
+        check_natural(self.natural)
 
 
 @dataclass(frozen=True)

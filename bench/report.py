@@ -64,12 +64,70 @@ def leaderboard(tidy: pd.DataFrame) -> pd.DataFrame:
                 board[f"{short}_{view}"] = diag[view]
     if "robust_min" not in board:
         board["robust_min"] = np.nan
+    board = add_corruption_columns(df, board)
+    board = add_natural_and_shift_columns(df, board)
     prov = df.groupby("model").agg(code_version=("code_version", "last"), device=("device", "last"),
                                    timestamp=("timestamp", "max"))
     board = board.join(prov)
     front = ID_COLS + ["clean", "robust_min"]
     board = board[front + [c for c in board.columns if c not in front]]
     return board.sort_values(["robust_min", "clean"], ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _baseline(board: pd.DataFrame, row) -> str | None:
+    """The mCE baseline of a model: the T=1 model of the same architecture, head, regime and seed
+    (fixed lr); else any T=1 model of that architecture. No AlexNet reference exists for CIFAR."""
+    same = board[(board.arch == row.arch) & np.isclose(board["T"], 1.0) & ~board.lr_scale.astype(bool)]
+    exact = same[(same["head"] == row["head"]) & (same.regime == row.regime) & (same.seed == row.seed)]
+    pick = exact if len(exact) else same
+    return pick.index[0] if len(pick) else None
+
+
+def add_corruption_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
+    """mCA (mean accuracy over the 15 benchmark corruptions x severities, RobustBench's CIFAR-10-C
+    figure), per-severity means, the extra-4 mean, the relative drop from clean, and the mean
+    corruption error (Hendrycks & Dietterich 2019) plain and relative (clean error subtracted),
+    normalised by each model's T=1 baseline from the same grid."""
+    c = df[(df.family == "corruption") & (df.metric == "accuracy")]
+    if c.empty:
+        return board
+    from attacks.corruptions import BENCHMARK, EXTRA
+    bench = c[c.threat.isin(BENCHMARK)]
+    board["c_source"] = c.groupby("model")["source"].first()
+    board["mCA"] = bench.groupby("model")["value"].mean()
+    for sev in sorted(bench.level.dropna().unique()):
+        board[f"mCA_s{int(sev)}"] = bench[bench.level == sev].groupby("model")["value"].mean()
+    board["extra4"] = c[c.threat.isin(EXTRA)].groupby("model")["value"].mean()
+    board["c_rel_drop"] = (board["clean"] - board["mCA"]) / board["clean"]
+    # sums over severities of the error, per model and corruption
+    err = bench.assign(err=1 - bench.value).pivot_table(index="model", columns="threat", values="err", aggfunc="sum")
+    n_sev = bench.pivot_table(index="model", columns="threat", values="value", aggfunc="count")
+    rel = err - n_sev.mul(1 - board["clean"], axis=0)
+    mce, rmce, base_of = {}, {}, {}
+    for model in board.index:
+        base = _baseline(board, board.loc[model])
+        if base is None or base not in err.index or model not in err.index:
+            continue
+        base_of[model] = base
+        mce[model] = (err.loc[model] / err.loc[base]).mean()
+        rmce[model] = (rel.loc[model] / rel.loc[base]).replace([np.inf, -np.inf], np.nan).mean()
+    board["mCE"] = pd.Series(mce, dtype=float)
+    board["rel_mCE"] = pd.Series(rmce, dtype=float)
+    board["mCE_baseline"] = pd.Series(base_of, dtype=object)
+    return board
+
+
+def add_natural_and_shift_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
+    """nat_<transform>: mean accuracy over its magnitude sweep; nat_worst_grid; cifar10.1 and its
+    gap to the clean test accuracy."""
+    nat = df[(df.family == "natural") & (df.metric == "accuracy")]
+    for t in nat.threat.unique():
+        board[f"nat_{t}"] = nat[nat.threat == t].groupby("model")["value"].mean()
+    shift = df[(df.family == "shift") & (df.metric == "accuracy")]
+    for t in shift.threat.unique():
+        board[t] = shift[shift.threat == t].groupby("model")["value"].mean()
+        board[f"{t}_gap"] = board["clean"] - board[t]
+    return board
 
 
 def _family(row) -> str:
@@ -95,6 +153,8 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
     board = board.copy()
     board["family"] = board.apply(_family, axis=1)
     panels = ["clean", "robust_min"] + [c for c in board.columns if "@" in c and not c.startswith("robust_min")]
+    panels += [c for c in ("mCA", "extra4", "mCE", "rel_mCE", "nat_worst_grid", "nat_rotate", "nat_translate",
+                           "cifar10.1") if c in board.columns]
     panels = [p for p in panels if board[p].notna().any()]
     families = sorted(board["family"].unique())
     colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
@@ -163,8 +223,9 @@ def summary(board: pd.DataFrame) -> str:
     cols = ["model", "T", "dataset", "n", "clean", "robust_min", "robust_min_by"]
     cols += [c for c in board.columns if "@" in c and not c.startswith("robust_min")]
     cols += [c for c in board.columns if c.startswith(("zero_grad_", "saturated_"))]
+    cols += [c for c in ("mCA", "mCE", "rel_mCE", "nat_worst_grid", "cifar10.1") if c in board.columns]
     show = board[[c for c in cols if c in board.columns]].copy()
     for c in show.columns:
-        if c not in ("model", "T", "dataset", "n", "robust_min_by"):
+        if c not in ("model", "T", "dataset", "n", "robust_min_by", "mCE_baseline", "c_source"):
             show[c] = (100 * show[c]).round(1)
     return show.to_string(index=False)

@@ -18,6 +18,7 @@ from attacks import AttackConfig
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import Dataset, load_dataset, stratified_indices, to_float
 from bench.evaluate import evaluate
+from bench.shift_setup import ShiftSetup
 from bench.profiles import Profile
 from bench.provenance import code_version, provenance
 from bench.report import write_reports
@@ -82,6 +83,17 @@ def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore
     return key, result.model, meta
 
 
+def summarize(ms) -> str:
+    """One log line for a batch of measurements."""
+    if ms and ms[0].family in ("clean", "attack"):
+        return f"clean {100 * ms[0].metrics['accuracy']:.1f}%; " + ", ".join(
+            f"{m.threat}/{m.view} {100 * m.metrics['robust_acc']:.1f}%" for m in ms[1:])
+    by = {}
+    for m in ms:
+        by.setdefault(m.threat, []).append(m.metrics["accuracy"])
+    return ", ".join(f"{k} {100 * sum(v) / len(v):.1f}%" for k, v in by.items())
+
+
 def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
     """Run the plan; returns the leaderboard. Finished measurements are in the store as soon as
     they are done, so an interrupted run resumes where it stopped."""
@@ -93,34 +105,37 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
     eval_split = split.subset(stratified_indices(split.labels, ev.n, ev.subset_seed))
     store = ResultStore(plan.results_dir)
     ckpts = CheckpointStore(plan.cache_dir / "checkpoints")
+    shifts = ShiftSetup.prepare(plan, data, split, log)
     started = time.perf_counter()
     for i, spec in enumerate(plan.models, 1):
         log(f"[{i}/{len(plan.models)}] {spec.name} (T={spec.T:g}, M={spec.feature_dim})")
         key, model, meta = get_model(spec, plan, data, ckpts, eval_split, log)
-        n = len(eval_split)
-        wanted = [_identity(key, data, plan, n, "clean", "none", {})] + [
-            _identity(key, data, plan, n, a.name, v, a.kwargs) for a in plan.attacks for v in plan.views]
-        # Resume: skip a model whose measurements the store holds for these very weights and
-        # this very code; any other code version measures again (and replaces the rows).
-        done = [store.get(record_id(w)) for w in wanted]
-        if not plan.force and all(d is not None and d.get("weights_sha256") == meta["weights_sha256"]
-                                  and d.get("code_version") == code_version() for d in done):
-            log("  all measurements already in the store (--force re-evaluates)")
-            continue
-        measurements = evaluate(model, spec.T, eval_split, plan.attacks, plan.views, ev.batch_size,
-                                ev.attack_seed, plan.progress, desc=f"attack {spec.name}")
         prov = provenance(plan.device)
         spec_cols = {"model": spec.name, "arch": spec.arch_name, "T": spec.T, "head": spec.head,
                      "regime": spec.regime, "lr_scale": spec.lr_scale, "seed": spec.seed,
                      "feature_dim": spec.feature_dim}
-        for m in measurements:
-            record = dict(_identity(key, data, plan, m.n, m.threat, m.view, m.params), **spec_cols, **prov,
-                          eps=m.eps, steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
-                          weights_sha256=meta["weights_sha256"], profile=plan.profile.name)
-            store.put(record)
-        pgd = [m for m in measurements if m.threat != "clean"]
-        log(f"  clean {100 * measurements[0].metrics['accuracy']:.1f}%; " + ", ".join(
-            f"{m.threat}/{m.view} {100 * m.metrics['robust_acc']:.1f}%" for m in pgd))
+        n = len(eval_split)
+        jobs = [("attacks", [(n, "clean", "none", {})] + [(n, a.name, v, a.kwargs) for a in plan.attacks
+                                                            for v in plan.views],
+                 lambda: evaluate(model, spec.T, eval_split, plan.attacks, plan.views, ev.batch_size,
+                                  ev.attack_seed, plan.progress, desc=f"attack {spec.name}"))]
+        jobs += shifts.jobs(model, spec, plan)
+        for family, planned, run_job in jobs:
+            # Resume: skip what the store holds for these very weights and this very code; any
+            # other code version measures again (and replaces the rows).
+            done = [store.get(record_id(_identity(key, data, plan, *p))) for p in planned]
+            if not plan.force and all(d is not None and d.get("weights_sha256") == meta["weights_sha256"]
+                                      and d.get("code_version") == code_version() for d in done):
+                log(f"  {family}: already in the store (--force re-evaluates)")
+                continue
+            measurements = run_job()
+            for m in measurements:
+                record = dict(_identity(key, data, plan, m.n, m.threat, m.view, m.params), **spec_cols, **prov,
+                              family=m.family, source=m.source or f"{data.name}:{ev.split}", level=m.level,
+                              eps=m.eps, steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
+                              weights_sha256=meta["weights_sha256"], profile=plan.profile.name)
+                store.put(record)
+            log(f"  {family}: " + summarize(measurements))
     board = write_reports(store, plan.results_dir)
     log(f"done in {time.perf_counter() - started:.0f}s; reports in {plan.results_dir}")
     return board

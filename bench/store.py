@@ -20,7 +20,7 @@ from bench.errors import BenchError
 
 # The tidy table: one row per measurement and metric.
 COLUMNS = ["run_key", "model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim", "dataset",
-           "split", "n", "threat", "view", "eps", "steps", "params", "metric", "value",
+           "split", "source", "n", "family", "threat", "view", "eps", "level", "steps", "params", "metric", "value",
            "code_version", "torch_version", "device", "timestamp", "wall_s"]
 
 IDENTITY = ("run_key", "dataset", "split", "n", "subset_seed", "attack_seed", "threat", "view", "params")
@@ -73,6 +73,6 @@ class ResultStore:
                 rows.append(dict(base, metric=metric, value=value))
         df = pd.DataFrame(rows, columns=COLUMNS)
         if len(df):
-            df = df.sort_values(["arch", "head", "regime", "lr_scale", "T", "seed", "model", "threat", "view",
-                                 "eps", "metric"], kind="stable").reset_index(drop=True)
+            df = df.sort_values(["arch", "head", "regime", "lr_scale", "T", "seed", "model", "family", "threat",
+                                 "view", "eps", "level", "metric"], kind="stable").reset_index(drop=True)
         return df

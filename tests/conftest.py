@@ -57,3 +57,18 @@ def tiny_model(mini_data):
     spec = parse_name("fastnetw8_T1")
     result = train(spec, Recipe(epochs=6, batch_size=64, lr=0.1), mini_data, torch.device("cpu"))
     return spec, result.model
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A real HTTP server on localhost serving tmp_path/www."""
+    import functools
+    import http.server
+    import threading
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

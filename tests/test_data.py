@@ -112,21 +112,6 @@ def test_cifar10_python_folder_with_checksums(tmp_path, monkeypatch):
     assert ds.classes[0] == "airplane"
 
 
-@pytest.fixture
-def http_server(tmp_path):
-    """A real HTTP server on localhost serving tmp_path/www."""
-    import functools
-    import http.server
-    import threading
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield www, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
 def test_cifar10_download_path_offline(tmp_path, monkeypatch, http_server):
     """The real download code (torchvision's download_and_extract_archive) over real HTTP, from a
     local server holding a small archive in the official layout."""

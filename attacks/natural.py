@@ -1,0 +1,76 @@
+"""Natural perturbations: small rotations, translations, rescaling and colour jitter, swept over
+a magnitude, plus the worst case over a grid of rotations and translations per image (Engstrom
+et al. 2019, "Exploring the landscape of spatial robustness").
+
+All through torchvision.transforms.v2.functional on whole batches on the model's device, bilinear,
+zero fill (the black border of a rotated or shifted CIFAR image).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Sequence, Tuple
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from bench.errors import BenchError
+
+BILINEAR = InterpolationMode.BILINEAR
+
+
+def _affine(x, angle=0.0, dx=0.0, dy=0.0, scale=1.0):
+    return TF.affine(x, angle=float(angle), translate=[float(dx), float(dy)], scale=float(scale), shear=[0.0, 0.0],
+                     interpolation=BILINEAR, fill=0.0)
+
+
+def _translate(x, m):
+    """Shift by m pixels; one magnitude is the four axis directions, each on a quarter of the
+    batch in turn, so every direction is measured and the cost is one pass."""
+    out = torch.empty_like(x)
+    for k, (dx, dy) in enumerate(((m, 0), (-m, 0), (0, m), (0, -m))):
+        out[k::4] = _affine(x[k::4], dx=dx, dy=dy)
+    return out
+
+
+@dataclass(frozen=True)
+class NaturalInfo:
+    name: str
+    unit: str
+    magnitudes: Tuple[float, ...]  # the default sweep
+    apply: Callable[[torch.Tensor, float], torch.Tensor]  # (x in [0,1], magnitude) -> x'
+
+
+NATURAL: Dict[str, NaturalInfo] = {
+    n.name: n for n in [
+        NaturalInfo("rotate", "degrees", (-30, -20, -10, -5, -2, 2, 5, 10, 20, 30), lambda x, m: _affine(x, angle=m)),
+        NaturalInfo("translate", "pixels", (1, 2, 3, 4), _translate),
+        NaturalInfo("scale", "factor", (0.8, 0.9, 1.1, 1.2), lambda x, m: _affine(x, scale=m)),
+        NaturalInfo("brightness", "factor", (0.6, 0.8, 1.2, 1.4), lambda x, m: TF.adjust_brightness(x, m)),
+        NaturalInfo("contrast", "factor", (0.6, 0.8, 1.2, 1.4), lambda x, m: TF.adjust_contrast(x, m)),
+        NaturalInfo("saturation", "factor", (0.4, 0.7, 1.3, 1.6), lambda x, m: TF.adjust_saturation(x, m)),
+        NaturalInfo("hue", "shift", (-0.1, -0.05, 0.05, 0.1), lambda x, m: TF.adjust_hue(x, m)),
+    ]
+}
+
+# Engstrom et al. use +-30 degrees and +-3 px; this grid is coarser to stay cheap on a CPU.
+WORST_GRID_ROTATIONS = (-30, -20, -10, 0, 10, 20, 30)
+WORST_GRID_SHIFTS = (-3, 0, 3)
+
+
+def check_natural(names: Sequence[str]):
+    for n in names:
+        if n not in NATURAL and n != "worst_grid":
+            raise BenchError(f"unknown natural transform {n!r}; known: {', '.join([*NATURAL, 'worst_grid'])}")
+
+
+def apply_natural(x: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
+    return NATURAL[name].apply(x, magnitude).clamp_(0, 1)
+
+
+def worst_grid(x: torch.Tensor):
+    """Every (rotation, dx, dy) of the grid, as transformed batches (the identity included)."""
+    for angle in WORST_GRID_ROTATIONS:
+        for dx in WORST_GRID_SHIFTS:
+            for dy in WORST_GRID_SHIFTS:
+                yield (angle, dx, dy), _affine(x, angle=angle, dx=dx, dy=dy).clamp_(0, 1)

@@ -1,0 +1,111 @@
+"""The real shifted test sets, when a user has them: CIFAR-10-C and CIFAR-10.1 (v6).
+
+Both are numpy arrays, read with ``allow_pickle=False``; shapes, dtypes and labels are checked
+before anything is used. Where they are looked for: ``$BENCH_SHIFT_DATA``, the data root, its
+parent, and ``<cache>/downloads`` (where ``download_*`` put them).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from bench.errors import BenchError
+
+# Hendrycks & Dietterich 2019, Zenodo record 2535967 (2.9 GB).
+CIFAR10C_URL = "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar?download=1"
+CIFAR10C_MD5 = "56bf5dcef84df0e2308c6dcbcbbd8499"
+CIFAR10C_DIR = "CIFAR-10-C"
+# Recht et al. 2019, the authors' repository (v6 is the recommended version).
+CIFAR101_URL = "https://github.com/modestyachts/CIFAR-10.1/raw/master/datasets/"
+CIFAR101_FILES = ("cifar10.1_v6_data.npy", "cifar10.1_v6_labels.npy")
+CIFAR101_DIR = "CIFAR-10.1"
+
+
+def search_roots(data_root: Optional[Path], cache_dir: Path) -> List[Path]:
+    roots = [Path(p) for p in [os.environ.get("BENCH_SHIFT_DATA")] if p]
+    if data_root is not None:
+        roots += [Path(data_root), Path(data_root).parent]
+    return roots + [Path(cache_dir) / "downloads"]
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise BenchError(f"{path} is not a readable .npy array ({e}); delete it and download it again") from None
+
+
+def find_cifar10c(roots: List[Path]) -> Optional[Path]:
+    for r in roots:
+        if (r / CIFAR10C_DIR / "labels.npy").is_file():
+            return r / CIFAR10C_DIR
+    return None
+
+
+def load_cifar10c(folder: Path, name: str, test_labels: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """All 5 severities of one corruption as uint8 [5, 10000, 3, 32, 32], checked against the
+    CIFAR-10 test labels (they must be those labels, repeated 5 times, severity-major)."""
+    path = folder / f"{name}.npy"
+    if not path.is_file():
+        raise BenchError(f"{path} is missing: CIFAR-10-C at {folder} is incomplete; download {CIFAR10C_URL}")
+    arr = _load_npy(path)
+    labels = _load_npy(folder / "labels.npy")
+    n = len(test_labels)
+    if arr.dtype != np.uint8 or arr.shape != (5 * n, 32, 32, 3):
+        raise BenchError(f"{path}: expected uint8 of shape {(5 * n, 32, 32, 3)}, got {arr.dtype} {arr.shape}")
+    if labels.shape != (5 * n,) or not np.array_equal(np.asarray(labels[:n]).astype(np.int64), test_labels.cpu().numpy()) \
+            or not all(np.array_equal(labels[:n], labels[s * n:(s + 1) * n]) for s in range(1, 5)):
+        raise BenchError(f"{folder / 'labels.npy'} does not match the CIFAR-10 test labels repeated 5 times "
+                         f"(is this CIFAR-10-C of another dataset?)")
+    x = torch.from_numpy(np.array(arr)).view(5, n, 32, 32, 3).permute(0, 1, 4, 2, 3)
+    return x, n
+
+
+def find_cifar101(roots: List[Path]) -> Optional[Path]:
+    for r in roots:
+        for folder in (r / CIFAR101_DIR, r):
+            if all((folder / f).is_file() for f in CIFAR101_FILES):
+                return folder
+    return None
+
+
+def load_cifar101(folder: Path) -> Tuple[torch.Tensor, torch.Tensor]:
+    data, labels = (_load_npy(folder / f) for f in CIFAR101_FILES)
+    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (32, 32, 3):
+        raise BenchError(f"{folder / CIFAR101_FILES[0]}: expected uint8 [N,32,32,3], got {data.dtype} {data.shape}")
+    if labels.shape != (len(data),) or labels.min() < 0 or labels.max() > 9:
+        raise BenchError(f"{folder / CIFAR101_FILES[1]}: expected {len(data)} labels in 0..9, got shape {labels.shape}")
+    return (torch.from_numpy(np.array(data)).permute(0, 3, 1, 2).contiguous(),
+            torch.from_numpy(np.asarray(labels).astype(np.int64)))
+
+
+def download_cifar10c(dest: Path, url: str = CIFAR10C_URL, md5: str = CIFAR10C_MD5) -> Path:
+    """Download and unpack CIFAR-10-C (2.9 GB) into ``dest`` with torchvision's md5-checked helper."""
+    from torchvision.datasets.utils import download_and_extract_archive
+    try:
+        download_and_extract_archive(url, str(dest), filename="CIFAR-10-C.tar", md5=md5)
+    except (OSError, RuntimeError) as e:  # torchvision raises RuntimeError on an md5 mismatch
+        raise BenchError(f"could not download CIFAR-10-C from {url} ({e.__class__.__name__}: {e}; md5 {md5}); "
+                         f"download it by hand and unpack it so that {dest / CIFAR10C_DIR}/labels.npy exists") from None
+    return dest / CIFAR10C_DIR
+
+
+def download_cifar101(dest: Path, base_url: str = CIFAR101_URL) -> Path:
+    from torchvision.datasets.utils import download_url
+    folder = dest / CIFAR101_DIR
+    try:
+        for f in CIFAR101_FILES:
+            download_url(base_url + f, str(folder), filename=f)
+    except OSError as e:
+        raise BenchError(f"could not download CIFAR-10.1 from {base_url} ({e.__class__.__name__}); put "
+                         f"{' and '.join(CIFAR101_FILES)} in {folder}") from None
+    load_cifar101(folder)  # validate now, not mid-run
+    return folder
+
+
+def corruption_names(folder: Path) -> Dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.glob("*.npy")) if p.stem != "labels"}
