@@ -91,7 +91,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--sections", default="train,pgd,corruptions",
+                   help="comma list of train, pgd, corruptions")
+    p.add_argument("--corruption-images", type=int, default=10000,
+                   help="test images to corrupt (19 corruptions x 5 severities)")
     args = p.parse_args(argv)
+    sections = set(args.sections.split(","))
 
     device = torch.device("cpu")
     data = load_dataset(args.data_root)
@@ -101,8 +106,9 @@ def main(argv=None) -> int:
     print(f"perf on {device_name(device)}, torch {torch.__version__}, {spec.name}, {data.name}; "
           f"median of {args.repeats} alternating runs", flush=True)
 
+    rows = []
     h_train, p_train = [], []
-    for _ in range(args.repeats):
+    for _ in range(args.repeats if "train" in sections else 0):
         h_train.append(args.train_images / train(spec, recipe, data, device).wall_s)
         p_train.append(args.train_images / plain_train(spec, recipe, subset, args.workers))
     test = data.test.subset(stratified_indices(data.test.labels, args.eval_images, 0))
@@ -116,7 +122,7 @@ def main(argv=None) -> int:
     plain_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     pgd = make_attack("pgd")
     h_pgd, p_pgd, p_pgd_cl = [], [], []
-    for _ in range(args.repeats):
+    for _ in range(args.repeats if "pgd" in sections else 0):
         t = time.perf_counter()
         clean = evaluate(model, spec.T, test, [pgd], ["raw"], batch_size=500)[0].metrics["accuracy"]
         h_pgd.append(args.eval_images / (time.perf_counter() - t))
@@ -126,17 +132,42 @@ def main(argv=None) -> int:
     # The last row compares with a plain loop on the harness's own channels_last model: what is
     # left is the harness's extra masking-diagnostics pass against its skipping of the points
     # that are misclassified anyway (which scales with the model's error rate).
-    rows = [("training (img/s)", h_train, p_train), ("PGD-10 eval (img/s)", h_pgd, p_pgd),
-            ("  same, plain on NHWC", h_pgd, p_pgd_cl)]
+    if h_train:
+        rows.append(("training (img/s)", h_train, p_train))
+    if h_pgd:
+        rows += [("PGD-10 eval (img/s)", h_pgd, p_pgd), ("  same, plain on NHWC", h_pgd, p_pgd_cl)]
     print(f"{'':<22}{'harness':>10}{'plain':>10}{'ratio':>8}   runs (harness | plain)")
     for name, h, pl in rows:
         hm, pm = statistics.median(h), statistics.median(pl)
         runs = " ".join(f"{v:.0f}" for v in h) + " | " + " ".join(f"{v:.0f}" for v in pl)
         print(f"{name:<22}{hm:>10.0f}{pm:>10.0f}{hm / pm:>8.2f}   {runs}")
-    print(f"plain training: torchvision transforms per sample, DataLoader with {args.workers} workers; "
-          "plain PGD: torchattacks.PGD loop on the NCHW model, then on the harness's channels_last model; "
-          f"the attacked model has {100 * clean:.1f}% clean accuracy and the harness attacks only those points")
+    if h_train:
+        print(f"plain training: torchvision transforms per sample, DataLoader with {args.workers} workers")
+    if h_pgd:
+        print("plain PGD: torchattacks.PGD loop on the NCHW model, then on the harness's channels_last model; "
+              f"the attacked model has {100 * clean:.1f}% clean accuracy and the harness attacks only those points")
+    if "corruptions" in sections:
+        corruption_timings(data, args.corruption_images, device)
     return 0
+
+
+def corruption_timings(data, n: int, device) -> None:
+    """Generate all 19 corruptions x 5 severities for n test images, once, and print the time of
+    each (the reference generator's per-image loop takes ~74.5 ms per image for all of them)."""
+    from attacks.corruptions import BENCHMARK, EXTRA, corrupt
+    from bench.data import stratified_indices
+    idx = stratified_indices(data.test.labels, n, 0)
+    images = data.test.images[idx].to(device)
+    total = 0.0
+    print(f"corruptions on {n} test images, all 5 severities each (seconds):")
+    for name in (*BENCHMARK, *EXTRA):
+        t = time.perf_counter()
+        for sev in range(1, 6):
+            corrupt(images, name, sev, seed=0, indices=idx)
+        dt = time.perf_counter() - t
+        total += dt
+        print(f"  {name:<18}{dt:8.1f}")
+    print(f"  {'total':<18}{total:8.1f}   ({1000 * total / n:.1f} ms per image for all 95; reference ~74.5)")
 
 
 if __name__ == "__main__":
