@@ -1,6 +1,6 @@
 """The checkpoint store: safetensors weights plus a JSON sidecar, keyed by what made them.
 
-Key = hash(spec, recipe, data fingerprint, class count): a found checkpoint is reused, never
+Key = hash(spec, recipe, data fingerprint, class count, trainer version): a found checkpoint is reused, never
 retrained. The weights are written first and the sidecar (which holds their sha256) last, each
 atomically, so a sidecar vouches for complete weights; a weights file without a sidecar is an
 interrupted save and is simply redone. Nothing here is ever unpickled.
@@ -18,14 +18,16 @@ from safetensors.torch import load_file, save_file
 from bench.atomic import write_atomic, write_json_atomic
 from bench.errors import BenchError
 from bench.profiles import Recipe
+from bench.train import TRAINER_VERSION
 from models import ModelSpec, build_model
 
 FORMAT = 1
 
 
 def checkpoint_key(spec: ModelSpec, recipe: Recipe, data_fingerprint: str, num_classes: int) -> str:
-    blob = json.dumps({"format": FORMAT, "spec": spec.to_dict(), "recipe": recipe.to_dict(),
-                       "data": data_fingerprint, "num_classes": num_classes}, sort_keys=True)
+    blob = json.dumps({"format": FORMAT, "trainer": TRAINER_VERSION, "spec": spec.to_dict(),
+                       "recipe": recipe.to_dict(), "data": data_fingerprint, "num_classes": num_classes},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

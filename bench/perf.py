@@ -39,6 +39,7 @@ class TorchvisionStyle(torch.utils.data.Dataset):
 def plain_train(spec, recipe, split, workers: int) -> float:
     from torchvision import transforms
 
+    from bench.train import make_schedule
     from models import build_model
     start = time.perf_counter()
     torch.manual_seed(spec.seed)
@@ -50,7 +51,7 @@ def plain_train(spec, recipe, split, workers: int) -> float:
                                          num_workers=workers)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = recipe.epochs * len(loader)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=steps, cycle_momentum=False)
+    sched = make_schedule(opt, recipe, steps)
     for _ in range(recipe.epochs):
         for x, y in loader:
             loss = F.cross_entropy(model(x) / spec.T, y)

@@ -29,15 +29,29 @@ def temperature_loss(logits: torch.Tensor, labels: torch.Tensor, T: float, *, lr
     return loss * T if lr_scale else loss
 
 
+# Bump when a change to this file changes the weights a recipe produces: it is part of the
+# checkpoint key, so old checkpoints are not silently reused.
+TRAINER_VERSION = 2
+
+
 def make_schedule(optimizer, recipe: Recipe, total_steps: int):
-    if recipe.schedule == "onecycle":
-        # momentum stays at the recipe's value: cycling it would be a second, unrecorded knob
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, total_steps=total_steps, pct_start=recipe.warmup,
-            anneal_strategy="linear", cycle_momentum=False, div_factor=10.0, final_div_factor=100.0)
-    warm = max(1, int(recipe.warmup * total_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warm, 0.5 * (
-        1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total_steps - warm))))))
+    """One-cycle: linear from lr/10 up to lr over the warm-up, then linear down to lr/1000; or
+    cosine after a linear warm-up. Written as one LambdaLR because torch's OneCycleLR divides by
+    zero when a tiny recipe has a one-step warm-up."""
+    warm = max(1, round(recipe.warmup * total_steps))
+    rest = max(1, total_steps - warm)
+
+    def onecycle(s):
+        if s < warm:
+            return 0.1 + 0.9 * s / warm
+        return max(1e-3, 1 - (1 - 1e-3) * (s - warm) / rest)
+
+    def cosine(s):
+        if s < warm:
+            return (s + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / rest)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, onecycle if recipe.schedule == "onecycle" else cosine)
 
 
 @dataclass

@@ -23,10 +23,16 @@ def tree(path: Path):
 
 @pytest.fixture(scope="module")
 def smoke_run(mini_root, tmp_path_factory):
+    import numpy as np
     base = tmp_path_factory.mktemp("smoke")
+    shift = base / "shift" / "CIFAR-10.1"  # a small stand-in for the real CIFAR-10.1 files
+    shift.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(shift / "cifar10.1_v6_data.npy", rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
+    np.save(shift / "cifar10.1_v6_labels.npy", rng.integers(0, 10, 40))
     args = ["--profile", "smoke", "--data-root", str(mini_root), "--results", str(base / "results"),
             "--cache", str(base / "cache")]
-    first = cli(*args)
+    first = cli(*args, env={"BENCH_SHIFT_DATA": str(base / "shift")})
     return base, args, first
 
 
@@ -47,28 +53,42 @@ def test_smoke_profile_end_to_end(smoke_run):
                 "view", "eps", "steps", "metric", "value", "code_version", "torch_version", "device",
                 "timestamp", "wall_s"]:
         assert col in tidy.columns
-    assert set(tidy.threat) == {"clean", "fgsm", "pgd"} and set(tidy.view) == {"none", "raw", "scaled"}
+    assert set(tidy[tidy.family.isin(["clean", "attack"])].threat) == {"clean", "fgsm", "pgd"}
+    assert set(tidy.view) == {"none", "raw", "scaled"}
+    assert set(tidy.family) == {"clean", "attack", "corruption", "natural", "shift"}
     assert (tidy[tidy.metric == "max_linf"].value <= 8 / 255 + 1e-6).all()
     assert set(tidy[tidy.threat == "pgd"].steps) == {3}  # the profile's [attack.pgd] steps
     assert len(list((results / "plots").glob("*.png"))) >= 4
     assert "robust_min" in first.stdout and "fastnetw8_T10" in first.stdout  # the summary table
     assert len(list((base / "cache" / "checkpoints").glob("*.safetensors"))) == 2
+    # shifts: the smoke profile's corruptions (generated), natural transforms and CIFAR-10.1
+    corr = tidy[tidy.family == "corruption"]
+    assert set(corr.threat) == {"gaussian_noise", "contrast", "jpeg_compression", "speckle_noise"}
+    assert set(corr.level) == {1, 5} and set(corr.source) == {"cifar10c-generated"}
+    assert (board.mCA <= board.clean + 0.05).all() and board.mCA.notna().all()
+    t1 = board.set_index("model").loc["fastnetw8_T1"]
+    assert t1.mCE == pytest.approx(1.0) and t1.rel_mCE == pytest.approx(1.0)  # the baseline is itself
+    assert (board.mCE_baseline == "fastnetw8_T1").all()
+    assert {"nat_rotate", "nat_hue", "nat_worst_grid", "cifar10.1", "cifar10.1_gap"} <= set(board.columns)
+    assert (board.nat_worst_grid <= board.clean).all()
+    assert set(tidy[tidy.family == "shift"].n) == {40}
 
 
 def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
     base, args, first = smoke_run
     before = pd.read_csv(base / "results" / "results.csv")
-    again = cli(*args)
+    again = cli(*args, env={"BENCH_SHIFT_DATA": str(base / "shift")})
     assert again.returncode == 0, again.stderr
     assert "loaded checkpoint" in again.stderr and "trained in" not in again.stderr
-    assert "already in the store" in again.stderr
+    assert again.stderr.count("already in the store") == 2 * 4  # attacks, corruptions, natural, cifar10.1
     after = pd.read_csv(base / "results" / "results.csv")
     assert len(after) == len(before)
-    forced = cli(*args, "--force", "--model", "fastnetw8_T1", "--attack", "pgd")
+    forced = cli(*args, "--force", "--model", "fastnetw8_T1", "--attack", "pgd",
+                 env={"BENCH_SHIFT_DATA": str(base / "shift")})
     assert forced.returncode == 0, forced.stderr
     after = pd.read_csv(base / "results" / "results.csv")
     assert len(after) == len(before)  # re-measured rows replaced their old versions
-    key = ["run_key", "threat", "view", "eps", "metric"]
+    key = ["run_key", "family", "threat", "view", "eps", "level", "n", "metric"]
     assert not after.duplicated(key).any()
 
 

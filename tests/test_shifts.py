@@ -132,3 +132,57 @@ def test_cifar10c_download_with_md5_over_http(tmp_path, http_server):
         download_cifar10c(tmp_path / "bad", url=base + "/CIFAR-10-C.tar", md5="0" * 32)
     folder = download_cifar10c(tmp_path / "dl", url=base + "/CIFAR-10-C.tar", md5=md5)
     assert load_cifar10c(folder, "gaussian_noise", labels)[0].shape == (5, 10, 3, 32, 32)
+
+
+# --- the real CIFAR-10-C through the whole CLI --------------------------------------------------
+
+REAL_PROFILE = """
+[recipe]
+epochs = 1
+batch_size = 20
+lr = 0.05
+[eval]
+batch_size = 50
+attacks = ["fgsm"]
+views = ["raw"]
+corruptions = "real"
+corruption_names = ["gaussian_noise", "fog"]
+severities = [1, 3, 5]
+[[grid]]
+arch = "fastnetw8"
+T = [1]
+"""
+
+
+def test_real_cifar10c_end_to_end(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from bench.data import load_dataset
+    from bench.run import main
+    from tests.test_data import _register_checksums, _write_cifar_batches
+    md5 = _write_cifar_batches(tmp_path / "root" / "cifar-10-batches-py")
+    _register_checksums(monkeypatch, md5)
+    data = load_dataset(str(tmp_path / "root"), tmp_path / "cache")
+    write_cifar10c(tmp_path / "shift" / "CIFAR-10-C", data.test.labels, names=("gaussian_noise", "fog"))
+    monkeypatch.setenv("BENCH_SHIFT_DATA", str(tmp_path / "shift"))
+    (tmp_path / "real.toml").write_text(REAL_PROFILE)
+    args = ["--profile", str(tmp_path / "real.toml"), "--data-root", str(tmp_path / "root"),
+            "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out")]
+    assert main(args) == 0, capsys.readouterr().err
+    tidy = pd.read_csv(tmp_path / "out" / "results.csv")
+    corr = tidy[tidy.family == "corruption"]
+    assert set(corr.source) == {"cifar10c"} and set(corr.level) == {1, 3, 5} and set(corr.n) == {20}
+    # and real CIFAR-10-C does not pair with another copy of the data (images would not match)
+    jpeg = tmp_path / "jpeg"
+    (jpeg / "train").mkdir(parents=True)
+    (jpeg / "test").mkdir()
+    for split in ("train", "test"):
+        for c in range(2):
+            (jpeg / split / f"c{c}").mkdir()
+            from PIL import Image
+            for i in range(25):
+                Image.fromarray(np.full((32, 32, 3), 40 * c + i, np.uint8)).save(jpeg / split / f"c{c}" / f"{i}.png")
+    capsys.readouterr()
+    args[3] = str(jpeg)
+    assert main(args) == 2
+    assert "pairs only with the original cifar10" in capsys.readouterr().err
