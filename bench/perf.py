@@ -137,7 +137,8 @@ def main(argv=None) -> int:
         rows.append(("training (img/s)", h_train, p_train))
     if h_pgd:
         rows += [("PGD-10 eval (img/s)", h_pgd, p_pgd), ("  same, plain on NHWC", h_pgd, p_pgd_cl)]
-    print(f"{'':<22}{'harness':>10}{'plain':>10}{'ratio':>8}   runs (harness | plain)")
+    if rows:
+        print(f"{'':<22}{'harness':>10}{'plain':>10}{'ratio':>8}   runs (harness | plain)")
     for name, h, pl in rows:
         hm, pm = statistics.median(h), statistics.median(pl)
         runs = " ".join(f"{v:.0f}" for v in h) + " | " + " ".join(f"{v:.0f}" for v in pl)

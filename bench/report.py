@@ -41,7 +41,8 @@ def leaderboard(tidy: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=ID_COLS + ["clean", "robust_min"])
     ids = df.groupby("model")[ID_COLS].first()
     board = ids.copy()
-    clean = df[(df.threat == "clean") & (df.metric == "accuracy")].groupby("model")["value"].mean()
+    clean = df[(df.threat == "clean") & (df.family != "corruption") & (df.metric == "accuracy")].groupby(
+        "model")["value"].mean()
     board["clean"] = clean
     attacked = df[(df.threat != "clean") & (df.metric == "robust_acc")].copy()
     if not attacked.empty:
@@ -94,15 +95,18 @@ def add_corruption_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFram
     from attacks.corruptions import BENCHMARK, EXTRA
     bench = c[c.threat.isin(BENCHMARK)]
     board["c_source"] = c.groupby("model")["source"].first()
+    # clean accuracy on the corruption subset itself (it may be smaller than the attack subset)
+    c_clean = c[c.threat == "clean"].groupby("model")["value"].mean().reindex(board.index).fillna(board["clean"])
+    board["c_clean"] = c_clean
     board["mCA"] = bench.groupby("model")["value"].mean()
     for sev in sorted(bench.level.dropna().unique()):
         board[f"mCA_s{int(sev)}"] = bench[bench.level == sev].groupby("model")["value"].mean()
     board["extra4"] = c[c.threat.isin(EXTRA)].groupby("model")["value"].mean()
-    board["c_rel_drop"] = (board["clean"] - board["mCA"]) / board["clean"]
+    board["c_rel_drop"] = (c_clean - board["mCA"]) / c_clean
     # sums over severities of the error, per model and corruption
     err = bench.assign(err=1 - bench.value).pivot_table(index="model", columns="threat", values="err", aggfunc="sum")
     n_sev = bench.pivot_table(index="model", columns="threat", values="value", aggfunc="count")
-    rel = err - n_sev.mul(1 - board["clean"], axis=0)
+    rel = err - n_sev.mul(1 - c_clean, axis=0)
     mce, rmce, base_of = {}, {}, {}
     for model in board.index:
         base = _baseline(board, board.loc[model])

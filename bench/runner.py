@@ -90,6 +90,9 @@ def summarize(ms) -> str:
             f"{m.threat}/{m.view} {100 * m.metrics['robust_acc']:.1f}%" for m in ms[1:])
     by = {}
     for m in ms:
+        if m.threat == "clean":
+            by["clean"] = [m.metrics["accuracy"]]
+            continue
         by.setdefault(m.threat, []).append(m.metrics["accuracy"])
     return ", ".join(f"{k} {100 * sum(v) / len(v):.1f}%" for k, v in by.items())
 

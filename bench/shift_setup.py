@@ -70,8 +70,8 @@ class ShiftSetup:
         out: List[Job] = []
         if self.corrupted is not None:
             n, src = len(self.split), self.corrupted.source
-            planned = [(n, c, "none", {"severity": s, "source": src}) for c in self.corruption_names
-                       for s in self.severities]
+            planned = [(n, "clean", "none", {"severity": 0, "source": src})] + [
+                (n, c, "none", {"severity": s, "source": src}) for c in self.corruption_names for s in self.severities]
             out.append(("corruptions", planned, lambda: evaluate_corruptions(
                 model, self.corrupted, self.corruption_names, self.severities, self.batch_size, plan.progress,
                 desc=f"corrupt {spec.name}")))

@@ -63,8 +63,11 @@ def test_smoke_profile_end_to_end(smoke_run):
     assert len(list((base / "cache" / "checkpoints").glob("*.safetensors"))) == 2
     # shifts: the smoke profile's corruptions (generated), natural transforms and CIFAR-10.1
     corr = tidy[tidy.family == "corruption"]
-    assert set(corr.threat) == {"gaussian_noise", "contrast", "jpeg_compression", "speckle_noise"}
-    assert set(corr.level) == {1, 5} and set(corr.source) == {"cifar10c-generated"}
+    assert set(corr.threat) == {"clean", "gaussian_noise", "contrast", "jpeg_compression", "speckle_noise"}
+    assert set(corr.level) == {0, 1, 5} and set(corr.source) == {"cifar10c-generated"}
+    # the corruption subset's own clean accuracy is the reference of the relative drop
+    c_clean = corr[corr.threat == "clean"].set_index("model").value
+    assert (board.set_index("model").c_clean == c_clean).all()
     assert (board.mCA <= board.clean + 0.05).all() and board.mCA.notna().all()
     t1 = board.set_index("model").loc["fastnetw8_T1"]
     assert t1.mCE == pytest.approx(1.0) and t1.rel_mCE == pytest.approx(1.0)  # the baseline is itself

@@ -171,7 +171,7 @@ def test_real_cifar10c_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(args) == 0, capsys.readouterr().err
     tidy = pd.read_csv(tmp_path / "out" / "results.csv")
     corr = tidy[tidy.family == "corruption"]
-    assert set(corr.source) == {"cifar10c"} and set(corr.level) == {1, 3, 5} and set(corr.n) == {20}
+    assert set(corr.source) == {"cifar10c"} and set(corr.level) == {0, 1, 3, 5} and set(corr.n) == {20}
     # and real CIFAR-10-C does not pair with another copy of the data (images would not match)
     jpeg = tmp_path / "jpeg"
     (jpeg / "train").mkdir(parents=True)
