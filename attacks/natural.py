@@ -64,6 +64,11 @@ def check_natural(names: Sequence[str]):
             raise BenchError(f"unknown natural transform {n!r}; known: {', '.join([*NATURAL, 'worst_grid'])}")
 
 
+def identity_magnitude(name: str) -> float:
+    """The magnitude at which a transform leaves the image as it is."""
+    return 1.0 if NATURAL[name].unit == "factor" else 0.0
+
+
 def apply_natural(x: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
     return NATURAL[name].apply(x, magnitude).clamp_(0, 1)
 

@@ -19,7 +19,7 @@ from bench.data import Split, to_float
 
 @dataclass
 class Measurement:
-    threat: str  # "clean", an attack, a corruption, a natural transform or a shifted test set
+    threat: str  # "clean", an attack, "corruption", a natural transform or a shifted test set
     view: str  # "raw", "scaled", or "none" where no attack looks at the logits
     eps: float
     steps: int
@@ -29,7 +29,9 @@ class Measurement:
     wall_s: float
     family: str = "attack"  # clean, attack, corruption, natural, shift
     source: str = ""  # the images measured when they are not the dataset's own split
-    level: float = float("nan")  # corruption severity or natural-transform magnitude
+    corruption: str = ""  # threat "corruption": which one ("none" at severity 0: the same images clean)
+    severity: float = float("nan")  # threat "corruption": 0..5
+    magnitude: float = float("nan")  # natural transforms: the point of the sweep (degrees, pixels, factor)
 
 
 def _frac(mask: torch.Tensor) -> float:

@@ -4,7 +4,7 @@ and translations, and shifted test sets (CIFAR-10.1). Accuracy only: no view is 
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from tqdm import tqdm
@@ -59,22 +59,29 @@ class CorruptedSets:
         return self._sets[name]
 
 
+def corruption_params(name: str, severity: int, source: str) -> dict:
+    """The identity of one corruption measurement (also what the resume check looks up)."""
+    return {"corruption": name, "severity": severity, "source": source}
+
+
 def evaluate_corruptions(model, corrupted: CorruptedSets, names: Sequence[str], severities: Sequence[int],
                          batch_size: int, progress: bool = False, desc: str = "corruptions") -> List[Measurement]:
-    labels = corrupted.split.labels
-    # clean accuracy on these same images: the reference of the relative drop and relative mCE
-    t0 = time.perf_counter()
-    out = [Measurement("clean", "none", 0.0, 0, {"severity": 0, "source": corrupted.source}, len(labels),
-                       {"accuracy": _acc(correct_mask(model, corrupted.split.images, labels, batch_size))},
-                       time.perf_counter() - t0, family="corruption", source=corrupted.source, level=0)]
+    """Threat "corruption", one measurement per (corruption, severity), plus corruption "none" at
+    severity 0: the clean accuracy of these same images, the reference of the relative drop and
+    of the relative mCE (the corruption subset may differ from the attack subset)."""
+    labels, src = corrupted.split.labels, corrupted.source
+
+    def measure(name, sev, images, t0):
+        acc = _acc(correct_mask(model, images, labels, batch_size))
+        return Measurement("corruption", "none", 0.0, 0, corruption_params(name, sev, src), len(labels),
+                           {"accuracy": acc}, time.perf_counter() - t0, family="corruption", source=src,
+                           corruption=name, severity=sev)
+
+    out = [measure("none", 0, corrupted.split.images, time.perf_counter())]
     for name in tqdm(names, disable=not progress, desc=desc, leave=False):
         sets = corrupted.get(name, severities)
         for k, sev in enumerate(severities):
-            t0 = time.perf_counter()
-            acc = _acc(correct_mask(model, sets[k], labels, batch_size))
-            out.append(Measurement(name, "none", 0.0, 0, {"severity": sev, "source": corrupted.source}, len(labels),
-                                   {"accuracy": acc}, time.perf_counter() - t0, family="corruption",
-                                   source=corrupted.source, level=sev))
+            out.append(measure(name, sev, sets[k], time.perf_counter()))
     return out
 
 
@@ -101,7 +108,7 @@ def evaluate_natural(model, split: Split, names: Sequence[str], batch_size: int,
             acc = _acc(correct_mask(model, split.images, split.labels, batch_size,
                                     lambda x: apply_natural(x, name, m)))
             out.append(Measurement(name, "none", 0.0, 0, {"magnitude": m}, len(split), {"accuracy": acc},
-                                   time.perf_counter() - t0, family="natural", level=float(m)))
+                                   time.perf_counter() - t0, family="natural", magnitude=float(m)))
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -77,10 +77,19 @@ class EvalSetup:
             raise BenchError(f"[eval] corruptions must be auto, generated, real or none, got {self.corruptions!r}")
         bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
         if bad:
-            raise BenchError(f"[eval] severities must lie in 1..5, got {bad}")
+            raise BenchError(f"severities must lie in 1..5, got {bad} (--severities or [eval] severities)")
         unknown = set(self.shifts) - {"cifar10.1"}
         if unknown:
             raise BenchError(f"[eval] unknown shift {', '.join(sorted(unknown))}; known: cifar10.1")
+        from attacks.corruptions import CORRUPTIONS
+        for name in self.corruption_names:
+            if name not in CORRUPTIONS:
+                import difflib
+                near = difflib.get_close_matches(name, CORRUPTIONS, n=1, cutoff=0.5)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                raise BenchError(f"unknown corruption {name!r}{hint}; known: {', '.join(CORRUPTIONS)}")
+        if self.shift_n is not None and self.shift_n < 1:
+            raise BenchError(f"[eval] shift_n must be >= 1, got {self.shift_n}")
         from attacks.natural import check_natural
         check_natural(self.natural)
 

@@ -5,13 +5,12 @@ Nothing here measures anything: every number comes out of the store.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
-
 import numpy as np
 import pandas as pd
 
 from attacks import format_eps
-from bench.atomic import write_atomic, write_bytes_atomic
+from bench.atomic import write_bytes_atomic
+from bench.plots import plot_accuracy_vs_T, plot_corruption_heatmaps, plot_natural_sweeps
 from bench.store import ResultStore
 
 HEADLINE_EPS = 8 / 255  # the standard CIFAR Linf radius: the eps of the leaderboard's robust_min
@@ -41,8 +40,7 @@ def leaderboard(tidy: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=ID_COLS + ["clean", "robust_min"])
     ids = df.groupby("model")[ID_COLS].first()
     board = ids.copy()
-    clean = df[(df.threat == "clean") & (df.family != "corruption") & (df.metric == "accuracy")].groupby(
-        "model")["value"].mean()
+    clean = df[(df.threat == "clean") & (df.metric == "accuracy")].groupby("model")["value"].mean()
     board["clean"] = clean
     attacked = df[(df.threat != "clean") & (df.metric == "robust_acc")].copy()
     if not attacked.empty:
@@ -89,23 +87,24 @@ def add_corruption_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFram
     figure), per-severity means, the extra-4 mean, the relative drop from clean, and the mean
     corruption error (Hendrycks & Dietterich 2019) plain and relative (clean error subtracted),
     normalised by each model's T=1 baseline from the same grid."""
-    c = df[(df.family == "corruption") & (df.metric == "accuracy")]
+    c = df[(df.threat == "corruption") & (df.metric == "accuracy")]
     if c.empty:
         return board
     from attacks.corruptions import BENCHMARK, EXTRA
-    bench = c[c.threat.isin(BENCHMARK)]
+    bench = c[c.corruption.isin(BENCHMARK)]
     board["c_source"] = c.groupby("model")["source"].first()
     # clean accuracy on the corruption subset itself (it may be smaller than the attack subset)
-    c_clean = c[c.threat == "clean"].groupby("model")["value"].mean().reindex(board.index).fillna(board["clean"])
+    c_clean = c[c.corruption == "none"].groupby("model")["value"].mean().reindex(board.index).fillna(board["clean"])
     board["c_clean"] = c_clean
     board["mCA"] = bench.groupby("model")["value"].mean()
-    for sev in sorted(bench.level.dropna().unique()):
-        board[f"mCA_s{int(sev)}"] = bench[bench.level == sev].groupby("model")["value"].mean()
-    board["extra4"] = c[c.threat.isin(EXTRA)].groupby("model")["value"].mean()
+    for sev in sorted(bench.severity.dropna().unique()):
+        board[f"mCA_s{int(sev)}"] = bench[bench.severity == sev].groupby("model")["value"].mean()
+    board["extra4"] = c[c.corruption.isin(EXTRA)].groupby("model")["value"].mean()
     board["c_rel_drop"] = (c_clean - board["mCA"]) / c_clean
     # sums over severities of the error, per model and corruption
-    err = bench.assign(err=1 - bench.value).pivot_table(index="model", columns="threat", values="err", aggfunc="sum")
-    n_sev = bench.pivot_table(index="model", columns="threat", values="value", aggfunc="count")
+    err = bench.assign(err=1 - bench.value).pivot_table(index="model", columns="corruption", values="err",
+                                                        aggfunc="sum")
+    n_sev = bench.pivot_table(index="model", columns="corruption", values="value", aggfunc="count")
     rel = err - n_sev.mul(1 - c_clean, axis=0)
     mce, rmce, base_of = {}, {}, {}
     for model in board.index:
@@ -134,81 +133,6 @@ def add_natural_and_shift_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.D
     return board
 
 
-def _family(row) -> str:
-    label = row["arch"]
-    if row["head"] == "bn":
-        label += " +BN head"
-    if row["regime"] != "std":
-        label += f" {row['regime']}"
-    if row["lr_scale"]:
-        label += " (loss x T)"
-    return label
-
-
-def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
-    """Accuracy against T (log axis), one line per architecture family, one panel per column:
-    clean, robust_min and each attack/view/eps. Seeds are averaged, with their std as error bars."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if board.empty:
-        return []
-    board = board.copy()
-    board["family"] = board.apply(_family, axis=1)
-    panels = ["clean", "robust_min"] + [c for c in board.columns if "@" in c and not c.startswith("robust_min")]
-    panels += [c for c in ("mCA", "extra4", "mCE", "rel_mCE", "nat_worst_grid", "nat_rotate", "nat_translate",
-                           "cifar10.1") if c in board.columns]
-    panels = [p for p in panels if board[p].notna().any()]
-    families = sorted(board["family"].unique())
-    colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
-    written = []
-
-    def draw(ax, col):
-        for fam in families:
-            sub = board[board.family == fam].groupby("T")[col].agg(["mean", "std", "count"]).reset_index()
-            sub = sub.dropna(subset=["mean"])
-            if sub.empty:
-                continue
-            err = sub["std"].where(sub["count"] > 1)
-            ax.errorbar(sub["T"], 100 * sub["mean"], yerr=100 * err.fillna(0), marker="o", ms=4, capsize=3,
-                        color=colors[fam], label=fam, lw=2.5 if col == "robust_min" else 1.5)
-        ax.set_xscale("log")
-        ax.set_xlabel("training temperature T")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(col)
-        ax.grid(True, which="both", alpha=0.3)
-
-    dataset = ", ".join(sorted(board["dataset"].unique()))
-    n = ", ".join(str(int(v)) for v in sorted(board["n"].unique()))
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    for col in panels:
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        draw(ax, col)
-        ax.legend(fontsize=8)
-        fig.suptitle(f"{dataset} (n={n})", fontsize=9)
-        fig.tight_layout()
-        path = plots_dir / f"acc_vs_T_{col.replace('@', '_').replace('/', '-')}.png"
-        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-        plt.close(fig)
-        written.append(path)
-    cols = min(3, len(panels))
-    rows = int(np.ceil(len(panels) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
-    for ax, col in zip(axes.flat, panels):
-        draw(ax, col)
-    for ax in axes.flat[len(panels):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"Accuracy vs training temperature, {dataset} (n={n})")
-    fig.tight_layout()
-    path = plots_dir / "acc_vs_T.png"
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    written.append(path)
-    return written
-
-
 def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
     """results.csv (tidy), leaderboard.csv and plots/ under ``out_dir``; returns the leaderboard."""
     out_dir = Path(out_dir)
@@ -216,7 +140,11 @@ def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
     write_bytes_atomic(out_dir / "results.csv", tidy.to_csv(index=False).encode())
     board = leaderboard(tidy)
     write_bytes_atomic(out_dir / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f").encode())
-    plot_accuracy_vs_T(board, out_dir / "plots")
+    plots = out_dir / "plots"
+    latest = latest_runs(tidy)
+    plot_accuracy_vs_T(board, plots)
+    plot_corruption_heatmaps(latest, plots)
+    plot_natural_sweeps(latest, plots)
     return board
 
 

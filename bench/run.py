@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from attacks import ATTACKS, VIEWS
 from bench.data import default_cache_dir
+from bench import threats
 from bench.errors import BenchError
 from bench.profiles import available_profiles, load_profile
 from models import ARCHS, REGIMES, parse_name
@@ -21,7 +23,9 @@ from models import ARCHS, REGIMES, parse_name
 EXAMPLES = """examples:
   python -m bench.run                                   # the quick profile's whole grid
   python -m bench.run --model resnet18_T5 --attack pgd  # one model, one attack
-  python -m bench.run --model fastnet_T1,fastnet_T50 --attack all --eps 4/255 --steps 20
+  python -m bench.run --model fastnet_T1,fastnet_T50 --attack fgsm,pgd --eps 4/255 --steps 20
+  python -m bench.run --model fastnet_T5 --attack corruptions --corruptions gaussian_noise,fog --severities 3,5
+  python -m bench.run --model fastnet_T5 --attack natural,cifar10.1
   python -m bench.run --profile smoke --results /tmp/smoke
   python -m bench.run --list-models
 """
@@ -39,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", help=f"profile name ({', '.join(available_profiles())}) or a "
                    "TOML path (default: quick)")
     p.add_argument("--model", default="all", help="comma list of model names, or 'all' (the profile's grid)")
-    p.add_argument("--attack", default=None, help="comma list of attacks, or 'all' (default: the profile's)")
+    p.add_argument("--attack", default=None, help="comma list of attacks and shifts (corruptions, a corruption, "
+                   "natural, a transform, cifar10.1), or 'all' (default: the profile's); see --list-attacks")
+    p.add_argument("--corruptions", default=None, help="comma list of CIFAR-10-C corruptions (default: all 19)")
+    p.add_argument("--severities", default=None, help="comma list of corruption severities, e.g. 3,5 (default 1..5)")
+    p.add_argument("--corruption-source", default=None, choices=["auto", "generated", "real"],
+                   help="real CIFAR-10-C files, generated on the fly, or auto (real when found; default)")
     p.add_argument("--view", default=None, help="comma list of views: raw, scaled (default: the profile's)")
     p.add_argument("--eps", default=None, help="attack radius for every attack, e.g. 8/255 or 0.031")
     p.add_argument("--alpha", default=None, help="step size for iterative attacks, e.g. 2/255")
@@ -73,11 +82,22 @@ def list_models(profile) -> str:
 
 
 def list_attacks() -> str:
+    from attacks.corruptions import BENCHMARK, EXTRA
+    from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
     lines = ["Attacks (torchattacks; inputs in [0,1], eps in pixel units; each runs on every view):"]
     for a in ATTACKS.values():
         params = ", ".join(f"{k}={v.default}" for k, v in a.params.items())
         lines.append(f"  {a.name:<8} {a.norm:<5} {a.description}\n           {params}")
-    lines += ["", "Views: " + "; ".join(f"{k}: {v}" for k, v in VIEWS.items())]
+    lines += ["", "Views: " + "; ".join(f"{k}: {v}" for k, v in VIEWS.items()), "",
+              "Shifts (accuracy only; --attack takes these names too):",
+              "  corruptions  CIFAR-10-C, real files or generated on the fly; --corruptions, --severities 1..5",
+              "    benchmark 15: " + ", ".join(BENCHMARK), "    extra 4: " + ", ".join(EXTRA),
+              "  natural      every transform below and worst_grid"]
+    for t in NATURAL.values():
+        lines.append(f"    {t.name:<11} {t.unit}: {', '.join(f'{m:g}' for m in t.magnitudes)}")
+    lines += [f"    worst_grid  worst case over rotations {list(WORST_GRID_ROTATIONS)} x shifts "
+              f"{list(WORST_GRID_SHIFTS)} px (x and y)",
+              "  cifar10.1    the CIFAR-10.1 v6 test set (Recht et al. 2019) and its gap to the test split"]
     return "\n".join(lines)
 
 
@@ -105,8 +125,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_plan(args):
-    from dataclasses import replace
-
     from bench.runner import Plan
 
     profile = load_profile(args.profile)
@@ -118,16 +136,19 @@ def make_plan(args):
     if not names:
         raise BenchError("no models to run: give --model NAME[,NAME...] or 'all'")
     specs = list({s.name: s for s in map(parse_name, names)}.values())
-    attack_names = profile.eval.attacks if args.attack is None else (
-        list(ATTACKS) if args.attack.strip() == "all" else _split_list(args.attack))
+    ev = threats.select(profile.eval, None if args.attack is None else _split_list(args.attack),
+                        None if args.corruptions is None else _split_list(args.corruptions),
+                        None if args.severities is None else threats.parse_severities(args.severities))
+    if args.corruption_source is not None:
+        if ev.corruptions == "none":
+            raise BenchError("--corruption-source needs corruptions to measure: add --attack corruptions")
+        ev = replace(ev, corruptions=args.corruption_source)
+    if args.n_test is not None and ev.shift_n is not None:
+        ev = replace(ev, shift_n=min(ev.shift_n, args.n_test))
+    profile = replace(profile, eval=ev)
     cli = {"eps": args.eps, "alpha": args.alpha, "steps": args.steps}
-    attacks = []
-    for a in attack_names:
-        if a not in ATTACKS:
-            profile.attack(a)  # raises the unknown-attack error with suggestions
-        own = {k: v for k, v in cli.items() if k in ATTACKS[a].params}
-        attacks.append(profile.attack(a, own))
-    views = profile.eval.views if args.view is None else _split_list(args.view)
+    attacks = [profile.attack(a, {k: v for k, v in cli.items() if k in ATTACKS[a].params}) for a in ev.attacks]
+    views = ev.views if args.view is None else _split_list(args.view)
     for v in views:
         if v not in VIEWS:
             raise BenchError(f"unknown view {v!r}; known: {', '.join(VIEWS)}")
@@ -136,6 +157,7 @@ def make_plan(args):
     cache = Path(args.cache) if args.cache else default_cache_dir()
     return Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
                 cache_dir=cache, data_root=args.data_root, device=resolve_device(args.device), force=args.force,
+                fetch_shift_sets=args.attack is not None,
                 progress=sys.stderr.isatty() and not args.no_progress)
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import pandas as pd
 import torch
@@ -22,7 +22,7 @@ from bench.shift_setup import ShiftSetup
 from bench.profiles import Profile
 from bench.provenance import code_version, provenance
 from bench.report import write_reports
-from bench.store import ResultStore, record_id
+from bench.store import SCHEMA, ResultStore, record_id
 from bench.train import train
 from models import ModelSpec
 
@@ -39,6 +39,7 @@ class Plan:
     device: torch.device = torch.device("cpu")
     force: bool = False  # re-evaluate even when the store already holds the measurement
     progress: bool = False
+    fetch_shift_sets: bool = False  # download a shifted test set (CIFAR-10.1) that is missing, else skip it
 
 
 def _log(msg: str):
@@ -85,16 +86,18 @@ def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore
 
 def summarize(ms) -> str:
     """One log line for a batch of measurements."""
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     if ms and ms[0].family in ("clean", "attack"):
-        return f"clean {100 * ms[0].metrics['accuracy']:.1f}%; " + ", ".join(
-            f"{m.threat}/{m.view} {100 * m.metrics['robust_acc']:.1f}%" for m in ms[1:])
-    by = {}
+        return f"clean {pct(ms[0].metrics['accuracy'])}; " + ", ".join(
+            f"{m.threat}/{m.view} {pct(m.metrics['robust_acc'])}" for m in ms[1:])
+    groups = {}
     for m in ms:
-        if m.threat == "clean":
-            by["clean"] = [m.metrics["accuracy"]]
-            continue
-        by.setdefault(m.threat, []).append(m.metrics["accuracy"])
-    return ", ".join(f"{k} {100 * sum(v) / len(v):.1f}%" for k, v in by.items())
+        if m.family == "corruption":
+            key = "clean" if m.corruption == "none" else f"severity {m.severity:g}"
+        else:
+            key = m.threat
+        groups.setdefault(key, []).append(m.metrics["accuracy"])
+    return ", ".join(f"{k} {pct(sum(v) / len(v))}" for k, v in groups.items())
 
 
 def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
@@ -128,13 +131,15 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
             # other code version measures again (and replaces the rows).
             done = [store.get(record_id(_identity(key, data, plan, *p))) for p in planned]
             if not plan.force and all(d is not None and d.get("weights_sha256") == meta["weights_sha256"]
-                                      and d.get("code_version") == code_version() for d in done):
+                                      and d.get("code_version") == code_version() and d.get("schema") == SCHEMA
+                                      for d in done):
                 log(f"  {family}: already in the store (--force re-evaluates)")
                 continue
             measurements = run_job()
             for m in measurements:
                 record = dict(_identity(key, data, plan, m.n, m.threat, m.view, m.params), **spec_cols, **prov,
-                              family=m.family, source=m.source or f"{data.name}:{ev.split}", level=m.level,
+                              family=m.family, source=m.source or f"{data.name}:{ev.split}",
+                              corruption=m.corruption or None, severity=m.severity, magnitude=m.magnitude,
                               eps=m.eps, steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
                               weights_sha256=meta["weights_sha256"], profile=plan.profile.name)
                 store.put(record)

@@ -94,8 +94,9 @@ def download_cifar10c(dest: Path, url: str = CIFAR10C_URL, md5: str = CIFAR10C_M
     return dest / CIFAR10C_DIR
 
 
-def download_cifar101(dest: Path, base_url: str = CIFAR101_URL) -> Path:
+def download_cifar101(dest: Path, base_url: Optional[str] = None) -> Path:
     from torchvision.datasets.utils import download_url
+    base_url = base_url or CIFAR101_URL
     folder = dest / CIFAR101_DIR
     try:
         for f in CIFAR101_FILES:

@@ -8,8 +8,10 @@ from typing import Callable, List, Optional, Tuple
 
 from bench.data import Dataset, Split, resolve_data_root, stratified_indices
 from bench.errors import BenchError
-from bench.evaluate_shifts import CorruptedSets, evaluate_corruptions, evaluate_natural, evaluate_test_set
-from bench.shift_data import CIFAR10C_URL, find_cifar101, find_cifar10c, load_cifar101, search_roots
+from bench.evaluate_shifts import (CorruptedSets, corruption_params, evaluate_corruptions, evaluate_natural,
+                                  evaluate_test_set)
+from bench.shift_data import (CIFAR10C_URL, download_cifar101, find_cifar101, find_cifar10c, load_cifar101,
+                              search_roots)
 
 Job = Tuple[str, List[tuple], Callable[[], list]]  # (family, planned (n, threat, view, params), run)
 
@@ -57,9 +59,13 @@ class ShiftSetup:
                 f"{setup.corrupted.source}{f' from {real}' if real else ''}")
         if "cifar10.1" in ev.shifts:
             folder = find_cifar101(roots)
+            if folder is None and plan.fetch_shift_sets:  # asked for by name: fetch it or stop
+                log(f"shifts: CIFAR-10.1 not found under {', '.join(map(str, roots))}; downloading it")
+                folder = download_cifar101(plan.cache_dir / "downloads")
             if folder is None:
                 log(f"shifts: CIFAR-10.1 not found under {', '.join(map(str, roots))}; skipped "
-                    f"(put cifar10.1_v6_data.npy and cifar10.1_v6_labels.npy in one of them)")
+                    f"(put cifar10.1_v6_data.npy and cifar10.1_v6_labels.npy in one of them, or run "
+                    f"--attack cifar10.1 online to download them)")
             else:
                 x, y = load_cifar101(folder)
                 setup.cifar101 = (x.to(split.labels.device), y.to(split.labels.device))
@@ -70,8 +76,8 @@ class ShiftSetup:
         out: List[Job] = []
         if self.corrupted is not None:
             n, src = len(self.split), self.corrupted.source
-            planned = [(n, "clean", "none", {"severity": 0, "source": src})] + [
-                (n, c, "none", {"severity": s, "source": src}) for c in self.corruption_names for s in self.severities]
+            planned = [(n, "corruption", "none", corruption_params(c, s, src))
+                       for c, s in [("none", 0)] + [(c, s) for c in self.corruption_names for s in self.severities]]
             out.append(("corruptions", planned, lambda: evaluate_corruptions(
                 model, self.corrupted, self.corruption_names, self.severities, self.batch_size, plan.progress,
                 desc=f"corrupt {spec.name}")))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Dict, Iterator, List
 
@@ -18,12 +19,29 @@ import pandas as pd
 from bench.atomic import write_json_atomic
 from bench.errors import BenchError
 
-# The tidy table: one row per measurement and metric.
+# The tidy table: one row per measurement and metric. `corruption` and `severity` are set for
+# threat "corruption", `magnitude` for the natural transforms' sweeps.
 COLUMNS = ["run_key", "model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim", "dataset",
-           "split", "source", "n", "family", "threat", "view", "eps", "level", "steps", "params", "metric", "value",
-           "code_version", "torch_version", "device", "timestamp", "wall_s"]
+           "split", "source", "n", "family", "threat", "view", "eps", "steps", "corruption", "severity", "magnitude",
+           "params", "metric", "value", "code_version", "torch_version", "device", "timestamp", "wall_s"]
+
+# Version of the record layout. Records of an older layout measured the same things under other
+# threat names; the table leaves them out (counted in `ResultStore.stale`) rather than show them
+# twice, and the next run of their model measures them again.
+SCHEMA = 2
 
 IDENTITY = ("run_key", "dataset", "split", "n", "subset_seed", "attack_seed", "threat", "view", "params")
+
+
+def _strict_json(value):
+    """NaN and inf become null: strict JSON parsers (jq, browsers) refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def record_id(record: dict) -> str:
@@ -35,6 +53,7 @@ class ResultStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.records_dir = self.root / "records"
+        self.stale = 0  # records of an older SCHEMA that the last table() left out
 
     def path(self, rid: str) -> Path:
         return self.records_dir / f"{rid}.json"
@@ -44,7 +63,7 @@ class ResultStore:
         if missing:
             raise ValueError(f"record lacks identity fields {missing}")
         rid = record_id(record)
-        write_json_atomic(self.path(rid), dict(record, id=rid))
+        write_json_atomic(self.path(rid), _strict_json(dict(record, id=rid, schema=SCHEMA)))
         return rid
 
     def get(self, rid: str) -> dict | None:
@@ -66,7 +85,11 @@ class ResultStore:
     def table(self) -> pd.DataFrame:
         """The tidy long table, one row per (measurement, metric), in a stable order."""
         rows: List[Dict] = []
+        self.stale = 0
         for rec in self.records():
+            if rec.get("schema", 1) < SCHEMA:
+                self.stale += 1
+                continue
             base = {c: rec.get(c) for c in COLUMNS if c not in ("metric", "value", "params")}
             base["params"] = json.dumps(rec.get("params", {}), sort_keys=True)
             for metric, value in rec["metrics"].items():
@@ -74,5 +97,5 @@ class ResultStore:
         df = pd.DataFrame(rows, columns=COLUMNS)
         if len(df):
             df = df.sort_values(["arch", "head", "regime", "lr_scale", "T", "seed", "model", "family", "threat",
-                                 "view", "eps", "level", "metric"], kind="stable").reset_index(drop=True)
+                                 "view", "eps", "corruption", "severity", "magnitude", "metric"], kind="stable").reset_index(drop=True)
         return df

@@ -63,10 +63,12 @@ def test_smoke_profile_end_to_end(smoke_run):
     assert len(list((base / "cache" / "checkpoints").glob("*.safetensors"))) == 2
     # shifts: the smoke profile's corruptions (generated), natural transforms and CIFAR-10.1
     corr = tidy[tidy.family == "corruption"]
-    assert set(corr.threat) == {"clean", "gaussian_noise", "contrast", "jpeg_compression", "speckle_noise"}
-    assert set(corr.level) == {0, 1, 5} and set(corr.source) == {"cifar10c-generated"}
+    assert set(corr.threat) == {"corruption"}
+    assert set(corr.corruption) == {"none", "gaussian_noise", "contrast", "jpeg_compression", "speckle_noise"}
+    assert set(corr.severity) == {0, 1, 5} and set(corr.source) == {"cifar10c-generated"}
+    assert set(corr[corr.corruption == "none"].severity) == {0}
     # the corruption subset's own clean accuracy is the reference of the relative drop
-    c_clean = corr[corr.threat == "clean"].set_index("model").value
+    c_clean = corr[corr.corruption == "none"].set_index("model").value
     assert (board.set_index("model").c_clean == c_clean).all()
     assert (board.mCA <= board.clean + 0.05).all() and board.mCA.notna().all()
     t1 = board.set_index("model").loc["fastnetw8_T1"]
@@ -91,7 +93,7 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
     assert forced.returncode == 0, forced.stderr
     after = pd.read_csv(base / "results" / "results.csv")
     assert len(after) == len(before)  # re-measured rows replaced their old versions
-    key = ["run_key", "family", "threat", "view", "eps", "level", "n", "metric"]
+    key = ["run_key", "family", "threat", "view", "eps", "corruption", "severity", "magnitude", "n", "metric"]
     assert not after.duplicated(key).any()
 
 
@@ -103,6 +105,58 @@ def test_one_model_and_attack_by_name(smoke_run):
     board = pd.read_csv(base / "single" / "leaderboard.csv")
     assert list(board.model) == ["fastnetw8_T1"]
     assert "fgsm_raw@4/255" in board.columns and "robust_min@4/255" in board.columns
+
+
+def test_threats_by_name_corruptions(smoke_run):
+    base, args, _ = smoke_run
+    out = cli(*args, "--model", "fastnetw8_T1", "--attack", "corruptions", "--corruptions", "gaussian_noise,fog",
+              "--severities", "3,5", "--results", str(base / "by_name_c"))
+    assert out.returncode == 0, out.stderr
+    tidy = pd.read_csv(base / "by_name_c" / "results.csv")
+    assert set(tidy.threat) == {"clean", "corruption"}  # no attack, no transform, no CIFAR-10.1
+    corr = tidy[tidy.threat == "corruption"]
+    assert set(zip(corr.corruption, corr.severity)) == {("none", 0), ("gaussian_noise", 3), ("gaussian_noise", 5),
+                                                        ("fog", 3), ("fog", 5)}
+    assert corr.magnitude.isna().all()
+    board = pd.read_csv(base / "by_name_c" / "leaderboard.csv")
+    assert {"mCA", "mCA_s3", "mCA_s5", "c_clean"} <= set(board.columns) and "mCA_s1" not in board.columns
+    plots = {p.name for p in (base / "by_name_c" / "plots").glob("*.png")}
+    assert {"corruptions_heatmap_fastnetw8.png", "corruptions_vs_severity_fastnetw8.png"} <= plots
+
+
+def test_threats_by_name_natural_and_cifar101(smoke_run):
+    from attacks.natural import NATURAL
+    base, args, _ = smoke_run
+    out = cli(*args, "--model", "fastnetw8_T1", "--attack", "natural,cifar10.1", "--results", str(base / "by_name_n"),
+              env={"BENCH_SHIFT_DATA": str(base / "shift")})
+    assert out.returncode == 0, out.stderr
+    tidy = pd.read_csv(base / "by_name_n" / "results.csv")
+    assert set(tidy.threat) == {"clean", "cifar10.1", "worst_grid", *NATURAL}
+    rot = tidy[tidy.threat == "rotate"]
+    assert sorted(rot.magnitude) == sorted(NATURAL["rotate"].magnitudes) and rot.corruption.isna().all()
+    assert (base / "by_name_n" / "plots" / "natural_vs_magnitude_fastnetw8.png").is_file()
+    board = pd.read_csv(base / "by_name_n" / "leaderboard.csv")
+    assert {f"nat_{t}" for t in NATURAL} | {"nat_worst_grid", "cifar10.1", "cifar10.1_gap"} <= set(board.columns)
+
+
+def test_cifar101_by_name_downloads_it_or_stops(smoke_run, http_server, monkeypatch, capsys):
+    """Asked for by name and missing, CIFAR-10.1 is downloaded (here from a local server); where
+    that fails the run stops with one line and writes nothing."""
+    from tests.test_shifts import write_cifar101
+    www, url = http_server
+    base, args, _ = smoke_run
+    monkeypatch.delenv("BENCH_SHIFT_DATA", raising=False)
+    monkeypatch.setattr("bench.shift_data.CIFAR101_URL", url + "/missing/")
+    results = base / "dl_results"
+    assert main([*args, "--model", "fastnetw8_T1", "--attack", "cifar10.1", "--results", str(results)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress log: one error line
+    assert last.startswith("error: could not download CIFAR-10.1") and not results.exists()
+    write_cifar101(www / "v6", n=30)
+    monkeypatch.setattr("bench.shift_data.CIFAR101_URL", url + "/v6/")
+    assert main([*args, "--model", "fastnetw8_T1", "--attack", "cifar10.1", "--results", str(results)]) == 0
+    tidy = pd.read_csv(results / "results.csv")
+    assert set(tidy[tidy.threat == "cifar10.1"].n) == {30}
+    assert (base / "cache" / "downloads" / "CIFAR-10.1" / "cifar10.1_v6_data.npy").is_file()
 
 
 def test_lists():
@@ -138,6 +192,11 @@ BAD = [
     (["--results", "a_file/results"], "cannot be written"),
     (["--n-test", "0"], "--n-test must be >= 1"),
     (["--device", "tpu"], "unknown device"),
+    (["--attack", "corruptions", "--severities", "6"], "severities must lie in 1..5"),
+    (["--attack", "corruptions", "--severities", "high"], "--severities takes whole numbers"),
+    (["--corruptions", "fgo"], "unknown corruption 'fgo' (did you mean fog?)"),
+    (["--attack", "fog"], "a corruption: --attack corruptions --corruptions fog"),
+    (["--attack", "pgd", "--corruption-source", "real"], "--corruption-source needs corruptions"),
     (["--frobnicate"], "unrecognized arguments"),
 ]
 

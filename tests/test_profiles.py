@@ -31,3 +31,41 @@ def test_bad_profiles(tmp_path, text, fragment):
     path.write_text(text)
     with pytest.raises(BenchError, match=fragment):
         load_profile(str(path))
+
+
+def test_threat_selection_by_name():
+    from attacks.natural import NATURAL
+    from bench.threats import select
+    ev = load_profile("quick").eval
+    assert ev.corruptions == "auto" and ev.natural and ev.shifts == ("cifar10.1",)
+    # --attack names exactly what runs: the profile's other threats are off
+    only_pgd = select(ev, ["pgd"])
+    assert (only_pgd.attacks, only_pgd.corruptions, only_pgd.natural, only_pgd.shifts) == (("pgd",), "none", (), ())
+    c = select(ev, ["corruptions"], ["gaussian_noise", "fog"], [3, 5])
+    assert c.attacks == () and c.corruptions == "auto" and c.corruption_names == ("gaussian_noise", "fog")
+    assert c.severities == (3, 5)
+    nat = select(ev, ["natural", "cifar10.1"])
+    assert nat.natural == (*NATURAL, "worst_grid") and nat.shifts == ("cifar10.1",) and nat.corruptions == "none"
+    assert select(ev, ["rotate", "rotate"]).natural == ("rotate",)
+    # --corruptions alone keeps the profile's threats and narrows its corruptions
+    narrowed = select(ev, None, ["fog"])
+    assert narrowed.attacks == ev.attacks and narrowed.corruption_names == ("fog",)
+    # and switches corruptions on in a profile that has none
+    smoke_like = select(select(ev, ["pgd"]), None, None, [5])
+    assert smoke_like.corruptions == "auto" and smoke_like.severities == (5,)
+    everything = select(ev, ["all"])
+    assert everything.corruptions == "auto" and len(everything.natural) == len(NATURAL) + 1
+    assert "pgd" in everything.attacks and everything.shifts == ("cifar10.1",)
+
+
+@pytest.mark.parametrize("tokens,corruptions,severities,fragment", [
+    (["fog"], None, None, "a corruption: --attack corruptions --corruptions fog"),
+    (["rotat"], None, None, "did you mean rotate"),
+    (["corruptions"], ["fgo"], None, "unknown corruption 'fgo' (did you mean fog?)"),
+    (["corruptions"], None, [0, 6], "severities must lie in 1..5, got [0, 6]"),
+])
+def test_bad_threat_selection(tokens, corruptions, severities, fragment):
+    from bench.threats import select
+    with pytest.raises(BenchError) as e:
+        select(load_profile("quick").eval, tokens, corruptions, severities)
+    assert fragment in str(e.value)

@@ -49,7 +49,7 @@ def test_worst_grid_includes_the_identity_and_bounds_accuracy(tiny_model, mini_d
     grid = list(worst_grid(torch.rand(2, 3, 32, 32)))
     assert len(grid) == 63 and any(k == (0, 0, 0) for k, _ in grid)
     split = mini_data.test.subset(stratified_indices(mini_data.test.labels, 200, 0))
-    ms = {m.threat + str(m.level): m.metrics["accuracy"] for m in
+    ms = {m.threat + str(m.magnitude): m.metrics["accuracy"] for m in
           evaluate_natural(model, split, ["rotate", "worst_grid"], batch_size=100)}
     clean = evaluate_test_set(model, "x", split.images, split.labels, 100, {}).metrics["accuracy"]
     assert ms["worst_gridnan"] <= min(ms["rotate-30.0"], ms["rotate30.0"], clean)
@@ -171,7 +171,8 @@ def test_real_cifar10c_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(args) == 0, capsys.readouterr().err
     tidy = pd.read_csv(tmp_path / "out" / "results.csv")
     corr = tidy[tidy.family == "corruption"]
-    assert set(corr.source) == {"cifar10c"} and set(corr.level) == {0, 1, 3, 5} and set(corr.n) == {20}
+    assert set(corr.source) == {"cifar10c"} and set(corr.severity) == {0, 1, 3, 5} and set(corr.n) == {20}
+    assert set(corr.corruption) == {"none", "gaussian_noise", "fog"}
     # and real CIFAR-10-C does not pair with another copy of the data (images would not match)
     jpeg = tmp_path / "jpeg"
     (jpeg / "train").mkdir(parents=True)

@@ -1,5 +1,4 @@
 """The results store under concurrent writers and writers killed mid-run (real processes)."""
-import json
 import os
 import signal
 import subprocess

@@ -1,0 +1,216 @@
+"""Figures built from the leaderboard and the tidy table; one style for all of them: log-T axes,
+one colour per model family (or per T, on a log colour scale, where T is not the x axis),
+accuracy in percent, the dataset and n in the title. Nothing here measures anything."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, List
+
+import numpy as np
+import pandas as pd
+
+from bench.atomic import write_atomic
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def family(row) -> str:
+    """A model family: everything in a model's name but its temperature and seed."""
+    label = row["arch"]
+    if row["head"] == "bn":
+        label += " +BN head"
+    if row["regime"] != "std":
+        label += f" {row['regime']}"
+    if row["lr_scale"]:
+        label += " (loss x T)"
+    return label
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text.replace("loss x T", "lrT")).strip("_")
+
+
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    _plt().close(fig)
+    return path
+
+
+def _subtitle(df: pd.DataFrame) -> str:
+    dataset = ", ".join(sorted(df["dataset"].astype(str).unique()))
+    n = ", ".join(str(int(v)) for v in sorted(df["n"].unique()))
+    return f"{dataset} (n={n})"
+
+
+def _t_colours(temps) -> Callable[[float], tuple]:
+    """T on a log colour scale (plasma, dark = low T, without its pale yellow end), so a family
+    of curves reads as a sweep."""
+    plt = _plt()
+    logs = np.log10(np.asarray(sorted(temps), float))
+    lo, span = logs.min(), max(logs.max() - logs.min(), 1e-9)
+    return lambda t: plt.cm.plasma(0.85 * (np.log10(t) - lo) / span)
+
+
+def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
+    """Accuracy against T (log axis), one line per model family, one panel per column: clean,
+    robust_min, each attack/view/eps and the shift summaries. Seeds are averaged, with their std
+    as error bars."""
+    plt = _plt()
+    if board.empty:
+        return []
+    board = board.copy()
+    board["family"] = board.apply(family, axis=1)
+    panels = ["clean", "robust_min"] + [c for c in board.columns if "@" in c and not c.startswith("robust_min")]
+    panels += [c for c in ("mCA", "extra4", "mCE", "rel_mCE", "nat_worst_grid", "nat_rotate", "nat_translate",
+                           "cifar10.1") if c in board.columns]
+    panels = [p for p in panels if board[p].notna().any()]
+    families = sorted(board["family"].unique())
+    colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
+    written = []
+
+    def draw(ax, col):
+        for fam in families:
+            sub = board[board.family == fam].groupby("T")[col].agg(["mean", "std", "count"]).reset_index()
+            sub = sub.dropna(subset=["mean"])
+            if sub.empty:
+                continue
+            err = sub["std"].where(sub["count"] > 1)
+            ax.errorbar(sub["T"], 100 * sub["mean"], yerr=100 * err.fillna(0), marker="o", ms=4, capsize=3,
+                        color=colors[fam], label=fam, lw=2.5 if col == "robust_min" else 1.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("training temperature T")
+        ax.set_ylabel("accuracy (%)" if "mCE" not in col else "corruption error (% of the T=1 baseline's)")
+        ax.set_title(col)
+        ax.grid(True, which="both", alpha=0.3)
+
+    sub = _subtitle(board)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for col in panels:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        draw(ax, col)
+        ax.legend(fontsize=8)
+        fig.suptitle(sub, fontsize=9)
+        fig.tight_layout()
+        written.append(_save(fig, plots_dir / f"acc_vs_T_{col.replace('@', '_').replace('/', '-')}.png"))
+    cols = min(3, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, col in zip(axes.flat, panels):
+        draw(ax, col)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"Accuracy vs training temperature, {sub}")
+    fig.tight_layout()
+    written.append(_save(fig, plots_dir / "acc_vs_T.png", dpi=100))
+    return written
+
+
+def _with_family(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["family"] = df.apply(family, axis=1) if len(df) else pd.Series(dtype=str)
+    return df
+
+
+def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
+    """Per model family: corruption x T, the accuracy averaged over the measured severities (and
+    seeds), the 15 benchmark corruptions above the 4 extra ones, the clean accuracy of the same
+    images on top. One file per family; plus accuracy vs severity, one line per T."""
+    from attacks.corruptions import BENCHMARK, EXTRA
+    plt = _plt()
+    c = tidy[(tidy.threat == "corruption") & (tidy.metric == "accuracy")]
+    if c.empty:
+        return []
+    c = _with_family(c)
+    written = []
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for fam, sub in c.groupby("family"):
+        # per (model, corruption): mean over severities; then mean over the seeds of each T
+        per_model = sub[sub.corruption != "none"].groupby(["T", "model", "corruption"])["value"].mean()
+        mat = per_model.groupby(["corruption", "T"]).mean().unstack("T")
+        rows = [r for r in [*BENCHMARK, *EXTRA] if r in mat.index]
+        clean = sub[sub.corruption == "none"].groupby("T")["value"].mean()
+        mat = pd.concat([clean.to_frame("clean (same images)").T, mat.loc[rows]])
+        temps = list(mat.columns)
+        fig, ax = plt.subplots(figsize=(max(6.5, 2.8 + 0.55 * len(temps)), 1.4 + 0.3 * len(mat)))
+        im = ax.imshow(100 * mat.values, aspect="auto", cmap="viridis", vmin=0, vmax=100)
+        for (i, j), v in np.ndenumerate(mat.values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if v < 0.6 else "black")
+        ax.set_xticks(range(len(temps)), [f"{t:g}" for t in temps])
+        ax.set_yticks(range(len(mat)), mat.index)
+        for sep in (0.5, 0.5 + sum(r in BENCHMARK for r in rows)):
+            ax.axhline(sep, color="white", lw=2)
+        ax.set_xlabel("training temperature T")
+        sevs = ", ".join(f"{s:g}" for s in sorted(sub[sub.corruption != "none"].severity.unique()))
+        ax.set_title(f"{fam}: accuracy (%), mean over severities {sevs}\n"
+                     f"{_subtitle(sub)}, {sub.source.iloc[0]}", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+        fig.tight_layout()
+        written.append(_save(fig, plots_dir / f"corruptions_heatmap_{_slug(fam)}.png"))
+
+        bench = sub[sub.corruption.isin(["none", *BENCHMARK])]
+        curve = bench.groupby(["T", "model", "severity"])["value"].mean().groupby(["T", "severity"]).mean()
+        colour = _t_colours(curve.index.get_level_values("T"))
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for t, line in curve.groupby(level="T"):
+            ax.plot(line.index.get_level_values("severity"), 100 * line.values, marker="o", ms=4, color=colour(t),
+                    label=f"T={t:g}")
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{fam}: mean over the 15 benchmark corruptions", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.suptitle(f"{_subtitle(sub)}, {sub.source.iloc[0]}", fontsize=8)
+        fig.tight_layout()
+        written.append(_save(fig, plots_dir / f"corruptions_vs_severity_{_slug(fam)}.png"))
+    return written
+
+
+def plot_natural_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
+    """Per model family: one panel per natural transform, accuracy against its magnitude, one line
+    per T; the identity (0 degrees, 0 px, factor 1, hue 0) carries the clean accuracy of the same
+    images when the corruption run measured it."""
+    from attacks.natural import NATURAL, identity_magnitude
+    plt = _plt()
+    nat = tidy[(tidy.family == "natural") & (tidy.metric == "accuracy") & tidy.magnitude.notna()]
+    if nat.empty:
+        return []
+    nat = _with_family(nat)
+    clean = _with_family(tidy[(tidy.threat == "corruption") & (tidy.corruption == "none") &
+                              (tidy.metric == "accuracy")])
+    written = []
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for fam, sub in nat.groupby("family"):
+        transforms = [t for t in NATURAL if t in set(sub.threat)]
+        colour = _t_colours(sub["T"].unique())
+        cols = min(4, len(transforms))
+        rows = int(np.ceil(len(transforms) / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+        base = clean[clean.family == fam].groupby("T")["value"].mean()
+        for ax, t in zip(axes.flat, transforms):
+            curve = sub[sub.threat == t].groupby(["T", "model", "magnitude"])["value"].mean().groupby(
+                ["T", "magnitude"]).mean()
+            for temp, line in curve.groupby(level="T"):
+                line = line.droplevel("T")
+                if temp in base.index:
+                    line = pd.concat([line, pd.Series({identity_magnitude(t): base[temp]})]).sort_index()
+                ax.plot(line.index, 100 * line.values, marker="o", ms=3, color=colour(temp), label=f"T={temp:g}")
+            ax.set_title(t, fontsize=10)
+            ax.set_xlabel(NATURAL[t].unit, fontsize=8)
+            ax.set_ylabel("accuracy (%)", fontsize=8)
+            ax.grid(True, alpha=0.3)
+        for ax in axes.flat[len(transforms):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=6, ncol=2)
+        fig.suptitle(f"{fam}: accuracy vs transform magnitude, {_subtitle(sub)}", fontsize=10)
+        fig.tight_layout()
+        written.append(_save(fig, plots_dir / f"natural_vs_magnitude_{_slug(fam)}.png"))
+    return written

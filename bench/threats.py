@@ -1,0 +1,89 @@
+"""What a run measures, chosen by name: ``--attack`` takes adversarial attacks and the names of
+the other threats alike, so ``--attack pgd,corruptions,rotate,cifar10.1`` is one list.
+
+  <attack>        an adversarial attack of the registry (attacks/adversarial.py)
+  corruptions     the CIFAR-10-C corruptions (all 19, or those of --corruptions) at --severities
+  natural         every natural transform and the rotation/translation worst case
+  <transform>     one of them, e.g. rotate, or worst_grid
+  cifar10.1       the CIFAR-10.1 v6 test set (downloaded when asked for by name and missing)
+  all             everything above
+
+Single corruptions are named with ``--corruptions`` (which also switches corruptions on), not in
+``--attack``: brightness and contrast are both a corruption and a natural transform. Without
+``--attack`` the profile's [eval] decides. The selection is written into the profile's
+EvalSetup, which is what the runner reads.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import replace
+from typing import Optional, Sequence
+
+from attacks.adversarial import ATTACKS
+from attacks.corruptions import CORRUPTIONS
+from attacks.natural import NATURAL
+from bench.errors import BenchError
+from bench.profiles import EvalSetup
+
+NATURAL_ALL = (*NATURAL, "worst_grid")
+SHIFT_SETS = ("cifar10.1",)
+GROUPS = ("corruptions", "natural", "all")
+
+
+def known_threats() -> list:
+    return [*ATTACKS, *GROUPS, *NATURAL_ALL, *SHIFT_SETS]
+
+
+def parse_severities(text: str) -> tuple:
+    try:
+        values = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise BenchError(f"--severities takes whole numbers in 1..5 like 3,5, got {text!r}") from None
+    if not values:
+        raise BenchError("--severities is empty: give e.g. 3,5")
+    return values
+
+
+def select(ev: EvalSetup, tokens: Optional[Sequence[str]], corruptions: Optional[Sequence[str]] = None,
+           severities: Optional[Sequence[int]] = None) -> EvalSetup:
+    """The profile's evaluation with the threats named on the command line. ``tokens`` None keeps
+    the profile's threats; ``corruptions``/``severities`` narrow (or switch on) the corruptions."""
+    overrides = {}
+    if corruptions is not None:
+        overrides["corruption_names"] = tuple(corruptions)
+    if severities is not None:
+        overrides["severities"] = tuple(severities)
+    if tokens is None:
+        if overrides and ev.corruptions == "none":
+            overrides["corruptions"] = "auto"
+        return replace(ev, **overrides)  # __post_init__ checks the names and severities
+
+    attacks, natural, shifts = [], [], []
+    want_corruptions = corruptions is not None or severities is not None
+    for t in tokens:
+        if t == "all":
+            attacks += list(ATTACKS)
+            natural += list(NATURAL_ALL)
+            shifts += list(SHIFT_SETS)
+            want_corruptions = True
+        elif t in ATTACKS:
+            attacks.append(t)
+        elif t == "corruptions":
+            want_corruptions = True
+        elif t == "natural":
+            natural += list(NATURAL_ALL)
+        elif t in NATURAL_ALL:
+            natural.append(t)
+        elif t in SHIFT_SETS:
+            shifts.append(t)
+        else:
+            near = difflib.get_close_matches(t, known_threats(), n=2, cutoff=0.5)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            if t in CORRUPTIONS:
+                hint = f" (a corruption: --attack corruptions --corruptions {t})"
+            raise BenchError(f"unknown attack {t!r}{hint}; attacks: {', '.join(ATTACKS)}; shifts: "
+                             f"corruptions, natural or a transform ({', '.join(NATURAL_ALL)}), "
+                             f"{', '.join(SHIFT_SETS)}; see --list-attacks")
+    mode = (ev.corruptions if ev.corruptions != "none" else "auto") if want_corruptions else "none"
+    return replace(ev, attacks=tuple(dict.fromkeys(attacks)), natural=tuple(dict.fromkeys(natural)),
+                   shifts=tuple(dict.fromkeys(shifts)), corruptions=mode, **overrides)
