@@ -1,16 +1,39 @@
 """Adversarial attacks, one registry over torchattacks (inputs in [0,1], eps in pixel units).
 
-Each entry says its threat model, its parameters with their CIFAR defaults (science.md) and how
-to build the torchattacks object on a view of the model. The attack-suite issue adds entries
-here; the evaluator needs nothing else.
+Each entry says its threat model, its parameters with their CIFAR defaults (science.md), how to
+build the attack on a view of the model (attacks/views.py), and the facts a reader of the results
+needs to judge it against gradient masking:
+
+* ``loss``: what the attack optimises ("ce", "margin", "dlr", "dlr_targeted", "mixed" for an
+  ensemble, "none" for a geometric attack such as FAB);
+* ``view_invariant``: True when dividing the logits by a positive constant (the scaled view is the
+  raw one divided by T) cannot change the result, up to float rounding. Margin and DLR losses are
+  scale-free, FAB works on ratios of logit differences, Square compares margins, and sign steps
+  drop the gradient's scale. CE is not (the softmax saturates on the raw view of a high-T model);
+  nor is CW-L2 (c trades the margin against the distance) nor AutoAttack (it starts with APGD-CE).
+  An invariant attack reports the same robustness on both views: a gap between the views under a
+  non-invariant attack is the masking signal;
+* ``targeted``: False, "random" / "least_likely" (one target per image), or "multi" (every one of
+  the top wrong classes in turn, AutoAttack style; still an untargeted success criterion);
+* ``black_box``: the attack only queries outputs (Square): it cannot be masked by gradients;
+* ``seeding``: "none" (draws no random numbers), "global" (draws from torch's global generator,
+  which the caller seeds: the evaluator does, per batch) or "own" (torchattacks/AutoAttack call
+  ``torch.manual_seed(seed)`` with the ``seed`` given to ``build`` on every call: whatever the
+  caller seeded is overridden, and the global generator is left reseeded, so callers fork it).
+
+Where torchattacks' defaults differ from the standard (CIFAR) settings, the builders set the
+standard ones, and say so. The attack-suite issue adds entries here; the evaluator needs nothing
+else.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple, Union
 
+import torch
+import torch.nn.functional as F
 import torchattacks
 
 from bench.errors import BenchError
@@ -40,8 +63,12 @@ def format_eps(eps: float) -> str:
 @dataclass(frozen=True)
 class Param:
     default: Any
-    kind: str  # "eps" (a pixel distance), "steps" (int >= 1), "bool", "float" (positive)
+    # "eps" (a pixel distance >= 0), "steps" and "int" (whole numbers >= 1), "bool",
+    # "float" (> 0, or >= 0 with zero_ok), "choice" (one of choices)
+    kind: str
     help: str
+    choices: Tuple[str, ...] = ()
+    zero_ok: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,34 +77,58 @@ class AttackInfo:
     description: str
     norm: str  # "linf" or "l2": the bound the tests check
     params: Dict[str, Param]
-    build: Callable  # build(model_view, **params) -> torchattacks.Attack
+    build: Callable  # build(model_view, *, n_classes, seed, **params) -> callable atk(x, y) -> x_adv
+    loss: str = "ce"
+    view_invariant: bool = False
+    targeted: Union[bool, str] = False  # False, "random", "least_likely", "multi"
+    black_box: bool = False
+    seeding: str = "none"  # "none", "global", "own" (see the module docstring)
 
 
 ATTACKS: Dict[str, AttackInfo] = {}
 
+_NORMS = ("linf", "l2")
+_TARGETED = (False, "random", "least_likely", "multi")
+_SEEDING = ("none", "global", "own")
 
-def register_attack(name: str, *, description: str, norm: str, params: Dict[str, Param]):
+
+def register_attack(name: str, *, description: str, norm: str, params: Dict[str, Param], loss: str,
+                    view_invariant: bool, seeding: str, targeted: Union[bool, str] = False,
+                    black_box: bool = False):
+    assert norm in _NORMS and targeted in _TARGETED and seeding in _SEEDING, name
+
     def deco(build):
-        ATTACKS[name] = AttackInfo(name, description, norm, params, build)
+        ATTACKS[name] = AttackInfo(name, description, norm, params, build, loss=loss,
+                                   view_invariant=view_invariant, targeted=targeted, black_box=black_box,
+                                   seeding=seeding)
         return build
     return deco
 
 
+def _whole(name: str, key: str, value) -> int:
+    if isinstance(value, bool):
+        raise BenchError(f"{name}: {key} must be a whole number >= 1, got {value!r}")
+    try:
+        v = int(str(value).strip())
+    except ValueError:
+        raise BenchError(f"{name}: {key} must be a whole number >= 1, got {value!r}") from None
+    if v < 1:
+        raise BenchError(f"{name}: {key} must be >= 1, got {value!r}")
+    return v
+
+
 def _check(name: str, key: str, p: Param, value):
     if p.kind == "eps" or p.kind == "float":
+        if isinstance(value, bool):
+            raise BenchError(f"{name}: {key} must be a number, got {value!r}")
         v = parse_eps(value)
-        if not math.isfinite(v) or v < 0 or (p.kind == "float" and v == 0):
-            raise BenchError(f"{name}: {key} must be a {'non-negative' if p.kind == 'eps' else 'positive'} "
+        non_negative = p.kind == "eps" or p.zero_ok
+        if not math.isfinite(v) or v < 0 or (not non_negative and v == 0):
+            raise BenchError(f"{name}: {key} must be a {'non-negative' if non_negative else 'positive'} "
                              f"finite number, got {value!r}")
         return v
-    if p.kind == "steps":
-        try:
-            v = int(str(value))
-        except ValueError:
-            raise BenchError(f"{name}: {key} must be a whole number >= 1, got {value!r}") from None
-        if v < 1:
-            raise BenchError(f"{name}: {key} must be >= 1, got {value!r}")
-        return v
+    if p.kind in ("steps", "int"):
+        return _whole(name, key, value)
     if p.kind == "bool":
         if isinstance(value, bool):
             return value
@@ -86,6 +137,10 @@ def _check(name: str, key: str, p: Param, value):
         if str(value).lower() in ("0", "false", "no"):
             return False
         raise BenchError(f"{name}: {key} must be true or false, got {value!r}")
+    if p.kind == "choice":
+        if isinstance(value, str) and value.strip().lower() in p.choices:
+            return value.strip().lower()
+        raise BenchError(f"{name}: {key} must be one of {', '.join(p.choices)}, got {value!r}")
     raise AssertionError(p.kind)
 
 
@@ -111,8 +166,14 @@ class AttackConfig:
     def steps(self) -> int:
         return int(self.kwargs.get("steps", 1))
 
-    def build(self, model_view):
-        return self.info.build(model_view, **self.kwargs)
+    def build(self, model_view, n_classes: int = 10, seed: int = 0):
+        """The attack on ``model_view`` (in eval mode), called as ``atk(x, y) -> x_adv``.
+
+        ``n_classes`` sets the number of target classes of the multi-targeted attacks; ``seed``
+        is the seed of the attacks that seed themselves (seeding "own")."""
+        if int(n_classes) < 2:
+            raise BenchError(f"{self.name}: a classifier needs at least 2 classes, got n_classes={n_classes}")
+        return self.info.build(model_view, n_classes=int(n_classes), seed=int(seed), **self.kwargs)
 
 
 def make_attack(name: str, overrides: Dict[str, Any] | None = None) -> AttackConfig:
@@ -142,19 +203,299 @@ def check_overrides(name: str, overrides: Dict[str, Any]):
                          f"it takes {', '.join(ATTACKS[name].params)}")
 
 
+# ---------------------------------------------------------------------------------------------
+# What torchattacks lacks (a loss hook for PGD, a radius for CW) or gets wrong (CW's margin and
+# box, PGD-L2 on channels_last models)
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per image, max_{i != y} z_i - z_y: positive exactly when the image is misclassified."""
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return others - own
+
+
+class LossPGD(torchattacks.PGD):
+    """torchattacks.PGD with its loss as a method. ``forward`` is torchattacks.PGD.forward line
+    for line (3.5.1) except for the cost, because there the CE loss is a local of ``forward`` and
+    cannot be overridden alone; random start, step, projection, clamping, targeted modes and the
+    model-mode handling stay torchattacks'. tests/test_attack_suite.py checks that this class
+    with the CE cost gives torchattacks.PGD's output bit for bit."""
+
+    def cost(self, logits, labels, target_labels):
+        if self.targeted:
+            return -F.cross_entropy(logits, target_labels)
+        return F.cross_entropy(logits, labels)
+
+    def forward(self, images, labels):
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+
+        target_labels = self.get_target_label(images, labels) if self.targeted else None
+
+        adv_images = images.clone().detach()
+
+        if self.random_start:
+            adv_images = adv_images + torch.empty_like(adv_images).uniform_(-self.eps, self.eps)
+            adv_images = torch.clamp(adv_images, min=0, max=1).detach()
+
+        for _ in range(self.steps):
+            adv_images.requires_grad = True
+            outputs = self.get_logits(adv_images)
+            cost = self.cost(outputs, labels, target_labels)
+            grad = torch.autograd.grad(cost, adv_images, retain_graph=False, create_graph=False)[0]
+
+            adv_images = adv_images.detach() + self.alpha * grad.sign()
+            delta = torch.clamp(adv_images - images, min=-self.eps, max=self.eps)
+            adv_images = torch.clamp(images + delta, min=0, max=1).detach()
+
+        return adv_images
+
+
+class MarginPGD(LossPGD):
+    """PGD-Linf ascending the CW margin max_{i != y} z_i - z_y (targeted: descending
+    max_{i != t} z_i - z_t). With signed steps, dividing the logits by T changes nothing."""
+
+    def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=20, random_start=True):
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+        self.attack = "MarginPGD"
+
+    def cost(self, logits, labels, target_labels):
+        if self.targeted:
+            return -margin(logits, target_labels).sum()
+        return margin(logits, labels).sum()
+
+
+class RadiusCW(torchattacks.CW):
+    """torchattacks.CW (L2, fixed c, Adam, no binary search over c), read at an L2 radius.
+
+    CW is a minimal-perturbation attack: it has no radius and returns, per image, the smallest
+    misclassifying perturbation it found (the clean image when it found none). To report robust
+    accuracy at radius eps, a perturbation longer than eps counts as a failed attack: that image
+    comes back clean. Robust accuracy is then non-increasing in eps for the same run.
+
+    Two departures from torchattacks 3.5.1, both restoring Carlini and Wagner's own code:
+    * its ``f`` masks with ``(1 - one_hot) * logits`` and takes a max, which reads a 0 for the
+      true class's slot; with negative logits that 0 wins, the margin is wrong and the attack can
+      stall (e.g. z = (-1, -2, -3): torchattacks' margin is 0, the true one 1). On the tiny
+      test model with every logit lowered by 10 (nothing else changes), torchattacks' CW fools
+      no image at all. ``f`` is recomputed with a -inf mask;
+    * its ``atanh`` of pixels at exactly 0 or 1 is +-inf, where tanh has zero gradient: those
+      pixels can never move. The original scales by 0.999999 before atanh, as done here.
+    """
+
+    def __init__(self, model, eps=0.5, c=1.0, kappa=0.0, steps=100, lr=0.01):
+        super().__init__(model, c=c, kappa=kappa, steps=steps, lr=lr)
+        self.attack = "CW-L2"
+        self.eps = eps
+
+    def inverse_tanh_space(self, x):
+        return torch.atanh(torch.clamp(x * 2 - 1, min=-1, max=1) * 0.999999)
+
+    def f(self, outputs, labels):
+        m = margin(outputs, labels)  # max_{i != labels} z_i - z_labels
+        if self.targeted:
+            return torch.clamp(m, min=-self.kappa)
+        return torch.clamp(-m, min=-self.kappa)
+
+    def forward(self, images, labels):
+        adv = super().forward(images, labels)
+        images = images.to(adv.device)
+        too_far = (adv - images).flatten(1).norm(dim=1) > self.eps
+        return torch.where(too_far[:, None, None, None], images, adv)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward hands back the gradient in the default (NCHW) layout."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+class PGDL2(torchattacks.PGDL2):
+    """torchattacks.PGDL2 on the harness's channels_last models. Through them the input gradient
+    comes back channels_last, and torchattacks 3.5.1 flattens it with ``.view``, which raises on
+    that layout; the gradient is made contiguous on its way out of the model, nothing else."""
+
+    def get_logits(self, inputs, labels=None, *args, **kwargs):
+        return super().get_logits(_ContiguousGrad.apply(inputs), labels, *args, **kwargs)
+
+
+def _target_classes(name: str, n_target_classes: int, n_classes: int) -> int:
+    # AutoAttack's 9 targets assume 10+ classes; fewer classes have fewer wrong ones
+    if n_classes < 4:
+        raise BenchError(f"{name}: the targeted DLR loss needs at least 4 classes, got {n_classes}")
+    return min(n_target_classes, n_classes - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+
 EPS = Param("8/255", "eps", "Linf radius in pixel units")
+EPS_L2 = Param("0.5", "eps", "L2 radius in pixel units (per image, over all 3x32x32 values)")
+ALPHA = Param("2/255", "float", "step size in pixel units")
+STEPS_PGD = Param(20, "steps", "number of steps")
+RANDOM_START = Param(True, "bool", "start from a uniform point in the eps ball")
+STEPS_AA = Param(100, "steps", "iterations (AutoAttack's 100)")
+RESTARTS = Param(1, "int", "random restarts (AutoAttack standard: 1)")
+TARGETS = Param(9, "int", "target classes: the top wrong classes, one after another (at most n_classes - 1)")
+QUERIES = Param(5000, "int", "queries per image and restart (AutoAttack's 5000)")
+VERSION = Param("standard", "choice", "AutoAttack version: standard (APGD-CE, APGD-T, FAB-T, Square) or plus "
+                "(adds APGD-DLR and untargeted FAB, 5 restarts)", choices=("standard", "plus"))
+
+PGD_PARAMS = {"eps": EPS, "alpha": ALPHA, "steps": STEPS_PGD, "random_start": RANDOM_START}
 
 
-@register_attack("fgsm", norm="linf", description="FGSM (Goodfellow et al. 2015): one signed-gradient step of size eps",
+@register_attack("fgsm", norm="linf", loss="ce", view_invariant=False, seeding="none",
+                 description="FGSM (Goodfellow et al. 2015): one signed-gradient step of size eps",
                  params={"eps": EPS})
-def _fgsm(model, eps):
+def _fgsm(model, *, n_classes, seed, eps):
     return torchattacks.FGSM(model, eps=eps)
 
 
-@register_attack("pgd", norm="linf", description="PGD-Linf with CE loss and random start (Madry et al. 2018)",
-                 params={"eps": EPS,
-                         "alpha": Param("2/255", "float", "step size in pixel units"),
-                         "steps": Param(10, "steps", "number of steps"),
-                         "random_start": Param(True, "bool", "start from a uniform point in the eps ball")})
-def _pgd(model, eps, alpha, steps, random_start):
+@register_attack("pgd", norm="linf", loss="ce", view_invariant=False, seeding="global",
+                 description="PGD-Linf with CE loss and random start (Madry et al. 2018); PGD-20",
+                 params=PGD_PARAMS)
+def _pgd(model, *, n_classes, seed, eps, alpha, steps, random_start):
     return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+
+
+@register_attack("pgd_l2", norm="l2", loss="ce", view_invariant=False, seeding="global",
+                 description="PGD-L2 with CE loss and random start (Madry et al. 2018)",
+                 params={"eps": EPS_L2, "alpha": Param("0.1", "float", "step length in pixel units (L2)"),
+                         "steps": STEPS_PGD, "random_start": RANDOM_START})
+def _pgd_l2(model, *, n_classes, seed, eps, alpha, steps, random_start):
+    return PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+
+
+@register_attack("cw_l2", norm="l2", loss="margin", view_invariant=False, seeding="none",
+                 description="Carlini-Wagner L2 (fixed c, no binary search); a perturbation longer than eps "
+                             "counts as a failure (CW has no radius of its own)",
+                 params={"eps": EPS_L2,
+                         "c": Param(1.0, "float", "weight of the margin term against the squared L2 distance"),
+                         "kappa": Param(0.0, "float", "confidence margin", zero_ok=True),
+                         "steps": Param(100, "steps", "Adam steps"),
+                         "lr": Param(0.01, "float", "Adam learning rate (in tanh space)")})
+def _cw_l2(model, *, n_classes, seed, eps, c, kappa, steps, lr):
+    return RadiusCW(model, eps=eps, c=c, kappa=kappa, steps=steps, lr=lr)
+
+
+@register_attack("pgd_margin", norm="linf", loss="margin", view_invariant=True, seeding="global",
+                 description="PGD-Linf on the CW margin loss max_{i!=y} z_i - z_y (scale-free: immune to "
+                             "softmax saturation)",
+                 params=PGD_PARAMS)
+def _pgd_margin(model, *, n_classes, seed, eps, alpha, steps, random_start):
+    return MarginPGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+
+
+def _apgd(loss):
+    def build(model, *, n_classes, seed, eps, steps, n_restarts):
+        return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=n_restarts, seed=seed,
+                                 loss=loss, verbose=False)
+    return build
+
+
+register_attack("apgd_ce", norm="linf", loss="ce", view_invariant=False, seeding="own",
+                description="APGD with CE loss (Croce and Hein 2020; AutoAttack's first attack)",
+                params={"eps": EPS, "steps": STEPS_AA, "n_restarts": RESTARTS})(_apgd("ce"))
+register_attack("apgd_dlr", norm="linf", loss="dlr", view_invariant=True, seeding="own",
+                description="APGD with the scale-free DLR loss (Croce and Hein 2020)",
+                params={"eps": EPS, "steps": STEPS_AA, "n_restarts": RESTARTS})(_apgd("dlr"))
+
+
+@register_attack("apgd_t", norm="linf", loss="dlr_targeted", view_invariant=True, seeding="own", targeted="multi",
+                 description="APGD-T: APGD on the targeted DLR loss toward each of the top wrong classes "
+                             "(AutoAttack's second attack)",
+                 params={"eps": EPS, "steps": STEPS_AA, "n_restarts": RESTARTS, "n_target_classes": TARGETS})
+def _apgd_t(model, *, n_classes, seed, eps, steps, n_restarts, n_target_classes):
+    atk = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=n_restarts, seed=seed,
+                             n_classes=n_classes, verbose=False)
+    atk.n_target_classes = _target_classes("apgd_t", n_target_classes, n_classes)  # torchattacks: n_classes-1
+    return atk
+
+
+@register_attack("fab_t", norm="linf", loss="none", view_invariant=True, seeding="own", targeted="multi",
+                 description="FAB-T: minimal-Linf boundary attack toward each of the top wrong classes, kept "
+                             "where within eps (AutoAttack's third attack)",
+                 params={"eps": EPS, "steps": STEPS_AA, "n_restarts": RESTARTS, "n_target_classes": TARGETS})
+def _fab_t(model, *, n_classes, seed, eps, steps, n_restarts, n_target_classes):
+    atk = torchattacks.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=n_restarts, seed=seed,
+                           multi_targeted=True, n_classes=n_classes, verbose=False)
+    atk.n_target_classes = _target_classes("fab_t", n_target_classes, n_classes)
+    return atk
+
+
+@register_attack("square", norm="linf", loss="margin", view_invariant=True, seeding="own", black_box=True,
+                 description="Square Attack: query-only random search on the margin loss (Andriushchenko et "
+                             "al. 2020; AutoAttack's fourth attack)",
+                 params={"eps": EPS, "n_queries": QUERIES, "n_restarts": RESTARTS,
+                         "p_init": Param(0.8, "float", "initial fraction of pixels in a square"),
+                         "rescale_schedule": Param(False, "bool", "fit the square-size schedule to n_queries "
+                                                   "(AutoAttack standard: off; torchattacks' default: on)")})
+def _square(model, *, n_classes, seed, eps, n_queries, n_restarts, p_init, rescale_schedule):
+    if p_init > 1:
+        raise BenchError(f"square: p_init is a fraction of the image, at most 1, got {p_init}")
+    return torchattacks.Square(model, norm="Linf", eps=eps, n_queries=n_queries, n_restarts=n_restarts,
+                               p_init=p_init, loss="margin", resc_schedule=rescale_schedule, seed=seed,
+                               verbose=False)
+
+
+AA_PARAMS = {"eps": EPS, "version": VERSION, "steps": STEPS_AA, "n_queries": QUERIES}
+
+
+@register_attack("autoattack", norm="linf", loss="mixed", view_invariant=False, seeding="own",
+                 description="AutoAttack through torchattacks, set to the reference's iterations: the worst "
+                             "case over APGD-CE, APGD-T, FAB-T and Square",
+                 params=AA_PARAMS)
+def _autoattack(model, *, n_classes, seed, eps, version, steps, n_queries):
+    atk = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version=version, n_classes=n_classes, seed=seed,
+                                  verbose=False)
+    # torchattacks builds its members with its own defaults: 10 iterations for APGD, APGD-T and FAB
+    # (the reference runs 100), n_classes - 1 targets (the reference: 9), and Square with the
+    # schedule rescaled to n_queries (the reference: not). Set the reference's values.
+    targets = _target_classes("autoattack", 9, n_classes)
+    for member in atk._autoattack.attacks:
+        if isinstance(member, (torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB)):
+            member.steps = steps
+        if isinstance(member, (torchattacks.APGDT, torchattacks.FAB)):
+            member.n_target_classes = targets
+        if isinstance(member, torchattacks.Square):
+            member.n_queries = n_queries
+            member.rescale_schedule = False
+    return atk
+
+
+@register_attack("autoattack_ref", norm="linf", loss="mixed", view_invariant=False, seeding="own",
+                 description="AutoAttack as its authors wrote it (PyPI pyautoattack), to check the torchattacks one",
+                 params=AA_PARAMS)
+def _autoattack_ref(model, *, n_classes, seed, eps, version, steps, n_queries):
+    from attacks.autoattack_ref import ReferenceAutoAttack
+    return ReferenceAutoAttack(model, eps=eps, version=version, steps=steps, n_queries=n_queries,
+                               n_classes=n_classes, seed=seed)
+
+
+def _targeted_pgd(mode):
+    def build(model, *, n_classes, seed, eps, alpha, steps, random_start):
+        atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+        if mode == "random":
+            atk.set_mode_targeted_random(quiet=True)
+        else:
+            atk.set_mode_targeted_least_likely(quiet=True)
+        return atk
+    return build
+
+
+register_attack("pgd_target_random", norm="linf", loss="ce", view_invariant=False, seeding="global",
+                targeted="random",
+                description="targeted PGD-Linf (CE) toward a random wrong class per image; success = any "
+                            "misclassification",
+                params=PGD_PARAMS)(_targeted_pgd("random"))
+register_attack("pgd_target_ll", norm="linf", loss="ce", view_invariant=False, seeding="global",
+                targeted="least_likely",
+                description="targeted PGD-Linf (CE) toward the least-likely class (the same on both views); "
+                            "success = any misclassification",
+                params=PGD_PARAMS)(_targeted_pgd("least_likely"))

@@ -21,6 +21,11 @@ class TemperatureView(nn.Module):
         super().__init__()
         self.model = model
         self.temperature = float(temperature)
+        # A new Module starts in train mode. torchattacks reads the mode of the model it is given
+        # and puts it back after each call, so a view in train mode would leave the wrapped model
+        # in train mode: BatchNorm on batch statistics, and running statistics overwritten by
+        # adversarial batches. The view takes the model's mode.
+        self.train(model.training)
 
     def forward(self, x):
         return self.model(x) / self.temperature

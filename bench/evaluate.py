@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -20,7 +21,7 @@ from bench.data import Split, to_float
 @dataclass
 class Measurement:
     threat: str  # "clean", an attack, "corruption", a natural transform or a shifted test set
-    view: str  # "raw", "scaled", or "none" where no attack looks at the logits
+    view: str  # "raw", "scaled", "any" (a view-invariant attack), or "none" where no attack looks at logits
     eps: float
     steps: int
     params: Dict[str, object]
@@ -32,11 +33,21 @@ class Measurement:
     corruption: str = ""  # threat "corruption": which one ("none" at severity 0: the same images clean)
     severity: float = float("nan")  # threat "corruption": 0..5
     magnitude: float = float("nan")  # natural transforms: the point of the sweep (degrees, pixels, factor)
+    bits: str = ""  # per image of the split (hex): robust (attacks) or correct (clean)
 
 
 def _frac(mask: torch.Tensor) -> float:
     """An exact fraction (a float32 mean would print 0.23 as 0.23000000417)."""
     return int(mask.sum()) / mask.numel()
+
+
+def pack_bits(mask: torch.Tensor) -> str:
+    """A per-image boolean as hex (8 images a byte), for the per-image worst case over attacks."""
+    return np.packbits(mask.cpu().numpy().astype(bool)).tobytes().hex()
+
+
+def unpack_bits(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
 
 
 @torch.no_grad()
@@ -46,9 +57,12 @@ def _predict(model, x):
 
 def gradient_diagnostics(model, x, y, divisors: Dict[str, float]):
     """Per view: which inputs have an all-zero input gradient of CE(view logits), and which have a
-    top softmax probability of exactly 1.0 in float32. Both are gradient-masking signals."""
+    top softmax probability of exactly 1.0 (in the model's dtype: float32, or float64 for the
+    underflow check). Both are gradient-masking signals."""
     x = x.clone().requires_grad_(True)
-    logits = model(x).float()
+    logits = model(x)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     out = {}
     for i, (view, d) in enumerate(divisors.items()):
         z = logits / d
@@ -60,64 +74,144 @@ def gradient_diagnostics(model, x, y, divisors: Dict[str, float]):
     return logits.detach().argmax(1), out
 
 
-def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: Sequence[AttackConfig],
-             views: Sequence[str], batch_size: int = 500, seed: int = 0, progress: bool = False,
-             desc: str = "eval") -> List[Measurement]:
-    """Clean accuracy, then every attack on every view. ``split`` is already on the model's device."""
-    model.eval()
-    device = next(model.parameters()).device
+def clean_pass(model, split: Split, batch_size: int, views: Sequence[str], temperature: float, dtype=None):
+    """Clean correctness and the masking diagnostics per view, image by image."""
+    device = split.labels.device
     n = len(split)
-    batches = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
     divisors = {v: view_divisor(v, temperature) for v in views}
-
-    t0 = time.perf_counter()
-    clean_ok = torch.zeros(n, dtype=torch.bool, device=device)
+    ok = torch.zeros(n, dtype=torch.bool, device=device)
     zero = {v: torch.zeros(n, dtype=torch.bool, device=device) for v in views}
     sat = {v: torch.zeros(n, dtype=torch.bool, device=device) for v in views}
-    for a, b in batches:
+    for a in range(0, n, batch_size):
+        b = min(a + batch_size, n)
         x, y = to_float(split.images[a:b]), split.labels[a:b]
-        pred, diag = gradient_diagnostics(model, x, y, divisors)
-        clean_ok[a:b] = pred == y
+        pred, diag = gradient_diagnostics(model, x if dtype is None else x.to(dtype), y, divisors)
+        ok[a:b] = pred == y
         for v, (zg, st) in diag.items():
             zero[v][a:b], sat[v][a:b] = zg, st
+    return ok, zero, sat
+
+
+def attack_view(attack: AttackConfig, views: Sequence[str]) -> List[str]:
+    """The views an attack runs on: every view, or one ("any") when its result cannot depend on
+    the view (a scale-free loss): running it twice would only repeat the same number."""
+    return ["any"] if attack.info.view_invariant else list(views)
+
+
+def adversarial_batches(model, temperature: float, split: Split, mask: torch.Tensor, attack: AttackConfig,
+                        view: str, batch_size: int, seed: int, n_classes: int, dtype=None, on_batch=None):
+    """Yield (positions, x, x_adv) for the points of ``split`` where ``mask`` is set, batch by
+    batch, attacked under ``view``. The threat model is checked, not assumed."""
+    device = split.labels.device
+    target = make_view(model, "raw" if view == "any" else view, temperature)
+    for bi, a in enumerate(range(0, len(split), batch_size)):
+        todo = a + mask[a:a + batch_size].nonzero().flatten()
+        if on_batch:
+            on_batch()
+        if len(todo) == 0:
+            continue
+        x, y = to_float(split.images[todo]), split.labels[todo]
+        if dtype is not None:
+            x = x.to(dtype)
+        batch_seed = seed * 1_000_003 + bi
+        # Attacks that draw from the global generator get it seeded per batch and put back; those
+        # that seed themselves get the batch's seed (else every batch would repeat the same draws).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(batch_seed)
+            x_adv = attack.build(target, n_classes=n_classes, seed=batch_seed)(x, y)
+        delta = (x_adv - x).flatten(1)
+        bound = delta.abs().amax(1) if attack.info.norm == "linf" else delta.norm(dim=1)
+        if x_adv.min() < 0 or x_adv.max() > 1 or bound.max() > attack.eps * (1 + 1e-5) + 1e-6:
+            raise RuntimeError(f"{attack.name} left its threat model ({attack.info.norm} <= {attack.eps:g}, "
+                               f"[0,1]): {bound.max().item():g}, range [{x_adv.min().item():g}, "
+                               f"{x_adv.max().item():g}]")
+        yield todo, x, x_adv
+
+
+def run_attack(model, temperature: float, split: Split, clean_ok: torch.Tensor, attack: AttackConfig, view: str,
+               batch_size: int, seed: int, n_classes: int, dtype=None, on_batch=None):
+    """Attack the clean-correct points of ``split`` (only they can count as robust, so only they
+    are attacked, as AutoAttack does); per image: robust or not; the largest Linf and L2."""
+    robust_ok = torch.zeros(len(split), dtype=torch.bool, device=split.labels.device)
+    max_linf = max_l2 = 0.0
+    for todo, x, x_adv in adversarial_batches(model, temperature, split, clean_ok, attack, view, batch_size, seed,
+                                              n_classes, dtype, on_batch):
+        robust_ok[todo] = _predict(model, x_adv) == split.labels[todo]
+        delta = (x_adv - x).flatten(1)
+        max_linf = max(max_linf, delta.abs().max().item())
+        max_l2 = max(max_l2, delta.norm(dim=1).max().item())
+    return robust_ok, max_linf, max_l2
+
+
+def craft(surrogate, split: Split, attack: AttackConfig, batch_size: int, seed: int, n_classes: int) -> torch.Tensor:
+    """Adversarial versions of every image of ``split``, crafted on ``surrogate`` (raw view), for
+    a transfer attack on other models."""
+    surrogate.eval()
+    out = torch.empty(split.images.shape, dtype=torch.float32, device=split.labels.device)
+    everything = torch.ones(len(split), dtype=torch.bool, device=split.labels.device)
+    for todo, _, x_adv in adversarial_batches(surrogate, 1.0, split, everything, attack, "raw", batch_size, seed,
+                                              n_classes):
+        out[todo] = x_adv
+    return out
+
+
+@torch.no_grad()
+def evaluate_transfer(model, temperature: float, split: Split, x_adv: torch.Tensor, attack: AttackConfig,
+                      surrogate: str, surrogate_key: str, batch_size: int) -> Measurement:
+    """Robust accuracy of ``model`` on examples crafted on another model: a black-box attack,
+    blind to whatever the target does to its own gradients."""
+    t0 = time.perf_counter()
+    model.eval()
+    clean_ok, _, _ = clean_pass(model, split, batch_size, [], temperature)
+    robust_ok = torch.zeros_like(clean_ok)
+    for a in range(0, len(split), batch_size):
+        robust_ok[a:a + batch_size] = clean_ok[a:a + batch_size] & (
+            _predict(model, x_adv[a:a + batch_size]) == split.labels[a:a + batch_size])
+    delta = (x_adv - to_float(split.images)).flatten(1)
+    params = dict(attack.kwargs, attack=attack.name, surrogate=surrogate, surrogate_key=surrogate_key)
+    return Measurement("transfer", "any", attack.eps, attack.steps, params, len(split),
+                       attack_metrics(clean_ok, robust_ok, delta.abs().max().item(), delta.norm(dim=1).max().item()),
+                       time.perf_counter() - t0, bits=pack_bits(robust_ok))
+
+
+def attack_metrics(clean_ok, robust_ok, max_linf, max_l2, zero=None, sat=None) -> Dict[str, float]:
+    n_ok = int(clean_ok.sum())
+    metrics = {
+        "clean_acc": _frac(clean_ok),
+        "robust_acc": _frac(robust_ok),
+        "success_rate": (int((clean_ok & ~robust_ok).sum()) / n_ok) if n_ok else float("nan"),
+        "max_linf": max_linf,
+        "max_l2": max_l2,
+    }
+    if zero is not None:
+        metrics.update(zero_grad_frac=_frac(zero), saturated_frac=_frac(sat))
+    return metrics
+
+
+def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: Sequence[AttackConfig],
+             views: Sequence[str], batch_size: int = 500, seed: int = 0, progress: bool = False,
+             desc: str = "eval", n_classes: int = 10) -> List[Measurement]:
+    """Clean accuracy, then every attack on every view it depends on. ``split`` is already on the
+    model's device. Each attack measurement carries its per-image robust bits."""
+    model.eval()
+    n = len(split)
+    t0 = time.perf_counter()
+    clean_ok, zero, sat = clean_pass(model, split, batch_size, views, temperature)
     clean_acc = _frac(clean_ok)
     out = [Measurement("clean", "none", 0.0, 0, {}, n, {"accuracy": clean_acc}, time.perf_counter() - t0,
-                       family="clean")]
-
-    bar = tqdm(total=len(attacks) * len(views) * len(batches), disable=not progress, desc=desc,
-               unit="batch", leave=False, dynamic_ncols=True)
-    for attack in attacks:
-        for view in views:
-            t0 = time.perf_counter()
-            atk = attack.build(make_view(model, view, temperature))
-            robust_ok = torch.zeros(n, dtype=torch.bool, device=device)
-            max_linf = 0.0
-            for bi, (a, b) in enumerate(batches):
-                # Only the points classified correctly can count as robust, so only they are
-                # attacked (as AutoAttack does): the same numbers for less work.
-                todo = a + clean_ok[a:b].nonzero().flatten()
-                bar.update()
-                if len(todo) == 0:
-                    continue
-                x, y = to_float(split.images[todo]), split.labels[todo]
-                # random starts draw from the global generator: seed it per batch, and put it back
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    torch.manual_seed(seed * 1_000_003 + bi)
-                    x_adv = atk(x, y)
-                if x_adv.min() < 0 or x_adv.max() > 1:
-                    raise RuntimeError(f"{attack.name} left the [0,1] image range")
-                robust_ok[todo] = _predict(model, x_adv) == y
-                max_linf = max(max_linf, (x_adv - x).abs().max().item())
-            n_ok = int(clean_ok.sum())
-            metrics = {
-                "clean_acc": clean_acc,
-                "robust_acc": _frac(robust_ok),
-                "success_rate": (int((clean_ok & ~robust_ok).sum()) / n_ok) if n_ok else float("nan"),
-                "max_linf": max_linf,
-                "zero_grad_frac": _frac(zero[view]),
-                "saturated_frac": _frac(sat[view]),
-            }
-            out.append(Measurement(attack.name, view, attack.eps, attack.steps, attack.kwargs, n, metrics,
-                                   time.perf_counter() - t0))
+                       family="clean", bits=pack_bits(clean_ok))]
+    n_batches = -(-n // batch_size)
+    runs = [(a, v) for a in attacks for v in attack_view(a, views)]
+    bar = tqdm(total=len(runs) * n_batches, disable=not progress, desc=desc, unit="batch", leave=False,
+               dynamic_ncols=True)
+    for attack, view in runs:
+        t0 = time.perf_counter()
+        bar.set_postfix_str(f"{attack.name}/{view}")
+        robust_ok, max_linf, max_l2 = run_attack(model, temperature, split, clean_ok, attack, view, batch_size,
+                                                 seed, n_classes, on_batch=bar.update)
+        diag = (zero[view], sat[view]) if view in zero else (None, None)
+        out.append(Measurement(attack.name, view, attack.eps, attack.steps, attack.kwargs, n,
+                               attack_metrics(clean_ok, robust_ok, max_linf, max_l2, *diag),
+                               time.perf_counter() - t0, bits=pack_bits(robust_ok)))
     bar.close()
     return out

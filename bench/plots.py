@@ -214,3 +214,85 @@ def plot_natural_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
         fig.tight_layout()
         written.append(_save(fig, plots_dir / f"natural_vs_magnitude_{_slug(fam)}.png"))
     return written
+
+
+def plot_attacks_vs_T(tidy: pd.DataFrame, board: pd.DataFrame, plots_dir: Path) -> List[Path]:
+    """Per model family: robust accuracy against T at 8/255 (Linf), one line per attack and
+    view, robust_min in bold black on top, clean accuracy dashed: where the lines part, the
+    weaker attacks are being fooled."""
+    from bench.report import HEADLINE_EPS, threat_column, threat_norm
+    plt = _plt()
+    robust = tidy[(tidy.family == "attack") & (tidy.metric == "robust_acc") & np.isclose(tidy.eps, HEADLINE_EPS)]
+    robust = robust[robust.threat.map(threat_norm) == "linf"]
+    if robust.empty or "robust_min" not in board:
+        return []
+    robust = _with_family(robust)
+    fam_board = _with_family(board)
+    written = []
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for fam, sub in robust.groupby("family"):
+        sub = sub.assign(col=[threat_column(t, v, HEADLINE_EPS) for t, v in zip(sub.threat, sub.view)])
+        cols = sorted(sub.col.unique())
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        cmap = plt.cm.tab20
+        for i, col in enumerate(cols):
+            line = sub[sub.col == col].groupby(["T", "model"])["value"].mean().groupby("T").mean()
+            ax.plot(line.index, 100 * line.values, marker="o", ms=3, lw=1.2, color=cmap(i % 20),
+                    label=col.split("@")[0])
+        fb = fam_board[fam_board.family == fam].groupby("T")[["robust_min", "clean"]].mean()
+        ax.plot(fb.index, 100 * fb["robust_min"], color="black", lw=3, marker="s", ms=5, label="robust_min")
+        ax.plot(fb.index, 100 * fb["clean"], color="grey", lw=1.5, ls="--", label="clean")
+        ax.set_xscale("log")
+        ax.set_xlabel("training temperature T")
+        ax.set_ylabel("accuracy (%) at Linf 8/255")
+        ax.set_title(f"{fam}: every attack and view", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        fig.suptitle(_subtitle(sub), fontsize=8)
+        fig.tight_layout()
+        written.append(_save(fig, plots_dir / f"attacks_vs_T_{_slug(fam)}.png"))
+    return written
+
+
+def plot_eps_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
+    """Per model family: robust accuracy against eps (log axis) for each swept attack and view,
+    one line per T, chance dotted. A working attack drives every curve to 0 at large eps; a
+    plateau above chance is the masking signature."""
+    from attacks import format_eps
+    from bench.report import threat_norm
+    plt = _plt()
+    robust = tidy[(tidy.family == "attack") & (tidy.metric == "robust_acc")]
+    robust = robust[robust.threat.map(threat_norm) == "linf"]
+    swept = robust.groupby(["threat", "view"])["eps"].nunique()
+    curves = [k for k, v in swept.items() if v > 2]
+    if not curves:
+        return []
+    robust = _with_family(robust)
+    written = []
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for fam, sub in robust.groupby("family"):
+        mine = [c for c in curves if len(sub[(sub.threat == c[0]) & (sub.view == c[1])])]
+        if not mine:
+            continue
+        colour = _t_colours(sub["T"].unique())
+        fig, axes = plt.subplots(1, len(mine), figsize=(4.2 * len(mine), 3.8), squeeze=False, sharey=True)
+        chance = 1.0 / float(sub["num_classes"].dropna().iloc[0]) if sub["num_classes"].notna().any() else 0.1
+        for ax, (threat, view) in zip(axes.flat, mine):
+            rows = sub[(sub.threat == threat) & (sub.view == view)]
+            curve = rows.groupby(["T", "model", "eps"])["value"].mean().groupby(["T", "eps"]).mean()
+            for t, line in curve.groupby(level="T"):
+                line = line.droplevel("T")
+                ax.plot(line.index, 100 * line.values, marker="o", ms=3, color=colour(t), label=f"T={t:g}")
+            ax.axhline(100 * chance, color="grey", ls=":", lw=1)
+            ax.set_xscale("log", base=2)
+            eps = sorted(rows.eps.unique())
+            ax.set_xticks(eps, [format_eps(e).replace("/255", "") for e in eps])
+            ax.set_xlabel("eps (x/255)")
+            ax.set_title(f"{threat}/{view}", fontsize=10)
+            ax.grid(True, alpha=0.3)
+        axes.flat[0].set_ylabel("robust accuracy (%)")
+        axes.flat[0].legend(fontsize=7)
+        fig.suptitle(f"{fam}: eps sweep, {_subtitle(sub)}", fontsize=9)
+        fig.tight_layout()
+        written.append(_save(fig, plots_dir / f"eps_sweep_{_slug(fam)}.png"))
+    return written

@@ -6,6 +6,7 @@ are errors, so a typo cannot silently fall back to a default.
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -16,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from attacks.adversarial import ATTACKS, AttackConfig, check_overrides, make_attack
+from attacks.adversarial import ATTACKS, AttackConfig, check_overrides, make_attack, parse_eps
 from attacks.views import VIEWS
 from bench.errors import BenchError
 from models import ModelSpec, parse_name
@@ -71,6 +72,16 @@ class EvalSetup:
     shift_n: Optional[int] = None  # subset for corruptions and natural transforms; None: n
     natural: Tuple[str, ...] = ()  # natural transforms, "worst_grid" included
     shifts: Tuple[str, ...] = ()  # shifted test sets: "cifar10.1" (measured when found)
+    # The masking audit. An eps sweep of sweep_attacks (alpha scaled with eps); a transfer attack
+    # (the pgd config crafted on a surrogate: `surrogate`, by default the same architecture at
+    # T=1); CE-PGD recomputed in float64 on fp64_n images; torchattacks' AutoAttack against the
+    # authors' pyautoattack on crosscheck_n images (0: off).
+    eps_sweep: Tuple[Any, ...] = ()
+    sweep_attacks: Tuple[str, ...] = ("pgd", "pgd_margin")
+    transfer: bool = False
+    surrogate: str = ""
+    fp64_n: int = 0
+    crosscheck_n: int = 0
 
     def __post_init__(self):
         if self.corruptions not in ("auto", "generated", "real", "none"):
@@ -92,6 +103,22 @@ class EvalSetup:
             raise BenchError(f"[eval] shift_n must be >= 1, got {self.shift_n}")
         from attacks.natural import check_natural
         check_natural(self.natural)
+        for e in self.eps_sweep:
+            v = parse_eps(e)
+            if not math.isfinite(v) or v <= 0:
+                raise BenchError(f"eps sweep values must be positive, got {e!r}")
+        for a in self.sweep_attacks:
+            if a not in ATTACKS or "eps" not in ATTACKS[a].params:
+                raise BenchError(f"[eval] sweep_attacks: {a!r} is not an attack with an eps; "
+                                 f"known: {', '.join(ATTACKS)}")
+        if self.fp64_n < 0 or self.crosscheck_n < 0:
+            raise BenchError("[eval] fp64_n and crosscheck_n must be >= 0 (0: off)")
+        if self.surrogate:
+            parse_name(self.surrogate)
+
+    @property
+    def sweep_eps(self) -> Tuple[float, ...]:
+        return tuple(sorted({parse_eps(e) for e in self.eps_sweep}))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from attacks import ATTACKS, VIEWS
+from attacks import ATTACKS, VIEWS, make_attack
+from attacks.adversarial import check_overrides
 from bench.data import default_cache_dir
 from bench import threats
 from bench.errors import BenchError
@@ -50,9 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corruption-source", default=None, choices=["auto", "generated", "real"],
                    help="real CIFAR-10-C files, generated on the fly, or auto (real when found; default)")
     p.add_argument("--view", default=None, help="comma list of views: raw, scaled (default: the profile's)")
-    p.add_argument("--eps", default=None, help="attack radius for every attack, e.g. 8/255 or 0.031")
-    p.add_argument("--alpha", default=None, help="step size for iterative attacks, e.g. 2/255")
+    p.add_argument("--eps", default=None, help="Linf radius for every Linf attack, e.g. 8/255 or 0.031")
+    p.add_argument("--alpha", default=None, help="step size of the Linf PGD attacks, e.g. 2/255")
     p.add_argument("--steps", default=None, help="iterations for iterative attacks")
+    p.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                   help="one attack parameter, e.g. square.n_queries=1000 (repeatable; see --list-attacks)")
+    p.add_argument("--eps-sweep", default=None, help="radii of the eps sweep, e.g. 1/255,8/255,64/255 "
+                   "(switches the sweep on)")
     p.add_argument("--n-test", type=int, default=None, help="evaluate on a stratified subset of this size")
     p.add_argument("--data-root", default=None, help="data folder (default: $BENCH_DATA, else download CIFAR-10)")
     p.add_argument("--results", default=None, help="results folder (default: results/<profile>)")
@@ -84,11 +89,20 @@ def list_models(profile) -> str:
 def list_attacks() -> str:
     from attacks.corruptions import BENCHMARK, EXTRA
     from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
-    lines = ["Attacks (torchattacks; inputs in [0,1], eps in pixel units; each runs on every view):"]
+    lines = ["Attacks (torchattacks; inputs in [0,1], eps in pixel units; each runs on every view, once if invariant):"]
     for a in ATTACKS.values():
         params = ", ".join(f"{k}={v.default}" for k, v in a.params.items())
-        lines.append(f"  {a.name:<8} {a.norm:<5} {a.description}\n           {params}")
-    lines += ["", "Views: " + "; ".join(f"{k}: {v}" for k, v in VIEWS.items()), "",
+        flags = [f"loss {a.loss}"] + ["view-invariant"] * a.view_invariant + \
+            [f"targeted ({a.targeted})"] * bool(a.targeted) + ["black box"] * a.black_box
+        lines.append(f"  {a.name:<18} {a.norm:<5} {a.description}\n{'':21}[{', '.join(flags)}] {params}")
+    lines += ["", "Views: " + "; ".join(f"{k}: {v}" for k, v in VIEWS.items()) +
+              "; a view-invariant attack runs once (view 'any')", "",
+              "The audit (also by name; 'suite' = every attack but autoattack_ref, and these four):",
+              "  transfer     PGD crafted on a surrogate ([eval] surrogate; default: the same arch at T=1)",
+              "  eps_sweep    the sweep attacks at eps 1/255 .. 128/255 (--eps-sweep, [eval] eps_sweep)",
+              "  fp64         CE-PGD recomputed in float64 ([eval] fp64_n images; default 100)",
+              "  crosscheck   autoattack vs autoattack_ref on the same images ([eval] crosscheck_n; default 100)",
+              "",
               "Shifts (accuracy only; --attack takes these names too):",
               "  corruptions  CIFAR-10-C, real files or generated on the fly; --corruptions, --severities 1..5",
               "    benchmark 15: " + ", ".join(BENCHMARK), "    extra 4: " + ", ".join(EXTRA),
@@ -103,6 +117,27 @@ def list_attacks() -> str:
 
 def _split_list(text: str):
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _attack_params(profile, args) -> dict:
+    """The profile's [attack.*] tables with the command line on top: --eps and --alpha for every
+    Linf attack (an L2 radius is another unit: --param pgd_l2.eps=0.5), --steps for every attack
+    that has steps, then each --param ATTACK.KEY=VALUE."""
+    merged = {a: dict(profile.attack_params.get(a, {})) for a in ATTACKS}
+    shared = {k: v for k, v in (("eps", args.eps), ("alpha", args.alpha), ("steps", args.steps)) if v is not None}
+    for a, info in ATTACKS.items():
+        merged[a].update({k: v for k, v in shared.items()
+                          if k in info.params and (k == "steps" or info.norm == "linf")})
+    for item in args.param:
+        target, _, value = item.partition("=")
+        attack, _, key = target.partition(".")
+        if not (attack and key and value):
+            raise BenchError(f"--param takes ATTACK.KEY=VALUE, e.g. square.n_queries=1000; got {item!r}")
+        if attack not in ATTACKS:
+            make_attack(attack)  # the unknown-attack error, with suggestions
+        check_overrides(attack, {key: value})
+        merged[attack][key] = value
+    return {a: p for a, p in merged.items() if p}
 
 
 def _check_writable(path: Path):
@@ -146,8 +181,12 @@ def make_plan(args):
     if args.n_test is not None and ev.shift_n is not None:
         ev = replace(ev, shift_n=min(ev.shift_n, args.n_test))
     profile = replace(profile, eval=ev)
-    cli = {"eps": args.eps, "alpha": args.alpha, "steps": args.steps}
-    attacks = [profile.attack(a, {k: v for k, v in cli.items() if k in ATTACKS[a].params}) for a in ev.attacks]
+    if args.eps_sweep is not None:
+        ev = replace(ev, eps_sweep=tuple(_split_list(args.eps_sweep)))
+    profile = replace(profile, eval=ev, attack_params=_attack_params(profile, args))
+    for name in ATTACKS:  # every attack the run may build, checked now rather than mid-run
+        profile.attack(name)
+    attacks = [profile.attack(a) for a in ev.attacks]
     views = ev.views if args.view is None else _split_list(args.view)
     for v in views:
         if v not in VIEWS:

@@ -14,10 +14,10 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 import torch
 
-from attacks import AttackConfig
+from attacks import AttackConfig, format_eps
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import Dataset, load_dataset, stratified_indices, to_float
-from bench.evaluate import evaluate
+from bench.attack_setup import AttackSetup
 from bench.shift_setup import ShiftSetup
 from bench.profiles import Profile
 from bench.provenance import code_version, provenance
@@ -87,17 +87,27 @@ def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore
 def summarize(ms) -> str:
     """One log line for a batch of measurements."""
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
-    if ms and ms[0].family in ("clean", "attack"):
-        return f"clean {pct(ms[0].metrics['accuracy'])}; " + ", ".join(
-            f"{m.threat}/{m.view} {pct(m.metrics['robust_acc'])}" for m in ms[1:])
-    groups = {}
+    head, parts, groups = "", [], {}
     for m in ms:
-        if m.family == "corruption":
-            key = "clean" if m.corruption == "none" else f"severity {m.severity:g}"
+        if m.threat == "clean":
+            head = f"clean {pct(m.metrics['accuracy'])}; "
+        elif m.family == "attack":
+            at = "" if abs(m.eps * 255 - 8) < 1e-6 else f"@{format_eps(m.eps)}"
+            parts.append(f"{m.threat}/{m.view}{at} {pct(m.metrics['robust_acc'])}")
+        elif m.threat == "pgd_fp64":
+            x = m.metrics
+            parts.append(f"CE-PGD raw fp32 {pct(x['robust_acc_fp32'])} vs fp64 {pct(x['robust_acc_fp64'])} "
+                         f"(zero grad {pct(x['zero_grad_frac_fp32'])} vs {pct(x['zero_grad_frac_fp64'])})")
+        elif m.threat == "autoattack_crosscheck":
+            x = m.metrics
+            parts.append(f"AutoAttack torchattacks {pct(x['robust_acc_torchattacks'])} vs pyautoattack "
+                         f"{pct(x['robust_acc_pyautoattack'])} on {m.n} images")
         else:
-            key = m.threat
-        groups.setdefault(key, []).append(m.metrics["accuracy"])
-    return ", ".join(f"{k} {pct(sum(v) / len(v))}" for k, v in groups.items())
+            key = ("clean" if m.corruption == "none" else f"severity {m.severity:g}") \
+                if m.family == "corruption" else m.threat
+            groups.setdefault(key, []).append(m.metrics["accuracy"])
+    parts += [f"{k} {pct(sum(v) / len(v))}" for k, v in groups.items()]
+    return head + ", ".join(parts)
 
 
 def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
@@ -112,6 +122,15 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
     store = ResultStore(plan.results_dir)
     ckpts = CheckpointStore(plan.cache_dir / "checkpoints")
     shifts = ShiftSetup.prepare(plan, data, split, log)
+    threats = AttackSetup.prepare(plan, eval_split)
+
+    def get_surrogate(sur: ModelSpec, load: bool):
+        if not load:
+            return checkpoint_key(sur, plan.profile.recipe, data.fingerprint, data.num_classes), None
+        log(f"  surrogate {sur.name} for the transfer attack:")
+        key, model, _ = get_model(sur, plan, data, ckpts, eval_split, log)
+        return key, model
+
     started = time.perf_counter()
     for i, spec in enumerate(plan.models, 1):
         log(f"[{i}/{len(plan.models)}] {spec.name} (T={spec.T:g}, M={spec.feature_dim})")
@@ -120,12 +139,7 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
         spec_cols = {"model": spec.name, "arch": spec.arch_name, "T": spec.T, "head": spec.head,
                      "regime": spec.regime, "lr_scale": spec.lr_scale, "seed": spec.seed,
                      "feature_dim": spec.feature_dim}
-        n = len(eval_split)
-        jobs = [("attacks", [(n, "clean", "none", {})] + [(n, a.name, v, a.kwargs) for a in plan.attacks
-                                                            for v in plan.views],
-                 lambda: evaluate(model, spec.T, eval_split, plan.attacks, plan.views, ev.batch_size,
-                                  ev.attack_seed, plan.progress, desc=f"attack {spec.name}"))]
-        jobs += shifts.jobs(model, spec, plan)
+        jobs = threats.jobs(model, spec, plan, data.num_classes, get_surrogate) + shifts.jobs(model, spec, plan)
         for family, planned, run_job in jobs:
             # Resume: skip what the store holds for these very weights and this very code; any
             # other code version measures again (and replaces the rows).
@@ -139,9 +153,12 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
             for m in measurements:
                 record = dict(_identity(key, data, plan, m.n, m.threat, m.view, m.params), **spec_cols, **prov,
                               family=m.family, source=m.source or f"{data.name}:{ev.split}",
+                              num_classes=data.num_classes,
                               corruption=m.corruption or None, severity=m.severity, magnitude=m.magnitude,
                               eps=m.eps, steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
                               weights_sha256=meta["weights_sha256"], profile=plan.profile.name)
+                if m.bits:
+                    record["bits"] = m.bits
                 store.put(record)
             log(f"  {family}: " + summarize(measurements))
     board = write_reports(store, plan.results_dir)

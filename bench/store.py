@@ -22,7 +22,7 @@ from bench.errors import BenchError
 # The tidy table: one row per measurement and metric. `corruption` and `severity` are set for
 # threat "corruption", `magnitude` for the natural transforms' sweeps.
 COLUMNS = ["run_key", "model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim", "dataset",
-           "split", "source", "n", "family", "threat", "view", "eps", "steps", "corruption", "severity", "magnitude",
+           "num_classes", "split", "source", "n", "family", "threat", "view", "eps", "steps", "corruption", "severity", "magnitude",
            "params", "metric", "value", "code_version", "torch_version", "device", "timestamp", "wall_s"]
 
 # Version of the record layout. Records of an older layout measured the same things under other
@@ -82,6 +82,13 @@ class ResultStore:
         for path in sorted(self.records_dir.glob("*.json")):  # .tmp-* files do not match
             yield self._read(path)
 
+    def bits_table(self) -> pd.DataFrame:
+        """The per-image results (hex bitmaps) of the measurements that have them."""
+        cols = ["run_key", "model", "dataset", "n", "family", "threat", "view", "eps", "timestamp", "bits"]
+        rows = [{c: rec.get(c) for c in cols} for rec in self.records()
+                if rec.get("bits") and rec.get("schema", 1) >= SCHEMA]
+        return pd.DataFrame(rows, columns=cols)
+
     def table(self) -> pd.DataFrame:
         """The tidy long table, one row per (measurement, metric), in a stable order."""
         rows: List[Dict] = []
@@ -97,5 +104,6 @@ class ResultStore:
         df = pd.DataFrame(rows, columns=COLUMNS)
         if len(df):
             df = df.sort_values(["arch", "head", "regime", "lr_scale", "T", "seed", "model", "family", "threat",
-                                 "view", "eps", "corruption", "severity", "magnitude", "metric"], kind="stable").reset_index(drop=True)
+                                 "view", "eps", "corruption", "severity", "magnitude", "metric"],
+                                kind="stable").reset_index(drop=True)
         return df

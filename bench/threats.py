@@ -6,6 +6,11 @@ the other threats alike, so ``--attack pgd,corruptions,rotate,cifar10.1`` is one
   natural         every natural transform and the rotation/translation worst case
   <transform>     one of them, e.g. rotate, or worst_grid
   cifar10.1       the CIFAR-10.1 v6 test set (downloaded when asked for by name and missing)
+  transfer        PGD crafted on a surrogate (default: the same architecture at T=1)
+  eps_sweep       PGD (CE) and PGD (margin) at eps 1/255 .. 128/255 (or the profile's sweep)
+  fp64            CE-PGD recomputed in float64 on a few images (is float32 underflow masking?)
+  crosscheck      torchattacks' AutoAttack against the authors' pyautoattack on the same images
+  suite           every attack of the registry but autoattack_ref, and the four above: the audit
   all             everything above
 
 Single corruptions are named with ``--corruptions`` (which also switches corruptions on), not in
@@ -27,11 +32,20 @@ from bench.profiles import EvalSetup
 
 NATURAL_ALL = (*NATURAL, "worst_grid")
 SHIFT_SETS = ("cifar10.1",)
-GROUPS = ("corruptions", "natural", "all")
+AUDIT = ("transfer", "eps_sweep", "fp64", "crosscheck")
+GROUPS = ("corruptions", "natural", "suite", "all")
+DEFAULT_SWEEP = tuple(f"{k}/255" for k in (1, 2, 4, 8, 16, 32, 64, 128))
+DEFAULT_FP64_N = 100
+DEFAULT_CROSSCHECK_N = 100
+
+
+def suite_attacks() -> list:
+    """The registry's attacks but the reference AutoAttack, which the crosscheck runs."""
+    return [a for a in ATTACKS if a != "autoattack_ref"]
 
 
 def known_threats() -> list:
-    return [*ATTACKS, *GROUPS, *NATURAL_ALL, *SHIFT_SETS]
+    return [*ATTACKS, *GROUPS, *AUDIT, *NATURAL_ALL, *SHIFT_SETS]
 
 
 def parse_severities(text: str) -> tuple:
@@ -58,14 +72,20 @@ def select(ev: EvalSetup, tokens: Optional[Sequence[str]], corruptions: Optional
             overrides["corruptions"] = "auto"
         return replace(ev, **overrides)  # __post_init__ checks the names and severities
 
-    attacks, natural, shifts = [], [], []
+    attacks, natural, shifts, audit = [], [], [], set()
     want_corruptions = corruptions is not None or severities is not None
     for t in tokens:
+        if t in ("suite", "all"):
+            attacks += suite_attacks()
+            audit.update(AUDIT)
         if t == "all":
-            attacks += list(ATTACKS)
             natural += list(NATURAL_ALL)
             shifts += list(SHIFT_SETS)
             want_corruptions = True
+        elif t == "suite":
+            pass
+        elif t in AUDIT:
+            audit.add(t)
         elif t in ATTACKS:
             attacks.append(t)
         elif t == "corruptions":
@@ -81,9 +101,15 @@ def select(ev: EvalSetup, tokens: Optional[Sequence[str]], corruptions: Optional
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
             if t in CORRUPTIONS:
                 hint = f" (a corruption: --attack corruptions --corruptions {t})"
-            raise BenchError(f"unknown attack {t!r}{hint}; attacks: {', '.join(ATTACKS)}; shifts: "
-                             f"corruptions, natural or a transform ({', '.join(NATURAL_ALL)}), "
-                             f"{', '.join(SHIFT_SETS)}; see --list-attacks")
+            raise BenchError(f"unknown attack {t!r}{hint}; attacks: {', '.join(ATTACKS)}; audit: "
+                             f"{', '.join(AUDIT)}, suite; shifts: corruptions, natural or a transform "
+                             f"({', '.join(NATURAL_ALL)}), {', '.join(SHIFT_SETS)}; see --list-attacks")
     mode = (ev.corruptions if ev.corruptions != "none" else "auto") if want_corruptions else "none"
+    # the audit's parts keep the profile's settings when it has them, else the defaults
+    overrides.update(
+        transfer="transfer" in audit,
+        eps_sweep=(ev.eps_sweep or DEFAULT_SWEEP) if "eps_sweep" in audit else (),
+        fp64_n=(ev.fp64_n or DEFAULT_FP64_N) if "fp64" in audit else 0,
+        crosscheck_n=(ev.crosscheck_n or DEFAULT_CROSSCHECK_N) if "crosscheck" in audit else 0)
     return replace(ev, attacks=tuple(dict.fromkeys(attacks)), natural=tuple(dict.fromkeys(natural)),
                    shifts=tuple(dict.fromkeys(shifts)), corruptions=mode, **overrides)

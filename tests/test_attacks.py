@@ -4,8 +4,8 @@ import copy
 import pytest
 import torch
 
-from attacks import ATTACKS, make_attack, make_view, parse_eps
-from bench.data import stratified_indices, to_float
+from attacks import make_attack, parse_eps
+from bench.data import stratified_indices
 from bench.errors import BenchError
 from bench.evaluate import evaluate
 
@@ -17,19 +17,6 @@ def test_split(mini_data):
 
 def by(ms, threat, view):
     return next(m for m in ms if m.threat == threat and m.view == view)
-
-
-def test_attacks_stay_in_range_and_in_the_ball(tiny_model, test_split):
-    spec, model = tiny_model
-    x, y = to_float(test_split.images[:64]), test_split.labels[:64]
-    for name in ATTACKS:
-        for eps in (2 / 255, 8 / 255):
-            cfg = make_attack(name, {"eps": eps})
-            for view in ("raw", "scaled"):
-                adv = cfg.build(make_view(model, view, 5.0))(x, y)
-                assert adv.min() >= 0 and adv.max() <= 1
-                assert (adv - x).abs().max() <= eps + 1e-6
-                assert (adv - x).abs().max() >= eps * 0.5  # it did move
 
 
 def test_pgd_beats_fgsm_beats_clean(tiny_model, test_split):

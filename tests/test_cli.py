@@ -44,7 +44,16 @@ def test_smoke_profile_end_to_end(smoke_run):
     assert sorted(board.model) == ["fastnetw8_T1", "fastnetw8_T10"]
     assert (board.dataset == "cifar10-mini").all() and (board.n == 100).all()
     attack_cols = [c for c in board.columns if c.endswith("@8/255") and not c.startswith("robust_min")]
-    assert sorted(attack_cols) == ["fgsm_raw@8/255", "fgsm_scaled@8/255", "pgd_raw@8/255", "pgd_scaled@8/255"]
+    assert sorted(attack_cols) == ["fgsm_raw@8/255", "fgsm_scaled@8/255", "pgd_margin@8/255", "pgd_raw@8/255",
+                                   "pgd_scaled@8/255", "transfer@8/255"]
+    # the audit: a verdict for every model, the sweep, the transfer from the T=1 model (not onto
+    # itself), the float64 recomputation and the AutoAttack cross-check
+    assert set(board.masking) <= {"none", "suspected", "likely"} and board.masking.notna().all()
+    assert {"robust_min@2/255", "robust_min@32/255", "ce_gap", "fp64_gap", "aa_crosscheck_diff",
+            "robust_worst", "sweep_plateau"} <= set(board.columns)
+    t1, t10 = board.set_index("model").loc["fastnetw8_T1"], board.set_index("model").loc["fastnetw8_T10"]
+    assert pd.isna(t1["transfer@8/255"]) and pd.notna(t10["transfer@8/255"])
+    assert (board.aa_crosscheck_n == 20).all() and (board.robust_worst <= board.robust_min + 1e-9).all()
     # robust_min is the minimum over every attack and view, and it leads the sort
     assert (board.robust_min.round(6) == board[attack_cols].min(axis=1).round(6)).all()
     assert list(board.robust_min) == sorted(board.robust_min, reverse=True)
@@ -53,10 +62,12 @@ def test_smoke_profile_end_to_end(smoke_run):
                 "view", "eps", "steps", "metric", "value", "code_version", "torch_version", "device",
                 "timestamp", "wall_s"]:
         assert col in tidy.columns
-    assert set(tidy[tidy.family.isin(["clean", "attack"])].threat) == {"clean", "fgsm", "pgd"}
-    assert set(tidy.view) == {"none", "raw", "scaled"}
-    assert set(tidy.family) == {"clean", "attack", "corruption", "natural", "shift"}
-    assert (tidy[tidy.metric == "max_linf"].value <= 8 / 255 + 1e-6).all()
+    assert set(tidy[tidy.family.isin(["clean", "attack"])].threat) == {"clean", "fgsm", "pgd", "pgd_margin",
+                                                                        "transfer"}
+    assert set(tidy.view) == {"none", "raw", "scaled", "any"}
+    assert set(tidy.family) == {"clean", "attack", "corruption", "natural", "shift", "diagnostic"}
+    linf = tidy[tidy.metric == "max_linf"]
+    assert (linf.value <= linf.eps + 1e-6).all() and set(linf.eps.round(6)) == {round(e / 255, 6) for e in (2, 8, 32)}
     assert set(tidy[tidy.threat == "pgd"].steps) == {3}  # the profile's [attack.pgd] steps
     assert len(list((results / "plots").glob("*.png"))) >= 4
     assert "robust_min" in first.stdout and "fastnetw8_T10" in first.stdout  # the summary table
@@ -85,7 +96,9 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
     again = cli(*args, env={"BENCH_SHIFT_DATA": str(base / "shift")})
     assert again.returncode == 0, again.stderr
     assert "loaded checkpoint" in again.stderr and "trained in" not in again.stderr
-    assert again.stderr.count("already in the store") == 2 * 4  # attacks, corruptions, natural, cifar10.1
+    # per model: attacks, eps sweep, fp64 check, AutoAttack cross-check, corruptions, natural,
+    # cifar10.1; and the transfer attack for the T=10 model (T=1 is its surrogate)
+    assert again.stderr.count("already in the store") == 2 * 7 + 1
     after = pd.read_csv(base / "results" / "results.csv")
     assert len(after) == len(before)
     forced = cli(*args, "--force", "--model", "fastnetw8_T1", "--attack", "pgd",

@@ -9,7 +9,7 @@ def test_shipped_profiles_load():
     quick = load_profile("quick")
     assert [m for m in quick.models if "lrT" not in m] == [
         f"fastnet_T{t}" for t in ("0.5", "1", "2", "5", "10", "20", "50")]
-    assert quick.eval.n == 1000 and quick.recipe.train_subset
+    assert quick.eval.n == 500 and quick.recipe.train_subset and quick.eval.transfer
     paper = load_profile("paper")
     assert "resnet18_T0.1" in paper.models and "resnet18_T100_s2" in paper.models
     assert paper.recipe.train_subset is None and paper.eval.n is None

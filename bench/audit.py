@@ -1,0 +1,153 @@
+"""The gradient-masking audit: from the tidy table alone, per model, the evidence for or against
+"this model's CE-PGD robustness is real", and a verdict.
+
+Training at large T makes the logits large; CE on raw logits then saturates, its gradients
+underflow and PGD stalls (science.md). Each signal below is one of the classic symptoms (Athalye
+et al. 2018; Carlini et al. 2019, "On evaluating adversarial robustness"):
+
+  ce_gap                 CE-PGD on the raw logits minus robust_min (the strongest attack found)
+  zero_grad / saturated  inputs whose CE input gradient is exactly 0 / whose top softmax is 1.0
+  blackbox_gap           best white-box minus best black-box (Square) or transfer accuracy
+  targeted_gap           untargeted minus targeted PGD accuracy on the same view
+  sweep_plateau          accuracy at the largest eps of the sweep, for the weakest curve
+  fp64_gap               CE-PGD in float32 minus the same attack in float64 (underflow)
+
+All thresholds live in THRESHOLDS; the README documents them. A verdict is "likely" when any
+strong signal fires, "suspected" when only weak ones do, "none" otherwise, and its reasons say
+which fired, with the numbers.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pandas as pd
+
+# accuracies and fractions in [0, 1]; "pp" below = percentage points
+THRESHOLDS: Dict[str, float] = {
+    "ce_gap_likely": 0.10,  # CE-PGD (raw) at least 10 pp above robust_min
+    "ce_gap_suspected": 0.03,
+    "zero_grad_likely": 0.05,  # at least 5% of the inputs with an exactly zero CE gradient
+    "zero_grad_suspected": 0.0,  # any
+    "saturated_suspected": 0.10,  # at least 10% with a softmax of exactly 1.0 (float32)
+    "blackbox_likely": 0.05,  # black-box or transfer beats every white-box attack by 5 pp
+    "blackbox_suspected": 0.01,
+    "targeted_suspected": 0.03,  # targeted PGD beats untargeted PGD by 3 pp
+    "plateau_likely": 0.05,  # at the sweep's largest eps some curve stays 5 pp above chance
+    "fp64_suspected": 0.03,  # float64 CE-PGD 3 pp stronger than float32
+}
+
+
+def _fmt(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def verdict(ev: pd.Series, chance: float) -> Tuple[str, str]:
+    """(verdict, reasons) for one model's evidence row."""
+    t = THRESHOLDS
+    likely: List[str] = []
+    suspected: List[str] = []
+
+    def check(value, strong, weak, text):
+        if value is None or not np.isfinite(value):
+            return
+        if strong is not None and value >= strong:
+            likely.append(text)
+        elif weak is not None and (value > weak if weak == 0 else value >= weak):
+            suspected.append(text)
+
+    check(ev.get("ce_gap"), t["ce_gap_likely"], t["ce_gap_suspected"],
+          f"CE-PGD on raw logits {_fmt(ev.get('ce_gap', np.nan))} pp above robust_min")
+    check(ev.get("zero_grad_raw"), t["zero_grad_likely"], t["zero_grad_suspected"],
+          f"{_fmt(ev.get('zero_grad_raw', np.nan))}% of inputs have an exactly zero CE gradient (raw)")
+    check(ev.get("saturated_raw"), None, t["saturated_suspected"],
+          f"{_fmt(ev.get('saturated_raw', np.nan))}% of inputs have softmax = 1.0 in float32 (raw)")
+    check(ev.get("blackbox_gap"), t["blackbox_likely"], t["blackbox_suspected"],
+          f"black-box/transfer beats the best white-box attack by {_fmt(ev.get('blackbox_gap', np.nan))} pp")
+    check(ev.get("targeted_gap"), None, t["targeted_suspected"],
+          f"targeted PGD beats untargeted PGD by {_fmt(ev.get('targeted_gap', np.nan))} pp")
+    plateau = ev.get("sweep_plateau", np.nan)
+    check(plateau - chance if np.isfinite(plateau) else np.nan, t["plateau_likely"], None,
+          f"{ev.get('sweep_plateau_by', '?')} still {_fmt(plateau)}% at eps {ev.get('sweep_max_eps', '?')} "
+          f"(chance {_fmt(chance)}%)")
+    check(ev.get("fp64_gap"), None, t["fp64_suspected"],
+          f"float64 CE-PGD is {_fmt(ev.get('fp64_gap', np.nan))} pp stronger than float32")
+    if likely:
+        return "likely", "; ".join(likely + suspected)
+    if suspected:
+        return "suspected", "; ".join(suspected)
+    return "none", ""
+
+
+def _is_black_box(threat: str) -> bool:
+    from attacks import ATTACKS
+    return threat == "transfer" or (threat in ATTACKS and ATTACKS[threat].black_box)
+
+
+def _targeted(threat: str) -> bool:
+    from attacks import ATTACKS
+    return threat in ATTACKS and ATTACKS[threat].targeted in ("random", "least_likely")
+
+
+def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
+    """Per model, the numbers behind the verdict (accuracies as fractions; gaps in fractions)."""
+    from bench.report import threat_norm
+    robust = df[(df.family == "attack") & (df.metric == "robust_acc")].copy()
+    robust = robust[robust.threat.map(threat_norm) == "linf"]
+    head = robust[np.isclose(robust.eps, eps)]
+    ev = pd.DataFrame(index=board.index)
+    if not head.empty:
+        pgd_raw = head[(head.threat == "pgd") & (head.view == "raw")].groupby("model")["value"].min()
+        ev["ce_gap"] = pgd_raw - board["robust_min"]
+        black = head[head.threat.map(_is_black_box)]
+        white = head[~head.threat.map(_is_black_box)]
+        if not black.empty and not white.empty:
+            ev["blackbox_best"] = black.groupby("model")["value"].min()
+            ev["whitebox_best"] = white.groupby("model")["value"].min()
+            ev["blackbox_gap"] = ev["whitebox_best"] - ev["blackbox_best"]
+        tgt = head[head.threat.map(_targeted)]
+        if not tgt.empty:
+            untargeted = head[head.threat == "pgd"].groupby(["model", "view"])["value"].min()
+            targeted = tgt.groupby(["model", "view"])["value"].min()
+            gap = (untargeted - targeted).dropna()
+            if len(gap):
+                ev["targeted_gap"] = gap.groupby("model").max()
+    for view in ("raw", "scaled"):
+        if f"zero_grad_{view}" in board:
+            ev[f"zero_grad_{view}"] = board[f"zero_grad_{view}"]
+            ev[f"saturated_{view}"] = board[f"saturated_{view}"]
+    sweep = robust[robust.threat.isin(robust[~np.isclose(robust.eps, eps)].threat.unique())]
+    if sweep.eps.nunique() > 2:
+        top = sweep[sweep.eps == sweep.eps.max()].copy()
+        top["curve"] = top.threat + "/" + top.view
+        idx = top.groupby("model")["value"].idxmax()
+        worst = top.loc[idx].set_index("model")
+        ev["sweep_plateau"], ev["sweep_plateau_by"] = worst["value"], worst["curve"]
+        from attacks import format_eps
+        ev["sweep_max_eps"] = format_eps(float(sweep.eps.max()))
+    fp = df[(df.threat == "pgd_fp64")].pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
+    if not fp.empty:
+        ev["fp64_gap"] = fp["robust_acc_fp32"] - fp["robust_acc_fp64"]
+        ev["fp64_zero_grad_fp32"], ev["fp64_zero_grad_fp64"] = fp["zero_grad_frac_fp32"], fp["zero_grad_frac_fp64"]
+    cc = df[(df.threat == "autoattack_crosscheck")].pivot_table(index="model", columns="metric", values="value",
+                                                                aggfunc="mean")
+    if not cc.empty:
+        ev["aa_torchattacks"], ev["aa_pyautoattack"] = cc["robust_acc_torchattacks"], cc["robust_acc_pyautoattack"]
+        ev["aa_crosscheck_diff"] = cc["abs_diff"]
+        ev["aa_crosscheck_n"] = df[df.threat == "autoattack_crosscheck"].groupby("model")["n"].first()
+    return ev
+
+
+def add_audit_columns(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
+    """The verdict, its reasons and the evidence columns, joined to the leaderboard."""
+    if board["robust_min"].isna().all():
+        return board
+    ev = evidence(df, board, eps)
+    classes = df.groupby("model")["num_classes"].first().reindex(board.index).fillna(10)
+    verdicts = {m: verdict(ev.loc[m], 1.0 / classes[m]) for m in board.index if np.isfinite(board.loc[m, "robust_min"])}
+    board["masking"] = pd.Series({m: v for m, (v, _) in verdicts.items()}, dtype=object)
+    board["masking_reasons"] = pd.Series({m: r for m, (_, r) in verdicts.items()}, dtype=object)
+    if "sweep_plateau" in ev:
+        ev["sweep_reaches_chance"] = ev["sweep_plateau"] <= (1.0 / classes) + THRESHOLDS["plateau_likely"]
+    new = [c for c in ev.columns if c not in board.columns]
+    return board.join(ev[new])
