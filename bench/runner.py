@@ -149,6 +149,7 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
                                       for d in done):
                 log(f"  {family}: already in the store (--force re-evaluates)")
                 continue
+            t0 = time.perf_counter()
             measurements = run_job()
             for m in measurements:
                 record = dict(_identity(key, data, plan, m.n, m.threat, m.view, m.params), **spec_cols, **prov,
@@ -160,7 +161,7 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
                 if m.bits:
                     record["bits"] = m.bits
                 store.put(record)
-            log(f"  {family}: " + summarize(measurements))
+            log(f"  {family} ({time.perf_counter() - t0:.0f}s): " + summarize(measurements))
     board = write_reports(store, plan.results_dir)
     log(f"done in {time.perf_counter() - started:.0f}s; reports in {plan.results_dir}")
     return board
