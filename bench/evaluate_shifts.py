@@ -17,6 +17,7 @@ from bench.evaluate import Measurement
 @torch.no_grad()
 def correct_mask(model, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    model.eval()  # BatchNorm on its running statistics, whatever ran on the model before
     out = torch.empty(len(labels), dtype=torch.bool, device=labels.device)
     for a in range(0, len(labels), batch_size):
         x = to_float(images_u8[a:a + batch_size])
@@ -89,6 +90,7 @@ def evaluate_natural(model, split: Split, names: Sequence[str], batch_size: int,
                      desc: str = "natural") -> List[Measurement]:
     """Accuracy under each transform at each magnitude of its sweep; ``worst_grid`` counts an
     image as correct only if it is classified correctly under every grid point."""
+    model.eval()
     out = []
     for name in tqdm(names, disable=not progress, desc=desc, leave=False):
         if name == "worst_grid":

@@ -13,12 +13,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
-    """The git commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
+    """The git commit, with '-dirty' when tracked code differs from it; 'unknown' outside git.
+    results/ is data the code writes, not code: a run that replaces the committed results must
+    not call its own code dirty."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
