@@ -14,7 +14,7 @@ PROFILE ?= quick
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,robustbench]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -27,6 +27,11 @@ test: $(VENV)/.installed
 
 perf: $(VENV)/.installed
 	$(PY) -m bench.perf
+
+# results/$(PROFILE)/index.html (and the tables, plots, RobustBench exports) rebuilt from the store:
+# nothing is measured
+report: $(VENV)/.installed
+	$(PY) -m bench.html_report --results results/$(PROFILE)
 
 clean-cache:
 	rm -rf .cache

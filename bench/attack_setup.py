@@ -20,7 +20,7 @@ Job = Tuple[str, List[tuple], Callable[[], list]]  # (name, planned (n, threat, 
 
 def default_surrogate(spec: ModelSpec) -> ModelSpec:
     """The same architecture, width, head and seed, trained plainly at T=1."""
-    return replace(spec, temperature=1.0, regime="std", lr_scale=False)
+    return replace(spec, temperature=1.0, regime="std", lr_scale=False, checkpoint="", resolved_T=None)
 
 
 def sweep_configs(plan) -> List[AttackConfig]:
@@ -66,7 +66,7 @@ class AttackSetup:
         return setup
 
     def surrogate(self, spec: ModelSpec, plan) -> Optional[ModelSpec]:
-        if self.transfer is None:
+        if self.transfer is None or spec.regime == "zoo":  # a zoo model has no T=1 twin in the grid
             return None
         sur = parse_name(plan.profile.eval.surrogate) if plan.profile.eval.surrogate else default_surrogate(spec)
         return None if sur.name == spec.name else sur
@@ -83,8 +83,10 @@ class AttackSetup:
         out: List[Job] = [("attacks", [(n, "clean", "none", {})] + planned(self.attacks), lambda: evaluate(
             model, spec.T, self.split, self.attacks, self.views, desc=f"attack {spec.name}", **kw))]
         if self.sweep:
-            out.append(("eps sweep", planned(self.sweep), lambda: evaluate(
-                model, spec.T, self.split, self.sweep, self.views, desc=f"sweep {spec.name}", **kw)[1:]))
+            views = list(ev.sweep_views or self.views)
+            planned_sweep = [(n, a.name, v, a.kwargs) for a in self.sweep for v in attack_view(a, views)]
+            out.append(("eps sweep", planned_sweep, lambda: evaluate(
+                model, spec.T, self.split, self.sweep, views, desc=f"sweep {spec.name}", **kw)[1:]))
         sur = self.surrogate(spec, plan)
         if sur is not None:
             sur_key = get_surrogate(sur, load=False)[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -25,9 +26,10 @@ FORMAT = 1
 
 
 def checkpoint_key(spec: ModelSpec, recipe: Recipe, data_fingerprint: str, num_classes: int) -> str:
-    blob = json.dumps({"format": FORMAT, "trainer": TRAINER_VERSION, "spec": spec.to_dict(),
-                       "recipe": recipe.to_dict(), "data": data_fingerprint, "num_classes": num_classes},
-                      sort_keys=True)
+    """The key of the training run (@best and @last of an adversarial run share it)."""
+    blob = json.dumps({"format": FORMAT, "trainer": TRAINER_VERSION, "spec": spec.run.to_dict(),
+                       "recipe": recipe.key_dict(spec.adversarial), "data": data_fingerprint,
+                       "num_classes": num_classes}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -44,8 +46,10 @@ class CheckpointStore:
         self.root = Path(root)
 
     def paths(self, spec: ModelSpec, key: str) -> Tuple[Path, Path]:
-        stem = self.root / f"{spec.name}-{key}"
-        return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        """(weights, sidecar) of ``spec``: an adversarial run's @best weights sit beside its last."""
+        stem = self.root / f"{spec.run.name}-{key}"
+        weights = stem.with_suffix(".best.safetensors" if spec.checkpoint == "best" else ".safetensors")
+        return weights, stem.with_suffix(".json")
 
     def load(self, spec: ModelSpec, key: str, num_classes: int,
              device: torch.device) -> Optional[Tuple[torch.nn.Module, dict]]:
@@ -53,17 +57,18 @@ class CheckpointStore:
         weights, sidecar = self.paths(spec, key)
         if not sidecar.exists():
             return None
-        fix = f"delete {weights.name} and {sidecar.name} in {self.root} to retrain"
+        fix = f"delete {spec.run.name}-{key}.* in {self.root} to retrain"
         try:
             meta = json.loads(sidecar.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BenchError(f"checkpoint sidecar {sidecar} is not valid JSON: {fix}") from None
-        if meta.get("key") != key or meta.get("spec", {}).get("name") != spec.name:
+        if meta.get("key") != key or meta.get("spec", {}).get("name") != spec.run.name:
             raise BenchError(f"checkpoint {sidecar} belongs to {meta.get('spec', {}).get('name')!r} "
-                             f"(key {meta.get('key')}), not {spec.name} (key {key}): {fix}")
+                             f"(key {meta.get('key')}), not {spec.run.name} (key {key}): {fix}")
         if not weights.exists():
             raise BenchError(f"checkpoint weights {weights} are missing: {fix}")
-        if sha256_file(weights) != meta.get("weights_sha256"):
+        sha = meta.get("best_weights_sha256" if spec.checkpoint == "best" else "weights_sha256")
+        if sha256_file(weights) != sha:
             raise BenchError(f"checkpoint {weights} is corrupt or truncated (sha256 mismatch): {fix}")
         model = build_model(spec, num_classes)
         try:
@@ -71,12 +76,24 @@ class CheckpointStore:
         except Exception as e:  # noqa: BLE001 - safetensors/torch raise several types
             raise BenchError(f"checkpoint {weights} does not fit {spec.name} ({str(e).splitlines()[0]}): {fix}") from None
         model = model.to(device, memory_format=torch.channels_last).eval()
-        return model, meta
+        # the sidecar describes the run; say which of its weights these are
+        return model, dict(meta, weights_sha256=sha, checkpoint=spec.checkpoint or "last")
 
-    def save(self, spec: ModelSpec, key: str, model: torch.nn.Module, meta: dict) -> dict:
-        weights, sidecar = self.paths(spec, key)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        write_atomic(weights, lambda tmp: save_file(state, str(tmp), metadata={"name": spec.name, "key": key}))
-        meta = dict(meta, key=key, spec=spec.to_dict(), weights=weights.name, weights_sha256=sha256_file(weights))
+    def save(self, spec: ModelSpec, key: str, model: torch.nn.Module, meta: dict,
+             best_state: Optional[dict] = None) -> dict:
+        """Save the last weights (and an adversarial run's best ones), then the sidecar."""
+        run = spec.run
+        weights, sidecar = self.paths(run, key)
+
+        def write(path, state):
+            state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+            write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"name": run.name, "key": key}))
+            return sha256_file(path)
+
+        meta = dict(meta, key=key, spec=run.to_dict(), weights=weights.name,
+                    weights_sha256=write(weights, model.state_dict()))
+        if best_state is not None:
+            best = self.paths(replace(run, checkpoint="best"), key)[0]
+            meta.update(best_weights=best.name, best_weights_sha256=write(best, best_state))
         write_json_atomic(sidecar, meta)
         return meta

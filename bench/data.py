@@ -3,10 +3,14 @@
 Sources, in the order they are tried for a data root:
   * an ImageFolder tree ``<root>/{train,test}/<class>/*.{png,jpg}`` (how the offline JPEG copy
     is read); the dataset is named after the folder, e.g. ``cifar10-jpeg75``;
-  * torchvision's CIFAR-10 python folder ``<root>/cifar-10-batches-py`` (md5-checked by
-    torchvision), or a download into ``<root>`` when online; the dataset is named ``cifar10``.
+  * torchvision's CIFAR python folders (md5-checked by torchvision): ``<root>/cifar-10-batches-py``
+    (dataset ``cifar10``) or ``<root>/cifar-100-python`` (dataset ``cifar100``, the 100 fine
+    labels). The root may also be one of these folders itself. When a root holds both, the
+    ``dataset`` argument chooses; without it that is an error, except in the default root
+    (``<cache>/downloads``), where ``cifar10`` stays the default.
 
-The data root comes from ``--data-root``, else ``$BENCH_DATA``, else ``<cache>/downloads``.
+The data root comes from ``--data-root``, else ``$BENCH_DATA``, else ``<cache>/downloads``. Only
+the default root downloads: CIFAR-10 when it is empty, CIFAR-100 when asked for by name.
 Every split stays in memory as uint8 [N,3,32,32] (on the GPU when there is one); augmentation
 runs on batches on that device.
 """
@@ -28,7 +32,14 @@ from bench.atomic import write_atomic
 from bench.errors import BenchError
 
 HOW_TO_GET_DATA = ("pass --data-root DIR (an ImageFolder tree DIR/{train,test}/<class>/*.png|jpg, or a folder "
-                   "holding cifar-10-batches-py) or set BENCH_DATA; online, CIFAR-10 downloads itself")
+                   "holding cifar-10-batches-py or cifar-100-python) or set BENCH_DATA; online, CIFAR-10 "
+                   "downloads itself, CIFAR-100 when asked for by name")
+
+# The torchvision datasets read from their python pickles: name -> (torchvision class, folder, label).
+TORCHVISION_CIFAR = {
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "CIFAR-10"),
+    "cifar100": ("CIFAR100", "cifar-100-python", "CIFAR-100"),
+}
 
 
 @dataclass
@@ -143,22 +154,37 @@ def _decode_imagefolder(folders, progress: bool):
     return arrays
 
 
-def _load_torchvision_cifar10(root: Path, download: bool):
-    """torchvision's CIFAR10; its md5 check guards the pickle files it unpickles."""
-    from torchvision.datasets import CIFAR10
+def _load_torchvision_cifar(root: Path, name: str, download: bool):
+    """torchvision's CIFAR10 / CIFAR100 (fine labels); its md5 check guards the pickle files it
+    unpickles."""
+    import torchvision.datasets
+    cls_name, _, label = TORCHVISION_CIFAR[name]
+    cls = getattr(torchvision.datasets, cls_name)
     arrays = {}
     for split in ("train", "test"):
         try:
-            ds = CIFAR10(str(root), train=split == "train", download=download)
+            ds = cls(str(root), train=split == "train", download=download)
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
-            raise BenchError(f"CIFAR-10 at {root} is missing or fails its md5 check ({e}): {HOW_TO_GET_DATA}") from None
+            raise BenchError(f"{label} at {root} is missing or fails its md5 check ({e}): {HOW_TO_GET_DATA}") from None
         except OSError as e:  # no network
-            raise BenchError(f"CIFAR-10 is not in {root} and could not be downloaded ({e.__class__.__name__}): "
+            raise BenchError(f"{label} is not in {root} and could not be downloaded ({e.__class__.__name__}): "
                              f"{HOW_TO_GET_DATA}") from None
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         arrays[split] = (x, torch.tensor(ds.targets, dtype=torch.int64))
         classes = ds.classes
     return arrays, classes
+
+
+def _pick_torchvision(root: Path, dataset: Optional[str]) -> Optional[str]:
+    """Which torchvision dataset of ``root`` to read: the one named, else the only one there.
+    None when the root does not hold it (or any)."""
+    present = [n for n, (_, folder, _) in TORCHVISION_CIFAR.items() if (root / folder).is_dir()]
+    if dataset is not None:
+        return dataset if dataset in present else None
+    if len(present) > 1:
+        raise BenchError(f"{root} holds {' and '.join(TORCHVISION_CIFAR[n][1] for n in present)}: choose one "
+                         f"with --dataset {'|'.join(present)} or point --data-root at its folder")
+    return present[0] if present else None
 
 
 # --- the cache ----------------------------------------------------------------------------------
@@ -188,34 +214,53 @@ def _load_cache(path: Path) -> Dataset:
 
 
 def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = None,
-                 progress: bool = False) -> Dataset:
-    """Find the data, decode it once into ``<cache>/data/<name>-<stamp>.safetensors``, load it."""
+                 progress: bool = False, dataset: Optional[str] = None) -> Dataset:
+    """Find the data, decode it once into ``<cache>/data/<name>-<stamp>.safetensors``, load it.
+
+    ``dataset`` (``cifar10`` or ``cifar100``) chooses between torchvision folders that share a
+    root; None takes the only one there. Naming ``cifar100`` is what allows its download."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if dataset is not None and dataset not in TORCHVISION_CIFAR:
+        raise BenchError(f"unknown dataset {dataset!r}; known: {', '.join(TORCHVISION_CIFAR)} "
+                         f"(an ImageFolder tree is chosen by its --data-root alone)")
     root = resolve_data_root(data_root, cache_dir)
+    default_root = not (data_root or os.environ.get("BENCH_DATA"))
+    # --data-root DIR/cifar-100-python: the folder names the dataset; torchvision wants its parent.
+    named_by_folder = {folder: n for n, (_, folder, _) in TORCHVISION_CIFAR.items()}.get(root.name)
+    if named_by_folder and root.is_dir():
+        if dataset not in (None, named_by_folder):
+            raise BenchError(f"data root {root} is {named_by_folder}, but dataset {dataset!r} was asked for")
+        root, dataset = root.parent, named_by_folder
     if root.is_dir() and _is_imagefolder(root):
-        folders = _imagefolder_files(root)
         name = root.resolve().name
+        if dataset is not None:
+            raise BenchError(f"data root {root} is an ImageFolder tree (dataset {name!r}); the dataset choice "
+                             f"{dataset!r} only picks between cifar-10-batches-py and cifar-100-python folders")
+        folders = _imagefolder_files(root)
         files = [p for f in folders.values() for p, _ in f.samples]
         cache = cache_dir / "data" / f"{name}-{_stamp(files)}.safetensors"
         if not cache.exists():
             arrays = _decode_imagefolder(folders, progress)
             _save_cache(cache, name, folders["train"].classes, arrays)
-    else:
-        batches = root / "cifar-10-batches-py"
-        name = "cifar10"
-        if batches.is_dir():
-            cache = cache_dir / "data" / f"{name}-{_stamp(sorted(batches.iterdir()))}.safetensors"
-            if not cache.exists():
-                arrays, classes = _load_torchvision_cifar10(root, download=False)
-                _save_cache(cache, name, classes, arrays)
-        else:
-            if data_root or os.environ.get("BENCH_DATA"):
-                raise BenchError(f"{root} holds neither train/ and test/ class folders nor cifar-10-batches-py: "
-                                 f"{HOW_TO_GET_DATA}")
-            root.mkdir(parents=True, exist_ok=True)
-            _load_torchvision_cifar10(root, download=True)
-            return load_dataset(str(root), cache_dir, progress)
-    return _load_cache(cache)
+        return _load_cache(cache)
+    if default_root and dataset is None:
+        dataset = "cifar10"  # the download folder may hold both; CIFAR-10 is the default there
+    name = _pick_torchvision(root, dataset) if root.is_dir() else None
+    if name is not None:
+        folder = root / TORCHVISION_CIFAR[name][1]
+        cache = cache_dir / "data" / f"{name}-{_stamp(sorted(folder.iterdir()))}.safetensors"
+        if not cache.exists():
+            arrays, classes = _load_torchvision_cifar(root, name, download=False)
+            _save_cache(cache, name, classes, arrays)
+        return _load_cache(cache)
+    if not default_root:
+        what = (f"no {TORCHVISION_CIFAR[dataset][1]} folder" if dataset else
+                "neither train/ and test/ class folders nor cifar-10-batches-py or cifar-100-python")
+        raise BenchError(f"{root} holds {what}: {HOW_TO_GET_DATA}")
+    # Only the default root downloads: CIFAR-10 by default, CIFAR-100 only when named.
+    root.mkdir(parents=True, exist_ok=True)
+    _load_torchvision_cifar(root, dataset, download=True)
+    return load_dataset(str(root), cache_dir, progress, dataset=dataset)
 
 
 # --- subsets and augmentation -------------------------------------------------------------------

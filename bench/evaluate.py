@@ -6,7 +6,7 @@ Robust accuracy counts a point only if it is classified correctly both clean and
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -34,6 +34,7 @@ class Measurement:
     severity: float = float("nan")  # threat "corruption": 0..5
     magnitude: float = float("nan")  # natural transforms: the point of the sweep (degrees, pixels, factor)
     bits: str = ""  # per image of the split (hex): robust (attacks) or correct (clean)
+    extra: Dict[str, object] = field(default_factory=dict)  # more fields for the record (e.g. reliability bins)
 
 
 def _frac(mask: torch.Tensor) -> float:

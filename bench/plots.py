@@ -26,7 +26,7 @@ def family(row) -> str:
     if row["head"] == "bn":
         label += " +BN head"
     if row["regime"] != "std":
-        label += f" {row['regime']}"
+        label += f" {row['regime']}@{row.get('checkpoint') or 'last'}"
     if row["lr_scale"]:
         label += " (loss x T)"
     return label
@@ -295,4 +295,29 @@ def plot_eps_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
         fig.suptitle(f"{fam}: eps sweep, {_subtitle(sub)}", fontsize=9)
         fig.tight_layout()
         written.append(_save(fig, plots_dir / f"eps_sweep_{_slug(fam)}.png"))
+    return written
+
+
+def plot_reliability_diagrams(store, latest: pd.DataFrame, out_dir: Path) -> List[Path]:
+    """One figure per model: reliability diagrams of its raw view, its scaled view (z/T_train)
+    and after post-hoc temperature scaling, from the bins stored with its calibration records."""
+    from bench.calibration import N_BINS, ReliabilityBins
+    keys = set(zip(latest["model"], latest["run_key"])) if len(latest) else set()
+    panels = {}
+    for rec in store.records():
+        if rec.get("threat") == "calibration" and (rec.get("model"), rec.get("run_key")) in keys \
+                and rec.get("reliability"):
+            r = rec["reliability"]
+            nan = float("nan")
+            bins = ReliabilityBins(np.linspace(0, 1, N_BINS + 1),
+                                   np.array([nan if v is None else v for v in r["confidence"]], float),
+                                   np.array([nan if v is None else v for v in r["accuracy"]], float),
+                                   np.array(r["count"], dtype=np.int64))
+            t = rec["metrics"].get("posthoc_T", rec["T"] if rec["view"] == "scaled" else 1.0)
+            panels.setdefault(rec["model"], {})[rec["view"]] = (f"{rec['model']}: {rec['view']}", bins, t)
+    from bench.calibration import plot_bins
+    written = []
+    for model, views in sorted(panels.items()):
+        order = [views[v] for v in ("raw", "scaled", "posthoc") if v in views]
+        written.append(plot_bins(order, out_dir / f"{_slug(model)}.png"))
     return written

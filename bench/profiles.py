@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -21,6 +21,7 @@ from attacks.adversarial import ATTACKS, AttackConfig, check_overrides, make_att
 from attacks.views import VIEWS
 from bench.errors import BenchError
 from models import ModelSpec, parse_name
+from models.registry import TAUTO_ALPHA, TAUTO_BETA, TAUTO_MIN, TautoFormula
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -40,10 +41,29 @@ class Recipe:
     label_smoothing: float = 0.0
     train_subset: Optional[int] = None  # a seeded class-stratified subset; None: the whole split
     subset_seed: int = 0
+    # Adversarial training (regimes at, atT1, trades, fat): the inner attack (Madry et al.: Linf
+    # 8/255, 10 steps of 2/255, random start), TRADES' beta, the fast-AT FGSM step in units of
+    # eps (Wong et al.: 1.25), and the check after each epoch that picks the best checkpoint:
+    # margin-loss PGD (immune to the softmax saturation of high T) on at_holdout training images
+    # that are not trained on.
+    at_eps: Any = "8/255"
+    at_alpha: Any = "2/255"
+    at_steps: int = 10
+    trades_beta: float = 6.0
+    fat_step: float = 1.25
+    at_holdout: int = 1000
+    at_eval_steps: int = 10
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
             raise BenchError("recipe: epochs and batch_size must be >= 1")
+        for key in ("at_eps", "at_alpha"):
+            if not parse_eps(getattr(self, key)) > 0:
+                raise BenchError(f"recipe: {key} must be positive, got {getattr(self, key)!r}")
+        if self.at_steps < 1 or self.at_eval_steps < 1 or self.at_holdout < 10:
+            raise BenchError("recipe: at_steps and at_eval_steps must be >= 1 and at_holdout >= 10")
+        if not self.trades_beta >= 0 or not self.fat_step > 0:
+            raise BenchError("recipe: trades_beta must be >= 0 and fat_step > 0")
         if not self.lr > 0:
             raise BenchError(f"recipe: lr must be positive, got {self.lr}")
         if self.schedule not in ("onecycle", "cosine"):
@@ -53,6 +73,15 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def key_dict(self, adversarial: bool) -> dict:
+        """What identifies the training: the adversarial settings only for adversarial runs,
+        so that changing them does not invalidate standard checkpoints."""
+        d = self.to_dict()
+        return d if adversarial else {k: v for k, v in d.items() if not k.startswith(AT_PREFIXES)}
+
+
+AT_PREFIXES = ("at_", "trades_", "fat_")
 
 
 @dataclass(frozen=True)
@@ -78,6 +107,7 @@ class EvalSetup:
     # authors' pyautoattack on crosscheck_n images (0: off).
     eps_sweep: Tuple[Any, ...] = ()
     sweep_attacks: Tuple[str, ...] = ("pgd", "pgd_margin")
+    sweep_views: Tuple[str, ...] = ()  # () = the views of the attacks
     transfer: bool = False
     surrogate: str = ""
     fp64_n: int = 0
@@ -111,6 +141,10 @@ class EvalSetup:
             if a not in ATTACKS or "eps" not in ATTACKS[a].params:
                 raise BenchError(f"[eval] sweep_attacks: {a!r} is not an attack with an eps; "
                                  f"known: {', '.join(ATTACKS)}")
+        bad_views = set(self.sweep_views) - set(VIEWS)
+        if bad_views:
+            raise BenchError(f"[eval] sweep_views: unknown view {', '.join(sorted(bad_views))}; "
+                             f"known: {', '.join(VIEWS)}")
         if self.fp64_n < 0 or self.crosscheck_n < 0:
             raise BenchError("[eval] fp64_n and crosscheck_n must be >= 0 (0: off)")
         if self.surrogate:
@@ -122,6 +156,32 @@ class EvalSetup:
 
 
 @dataclass(frozen=True)
+class TautoSetup:
+    """[tauto]: the coefficients of _Tauto (TautoFormula; published alpha, beta by default) and
+    the dataset's CSG for the gamma correction: a number, or "auto" (bench.csg on the training
+    split, with csg_embedding)."""
+    alpha: float = TAUTO_ALPHA
+    beta: float = TAUTO_BETA
+    gamma: float = 0.0
+    delta: float = 0.0
+    floor: float = TAUTO_MIN
+    csg: Any = None
+    csg_embedding: str = "pca32"
+
+    def __post_init__(self):
+        if self.csg is not None and self.csg != "auto" and not (isinstance(self.csg, (int, float)) and self.csg > 0):
+            raise BenchError(f"[tauto] csg must be a positive number or \"auto\", got {self.csg!r}")
+        if self.gamma and self.csg is None:
+            raise BenchError("[tauto] gamma needs the dataset's csg (a number, or \"auto\" to compute it)")
+        if not self.floor > 0:
+            raise BenchError(f"[tauto] floor must be positive, got {self.floor}")
+
+    @property
+    def formula(self) -> TautoFormula:
+        return TautoFormula(self.alpha, self.beta, self.gamma, self.delta, self.floor)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -130,6 +190,14 @@ class Profile:
     attack_params: Dict[str, Dict[str, Any]]
     models: Tuple[str, ...]  # canonical names, in grid order
     source: str = ""
+    # per training run (canonical name without @): [[grid]] recipe overrides, e.g. fewer epochs
+    # for an adversarial-training arm
+    recipe_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    tauto: TautoSetup = field(default_factory=TautoSetup)
+
+    def recipe_for(self, spec: ModelSpec) -> Recipe:
+        over = self.recipe_overrides.get(spec.run.name)
+        return replace(self.recipe, **over) if over else self.recipe
 
     def attack(self, name: str, cli_overrides: Optional[Dict[str, Any]] = None) -> AttackConfig:
         merged = dict(self.attack_params.get(name, {}))
@@ -148,19 +216,32 @@ def _strict(cls, table: dict, where: str):
         raise BenchError(f"{where}: {e}") from None
 
 
-GRID_KEYS = {"arch", "T", "bn_head", "lr_scale", "regime", "seeds", "models"}
+GRID_KEYS = {"arch", "T", "bn_head", "lr_scale", "regime", "seeds", "models", "recipe"}
 
 
-def expand_grid(entries: List[dict], where: str) -> Tuple[str, ...]:
-    """Each [[grid]] entry is a product of its lists (or an explicit list of model names)."""
+def expand_grid(entries: List[dict], where: str, base: Recipe) -> Tuple[Tuple[str, ...], Dict[str, dict]]:
+    """Each [[grid]] entry is a product of its lists (or an explicit list of model names), with
+    optional recipe overrides for its models. An adversarial run stands for its @best and @last
+    checkpoints, both evaluated. Returns the model names and the recipe overrides per run."""
     names: Dict[str, None] = {}
+    overrides: Dict[str, dict] = {}
+
+    def add(spec: ModelSpec, over: dict):
+        for s in spec.checkpoints():
+            names[s.name] = None
+        if over:
+            overrides[spec.run.name] = over
+
     for i, entry in enumerate(entries):
         unknown = set(entry) - GRID_KEYS
         if unknown:
             raise BenchError(f"{where}: [[grid]] entry {i + 1} has unknown key {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(sorted(GRID_KEYS))}")
+        over = dict(entry.get("recipe", {}))
+        if over:
+            _strict(Recipe, {**base.to_dict(), **over}, f"{where} [[grid]] entry {i + 1} recipe")
         for n in entry.get("models", []):
-            names[parse_name(n).name] = None
+            add(parse_name(n), over)
         if "arch" not in entry:
             continue
         as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
@@ -169,11 +250,11 @@ def expand_grid(entries: List[dict], where: str) -> Tuple[str, ...]:
                 as_list(entry.get("lr_scale", False)), as_list(entry.get("regime", "std")),
                 as_list(entry.get("seeds", 0))):
             # parse the arch token as a name so that width variants (fastnetw32) work in grids
-            base = parse_name(f"{arch}_T1")
-            spec = ModelSpec(arch=base.arch, width=base.width, temperature=t, bn_head=bn, regime=regime,
+            arch_spec = parse_name(f"{arch}_T1")
+            spec = ModelSpec(arch=arch_spec.arch, width=arch_spec.width, temperature=t, bn_head=bn, regime=regime,
                              lr_scale=lrs, seed=seed)
-            names[spec.name] = None
-    return tuple(names)
+            add(spec, over)
+    return tuple(names), overrides
 
 
 def resolve_profile_path(name_or_path: str) -> Path:
@@ -200,7 +281,7 @@ def load_profile(name_or_path: str) -> Profile:
         doc = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BenchError(f"{where} is not valid TOML: {e}") from None
-    unknown = set(doc) - {"name", "description", "recipe", "eval", "attack", "grid"}
+    unknown = set(doc) - {"name", "description", "recipe", "eval", "attack", "grid", "tauto"}
     if unknown:
         raise BenchError(f"{where}: unknown section or key {', '.join(sorted(unknown))}")
     if "recipe" not in doc:
@@ -220,8 +301,9 @@ def load_profile(name_or_path: str) -> Profile:
         check_overrides(a, table)
         make_attack(a, table)  # validates the values now, not mid-run
     try:
-        models = expand_grid(doc.get("grid", []), where)
+        models, overrides = expand_grid(doc.get("grid", []), where, recipe)
     except BenchError as e:
         raise BenchError(f"{where}: {e}") from None
+    tauto = _strict(TautoSetup, doc.get("tauto", {}), f"{where} [tauto]")
     return Profile(doc.get("name", path.stem), doc.get("description", ""), recipe, ev, attack_params, models,
-                   str(path))
+                   str(path), overrides, tauto)

@@ -11,11 +11,12 @@ import pandas as pd
 from attacks import format_eps
 from bench.atomic import write_bytes_atomic
 from bench.plots import (plot_accuracy_vs_T, plot_attacks_vs_T, plot_corruption_heatmaps, plot_eps_sweeps,
-                         plot_natural_sweeps)
+                         plot_natural_sweeps, plot_reliability_diagrams)
 from bench.store import ResultStore
 
 HEADLINE_EPS = 8 / 255  # the standard CIFAR Linf radius: the eps of the leaderboard's robust_min
-ID_COLS = ["model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim", "dataset", "split", "n"]
+ID_COLS = ["model", "arch", "T", "head", "regime", "lr_scale", "seed", "checkpoint", "feature_dim", "dataset", "split",
+           "n"]
 
 
 def latest_runs(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -102,6 +103,7 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
     if "robust_min" not in board:
         board["robust_min"] = np.nan
     board = audit.add_audit_columns(df, board, HEADLINE_EPS)
+    board = add_calibration_columns(df, board)
     board = add_corruption_columns(df, board)
     board = add_natural_and_shift_columns(df, board)
     prov = df.groupby("model").agg(code_version=("code_version", "last"), device=("device", "last"),
@@ -117,7 +119,8 @@ def _baseline(board: pd.DataFrame, row) -> str | None:
     """The mCE baseline of a model: the T=1 model of the same architecture, head, regime and seed
     (fixed lr); else any T=1 model of that architecture. No AlexNet reference exists for CIFAR."""
     same = board[(board.arch == row.arch) & np.isclose(board["T"], 1.0) & ~board.lr_scale.astype(bool)]
-    exact = same[(same["head"] == row["head"]) & (same.regime == row.regime) & (same.seed == row.seed)]
+    exact = same[(same["head"] == row["head"]) & (same.regime == row.regime) & (same.seed == row.seed) &
+                 (same.checkpoint == row.checkpoint)]
     pick = exact if len(exact) else same
     return pick.index[0] if len(pick) else None
 
@@ -160,6 +163,20 @@ def add_corruption_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFram
     return board
 
 
+def add_calibration_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
+    """ece_<view>, nll_<view> for raw, scaled and posthoc, and the cross-fitted posthoc_T."""
+    cal = df[df.threat == "calibration"]
+    for view in ("raw", "scaled", "posthoc"):
+        for metric in ("ece", "nll"):
+            rows = cal[(cal.view == view) & (cal.metric == metric)]
+            if len(rows):
+                board[f"{metric}_{view}"] = rows.groupby("model")["value"].mean()
+    t = cal[cal.metric == "posthoc_T"]
+    if len(t):
+        board["posthoc_T"] = t.groupby("model")["value"].mean()
+    return board
+
+
 def add_natural_and_shift_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
     """nat_<transform>: mean accuracy over its magnitude sweep; nat_worst_grid; cifar10.1 and its
     gap to the clean test accuracy."""
@@ -187,6 +204,9 @@ def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
     plot_eps_sweeps(latest, plots)
     plot_corruption_heatmaps(latest, plots)
     plot_natural_sweeps(latest, plots)
+    plot_reliability_diagrams(store, latest, plots / "reliability")
+    from bench.html_report import publish  # imported here: bench.html_report imports this module
+    publish(store, out_dir, board, tidy)  # index.html and the RobustBench exports, from the same tables
     return board
 
 
@@ -198,7 +218,8 @@ def summary(board: pd.DataFrame) -> str:
             "masking"]
     # CE-PGD on each view (the number claim A reports, and the one masking inflates), the masking
     # signals, the shift summaries; every other column is in leaderboard.csv
-    cols += ["pgd_raw@8/255", "pgd_scaled@8/255", "zero_grad_raw", "saturated_raw", "mCA", "mCE", "nat_worst_grid", "cifar10.1"]
+    cols += ["pgd_raw@8/255", "pgd_scaled@8/255", "zero_grad_raw", "saturated_raw", "mCA", "mCE", "nat_worst_grid",
+             "cifar10.1"]
     if len([c for c in cols if c in board.columns]) <= 12:  # a small run: show every attack
         cols += [c for c in board.columns if "@" in c and not c.startswith("robust_min") and c not in cols]
     show = board[[c for c in cols if c in board.columns]].copy()

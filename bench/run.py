@@ -20,6 +20,7 @@ from bench import threats
 from bench.errors import BenchError
 from bench.profiles import available_profiles, load_profile
 from models import ARCHS, REGIMES, parse_name
+from models.zoo import ZooSpec, is_zoo_name
 
 EXAMPLES = """examples:
   python -m bench.run                                   # the quick profile's whole grid
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(switches the sweep on)")
     p.add_argument("--n-test", type=int, default=None, help="evaluate on a stratified subset of this size")
     p.add_argument("--data-root", default=None, help="data folder (default: $BENCH_DATA, else download CIFAR-10)")
+    p.add_argument("--dataset", default=None, choices=["cifar10", "cifar100"],
+                   help="which torchvision CIFAR folder of the data root (needed when it holds both; "
+                        "cifar100 downloads when online)")
     p.add_argument("--results", default=None, help="results folder (default: results/<profile>)")
     p.add_argument("--cache", default=None, help="cache for decoded data and checkpoints (default: $BENCH_CACHE "
                    "or .cache)")
@@ -170,7 +174,10 @@ def make_plan(args):
     names = profile.models if args.model.strip() == "all" else _split_list(args.model)
     if not names:
         raise BenchError("no models to run: give --model NAME[,NAME...] or 'all'")
-    specs = list({s.name: s for s in map(parse_name, names)}.values())
+    # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
+    # is a zoo model, loaded, not trained
+    specs = list({s.name: s for n in names
+                  for s in (ZooSpec(n) if is_zoo_name(n) else parse_name(n)).checkpoints()}.values())
     ev = threats.select(profile.eval, None if args.attack is None else _split_list(args.attack),
                         None if args.corruptions is None else _split_list(args.corruptions),
                         None if args.severities is None else threats.parse_severities(args.severities))
@@ -196,7 +203,7 @@ def make_plan(args):
     cache = Path(args.cache) if args.cache else default_cache_dir()
     return Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
                 cache_dir=cache, data_root=args.data_root, device=resolve_device(args.device), force=args.force,
-                fetch_shift_sets=args.attack is not None,
+                fetch_shift_sets=args.attack is not None, dataset=args.dataset,
                 progress=sys.stderr.isatty() and not args.no_progress)
 
 

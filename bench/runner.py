@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -15,16 +15,19 @@ import pandas as pd
 import torch
 
 from attacks import AttackConfig, format_eps
+from bench.attack_setup import AttackSetup
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import Dataset, load_dataset, stratified_indices, to_float
-from bench.attack_setup import AttackSetup
-from bench.shift_setup import ShiftSetup
+from bench.errors import BenchError
+from bench.evaluate_calibration import evaluate_calibration
 from bench.profiles import Profile
 from bench.provenance import code_version, provenance
 from bench.report import write_reports
+from bench.shift_setup import ShiftSetup
 from bench.store import SCHEMA, ResultStore, record_id
 from bench.train import train
 from models import ModelSpec
+from models.zoo import ZooSpec
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Plan:
     force: bool = False  # re-evaluate even when the store already holds the measurement
     progress: bool = False
     fetch_shift_sets: bool = False  # download a shifted test set (CIFAR-10.1) that is missing, else skip it
+    dataset: Optional[str] = None  # cifar10 / cifar100 where the data root holds both
 
 
 def _log(msg: str):
@@ -61,27 +65,76 @@ def _accuracy(model, split, batch_size) -> float:
     return correct / len(split)
 
 
+def get_zoo_model(spec: ZooSpec, plan: Plan, data: Dataset, log: Callable[[str], None]):
+    """A RobustBench model through models/zoo.py: (key, model, meta, the spec columns of its records)."""
+    from models.zoo import load_zoo_model
+    model, info = load_zoo_model(spec.name, model_dir=plan.cache_dir / "robustbench", device=plan.device)
+    if info.get("num_classes") not in (None, data.num_classes):
+        raise BenchError(f"{spec.name} has {info['num_classes']} classes; {data.name} has {data.num_classes}")
+    log(f"  loaded {info['architecture']} from {', '.join(info['checkpoint_paths'])} ({info['source']})")
+    cols = {k: info[k] for k in ("model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim",
+                                 "checkpoint")}
+    return info["run_key"], model, {"weights_sha256": info["weights_sha256"]}, cols
+
+
+class TautoResolver:
+    """_Tauto models under a profile's own [tauto] coefficients or corrections get their T here
+    (the dataset's CSG computed once per run when asked for); the published formula needs
+    nothing."""
+
+    def __init__(self, setup, data: Dataset, log):
+        self.setup, self.data, self.log = setup, data, log
+        self._csg = setup.csg if setup.csg != "auto" else None
+
+    def csg(self) -> float:
+        if self._csg is None:
+            from bench.csg import dataset_csg
+            result = dataset_csg(self.data.train, embedding=self.setup.csg_embedding, dataset=self.data.name)
+            self._csg = result.value
+            self.log(f"CSG of {self.data.name} (train, {self.setup.csg_embedding}): {self._csg:.3f}")
+        return self._csg
+
+    def __call__(self, spec: ModelSpec) -> ModelSpec:
+        formula = self.setup.formula
+        if isinstance(spec, ZooSpec) or spec.temperature != "auto" or (formula.published and self.setup.csg is None):
+            return spec
+        csg = self.csg() if formula.gamma else None
+        return replace(spec, resolved_T=formula.resolve(spec.feature_dim, csg, self.data.num_classes))
+
+
 def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore, eval_split,
               log: Callable[[str], None]):
-    """Load the checkpoint for (spec, recipe, data), or train and save it."""
-    recipe = plan.profile.recipe
+    """Load the checkpoint for (spec, recipe, data), or train and save it. An adversarial run is
+    trained once and saved with both its checkpoints; ``spec`` says which one comes back."""
+    recipe = plan.profile.recipe_for(spec)
     key = checkpoint_key(spec, recipe, data.fingerprint, data.num_classes)
     found = ckpts.load(spec, key, data.num_classes, plan.device)
     if found is not None:
-        log(f"  loaded checkpoint {key} (trained {found[1].get('wall_s', float('nan')):.0f}s, "
+        log(f"  loaded checkpoint {key}{f' @{spec.checkpoint}' if spec.checkpoint else ''} "
+            f"(trained {found[1].get('wall_s', float('nan')):.0f}s, "
             f"test acc {100 * found[1].get('test_acc', float('nan')):.1f}%)")
         return key, found[0], found[1]
-    result = train(spec, recipe, data, plan.device, progress=plan.progress)
+    result = train(spec.run, recipe, data, plan.device, progress=plan.progress)
     test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
     meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
                 data_fingerprint=data.fingerprint, num_classes=data.num_classes, epochs=recipe.epochs,
                 train_n=result.train_n, final_train_loss=result.final_train_loss,
                 final_train_acc=result.final_train_acc, test_acc=test_acc, test_n=len(eval_split),
                 wall_s=result.wall_s)
-    meta = ckpts.save(spec, key, result.model, meta)
+    if spec.adversarial:
+        meta.update(best_epoch=result.best_epoch, holdout_history=result.history,
+                    catastrophic_overfitting_epoch=result.catastrophic_overfitting_epoch)
+    ckpts.save(spec, key, result.model, meta, best_state=result.best_state)
     log(f"  trained in {result.wall_s:.0f}s: train loss {result.final_train_loss:.3f}, "
-        f"train acc {100 * result.final_train_acc:.1f}%, test acc {100 * test_acc:.1f}% -> {key}")
-    return key, result.model, meta
+        f"train acc {100 * result.final_train_acc:.1f}%, test acc (last) {100 * test_acc:.1f}% -> {key}")
+    if spec.adversarial:
+        h = result.history
+        log("  held-out margin-PGD accuracy by epoch: " + ", ".join(f"{100 * e['pgd_acc']:.1f}%" for e in h) +
+            f"; best epoch {result.best_epoch}" + (f"; catastrophic overfitting at epoch "
+                                                   f"{result.catastrophic_overfitting_epoch}"
+                                                   if result.catastrophic_overfitting_epoch else ""))
+    model, meta = ckpts.load(spec, key, data.num_classes, plan.device)  # the checkpoint spec asks for
+    return key, model, meta
 
 
 def summarize(ms) -> str:
@@ -98,6 +151,10 @@ def summarize(ms) -> str:
             x = m.metrics
             parts.append(f"CE-PGD raw fp32 {pct(x['robust_acc_fp32'])} vs fp64 {pct(x['robust_acc_fp64'])} "
                          f"(zero grad {pct(x['zero_grad_frac_fp32'])} vs {pct(x['zero_grad_frac_fp64'])})")
+        elif m.threat == "calibration":
+            x = m.metrics
+            parts.append(f"ECE {m.view} {pct(x['ece'])}" +
+                         (f" (post-hoc T {x['posthoc_T']:.3g})" if m.view == "posthoc" else ""))
         elif m.threat == "autoattack_crosscheck":
             x = m.metrics
             parts.append(f"AutoAttack torchattacks {pct(x['robust_acc_torchattacks'])} vs pyautoattack "
@@ -113,7 +170,7 @@ def summarize(ms) -> str:
 def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
     """Run the plan; returns the leaderboard. Finished measurements are in the store as soon as
     they are done, so an interrupted run resumes where it stopped."""
-    data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress)
+    data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress, dataset=plan.dataset)
     log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, test {len(data.test)}")
     data = data.to(plan.device)
     ev = plan.profile.eval
@@ -126,24 +183,39 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
 
     def get_surrogate(sur: ModelSpec, load: bool):
         if not load:
-            return checkpoint_key(sur, plan.profile.recipe, data.fingerprint, data.num_classes), None
+            return checkpoint_key(sur, plan.profile.recipe_for(sur), data.fingerprint, data.num_classes), None
         log(f"  surrogate {sur.name} for the transfer attack:")
         key, model, _ = get_model(sur, plan, data, ckpts, eval_split, log)
         return key, model
 
     started = time.perf_counter()
-    for i, spec in enumerate(plan.models, 1):
-        log(f"[{i}/{len(plan.models)}] {spec.name} (T={spec.T:g}, M={spec.feature_dim})")
-        key, model, meta = get_model(spec, plan, data, ckpts, eval_split, log)
+    resolve_T = TautoResolver(plan.profile.tauto, data, log)
+    for i, spec in enumerate(map(resolve_T, plan.models), 1):
+        if isinstance(spec, ZooSpec):
+            log(f"[{i}/{len(plan.models)}] {spec.name} (a RobustBench zoo model, loaded, not trained)")
+            key, model, meta, spec_cols = get_zoo_model(spec, plan, data, log)
+        else:
+            log(f"[{i}/{len(plan.models)}] {spec.name} (T={spec.T:g}, M={spec.feature_dim})")
+            key, model, meta = get_model(spec, plan, data, ckpts, eval_split, log)
+            spec_cols = {"model": spec.name, "arch": spec.arch_name, "T": spec.T, "head": spec.head,
+                         "regime": spec.regime, "lr_scale": spec.lr_scale, "seed": spec.seed,
+                         "feature_dim": spec.feature_dim, "checkpoint": meta.get("checkpoint", "last"),
+                         "best_epoch": meta.get("best_epoch"),
+                         "catastrophic_overfitting_epoch": meta.get("catastrophic_overfitting_epoch")}
+        # the measurements belong to these weights: @best and @last of one run are two models
+        weights_key = key + (f"@{spec.checkpoint}" if spec.checkpoint else "")
         prov = provenance(plan.device)
-        spec_cols = {"model": spec.name, "arch": spec.arch_name, "T": spec.T, "head": spec.head,
-                     "regime": spec.regime, "lr_scale": spec.lr_scale, "seed": spec.seed,
-                     "feature_dim": spec.feature_dim}
-        jobs = threats.jobs(model, spec, plan, data.num_classes, get_surrogate) + shifts.jobs(model, spec, plan)
+        n = len(eval_split)
+        calibration = ("calibration", [(n, "calibration", v, {"bins": 15, **({"cross_fit_seed": ev.subset_seed}
+                                                                            if v == "posthoc" else {})})
+                                       for v in ("raw", "scaled", "posthoc")],
+                       lambda: evaluate_calibration(model, spec.T, eval_split, ev.batch_size, ev.subset_seed))
+        jobs = threats.jobs(model, spec, plan, data.num_classes, get_surrogate) + [calibration] + \
+            shifts.jobs(model, spec, plan)
         for family, planned, run_job in jobs:
             # Resume: skip what the store holds for these very weights and this very code; any
             # other code version measures again (and replaces the rows).
-            done = [store.get(record_id(_identity(key, data, plan, *p))) for p in planned]
+            done = [store.get(record_id(_identity(weights_key, data, plan, *p))) for p in planned]
             if not plan.force and all(d is not None and d.get("weights_sha256") == meta["weights_sha256"]
                                       and d.get("code_version") == code_version() and d.get("schema") == SCHEMA
                                       for d in done):
@@ -152,14 +224,15 @@ def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
             t0 = time.perf_counter()
             measurements = run_job()
             for m in measurements:
-                record = dict(_identity(key, data, plan, m.n, m.threat, m.view, m.params), **spec_cols, **prov,
-                              family=m.family, source=m.source or f"{data.name}:{ev.split}",
+                record = dict(_identity(weights_key, data, plan, m.n, m.threat, m.view, m.params), **spec_cols,
+                              **prov, family=m.family, source=m.source or f"{data.name}:{ev.split}",
                               num_classes=data.num_classes,
                               corruption=m.corruption or None, severity=m.severity, magnitude=m.magnitude,
                               eps=m.eps, steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
                               weights_sha256=meta["weights_sha256"], profile=plan.profile.name)
                 if m.bits:
                     record["bits"] = m.bits
+                record.update(m.extra)
                 store.put(record)
             log(f"  {family} ({time.perf_counter() - t0:.0f}s): " + summarize(measurements))
     board = write_reports(store, plan.results_dir)

@@ -57,7 +57,9 @@ class ShiftSetup:
                                             real_folder=real, test_labels=data.test.labels if real else None)
             log(f"corruptions: {len(names)} x severities {list(setup.severities)} on {len(idx)} images, "
                 f"{setup.corrupted.source}{f' from {real}' if real else ''}")
-        if "cifar10.1" in ev.shifts:
+        if "cifar10.1" in ev.shifts and data.num_classes != 10:
+            log(f"shifts: CIFAR-10.1 skipped: it is a CIFAR-10 test set and {data.name} has {data.num_classes} classes")
+        elif "cifar10.1" in ev.shifts:
             folder = find_cifar101(roots)
             if folder is None and plan.fetch_shift_sets:  # asked for by name: fetch it or stop
                 log(f"shifts: CIFAR-10.1 not found under {', '.join(map(str, roots))}; downloading it")

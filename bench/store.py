@@ -21,9 +21,10 @@ from bench.errors import BenchError
 
 # The tidy table: one row per measurement and metric. `corruption` and `severity` are set for
 # threat "corruption", `magnitude` for the natural transforms' sweeps.
-COLUMNS = ["run_key", "model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim", "dataset",
-           "num_classes", "split", "source", "n", "family", "threat", "view", "eps", "steps", "corruption", "severity", "magnitude",
-           "params", "metric", "value", "code_version", "torch_version", "device", "timestamp", "wall_s"]
+COLUMNS = ["run_key", "model", "arch", "T", "head", "regime", "lr_scale", "seed", "checkpoint", "feature_dim",
+           "dataset", "num_classes", "split", "source", "n", "family", "threat", "view", "eps", "steps",
+           "corruption", "severity", "magnitude", "params", "metric", "value", "best_epoch",
+           "catastrophic_overfitting_epoch", "code_version", "torch_version", "device", "timestamp", "wall_s"]
 
 # Version of the record layout. Records of an older layout measured the same things under other
 # threat names; the table leaves them out (counted in `ResultStore.stale`) rather than show them

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +63,88 @@ class TrainResult:
     final_train_acc: float
     train_n: int
     wall_s: float
+    # adversarial runs: the weights best on the held-out check, and the check after each epoch
+    best_state: Optional[dict] = None
+    best_epoch: Optional[int] = None
+    history: List[dict] = field(default_factory=list)
+    catastrophic_overfitting_epoch: Optional[int] = None
+
+
+class AdversarialStep:
+    """The inner maximisation and outer loss of an adversarial regime, on a batch.
+
+    The inner attacks are torchattacks' own: PGD (Madry et al. 2018) for at and atT1, TPGD (the
+    KL attack of TRADES, Zhang et al. 2019) for trades, FFGSM (FGSM from a uniform random start,
+    Wong et al. 2020) for fat. The temperature enters the inner loss through the scaled view
+    z/T (atT1: T=1, to separate the inner attack's temperature from the outer loss's). Mode
+    during the attack follows each method's reference code: training mode (batch statistics) for
+    PGD-AT and fast AT, eval mode for TRADES."""
+
+    def __init__(self, spec: ModelSpec, recipe: Recipe, model: torch.nn.Module):
+        import torchattacks
+
+        from attacks.adversarial import parse_eps
+        from attacks.views import make_view
+        self.regime, self.T = spec.regime, spec.T
+        self.beta = recipe.trades_beta
+        eps, alpha = parse_eps(recipe.at_eps), parse_eps(recipe.at_alpha)
+        view = make_view(model, "raw" if spec.regime == "atT1" else "scaled", spec.T)
+        if spec.regime in ("at", "atT1"):
+            self.attack = torchattacks.PGD(view, eps=eps, alpha=alpha, steps=recipe.at_steps, random_start=True)
+        elif spec.regime == "trades":
+            self.attack = torchattacks.TPGD(view, eps=eps, alpha=alpha, steps=recipe.at_steps)
+        elif spec.regime == "fat":
+            self.attack = torchattacks.FFGSM(view, eps=eps, alpha=recipe.fat_step * eps)
+        else:
+            raise ValueError(spec.regime)
+        if spec.regime != "trades":
+            self.attack.set_model_training_mode(model_training=True, batchnorm_training=True)
+
+    def loss(self, model, x, y, lr_scale: bool, label_smoothing: float, autocast):
+        """(loss, logits on the adversarial batch) for one training step."""
+        with autocast():  # the attack's forward passes too (bf16 on CUDA)
+            x_adv = self.attack(x, y).detach()  # random starts from the global generator, seeded per run
+            logits_adv = model(x_adv)
+        if self.regime != "trades":
+            return temperature_loss(logits_adv, y, self.T, lr_scale=lr_scale,
+                                    label_smoothing=label_smoothing), logits_adv
+        with autocast():
+            logits = model(x)
+        natural = F.cross_entropy(logits.float() / self.T, y, label_smoothing=label_smoothing)
+        robust = F.kl_div(F.log_softmax(logits_adv.float() / self.T, 1), F.softmax(logits.float() / self.T, 1),
+                          reduction="batchmean")
+        loss = natural + self.beta * robust
+        return (loss * self.T if lr_scale else loss), logits_adv
+
+
+def holdout_check(model, spec: ModelSpec, recipe: Recipe, holdout, num_classes: int) -> dict:
+    """Clean and margin-PGD accuracy on the held-out images, in eval mode. The margin loss is
+    scale-free, so the saturated softmax of a high-T model cannot fake robustness here."""
+    from attacks.adversarial import make_attack
+    from bench.evaluate import _frac, clean_pass, run_attack
+    was_training = model.training
+    model.eval()
+    pgd = make_attack("pgd_margin", {"eps": recipe.at_eps, "alpha": recipe.at_alpha, "steps": recipe.at_eval_steps})
+    ok, _, _ = clean_pass(model, holdout, 500, [], spec.T)
+    robust, *_ = run_attack(model, spec.T, holdout, ok, pgd, "any", 500, seed=0, n_classes=num_classes)
+    model.train(was_training)
+    return {"clean_acc": _frac(ok), "pgd_acc": _frac(robust)}
+
+
+# A run overfits catastrophically (Wong et al. 2020) when its held-out PGD accuracy collapses:
+# below this fraction of its best so far (once that best is worth the name).
+CATASTROPHIC_DROP = 0.3
+
+
+def catastrophic_epoch(history: List[dict]) -> Optional[int]:
+    """The first epoch whose held-out PGD accuracy fell below CATASTROPHIC_DROP x the best of
+    the epochs before it, or None."""
+    best = 0.0
+    for h in history:
+        if best >= 0.05 and h["pgd_acc"] < CATASTROPHIC_DROP * best:
+            return h["epoch"]
+        best = max(best, h["pgd_acc"])
+    return None
 
 
 def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
@@ -86,6 +170,12 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     # channels_last pays on CPU too (oneDNN convolutions: ~1.8x for fastnet on 2 cores)
     model = build_model(spec, data.num_classes).to(device, memory_format=torch.channels_last)
     idx = stratified_indices(data.train.labels, recipe.train_subset, recipe.subset_seed)
+    holdout = None
+    if spec.adversarial:  # held out from training, to pick the best checkpoint
+        pos = stratified_indices(data.train.labels[idx], recipe.at_holdout, recipe.subset_seed + 1)
+        keep = torch.ones(len(idx), dtype=torch.bool)
+        keep[pos] = False
+        holdout, idx = data.train.subset(idx[pos]).to(device), idx[keep]
     train = data.train.subset(idx).to(device)
     n = len(train)
     steps_per_epoch = n // recipe.batch_size  # drop the ragged last batch: BN needs full batches
@@ -100,6 +190,9 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     schedule = make_schedule(optimizer, recipe, recipe.epochs * steps_per_epoch)
     gen = torch.Generator(device=device).manual_seed(spec.seed)
     T = spec.T
+    adversarial = AdversarialStep(spec, recipe, model) if spec.adversarial else None
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=cuda)
+    result = TrainResult(model, float("nan"), float("nan"), len(idx), 0.0)
     model.train()
     bar = tqdm(total=recipe.epochs * steps_per_epoch, disable=not progress, desc=f"train {spec.name}",
                unit="step", leave=False, dynamic_ncols=True)
@@ -113,9 +206,12 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
             batch = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             x = augment(to_float(train.images[batch]), gen).contiguous(memory_format=torch.channels_last)
             y = train.labels[batch]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                logits = model(x)
-            loss = temperature_loss(logits, y, T, lr_scale=spec.lr_scale, label_smoothing=recipe.label_smoothing)
+            if adversarial is not None:
+                loss, logits = adversarial.loss(model, x, y, spec.lr_scale, recipe.label_smoothing, autocast)
+            else:
+                with autocast():
+                    logits = model(x)
+                loss = temperature_loss(logits, y, T, lr_scale=spec.lr_scale, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -125,6 +221,15 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             bar.update()
+        if holdout is not None:
+            check = dict(holdout_check(model, spec, recipe, holdout, data.num_classes), epoch=epoch + 1,
+                         train_loss=loss_sum.item() / seen)
+            if check["pgd_acc"] > max((h["pgd_acc"] for h in result.history), default=-1.0):
+                result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                result.best_epoch = epoch + 1
+            result.history.append(check)
+            # reported, not hidden: training goes on, and @best keeps the epoch before the collapse
+            result.catastrophic_overfitting_epoch = catastrophic_epoch(result.history)
         if progress:
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum.item() / seen:.3f}")
     bar.close()
@@ -132,4 +237,6 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     if not math.isfinite(final_loss):
         raise FloatingPointError(f"{spec.name}: training diverged (loss {final_loss}); lower the learning rate")
     model.eval()
-    return TrainResult(model, final_loss, correct.item() / seen, n, time.perf_counter() - start)
+    result.final_train_loss, result.final_train_acc = final_loss, correct.item() / seen
+    result.wall_s = time.perf_counter() - start
+    return result

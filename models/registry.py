@@ -2,12 +2,13 @@
 
 A model name encodes everything needed to build and train it (timm style):
 
-    <arch>[w<width>][_bn]_T<temperature>[_<regime>][_lrT][_s<seed>]
+    <arch>[w<width>][_bn]_T<temperature>[_<regime>][_lrT][_s<seed>][@best|@last]
 
     resnet18_T5          ResNet-18, trained with CE(z/5, y)
     resnet18_bn_T11.7    ... with a BatchNorm1d on the features before the classifier
     resnet18w32_Tauto    ResNet-18 at base width 32 (M=256), T from the feature dimension
     fastnet_T50_lrT_s2   fastnet at T=50, loss scaled by T (step-size control arm), seed 2
+    resnet18_T5_at@best  ResNet-18, PGD-AT at T=5, the checkpoint best on held-out PGD accuracy
 
 Parsing gives a frozen ``ModelSpec``; ``spec.name`` is the canonical spelling
 (``resnet18_T5.0`` -> ``resnet18_T5``), so names round-trip.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Optional, Union
 
 import numpy as np
@@ -30,11 +31,19 @@ TAUTO_BETA = -4.706
 TAUTO_MIN = 0.1
 
 # Training regimes: the suffix after the temperature. "std" is plain CE(z/T) training and is
-# left out of canonical names. Later regimes (at, trades, fat, ...) register here with a
-# description; the trainer dispatches on spec.regime.
+# left out of canonical names; the trainer dispatches on spec.regime.
 REGIMES: Dict[str, str] = {
     "std": "standard training with CE(z/T, y)",
+    "at": "PGD-AT (Madry et al. 2018): CE(z/T) on PGD examples that maximise CE(z/T)",
+    "atT1": "PGD-AT whose inner attack maximises CE(z) (T=1); the outer loss is CE(z/T)",
+    "trades": "TRADES (Zhang et al. 2019), beta 6: CE(z/T) + beta KL(p(x) || p(x')) on z/T",
+    "fat": "fast AT (Wong et al. 2020): FGSM from a random start, step 1.25 eps; catastrophic "
+           "overfitting is detected and reported",
 }
+# Adversarially trained models keep two checkpoints of one training run: the best by PGD
+# accuracy on a held-out part of the training set, and the last (robust overfitting is the usual
+# way AT results mislead). A name addresses one with @best / @last.
+CHECKPOINTS = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,32 @@ def format_temperature(t: Union[float, str]) -> str:
 
 
 @dataclass(frozen=True)
+class TautoFormula:
+    """T* = alpha sqrt(M) + beta + gamma ln(CSG) + delta ln(num_classes), clipped below at floor
+    (claim B). gamma and delta are unpublished: 0 unless a profile's [tauto] gives fitted values
+    (python -m bench.fit_temperature fits them from sweeps)."""
+    alpha: float = TAUTO_ALPHA
+    beta: float = TAUTO_BETA
+    gamma: float = 0.0
+    delta: float = 0.0
+    floor: float = TAUTO_MIN
+
+    def resolve(self, feature_dim: int, csg: Optional[float] = None, num_classes: Optional[int] = None) -> float:
+        t = self.alpha * math.sqrt(feature_dim) + self.beta
+        if self.gamma:
+            if not csg or csg <= 0:
+                raise BenchError("the T* correction gamma*ln(CSG) needs the dataset's CSG ([tauto] csg)")
+            t += self.gamma * math.log(csg)
+        if self.delta:
+            t += self.delta * math.log(num_classes)
+        return float(format_temperature(max(self.floor, round(t, 4))))
+
+    @property
+    def published(self) -> bool:
+        return self == TautoFormula()
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     arch: str
     temperature: Union[float, str]  # a positive float, or "auto" (resolved from M)
@@ -78,6 +113,10 @@ class ModelSpec:
     regime: str = "std"
     lr_scale: bool = False  # multiply the loss by T, so logit-space steps match T=1
     seed: int = 0
+    checkpoint: str = ""  # adversarial regimes: "best" or "last" ("" = the training run, both)
+    # _Tauto with a profile's own coefficients or corrections (TautoFormula.resolve): the T they
+    # give; None = the published formula of M alone. Not part of the name.
+    resolved_T: Optional[float] = None
     info: ArchInfo = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
@@ -100,6 +139,24 @@ class ModelSpec:
             raise BenchError(f"unknown regime {self.regime!r}; known: {', '.join(sorted(REGIMES))}")
         if self.seed < 0:
             raise BenchError(f"seed must be >= 0, got {self.seed}")
+        if self.checkpoint and (self.checkpoint not in CHECKPOINTS or self.regime == "std"):
+            raise BenchError(f"@{self.checkpoint}: only adversarially trained models (regimes "
+                             f"{', '.join(r for r in REGIMES if r != 'std')}) have @best and @last checkpoints")
+
+    @property
+    def adversarial(self) -> bool:
+        return self.regime != "std"
+
+    @property
+    def run(self) -> "ModelSpec":
+        """The training run behind this model: the spec without its @best/@last."""
+        return replace(self, checkpoint="") if self.checkpoint else self
+
+    def checkpoints(self) -> list:
+        """The models a name stands for: an adversarial run without @ is both of its checkpoints."""
+        if self.adversarial and not self.checkpoint:
+            return [replace(self, checkpoint=c) for c in CHECKPOINTS]
+        return [self]
 
     @property
     def arch_name(self) -> str:
@@ -114,8 +171,9 @@ class ModelSpec:
     def T(self) -> float:
         """The training temperature, with ``auto`` resolved from the feature dimension."""
         if self.temperature == "auto":
-            return float(format_temperature(
-                max(TAUTO_MIN, round(TAUTO_ALPHA * math.sqrt(self.feature_dim) + TAUTO_BETA, 4))))
+            if self.resolved_T is not None:
+                return self.resolved_T
+            return TautoFormula().resolve(self.feature_dim)
         return float(self.temperature)
 
     @property
@@ -134,14 +192,15 @@ class ModelSpec:
             parts.append("lrT")
         if self.seed:
             parts.append(f"s{self.seed}")
-        return "_".join(parts)
+        return "_".join(parts) + (f"@{self.checkpoint}" if self.checkpoint else "")
 
     def to_dict(self) -> dict:
         """Everything that identifies the model (the key of its checkpoint builds on this)."""
         return {"name": self.name, "arch": self.arch_name, "width": self.width or self.info.default_width,
                 "feature_dim": self.feature_dim, "bn_head": self.bn_head, "temperature": self.T,
                 "temperature_spec": format_temperature(self.temperature), "regime": self.regime,
-                "lr_scale": self.lr_scale, "seed": self.seed}
+                "lr_scale": self.lr_scale, "seed": self.seed,
+                **({"checkpoint": self.checkpoint} if self.checkpoint else {})}
 
     def __str__(self):
         return self.name
@@ -163,6 +222,11 @@ def _suggest(name: str) -> str:
 def parse_name(name: str) -> ModelSpec:
     """Parse a model name into a spec; a malformed name raises BenchError with suggestions."""
     name = name.strip()
+    checkpoint = ""
+    if "@" in name:
+        name, checkpoint = name.split("@", 1)
+        if checkpoint not in CHECKPOINTS:
+            raise BenchError(f"malformed model name {name}@{checkpoint!r}: after @ comes best or last")
     arch = max((a for a in ARCHS if name.startswith(a)), key=len, default=None)
     if arch is None:
         raise BenchError(f"unknown model {name!r}: no architecture matches{_suggest(name)}; "
@@ -199,6 +263,6 @@ def parse_name(name: str) -> ModelSpec:
                          f"(known regimes: {', '.join(sorted(REGIMES))}; then optional _lrT, _s<seed>)")
     try:
         return ModelSpec(arch=arch, temperature=temp, width=width, bn_head=bn_head, regime=regime,
-                         lr_scale=lr_scale, seed=seed)
+                         lr_scale=lr_scale, seed=seed, checkpoint=checkpoint)
     except BenchError as e:
         raise BenchError(f"bad model name {name!r}: {e}") from None

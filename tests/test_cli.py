@@ -41,7 +41,7 @@ def test_smoke_profile_end_to_end(smoke_run):
     assert first.returncode == 0, first.stderr
     results = base / "results"
     board = pd.read_csv(results / "leaderboard.csv")
-    assert sorted(board.model) == ["fastnetw8_T1", "fastnetw8_T10"]
+    assert sorted(board.model) == ["fastnetw8_T1", "fastnetw8_T10", "fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last"]
     assert (board.dataset == "cifar10-mini").all() and (board.n == 100).all()
     attack_cols = [c for c in board.columns if c.endswith("@8/255") and not c.startswith("robust_min")]
     assert sorted(attack_cols) == ["fgsm_raw@8/255", "fgsm_scaled@8/255", "pgd_margin@8/255", "pgd_raw@8/255",
@@ -64,14 +64,14 @@ def test_smoke_profile_end_to_end(smoke_run):
         assert col in tidy.columns
     assert set(tidy[tidy.family.isin(["clean", "attack"])].threat) == {"clean", "fgsm", "pgd", "pgd_margin",
                                                                         "transfer"}
-    assert set(tidy.view) == {"none", "raw", "scaled", "any"}
-    assert set(tidy.family) == {"clean", "attack", "corruption", "natural", "shift", "diagnostic"}
+    assert set(tidy.view) == {"none", "raw", "scaled", "any", "posthoc"}
+    assert set(tidy.family) == {"clean", "attack", "corruption", "natural", "shift", "diagnostic", "calibration"}
     linf = tidy[tidy.metric == "max_linf"]
     assert (linf.value <= linf.eps + 1e-6).all() and set(linf.eps.round(6)) == {round(e / 255, 6) for e in (2, 8, 32)}
     assert set(tidy[tidy.threat == "pgd"].steps) == {3}  # the profile's [attack.pgd] steps
     assert len(list((results / "plots").glob("*.png"))) >= 4
     assert "robust_min" in first.stdout and "fastnetw8_T10" in first.stdout  # the summary table
-    assert len(list((base / "cache" / "checkpoints").glob("*.safetensors"))) == 2
+    assert len(list((base / "cache" / "checkpoints").glob("*.safetensors"))) == 4  # the fast-AT run: best + last
     # shifts: the smoke profile's corruptions (generated), natural transforms and CIFAR-10.1
     corr = tidy[tidy.family == "corruption"]
     assert set(corr.threat) == {"corruption"}
@@ -80,11 +80,20 @@ def test_smoke_profile_end_to_end(smoke_run):
     assert set(corr[corr.corruption == "none"].severity) == {0}
     # the corruption subset's own clean accuracy is the reference of the relative drop
     c_clean = corr[corr.corruption == "none"].set_index("model").value
-    assert (board.set_index("model").c_clean == c_clean).all()
+    assert (board.set_index("model").c_clean.sort_index() == c_clean.sort_index()).all()
     assert (board.mCA <= board.clean + 0.05).all() and board.mCA.notna().all()
     t1 = board.set_index("model").loc["fastnetw8_T1"]
     assert t1.mCE == pytest.approx(1.0) and t1.rel_mCE == pytest.approx(1.0)  # the baseline is itself
-    assert (board.mCE_baseline == "fastnetw8_T1").all()
+    assert board.set_index("model").mCE_baseline.to_dict() == {
+        "fastnetw8_T1": "fastnetw8_T1", "fastnetw8_T10": "fastnetw8_T1",
+        "fastnetw8_T1_fat@best": "fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last": "fastnetw8_T1_fat@last"}
+    # the fast-AT run: trained once, both checkpoints evaluated, its epochs checked on held-out images
+    fat = board.set_index("model").loc[["fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last"]]
+    assert list(fat.checkpoint) == ["best", "last"] and set(fat.regime) == {"fat"}
+    assert first.stderr.count("trained in") == 3 and "held-out margin-PGD accuracy by epoch" in first.stderr
+    # calibration on three views, and a reliability diagram per model
+    assert {"ece_raw", "ece_scaled", "ece_posthoc", "nll_posthoc", "posthoc_T"} <= set(board.columns)
+    assert len(list((results / "plots" / "reliability").glob("*.png"))) == 4
     assert {"nat_rotate", "nat_hue", "nat_worst_grid", "cifar10.1", "cifar10.1_gap"} <= set(board.columns)
     assert (board.nat_worst_grid <= board.clean).all()
     assert set(tidy[tidy.family == "shift"].n) == {40}
@@ -96,9 +105,10 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
     again = cli(*args, env={"BENCH_SHIFT_DATA": str(base / "shift")})
     assert again.returncode == 0, again.stderr
     assert "loaded checkpoint" in again.stderr and "trained in" not in again.stderr
-    # per model: attacks, eps sweep, fp64 check, AutoAttack cross-check, corruptions, natural,
-    # cifar10.1; and the transfer attack for the T=10 model (T=1 is its surrogate)
-    assert again.stderr.count("already in the store") == 2 * 7 + 1
+    # per model: attacks, eps sweep, fp64 check, AutoAttack cross-check, calibration,
+    # corruptions, natural, cifar10.1; and the transfer attack for all but fastnetw8_T1, the
+    # surrogate
+    assert again.stderr.count("already in the store") == 4 * 8 + 3
     after = pd.read_csv(base / "results" / "results.csv")
     assert len(after) == len(before)
     forced = cli(*args, "--force", "--model", "fastnetw8_T1", "--attack", "pgd",
@@ -126,7 +136,8 @@ def test_threats_by_name_corruptions(smoke_run):
               "--severities", "3,5", "--results", str(base / "by_name_c"))
     assert out.returncode == 0, out.stderr
     tidy = pd.read_csv(base / "by_name_c" / "results.csv")
-    assert set(tidy.threat) == {"clean", "corruption"}  # no attack, no transform, no CIFAR-10.1
+    # no attack, no transform, no CIFAR-10.1; clean accuracy and calibration are always measured
+    assert set(tidy.threat) == {"clean", "calibration", "corruption"}
     corr = tidy[tidy.threat == "corruption"]
     assert set(zip(corr.corruption, corr.severity)) == {("none", 0), ("gaussian_noise", 3), ("gaussian_noise", 5),
                                                         ("fog", 3), ("fog", 5)}
@@ -144,7 +155,7 @@ def test_threats_by_name_natural_and_cifar101(smoke_run):
               env={"BENCH_SHIFT_DATA": str(base / "shift")})
     assert out.returncode == 0, out.stderr
     tidy = pd.read_csv(base / "by_name_n" / "results.csv")
-    assert set(tidy.threat) == {"clean", "cifar10.1", "worst_grid", *NATURAL}
+    assert set(tidy.threat) == {"clean", "calibration", "cifar10.1", "worst_grid", *NATURAL}
     rot = tidy[tidy.threat == "rotate"]
     assert sorted(rot.magnitude) == sorted(NATURAL["rotate"].magnitudes) and rot.corruption.isna().all()
     assert (base / "by_name_n" / "plots" / "natural_vs_magnitude_fastnetw8.png").is_file()

@@ -92,12 +92,13 @@ def _write_cifar_batches(folder, n_per_batch=20):
     return md5
 
 
-def _register_checksums(monkeypatch, md5):
+def _register_checksums(monkeypatch, md5, dataset="CIFAR10"):
     """These test files are not the official ones, so torchvision's integrity check needs their md5s."""
-    from torchvision.datasets import CIFAR10
-    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5[n]] for n, _ in CIFAR10.train_list])
-    monkeypatch.setattr(CIFAR10, "test_list", [[n, md5[n]] for n, _ in CIFAR10.test_list])
-    monkeypatch.setattr(CIFAR10, "meta", dict(CIFAR10.meta, md5=md5[CIFAR10.meta["filename"]]))
+    import torchvision.datasets
+    cls = getattr(torchvision.datasets, dataset)
+    monkeypatch.setattr(cls, "train_list", [[n, md5[n]] for n, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[n, md5[n]] for n, _ in cls.test_list])
+    monkeypatch.setattr(cls, "meta", dict(cls.meta, md5=md5[cls.meta["filename"]]))
 
 
 def test_cifar10_python_folder_with_checksums(tmp_path, monkeypatch):
@@ -112,19 +113,26 @@ def test_cifar10_python_folder_with_checksums(tmp_path, monkeypatch):
     assert ds.classes[0] == "airplane"
 
 
+def _serve_archive(monkeypatch, http_server, tmp_path, dataset: str, folder: str, write) -> str:
+    """Small files in the official layout, as the official .tar.gz on a local HTTP server that
+    torchvision's dataset class is pointed at (url, md5s); returns the server's base URL."""
+    import torchvision.datasets
+    cls = getattr(torchvision.datasets, dataset)
+    www, base = http_server
+    md5 = write(tmp_path / "src" / folder)
+    tgz = www / cls.filename
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(tmp_path / "src" / folder, arcname=folder)
+    _register_checksums(monkeypatch, md5, dataset)
+    monkeypatch.setattr(cls, "url", f"{base}/{cls.filename}")
+    monkeypatch.setattr(cls, "tgz_md5", hashlib.md5(tgz.read_bytes()).hexdigest())
+    return base
+
+
 def test_cifar10_download_path_offline(tmp_path, monkeypatch, http_server):
     """The real download code (torchvision's download_and_extract_archive) over real HTTP, from a
     local server holding a small archive in the official layout."""
-    from torchvision.datasets import CIFAR10
-    www, base = http_server
-    src = tmp_path / "src"
-    md5 = _write_cifar_batches(src / "cifar-10-batches-py")
-    tgz = www / "cifar-10-python.tar.gz"
-    with tarfile.open(tgz, "w:gz") as tar:
-        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    _register_checksums(monkeypatch, md5)
-    monkeypatch.setattr(CIFAR10, "url", f"{base}/cifar-10-python.tar.gz")
-    monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(tgz.read_bytes()).hexdigest())
+    _serve_archive(monkeypatch, http_server, tmp_path, "CIFAR10", "cifar-10-batches-py", _write_cifar_batches)
     monkeypatch.delenv("BENCH_DATA", raising=False)
     ds = load_dataset(None, tmp_path / "cache")  # no data root: download into <cache>/downloads
     assert ds.name == "cifar10" and len(ds.train) == 100
@@ -138,6 +146,106 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch, http_server):
     with pytest.raises(BenchError) as e:
         load_dataset(None, tmp_path / "cache")
     assert "could not be downloaded" in str(e.value) and "\n" not in str(e.value)
+
+
+# --- torchvision's CIFAR-100 python format, offline --------------------------------------------
+
+CIFAR100_NAMES = [f"fine{i:02d}" for i in range(100)]
+
+
+def _write_cifar100(folder, n_train=300, n_test=100):
+    """Small files in the layout and format of cifar-100-python.tar.gz: one pickled dict per split
+    (data, fine_labels, coarse_labels, filenames), and meta with the fine and coarse label names.
+    Every image carries its fine label in its first pixel, so the test can see labels follow pixels."""
+    from torchvision.datasets import CIFAR100
+    rng = np.random.default_rng(2)
+    folder.mkdir(parents=True)
+    md5 = {}
+    for (name, _), n in zip(CIFAR100.train_list + CIFAR100.test_list, (n_train, n_test)):
+        fine = np.arange(n) % 100  # every class present
+        rng.shuffle(fine)
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        data[:, 0] = fine  # red channel of pixel (0, 0): rows are R plane, then G, then B
+        entry = {"filenames": [f"img_{i}.png" for i in range(n)], "batch_label": f"{name} batch",
+                 "fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist(), "data": data}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+        md5[name] = hashlib.md5((folder / name).read_bytes()).hexdigest()
+    meta = CIFAR100.meta["filename"]
+    with open(folder / meta, "wb") as f:
+        pickle.dump({"fine_label_names": CIFAR100_NAMES,
+                     "coarse_label_names": [f"coarse{i:02d}" for i in range(20)]}, f)
+    md5[meta] = hashlib.md5((folder / meta).read_bytes()).hexdigest()
+    return md5
+
+
+def test_cifar100_python_folder_with_checksums_and_cache(tmp_path, monkeypatch):
+    md5 = _write_cifar100(tmp_path / "root" / "cifar-100-python")
+    cache = tmp_path / "cache"
+    with pytest.raises(BenchError, match="CIFAR-100 .*md5"):  # not the official files: never unpickled
+        load_dataset(str(tmp_path / "root"), cache)
+    assert not (cache / "data").exists()
+    _register_checksums(monkeypatch, md5, "CIFAR100")
+    ds = load_dataset(str(tmp_path / "root"), cache)
+    assert ds.name == "cifar100" and ds.num_classes == 100 and ds.classes == CIFAR100_NAMES
+    assert ds.train.images.shape == (300, 3, 32, 32) and ds.test.images.shape == (100, 3, 32, 32)
+    assert ds.train.images.dtype == torch.uint8 and ds.train.labels.dtype == torch.int64
+    # fine labels (not coarse), each under its own image
+    for split in (ds.train, ds.test):
+        assert torch.equal(split.images[:, 0, 0, 0].long(), split.labels)
+        assert split.labels.bincount(minlength=100).min() >= 1 and split.labels.max() == 99
+    files = list((cache / "data").glob("cifar100-*.safetensors"))
+    assert len(files) == 1
+    again = load_dataset(str(tmp_path / "root"), cache)
+    assert again.fingerprint == ds.fingerprint and again.classes == ds.classes
+    assert torch.equal(again.test.images, ds.test.images) and torch.equal(again.train.labels, ds.train.labels)
+    # the second load read the cache, not the pickles: breaking the cache is reported
+    data = bytearray(files[0].read_bytes())
+    data[-50] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    with pytest.raises(BenchError, match="corrupt"):
+        load_dataset(str(tmp_path / "root"), cache)
+
+
+def test_choosing_between_cifar10_and_cifar100_in_one_root(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    _register_checksums(monkeypatch, _write_cifar_batches(root / "cifar-10-batches-py"))
+    _register_checksums(monkeypatch, _write_cifar100(root / "cifar-100-python"), "CIFAR100")
+    cache = tmp_path / "cache"
+    with pytest.raises(BenchError) as e:  # both there: no silent choice
+        load_dataset(str(root), cache)
+    assert "--dataset cifar10|cifar100" in str(e.value) and "\n" not in str(e.value)
+    assert load_dataset(str(root), cache, dataset="cifar100").num_classes == 100
+    assert load_dataset(str(root), cache, dataset="cifar10").name == "cifar10"
+    # the folder itself as the data root names the dataset
+    assert load_dataset(str(root / "cifar-100-python"), cache).name == "cifar100"
+    assert load_dataset(str(root / "cifar-10-batches-py"), cache).name == "cifar10"
+    with pytest.raises(BenchError, match="is cifar100, but dataset 'cifar10'"):
+        load_dataset(str(root / "cifar-100-python"), cache, dataset="cifar10")
+    with pytest.raises(BenchError, match="unknown dataset 'cifar1000'"):
+        load_dataset(str(root), cache, dataset="cifar1000")
+    only10 = tmp_path / "only10"
+    _write_cifar_batches(only10 / "cifar-10-batches-py")
+    with pytest.raises(BenchError, match="no cifar-100-python folder"):  # an explicit root never downloads
+        load_dataset(str(only10), cache, dataset="cifar100")
+    with pytest.raises(BenchError, match="ImageFolder tree"):
+        load_dataset(str(make_imagefolder(tmp_path / "toy")), cache, dataset="cifar100")
+
+
+def test_cifar100_downloads_only_when_named(tmp_path, monkeypatch, http_server):
+    """The default root downloads CIFAR-100 when it is asked for by name (over real HTTP from a
+    local server), and a plain run there still means CIFAR-10."""
+    from torchvision.datasets import CIFAR10
+    base = _serve_archive(monkeypatch, http_server, tmp_path, "CIFAR100", "cifar-100-python", _write_cifar100)
+    monkeypatch.setattr(CIFAR10, "url", f"{base}/missing.tar.gz")  # a CIFAR-10 download would fail
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    cache = tmp_path / "cache"
+    ds = load_dataset(None, cache, dataset="cifar100")
+    assert ds.name == "cifar100" and len(ds.train) == 300
+    assert (cache / "downloads" / "cifar-100-python").is_dir()
+    # not named: the default root means CIFAR-10, even with CIFAR-100 sitting there
+    with pytest.raises(BenchError, match="CIFAR-10 is not in .* could not be downloaded"):
+        load_dataset(None, cache)
 
 
 # --- subsets and augmentation -------------------------------------------------------------------

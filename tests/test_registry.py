@@ -86,3 +86,36 @@ def test_nan_and_inf_temperature_rejected():
     for t in (float("nan"), float("inf"), -2.0, 0.0):
         with pytest.raises(BenchError):
             ModelSpec(arch="fastnet", temperature=t)
+
+
+def test_tauto_formula_and_profile_corrections(tmp_path):
+    from bench.profiles import load_profile
+    from models.registry import TautoFormula
+    assert parse_name("resnet18_bn_Tauto").T == pytest.approx(0.7239 * 512 ** 0.5 - 4.706, abs=1e-3)
+    assert TautoFormula().resolve(4) == 0.1  # clipped below
+    f = TautoFormula(gamma=2.0, delta=-1.0)
+    assert f.resolve(512, csg=3.0, num_classes=10) == pytest.approx(11.674 + 2 * 1.0986 - 2.3026, abs=1e-3)
+    with pytest.raises(BenchError, match="needs the dataset's CSG"):
+        f.resolve(512)
+    (tmp_path / "p.toml").write_text('[recipe]\nepochs = 1\n[tauto]\ngamma = 0.5\ncsg = 2.0\n')
+    p = load_profile(str(tmp_path / "p.toml"))
+    assert p.tauto.formula.gamma == 0.5 and p.tauto.csg == 2.0
+    for bad, fragment in (('gamma = 0.5\n', "needs the dataset's csg"), ('csg = -1\n', "positive number"),
+                          ('alpah = 1\n', "unknown key alpah")):
+        (tmp_path / "b.toml").write_text('[recipe]\nepochs = 1\n[tauto]\n' + bad)
+        with pytest.raises(BenchError, match=fragment):
+            load_profile(str(tmp_path / "b.toml"))
+
+
+def test_tauto_resolver_uses_the_profile(mini_data):
+    from bench.profiles import TautoSetup
+    from bench.runner import TautoResolver
+    spec = parse_name("fastnetw8_bn_Tauto")
+    assert TautoResolver(TautoSetup(), mini_data, print)(spec) is spec  # published: nothing to do
+    r = TautoResolver(TautoSetup(alpha=1.0, beta=0.0, delta=1.0, csg=2.0), mini_data, print)(spec)
+    assert r.T == pytest.approx(32 ** 0.5 + 2.302585, abs=1e-3) and r.name == "fastnetw8_bn_Tauto"
+    logged = []
+    auto = TautoResolver(TautoSetup(gamma=1.0, csg="auto"), mini_data, logged.append)
+    t = auto(spec).T
+    assert logged and "CSG of cifar10-mini" in logged[0] and auto(spec).T == t  # computed once
+    assert t == pytest.approx(max(0.1, 0.7239 * 32 ** 0.5 - 4.706 + math.log(auto._csg)), abs=1e-3)

@@ -1,0 +1,598 @@
+"""Claim-by-claim verdicts, computed from the results store (never written by hand).
+
+Each claim of science.md is tested by one or more *comparisons*: within a model family
+(architecture, head, regime, checkpoint, loss-x-T arm; seeds averaged), the T=1 model against
+the best model at another temperature, on one metric. A loss-x-T family has no T=1 model of its
+own; its baseline is the fixed-lr T=1 model of the same architecture (at T=1 the two losses are
+the same loss).
+
+  A1  moderate T improves clean accuracy       clean, T in (1, moderate_T_max]
+  A2  elevated T improves corruption robustness mCA (mCE and the relative drop shown), T > 1
+  A3  elevated T improves natural-shift robustness  cifar10.1, the mean of the nat_<transform>
+                                                columns, nat_worst_grid; T > 1
+  A4  elevated T improves PGD robustness        robust_min (the minimum over every Linf attack and
+                                                view at 8/255) and PGD on the raw logits; T > 1
+  A5  higher T helps adversarial training       as A4, in the families of regimes at/atT1/trades/fat
+  A6  targeted attacks still succeed at high T  success rate of the strongest targeted attack on the
+                                                raw logits, at every T >= high_T_min, against T=1
+  B   T* = 0.7239 sqrt(M) - 4.706 with a BN     clean accuracy of <arch>_bn_Tauto against the BN-head
+      head is the best temperature              T=1 model, the plain T=1 model, and the best other
+                                                T of the BN-head family
+
+Uncertainty. Where both models carry per-image bits on the same images (clean accuracy and every
+attack; the store's subsets are seeded by the profile, so models of one run share their images),
+the standard error of the difference is the paired one, sd(b_cand - b_base) / sqrt(n) over the
+images: what a paired bootstrap estimates, without its randomness. Otherwise (corruptions,
+natural transforms, shifted test sets) it is the unpaired binomial one,
+sqrt(p1 q1 / n1 + p2 q2 / n2), with p = (k+1)/(n+2) so that 0% and 100% do not give a zero error.
+The binomial error ignores the pairing and, for a mean over many corrupted copies of the same
+images, uses the number of images: both make it conservative. With several seeds per temperature,
+the spread of the per-seed differences is added (sqrt(se_images^2 + se_seeds^2)). A standard error
+is never below one image (1/n).
+
+Verdicts, from a fixed vocabulary (VERDICTS). For one "improves" comparison, with
+d = candidate - baseline and z the critical value:
+
+  supported       d - z*se > 0 and d >= min_effect
+  not supported   d + z*se < min_effect (an improvement of min_effect or more is ruled out)
+  inconclusive    otherwise (the difference is within the noise)
+
+"The best of k temperatures" is the largest of k noisy differences, so z is Bonferroni-corrected:
+z = Phi^-1(1 - alpha / (2k)) (1.96 for k = 1, 2.58 for k = 5). A4/A5 run the test twice, on
+robust_min and on CE-PGD against the raw logits (the attack the claim reports, the one gradient
+masking fools): robust_min decides; when only PGD-raw supports the claim, the verdict is
+"supported only under a weak attack". A6 is an equivalence test: targeted success at a high T
+counts as "still succeeds" when its drop from T=1 is below targeted_margin (drop + z*se < margin:
+supported; drop - z*se > margin: not supported). B is supported when T* beats both T=1 models and
+no other BN-head temperature beats T*; not supported when another temperature does, or when T*
+is ruled out to beat a T=1 model. A claim's verdict combines its comparisons: "not measured"
+entries are left out; if they all agree, that verdict; supported mixed with "supported only under
+a weak attack" gives the latter; any other mix is "inconclusive" (the families disagree).
+
+All thresholds are in THRESHOLDS. Accuracies are fractions in [0, 1]; pp = percentage points.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported"
+WEAK_ONLY = "supported only under a weak attack"
+INCONCLUSIVE = "inconclusive"
+NOT_MEASURED = "not measured"
+VERDICTS = (SUPPORTED, NOT_SUPPORTED, WEAK_ONLY, INCONCLUSIVE, NOT_MEASURED)
+
+THRESHOLDS: Dict[str, float] = {
+    "alpha": 0.05,  # two-sided error rate of one comparison (before the Bonferroni correction)
+    "min_effect": 0.01,  # 1 pp: a smaller gain is not called an improvement at any n
+    "moderate_T_max": 10.0,  # A1: "moderate" T is in (1, 10]
+    "high_T_min": 5.0,  # A6: "high" T is T >= 5
+    "targeted_margin": 0.10,  # A6: targeted success may drop up to 10 pp from T=1 and still "succeed"
+}
+
+AT_REGIMES = ("at", "atT1", "trades", "fat")
+HEADLINE_EPS = 8 / 255
+
+CLAIMS: Dict[str, Tuple[str, str]] = {
+    "A1": ("Moderate T improves clean accuracy over T=1.",
+           "Clean accuracy: T=1 against the best T in (1, {moderate_T_max:g}], per family; paired over images."),
+    "A2": ("Elevated T improves robustness to common corruptions (mCA, mCE).",
+           "mCA (mean accuracy over the 15 CIFAR-10-C corruptions x 5 severities): T=1 against the best T > 1, "
+           "per family; mCE and the relative drop from clean are shown."),
+    "A3": ("Elevated T improves robustness to natural shifts (CIFAR-10.1, small rotations and translations).",
+           "CIFAR-10.1 accuracy, the mean accuracy over the natural-transform sweeps (nat_*) and the worst case "
+           "over the rotation/translation grid: T=1 against the best T > 1, per family."),
+    "A4": ("Elevated T improves robustness to untargeted attacks such as PGD.",
+           "robust_min (minimum over every Linf attack and view at 8/255) decides; CE-PGD on the raw logits is "
+           "the weak attack the claim reports: T=1 against the best T > 1, per family; paired over images."),
+    "A5": ("Higher T helps adversarial training.",
+           "As A4, in the adversarially trained families (regimes " + ", ".join(AT_REGIMES) + ")."),
+    "A6": ("Targeted attacks still succeed against high-T models.",
+           "Success rate (among correctly classified points) of the strongest targeted attack on the raw logits, "
+           "at every T >= {high_T_min:g} against T=1 of the family; equivalence margin {targeted_margin_pp:g} pp."),
+    "B": ("With a BN head, T* = 0.7239 sqrt(M) - 4.706 is the best training temperature.",
+          "Clean accuracy of <arch>_bn_Tauto against the BN-head T=1 model, the plain T=1 model and the best "
+          "other temperature of the BN-head family; paired over images."),
+}
+
+
+@dataclass
+class Comparison:
+    """One test of a claim: candidate against baseline on one metric, within one family."""
+    family: str
+    metric: str
+    baseline: str  # model name (seeds: the first one's name, "+k seeds")
+    baseline_T: float
+    baseline_value: float
+    candidate: str
+    candidate_T: float
+    candidate_value: float
+    diff: float  # candidate - baseline
+    se: float
+    z: float  # the critical value the difference was held to
+    n: int  # images per model x seeds
+    se_kind: str  # "paired" or "binomial"
+    verdict: str
+    note: str = ""
+    decides: bool = True  # False: shown as evidence (a weak attack, a side test), not voting
+    models: Tuple[str, ...] = ()  # every model behind the two numbers
+
+
+@dataclass
+class ClaimResult:
+    key: str
+    claim: str
+    measurement: str
+    verdict: str
+    reason: str
+    comparisons: List[Comparison] = field(default_factory=list)
+    models: List[str] = field(default_factory=list)  # the models whose numbers were used
+
+
+def z_crit(k: int) -> float:
+    """Two-sided critical value for the best of k comparisons (Bonferroni)."""
+    return NormalDist().inv_cdf(1 - THRESHOLDS["alpha"] / (2 * max(1, k)))
+
+
+def improvement_verdict(diff: float, se: float, z: float) -> str:
+    m = THRESHOLDS["min_effect"]
+    if not (np.isfinite(diff) and np.isfinite(se)):
+        return NOT_MEASURED
+    if diff - z * se > 0 and diff >= m:
+        return SUPPORTED
+    if diff + z * se < m:
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+def combine(verdicts: Sequence[str]) -> Tuple[str, str]:
+    """A claim's verdict from its comparisons' verdicts, and why."""
+    measured = [v for v in verdicts if v != NOT_MEASURED]
+    if not measured:
+        return NOT_MEASURED, "no model of the store measures it"
+    kinds = sorted(set(measured), key=VERDICTS.index)
+    if len(kinds) == 1:
+        return kinds[0], "every difference is within the noise" if kinds[0] == INCONCLUSIVE else ""
+    if set(kinds) == {SUPPORTED, WEAK_ONLY}:
+        return WEAK_ONLY, "robust_min supports it in some families only"
+    counts = ", ".join(f"{measured.count(k)} {k}" for k in kinds)
+    return INCONCLUSIVE, f"the families/metrics disagree ({counts})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The data the comparisons read
+
+
+class Family(NamedTuple):
+    """Models that differ only in temperature and seed. Comparisons never cross a family (nor a
+    dataset: models of one dataset and n share their test images)."""
+    arch: str
+    head: str
+    regime: str
+    checkpoint: str
+    lr_scale: bool
+    dataset: str
+
+    @classmethod
+    def of(cls, row) -> "Family":
+        ckpt = row.get("checkpoint")
+        return cls(row["arch"], row["head"], row["regime"], ckpt if isinstance(ckpt, str) else "",
+                   bool(row["lr_scale"]), str(row.get("dataset", "")))
+
+    def label(self, with_dataset: bool = False) -> str:
+        text = self.arch + (" +BN head" if self.head == "bn" else "")
+        if self.regime != "std":
+            text += f" {self.regime}" + (f"@{self.checkpoint}" if self.checkpoint else "")
+        text += " (loss x T)" if self.lr_scale else ""
+        return text + (f" [{self.dataset}]" if with_dataset else "")
+
+
+def is_tauto(model: str) -> bool:
+    return re.search(r"_Tauto(_|@|$)", str(model)) is not None
+
+
+class Evidence:
+    """The leaderboard, the tidy table and the per-image bits of the latest run of every model,
+    indexed for the comparisons."""
+
+    def __init__(self, tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame]):
+        from bench.report import latest_runs, threat_norm
+        self.board = board.set_index("model", drop=False) if len(board) else board
+        self.tidy = latest_runs(tidy) if len(tidy) else tidy
+        self._bits: Dict[Tuple[str, str, str, float], np.ndarray] = {}
+        if bits is not None and len(bits):
+            from bench.evaluate import unpack_bits
+            for r in latest_runs(bits).itertuples():
+                self._bits[(r.model, r.threat, r.view, round(float(r.eps), 6))] = unpack_bits(r.bits, int(r.n))
+        self._norm = threat_norm
+        self.several_datasets = len(board) > 0 and board["dataset"].nunique() > 1
+
+    def label(self, fam: Family) -> str:
+        return fam.label(with_dataset=self.several_datasets)
+
+    # --- per-model numbers
+
+    def value(self, model: str, metric: str) -> float:
+        if metric == "nat_mean":
+            cols = [c for c in self.board.columns if c.startswith("nat_") and c != "nat_worst_grid"]
+            if model not in self.board.index:
+                return float("nan")
+            vals = self.board.loc[model, cols].astype(float) if cols else pd.Series(dtype=float)
+            return float(vals.mean()) if vals.notna().any() else float("nan")
+        if metric not in self.board.columns or model not in self.board.index:
+            return float("nan")
+        v = self.board.loc[model, metric]
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    def n(self, model: str, metric: str) -> int:
+        """Images behind a model's number."""
+        t = self.tidy[self.tidy.model == model]
+        if metric in ("mCA", "mCE", "c_rel_drop"):
+            t = t[t.threat == "corruption"]
+        elif metric.startswith("nat_"):
+            t = t[t.family == "natural"]
+        elif metric == "cifar10.1":
+            t = t[t.threat == "cifar10.1"]
+        else:
+            return int(self.board.loc[model, "n"])
+        return int(t.n.max()) if len(t) else int(self.board.loc[model, "n"])
+
+    def bits(self, model: str, metric: str) -> Optional[np.ndarray]:
+        """Per-image correctness behind clean, pgd_raw@8/255, robust_min and robust_worst."""
+        eps = round(HEADLINE_EPS, 6)
+        if metric == "clean":
+            return self._bits.get((model, "clean", "none", 0.0))
+        if metric == "pgd_raw@8/255":
+            return self._bits.get((model, "pgd", "raw", eps))
+        if metric == "robust_min":
+            by = self.board.loc[model].get("robust_min_by") if "robust_min_by" in self.board.columns else None
+            if not isinstance(by, str) or "/" not in by:
+                return None
+            threat, view = by.split("/", 1)
+            return self._bits.get((model, threat, view, eps))
+        if metric == "robust_worst":
+            rows = [b for (m, t, v, e), b in self._bits.items()
+                    if m == model and e == eps and t != "clean" and self._norm(t) == "linf"]
+            return np.logical_and.reduce(rows) if rows else None
+        return None
+
+    def targeted_success(self, model: str) -> Tuple[float, int, str]:
+        """(success rate among the correctly classified points, how many there were, attack/view) of
+        the strongest targeted attack on the raw logits (or view-invariant) at 8/255."""
+        from attacks import ATTACKS
+        t = self.tidy[(self.tidy.model == model) & (self.tidy.family == "attack") &
+                      np.isclose(self.tidy.eps.astype(float), HEADLINE_EPS) & self.tidy.view.isin(["raw", "any"])]
+        t = t[t.threat.map(lambda a: a in ATTACKS and bool(ATTACKS[a].targeted))]
+        if t.empty:
+            return float("nan"), 0, ""
+        wide = t.pivot_table(index=["threat", "view", "n"], columns="metric", values="value", aggfunc="mean")
+        if "success_rate" not in wide or "clean_acc" not in wide:
+            return float("nan"), 0, ""
+        (threat, view, n), row = max(wide.iterrows(), key=lambda kv: kv[1]["success_rate"])
+        return float(row["success_rate"]), int(round(row["clean_acc"] * n)), f"{threat}/{view}"
+
+    # --- families
+
+    def families(self, regimes: Sequence[str]) -> Dict[Family, pd.DataFrame]:
+        if self.board.empty:
+            return {}
+        board = self.board[self.board.regime.isin(regimes)]
+        out: Dict[Family, list] = {}
+        for _, row in board.iterrows():
+            out.setdefault(Family.of(row), []).append(row)
+        return {k: pd.DataFrame(v) for k, v in out.items()}
+
+    def baseline_rows(self, fam: Family) -> pd.DataFrame:
+        """The T=1 models of a family; for the loss-x-T arm, those of its fixed-lr twin."""
+        fams = self.families([fam.regime])
+        for k in (fam, fam._replace(lr_scale=False)):
+            rows = fams.get(k)
+            if rows is not None:
+                t1 = rows[np.isclose(rows["T"].astype(float), 1.0) & ~rows.model.map(is_tauto)]
+                if len(t1):
+                    return t1
+        return pd.DataFrame()
+
+
+# ---------------------------------------------------------------------------------------------
+# Differences and their standard errors
+
+
+def _binomial_se(p: float, n: int) -> float:
+    p_ = (p * n + 1) / (n + 2)
+    return math.sqrt(p_ * (1 - p_) / n)
+
+
+def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str) -> Tuple[float, float, int, str]:
+    """(candidate - baseline, its standard error, images x seeds, "paired"/"binomial"), seeds
+    averaged. Seeds are matched in order of seed number when both sides have the same count."""
+    cand = cand.sort_values("seed")
+    base = base.sort_values("seed")
+    vc = [ev.value(m, metric) for m in cand.model]
+    vb = [ev.value(m, metric) for m in base.model]
+    if not (np.isfinite(vc).all() and np.isfinite(vb).all()):
+        return float("nan"), float("nan"), 0, ""
+    diff = float(np.mean(vc) - np.mean(vb))
+    n = min(ev.n(m, metric) for m in list(cand.model) + list(base.model))
+    kinds, var_img = set(), []
+    pairs = list(zip(cand.model, base.model)) if len(cand) == len(base) else []
+    for mc, mb in pairs:
+        bc, bb = ev.bits(mc, metric), ev.bits(mb, metric)
+        if bc is not None and bb is not None and len(bc) == len(bb):
+            d = bc.astype(float) - bb.astype(float)
+            se = max(float(d.std(ddof=1)) / math.sqrt(len(d)), 1 / len(d)) if len(d) > 1 else 1.0
+            kinds.add("paired")
+        else:
+            se = math.hypot(_binomial_se(ev.value(mc, metric), ev.n(mc, metric)),
+                            _binomial_se(ev.value(mb, metric), ev.n(mb, metric)))
+            kinds.add("binomial")
+        var_img.append(se ** 2)
+    if pairs:
+        se_img = math.sqrt(sum(var_img)) / len(pairs)
+    else:  # unmatched seeds: pool the images of every seed
+        se_img = math.hypot(_binomial_se(float(np.mean(vc)), n * len(vc)), _binomial_se(float(np.mean(vb)), n * len(vb)))
+        kinds.add("binomial")
+    se_seed = 0.0
+    if len(pairs) >= 2:
+        se_seed = float(np.std(np.subtract(vc, vb), ddof=1)) / math.sqrt(len(pairs))
+    elif len(vc) >= 2 and len(vb) >= 2:
+        se_seed = math.sqrt(np.var(vc, ddof=1) / len(vc) + np.var(vb, ddof=1) / len(vb))
+    kind = "binomial" if "binomial" in kinds else "paired"
+    if max(len(vc), len(vb)) >= 2:
+        kind += f" + seeds ({len(vc)} vs {len(vb)})"
+    return diff, math.hypot(se_img, se_seed), n * max(len(vc), 1), kind
+
+
+def _name(rows: pd.DataFrame) -> str:
+    first = str(rows.sort_values("seed").model.iloc[0])
+    return first + (f" +{len(rows) - 1} seeds" if len(rows) > 1 else "")
+
+
+def best_vs_t1(ev: Evidence, key: Family, rows: pd.DataFrame, metric: str, candidates: pd.DataFrame,
+               higher_is_better: bool = True) -> Optional[Comparison]:
+    """The family's T=1 model against its best candidate temperature on ``metric``."""
+    base = ev.baseline_rows(key)
+    if base.empty or candidates.empty:
+        return None
+    vals = {}
+    for T, grp in candidates.groupby("T"):
+        v = [ev.value(m, metric) for m in grp.model]
+        if np.isfinite(v).all():
+            vals[T] = float(np.mean(v))
+    bv = [ev.value(m, metric) for m in base.model]
+    if not vals or not np.isfinite(bv).all():
+        return None
+    best_T = (max if higher_is_better else min)(vals, key=vals.get)
+    cand = candidates[candidates["T"] == best_T]
+    diff, se, n, kind = difference(ev, cand, base, metric)
+    z = z_crit(len(vals))
+    signed = diff if higher_is_better else -diff
+    return Comparison(ev.label(key), metric, _name(base), 1.0, float(np.mean(bv)), _name(cand), float(best_T),
+                      vals[best_T], diff, se, z, n, kind, improvement_verdict(signed, se, z),
+                      note=f"best of {len(vals)} temperature{'s' * (len(vals) > 1)}",
+                      models=tuple(base.model) + tuple(cand.model))
+
+
+def _elevated(rows: pd.DataFrame, t_max: float = math.inf) -> pd.DataFrame:
+    T = rows["T"].astype(float)
+    return rows[(T > 1.0) & (T <= t_max) & ~rows.model.map(is_tauto)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The claims
+
+
+def _improvement_claim(ev: Evidence, key: str, metrics: Sequence[str], regimes=("std",),
+                       t_max: float = math.inf) -> List[Comparison]:
+    out = []
+    families = ev.families(regimes)
+    for metric in metrics:
+        found = [c for fam, rows in families.items()
+                 for c in [best_vs_t1(ev, fam, rows, metric, _elevated(rows, t_max))] if c is not None]
+        if not found:  # say which measurement is missing rather than leave it out silently
+            out.append(Comparison("(all)", metric, "", 1.0, float("nan"), "", float("nan"), float("nan"),
+                                  float("nan"), float("nan"), float("nan"), 0, "", NOT_MEASURED,
+                                  note=f"{metric}: no family has it at T=1 and at another temperature"))
+        out += found
+    return out
+
+
+def _robustness_claim(ev: Evidence, regimes: Sequence[str]) -> List[Comparison]:
+    """A4/A5: robust_min decides; PGD on the raw logits says whether a weak attack would have
+    supported the claim."""
+    out = []
+    for fam, rows in ev.families(regimes).items():
+        strong = best_vs_t1(ev, fam, rows, "robust_min", _elevated(rows))
+        weak = best_vs_t1(ev, fam, rows, "pgd_raw@8/255", _elevated(rows))
+        if strong is None:
+            continue
+        # robustness bought with clean accuracy is part of the answer
+        cb = np.mean([ev.value(m, "clean") for m in ev.baseline_rows(fam).model])
+        cc = np.mean([ev.value(m, "clean") for m in rows[rows["T"] == strong.candidate_T].model])
+        strong.note += f"; clean accuracy {100 * cc:.1f}% at T={strong.candidate_T:g} vs {100 * cb:.1f}% at T=1"
+        if weak is not None:
+            if strong.verdict != SUPPORTED and weak.verdict == SUPPORTED:
+                strong.verdict = WEAK_ONLY
+                strong.note += (f"; CE-PGD on raw logits: {100 * weak.candidate_value:.1f}% at T={weak.candidate_T:g} "
+                                f"vs {100 * weak.baseline_value:.1f}% at T=1, which robust_min does not confirm")
+            weak.note += "; the weak attack: shown, robust_min decides"
+            weak.decides = False
+        out.append(strong)
+        if weak is not None:
+            out.append(weak)
+    return out
+
+
+def _targeted_claim(ev: Evidence) -> List[Comparison]:
+    out = []
+    margin = THRESHOLDS["targeted_margin"]
+    for fam, rows in ev.families(["std"]).items():
+        base = ev.baseline_rows(fam)
+        high = rows[(rows["T"].astype(float) >= THRESHOLDS["high_T_min"])]
+        if base.empty or high.empty:
+            continue
+        s1, n1, by1 = ev.targeted_success(str(base.sort_values("seed").model.iloc[0]))
+        if not np.isfinite(s1):
+            continue
+        z = z_crit(len(high))
+        for _, r in high.sort_values("T").iterrows():
+            s, n, by = ev.targeted_success(r.model)
+            if not np.isfinite(s) or n == 0 or n1 == 0:
+                continue
+            drop = s1 - s
+            se = math.hypot(_binomial_se(s, n), _binomial_se(s1, n1))
+            if drop + z * se < margin:
+                verdict = SUPPORTED
+            elif drop - z * se > margin:
+                verdict = NOT_SUPPORTED
+            else:
+                verdict = INCONCLUSIVE
+            out.append(Comparison(ev.label(fam), "targeted success (raw)", _name(base), 1.0, s1, r.model,
+                                  float(r["T"]), s, s - s1, se, z, n, "binomial", verdict,
+                                  note=f"{by} vs {by1}; success among the {n} correctly classified points "
+                                       f"(T=1: {n1})", models=(str(base.sort_values("seed").model.iloc[0]), r.model)))
+    return out
+
+
+def _tstar_claim(ev: Evidence) -> List[Comparison]:
+    out = []
+    for fam, rows in ev.families(["std"]).items():
+        if fam.head != "bn":
+            continue
+        star = rows[rows.model.map(is_tauto)]
+        if star.empty:
+            continue
+        T_star = float(star["T"].iloc[0])
+        z1 = z_crit(1)
+        tests: List[Comparison] = []
+        for label, base in (("BN head, T=1", ev.baseline_rows(fam)),
+                            ("no BN head, T=1", ev.baseline_rows(fam._replace(head="plain")))):
+            if base.empty:
+                continue
+            diff, se, n, kind = difference(ev, star, base, "clean")
+            if not np.isfinite(diff):
+                continue
+            tests.append(Comparison(ev.label(fam), "clean", _name(base), 1.0,
+                                    float(np.mean([ev.value(m, "clean") for m in base.model])), _name(star), T_star,
+                                    float(np.mean([ev.value(m, "clean") for m in star.model])), diff, se, z1, n, kind,
+                                    improvement_verdict(diff, se, z1), note=f"T* against {label}",
+                                    models=tuple(base.model) + tuple(star.model)))
+        others = rows[~rows.model.map(is_tauto) & ~np.isclose(rows["T"].astype(float), T_star)]
+        rival = None
+        if len(others):
+            vals = others.groupby("T").model.apply(lambda ms: np.mean([ev.value(m, "clean") for m in ms]))
+            best_T = float(vals.idxmax())
+            cand = others[others["T"] == best_T]
+            diff, se, n, kind = difference(ev, cand, star, "clean")
+            z = z_crit(len(vals))
+            rival = Comparison(ev.label(fam), "clean", _name(star), T_star,
+                               float(np.mean([ev.value(m, "clean") for m in star.model])), _name(cand), best_T,
+                               float(vals[best_T]), diff, se, z, n, kind, improvement_verdict(diff, se, z),
+                               note=f"best other BN-head temperature against T* (of {len(vals)})",
+                               models=tuple(star.model) + tuple(cand.model))
+        if not tests:
+            out.append(Comparison(ev.label(fam), "clean", "", 1.0, float("nan"), _name(star), T_star,
+                                  ev.value(star.model.iloc[0], "clean"), float("nan"), float("nan"), z1, 0, "",
+                                  NOT_MEASURED, note="no T=1 model (BN head or plain) to compare T* with",
+                                  models=tuple(star.model)))
+            continue
+        if (rival is not None and rival.verdict == SUPPORTED) or any(t.verdict == NOT_SUPPORTED for t in tests):
+            verdict = NOT_SUPPORTED
+        elif all(t.verdict == SUPPORTED for t in tests):
+            verdict = SUPPORTED
+        else:
+            verdict = INCONCLUSIVE
+        # the first test carries the family's verdict (its own is in the note); the rest are evidence
+        for i, t in enumerate(tests + ([rival] if rival else [])):
+            if i == 0:
+                t.note += f" (this test alone: {t.verdict}; the family's verdict combines all three)"
+                t.verdict = verdict
+            else:
+                t.decides = False
+            out.append(t)
+    return out
+
+
+def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame] = None) -> List[ClaimResult]:
+    """Every claim of science.md, from the latest run of every model in the store."""
+    ev = Evidence(tidy, board, bits)
+    fmt = dict(THRESHOLDS, targeted_margin_pp=100 * THRESHOLDS["targeted_margin"])
+    if board.empty:
+        comps: Dict[str, List[Comparison]] = {k: [] for k in CLAIMS}
+    else:
+        comps = {
+            "A1": _improvement_claim(ev, "A1", ["clean"], t_max=THRESHOLDS["moderate_T_max"]),
+            "A2": _improvement_claim(ev, "A2", ["mCA"]),
+            "A3": _improvement_claim(ev, "A3", ["cifar10.1", "nat_mean", "nat_worst_grid"]),
+            "A4": _robustness_claim(ev, ["std"]),
+            "A5": _robustness_claim(ev, AT_REGIMES),
+            "A6": _targeted_claim(ev),
+            "B": _tstar_claim(ev),
+        }
+        for c in [c for c in comps["A2"] if math.isfinite(c.diff)]:  # mCE and the relative drop: shown, not tested
+            base_m, cand_m = c.baseline.split(" ")[0], c.candidate.split(" ")[0]
+            extra = [f"{col} {100 * ev.value(m, col):.1f}% at T={T:g}"
+                     for col in ("mCE", "c_rel_drop") for m, T in ((base_m, 1.0), (cand_m, c.candidate_T))
+                     if np.isfinite(ev.value(m, col))]
+            if extra:
+                c.note += "; " + ", ".join(extra)
+    out = []
+    for key, (claim, measurement) in CLAIMS.items():
+        rows = comps[key]
+        verdict, reason = combine([c.verdict for c in rows if c.decides])
+        if verdict == NOT_MEASURED:
+            reason = {"A5": "no adversarially trained family (regime at/atT1/trades/fat) with a T=1 model and "
+                            "another T in the store",
+                      "B": "no BN-head model at T=auto (<arch>_bn_Tauto) in the store",
+                      "A3": "no natural-shift column (nat_*, cifar10.1) with a T=1 model and another T",
+                      "A2": "no corruption results (mCA) with a T=1 model and another T"}.get(
+                key, "no family with a T=1 model and another temperature measures it")
+        models = sorted({m for c in rows for m in c.models})
+        out.append(ClaimResult(key, claim, measurement.format(**fmt), verdict, reason, rows, models))
+    return out
+
+
+def claims_from_store(store) -> List[ClaimResult]:
+    from bench.report import leaderboard
+    tidy = store.table()
+    bits = store.bits_table()
+    return evaluate_claims(tidy, leaderboard(tidy, bits), bits)
+
+
+def format_text(results: Sequence[ClaimResult]) -> str:
+    """The verdicts as plain text (the HTML page shows the same from the same objects)."""
+    lines = []
+    for r in results:
+        lines.append(f"{r.key}: {r.verdict.upper()} - {r.claim}" + (f" ({r.reason})" if r.reason else ""))
+        for c in r.comparisons:
+            if not np.isfinite(c.diff):
+                lines.append(f"    {c.family}: {c.note}")
+                continue
+            lines.append(f"    {c.family:28s} {c.metric:22s} {c.baseline} {100 * c.baseline_value:5.1f}% -> "
+                         f"{c.candidate} {100 * c.candidate_value:5.1f}%: {100 * c.diff:+5.1f} +- {100 * c.se:.1f} pp "
+                         f"(z {c.z:.2f}, n {c.n}, {c.se_kind}) => {c.verdict}" + (f"; {c.note}" if c.note else ""))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Claim-by-claim verdicts from a results store (measures nothing).")
+    p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
+    args = p.parse_args(argv)
+    from bench.store import ResultStore
+    print(format_text(claims_from_store(ResultStore(Path(args.results)))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Exports in RobustBench's formats, so our models can sit beside the RobustBench zoo.
+
+* ``model_cards/<model>.json``: one model-info JSON per model, with the fields of RobustBench's
+  ``model_info/<dataset>/<threat>/<Name>.json`` (robustbench.utils.ModelInfo): link, name,
+  authors, additional_data, number_forward_passes, dataset, venue, architecture, eps, clean_acc,
+  reported, autoattack_acc, corruptions_acc (where measured) and footnote. As there, accuracies
+  are strings in percent with two decimals and eps is a string ("8/255").
+* ``leaderboard_robustbench.csv``: the leaderboard in the column order of RobustBench's CIFAR-10
+  Linf table: Rank, Method, Standard accuracy, AutoAttack robust accuracy, Best known robust
+  accuracy, AA eval. potentially unreliable, Extra data, Architecture, Venue (accuracies in %),
+  ranked like RobustBench by the best known robust accuracy.
+
+How our numbers map: "reported" is robust_min (our headline: the minimum over every attack and
+view); "Best known robust accuracy" is robust_worst (image by image over every attack), else
+robust_min; "AA eval. potentially unreliable" is the masking audit's verdict (likely or
+suspected). autoattack_acc is AutoAttack on the full evaluation subset when the run had it, else
+the authors' implementation from the cross-check (pyautoattack, on its own smaller subset: the
+footnote says which, with n); null when AutoAttack never ran. The dataset is the store's own name:
+``cifar10-jpeg75`` numbers are not CIFAR-10 numbers, and the card does not pretend otherwise.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Optional, Tuple
+
+import pandas as pd
+
+from bench.atomic import write_bytes_atomic
+
+ROBUSTBENCH_COLUMNS = ["Rank", "Method", "Standard accuracy", "AutoAttack robust accuracy",
+                       "Best known robust accuracy", "AA eval. potentially unreliable", "Extra data", "Architecture",
+                       "Venue"]
+
+# robustbench.utils.ModelInfo's fields, in its order (a card holds those it has values for)
+MODEL_INFO_FIELDS = ["link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                     "architecture", "eps", "clean_acc", "reported", "corruptions_acc", "corruptions_acc_3d",
+                     "corruptions_mce", "corruptions_mce_3d", "autoattack_acc", "footnote"]
+
+ARCH_NAMES = {"resnet18": "ResNet-18", "preactresnet18": "PreActResNet-18", "wrn28_10": "WideResNet-28-10",
+              "vgg16_bn": "VGG-16-BN", "vit_small": "ViT-S/4", "fastnet": "fastnet (airbench-style CNN)"}
+
+
+def _num(v) -> Optional[float]:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _pct(v) -> Optional[str]:
+    """RobustBench's spelling of an accuracy: "94.78"."""
+    v = _num(v)
+    return None if v is None else f"{100 * v:.2f}"
+
+
+def architecture(row) -> str:
+    arch = str(row["arch"])
+    base = next((k for k in sorted(ARCH_NAMES, key=len, reverse=True) if arch.startswith(k)), None)
+    label = ARCH_NAMES[base] + (f" (width {arch[len(base) + 1:]})" if base and arch != base else "") if base else arch
+    if row.get("head") == "bn":
+        label += " + BN head"
+    m = _num(row.get("feature_dim"))
+    return label + (f", M={int(m)}" if m else "")
+
+
+def autoattack(row) -> Tuple[Optional[float], str]:
+    """(AutoAttack robust accuracy, where it comes from)."""
+    if _num(row.get("autoattack")) is not None:
+        return _num(row["autoattack"]), f"AutoAttack standard on the n={int(row['n'])} evaluation images"
+    for col, who in (("aa_pyautoattack", "the authors' implementation (pyautoattack)"),
+                     ("aa_torchattacks", "torchattacks")):
+        if _num(row.get(col)) is not None:
+            n = _num(row.get("aa_crosscheck_n"))
+            return _num(row[col]), f"AutoAttack standard by {who} in the cross-check, on {int(n) if n else '?'} images"
+    return None, "AutoAttack was not run"
+
+
+def best_known(row) -> Optional[float]:
+    return _num(row.get("robust_worst")) if _num(row.get("robust_worst")) is not None else _num(row.get("robust_min"))
+
+
+def model_card(row, link: str = "", authors: str = "") -> dict:
+    """RobustBench's model-info JSON for one leaderboard row."""
+    aa, aa_source = autoattack(row)
+    T = _num(row.get("T"))
+    how = f"CE(z/T) at T={T:g}" if T is not None else "CE(z/T)"
+    if row.get("regime") not in (None, "std"):
+        how += f", regime {row['regime']}" + (f"@{row['checkpoint']}" if isinstance(row.get("checkpoint"), str)
+                                              and row.get("checkpoint") else "")
+    if bool(row.get("lr_scale")):
+        how += ", loss x T"
+    foot = [f"tempbench {row.get('code_version', '?')} on {row.get('device', '?')}, measured "
+            f"{str(row.get('timestamp', '?'))[:10]}",
+            f"{row['dataset']} test subset of {int(row['n'])} images",
+            f"reported = robust_min ({row.get('robust_min_by', '?')}): the minimum over every Linf attack and view",
+            aa_source]
+    if isinstance(row.get("masking"), str):
+        foot.append(f"gradient-masking audit: {row['masking']}" +
+                    (f" ({row['masking_reasons']})" if isinstance(row.get("masking_reasons"), str)
+                     and row["masking_reasons"] else ""))
+    card = {
+        "link": link,
+        "name": f"{row['model']}: {architecture(row)} trained with {how}",
+        "authors": authors,
+        "additional_data": False,
+        "number_forward_passes": 1,
+        "dataset": str(row["dataset"]),
+        "venue": "N/A",
+        "architecture": architecture(row),
+        "eps": "8/255",
+        "clean_acc": _pct(row.get("clean")),
+        "reported": _pct(row.get("robust_min")),
+        "autoattack_acc": _pct(aa),
+    }
+    if _num(row.get("mCA")) is not None:
+        card["corruptions_acc"] = _pct(row["mCA"])
+        foot.append(f"corruptions_acc = mCA over the 15 CIFAR-10-C corruptions x 5 severities "
+                    f"({row.get('c_source', '?')})")
+    card["footnote"] = "; ".join(foot) + "."
+    return {k: card[k] for k in MODEL_INFO_FIELDS if k in card}
+
+
+def robustbench_leaderboard(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard in RobustBench's column order and ranking (best known robust accuracy)."""
+    rows = []
+    for _, r in board.iterrows():
+        aa, _ = autoattack(r)
+        bk = best_known(r)
+        rows.append({"Method": r["model"],
+                     "Standard accuracy": round(100 * _num(r.get("clean")), 2) if _num(r.get("clean")) is not None else None,
+                     "AutoAttack robust accuracy": round(100 * aa, 2) if aa is not None else None,
+                     "Best known robust accuracy": round(100 * bk, 2) if bk is not None else None,
+                     "AA eval. potentially unreliable": r.get("masking") in ("likely", "suspected"),
+                     "Extra data": False, "Architecture": architecture(r), "Venue": "N/A"})
+    df = pd.DataFrame(rows, columns=ROBUSTBENCH_COLUMNS[1:])
+    df = df.sort_values(["Best known robust accuracy", "Standard accuracy"], ascending=False, na_position="last",
+                        kind="stable").reset_index(drop=True)
+    df.insert(0, "Rank", range(1, len(df) + 1))
+    return df
+
+
+def card_stem(model: str) -> str:
+    """A model's card file name: robustbench:Standard -> robustbench_Standard (portable names)."""
+    return re.sub(r"[^\w.@+-]", "_", str(model))
+
+
+def write_exports(board: pd.DataFrame, out_dir: Path, link: str = "", authors: str = "") -> Path:
+    """model_cards/*.json (one per model of the leaderboard; cards of models no longer in it are
+    removed) and leaderboard_robustbench.csv under ``out_dir``."""
+    out_dir = Path(out_dir)
+    cards = out_dir / "model_cards"
+    cards.mkdir(parents=True, exist_ok=True)
+    keep = set()
+    for _, row in board.iterrows():
+        path = cards / f"{card_stem(row['model'])}.json"
+        write_bytes_atomic(path, (json.dumps(model_card(row, link, authors), indent=2) + "\n").encode())
+        keep.add(path.name)
+    for stale in cards.glob("*.json"):
+        if stale.name not in keep:
+            stale.unlink()
+    csv = out_dir / "leaderboard_robustbench.csv"
+    write_bytes_atomic(csv, robustbench_leaderboard(board).to_csv(index=False).encode())
+    return csv

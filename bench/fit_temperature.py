@@ -1,0 +1,420 @@
+"""Fit claim B's analytical temperature, T* = alpha*sqrt(M) + beta [+ gamma*ln(CSG) + delta*ln(K)],
+to the best training temperatures that the harness's own sweeps found.
+
+    python -m bench.fit_temperature --results results/tstar [--results DIR ...] [--plot PATH]
+        [--head bn|plain|all] [--csg NAME=VALUE ...] [--csg-json FILE] [--interpolate] [--json OUT]
+
+From the tidy table of each results store: clean accuracy (threat "clean", metric "accuracy") of
+standard-training (regime "std"), fixed-lr (no loss x T) models; per group (arch, M, dataset,
+head), the mean over seeds at each T; the best T is the T of the highest mean. A group needs at
+least 3 temperatures. With ``--interpolate`` the best T is refined by a parabola in ln T through
+the best grid point and its two neighbours (a coarse grid such as 1, 2, 5, 10 otherwise limits the
+answer to grid points).
+
+The least-squares fit reports each coefficient with a 95% interval from the OLS standard errors
+(Student t), and, when there are few points (at most ``BOOTSTRAP_MAX_POINTS``), also a percentile
+bootstrap over the points. gamma and delta enter only where the data can identify them: CSG
+values for every dataset (given by the user, never computed here: see ``python -m bench.csg``)
+and at least two distinct values, the same for the class counts; a term collinear with the
+others is left out, with a note.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError
+
+PUBLISHED = {"alpha": 0.7239, "beta": -4.706}  # Hasegawa & Sakai 2025; gamma, delta unpublished
+MIN_TEMPERATURES = 3  # per group: fewer cannot show an interior maximum
+BOOTSTRAP_MAX_POINTS = 30
+GROUP = ["arch", "feature_dim", "dataset", "head"]
+TERMS = {  # name -> (column of the design matrix, how it prints)
+    "alpha": ("sqrt_M", "sqrt(M)"),
+    "beta": ("const", "1"),
+    "gamma": ("ln_csg", "ln(CSG)"),
+    "delta": ("ln_classes", "ln(num_classes)"),
+}
+SWEEP_HINT = ("a T sweep of BN-head models at 2 or more feature dimensions with at least 3 temperatures "
+              "each, e.g. a profile [[grid]] with "
+              "arch = [\"fastnetw8\", \"fastnetw16\", \"fastnetw32\", \"fastnetw64\"] (M = 32, 64, 128, 256), "
+              "bn_head = true, T = [0.5, 1, 2, 5, 10, 20, 50] (see python -m bench.run --list-models)")
+
+
+# --- the best temperature per group -------------------------------------------------------------
+
+def read_tables(results_dirs: Sequence[str]) -> pd.DataFrame:
+    """The tidy tables of several results stores, concatenated."""
+    from bench.store import ResultStore
+    frames = []
+    for d in results_dirs:
+        path = Path(d)
+        if not path.is_dir():
+            raise BenchError(f"results folder {path} does not exist")
+        frames.append(ResultStore(path).table())
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _as_bool(s: pd.Series) -> pd.Series:
+    # the store holds JSON booleans; a CSV round trip turns them into strings
+    return s.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+
+
+def clean_accuracy(tidy: pd.DataFrame, head: Optional[str] = "bn") -> pd.DataFrame:
+    """Per (group, T): mean clean accuracy over seeds, of standard, fixed-lr models."""
+    if tidy.empty:
+        return pd.DataFrame(columns=GROUP + ["num_classes", "T", "accuracy", "n_seeds"])
+    from bench.report import latest_runs
+    df = latest_runs(tidy)
+    regime = df["regime"].fillna("std")
+    keep = (df.threat == "clean") & (df.metric == "accuracy") & (regime == "std") & ~_as_bool(df.lr_scale)
+    if head is not None:
+        keep &= df["head"] == head
+    df = df[keep].astype({"T": float, "feature_dim": int, "value": float})
+    if df.empty:
+        return pd.DataFrame(columns=GROUP + ["num_classes", "T", "accuracy", "n_seeds"])
+    per_model = df.groupby(GROUP + ["num_classes", "T", "seed"], as_index=False)["value"].mean()
+    out = per_model.groupby(GROUP + ["num_classes", "T"], as_index=False).agg(
+        accuracy=("value", "mean"), n_seeds=("seed", "nunique"))
+    return out.sort_values(GROUP + ["T"]).reset_index(drop=True)
+
+
+def _parabola_peak(t: np.ndarray, acc: np.ndarray, i: int) -> float:
+    """The vertex, in ln T, of the parabola through the best point and its neighbours; the grid
+    point itself where the best is at an edge or the three points are not concave."""
+    if i == 0 or i == len(t) - 1:
+        return float(t[i])
+    x = np.log(t[i - 1:i + 2])
+    a, b, _ = np.polyfit(x, acc[i - 1:i + 2], 2)
+    if a >= 0:
+        return float(t[i])
+    return float(np.exp(np.clip(-b / (2 * a), x[0], x[2])))
+
+
+def best_temperatures(acc: pd.DataFrame, interpolate: bool = False) -> Tuple[pd.DataFrame, List[str]]:
+    """One row per group: its best T, the accuracy there, the grid, and whether the best is at
+    the grid's edge (then the true optimum may lie outside it). Also the groups skipped."""
+    rows, skipped = [], []
+    for key, g in acc.groupby(GROUP, sort=True):
+        g = g.sort_values("T")
+        t, a = g["T"].to_numpy(float), g["accuracy"].to_numpy(float)
+        name = "/".join(str(k) for k in key)
+        if len(t) < MIN_TEMPERATURES:
+            skipped.append(f"{name} ({len(t)} temperature{'s' if len(t) != 1 else ''})")
+            continue
+        i = int(np.argmax(a))  # ties: the lowest T
+        rows.append(dict(zip(GROUP, key), num_classes=int(g["num_classes"].iloc[0]),
+                         best_T=_parabola_peak(t, a, i) if interpolate else float(t[i]), grid_best_T=float(t[i]),
+                         best_acc=float(a[i]), n_T=len(t), n_seeds=int(g["n_seeds"].min()),
+                         edge=bool(i in (0, len(t) - 1)),
+                         grid=" ".join(f"{v:.4g}" for v in t)))
+    cols = GROUP + ["num_classes", "best_T", "grid_best_T", "best_acc", "n_T", "n_seeds", "edge", "grid"]
+    out = pd.DataFrame(rows, columns=cols)
+    return out.sort_values(["dataset", "head", "feature_dim", "arch"]).reset_index(drop=True), skipped
+
+
+# --- the fit ------------------------------------------------------------------------------------
+
+@dataclass
+class Fit:
+    terms: List[str]  # among alpha, beta, gamma, delta
+    coef: Dict[str, float]
+    se: Dict[str, float]
+    ci: Dict[str, Tuple[float, float]]  # 95%, OLS t
+    n_points: int
+    residual_sd: float
+    r2: float
+    bootstrap_ci: Dict[str, Tuple[float, float]] = field(default_factory=dict)
+    n_bootstrap: int = 0  # resamples used (rank-deficient ones are dropped)
+    notes: List[str] = field(default_factory=list)
+
+    def predict(self, sqrt_m, ln_csg=0.0, ln_classes=0.0):
+        c = self.coef
+        return (c["alpha"] * np.asarray(sqrt_m, float) + c["beta"] + c.get("gamma", 0.0) * ln_csg
+                + c.get("delta", 0.0) * ln_classes)
+
+    def to_dict(self) -> dict:
+        return {"terms": self.terms, "coef": self.coef, "se": self.se, "ci95": self.ci, "n_points": self.n_points,
+                "residual_sd": self.residual_sd, "r2": self.r2, "bootstrap_ci95": self.bootstrap_ci,
+                "n_bootstrap": self.n_bootstrap, "notes": self.notes, "published": PUBLISHED}
+
+
+def design(points: pd.DataFrame, csg: Optional[Dict[str, float]] = None) -> Tuple[np.ndarray, List[str], List[str]]:
+    """The design matrix, the terms it holds, and notes on the terms left out."""
+    cols = {"alpha": np.sqrt(points["feature_dim"].to_numpy(float)), "beta": np.ones(len(points))}
+    notes = []
+    if csg:
+        missing = sorted(set(points["dataset"]) - set(csg))
+        if missing:
+            raise BenchError(f"no CSG value for dataset(s) {', '.join(missing)}: add --csg NAME=VALUE "
+                             f"(python -m bench.csg computes it)")
+        values = points["dataset"].map(csg).to_numpy(float)
+        if not np.all(values > 0):
+            raise BenchError("CSG values must be positive (their logarithm enters the fit)")
+        if len(np.unique(values)) > 1:
+            cols["gamma"] = np.log(values)
+        else:
+            notes.append("gamma not fitted: every point has the same CSG")
+    classes = points["num_classes"].to_numpy(float)
+    if len(np.unique(classes)) > 1:
+        cols["delta"] = np.log(classes)
+    terms, kept = [], []
+    for name, col in cols.items():
+        trial = np.column_stack(kept + [col])
+        if np.linalg.matrix_rank(trial) == trial.shape[1]:
+            terms.append(name)
+            kept.append(col)
+        else:
+            notes.append(f"{name} not fitted: {TERMS[name][1]} is collinear with the other terms on these points")
+    return np.column_stack(kept), terms, notes
+
+
+def _ols(x: np.ndarray, y: np.ndarray):
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return coef
+
+
+def fit_tstar(points: pd.DataFrame, csg: Optional[Dict[str, float]] = None, *, n_boot: int = 2000,
+              seed: int = 0, bootstrap: Optional[bool] = None) -> Fit:
+    """Least squares of best_T on sqrt(M) (+ ln CSG, ln num_classes where identifiable)."""
+    from scipy import stats
+    x, terms, notes = design(points, csg)
+    y = points["best_T"].to_numpy(float)
+    n, p = x.shape
+    if "alpha" not in terms or "beta" not in terms or n <= p:
+        raise BenchError(f"too few groups to fit T* = alpha*sqrt(M) + beta: {n} point(s) with "
+                         f"{points['feature_dim'].nunique()} distinct M; need at least {p + 1} points and "
+                         f"2 distinct M. Run {SWEEP_HINT}")
+    coef = _ols(x, y)
+    resid = y - x @ coef
+    dof = n - p
+    s2 = float(resid @ resid) / dof
+    cov = s2 * np.linalg.inv(x.T @ x)
+    se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    tq = stats.t.ppf(0.975, dof)
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    fit = Fit(terms, dict(zip(terms, map(float, coef))), dict(zip(terms, map(float, se))),
+              {t: (float(c - tq * s), float(c + tq * s)) for t, c, s in zip(terms, coef, se)},
+              n, math.sqrt(s2), 1 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan"), notes=notes)
+    if bootstrap is None:
+        bootstrap = n <= BOOTSTRAP_MAX_POINTS
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(n_boot):
+            idx = rng.integers(0, n, n)
+            if np.linalg.matrix_rank(x[idx]) == p:  # a resample may repeat one M only
+                draws.append(_ols(x[idx], y[idx]))
+        if len(draws) >= 100:
+            d = np.array(draws)
+            fit.bootstrap_ci = {t: (float(np.percentile(d[:, j], 2.5)), float(np.percentile(d[:, j], 97.5)))
+                                for j, t in enumerate(terms)}
+            fit.n_bootstrap = len(draws)
+    return fit
+
+
+# --- the plot -----------------------------------------------------------------------------------
+
+def plot_fit(points: pd.DataFrame, fit: Fit, path: Path, csg: Optional[Dict[str, float]] = None) -> Path:
+    """Best T against sqrt(M), one marker per (head, dataset); the fitted line (one per dataset
+    where CSG or the class count enters) and the published one. Linear axes. Written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.atomic import write_atomic
+    from models.registry import TAUTO_MIN
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    sm = np.sqrt(points["feature_dim"].to_numpy(float))
+    xs = np.linspace(0, sm.max() * 1.1, 200)
+    markers = "osD^vP*X"
+    colours = plt.cm.tab10.colors
+    keys = sorted({(h, d) for h, d in zip(points["head"], points["dataset"])})
+    datasets = sorted(set(points["dataset"]))
+    for i, (h, d) in enumerate(keys):
+        sel = (points["head"] == h) & (points["dataset"] == d)
+        colour = colours[datasets.index(d) % 10]
+        edge = sel & points["edge"]
+        ax.scatter(sm[sel & ~points["edge"]], points.loc[sel & ~points["edge"], "best_T"], marker=markers[i % 8],
+                   color=colour, s=42, label=f"{d}, {h} head", zorder=3)
+        if edge.any():  # the optimum may lie beyond the grid: hollow
+            ax.scatter(sm[edge], points.loc[edge, "best_T"], marker=markers[i % 8], facecolors="none",
+                       edgecolors=colour, s=42, zorder=3)
+    extra = [t for t in ("gamma", "delta") if t in fit.terms]
+    for d in datasets if extra else [None]:
+        ln_csg = math.log(csg[d]) if "gamma" in fit.terms else 0.0
+        k = points.loc[points["dataset"] == d, "num_classes"].iloc[0] if d else 1
+        ln_k = math.log(k) if "delta" in fit.terms else 0.0
+        colour = colours[datasets.index(d) % 10] if d else "C3"
+        a, b = fit.coef["alpha"], fit.coef["beta"]
+        where = ""
+        if d:
+            where = " (" + ", ".join([d] + (["CSG %.3g" % csg[d]] if "gamma" in fit.terms else [])
+                                     + ([f"K {k}"] if "delta" in fit.terms else [])) + ")"
+        ax.plot(xs, fit.predict(xs, ln_csg, ln_k), color=colour, linewidth=1.6,
+                label=f"fit{where}: {a:.3f} sqrt(M) {'+' if b >= 0 else '-'} {abs(b):.3f}"
+                      f"{' + ' + ' + '.join(extra) + ' terms' if extra else ''}")
+    pub = np.maximum(TAUTO_MIN, PUBLISHED["alpha"] * xs + PUBLISHED["beta"])
+    ax.plot(xs, pub, "k--", linewidth=1.2,
+            label=f"published: {PUBLISHED['alpha']} sqrt(M) - {abs(PUBLISHED['beta'])} (clipped at {TAUTO_MIN})")
+    ax.set_xlabel("sqrt(M), M = feature dimension")
+    ax.set_ylabel("best training temperature T (clean accuracy)")
+    ax.set_xlim(0, xs.max())
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"T* vs feature dimension: {fit.n_points} groups (hollow: best T at the grid's edge)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def parse_csg(pairs: Sequence[str], json_path: Optional[str]) -> Dict[str, float]:
+    """CSG per dataset from NAME=VALUE pairs and/or a JSON file ({name: value} or the
+    {name: {"value": ..., "embedding": ...}} that python -m bench.csg writes). One embedding only."""
+    out: Dict[str, float] = {}
+    embeddings: Dict[str, str] = {}
+    if json_path:
+        path = Path(json_path)
+        if not path.is_file():
+            raise BenchError(f"CSG file {path} does not exist")
+        try:
+            table = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise BenchError(f"CSG file {path} is not valid JSON ({e})") from None
+        if not isinstance(table, dict):
+            raise BenchError(f"CSG file {path} must hold an object {{dataset: value}}")
+        for name, v in table.items():
+            if isinstance(v, dict):
+                if "embedding" in v:
+                    embeddings[name] = str(v["embedding"])
+                v = v.get("value")
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise BenchError(f"CSG file {path}: the value for {name!r} is not a number")
+            out[name] = float(v)
+    if len(set(embeddings.values())) > 1:
+        listed = ", ".join(f"{n}: {e}" for n, e in sorted(embeddings.items()))
+        raise BenchError(f"CSG values from different embeddings are not comparable ({listed})")
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise BenchError(f"--csg expects NAME=VALUE (e.g. cifar10=3.54), got {pair!r}") from None
+    bad = [n for n, v in out.items() if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise BenchError(f"CSG must be a positive number (its logarithm enters the fit); check {', '.join(bad)}")
+    return out
+
+
+def _fmt_ci(ci) -> str:
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "-"
+
+
+def report(points: pd.DataFrame, fit: Fit, skipped: List[str], head: Optional[str]) -> str:
+    lines = [f"best T per group ({'all heads' if head is None else head + ' head'}, regime std, fixed lr; "
+             f"clean accuracy, mean over seeds):"]
+    shown = points.assign(best_acc=(100 * points.best_acc).round(2), best_T=points.best_T.round(4),
+                          grid_best_T=points.grid_best_T.round(4))
+    if not (points.best_T != points.grid_best_T).any():
+        shown = shown.drop(columns="grid_best_T")
+    lines.append(shown.to_string(index=False))
+    if points["edge"].any():
+        lines.append(f"note: {int(points['edge'].sum())} group(s) have their best T at the edge of the grid; "
+                     f"the optimum may lie outside it")
+    if skipped:
+        lines.append(f"skipped (fewer than {MIN_TEMPERATURES} temperatures): {', '.join(skipped)}")
+    formula = "T* = alpha*sqrt(M) + beta" + "".join(f" + {t}*{TERMS[t][1]}" for t in fit.terms[2:])
+    lines.append("")
+    lines.append(f"{formula}: least squares on {fit.n_points} points ({fit.n_points - len(fit.terms)} dof), "
+                 f"residual sd {fit.residual_sd:.4g}, R^2 {fit.r2:.4f}")
+    boot = f"bootstrap 95% CI ({fit.n_bootstrap})" if fit.bootstrap_ci else ""
+    lines.append(f"{'coef':<6} {'fitted':>10} {'se':>9}  {'95% CI (OLS t)':<24} {boot:<26} published")
+    for t in fit.terms:
+        pub = f"{PUBLISHED[t]:g}" if t in PUBLISHED else "not published"
+        inside = ""
+        if t in PUBLISHED:
+            inside = " (inside the CI)" if fit.ci[t][0] <= PUBLISHED[t] <= fit.ci[t][1] else " (outside the CI)"
+        lines.append(f"{t:<6} {fit.coef[t]:>10.4g} {fit.se[t]:>9.3g}  {_fmt_ci(fit.ci[t]):<24} "
+                     f"{_fmt_ci(fit.bootstrap_ci.get(t)) if fit.bootstrap_ci else '':<26} {pub}{inside}")
+    lines += [f"note: {n}" for n in fit.notes]
+    return "\n".join(lines)
+
+
+def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dict[str, float]] = None,
+        interpolate: bool = False, plot: Optional[str] = None, json_out: Optional[str] = None):
+    """Read the stores, pick the best T per group, fit, optionally plot and write JSON.
+    Returns (points, fit, text)."""
+    tidy = read_tables(results)
+    points, skipped = best_temperatures(clean_accuracy(tidy, head), interpolate)
+    if len(points) < 3 or points["feature_dim"].nunique() < 2:
+        other = ""
+        if head is not None and not tidy.empty:
+            n_other = len(best_temperatures(clean_accuracy(tidy, None))[0]) - len(points)
+            if n_other:
+                other = f" ({n_other} group(s) with another head: --head all or --head plain fits those)"
+        raise BenchError(f"too few groups to fit T* = alpha*sqrt(M) + beta: found {len(points)} "
+                         f"(arch, M, dataset{', head=' + head if head else ', head'}) group(s) with >= "
+                         f"{MIN_TEMPERATURES} temperatures and {points['feature_dim'].nunique()} distinct M in "
+                         f"{', '.join(map(str, results))}{other}; need at least 3 groups and 2 distinct M. "
+                         f"Run {SWEEP_HINT}")
+    fit = fit_tstar(points, csg)
+    text = report(points, fit, skipped, head)
+    if plot:
+        plot_fit(points, fit, Path(plot), csg)
+    if json_out:
+        from bench.atomic import write_json_atomic
+        write_json_atomic(Path(json_out), {"fit": fit.to_dict(), "points": points.to_dict(orient="records"),
+                                           "skipped": skipped, "head": head, "csg": csg or {},
+                                           "interpolate": interpolate, "results": [str(r) for r in results]})
+    return points, fit, text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.fit_temperature",
+        description="Fit T* = alpha*sqrt(M) + beta (claim B) to the best temperatures of T sweeps")
+    ap.add_argument("--results", action="append", metavar="DIR",
+                    help="a results folder (repeatable; default results/quick)")
+    ap.add_argument("--head", default="bn", choices=["bn", "plain", "all"],
+                    help="which classifier head's groups to fit (default bn: claim B's setting)")
+    ap.add_argument("--csg", action="append", default=[], metavar="NAME=VALUE",
+                    help="CSG of a dataset, e.g. cifar10-jpeg75=3.54 (repeatable)")
+    ap.add_argument("--csg-json", metavar="FILE", help="CSG per dataset, as written by python -m bench.csg --json")
+    ap.add_argument("--interpolate", action="store_true",
+                    help="refine each best T by a parabola in ln T through its grid neighbours")
+    ap.add_argument("--plot", metavar="PATH", help="write best T vs sqrt(M) with both lines as PNG")
+    ap.add_argument("--json", metavar="PATH", help="write the fit and the points as JSON")
+    args = ap.parse_args(argv)
+    try:
+        csg = parse_csg(args.csg, args.csg_json)
+        _, _, text = run(args.results or ["results/quick"], head=None if args.head == "all" else args.head,
+                         csg=csg or None, interpolate=args.interpolate, plot=args.plot, json_out=args.json)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

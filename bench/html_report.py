@@ -1,0 +1,312 @@
+"""The HTML report: ``results/<profile>/index.html``, one static page a researcher can open from
+disk or receive by mail.
+
+It shows the leaderboard (sortable by clicking a column header: a few lines of vanilla JS, no
+CDN, no server), the claim-by-claim verdicts of bench.claims, every plot (embedded as data URIs,
+so the file stands alone), and where every number comes from: the commit (code_version), device,
+torch version, dataset, n and date of each model's run. Nothing here measures anything; it reads
+the store and the tables bench.report wrote from it.
+
+    python -m bench.html_report --results results/quick   # = make report [PROFILE=quick]
+
+regenerates results.csv, leaderboard.csv, the plots, the RobustBench exports and the page from
+the store. The end of every run does the same through bench.report.write_reports.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from bench.atomic import write_bytes_atomic
+from bench.errors import BenchError
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+# The leaderboard's columns on the page, in order: (column, header, kind, what it means). kind:
+# "pct" = an accuracy/fraction shown in %, "num", "text". Columns the store does not have are
+# left out; ECE columns (calibration) are picked up by name when present.
+COLUMNS = [
+    ("model", "model", "text", "model name (see the README's name grammar)"),
+    ("T", "T", "num", "training temperature"),
+    ("clean", "clean", "pct", "clean accuracy (%)"),
+    ("robust_min", "robust_min", "pct", "minimum robust accuracy over every Linf attack and view at 8/255: "
+                                         "the only number that counts as robustness"),
+    ("robust_worst", "robust_worst", "pct", "fraction of images that no attack at 8/255 broke, image by image"),
+    ("autoattack_shown", "AutoAttack", "pct", "AutoAttack at 8/255 (torchattacks, reference settings); where it "
+                                              "ran only in the cross-check, on the cross-check's images (n shown)"),
+    ("pgd_raw@8/255", "PGD raw", "pct", "CE-PGD on the raw logits z (the attack gradient masking fools)"),
+    ("pgd_scaled@8/255", "PGD z/T", "pct", "CE-PGD on z/T (the logits the model was trained to output)"),
+    ("mCA", "mCA", "pct", "mean accuracy over the 15 CIFAR-10-C corruptions x 5 severities"),
+    ("mCE", "mCE", "pct", "mean corruption error relative to the T=1 model of the family (%)"),
+    ("ECE", None, "pct", "expected calibration error (15 bins)"),
+    ("nat_worst_grid", "worst grid", "pct", "correct under all 63 rotation x translation combinations"),
+    ("cifar10.1", "CIFAR-10.1", "pct", "accuracy on CIFAR-10.1 v6"),
+    ("masking", "masking", "mask", "gradient-masking verdict of the audit; open it for the reasons"),
+    ("n", "n", "num", "test images per measurement"),
+    ("dataset", "dataset", "text", "the data the numbers are on"),
+    ("code_version", "commit", "text", "git commit of the code that measured the row (-dirty: uncommitted changes)"),
+    ("device", "device", "text", "where it was measured"),
+    ("torch_version", "torch", "text", "torch version"),
+    ("date", "date", "text", "when the row's latest measurement was made (UTC)"),
+]
+
+MASKING_ORDER = {"none": 0, "suspected": 1, "likely": 2}
+PROVENANCE_COLUMNS = ("dataset", "code_version", "device", "torch_version", "date")
+
+# Plots, grouped, in reading order: (file-name prefix, section title, what it shows).
+PLOT_GROUPS = [
+    ("acc_vs_T.png", "Accuracy against T", "every leaderboard column against the training temperature "
+                                           "(log axis), one line per model family"),
+    ("attacks_vs_T_", "Attacks against T", "accuracy at 8/255 per attack and view; robust_min in bold, clean "
+                                           "dashed"),
+    ("eps_sweep_", "Eps sweeps", "robust accuracy against eps, one line per T; chance dotted"),
+    ("corruptions_heatmap_", "Corruptions x T", "accuracy per corruption (mean over severities)"),
+    ("corruptions_vs_severity_", "Corruption severity", "mean over the 15 benchmark corruptions against severity"),
+    ("natural_vs_magnitude_", "Natural transforms", "accuracy against the magnitude of each transform"),
+]
+
+
+def _fmt_pct(v) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return ""
+    return "" if not math.isfinite(v) else f"{100 * v:.1f}"
+
+
+def _fmt_num(v) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "" if v is None else str(v)
+    if not math.isfinite(v):
+        return ""
+    return f"{int(v)}" if v == int(v) else f"{v:g}"
+
+
+def _sort_key(v) -> str:
+    """What the page's JS sorts by: the number itself, or the text; empty sorts last."""
+    if v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v)):
+        return ""
+    return str(v)
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _per_model(tidy: pd.DataFrame, col: str, how: str = "last") -> pd.Series:
+    if tidy.empty or col not in tidy:
+        return pd.Series(dtype=object)
+    return tidy.groupby("model")[col].agg(how)
+
+
+def leaderboard_rows(board: pd.DataFrame, tidy: pd.DataFrame) -> tuple:
+    """(columns, rows) of the page's leaderboard: one row per model of the leaderboard, each cell
+    a dict with the shown text, its sort key and a tooltip."""
+    from bench.report import latest_runs
+    latest = latest_runs(tidy) if len(tidy) else tidy
+    b = board.copy()
+    if b.empty:
+        return [], []
+    b["torch_version"] = b.model.map(_per_model(latest, "torch_version"))
+    if "timestamp" in b:
+        b["date"] = b["timestamp"].astype(str).str.slice(0, 10)  # the full time is in the tooltip
+    # AutoAttack: the run's own where it had one, else the cross-check's (on its own, smaller n)
+    nan = pd.Series(np.nan, index=b.index)
+    full, cross = b.get("autoattack", nan), b.get("aa_torchattacks", nan)
+    from_cross = full.isna() & cross.notna()
+    b["autoattack_shown"] = full.where(~from_cross, cross)
+    aa_note = {i: f"n={_fmt_num(b.get('aa_crosscheck_n', nan)[i])}" for i in b.index[from_cross]}
+    cols = []
+    for key, label, kind, help_ in COLUMNS:
+        if key == "ECE":
+            for c in [c for c in b.columns if c.lower().startswith("ece")]:
+                cols.append((c, c.replace("_", " "), kind, help_ + f" ({c})"))
+        elif key in b.columns and b[key].notna().any():
+            cols.append((key, label, kind, help_))
+    rows = []
+    for i, r in b.iterrows():
+        cells = []
+        for key, _, kind, _ in cols:
+            v = r[key]
+            if kind == "pct":
+                text = _fmt_pct(v)
+                sort = _sort_key(float(v) if text else None)
+                tip = (f"AutoAttack cross-check on {aa_note[i]} images" if key == "autoattack_shown" and i in aa_note
+                       else "")
+                if key == "robust_min" and isinstance(r.get("robust_min_by"), str):
+                    tip = f"by {r['robust_min_by']}"
+                cells.append({"text": text, "sort": sort, "tip": tip, "kind": kind,
+                              "small": aa_note.get(i, "") if key == "autoattack_shown" else ""})
+            elif kind == "mask":
+                verdict = v if isinstance(v, str) else ""
+                reasons = r.get("masking_reasons") if isinstance(r.get("masking_reasons"), str) else ""
+                cells.append({"text": verdict, "sort": str(MASKING_ORDER.get(verdict, "")), "kind": kind,
+                              "tip": reasons or ("no masking signal fired" if verdict == "none" else ""),
+                              "reasons": [s.strip() for s in reasons.split(";") if s.strip()]})
+            elif kind == "num":
+                text = _fmt_num(v)
+                cells.append({"text": text, "sort": _sort_key(pd.to_numeric(v, errors="coerce")), "kind": kind,
+                              "tip": ""})
+            else:
+                text = "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else str(v)
+                cells.append({"text": text, "sort": text, "kind": kind,
+                              "tip": str(r.get("timestamp", "")) if key == "date" else ""})
+        rows.append(cells)
+    return cols, rows
+
+
+def full_table(board: pd.DataFrame) -> tuple:
+    """Every leaderboard.csv column, as printed there, for the collapsed full table."""
+    cols = list(board.columns)
+    rows = []
+    for _, r in board.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, float):
+                cells.append({"text": "" if not math.isfinite(v) else f"{v:.4g}", "sort": _sort_key(v)})
+            else:
+                text = "" if v is None else str(v)
+                cells.append({"text": text, "sort": text})
+        rows.append(cells)
+    return cols, rows
+
+
+def plot_sections(plots_dir: Path) -> List[dict]:
+    """The plots in reading order, embedded; the one-panel-per-column plots last, collapsed."""
+    if not plots_dir.is_dir():
+        return []
+    files = sorted(plots_dir.glob("*.png"))
+    used, sections = set(), []
+    for prefix, title, caption in PLOT_GROUPS:
+        group = [f for f in files if (f.name == prefix if prefix.endswith(".png") else f.name.startswith(prefix))]
+        if group:
+            used.update(group)
+            sections.append({"title": title, "caption": caption, "collapsed": False,
+                             "images": [{"name": f.name, "src": data_uri(f)} for f in group]})
+    panels = [f for f in files if f.name.startswith("acc_vs_T_")]
+    other = [f for f in files if f not in used and f not in panels]
+    if other:
+        sections.append({"title": "Other plots", "caption": "", "collapsed": False,
+                         "images": [{"name": f.name, "src": data_uri(f)} for f in other]})
+    if panels:
+        sections.append({"title": "One panel per column", "caption": "the panels of the accuracy-vs-T figure, "
+                                                                     "one file each", "collapsed": True,
+                         "images": [{"name": f.name, "src": data_uri(f)} for f in panels]})
+    return sections
+
+
+def provenance_summary(tidy: pd.DataFrame) -> Dict[str, str]:
+    """Where the page's numbers come from, in one block."""
+    from bench.report import latest_runs
+    if tidy.empty:
+        return {}
+    latest = latest_runs(tidy)
+
+    def uniq(col):
+        return ", ".join(sorted(str(v) for v in latest[col].dropna().unique())) if col in latest else ""
+    return {"datasets": uniq("dataset"), "n": uniq("n"), "commits": uniq("code_version"), "devices": uniq("device"),
+            "torch": uniq("torch_version"), "models": str(latest.model.nunique()),
+            "measured": " to ".join(str(t)[:16].replace("T", " ") for t in (latest.timestamp.min(), latest.timestamp.max()))
+            + " UTC"}
+
+
+def claim_view(results) -> tuple:
+    """(claims, thresholds) as the template reads them (numbers formatted here, in one place)."""
+    from bench.claims import THRESHOLDS
+    out = []
+    for r in results:
+        rows = []
+        for c in r.comparisons:
+            measured = math.isfinite(c.diff)
+            rows.append({"family": c.family, "metric": c.metric, "baseline": c.baseline,
+                         "baseline_value": _fmt_pct(c.baseline_value),
+                         "candidate": c.candidate, "candidate_T": _fmt_num(c.candidate_T),
+                         "candidate_value": _fmt_pct(c.candidate_value),
+                         "diff": f"{100 * c.diff:+.1f}" if measured else "",
+                         "se": f"{100 * c.se:.1f}" if measured else "", "z": f"{c.z:.2f}" if measured else "",
+                         "n": c.n or "", "se_kind": c.se_kind, "verdict": c.verdict, "note": c.note,
+                         "decides": c.decides})
+        out.append({"key": r.key, "claim": r.claim, "measurement": r.measurement, "verdict": r.verdict,
+                    "css": r.verdict.replace(" ", "-"), "reason": r.reason, "rows": rows,
+                    "models": ", ".join(r.models)})
+    return out, {k: (f"{100 * v:g} pp" if k in ("min_effect", "targeted_margin") else f"{v:g}")
+                 for k, v in THRESHOLDS.items()}
+
+
+def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_records: int) -> str:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    cols, rows = leaderboard_rows(board, tidy)
+    full_cols, full_rows = full_table(board)
+    claim_rows, thresholds = claim_view(claims)
+    exports = [p for p in ("leaderboard.csv", "results.csv", "leaderboard_robustbench.csv", "model_cards")
+               if (out_dir / p).exists()]
+    return env.get_template("report.html.j2").render(
+        title=f"tempbench: {out_dir.name}", profile=out_dir.name, cols=cols, rows=rows, prov_cols=PROVENANCE_COLUMNS, full_cols=full_cols,
+        full_rows=full_rows, claims=claim_rows, thresholds=thresholds, plots=plot_sections(out_dir / "plots"),
+        prov=provenance_summary(tidy), n_records=n_records, exports=exports,
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bits=None) -> Path:
+    """results/<profile>/index.html from the leaderboard and the tidy table (already built)."""
+    from bench.claims import evaluate_claims
+    out_dir = Path(out_dir)
+    bits = store.bits_table() if bits is None else bits
+    claims = evaluate_claims(tidy, board, bits)
+    html = render(out_dir, board, tidy, claims, n_records=len(tidy.drop_duplicates(
+        ["run_key", "dataset", "threat", "view", "params", "n"])) if len(tidy) else 0)
+    path = out_dir / "index.html"
+    write_bytes_atomic(path, html.encode())
+    return path
+
+
+def publish(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame) -> Path:
+    """Everything written after the tables and plots: the RobustBench exports, then the page that
+    links them. Called at the end of bench.report.write_reports."""
+    from bench.export import write_exports
+    write_exports(board, out_dir)
+    return write_page(store, out_dir, board, tidy)
+
+
+def regenerate(results_dir: Path) -> Path:
+    """Rebuild every report of a results folder from its store, measuring nothing."""
+    from bench.report import write_reports
+    from bench.store import ResultStore
+    results_dir = Path(results_dir)
+    store = ResultStore(results_dir)
+    if not store.records_dir.is_dir() or not any(store.records_dir.glob("*.json")):
+        raise BenchError(f"no results in {results_dir}/records: run `make bench` (or bench.run --results "
+                         f"{results_dir}) first")
+    write_reports(store, results_dir)
+    return results_dir / "index.html"
+
+
+def main(argv: Optional[list] = None) -> int:
+    p = argparse.ArgumentParser(description="Rebuild results.csv, leaderboard.csv, the plots, the RobustBench "
+                                            "exports and index.html from a results store (measures nothing).")
+    p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
+    args = p.parse_args(argv)
+    try:
+        path = regenerate(Path(args.results))
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

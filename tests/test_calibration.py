@@ -1,0 +1,124 @@
+"""ECE, NLL and temperature scaling on synthetic logits whose calibration is known by construction."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.calibration import (N_BINS, ece, fit_temperature, nll, plot_reliability, reliability_bins,
+                               temperature_scaling)
+
+
+def calibrated(n=20000, k=10, scale=2.0, seed=0):
+    """Logits z and labels drawn from softmax(z): calibrated by construction."""
+    g = torch.Generator().manual_seed(seed)
+    z = scale * torch.randn(n, k, generator=g, dtype=torch.float64)
+    y = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
+    return z, y
+
+
+def ece_bound(n, n_bins=N_BINS, delta=1e-6):
+    """E[ECE] <= sqrt(n_bins / n) / 2 for calibrated data (per bin |acc - conf| has standard
+    deviation <= 1/(2 sqrt(n_m)); sum_m sqrt(n_m) <= sqrt(n_bins n)), plus McDiarmid's deviation:
+    one label moves ECE by at most 1/n, so P(ECE > E + t) <= exp(-2 n t^2)."""
+    return math.sqrt(n_bins / n) / 2 + math.sqrt(math.log(1 / delta) / (2 * n))
+
+
+def numpy_ece(logits, labels, n_bins=15):
+    z = np.asarray(logits, np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    conf, pred = p.max(1), p.argmax(1)
+    acc = (pred == np.asarray(labels)).astype(float)
+    edges = np.linspace(0, 1, n_bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            total += inside.mean() * abs(acc[inside].mean() - conf[inside].mean())
+    return total
+
+
+def numpy_nll(logits, labels):
+    z = np.asarray(logits, np.float64)
+    m = z.max(1, keepdims=True)
+    logp = z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
+    return float(-logp[np.arange(len(z)), np.asarray(labels)].mean())
+
+
+def test_calibrated_logits_have_small_ece_and_miscalibrated_do_not():
+    z, y = calibrated()
+    bound = ece_bound(len(y))  # 0.032 at n = 20000
+    assert ece(z, y) < bound
+    # the same labels against sharpened or flattened logits: the ECE sees it
+    assert ece(2 * z, y) > 3 * bound
+    assert ece(0.5 * z, y) > 3 * bound
+    bins = reliability_bins(z, y)
+    assert bins.count.sum() == len(y) and len(bins.count) == 15
+    filled = bins.count > 0
+    assert np.all(bins.confidence[filled] > bins.edges[:-1][filled])
+    assert np.all(bins.confidence[filled] <= bins.edges[1:][filled])
+
+
+def test_ece_and_nll_match_a_numpy_reimplementation():
+    rng = np.random.default_rng(3)
+    for k, scale in ((2, 1.0), (10, 3.0), (100, 5.0)):
+        z = rng.normal(0, scale, (777, k))
+        y = rng.integers(0, k, 777)
+        assert ece(torch.tensor(z), torch.tensor(y)) == pytest.approx(numpy_ece(z, y), abs=1e-12)
+        assert nll(torch.tensor(z), torch.tensor(y)) == pytest.approx(numpy_nll(z, y), rel=1e-12)
+        assert ece(torch.tensor(z), torch.tensor(y), temperature=2.5) == pytest.approx(numpy_ece(z / 2.5, y),
+                                                                                     abs=1e-12)
+    # float32 input is read in float64 as given
+    z32 = torch.tensor(z, dtype=torch.float32)
+    assert nll(z32, torch.tensor(y)) == pytest.approx(numpy_nll(z32.double().numpy(), y), rel=1e-12)
+
+
+@pytest.mark.parametrize("c", [0.25, 0.5, 3.0, 10.0])
+def test_temperature_scaling_recovers_a_known_factor(c):
+    z, y = calibrated(seed=1)
+    t = fit_temperature(c * z, y)
+    assert t == pytest.approx(c, rel=0.05)
+    report = temperature_scaling(c * z[:10000], y[:10000], c * z[10000:], y[10000:])
+    assert report.temperature == pytest.approx(c, rel=0.07)
+    assert report.ece_after < ece_bound(10000)
+    assert report.nll_after <= report.nll_before + 1e-9
+    assert report.nll_after == pytest.approx(nll(z[10000:], y[10000:]), abs=0.01)
+
+
+def test_saturated_logits_give_finite_numbers():
+    z, y = calibrated(n=5000, seed=2)
+    big = 1e3 * z.float()  # the float32 softmax is exactly 1.0 for most rows
+    assert (torch.softmax(big, 1).max(1).values == 1.0).float().mean() > 0.5
+    for value in (ece(big, y), nll(big, y)):
+        assert math.isfinite(value)
+    assert nll(big, y) > 100  # confidently wrong rows cost ~1e3 nats each: large, not inf
+    t = fit_temperature(big, y)
+    assert t == pytest.approx(1e3, rel=0.1)
+    assert nll(big, y, t) == pytest.approx(nll(z, y), abs=0.02)
+    assert ece(big, y, temperature=t) < ece_bound(5000)
+
+
+def test_separable_data_goes_to_small_t_and_bad_input_is_refused():
+    z = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
+    y = torch.tensor([0, 1])
+    # NLL(T) = log(1 + exp(-5/T)) falls towards 0 as T -> 0 and is 0 in float64 below T ~ 0.1
+    t = fit_temperature(z, y, bounds=(0.01, 100))
+    assert 0.01 <= t < 0.15 and nll(z, y, t) < 1e-12
+    with pytest.raises(ValueError, match="NaN"):
+        ece(torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="expected logits"):
+        nll(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
+
+
+def test_reliability_diagram_is_written_atomically(tmp_path):
+    z, y = calibrated(n=3000, seed=4)
+    path = plot_reliability(2 * z, y, tmp_path / "plots" / "reliability.png", title="toy")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 300
+        pixels = np.asarray(im.convert("RGB"))
+    # the over-confidence gap is shaded red: some clearly reddish pixels exist
+    r, g, b = (pixels[..., i].astype(int) for i in range(3))
+    assert ((r - g > 40) & (r - b > 40)).sum() > 100
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["reliability.png"]  # no temp files left

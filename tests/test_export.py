@@ -1,0 +1,106 @@
+"""RobustBench-format exports: model cards and leaderboard_robustbench.csv, checked against the
+leaderboard they are made from (stores built here with ResultStore.put)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from bench.export import ROBUSTBENCH_COLUMNS, model_card, robustbench_leaderboard, write_exports
+from tests.test_html_report import StoreBuilder, sweep_store
+
+# robustbench.utils.ModelInfo's fields (robustbench 1.1.1): the model_info/<dataset>/<threat>/<Name>.json format
+MODEL_INFO_FIELDS = ["link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                     "architecture", "eps", "clean_acc", "reported", "corruptions_acc", "corruptions_acc_3d",
+                     "corruptions_mce", "corruptions_mce_3d", "autoattack_acc", "footnote"]
+
+
+def pct(v) -> str:
+    return f"{100 * v:.2f}"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results") / "quick"
+    _, board, _ = sweep_store(root).tables()
+    write_exports(board, root)
+    return root, board
+
+
+def test_model_cards_match_the_leaderboard(exported):
+    root, board = exported
+    cards = sorted((root / "model_cards").glob("*.json"))
+    assert [c.stem for c in cards] == sorted(board.model)
+    for _, row in board.iterrows():
+        card = json.loads((root / "model_cards" / f"{row.model}.json").read_text())
+        assert list(card) == [f for f in MODEL_INFO_FIELDS if f in card]  # RobustBench's fields, in its order
+        assert {"link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                "architecture", "eps", "clean_acc", "reported", "autoattack_acc"} <= set(card)
+        assert card["clean_acc"] == pct(row.clean)
+        assert card["reported"] == pct(row.robust_min)
+        assert card["autoattack_acc"] == pct(row.aa_pyautoattack)  # no full AutoAttack here: the cross-check
+        assert "on 100 images" in card["footnote"]
+        assert card["corruptions_acc"] == pct(row.mCA)
+        assert card["dataset"] == "cifar10-jpeg75"  # not passed off as CIFAR-10
+        assert card["eps"] == "8/255" and card["additional_data"] is False and card["number_forward_passes"] == 1
+        assert row.code_version in card["footnote"] and f"{int(row.n)} images" in card["footnote"]
+        assert card["architecture"].startswith("fastnet") and "M=64" in card["architecture"]
+        assert ("loss x T" in card["name"]) == bool(row.lr_scale)
+
+
+def test_cards_load_as_robustbench_model_info(exported):
+    from bench.errors import BenchError
+    from models.zoo import _robustbench_utils
+    try:
+        utils = _robustbench_utils()
+    except BenchError:
+        pytest.skip("robustbench is not installed (pip install -e '.[robustbench]')")
+    assert [f.name for f in dataclasses.fields(utils.ModelInfo)] == MODEL_INFO_FIELDS
+    root, _ = exported
+    for path in (root / "model_cards").glob("*.json"):
+        info = utils.ModelInfo(**json.loads(path.read_text()))
+        float(info.clean_acc), float(info.autoattack_acc)  # what robustbench's list_available_models parses
+
+
+def test_robustbench_leaderboard_csv(exported):
+    root, board = exported
+    lb = pd.read_csv(root / "leaderboard_robustbench.csv")
+    assert list(lb.columns) == ROBUSTBENCH_COLUMNS
+    assert list(lb.Rank) == list(range(1, len(board) + 1))
+    assert list(lb["Best known robust accuracy"]) == sorted(lb["Best known robust accuracy"], reverse=True)
+    b = board.set_index("model")
+    for _, r in lb.iterrows():
+        m = b.loc[r.Method]
+        assert math.isclose(r["Standard accuracy"], round(100 * m.clean, 2))
+        assert math.isclose(r["AutoAttack robust accuracy"], round(100 * m.aa_pyautoattack, 2))
+        assert math.isclose(r["Best known robust accuracy"], round(100 * m.robust_worst, 2))
+        assert r["AA eval. potentially unreliable"] == (m.masking in ("likely", "suspected"))
+        assert r["Extra data"] == False  # noqa: E712 - a CSV boolean
+
+
+def test_full_autoattack_preferred_and_absent_autoattack(tmp_path):
+    b = StoreBuilder(tmp_path, n=500)
+    b.model("fastnet_T1", 1, 0.6).model("fastnet_T5", 5, 0.6)
+    _, board, _ = b.tables()
+    row = board.iloc[0].copy()
+    card = model_card(row)
+    assert card["autoattack_acc"] is None and "not run" in card["footnote"]
+    assert "corruptions_acc" not in card  # only where measured
+    row["autoattack"] = 0.123
+    row["aa_pyautoattack"] = 0.5
+    card = model_card(row)
+    assert card["autoattack_acc"] == "12.30" and "n=500" in card["footnote"]
+    lb = robustbench_leaderboard(board.assign(autoattack=[0.1, 0.2]))
+    assert list(lb["AutoAttack robust accuracy"].sort_values()) == [10.0, 20.0]
+
+
+def test_stale_cards_are_removed(tmp_path):
+    b = StoreBuilder(tmp_path, n=500)
+    b.model("fastnet_T1", 1, 0.6).model("fastnet_T5", 5, 0.6)
+    _, board, _ = b.tables()
+    write_exports(board, tmp_path)
+    write_exports(board[board.model == "fastnet_T1"], tmp_path)
+    assert [p.name for p in (tmp_path / "model_cards").glob("*.json")] == ["fastnet_T1.json"]
