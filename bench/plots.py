@@ -66,9 +66,11 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
         return []
     board = board.copy()
     board["family"] = board.apply(family, axis=1)
-    panels = ["clean", "robust_min"] + [c for c in board.columns if "@" in c and not c.startswith("robust_min")]
+    # the attacks at the headline radius (other radii: plots/eps_sweep_*), then shifts, calibration
+    panels = ["clean", "robust_min"] + [c for c in board.columns if c.endswith("@8/255")
+                                        and not c.startswith("robust_min")]
     panels += [c for c in ("mCA", "extra4", "mCE", "rel_mCE", "nat_worst_grid", "nat_rotate", "nat_translate",
-                           "cifar10.1") if c in board.columns]
+                           "cifar10.1", "ece_raw", "ece_scaled", "ece_posthoc") if c in board.columns]
     panels = [p for p in panels if board[p].notna().any()]
     families = sorted(board["family"].unique())
     colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
@@ -85,7 +87,8 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
                         color=colors[fam], label=fam, lw=2.5 if col == "robust_min" else 1.5)
         ax.set_xscale("log")
         ax.set_xlabel("training temperature T")
-        ax.set_ylabel("accuracy (%)" if "mCE" not in col else "corruption error (% of the T=1 baseline's)")
+        ax.set_ylabel("corruption error (% of the T=1 baseline's)" if "mCE" in col else
+                      "expected calibration error (%)" if col.startswith("ece") else "accuracy (%)")
         ax.set_title(col)
         ax.grid(True, which="both", alpha=0.3)
 
@@ -107,7 +110,7 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(f"Accuracy vs training temperature, {sub}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title
     written.append(_save(fig, plots_dir / "acc_vs_T.png", dpi=100))
     return written
 

@@ -199,12 +199,13 @@ def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
     write_bytes_atomic(out_dir / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f").encode())
     plots = out_dir / "plots"
     latest = latest_runs(tidy)
-    plot_accuracy_vs_T(board, plots)
-    plot_attacks_vs_T(latest, board, plots)
-    plot_eps_sweeps(latest, plots)
-    plot_corruption_heatmaps(latest, plots)
-    plot_natural_sweeps(latest, plots)
-    plot_reliability_diagrams(store, latest, plots / "reliability")
+    written = set(plot_accuracy_vs_T(board, plots) + plot_attacks_vs_T(latest, board, plots) +
+                  plot_eps_sweeps(latest, plots) + plot_corruption_heatmaps(latest, plots) +
+                  plot_natural_sweeps(latest, plots) +
+                  plot_reliability_diagrams(store, latest, plots / "reliability"))
+    for old in plots.rglob("*.png") if plots.is_dir() else []:
+        if old not in written:  # a figure of an earlier grid: it would contradict these tables
+            old.unlink()
     from bench.html_report import publish  # imported here: bench.html_report imports this module
     publish(store, out_dir, board, tidy)  # index.html and the RobustBench exports, from the same tables
     return board

@@ -102,7 +102,10 @@ def test_smoke_profile_end_to_end(smoke_run):
 def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
     base, args, first = smoke_run
     before = pd.read_csv(base / "results" / "results.csv")
+    stale = base / "results" / "plots" / "acc_vs_T_an_attack_of_an_older_grid.png"
+    stale.write_bytes(b"")
     again = cli(*args, env={"BENCH_SHIFT_DATA": str(base / "shift")})
+    assert not stale.exists() and (base / "results" / "plots" / "acc_vs_T.png").exists()  # figures match the tables
     assert again.returncode == 0, again.stderr
     assert "loaded checkpoint" in again.stderr and "trained in" not in again.stderr
     # per model: attacks, eps sweep, fp64 check, AutoAttack cross-check, calibration,
