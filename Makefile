@@ -14,7 +14,7 @@ PROFILE ?= quick
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,robustbench]'
+	$(PY) -m pip install -q -e '.[dev,robustbench,ray]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
+from filelock import FileLock
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from bench.atomic import write_atomic, write_json_atomic
@@ -51,10 +53,16 @@ class CheckpointStore:
         weights = stem.with_suffix(".best.safetensors" if spec.checkpoint == "best" else ".safetensors")
         return weights, stem.with_suffix(".json")
 
-    def load(self, spec: ModelSpec, key: str, num_classes: int,
-             device: torch.device) -> Optional[Tuple[torch.nn.Module, dict]]:
-        """The stored model and its sidecar, or None if there is none; a bad file raises BenchError."""
-        weights, sidecar = self.paths(spec, key)
+    def lock(self, spec: ModelSpec, key: str) -> FileLock:
+        """Held while a run trains and saves, so that two processes (two grids on one store, or
+        a Ray task and its retry) train it once and never interleave their writes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / f"{spec.run.name}-{key}.lock"))
+
+    def sidecar(self, spec: ModelSpec, key: str) -> Optional[dict]:
+        """The sidecar of a saved run, or None; checked against the run it should describe, the
+        weights are not read."""
+        _, sidecar = self.paths(spec, key)
         if not sidecar.exists():
             return None
         fix = f"delete {spec.run.name}-{key}.* in {self.root} to retrain"
@@ -65,19 +73,45 @@ class CheckpointStore:
         if meta.get("key") != key or meta.get("spec", {}).get("name") != spec.run.name:
             raise BenchError(f"checkpoint {sidecar} belongs to {meta.get('spec', {}).get('name')!r} "
                              f"(key {meta.get('key')}), not {spec.run.name} (key {key}): {fix}")
+        return meta
+
+    def verify(self, spec: ModelSpec, key: str) -> Optional[dict]:
+        """The sidecar of ``spec``'s weights once they are checked (present, the sha256 the
+        sidecar holds, a safetensors header), or None if the run was never saved; a bad file
+        raises BenchError. Cheap enough for a planner to call on a whole grid before it runs."""
+        meta = self.sidecar(spec, key)
+        if meta is None:
+            return None
+        weights, _ = self.paths(spec, key)
+        fix = f"delete {spec.run.name}-{key}.* in {self.root} to retrain"
         if not weights.exists():
             raise BenchError(f"checkpoint weights {weights} are missing: {fix}")
         sha = meta.get("best_weights_sha256" if spec.checkpoint == "best" else "weights_sha256")
         if sha256_file(weights) != sha:
             raise BenchError(f"checkpoint {weights} is corrupt or truncated (sha256 mismatch): {fix}")
+        try:  # the header only: a file that is not safetensors (a pickle, say) stops here, unread
+            with safe_open(str(weights), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise BenchError(f"checkpoint {weights} is not a safetensors file ({str(e).splitlines()[0]}): "
+                             f"{fix}") from None
+        # the sidecar describes the run; say which of its weights these are
+        return dict(meta, weights_sha256=sha, checkpoint=spec.checkpoint or "last")
+
+    def load(self, spec: ModelSpec, key: str, num_classes: int,
+             device: torch.device) -> Optional[Tuple[torch.nn.Module, dict]]:
+        """The stored model and its sidecar, or None if there is none; a bad file raises BenchError."""
+        meta = self.verify(spec, key)
+        if meta is None:
+            return None
+        weights, _ = self.paths(spec, key)
+        fix = f"delete {spec.run.name}-{key}.* in {self.root} to retrain"
         model = build_model(spec, num_classes)
         try:
             model.load_state_dict(load_file(str(weights)), strict=True)
         except Exception as e:  # noqa: BLE001 - safetensors/torch raise several types
             raise BenchError(f"checkpoint {weights} does not fit {spec.name} ({str(e).splitlines()[0]}): {fix}") from None
-        model = model.to(device, memory_format=torch.channels_last).eval()
-        # the sidecar describes the run; say which of its weights these are
-        return model, dict(meta, weights_sha256=sha, checkpoint=spec.checkpoint or "last")
+        return model.to(device, memory_format=torch.channels_last).eval(), meta
 
     def save(self, spec: ModelSpec, key: str, model: torch.nn.Module, meta: dict,
              best_state: Optional[dict] = None) -> dict:

@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="cache for decoded data and checkpoints (default: $BENCH_CACHE "
                    "or .cache)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="run the grid's jobs in this process (local, default) or as Ray tasks (ray)")
+    p.add_argument("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
+                   "(default with --executor ray: a local Ray instance for this run)")
+    p.add_argument("--store", default=None, help="a folder every worker can reach (e.g. on a shared file "
+                   "system) for the records, reports, checkpoints and job logs")
+    p.add_argument("--cpus-per-job", type=float, default=1, help="Ray: CPUs each job asks for (default 1)")
+    p.add_argument("--gpus-per-job", type=float, default=None, help="Ray: GPUs each job asks for (default: 1 "
+                   "when the cluster has GPUs and --device is not cpu, else 0)")
     p.add_argument("--force", action="store_true", help="re-evaluate measurements already in the store")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off when not a TTY)")
     p.add_argument("--list-models", action="store_true", help="explain model names and list the profile's grid")
@@ -144,13 +153,13 @@ def _attack_params(profile, args) -> dict:
     return {a: p for a, p in merged.items() if p}
 
 
-def _check_writable(path: Path):
+def _check_writable(path: Path, flag: str = "--results"):
     probe = path
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise BenchError(f"results folder {path} cannot be written ({probe} is not a writable folder): "
-                         f"pass --results DIR")
+        raise BenchError(f"{flag[2:]} folder {path} cannot be written ({probe} is not a writable folder): "
+                         f"pass {flag} DIR")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -198,13 +207,48 @@ def make_plan(args):
     for v in views:
         if v not in VIEWS:
             raise BenchError(f"unknown view {v!r}; known: {', '.join(VIEWS)}")
-    results = Path(args.results) if args.results else Path("results") / profile.name
+    store = None
+    if args.store is not None:
+        if "://" in args.store:
+            raise BenchError(f"--store takes a folder, not {args.store!r}: mount the bucket (e.g. with s3fs or "
+                             f"gcsfuse) and pass the mount point")
+        store = Path(args.store)
+        _check_writable(store, "--store")
+    results = Path(args.results) if args.results else store or Path("results") / profile.name
     _check_writable(results)
     cache = Path(args.cache) if args.cache else default_cache_dir()
+    # a Ray driver only plans: the workers run on the devices Ray gives them
+    device = resolve_device("cpu" if args.executor == "ray" and args.device in ("auto", "cuda") else args.device)
     return Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
-                cache_dir=cache, data_root=args.data_root, device=resolve_device(args.device), force=args.force,
-                fetch_shift_sets=args.attack is not None, dataset=args.dataset,
-                progress=sys.stderr.isatty() and not args.no_progress)
+                cache_dir=cache, data_root=args.data_root, device=device, force=args.force,
+                fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store,
+                progress=sys.stderr.isatty() and not args.no_progress and args.executor == "local")
+
+
+def make_executor(args):
+    from bench.executor import LocalExecutor, RayExecutor
+    if args.executor == "local":
+        for flag, value in (("--address", args.address), ("--gpus-per-job", args.gpus_per_job)):
+            if value is not None:
+                raise BenchError(f"{flag} is for --executor ray")
+        return LocalExecutor()
+    import importlib.util
+    if importlib.util.find_spec("ray") is None:
+        raise BenchError("--executor ray needs Ray: pip install -e '.[ray]'")
+    if not args.cpus_per_job > 0:
+        raise BenchError(f"--cpus-per-job must be > 0, got {args.cpus_per_job}")
+    gpus = args.gpus_per_job
+    if gpus is not None and not gpus >= 0:
+        raise BenchError(f"--gpus-per-job must be >= 0, got {gpus}")
+    if args.device == "cpu":
+        gpus = 0
+    elif args.device == "cuda" and gpus is None:
+        gpus = 1
+    elif args.device not in ("auto", "cuda"):
+        raise BenchError(f"--executor ray takes --device auto, cpu or cuda, not {args.device!r}")
+    executor = RayExecutor(address=args.address, cpus_per_job=args.cpus_per_job, gpus_per_job=gpus)
+    executor.check()
+    return executor
 
 
 def main(argv=None) -> int:
@@ -216,10 +260,11 @@ def main(argv=None) -> int:
         if args.list_attacks:
             print(list_attacks())
             return 0
+        executor = make_executor(args)
         plan = make_plan(args)
         from bench.report import summary
         from bench.runner import run
-        board = run(plan)
+        board = run(plan, executor=executor)
         print(summary(board))
         return 0
     except BenchError as e:

@@ -1,5 +1,6 @@
-"""The runner: for each model of a plan, get its checkpoint (load or train), evaluate it, store
-the measurements; then build the reports. Data flows one way:
+"""The runner: turn a plan into its grid of jobs (train a model; evaluate it on one family of
+threats), skip those the stores already hold, run the rest on an executor, build the reports.
+Data flows one way:
 
     registry spec -> trainer -> checkpoint store -> evaluator -> results store -> reports
 """
@@ -15,16 +16,13 @@ import pandas as pd
 import torch
 
 from attacks import AttackConfig, format_eps
-from bench.attack_setup import AttackSetup
 from bench.checkpoints import CheckpointStore, checkpoint_key
-from bench.data import Dataset, load_dataset, stratified_indices, to_float
+from bench.data import Dataset, to_float
 from bench.errors import BenchError
-from bench.evaluate_calibration import evaluate_calibration
+from bench.jobs import Context, build_jobs, is_done
 from bench.profiles import Profile
-from bench.provenance import code_version, provenance
+from bench.provenance import provenance
 from bench.report import write_reports
-from bench.shift_setup import ShiftSetup
-from bench.store import SCHEMA, ResultStore, record_id
 from bench.train import train
 from models import ModelSpec
 from models.zoo import ZooSpec
@@ -44,16 +42,19 @@ class Plan:
     progress: bool = False
     fetch_shift_sets: bool = False  # download a shifted test set (CIFAR-10.1) that is missing, else skip it
     dataset: Optional[str] = None  # cifar10 / cifar100 where the data root holds both
+    store_dir: Optional[Path] = None  # checkpoints (and job logs) here, e.g. a cluster's shared folder
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return (self.store_dir or self.cache_dir) / "checkpoints"
+
+    @property
+    def log_dir(self) -> Path:
+        return (self.store_dir or self.results_dir) / "logs"
 
 
 def _log(msg: str):
     print(msg, file=sys.stderr, flush=True)
-
-
-def _identity(key: str, data: Dataset, plan: Plan, n: int, threat: str, view: str, params: dict) -> dict:
-    ev = plan.profile.eval
-    return {"run_key": key, "dataset": data.name, "split": ev.split, "n": n, "subset_seed": ev.subset_seed,
-            "attack_seed": ev.attack_seed, "threat": threat, "view": view, "params": params}
 
 
 @torch.no_grad()
@@ -109,11 +110,18 @@ def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore
     recipe = plan.profile.recipe_for(spec)
     key = checkpoint_key(spec, recipe, data.fingerprint, data.num_classes)
     found = ckpts.load(spec, key, data.num_classes, plan.device)
-    if found is not None:
-        log(f"  loaded checkpoint {key}{f' @{spec.checkpoint}' if spec.checkpoint else ''} "
-            f"(trained {found[1].get('wall_s', float('nan')):.0f}s, "
-            f"test acc {100 * found[1].get('test_acc', float('nan')):.1f}%)")
-        return key, found[0], found[1]
+    if found is None:
+        with ckpts.lock(spec, key):  # another process may be training it: wait, then load its result
+            found = ckpts.load(spec, key, data.num_classes, plan.device)
+            if found is None:
+                return _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log)
+    log(f"  loaded checkpoint {key}{f' @{spec.checkpoint}' if spec.checkpoint else ''} "
+        f"(trained {found[1].get('wall_s', float('nan')):.0f}s, "
+        f"test acc {100 * found[1].get('test_acc', float('nan')):.1f}%)")
+    return key, found[0], found[1]
+
+
+def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
     result = train(spec.run, recipe, data, plan.device, progress=plan.progress)
     test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
     meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
@@ -167,74 +175,22 @@ def summarize(ms) -> str:
     return head + ", ".join(parts)
 
 
-def run(plan: Plan, log: Callable[[str], None] = _log) -> pd.DataFrame:
-    """Run the plan; returns the leaderboard. Finished measurements are in the store as soon as
-    they are done, so an interrupted run resumes where it stopped."""
-    data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress, dataset=plan.dataset)
-    log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, test {len(data.test)}")
-    data = data.to(plan.device)
-    ev = plan.profile.eval
-    split = data.split(ev.split)
-    eval_split = split.subset(stratified_indices(split.labels, ev.n, ev.subset_seed))
-    store = ResultStore(plan.results_dir)
-    ckpts = CheckpointStore(plan.cache_dir / "checkpoints")
-    shifts = ShiftSetup.prepare(plan, data, split, log)
-    threats = AttackSetup.prepare(plan, eval_split)
-
-    def get_surrogate(sur: ModelSpec, load: bool):
-        if not load:
-            return checkpoint_key(sur, plan.profile.recipe_for(sur), data.fingerprint, data.num_classes), None
-        log(f"  surrogate {sur.name} for the transfer attack:")
-        key, model, _ = get_model(sur, plan, data, ckpts, eval_split, log)
-        return key, model
-
+def run(plan: Plan, log: Callable[[str], None] = _log, executor=None) -> pd.DataFrame:
+    """Run the plan's grid as jobs (bench/jobs.py) on an executor (default: this process), then
+    build the reports; returns the leaderboard. Every job stores what it measured as soon as it
+    is done, so an interrupted run resumes where it stopped."""
+    from bench.executor import GridProgress, LocalExecutor
     started = time.perf_counter()
-    resolve_T = TautoResolver(plan.profile.tauto, data, log)
-    for i, spec in enumerate(map(resolve_T, plan.models), 1):
-        if isinstance(spec, ZooSpec):
-            log(f"[{i}/{len(plan.models)}] {spec.name} (a RobustBench zoo model, loaded, not trained)")
-            key, model, meta, spec_cols = get_zoo_model(spec, plan, data, log)
-        else:
-            log(f"[{i}/{len(plan.models)}] {spec.name} (T={spec.T:g}, M={spec.feature_dim})")
-            key, model, meta = get_model(spec, plan, data, ckpts, eval_split, log)
-            spec_cols = {"model": spec.name, "arch": spec.arch_name, "T": spec.T, "head": spec.head,
-                         "regime": spec.regime, "lr_scale": spec.lr_scale, "seed": spec.seed,
-                         "feature_dim": spec.feature_dim, "checkpoint": meta.get("checkpoint", "last"),
-                         "best_epoch": meta.get("best_epoch"),
-                         "catastrophic_overfitting_epoch": meta.get("catastrophic_overfitting_epoch")}
-        # the measurements belong to these weights: @best and @last of one run are two models
-        weights_key = key + (f"@{spec.checkpoint}" if spec.checkpoint else "")
-        prov = provenance(plan.device)
-        n = len(eval_split)
-        calibration = ("calibration", [(n, "calibration", v, {"bins": 15, **({"cross_fit_seed": ev.subset_seed}
-                                                                            if v == "posthoc" else {})})
-                                       for v in ("raw", "scaled", "posthoc")],
-                       lambda: evaluate_calibration(model, spec.T, eval_split, ev.batch_size, ev.subset_seed))
-        jobs = threats.jobs(model, spec, plan, data.num_classes, get_surrogate) + [calibration] + \
-            shifts.jobs(model, spec, plan)
-        for family, planned, run_job in jobs:
-            # Resume: skip what the store holds for these very weights and this very code; any
-            # other code version measures again (and replaces the rows).
-            done = [store.get(record_id(_identity(weights_key, data, plan, *p))) for p in planned]
-            if not plan.force and all(d is not None and d.get("weights_sha256") == meta["weights_sha256"]
-                                      and d.get("code_version") == code_version() and d.get("schema") == SCHEMA
-                                      for d in done):
-                log(f"  {family}: already in the store (--force re-evaluates)")
-                continue
-            t0 = time.perf_counter()
-            measurements = run_job()
-            for m in measurements:
-                record = dict(_identity(weights_key, data, plan, m.n, m.threat, m.view, m.params), **spec_cols,
-                              **prov, family=m.family, source=m.source or f"{data.name}:{ev.split}",
-                              num_classes=data.num_classes,
-                              corruption=m.corruption or None, severity=m.severity, magnitude=m.magnitude,
-                              eps=m.eps, steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
-                              weights_sha256=meta["weights_sha256"], profile=plan.profile.name)
-                if m.bits:
-                    record["bits"] = m.bits
-                record.update(m.extra)
-                store.put(record)
-            log(f"  {family} ({time.perf_counter() - t0:.0f}s): " + summarize(measurements))
-    board = write_reports(store, plan.results_dir)
+    ctx = Context(plan, log)
+    jobs = build_jobs(ctx)
+    # --force re-evaluates; it never retrains (delete a checkpoint to retrain it)
+    todo = [j for j in jobs if (plan.force and j.kind == "eval") or not is_done(j, ctx)]
+    n_train = sum(j.kind == "train" for j in jobs)
+    log(f"grid: {len(jobs)} jobs ({n_train} training runs, {len(jobs) - n_train} evaluations); "
+        f"{len(jobs) - len(todo)} already done" + (" (--force re-evaluates)" if not plan.force else "") +
+        f"; {len(todo)} to run; job logs in {plan.log_dir}")
+    executor = executor or LocalExecutor()
+    executor.run(todo, ctx, GridProgress(len(jobs), len(jobs) - len(todo), log), plan.log_dir, log)
+    board = write_reports(ctx.store, plan.results_dir)
     log(f"done in {time.perf_counter() - started:.0f}s; reports in {plan.results_dir}")
     return board

@@ -1,0 +1,182 @@
+"""Executors run the grid's jobs (bench/jobs.py) in an order their dependencies allow.
+
+``LocalExecutor`` runs them one after another in this process (the default). ``RayExecutor``
+makes each job a Ray task with a resource request, its dependencies passed as object refs so Ray
+starts it only when they are done; a task whose worker dies is retried (Ray's ``max_retries``),
+which is safe because a job run twice writes the same records and trains under a lock. Both
+write to the same stores, so both give the same table for the same grid.
+
+Ray is imported only by ``RayExecutor``: the local executor never needs it.
+"""
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from bench.errors import BenchError
+from bench.jobs import Context, Job, JobLog, execute
+
+
+def ordered(jobs: List[Job]) -> List[Job]:
+    """The jobs, each after the dependencies it has among them (stable otherwise)."""
+    by_key = {j.key: j for j in jobs}
+    out, seen = [], set()
+
+    def visit(job: Job):
+        if job.key in seen:
+            return
+        seen.add(job.key)
+        for d in job.deps:
+            if d in by_key:
+                visit(by_key[d])
+        out.append(job)
+
+    for j in jobs:
+        visit(j)
+    return out
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class GridProgress:
+    """Jobs done / total and an ETA from the pace so far (wall clock, so it counts parallelism)."""
+
+    def __init__(self, total: int, done: int, log: Callable[[str], None]):
+        self.total, self.done, self.log = total, done, log
+        self.start, self.ran = time.perf_counter(), 0
+
+    def finished(self, job: Job, wall_s: float, summary: str):
+        self.done += 1
+        self.ran += 1
+        left = self.total - self.done
+        pace = (time.perf_counter() - self.start) / self.ran
+        eta = f"; ETA {_duration(pace * left)}" if left else ""
+        self.log(f"[{self.done}/{self.total}] {job.key} ({wall_s:.0f}s): {summary}{eta}")
+
+
+class LocalExecutor:
+    name = "local"
+
+    def run(self, jobs: List[Job], ctx: Context, progress: GridProgress, log_dir: Path,
+            log: Callable[[str], None]):
+        for job in ordered(jobs):
+            t0 = time.perf_counter()
+            summary = execute(job, ctx, JobLog(log_dir, job, echo=log))
+            progress.finished(job, time.perf_counter() - t0, summary)
+
+
+# The contexts a Ray worker process has built, by run: a worker that runs several jobs of a run
+# loads the data once.
+_WORKER_CONTEXTS: Dict[str, Context] = {}
+
+
+def _ray_job(run_id: str, plan, job: Job, log_dir: str, *_deps):
+    """A job on a Ray worker. ``_deps`` are the results of the jobs it needs: Ray passes them
+    only once those jobs are done, which is all they are here for."""
+    import ray
+    import torch
+    res = ray.get_runtime_context().get_assigned_resources()
+    torch.set_num_threads(max(1, int(res.get("CPU", 1))))
+    if res.get("GPU"):
+        plan = replace(plan, device=torch.device("cuda"))
+    log = JobLog(Path(log_dir), job)
+    t0 = time.perf_counter()
+    ctx = _WORKER_CONTEXTS.get(run_id)
+    if ctx is None:
+        _WORKER_CONTEXTS.clear()  # one run's data at a time
+        ctx = _WORKER_CONTEXTS[run_id] = Context(plan, log)
+    return execute(job, ctx, log), time.perf_counter() - t0
+
+
+def _probe(address: str, timeout_s: float = 5.0):
+    """ray.init waits for an unreachable cluster for minutes: fail fast instead."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except ValueError:
+        raise BenchError(f"--address {address!r} is not HOST:PORT, ray://HOST:PORT or auto") from None
+    except OSError as e:
+        raise BenchError(f"no Ray cluster answers at {address} ({e.strerror or e}): start one with "
+                         f"`ray start --head` there, or leave out --address for a local one") from None
+
+
+class RayExecutor:
+    """Jobs as Ray tasks. ``address``: None starts a local Ray instance for this run (and stops
+    it after); "auto" or "ray://host:port" or "host:port" joins a running cluster."""
+    name = "ray"
+
+    def __init__(self, address: Optional[str] = None, cpus_per_job: float = 1, gpus_per_job: Optional[float] = 0,
+                 max_retries: int = 3):
+        self.address, self.cpus, self.gpus, self.max_retries = address, cpus_per_job, gpus_per_job, max_retries
+
+    def check(self):
+        """Fail now, in one line, where the cluster cannot be reached (before anything runs)."""
+        if self.address not in (None, "auto", "local"):
+            _probe(self.address)
+
+    def _init(self, log):
+        try:
+            import ray
+        except ImportError:
+            raise BenchError("--executor ray needs Ray: pip install -e '.[ray]'") from None
+        if ray.is_initialized():
+            return ray, False
+        self.check()
+        try:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     logging_level="WARNING")
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = self.address or "a new local instance"
+            raise BenchError(f"cannot reach a Ray cluster at {where} ({str(e).splitlines()[0]}): start one with "
+                             f"`ray start --head` or leave out --address") from None
+        res = ray.cluster_resources()
+        if self.gpus is None:  # --device auto: a GPU per job where the cluster has them
+            self.gpus = 1 if res.get("GPU") else 0
+        log(f"ray: {ray.get_runtime_context().gcs_address}, {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs "
+            f"in the cluster; each job asks for {self.cpus:g} CPU{'s' * (self.cpus != 1)}"
+            f"{f' and {self.gpus:g} GPU' if self.gpus else ''}")
+        if self.gpus and not res.get("GPU"):
+            raise BenchError("jobs ask for a GPU but the Ray cluster has none: use --device cpu")
+        return ray, True
+
+    def run(self, jobs: List[Job], ctx: Context, progress: GridProgress, log_dir: Path,
+            log: Callable[[str], None]):
+        if not jobs:
+            return
+        ray, started = self._init(log)
+        try:
+            self._run(ray, jobs, ctx, progress, log_dir)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _run(self, ray, jobs, ctx, progress, log_dir):
+        task = ray.remote(_ray_job)
+        run_id, plan_ref = uuid.uuid4().hex, ray.put(ctx.plan)
+        refs: Dict[str, object] = {}
+        for job in ordered(jobs):
+            deps = [refs[d] for d in job.deps if d in refs]
+            refs[job.key] = task.options(name=job.key, num_cpus=self.cpus, num_gpus=self.gpus,
+                                         max_retries=self.max_retries, retry_exceptions=False).remote(
+                run_id, plan_ref, job, str(log_dir), *deps)
+        pending = {refs[j.key]: j for j in ordered(jobs)}
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready)
+            try:
+                summary, wall_s = ray.get(ready)
+            except Exception as e:  # noqa: BLE001 - a task error, a worker lost for good, a dependency's
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                cause = getattr(e, "cause", None) or e
+                first = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+                raise BenchError(f"job {job.key} failed on Ray ({first}); its log: "
+                                 f"{log_dir / job.log_name}; finished jobs are kept: rerun to resume") from None
+            progress.finished(job, wall_s, summary)

@@ -1,0 +1,220 @@
+"""The grid as a list of jobs: train a spec, or evaluate one spec on one family of threats.
+
+Every job has a deterministic key (the same grid gives the same keys on any machine) and
+explicit dependencies: an evaluation needs its model's training run, a transfer attack also its
+surrogate's. An executor (bench/executor.py) runs them in any order the dependencies allow, in
+this process or on a Ray cluster; a job run twice writes the same records (the store is keyed by
+measurement), so a retried or resumed job never duplicates a row.
+
+A ``Context`` holds what every job of a plan needs (the data on the device, the evaluation
+subsets, the stores); each process builds it once and reuses it for the jobs it runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from bench.attack_setup import AttackSetup
+from bench.checkpoints import CheckpointStore, checkpoint_key
+from bench.data import load_dataset, stratified_indices
+from bench.evaluate_calibration import evaluate_calibration
+from bench.provenance import code_version, provenance
+from bench.shift_setup import ShiftSetup
+from bench.store import SCHEMA, ResultStore, record_id
+from models import ModelSpec
+from models.zoo import ZooSpec
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str  # e.g. "train/fastnet_T5/1a2b..." or "eval/fastnet_T5/attacks/3c4d..."
+    kind: str  # "train" or "eval"
+    spec: ModelSpec  # T already resolved (a _Tauto model carries its number)
+    family: str = ""  # eval: "attacks", "eps sweep", "transfer", "corruptions", ...
+    deps: Tuple[str, ...] = ()
+
+    @property
+    def log_name(self) -> str:
+        return self.key.replace("/", "__").replace(" ", "_").replace("@", "-at-") + ".log"
+
+
+class Context:
+    """What the jobs of one plan share in one process: built once, reused for every job."""
+
+    def __init__(self, plan, log: Callable[[str], None]):
+        from bench.runner import TautoResolver
+        self.plan = plan
+        data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress, dataset=plan.dataset)
+        log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, "
+            f"test {len(data.test)}")
+        self.data = data.to(plan.device)
+        ev = plan.profile.eval
+        split = self.data.split(ev.split)
+        self.eval_split = split.subset(stratified_indices(split.labels, ev.n, ev.subset_seed))
+        self.store = ResultStore(plan.results_dir)
+        self.ckpts = CheckpointStore(plan.checkpoint_dir)
+        self.shifts = ShiftSetup.prepare(plan, self.data, split, log)
+        self.threats = AttackSetup.prepare(plan, self.eval_split)
+        self.resolve_T = TautoResolver(plan.profile.tauto, self.data, log)
+        self._last_model: Optional[tuple] = None  # (spec name, (key, model, meta)) of the last job
+
+    def model(self, spec: ModelSpec, log: Callable[[str], None]):
+        """(checkpoint key, model, sidecar) of a trained spec. An executor runs a model's
+        evaluations one after another, so the last one loaded is kept rather than re-read."""
+        from bench.runner import get_model
+        if self._last_model is None or self._last_model[0] != spec.name:
+            self._last_model = (spec.name, get_model(spec, self.plan, self.data, self.ckpts, self.eval_split, log))
+        return self._last_model[1]
+
+    def ckpt_key(self, spec: ModelSpec) -> str:
+        return checkpoint_key(spec, self.plan.profile.recipe_for(spec), self.data.fingerprint, self.data.num_classes)
+
+    def weights_key(self, spec: ModelSpec) -> str:
+        """The identity of the weights measured: @best and @last of one run are two models."""
+        if isinstance(spec, ZooSpec):
+            return spec.name
+        return self.ckpt_key(spec) + (f"@{spec.checkpoint}" if spec.checkpoint else "")
+
+    def identity(self, weights_key: str, n: int, threat: str, view: str, params: dict) -> dict:
+        ev = self.plan.profile.eval
+        return {"run_key": weights_key, "dataset": self.data.name, "split": ev.split, "n": n,
+                "subset_seed": ev.subset_seed, "attack_seed": ev.attack_seed, "threat": threat, "view": view,
+                "params": params}
+
+    def surrogate_key(self, sur: ModelSpec, load: bool, log: Callable[[str], None] = lambda m: None):
+        if not load:
+            return self.ckpt_key(sur), None
+        from bench.runner import get_model
+        log(f"  surrogate {sur.name} for the transfer attack:")
+        key, model, _ = get_model(sur, self.plan, self.data, self.ckpts, self.eval_split, log)
+        return key, model
+
+    def measurement_jobs(self, spec: ModelSpec, model, log: Callable[[str], None] = lambda m: None):
+        """(family, planned identities, run) for every family a model is measured on; with
+        ``model=None`` only the first two are meaningful (the planner's use)."""
+        plan, ev, n = self.plan, self.plan.profile.eval, len(self.eval_split)
+        calibration = ("calibration", [(n, "calibration", v, {"bins": 15, **({"cross_fit_seed": ev.subset_seed}
+                                                                            if v == "posthoc" else {})})
+                                       for v in ("raw", "scaled", "posthoc")],
+                       lambda: evaluate_calibration(model, spec.T, self.eval_split, ev.batch_size, ev.subset_seed))
+        get_surrogate = lambda sur, load: self.surrogate_key(sur, load, log)  # noqa: E731
+        return (self.threats.jobs(model, spec, plan, self.data.num_classes, get_surrogate) + [calibration] +
+                self.shifts.jobs(model, spec, plan))
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def build_jobs(ctx: Context) -> List[Job]:
+    """The plan's grid as jobs, each training run once however many checkpoints and surrogate
+    uses it has; in an order that runs every dependency first."""
+    jobs: Dict[str, Job] = {}
+
+    def train_job(spec: ModelSpec) -> str:
+        run = spec.run
+        key = f"train/{run.name}/{ctx.ckpt_key(run)}"
+        jobs.setdefault(key, Job(key, "train", run))
+        return key
+
+    for spec in map(ctx.resolve_T, ctx.plan.models):
+        zoo = isinstance(spec, ZooSpec)
+        deps = () if zoo else (train_job(spec),)
+        wkey = ctx.weights_key(spec)
+        for family, planned, _ in ctx.measurement_jobs(spec, None):
+            fam_deps = deps
+            if family == "transfer":
+                fam_deps = deps + (train_job(ctx.threats.surrogate(spec, ctx.plan)),)
+            key = f"eval/{spec.name}/{family.replace(' ', '_')}/{_digest([wkey, planned])}"
+            jobs[key] = Job(key, "eval", spec, family, tuple(dict.fromkeys(fam_deps)))
+    return list(jobs.values())
+
+
+def is_done(job: Job, ctx: Context) -> bool:
+    """True when the store already holds the job's outcome for these very weights and this
+    code: a checkpoint for a training run; every planned record for an evaluation."""
+    if isinstance(job.spec, ZooSpec):
+        return False  # its weights hash is known once loaded: the job checks for itself
+    key = ctx.ckpt_key(job.spec)
+    meta = ctx.ckpts.verify(job.spec, key)  # a corrupt checkpoint stops the run here, before it writes
+    if meta is None:
+        return False
+    if job.kind == "train":
+        return not meta.get("best_weights") or ctx.ckpts.verify(replace(job.spec, checkpoint="best"), key) is not None
+    sha = meta["weights_sha256"]
+    planned = next(p for f, p, _ in ctx.measurement_jobs(job.spec, None) if f == job.family)
+    return _records_done(ctx, ctx.weights_key(job.spec), planned, sha)
+
+
+def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str]) -> bool:
+    for p in planned:
+        d = ctx.store.get(record_id(ctx.identity(weights_key, *p)))
+        if d is None or d.get("weights_sha256") != sha or d.get("code_version") != code_version() \
+                or d.get("schema") != SCHEMA:
+            return False
+    return True
+
+
+def spec_columns(spec: ModelSpec, meta: dict) -> dict:
+    return {"model": spec.name, "arch": spec.arch_name, "T": spec.T, "head": spec.head, "regime": spec.regime,
+            "lr_scale": spec.lr_scale, "seed": spec.seed, "feature_dim": spec.feature_dim,
+            "checkpoint": meta.get("checkpoint", "last"), "best_epoch": meta.get("best_epoch"),
+            "catastrophic_overfitting_epoch": meta.get("catastrophic_overfitting_epoch")}
+
+
+def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
+    """Run one job here and now; returns its one-line summary. Safe to run twice, or in two
+    processes at once: a training run is locked per checkpoint, and records are keyed by
+    measurement."""
+    from bench.runner import get_zoo_model, summarize
+    plan = ctx.plan
+    if job.kind == "train":
+        key, _, meta = ctx.model(job.spec, log)
+        return f"checkpoint {key}, test acc {100 * meta.get('test_acc', float('nan')):.1f}%"
+    spec = job.spec
+    if isinstance(spec, ZooSpec):
+        wkey, model, meta, cols = get_zoo_model(spec, plan, ctx.data, log)
+    else:
+        _, model, meta = ctx.model(spec, log)
+        wkey, cols = ctx.weights_key(spec), spec_columns(spec, meta)
+    family, planned, run_job = next(j for j in ctx.measurement_jobs(spec, model, log) if j[0] == job.family)
+    if not plan.force and _records_done(ctx, wkey, planned, meta["weights_sha256"]):
+        return "already in the store (--force re-evaluates)"
+    ev, prov = plan.profile.eval, provenance(plan.device)
+    measurements = run_job()
+    for m in measurements:
+        record = dict(ctx.identity(wkey, m.n, m.threat, m.view, m.params), **cols, **prov, family=m.family,
+                      source=m.source or f"{ctx.data.name}:{ev.split}", num_classes=ctx.data.num_classes,
+                      corruption=m.corruption or None, severity=m.severity, magnitude=m.magnitude, eps=m.eps,
+                      steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
+                      weights_sha256=meta["weights_sha256"], profile=plan.profile.name)
+        if m.bits:
+            record["bits"] = m.bits
+        record.update(m.extra)
+        ctx.store.put(record)
+    return summarize(measurements)
+
+
+class JobLog:
+    """The per-job log file (appended to: a retried job's attempts follow one another), plus
+    an optional echo."""
+
+    def __init__(self, folder: Path, job: Job, echo: Optional[Callable[[str], None]] = None):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path, self.echo = folder / job.log_name, None
+        self(f"== {job.key}: attempt by pid {os.getpid()} on {socket.gethostname()} at "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+        self.echo = echo
+
+    def __call__(self, msg: str):
+        with open(self.path, "a") as f:
+            f.write(msg + "\n")
+        if self.echo:
+            self.echo(msg)
+

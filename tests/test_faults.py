@@ -1,0 +1,237 @@
+"""Faults, with real processes: a real local Ray cluster whose worker is killed mid-job, the
+local executor SIGKILLed at random points, two grids writing to one store at once, and bad
+checkpoints placed in a store. The grid is tiny (two fastnets, four measurement families and a
+transfer attack, so jobs have dependencies); one of its training runs is long enough to be
+killed in the middle."""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.checkpoints import CheckpointStore
+from bench.store import ResultStore
+from models import parse_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROFILE = """
+name = "faults"
+description = "the fault tests' grid"
+[recipe]
+epochs = 2
+batch_size = 64
+lr = 0.05
+train_subset = 512
+[eval]
+split = "test"
+n = 50
+batch_size = 50
+attacks = ["fgsm", "pgd"]
+views = ["raw", "scaled"]
+transfer = true
+corruptions = "generated"
+corruption_names = ["gaussian_noise"]
+severities = [5]
+[attack.pgd]
+steps = 3
+[[grid]]
+arch = "fastnetw8"
+T = [10]
+[[grid]]
+arch = "fastnetw8"
+T = [1]
+recipe = {epochs = 4, train_subset = 1024}
+"""
+# Equal tables need equal float arithmetic: one thread per job, as a Ray task with one CPU has.
+ENV = {"OMP_NUM_THREADS": "1"}
+# What a measurement is; provenance (timestamp, wall time, thread count) is not.
+VOLATILE = ["timestamp", "wall_s", "device"]
+IDENTITY = ["run_key", "family", "threat", "view", "eps", "corruption", "severity", "magnitude", "n", "params",
+            "metric"]
+
+
+def command(root, store, *extra):
+    return [sys.executable, "-m", "bench.run", "--profile", str(root / "faults.toml"), "--data-root",
+            (root / "data").read_text(), "--cache", str(root / "cache"), "--store", str(store), "--no-progress", *extra]
+
+
+def cli(root, store, *extra, timeout=300):
+    return subprocess.run(command(root, store, *extra), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **ENV))
+
+
+def measured(store: Path) -> pd.DataFrame:
+    t = pd.read_csv(store / "results.csv").drop(columns=VOLATILE)
+    return t.sort_values(IDENTITY).reset_index(drop=True)
+
+
+def check_store(store: Path):
+    """Every record parses, every checkpoint matches its sidecar, no measurement twice."""
+    table = ResultStore(store).table()  # raises on a torn record
+    assert not table.duplicated(IDENTITY).any()
+    ckpts = CheckpointStore(store / "checkpoints")
+    for sidecar in (store / "checkpoints").glob("*.json"):
+        meta = json.loads(sidecar.read_text())
+        assert ckpts.verify(parse_name(meta["spec"]["name"]), meta["key"]) is not None
+    return table
+
+
+@pytest.fixture(scope="module")
+def grid(mini_root, tmp_path_factory):
+    """The grid run once, uninterrupted, by the local executor: the reference table."""
+    root = tmp_path_factory.mktemp("faults")
+    (root / "faults.toml").write_text(PROFILE)
+    (root / "data").write_text(str(mini_root))
+    out = cli(root, root / "reference")
+    assert out.returncode == 0, out.stderr
+    assert "grid: 9 jobs (2 training runs, 7 evaluations); 0 already done" in out.stderr
+    assert "[9/9] " in out.stderr and "ETA" in out.stderr
+    # a log per job; the transfer attack's names its surrogate
+    logs = sorted(p.name for p in (root / "reference" / "logs").iterdir())
+    assert len(logs) == 9 and all(name.endswith(".log") for name in logs)
+    (transfer,) = (root / "reference" / "logs").glob("eval__fastnetw8_T10__transfer__*.log")
+    assert "surrogate fastnetw8_T1" in transfer.read_text()
+    return root, measured(root / "reference")
+
+
+def test_ray_cluster_retries_a_killed_worker_and_matches_local(grid):
+    """A real local Ray cluster (2 CPUs, started here, shut down after): the CLI joins it; the
+    worker training fastnetw8_T1 is SIGKILLed mid-training; Ray retries the task and the table
+    is complete and equal, measurement for measurement, to the local executor's."""
+    import ray
+    root, reference = grid
+    store = root / "ray"
+    ray_ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        proc = subprocess.Popen(command(root, store, "--executor", "ray", "--address",
+                                        ray_ctx.address_info["gcs_address"]),
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, **ENV))
+        killed, seen, deadline = None, None, time.time() + 120
+        while killed is None and time.time() < deadline and proc.poll() is None:
+            logs = list((store / "logs").glob("train__fastnetw8_T1__*.log")) if (store / "logs").is_dir() else []
+            text = logs[0].read_text() if logs else ""
+            seen = seen or (time.time() if text else None)
+            # the worker's first job loads the data first (its log says when it is done)
+            if "corruptions:" in text or (seen and time.time() - seen > 3):
+                time.sleep(1.0)  # into the training run (4 epochs on 1,024 images: several seconds)
+                text = logs[0].read_text()
+                assert "trained in" not in text, "the run finished before it could be killed"
+                killed = int(text.split("attempt by pid ")[1].split()[0])
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        ray.shutdown()
+    assert killed is not None, err
+    assert proc.returncode == 0, err
+    log = next((store / "logs").glob("train__fastnetw8_T1__*.log")).read_text()
+    pids = [int(line.split("attempt by pid ")[1].split()[0]) for line in log.splitlines() if "attempt by pid" in line]
+    assert len(pids) == 2 and pids[0] == killed and pids[1] != killed  # retried on another worker
+    assert log.count("trained in") == 1
+    assert "ray: " in err and "[9/9] " in err
+    check_store(store)
+    pd.testing.assert_frame_equal(measured(store), reference)
+
+
+def test_sigkill_at_random_points_then_resume(grid):
+    """The local executor SIGKILLed at random instants, again and again: after each kill the
+    store validates; a final rerun completes the grid with each measurement once, equal to the
+    uninterrupted run."""
+    root, reference = grid
+    store, rng = root / "killed", random.Random(8)
+    for delay in (rng.uniform(2, 16) for _ in range(4)):
+        proc = subprocess.Popen(command(root, store), cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=dict(os.environ, **ENV))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if store.is_dir():
+            check_store(store)
+    out = cli(root, store)
+    assert out.returncode == 0, out.stderr
+    table = check_store(store)
+    assert len(table) == len(reference)
+    pd.testing.assert_frame_equal(measured(store), reference)
+
+
+def test_two_grids_write_to_one_store_at_once(grid):
+    """Two overlapping grids at once on one store: the shared training run is trained once
+    (the other waits on its lock and loads it), the shared measurements are there once, none is
+    lost."""
+    root, reference = grid
+    store = root / "shared"
+    procs = [subprocess.Popen(command(root, store, "--model", models), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=dict(os.environ, **ENV))
+             for models in ("fastnetw8_T1,fastnetw8_T10", "fastnetw8_T5,fastnetw8_T1")]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert sum(e.count("trained in") for e in errs) == 3  # T1 once, T10, T5
+    table = check_store(store)
+    assert set(table.model) == {"fastnetw8_T1", "fastnetw8_T5", "fastnetw8_T10"}
+    ours = measured(store)
+    pd.testing.assert_frame_equal(ours[ours.model != "fastnetw8_T5"].reset_index(drop=True), reference)
+    assert len(ours[ours.model == "fastnetw8_T5"]) == len(reference[reference.model == "fastnetw8_T10"])
+
+
+def _spoiled(grid, tmp_path, spoil):
+    """A copy of the reference store with one checkpoint spoiled: the run stops with one line
+    of error and exit 2 before it writes anything (the planner checks every checkpoint first)."""
+    root, _ = grid
+    store = tmp_path / "store"
+    shutil.copytree(root / "reference", store)
+    ckpts = store / "checkpoints"
+    t1 = {p.suffix: p for p in ckpts.glob("fastnetw8_T1-*") if p.suffix in (".json", ".safetensors")}
+    t10 = {p.suffix: p for p in ckpts.glob("fastnetw8_T10-*") if p.suffix in (".json", ".safetensors")}
+    spoil(t1, t10)
+    before = sorted((p, p.stat().st_mtime_ns) for p in store.rglob("*"))
+    out = cli(root, store, "--force")
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()  # the progress log, then one line of error
+    assert lines[-1].startswith("error: ") and sum(line.startswith("error") for line in lines) == 1
+    assert sorted((p, p.stat().st_mtime_ns) for p in store.rglob("*")) == before
+    return lines[-1]
+
+
+def test_truncated_checkpoint_exits_2(grid, tmp_path):
+    def spoil(t1, t10):
+        t1[".safetensors"].write_bytes(t1[".safetensors"].read_bytes()[:1000])
+    assert "is corrupt or truncated (sha256 mismatch): delete fastnetw8_T1-" in _spoiled(grid, tmp_path, spoil)
+
+
+def test_checkpoint_of_another_spec_exits_2(grid, tmp_path):
+    def spoil(t1, t10):
+        shutil.copyfile(t1[".json"], t10[".json"])
+        shutil.copyfile(t1[".safetensors"], t10[".safetensors"])
+    assert "belongs to 'fastnetw8_T1'" in _spoiled(grid, tmp_path, spoil)
+
+
+class Payload:
+    def __reduce__(self):
+        return (exec, (f"open({str(PWNED)!r}, 'w').write('x')",))
+
+
+PWNED = Path("/tmp") / f"tempbench-pwned-{os.getpid()}"
+
+
+def test_pickle_payload_as_checkpoint_is_refused(grid, tmp_path):
+    """A pickle that runs code when unpickled, placed as a checkpoint with a sidecar that
+    vouches for it (an attacker who can write the store can write both): refused, never run."""
+    import hashlib
+    import pickle
+
+    def spoil(t1, t10):
+        t1[".safetensors"].write_bytes(pickle.dumps({"fc.weight": Payload()}))
+        meta = json.loads(t1[".json"].read_text())
+        meta["weights_sha256"] = hashlib.sha256(t1[".safetensors"].read_bytes()).hexdigest()
+        t1[".json"].write_text(json.dumps(meta))
+    assert "is not a safetensors file" in _spoiled(grid, tmp_path, spoil)
+    assert not PWNED.exists()
