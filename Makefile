@@ -8,6 +8,8 @@ SHARED_DATA := $(abspath ../shared/data/cifar10-jpeg75)
 BENCH_DATA ?= $(if $(wildcard $(SHARED_DATA)/train),$(SHARED_DATA),)
 export BENCH_DATA
 PROFILE ?= quick
+# more options for `make bench`, e.g. BENCH_ARGS="--executor ray --address auto --store /shared/grid"
+BENCH_ARGS ?=
 
 .PHONY: bench test perf report clean-cache venv
 
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 bench: $(VENV)/.installed
-	$(PY) -m bench.run --profile $(PROFILE) --model all
+	$(PY) -m bench.run --profile $(PROFILE) --model all $(BENCH_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-job", type=float, default=1, help="Ray: CPUs each job asks for (default 1)")
     p.add_argument("--gpus-per-job", type=float, default=None, help="Ray: GPUs each job asks for (default: 1 "
                    "when the cluster has GPUs and --device is not cpu, else 0)")
+    p.add_argument("--max-retries", type=int, default=None, help="Ray: times a job whose worker died is "
+                   "retried (default 3)")
     p.add_argument("--force", action="store_true", help="re-evaluate measurements already in the store")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off when not a TTY)")
     p.add_argument("--list-models", action="store_true", help="explain model names and list the profile's grid")
@@ -228,7 +230,8 @@ def make_plan(args):
 def make_executor(args):
     from bench.executor import LocalExecutor, RayExecutor
     if args.executor == "local":
-        for flag, value in (("--address", args.address), ("--gpus-per-job", args.gpus_per_job)):
+        for flag, value in (("--address", args.address), ("--gpus-per-job", args.gpus_per_job),
+                            ("--max-retries", args.max_retries)):
             if value is not None:
                 raise BenchError(f"{flag} is for --executor ray")
         return LocalExecutor()
@@ -246,7 +249,11 @@ def make_executor(args):
         gpus = 1
     elif args.device not in ("auto", "cuda"):
         raise BenchError(f"--executor ray takes --device auto, cpu or cuda, not {args.device!r}")
-    executor = RayExecutor(address=args.address, cpus_per_job=args.cpus_per_job, gpus_per_job=gpus)
+    retries = 3 if args.max_retries is None else args.max_retries
+    if retries < 0:
+        raise BenchError(f"--max-retries must be >= 0, got {retries}")
+    executor = RayExecutor(address=args.address, cpus_per_job=args.cpus_per_job, gpus_per_job=gpus,
+                           max_retries=retries)
     executor.check()
     return executor
 

@@ -229,6 +229,8 @@ BAD = [
     (["--executor", "dask"], "invalid choice: 'dask'"),
     (["--address", "auto"], "--address is for --executor ray"),
     (["--executor", "ray", "--cpus-per-job", "0"], "--cpus-per-job must be > 0"),
+    (["--max-retries", "2"], "--max-retries is for --executor ray"),
+    (["--executor", "ray", "--max-retries", "-1"], "--max-retries must be >= 0"),
     (["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
     (["--executor", "ray", "--address", "nohost"], "is not HOST:PORT"),
     (["--store", "s3://bucket/grid"], "--store takes a folder"),

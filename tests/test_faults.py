@@ -102,36 +102,45 @@ def grid(mini_root, tmp_path_factory):
     return root, measured(root / "reference")
 
 
-def test_ray_cluster_retries_a_killed_worker_and_matches_local(grid):
-    """A real local Ray cluster (2 CPUs, started here, shut down after): the CLI joins it; the
-    worker training fastnetw8_T1 is SIGKILLed mid-training; Ray retries the task and the table
-    is complete and equal, measurement for measurement, to the local executor's."""
+@pytest.fixture(scope="module")
+def ray_address():
+    """A real local Ray cluster, 2 CPUs, started here and shut down after the module's tests."""
     import ray
+    ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ctx.address_info["gcs_address"]
+    ray.shutdown()
+
+
+def run_and_kill_training(root, store, *extra):
+    """Run the grid on the Ray cluster and SIGKILL the worker that trains fastnetw8_T1 in the
+    middle of its training run; returns (process, stdout, stderr, the killed pid)."""
+    proc = subprocess.Popen(command(root, store, "--executor", "ray", *extra), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, **ENV))
+    killed, seen, deadline = None, None, time.time() + 120
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        logs = list((store / "logs").glob("train__fastnetw8_T1__*.log")) if (store / "logs").is_dir() else []
+        text = logs[0].read_text() if logs else ""
+        seen = seen or (time.time() if text else None)
+        # the worker's first job loads the data first (its log says when it is done)
+        if "corruptions:" in text or (seen and time.time() - seen > 3):
+            time.sleep(1.0)  # into the training run (4 epochs on 1,024 images: several seconds)
+            text = logs[0].read_text()
+            assert "trained in" not in text, "the run finished before it could be killed"
+            killed = int(text.split("attempt by pid ")[1].split()[0])
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=300)
+    assert killed is not None, err
+    return proc, out, err, killed
+
+
+def test_ray_cluster_retries_a_killed_worker_and_matches_local(grid, ray_address):
+    """The CLI joins a real Ray cluster; the worker training fastnetw8_T1 is SIGKILLed
+    mid-training; Ray retries the task and the table is complete and equal, measurement for
+    measurement, to the local executor's."""
     root, reference = grid
     store = root / "ray"
-    ray_ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    try:
-        proc = subprocess.Popen(command(root, store, "--executor", "ray", "--address",
-                                        ray_ctx.address_info["gcs_address"]),
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=dict(os.environ, **ENV))
-        killed, seen, deadline = None, None, time.time() + 120
-        while killed is None and time.time() < deadline and proc.poll() is None:
-            logs = list((store / "logs").glob("train__fastnetw8_T1__*.log")) if (store / "logs").is_dir() else []
-            text = logs[0].read_text() if logs else ""
-            seen = seen or (time.time() if text else None)
-            # the worker's first job loads the data first (its log says when it is done)
-            if "corruptions:" in text or (seen and time.time() - seen > 3):
-                time.sleep(1.0)  # into the training run (4 epochs on 1,024 images: several seconds)
-                text = logs[0].read_text()
-                assert "trained in" not in text, "the run finished before it could be killed"
-                killed = int(text.split("attempt by pid ")[1].split()[0])
-                os.kill(killed, signal.SIGKILL)
-            time.sleep(0.1)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        ray.shutdown()
-    assert killed is not None, err
+    proc, _, err, killed = run_and_kill_training(root, store, "--address", ray_address)
     assert proc.returncode == 0, err
     log = next((store / "logs").glob("train__fastnetw8_T1__*.log")).read_text()
     pids = [int(line.split("attempt by pid ")[1].split()[0]) for line in log.splitlines() if "attempt by pid" in line]
@@ -139,6 +148,22 @@ def test_ray_cluster_retries_a_killed_worker_and_matches_local(grid):
     assert log.count("trained in") == 1
     assert "ray: " in err and "[9/9] " in err
     check_store(store)
+    pd.testing.assert_frame_equal(measured(store), reference)
+
+
+def test_ray_worker_lost_for_good_stops_the_run_and_it_resumes_locally(grid, ray_address):
+    """With no retries left, a lost worker stops the run with one line that names the job and
+    its log; what finished is kept, and a local rerun completes the grid."""
+    root, reference = grid
+    store = root / "ray_lost"
+    proc, _, err, _ = run_and_kill_training(root, store, "--address", ray_address, "--max-retries", "0")
+    assert proc.returncode == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: job train/fastnetw8_T1/") and "failed on Ray" in last
+    assert "train__fastnetw8_T1__" in last and "rerun to resume" in last
+    check_store(store)
+    out = cli(root, store)
+    assert out.returncode == 0, out.stderr
     pd.testing.assert_frame_equal(measured(store), reference)
 
 
