@@ -63,6 +63,18 @@ class Context:
         self.threats = AttackSetup.prepare(plan, self.eval_split)
         self.resolve_T = TautoResolver(plan.profile.tauto, self.data, log)
         self._last_model: Optional[tuple] = None  # (spec name, (key, model, meta)) of the last job
+        self._verified: Dict[tuple, dict] = {}
+
+    def verified(self, spec: ModelSpec, key: str) -> Optional[dict]:
+        """``ckpts.verify`` once per weights file: the planner asks for every job of a model, and
+        hashing a ResNet's weights nine times over a grid of a hundred adds up."""
+        k = (spec.run.name, spec.checkpoint, key)
+        if k not in self._verified:
+            meta = self.ckpts.verify(spec, key)
+            if meta is None:
+                return None  # not saved yet: ask again next time
+            self._verified[k] = meta
+        return self._verified[k]
 
     def model(self, spec: ModelSpec, log: Callable[[str], None]):
         """(checkpoint key, model, sidecar) of a trained spec. An executor runs a model's
@@ -142,11 +154,11 @@ def is_done(job: Job, ctx: Context) -> bool:
     if isinstance(job.spec, ZooSpec):
         return False  # its weights hash is known once loaded: the job checks for itself
     key = ctx.ckpt_key(job.spec)
-    meta = ctx.ckpts.verify(job.spec, key)  # a corrupt checkpoint stops the run here, before it writes
+    meta = ctx.verified(job.spec, key)  # a corrupt checkpoint stops the run here, before it writes
     if meta is None:
         return False
     if job.kind == "train":
-        return not meta.get("best_weights") or ctx.ckpts.verify(replace(job.spec, checkpoint="best"), key) is not None
+        return not meta.get("best_weights") or ctx.verified(replace(job.spec, checkpoint="best"), key) is not None
     sha = meta["weights_sha256"]
     planned = next(p for f, p, _ in ctx.measurement_jobs(job.spec, None) if f == job.family)
     return _records_done(ctx, ctx.weights_key(job.spec), planned, sha)
