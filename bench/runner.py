@@ -122,6 +122,8 @@ def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore
 
 
 def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
+    n = min(recipe.train_subset or len(data.train), len(data.train))
+    log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images")
     result = train(spec.run, recipe, data, plan.device, progress=plan.progress)
     test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
     meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
