@@ -59,13 +59,17 @@ class CheckpointStore:
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / f"{spec.run.name}-{key}.lock"))
 
+    def _fix(self, spec: ModelSpec, key: str) -> str:
+        """What an error about a stored run tells the user to do."""
+        return f"delete {spec.run.name}-{key}.* in {self.root} to retrain"
+
     def sidecar(self, spec: ModelSpec, key: str) -> Optional[dict]:
         """The sidecar of a saved run, or None; checked against the run it should describe, the
         weights are not read."""
         _, sidecar = self.paths(spec, key)
         if not sidecar.exists():
             return None
-        fix = f"delete {spec.run.name}-{key}.* in {self.root} to retrain"
+        fix = self._fix(spec, key)
         try:
             meta = json.loads(sidecar.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -83,7 +87,7 @@ class CheckpointStore:
         if meta is None:
             return None
         weights, _ = self.paths(spec, key)
-        fix = f"delete {spec.run.name}-{key}.* in {self.root} to retrain"
+        fix = self._fix(spec, key)
         if not weights.exists():
             raise BenchError(f"checkpoint weights {weights} are missing: {fix}")
         sha = meta.get("best_weights_sha256" if spec.checkpoint == "best" else "weights_sha256")
@@ -105,7 +109,7 @@ class CheckpointStore:
         if meta is None:
             return None
         weights, _ = self.paths(spec, key)
-        fix = f"delete {spec.run.name}-{key}.* in {self.root} to retrain"
+        fix = self._fix(spec, key)
         model = build_model(spec, num_classes)
         try:
             model.load_state_dict(load_file(str(weights)), strict=True)

@@ -166,7 +166,8 @@ class RayExecutor:
             refs[job.key] = task.options(name=job.key, num_cpus=self.cpus, num_gpus=self.gpus,
                                          max_retries=self.max_retries, retry_exceptions=False).remote(
                 run_id, plan_ref, job, str(log_dir), *deps)
-        pending = {refs[j.key]: j for j in ordered(jobs)}
+        by_key = {j.key: j for j in jobs}
+        pending = {ref: by_key[key] for key, ref in refs.items()}
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready)

@@ -62,7 +62,7 @@ class Context:
         self.shifts = ShiftSetup.prepare(plan, self.data, split, log)
         self.threats = AttackSetup.prepare(plan, self.eval_split)
         self.resolve_T = TautoResolver(plan.profile.tauto, self.data, log)
-        self._last_model: Optional[tuple] = None  # (spec name, (key, model, meta)) of the last job
+        self._last_model: Optional[tuple] = None  # (spec name, what model() returned) of the last job
         self._verified: Dict[tuple, dict] = {}
 
     def verified(self, spec: ModelSpec, key: str) -> Optional[dict]:
@@ -77,11 +77,17 @@ class Context:
         return self._verified[k]
 
     def model(self, spec: ModelSpec, log: Callable[[str], None]):
-        """(checkpoint key, model, sidecar) of a trained spec. An executor runs a model's
-        evaluations one after another, so the last one loaded is kept rather than re-read."""
-        from bench.runner import get_model
+        """(weights key, model, sidecar, the spec columns of its records): a trained spec's
+        checkpoint (trained first if missing) or a zoo model. An executor runs a model's jobs one
+        after another, so the last one loaded is kept rather than re-read."""
+        from bench.runner import get_model, get_zoo_model
         if self._last_model is None or self._last_model[0] != spec.name:
-            self._last_model = (spec.name, get_model(spec, self.plan, self.data, self.ckpts, self.eval_split, log))
+            if isinstance(spec, ZooSpec):
+                loaded = get_zoo_model(spec, self.plan, self.data, log)
+            else:
+                _, model, meta = get_model(spec, self.plan, self.data, self.ckpts, self.eval_split, log)
+                loaded = (self.weights_key(spec), model, meta, spec_columns(spec, meta))
+            self._last_model = (spec.name, loaded)
         return self._last_model[1]
 
     def ckpt_key(self, spec: ModelSpec) -> str:
@@ -184,17 +190,12 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     """Run one job here and now; returns its one-line summary. Safe to run twice, or in two
     processes at once: a training run is locked per checkpoint, and records are keyed by
     measurement."""
-    from bench.runner import get_zoo_model, summarize
+    from bench.runner import summarize
     plan = ctx.plan
-    if job.kind == "train":
-        key, _, meta = ctx.model(job.spec, log)
-        return f"checkpoint {key}, test acc {100 * meta.get('test_acc', float('nan')):.1f}%"
+    wkey, model, meta, cols = ctx.model(job.spec, log)
+    if job.kind == "train":  # the run's own key: a training job's spec has no @checkpoint
+        return f"checkpoint {wkey}, test acc {100 * meta.get('test_acc', float('nan')):.1f}%"
     spec = job.spec
-    if isinstance(spec, ZooSpec):
-        wkey, model, meta, cols = get_zoo_model(spec, plan, ctx.data, log)
-    else:
-        _, model, meta = ctx.model(spec, log)
-        wkey, cols = ctx.weights_key(spec), spec_columns(spec, meta)
     family, planned, run_job = next(j for j in ctx.measurement_jobs(spec, model, log) if j[0] == job.family)
     if not plan.force and _records_done(ctx, wkey, planned, meta["weights_sha256"]):
         return "already in the store (--force re-evaluates)"
