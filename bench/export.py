@@ -117,9 +117,17 @@ def model_card(row, link: str = "", authors: str = "") -> dict:
         "autoattack_acc": _pct(aa),
     }
     if _num(row.get("mCA")) is not None:
-        card["corruptions_acc"] = _pct(row["mCA"])
-        foot.append(f"corruptions_acc = mCA over the 15 CIFAR-10-C corruptions x 5 severities "
-                    f"({row.get('c_source', '?')})")
+        n_c, sev, n_img = _num(row.get("c_corruptions")), str(row.get("c_severities", "?")), _num(row.get("c_n"))
+        over = (f"{int(n_c) if n_c else '?'} CIFAR-10-C benchmark corruptions x severities {sev} on "
+                f"{int(n_img) if n_img else '?'} images ({row.get('c_source', '?')})")
+        # RobustBench's corruptions_acc is the mean over all 15 corruptions at severities 1-5; a
+        # mean over fewer is another number and is named as such, not put in that field
+        if n_c == 15 and sev == "1,2,3,4,5":
+            card["corruptions_acc"] = _pct(row["mCA"])
+            foot.append(f"corruptions_acc = mean accuracy over the {over}")
+        else:
+            foot.append(f"corruptions_acc left empty: only a partial mean was measured, {_pct(row['mCA'])}% over "
+                        f"the {over}")
     card["footnote"] = "; ".join(foot) + "."
     return {k: card[k] for k in MODEL_INFO_FIELDS if k in card}
 

@@ -1,8 +1,10 @@
-"""Where a number came from: code version, torch version, device, time."""
+"""Where a number came from: code version, torch version, device (with the CPU's capability and
+thread count, which change a seeded run's weights), time."""
 from __future__ import annotations
 
 import datetime as _dt
 import functools
+import platform
 import subprocess
 from pathlib import Path
 
@@ -26,12 +28,35 @@ def code_version() -> str:
         return "unknown"
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it ('AMD EPYC', 'Intel(R) Xeon(R) ...')."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def cpu_capability() -> str:
+    """The vector kernels torch dispatches to here (AVX512, AVX2, DEFAULT...): the same seed gives
+    other weights, and the same code other speeds, on another capability."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # torch < 2.1
+        return "unknown"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu {cpu_model()} ({cpu_capability()}, {torch.get_num_threads()} threads)"
 
 
 def provenance(device: torch.device) -> dict:
     return {"code_version": code_version(), "torch_version": torch.__version__, "device": device_name(device),
+            "cpu_capability": cpu_capability(), "cpu_model": cpu_model(), "threads": torch.get_num_threads(),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -43,7 +43,10 @@ def test_model_cards_match_the_leaderboard(exported):
         assert card["reported"] == pct(row.robust_min)
         assert card["autoattack_acc"] == pct(row.aa_pyautoattack)  # no full AutoAttack here: the cross-check
         assert "on 100 images" in card["footnote"]
-        assert card["corruptions_acc"] == pct(row.mCA)
+        # severities 1 and 5 only: a partial mean is named as such, never RobustBench's corruptions_acc
+        assert "corruptions_acc" not in card
+        assert (f"{pct(row.mCA)}% over the {int(row.c_corruptions)} CIFAR-10-C benchmark corruptions x severities "
+                f"1,5 on 500 images") in card["footnote"]
         assert card["dataset"] == "cifar10-jpeg75"  # not passed off as CIFAR-10
         assert card["eps"] == "8/255" and card["additional_data"] is False and card["number_forward_passes"] == 1
         assert row.code_version in card["footnote"] and f"{int(row.n)} images" in card["footnote"]
@@ -104,3 +107,14 @@ def test_stale_cards_are_removed(tmp_path):
     write_exports(board, tmp_path)
     write_exports(board[board.model == "fastnet_T1"], tmp_path)
     assert [p.name for p in (tmp_path / "model_cards").glob("*.json")] == ["fastnet_T1.json"]
+
+
+def test_corruptions_acc_only_for_the_full_benchmark(exported):
+    _, board = exported
+    row = board.iloc[0].copy()
+    row["c_corruptions"], row["c_severities"], row["c_n"] = 15, "1,2,3,4,5", 10000
+    card = model_card(row)
+    assert card["corruptions_acc"] == pct(row.mCA)
+    assert "15 CIFAR-10-C benchmark corruptions x severities 1,2,3,4,5 on 10000 images" in card["footnote"]
+    row["c_corruptions"] = 14  # one corruption missing: not RobustBench's figure either
+    assert "corruptions_acc" not in model_card(row)
