@@ -136,6 +136,11 @@ def add_corruption_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFram
     from attacks.corruptions import BENCHMARK, EXTRA
     bench = c[c.corruption.isin(BENCHMARK)]
     board["c_source"] = c.groupby("model")["source"].first()
+    # what the mean is over, so that an export never calls a partial mean RobustBench's figure
+    board["c_n"] = bench.groupby("model")["n"].max()
+    board["c_corruptions"] = bench.groupby("model")["corruption"].nunique()
+    board["c_severities"] = bench.groupby("model")["severity"].apply(
+        lambda s: ",".join(f"{v:g}" for v in sorted(s.dropna().unique())))
     # clean accuracy on the corruption subset itself (it may be smaller than the attack subset)
     c_clean = c[c.corruption == "none"].groupby("model")["value"].mean().reindex(board.index).fillna(board["clean"])
     board["c_clean"] = c_clean
