@@ -48,10 +48,22 @@ class CheckpointStore:
         self.root = Path(root)
 
     def paths(self, spec: ModelSpec, key: str) -> Tuple[Path, Path]:
-        """(weights, sidecar) of ``spec``: an adversarial run's @best weights sit beside its last."""
+        """(weights, sidecar) of ``spec``: an adversarial run's @best weights sit beside its last.
+        Suffixes are appended, never put in place of a "suffix": a name's dot is part of it
+        (fastnet_T0.5, fastnet_T0.15)."""
+        stem = f"{spec.run.name}-{key}"
+        return (self.root / f"{stem}{'.best' if spec.checkpoint == 'best' else ''}.safetensors",
+                self.root / f"{stem}.json")
+
+    def _old_paths(self, spec: ModelSpec, key: str) -> Optional[Tuple[Path, Path]]:
+        """Where the store's first version saved ``spec`` when that is elsewhere. It used
+        ``Path.with_suffix``, which cut a name with a dot at that dot: every fractional T of an
+        architecture shared ``fastnet_T0.safetensors`` and ``fastnet_T0.json``, whose sidecar
+        says which run's they are. Names without a dot had the files ``paths`` gives."""
         stem = self.root / f"{spec.run.name}-{key}"
-        weights = stem.with_suffix(".best.safetensors" if spec.checkpoint == "best" else ".safetensors")
-        return weights, stem.with_suffix(".json")
+        old = (stem.with_suffix(".best.safetensors" if spec.checkpoint == "best" else ".safetensors"),
+               stem.with_suffix(".json"))
+        return None if old == self.paths(spec, key) else old
 
     def lock(self, spec: ModelSpec, key: str) -> FileLock:
         """Held while a run trains and saves, so that two processes (two grids on one store, or
@@ -59,35 +71,48 @@ class CheckpointStore:
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / f"{spec.run.name}-{key}.lock"))
 
-    def _fix(self, spec: ModelSpec, key: str) -> str:
+    def _fix(self, weights: Path, sidecar: Path) -> str:
         """What an error about a stored run tells the user to do."""
-        return f"delete {spec.run.name}-{key}.* in {self.root} to retrain"
+        return f"delete {weights.name} and {sidecar.name} in {self.root} to retrain"
 
-    def sidecar(self, spec: ModelSpec, key: str) -> Optional[dict]:
-        """The sidecar of a saved run, or None; checked against the run it should describe, the
-        weights are not read."""
-        _, sidecar = self.paths(spec, key)
-        if not sidecar.exists():
-            return None
-        fix = self._fix(spec, key)
+    def _read_sidecar(self, weights: Path, sidecar: Path) -> dict:
         try:
-            meta = json.loads(sidecar.read_text())
+            return json.loads(sidecar.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BenchError(f"checkpoint sidecar {sidecar} is not valid JSON: {fix}") from None
-        if meta.get("key") != key or meta.get("spec", {}).get("name") != spec.run.name:
-            raise BenchError(f"checkpoint {sidecar} belongs to {meta.get('spec', {}).get('name')!r} "
-                             f"(key {meta.get('key')}), not {spec.run.name} (key {key}): {fix}")
-        return meta
+            raise BenchError(f"checkpoint sidecar {sidecar} is not valid JSON: {self._fix(weights, sidecar)}") from None
+
+    def _find(self, spec: ModelSpec, key: str) -> Optional[Tuple[Path, Path, dict]]:
+        """(weights, sidecar, its content) of a saved run, or None; the sidecar is checked against
+        the run it should describe, the weights are not read."""
+        weights, sidecar = self.paths(spec, key)
+        if sidecar.exists():
+            meta = self._read_sidecar(weights, sidecar)
+            if meta.get("key") != key or meta.get("spec", {}).get("name") != spec.run.name:
+                raise BenchError(f"checkpoint {sidecar} belongs to {meta.get('spec', {}).get('name')!r} "
+                                 f"(key {meta.get('key')}), not {spec.run.name} (key {key}): "
+                                 f"{self._fix(weights, sidecar)}")
+            return weights, sidecar, meta
+        old = self._old_paths(spec, key)
+        if old is not None and old[1].exists():
+            meta = self._read_sidecar(*old)
+            # the shared old files hold one run: this one, or another that trains afresh under its own name
+            if meta.get("key") == key and meta.get("spec", {}).get("name") == spec.run.name:
+                return (*old, meta)
+        return None
 
     def verify(self, spec: ModelSpec, key: str) -> Optional[dict]:
         """The sidecar of ``spec``'s weights once they are checked (present, the sha256 the
         sidecar holds, a safetensors header), or None if the run was never saved; a bad file
         raises BenchError. Cheap enough for a planner to call on a whole grid before it runs."""
-        meta = self.sidecar(spec, key)
-        if meta is None:
+        found = self._verified(spec, key)
+        return None if found is None else found[2]
+
+    def _verified(self, spec: ModelSpec, key: str) -> Optional[Tuple[Path, Path, dict]]:
+        found = self._find(spec, key)
+        if found is None:
             return None
-        weights, _ = self.paths(spec, key)
-        fix = self._fix(spec, key)
+        weights, sidecar, meta = found
+        fix = self._fix(weights, sidecar)
         if not weights.exists():
             raise BenchError(f"checkpoint weights {weights} are missing: {fix}")
         sha = meta.get("best_weights_sha256" if spec.checkpoint == "best" else "weights_sha256")
@@ -100,21 +125,21 @@ class CheckpointStore:
             raise BenchError(f"checkpoint {weights} is not a safetensors file ({str(e).splitlines()[0]}): "
                              f"{fix}") from None
         # the sidecar describes the run; say which of its weights these are
-        return dict(meta, weights_sha256=sha, checkpoint=spec.checkpoint or "last")
+        return weights, sidecar, dict(meta, weights_sha256=sha, checkpoint=spec.checkpoint or "last")
 
     def load(self, spec: ModelSpec, key: str, num_classes: int,
              device: torch.device) -> Optional[Tuple[torch.nn.Module, dict]]:
         """The stored model and its sidecar, or None if there is none; a bad file raises BenchError."""
-        meta = self.verify(spec, key)
-        if meta is None:
+        found = self._verified(spec, key)
+        if found is None:
             return None
-        weights, _ = self.paths(spec, key)
-        fix = self._fix(spec, key)
+        weights, sidecar, meta = found
         model = build_model(spec, num_classes)
         try:
             model.load_state_dict(load_file(str(weights)), strict=True)
         except Exception as e:  # noqa: BLE001 - safetensors/torch raise several types
-            raise BenchError(f"checkpoint {weights} does not fit {spec.name} ({str(e).splitlines()[0]}): {fix}") from None
+            raise BenchError(f"checkpoint {weights} does not fit {spec.name} ({str(e).splitlines()[0]}): "
+                             f"{self._fix(weights, sidecar)}") from None
         return model.to(device, memory_format=torch.channels_last).eval(), meta
 
     def save(self, spec: ModelSpec, key: str, model: torch.nn.Module, meta: dict,
