@@ -215,18 +215,41 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class LossPGD(torchattacks.PGD):
-    """torchattacks.PGD with its loss as a method. ``forward`` is torchattacks.PGD.forward line
-    for line (3.5.1) except for the cost, because there the CE loss is a local of ``forward`` and
-    cannot be overridden alone; random start, step, projection, clamping, targeted modes and the
-    model-mode handling stay torchattacks'. tests/test_attack_suite.py checks that this class
-    with the CE cost gives torchattacks.PGD's output bit for bit."""
+    """torchattacks.PGD with its loss as a method, and an early stop.
 
-    def cost(self, logits, labels, target_labels):
+    Without the early stop, ``forward`` is torchattacks.PGD.forward line for line (3.5.1) except
+    for the cost, because there the CE loss is a local of ``forward`` and cannot be overridden
+    alone; random start, step, projection, clamping, targeted modes and the model-mode handling
+    stay torchattacks'. tests/test_attack_suite.py checks that this class with the CE cost gives
+    torchattacks.PGD's output bit for bit.
+
+    With ``early_stop`` (as AutoAttack's APGD does), each point leaves the batch at the first
+    iterate that is misclassified, and that iterate is what comes back for it; the points left
+    come back at their final iterate. A point therefore counts as robust only if no iterate broke
+    it: never weaker than the final iterate alone, at a fraction of the passes where most points
+    fall in a few steps. A point whose input gradient is exactly zero also leaves: a sign step of
+    zero does not move it, so every later iterate is this one (the fixed point a saturated softmax
+    makes, where the plain loop spends all its steps for nothing). The random start, the targets
+    and each point's gradient are the plain loop's: the loss is summed per image and divided by
+    the whole batch's size, as the mean over the full batch would, whatever has left since."""
+
+    def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, early_stop=False):
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+        self.early_stop = early_stop
+
+    def losses(self, logits, labels, target_labels):
+        """The loss of each image, ascended by the attack."""
         if self.targeted:
-            return -F.cross_entropy(logits, target_labels)
-        return F.cross_entropy(logits, labels)
+            return -F.cross_entropy(logits, target_labels, reduction="none")
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    def cost(self, logits, labels, target_labels, batch_size):
+        """The batch loss: the mean over the ``batch_size`` images the attack was called with."""
+        return self.losses(logits, labels, target_labels).sum() / batch_size
 
     def forward(self, images, labels):
+        if self.early_stop:
+            return self._forward_early_stop(images, labels)
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
 
@@ -241,7 +264,7 @@ class LossPGD(torchattacks.PGD):
         for _ in range(self.steps):
             adv_images.requires_grad = True
             outputs = self.get_logits(adv_images)
-            cost = self.cost(outputs, labels, target_labels)
+            cost = self.cost(outputs, labels, target_labels, len(images))
             grad = torch.autograd.grad(cost, adv_images, retain_graph=False, create_graph=False)[0]
 
             adv_images = adv_images.detach() + self.alpha * grad.sign()
@@ -250,19 +273,54 @@ class LossPGD(torchattacks.PGD):
 
         return adv_images
 
+    def _forward_early_stop(self, images, labels):
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        target_labels = self.get_target_label(images, labels) if self.targeted else None
+        adv = images.clone().detach()
+        if self.random_start:
+            adv = adv + torch.empty_like(adv).uniform_(-self.eps, self.eps)
+            adv = torch.clamp(adv, min=0, max=1).detach()
+
+        out = adv.clone()
+        live = torch.arange(len(images), device=images.device)  # the points still attacked
+        x, y, t = images, labels, target_labels
+        for _ in range(self.steps):
+            adv.requires_grad = True
+            logits = self.get_logits(adv)
+            grad = torch.autograd.grad(self.cost(logits, y, t, len(images)), adv)[0]
+            adv = adv.detach()
+            done = (logits.detach().argmax(1) != y) | (grad.flatten(1) == 0).all(1)
+            if done.any():
+                out[live[done]] = adv[done]
+                keep = ~done
+                live, adv, x, y, grad = live[keep], adv[keep], x[keep], y[keep], grad[keep]
+                t = None if t is None else t[keep]
+                if len(live) == 0:
+                    return out
+            adv = adv + self.alpha * grad.sign()
+            delta = torch.clamp(adv - x, min=-self.eps, max=self.eps)
+            adv = torch.clamp(x + delta, min=0, max=1).detach()
+        out[live] = adv
+        return out
+
 
 class MarginPGD(LossPGD):
     """PGD-Linf ascending the CW margin max_{i != y} z_i - z_y (targeted: descending
     max_{i != t} z_i - z_t). With signed steps, dividing the logits by T changes nothing."""
 
-    def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=20, random_start=True):
-        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+    def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=20, random_start=True, early_stop=False):
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start,
+                         early_stop=early_stop)
         self.attack = "MarginPGD"
 
-    def cost(self, logits, labels, target_labels):
+    def losses(self, logits, labels, target_labels):
         if self.targeted:
-            return -margin(logits, target_labels).sum()
-        return margin(logits, labels).sum()
+            return -margin(logits, target_labels)
+        return margin(logits, labels)
+
+    def cost(self, logits, labels, target_labels, batch_size):
+        return self.losses(logits, labels, target_labels).sum()  # a sum, as it always was: same results
 
 
 class RadiusCW(torchattacks.CW):
@@ -347,7 +405,9 @@ QUERIES = Param(5000, "int", "queries per image and restart (AutoAttack's 5000)"
 VERSION = Param("standard", "choice", "AutoAttack version: standard (APGD-CE, APGD-T, FAB-T, Square) or plus "
                 "(adds APGD-DLR and untargeted FAB, 5 restarts)", choices=("standard", "plus"))
 
-PGD_PARAMS = {"eps": EPS, "alpha": ALPHA, "steps": STEPS_PGD, "random_start": RANDOM_START}
+EARLY_STOP = Param(True, "bool", "stop attacking a point at its first misclassified iterate and keep that iterate "
+                   "(robust only if no iterate broke it; off: torchattacks' PGD, judged at the last iterate)")
+PGD_PARAMS = {"eps": EPS, "alpha": ALPHA, "steps": STEPS_PGD, "random_start": RANDOM_START, "early_stop": EARLY_STOP}
 
 
 @register_attack("fgsm", norm="linf", loss="ce", view_invariant=False, seeding="none",
@@ -360,7 +420,9 @@ def _fgsm(model, *, n_classes, seed, eps):
 @register_attack("pgd", norm="linf", loss="ce", view_invariant=False, seeding="global",
                  description="PGD-Linf with CE loss and random start (Madry et al. 2018); PGD-20",
                  params=PGD_PARAMS)
-def _pgd(model, *, n_classes, seed, eps, alpha, steps, random_start):
+def _pgd(model, *, n_classes, seed, eps, alpha, steps, random_start, early_stop):
+    if early_stop:
+        return LossPGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start, early_stop=True)
     return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
 
 
@@ -388,8 +450,8 @@ def _cw_l2(model, *, n_classes, seed, eps, c, kappa, steps, lr):
                  description="PGD-Linf on the CW margin loss max_{i!=y} z_i - z_y (scale-free: immune to "
                              "softmax saturation)",
                  params=PGD_PARAMS)
-def _pgd_margin(model, *, n_classes, seed, eps, alpha, steps, random_start):
-    return MarginPGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+def _pgd_margin(model, *, n_classes, seed, eps, alpha, steps, random_start, early_stop):
+    return MarginPGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start, early_stop=early_stop)
 
 
 def _apgd(loss):
@@ -479,8 +541,9 @@ def _autoattack_ref(model, *, n_classes, seed, eps, version, steps, n_queries):
 
 
 def _targeted_pgd(mode):
-    def build(model, *, n_classes, seed, eps, alpha, steps, random_start):
-        atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+    def build(model, *, n_classes, seed, eps, alpha, steps, random_start, early_stop):
+        atk = _pgd(model, n_classes=n_classes, seed=seed, eps=eps, alpha=alpha, steps=steps,
+                   random_start=random_start, early_stop=early_stop)
         if mode == "random":
             atk.set_mode_targeted_random(quiet=True)
         else:

@@ -2,6 +2,8 @@
 
 Robust accuracy counts a point only if it is classified correctly both clean and under attack
 (the AutoAttack convention): an attack that happens to fix a wrong prediction earns nothing.
+Every measurement carries its cost: the forward and backward image-passes it spent, in total
+and per image of its split (attacks/views.py PassCount), beside its wall time.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from attacks import AttackConfig, make_view, view_divisor
+from attacks.views import PassCount, PassCounter
 from bench.data import Split, to_float
 
 
@@ -75,9 +78,13 @@ def gradient_diagnostics(model, x, y, divisors: Dict[str, float]):
     return logits.detach().argmax(1), out
 
 
-def clean_pass(model, split: Split, batch_size: int, views: Sequence[str], temperature: float, dtype=None):
-    """Clean correctness and the masking diagnostics per view, image by image."""
+def clean_pass(model, split: Split, batch_size: int, views: Sequence[str], temperature: float, dtype=None,
+               cost: PassCount | None = None):
+    """Clean correctness and the masking diagnostics per view, image by image; the passes spent
+    are added to ``cost`` when given."""
     device = split.labels.device
+    if cost is not None:
+        model = PassCounter(model, cost)
     n = len(split)
     divisors = {v: view_divisor(v, temperature) for v in views}
     ok = torch.zeros(n, dtype=torch.bool, device=device)
@@ -100,11 +107,15 @@ def attack_view(attack: AttackConfig, views: Sequence[str]) -> List[str]:
 
 
 def adversarial_batches(model, temperature: float, split: Split, mask: torch.Tensor, attack: AttackConfig,
-                        view: str, batch_size: int, seed: int, n_classes: int, dtype=None, on_batch=None):
+                        view: str, batch_size: int, seed: int, n_classes: int, dtype=None, on_batch=None,
+                        cost: PassCount | None = None):
     """Yield (positions, x, x_adv) for the points of ``split`` where ``mask`` is set, batch by
-    batch, attacked under ``view``. The threat model is checked, not assumed."""
+    batch, attacked under ``view``. The threat model is checked, not assumed. The attack's passes
+    are added to ``cost`` when given."""
     device = split.labels.device
     target = make_view(model, "raw" if view == "any" else view, temperature)
+    if cost is not None:
+        target = PassCounter(target, cost)
     for bi, a in enumerate(range(0, len(split), batch_size)):
         todo = a + mask[a:a + batch_size].nonzero().flatten()
         if on_batch:
@@ -132,16 +143,19 @@ def adversarial_batches(model, temperature: float, split: Split, mask: torch.Ten
 def run_attack(model, temperature: float, split: Split, clean_ok: torch.Tensor, attack: AttackConfig, view: str,
                batch_size: int, seed: int, n_classes: int, dtype=None, on_batch=None):
     """Attack the clean-correct points of ``split`` (only they can count as robust, so only they
-    are attacked, as AutoAttack does); per image: robust or not; the largest Linf and L2."""
+    are attacked, as AutoAttack does); per image: robust or not; the largest Linf and L2; the
+    passes spent, the final check of every adversarial example included."""
     robust_ok = torch.zeros(len(split), dtype=torch.bool, device=split.labels.device)
     max_linf = max_l2 = 0.0
+    cost = PassCount()
+    check = PassCounter(model, cost)
     for todo, x, x_adv in adversarial_batches(model, temperature, split, clean_ok, attack, view, batch_size, seed,
-                                              n_classes, dtype, on_batch):
-        robust_ok[todo] = _predict(model, x_adv) == split.labels[todo]
+                                              n_classes, dtype, on_batch, cost=cost):
+        robust_ok[todo] = _predict(check, x_adv) == split.labels[todo]
         delta = (x_adv - x).flatten(1)
         max_linf = max(max_linf, delta.abs().max().item())
         max_l2 = max(max_l2, delta.norm(dim=1).max().item())
-    return robust_ok, max_linf, max_l2
+    return robust_ok, max_linf, max_l2, cost
 
 
 def craft(surrogate, split: Split, attack: AttackConfig, batch_size: int, seed: int, n_classes: int) -> torch.Tensor:
@@ -163,16 +177,18 @@ def evaluate_transfer(model, temperature: float, split: Split, x_adv: torch.Tens
     blind to whatever the target does to its own gradients."""
     t0 = time.perf_counter()
     model.eval()
-    clean_ok, _, _ = clean_pass(model, split, batch_size, [], temperature)
+    cost = PassCount()  # on this model; the crafting's passes were spent once, on the surrogate
+    clean_ok, _, _ = clean_pass(model, split, batch_size, [], temperature, cost=cost)
     robust_ok = torch.zeros_like(clean_ok)
+    check = PassCounter(model, cost)
     for a in range(0, len(split), batch_size):
         robust_ok[a:a + batch_size] = clean_ok[a:a + batch_size] & (
-            _predict(model, x_adv[a:a + batch_size]) == split.labels[a:a + batch_size])
+            _predict(check, x_adv[a:a + batch_size]) == split.labels[a:a + batch_size])
     delta = (x_adv - to_float(split.images)).flatten(1)
     params = dict(attack.kwargs, attack=attack.name, surrogate=surrogate, surrogate_key=surrogate_key)
+    metrics = attack_metrics(clean_ok, robust_ok, delta.abs().max().item(), delta.norm(dim=1).max().item())
     return Measurement("transfer", "any", attack.eps, attack.steps, params, len(split),
-                       attack_metrics(clean_ok, robust_ok, delta.abs().max().item(), delta.norm(dim=1).max().item()),
-                       time.perf_counter() - t0, bits=pack_bits(robust_ok))
+                       dict(metrics, **cost.metrics(len(split))), time.perf_counter() - t0, bits=pack_bits(robust_ok))
 
 
 def attack_metrics(clean_ok, robust_ok, max_linf, max_l2, zero=None, sat=None) -> Dict[str, float]:
@@ -197,10 +213,11 @@ def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: 
     model.eval()
     n = len(split)
     t0 = time.perf_counter()
-    clean_ok, zero, sat = clean_pass(model, split, batch_size, views, temperature)
+    cost = PassCount()
+    clean_ok, zero, sat = clean_pass(model, split, batch_size, views, temperature, cost=cost)
     clean_acc = _frac(clean_ok)
-    out = [Measurement("clean", "none", 0.0, 0, {}, n, {"accuracy": clean_acc}, time.perf_counter() - t0,
-                       family="clean", bits=pack_bits(clean_ok))]
+    out = [Measurement("clean", "none", 0.0, 0, {}, n, {"accuracy": clean_acc, **cost.metrics(n)},
+                       time.perf_counter() - t0, family="clean", bits=pack_bits(clean_ok))]
     n_batches = -(-n // batch_size)
     runs = [(a, v) for a in attacks for v in attack_view(a, views)]
     bar = tqdm(total=len(runs) * n_batches, disable=not progress, desc=desc, unit="batch", leave=False,
@@ -208,11 +225,11 @@ def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: 
     for attack, view in runs:
         t0 = time.perf_counter()
         bar.set_postfix_str(f"{attack.name}/{view}")
-        robust_ok, max_linf, max_l2 = run_attack(model, temperature, split, clean_ok, attack, view, batch_size,
-                                                 seed, n_classes, on_batch=bar.update)
+        robust_ok, max_linf, max_l2, cost = run_attack(model, temperature, split, clean_ok, attack, view,
+                                                       batch_size, seed, n_classes, on_batch=bar.update)
         diag = (zero[view], sat[view]) if view in zero else (None, None)
+        metrics = attack_metrics(clean_ok, robust_ok, max_linf, max_l2, *diag)
         out.append(Measurement(attack.name, view, attack.eps, attack.steps, attack.kwargs, n,
-                               attack_metrics(clean_ok, robust_ok, max_linf, max_l2, *diag),
-                               time.perf_counter() - t0, bits=pack_bits(robust_ok)))
+                               dict(metrics, **cost.metrics(n)), time.perf_counter() - t0, bits=pack_bits(robust_ok)))
     bar.close()
     return out

@@ -1,0 +1,152 @@
+"""Early-stopped PGD and the cost of every measurement, on the tiny model trained by conftest
+(real torchattacks, no mocks). The early-stopped attack is compared with the same attack run to
+its last iterate (torchattacks' own PGD for CE) from the same seed, image by image."""
+import pytest
+import torch
+import torchattacks
+
+from attacks import make_attack, make_view
+from attacks.views import PassCount, PassCounter
+from bench.data import stratified_indices, to_float
+from bench.evaluate import evaluate, unpack_bits
+
+EPS = 2 / 255  # small enough that some points survive: a subset test of two empty sets proves nothing
+STEPS = 10
+
+
+def run(atk, x, y, seed=0):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return atk(x, y)
+
+
+def correct(model, x, y):
+    with torch.no_grad():
+        return model(x).argmax(1) == y
+
+
+@pytest.fixture(scope="module")
+def test_split(mini_data):
+    return mini_data.test.subset(stratified_indices(mini_data.test.labels, 200, 0))
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_model, test_split):
+    """The test images the tiny model classifies correctly: what the evaluator attacks."""
+    _, model = tiny_model
+    x, y = to_float(test_split.images), test_split.labels
+    ok = correct(model, x, y)
+    return x[ok], y[ok]
+
+
+def attack_pair(name, model, view="raw", temperature=1.0, **params):
+    """(early-stopped, run to the last iterate) builds of one registry attack, with their counts."""
+    out = []
+    for early in (True, False):
+        count = PassCount()
+        cfg = make_attack(name, dict(params, eps=EPS, steps=STEPS, early_stop=early))
+        out.append((cfg.build(PassCounter(make_view(model, view, temperature), count)), count))
+    return out
+
+
+@pytest.mark.parametrize("name", ["pgd", "pgd_margin", "pgd_target_ll", "pgd_target_random"])
+def test_early_stop_is_never_weaker_and_cheaper(tiny_model, batch, name):
+    """Same seed: every point the last-iterate attack breaks, the early-stopped one breaks too;
+    a point the early stop never dropped followed the same trajectory bit for bit (same random
+    start, targets and steps); a point where the two differ was dropped at a misclassified
+    iterate, inside the ball and the box; and the early stop spends fewer backward passes."""
+    _, model = tiny_model
+    x, y = batch
+    (early, c_early), (plain, c_plain) = attack_pair(name, model)
+    adv_e, adv_p = run(early, x, y), run(plain, x, y)
+    robust_e, robust_p = correct(model, adv_e, y), correct(model, adv_p, y)
+    assert 0 < int(robust_p.sum()) < len(y)  # a comparison that means something
+    assert not (robust_e & ~robust_p).any()  # robust under early stop => robust to the last iterate
+    assert torch.equal(adv_e[robust_e], adv_p[robust_e])
+    differ = (adv_e != adv_p).flatten(1).any(1)
+    assert differ.sum() > 0 and not correct(model, adv_e[differ], y[differ]).any()
+    d = (adv_e - x).flatten(1).abs().amax(1)
+    assert d.max() <= EPS + 1e-6 and adv_e.min() >= 0 and adv_e.max() <= 1
+    assert c_plain.backward == STEPS * len(y)
+    assert c_early.backward < c_plain.backward
+    assert c_early.forward - c_early.backward == c_plain.forward - c_plain.backward  # targets' forward only
+
+
+def test_plain_registry_pgd_is_torchattacks_pgd(tiny_model, batch):
+    """early_stop off builds torchattacks.PGD itself: those records keep their old numbers."""
+    _, model = tiny_model
+    x, y = batch
+    atk = make_attack("pgd", {"steps": 3, "early_stop": False}).build(model)
+    assert type(atk) is torchattacks.PGD
+    ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=3, random_start=True)
+    assert torch.equal(run(atk, x, y), run(ref, x, y))
+
+
+def test_a_zero_gradient_ends_the_attack_at_that_point(tiny_model, batch):
+    """A saturated softmax (last layer x 1e4) gives exactly zero CE gradients on the raw view:
+    a sign step of zero does not move the point, so the early stop drops it at once, and returns
+    what the plain loop returns after all its steps."""
+    import copy
+    _, model = tiny_model
+    big = copy.deepcopy(model)
+    with torch.no_grad():
+        big.fc.weight.mul_(1e4)
+        big.fc.bias.mul_(1e4)
+    x, y = batch
+    (early, c_early), (plain, c_plain) = attack_pair("pgd", big)
+    adv_e, adv_p = run(early, x, y), run(plain, x, y)
+    robust_e, robust_p = correct(big, adv_e, y), correct(big, adv_p, y)
+    assert robust_p.float().mean() > 0.5  # masked
+    assert not (robust_e & ~robust_p).any()
+    assert c_early.backward < c_plain.backward / 3
+    # the dropped points come back where they stopped: the plain loop's final iterate, up to the
+    # rounding of its projection (x + (adv - x) need not be adv in float)
+    assert (adv_e[robust_e] - adv_p[robust_e]).abs().max() < 1e-6
+
+
+def test_early_stop_is_seeded(tiny_model, batch):
+    _, model = tiny_model
+    x, y = batch
+    atk = make_attack("pgd", {"steps": STEPS, "eps": EPS}).build(model)
+    assert torch.equal(run(atk, x, y, seed=1), run(atk, x, y, seed=1))
+    assert not torch.equal(run(atk, x, y, seed=1), run(atk, x, y, seed=2))
+
+
+def test_every_measurement_carries_its_cost(tiny_model, test_split):
+    """Through the evaluator: the early-stopped attack's robust bits are a subset of the plain
+    one's (same seeds), and each record counts its passes exactly where they are known: the
+    clean pass is one forward and one backward per view for every image; plain PGD is STEPS
+    forward-backward passes per attacked (clean-correct) point, plus the final check."""
+    spec, model = tiny_model
+    n = len(test_split)
+    attacks = [make_attack("pgd", {"eps": EPS, "steps": STEPS, "early_stop": e}) for e in (True, False)]
+    ms = evaluate(model, spec.T, test_split, attacks, ["raw", "scaled"], batch_size=64)
+    clean = ms[0]
+    assert clean.metrics["forward_passes"] == n and clean.metrics["backward_passes"] == 2 * n
+    n_ok = round(clean.metrics["accuracy"] * n)
+    es, plain = (next(m for m in ms if m.view == "raw" and m.params["early_stop"] == e) for e in (True, False))
+    assert plain.metrics["backward_passes"] == STEPS * n_ok
+    assert plain.metrics["forward_passes"] == (STEPS + 1) * n_ok
+    assert plain.metrics["backward_per_image"] == pytest.approx(STEPS * n_ok / n)
+    assert es.metrics["backward_passes"] < plain.metrics["backward_passes"]
+    assert es.metrics["forward_per_image"] == es.metrics["forward_passes"] / n
+    assert es.wall_s > 0
+    bits_es, bits_plain = unpack_bits(es.bits, n), unpack_bits(plain.bits, n)
+    assert not (bits_es & ~bits_plain).any() and es.metrics["robust_acc"] <= plain.metrics["robust_acc"]
+
+
+def test_counter_counts_every_backward(tiny_model, batch):
+    """FAB differentiates every logit of one forward: a backward pass each, counted each."""
+    _, model = tiny_model
+    x, y = batch[0][:4], batch[1][:4]
+    count = PassCount()
+    counted = PassCounter(model, count)
+    xg = x.clone().requires_grad_(True)
+    logits = counted(xg)
+    for k in range(3):
+        torch.autograd.grad(logits[:, k].sum(), xg, retain_graph=True)
+    assert count.forward == 4 and count.backward == 3 * 4
+    with torch.no_grad():
+        counted(x)
+    assert count.forward == 8 and count.backward == 12
+    assert not counted.training
