@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable
 
@@ -12,16 +12,23 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temp file in the target's folder, fsync, then rename over ``path``.
 
     The temp file lives in the same folder so the rename cannot cross file systems; a process
-    killed mid-write leaves only a ``.tmp-*`` file that readers ignore.
+    killed mid-write leaves only a ``.tmp-*`` file that readers ignore. The file ends with the mode
+    ``open`` gives a new file, 0666 less the umask, not the 0600 of ``tempfile.mkstemp`` (or of
+    safetensors, which writes its own temp file and renames it over ours): the rename keeps the
+    mode, and a store on a shared file system or a report served to colleagues must be readable
+    by them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    tmp_path = path.parent / f".tmp-{path.name}.{secrets.token_hex(8)}"
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+    mode = os.fstat(fd).st_mode & 0o777
     os.close(fd)
-    tmp_path = Path(tmp)
     try:
         write(tmp_path)
         with open(tmp_path, "rb") as f:
+            if os.fstat(f.fileno()).st_mode & 0o777 != mode:
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except BaseException:

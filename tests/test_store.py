@@ -81,3 +81,30 @@ def test_a_damaged_record_is_named(tmp_path):
     store.path(record_id(rec)).write_text('{"run_key": ')
     with pytest.raises(BenchError, match=record_id(rec)):
         store.table()
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_written_files_respect_the_umask(tmp_path, umask, mode):
+    """A store on a shared file system and a report served to colleagues must be readable by them:
+    a record, a checkpoint and its sidecar, and the data cache get 0666 less the umask (not the
+    0600 of a temp file)."""
+
+    from bench.checkpoints import CheckpointStore
+    from bench.data import load_dataset
+    from models import build_model, parse_name
+    from tests.test_data import make_imagefolder
+    old = os.umask(umask)
+    try:
+        store = ResultStore(tmp_path / "results")
+        rec = {"run_key": "k", "dataset": "d", "split": "test", "n": 5, "subset_seed": 0, "attack_seed": 0,
+               "threat": "clean", "view": "none", "params": {}, "model": "m", "metrics": {"accuracy": 0.1}}
+        store.put(rec)
+        spec = parse_name("fastnetw8_T0.5")
+        ckpts = CheckpointStore(tmp_path / "checkpoints")
+        ckpts.save(spec, "k", build_model(spec, 10), {})
+        load_dataset(str(make_imagefolder(tmp_path / "toy")), tmp_path / "cache")
+    finally:
+        os.umask(old)
+    files = [store.path(record_id(rec)), *ckpts.paths(spec, "k"), *(tmp_path / "cache" / "data").iterdir()]
+    assert len(files) == 4
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: oct(mode) for f in files}
