@@ -16,9 +16,11 @@ runs on batches on that device.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,8 @@ from bench.errors import BenchError
 HOW_TO_GET_DATA = ("pass --data-root DIR (an ImageFolder tree DIR/{train,test}/<class>/*.png|jpg, or a folder "
                    "holding cifar-10-batches-py or cifar-100-python) or set BENCH_DATA; online, CIFAR-10 "
                    "downloads itself, CIFAR-100 when asked for by name")
+
+HOW_TO_SET_CACHE = "pass --cache DIR or set BENCH_CACHE"
 
 # The torchvision datasets read from their python pickles: name -> (torchvision class, folder, label).
 TORCHVISION_CIFAR = {
@@ -135,8 +139,12 @@ def _decode_imagefolder(folders, progress: bool):
     from tqdm import tqdm
 
     def decode(path):
-        with Image.open(path) as im:
-            a = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                a = np.asarray(im.convert("RGB"))
+        except (OSError, SyntaxError) as e:  # PIL: not an image, truncated, a broken header
+            raise BenchError(f"image {path} cannot be decoded ({str(e).splitlines()[0]}): replace or delete "
+                             f"it") from None
         if a.shape != (32, 32, 3):
             raise BenchError(f"{path} is {a.shape[1]}x{a.shape[0]}, expected a 32x32 image")
         return a
@@ -146,7 +154,7 @@ def _decode_imagefolder(folders, progress: bool):
         paths = [p for p, _ in folder.samples]
         # PIL releases the GIL while decoding, so threads use both cores.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            imgs = list(tqdm(pool.map(decode, paths, chunksize=256), total=len(paths), disable=not progress,
+            imgs = list(tqdm(pool.map(decode, paths), total=len(paths), disable=not progress,
                              desc=f"decode {split}", unit="img", leave=False))
         x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
         y = torch.tensor(folder.targets, dtype=torch.int64)
@@ -189,12 +197,36 @@ def _pick_torchvision(root: Path, dataset: Optional[str]) -> Optional[str]:
 
 # --- the cache ----------------------------------------------------------------------------------
 
-def _save_cache(path: Path, name: str, classes, arrays) -> str:
+def _check_cache_folder(folder: Path, cache_dir: Path, nbytes: int = 0):
+    """Before the cache is built (or a download starts): ``folder`` must be, or be creatable in,
+    a writable folder with ``nbytes`` free."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BenchError(f"cache folder {cache_dir} cannot be written ({probe} is a file): {HOW_TO_SET_CACHE}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"cache folder {cache_dir} cannot be written ({probe} is read-only): {HOW_TO_SET_CACHE}")
+    free = shutil.disk_usage(probe).free
+    if free < nbytes:
+        raise BenchError(f"cache folder {cache_dir} is on a full disk ({free / 2**20:.1f} MiB free, the decoded "
+                         f"data needs {nbytes / 2**20:.1f} MiB): free space there, or {HOW_TO_SET_CACHE}")
+
+
+def _save_cache(path: Path, cache_dir: Path, name: str, classes, arrays) -> str:
     from safetensors.torch import save_file
     tensors = {f"{s}_{k}": t for s, (x, y) in arrays.items() for k, t in (("images", x), ("labels", y))}
     fp = _content_fingerprint(tensors[k] for k in sorted(tensors))
     meta = {"name": name, "classes": json.dumps(classes), "fingerprint": fp}
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    _check_cache_folder(path.parent, cache_dir, sum(t.nbytes for t in tensors.values()) + (1 << 16))
+    try:
+        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # the disk filled up after the check (another writer): write_atomic removed its temp file
+        raise BenchError(f"cache folder {cache_dir} is on a full disk ({e.strerror}): free space there, or "
+                         f"{HOW_TO_SET_CACHE}") from None
     return fp
 
 
@@ -240,8 +272,9 @@ def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = No
         files = [p for f in folders.values() for p, _ in f.samples]
         cache = cache_dir / "data" / f"{name}-{_stamp(files)}.safetensors"
         if not cache.exists():
+            _check_cache_folder(cache.parent, cache_dir, len(files) * 3 * 32 * 32)
             arrays = _decode_imagefolder(folders, progress)
-            _save_cache(cache, name, folders["train"].classes, arrays)
+            _save_cache(cache, cache_dir, name, folders["train"].classes, arrays)
         return _load_cache(cache)
     if default_root and dataset is None:
         dataset = "cifar10"  # the download folder may hold both; CIFAR-10 is the default there
@@ -250,14 +283,16 @@ def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = No
         folder = root / TORCHVISION_CIFAR[name][1]
         cache = cache_dir / "data" / f"{name}-{_stamp(sorted(folder.iterdir()))}.safetensors"
         if not cache.exists():
+            _check_cache_folder(cache.parent, cache_dir)
             arrays, classes = _load_torchvision_cifar(root, name, download=False)
-            _save_cache(cache, name, classes, arrays)
+            _save_cache(cache, cache_dir, name, classes, arrays)
         return _load_cache(cache)
     if not default_root:
         what = (f"no {TORCHVISION_CIFAR[dataset][1]} folder" if dataset else
                 "neither train/ and test/ class folders nor cifar-10-batches-py or cifar-100-python")
         raise BenchError(f"{root} holds {what}: {HOW_TO_GET_DATA}")
     # Only the default root downloads: CIFAR-10 by default, CIFAR-100 only when named.
+    _check_cache_folder(root, cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     _load_torchvision_cifar(root, dataset, download=True)
     return load_dataset(str(root), cache_dir, progress, dataset=dataset)

@@ -1,5 +1,6 @@
 import hashlib
 import pickle
+import subprocess
 import tarfile
 
 import numpy as np
@@ -277,3 +278,60 @@ def test_augment_crops_and_flips_on_the_batch():
     same = sum(torch.equal(out[i], x[i]) for i in range(256))
     assert same + flipped < 256  # some images were shifted
     assert torch.equal(out, augment(x, torch.Generator().manual_seed(0)))
+
+
+# --- unreadable images and unusable cache folders: one line, nothing written --------------------
+
+def _listing(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else None
+
+
+@pytest.mark.parametrize("damage", ["text file", "truncated jpeg"])
+def test_an_unreadable_image_is_named_and_nothing_is_cached(tmp_path, damage):
+    root = make_imagefolder(tmp_path / "toy", fmt="jpg")
+    bad = root / "train" / "b" / "0003.jpg"
+    if damage == "text file":
+        bad.write_text("this is not a JPEG\n")
+    else:
+        bad.write_bytes(bad.read_bytes()[:len(bad.read_bytes()) // 2])
+    with pytest.raises(BenchError) as e:
+        load_dataset(str(root), tmp_path / "cache")
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """Mount a small real tmpfs (root only; skips elsewhere): a full or read-only cache folder."""
+    mounted = []
+
+    def mount(path, options):
+        path.mkdir(parents=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.parametrize("case", ["a file", "read-only", "full disk"])
+def test_an_unusable_cache_folder_is_one_line_before_anything_is_written(tmp_path, mount_tmpfs, case):
+    root = make_imagefolder(tmp_path / "toy")  # 27 images: 81 KiB decoded
+    if case == "a file":
+        cache = tmp_path / "cache"
+        cache.write_text("")
+    elif case == "read-only":
+        cache = mount_tmpfs(tmp_path / "ro", "ro,size=1m") / "cache"
+    else:
+        cache = mount_tmpfs(tmp_path / "small", "size=64k")
+    before = _listing(tmp_path)
+    with pytest.raises(BenchError) as e:
+        load_dataset(str(root), cache)
+    msg = str(e.value)
+    assert f"cache folder {cache} " in msg and "--cache DIR or set BENCH_CACHE" in msg and "\n" not in msg
+    assert {"a file": "is a file", "read-only": "read-only", "full disk": "full disk"}[case] in msg
+    assert _listing(tmp_path) == before
