@@ -219,6 +219,7 @@ def make_plan(args):
     results = Path(args.results) if args.results else store or Path("results") / profile.name
     _check_writable(results)
     cache = Path(args.cache) if args.cache else default_cache_dir()
+    _check_writable(cache, "--cache")  # decoded data, checkpoints (without --store) and downloads go there
     # a Ray driver only plans: the workers run on the devices Ray gives them
     device = resolve_device("cpu" if args.executor == "ray" and args.device in ("auto", "cuda") else args.device)
     return Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
