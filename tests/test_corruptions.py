@@ -382,6 +382,12 @@ def test_fog_plasma_is_the_reference_fractal():
         assert np.array_equal(got, np.stack([ref_plasma(v, decay) for v in u.numpy()]))
 
 
+def q16_png(s: np.ndarray) -> np.ndarray:
+    """What ImageMagick Q16 makes of a blurred value s in 0..255: ClampToQuantum rounds 257 s to
+    a 16-bit quantum, and the 8-bit PNG the reference decodes holds quantum // 257."""
+    return np.floor(np.floor(257 * s + 0.5) / 257)
+
+
 def test_motion_blur_kernel():
     # one bright pixel, angle 0: ImageMagick's taps run from the pixel along +x, so output (16, c)
     # reads input (16, c + i) with half-Gaussian weight k_i: the streak extends to the left only
@@ -391,12 +397,68 @@ def test_motion_blur_kernel():
     y = C._motion_blur_core(x, radius, sigma, torch.tensor([0.0], dtype=torch.float64))[0, 0]
     k = np.exp(-np.arange(13) ** 2 / (2 * sigma ** 2))
     k /= k.sum()
-    assert torch.equal(y[16, 4:17].flip(0), torch.from_numpy(np.floor(255 * k + 0.5)))
+    want = torch.from_numpy(q16_png(255 * k))
+    assert not torch.equal(want, torch.from_numpy(np.floor(255 * k + 0.5)))  # the rounding matters here
+    assert torch.equal(y[16, 4:17].flip(0), want)
     assert y[16, 17:].sum() == 0 and y[:16].sum() == 0 and y[17:].sum() == 0
     # angle 90 (y down): output (r, 16) reads input (r + i, 16): the streak extends upwards
     y = C._motion_blur_core(x, radius, sigma, torch.tensor([90.0], dtype=torch.float64))[0, 0]
-    assert torch.equal(y[4:17, 16].flip(0), torch.from_numpy(np.floor(255 * k + 0.5)))
+    assert torch.equal(y[4:17, 16].flip(0), want)
     assert y.sum() == y[4:17, 16].sum()
+
+
+def test_motion_blur_keeps_flat_areas_and_truncates(imgs):
+    # a flat image: the weights sum to 1 up to a rounding error, which the 16-bit quantum absorbs
+    # (a plain floor would turn some 200s into 199s)
+    for sev in range(1, 6):
+        assert torch.equal(corrupt(grey(4, 200), "motion_blur", sev), grey(4, 200))
+    # on images, q16 truncation: below the nearest-integer rounding about half the time, never above
+    ang = torch.linspace(-45, 45, 8, dtype=torch.float64)
+    for radius, sigma in C.PARAMS["motion_blur"]:
+        y = C._motion_blur_core(imgs[:8].double(), radius, sigma, ang)
+        width = 2 * int(np.ceil(radius)) + 1
+        k = np.exp(-np.arange(width) ** 2 / (2 * sigma ** 2))
+        k /= k.sum()
+        ox, oy = C._motion_offsets(width, ang)
+        s = np.zeros((8, 3, 32, 32))
+        a = imgs[:8].double().numpy()
+        for n in range(8):
+            for t in range(width):
+                rows = np.clip(np.arange(32) + int(oy[n, t]), 0, 31)
+                cols = np.clip(np.arange(32) + int(ox[n, t]), 0, 31)
+                s[n] += k[t] * a[n][:, rows][:, :, cols]
+        assert np.array_equal(y.numpy(), q16_png(s))
+        assert 0.3 < (np.floor(s + 0.5) > y.numpy()).mean() < 0.7
+
+
+def test_motion_blur_matches_imagemagick(imgs):
+    """The reference's own call (Wand's MagickMotionBlurImage on a PNG round trip), where Wand and
+    the MagickWand library are installed (not a dependency of the harness)."""
+    import ctypes
+
+    import cv2
+    wand_image = pytest.importorskip("wand.image")
+    from wand.api import library
+    library.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
+
+    def magick(a, mode, radius, sigma, angle):
+        buf = io.BytesIO()
+        Image.fromarray(a, mode=mode).save(buf, format="PNG")
+        with wand_image.Image(blob=buf.getvalue()) as w:
+            library.MagickMotionBlurImage(w.wand, radius, sigma, angle)
+            out = cv2.imdecode(np.frombuffer(w.make_blob(), np.uint8), cv2.IMREAD_UNCHANGED)
+        return out[..., [2, 1, 0]] if out.ndim == 3 else out
+
+    ang = np.linspace(-45, 45, 8)
+    for radius, sigma in C.PARAMS["motion_blur"]:  # RGB, as motion_blur
+        got = C._motion_blur_core(imgs[:8].double(), radius, sigma, torch.from_numpy(ang))
+        want = np.stack([magick(a, "RGB", radius, sigma, g) for a, g in zip(hwc(imgs[:8]), ang)])
+        assert np.array_equal(hwc(got.to(torch.uint8)), want)
+    layer = hwc(imgs[:8])[..., 0]  # greyscale, as snow's flake layer
+    for c in C.PARAMS["snow"]:
+        got = C._motion_blur_core(torch.from_numpy(layer).double()[:, None], c[4], c[5], torch.from_numpy(ang - 90))
+        want = np.stack([magick(a, "L", c[4], c[5], g) for a, g in zip(layer, ang - 90)])
+        assert np.array_equal(got[:, 0].to(torch.uint8).numpy(), want)
 
 
 def ref_warp_affine_inputs(u, affine):
