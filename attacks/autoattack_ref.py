@@ -11,8 +11,10 @@ What the adapter changes, and why:
   the reference's own (100, 5000). APGD fixes its checkpoint schedule from ``n_iter`` in its
   constructor, so that schedule is recomputed here.
 * its logger ('auto-attack') is silenced during each call: its records of level WARNING and above
-  (e.g. "there are N points with zero gradient", Square beating the gradient attacks) are kept
-  in ``last_warnings`` instead. Its sub-attacks print nothing with verbose off.
+  (the authors' own flags: "there are N points with zero gradient", Square beating the gradient
+  attacks, a randomized or dynamic defense) are kept in ``last_warnings`` instead, and handed to
+  every ``collect_warnings()`` block the call runs in (the evaluator builds one attack per batch,
+  so a caller never holds the instance). Its sub-attacks print nothing with verbose off.
 * the model is put in eval mode for the call and given back in the mode it was in, as
   torchattacks does.
 Side effects of the reference that the adapter does not change: each sub-attack calls
@@ -23,7 +25,8 @@ switches off any tracer that was installed (a debugger, coverage's Python tracer
 from __future__ import annotations
 
 import logging
-from typing import List
+from contextlib import contextmanager
+from typing import Iterator, List
 
 import torch
 
@@ -45,6 +48,21 @@ class _Collect(logging.Handler):
 
     def emit(self, record):
         self.messages.append(record.getMessage())
+
+
+_SINKS: List[List[str]] = []  # the lists of the open collect_warnings() blocks
+
+
+@contextmanager
+def collect_warnings() -> Iterator[List[str]]:
+    """A list that receives the warnings of every ReferenceAutoAttack call made inside the block,
+    in order."""
+    sink: List[str] = []
+    _SINKS.append(sink)
+    try:
+        yield sink
+    finally:
+        _SINKS[:] = [s for s in _SINKS if s is not sink]  # by identity: two empty lists are equal
 
 
 class _Quiet:
@@ -101,6 +119,8 @@ class ReferenceAutoAttack:
             with _Quiet(self.aa.logger) as messages:
                 x_adv, _ = self.aa.run_standard_evaluation(x, y, batch_size=len(x))
             self.last_warnings = list(messages)
+            for sink in _SINKS:
+                sink.extend(self.last_warnings)
         finally:
             if was_training:
                 self.model.train()

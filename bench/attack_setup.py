@@ -50,6 +50,7 @@ class AttackSetup:
     transfer: Optional[AttackConfig] = None
     fp64_split: Optional[Split] = None
     crosscheck_split: Optional[Split] = None
+    crosscheck_positions: Optional[torch.Tensor] = None  # its images' places in `split`
     _crafted: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
@@ -61,8 +62,8 @@ class AttackSetup:
         if ev.fp64_n:
             setup.fp64_split = split.subset(stratified_indices(split.labels, min(ev.fp64_n, len(split)), 1))
         if ev.crosscheck_n:
-            setup.crosscheck_split = split.subset(
-                stratified_indices(split.labels, min(ev.crosscheck_n, len(split)), 2))
+            setup.crosscheck_positions = stratified_indices(split.labels, min(ev.crosscheck_n, len(split)), 2)
+            setup.crosscheck_split = split.subset(setup.crosscheck_positions)
         return setup
 
     def surrogate(self, spec: ModelSpec, plan) -> Optional[ModelSpec]:
@@ -109,5 +110,5 @@ class AttackSetup:
                         [(len(self.crosscheck_split), "autoattack_crosscheck", "raw",
                           dict(ours.kwargs, attacks=[ours.name, ref.name]))],
                         lambda: [autoattack_crosscheck(model, spec.T, self.crosscheck_split, ours, ref, bs, seed,
-                                                       num_classes)]))
+                                                       num_classes, self.crosscheck_positions, n)]))
         return out

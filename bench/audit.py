@@ -11,6 +11,11 @@ et al. 2018; Carlini et al. 2019, "On evaluating adversarial robustness"):
   targeted_gap           untargeted minus targeted PGD accuracy on the same view
   sweep_plateau          accuracy at the largest eps of the sweep, for the weakest curve
   fp64_gap               CE-PGD in float32 minus the same attack in float64 (underflow)
+  aa_gap                 robust_min on the AutoAttack cross-check's images minus the lower of its two
+                         AutoAttacks there (same images, so no sampling noise): robust_min is above an
+                         attack the harness itself ran
+  aa_warnings            flags the AutoAttack authors' own code raised (zero gradients, Square beating
+                         the gradient attacks, a randomized or dynamic defense), with their texts
 
 All thresholds live in THRESHOLDS; the README documents them. A verdict is "likely" when any
 strong signal fires, "suspected" when only weak ones do, "none" otherwise, and its reasons say
@@ -35,11 +40,20 @@ THRESHOLDS: Dict[str, float] = {
     "targeted_suspected": 0.03,  # targeted PGD beats untargeted PGD by 3 pp
     "plateau_likely": 0.05,  # at the sweep's largest eps some curve stays 5 pp above chance
     "fp64_suspected": 0.03,  # float64 CE-PGD 3 pp stronger than float32
+    # on the cross-check's images (100 in quick: 1 pp = 1 image) AutoAttack finds at least 2 pp
+    # fewer robust images than the suite's best attack; any at all is suspected
+    "aa_gap_likely": 0.02,
+    "aa_gap_suspected": 0.0,
+    "aa_warnings_suspected": 0.0,  # any warning of the authors' AutoAttack
 }
 
 
 def _fmt(v: float) -> str:
     return f"{100 * v:.1f}"
+
+
+def _count(v) -> str:
+    return f"{v:.0f}" if isinstance(v, (int, float, np.number)) and np.isfinite(v) else "?"
 
 
 def verdict(ev: pd.Series, chance: float) -> Tuple[str, str]:
@@ -72,6 +86,15 @@ def verdict(ev: pd.Series, chance: float) -> Tuple[str, str]:
           f"(chance {_fmt(chance)}%)")
     check(ev.get("fp64_gap"), None, t["fp64_suspected"],
           f"float64 CE-PGD is {_fmt(ev.get('fp64_gap', np.nan))} pp stronger than float32")
+    check(ev.get("aa_gap"), t["aa_gap_likely"], t["aa_gap_suspected"],
+          f"AutoAttack ({ev.get('aa_gap_by', '?')}) leaves {_fmt(ev.get('aa_best', np.nan))}% robust on the "
+          f"{_count(ev.get('aa_crosscheck_n'))} cross-check images, where the suite's best attack "
+          f"({ev.get('aa_crosscheck_robust_min_by', '?')}) leaves {_fmt(ev.get('aa_crosscheck_robust_min', np.nan))}%: "
+          f"robust_min is above an attack the harness ran")
+    texts = ev.get("aa_warning_texts")
+    check(ev.get("aa_warnings"), None, t["aa_warnings_suspected"],
+          f"the authors' AutoAttack warned {_count(ev.get('aa_warnings'))} time(s): "
+          + (texts if isinstance(texts, str) else "(texts in the cross-check record)"))
     if likely:
         return "likely", "; ".join(likely + suspected)
     if suspected:
@@ -135,6 +158,19 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
         ev["aa_torchattacks"], ev["aa_pyautoattack"] = cc["robust_acc_torchattacks"], cc["robust_acc_pyautoattack"]
         ev["aa_crosscheck_diff"] = cc["abs_diff"]
         ev["aa_crosscheck_n"] = df[df.threat == "autoattack_crosscheck"].groupby("model")["n"].first()
+        if "aa_warnings" in cc:
+            ev["aa_warnings"] = cc["aa_warnings"]
+        if "aa_warning_texts" in board:
+            ev["aa_warning_texts"] = board["aa_warning_texts"]
+        if "aa_crosscheck_robust_min" in board:  # from the per-image bits (bench.report.worst_case)
+            ta, py = cc["robust_acc_torchattacks"], cc["robust_acc_pyautoattack"]
+            ev["aa_best"] = np.minimum(ta, py)
+            ev["aa_gap_by"] = pd.Series(np.where(ta == py, "both", np.where(ta < py, "torchattacks", "pyautoattack")),
+                                        index=cc.index)
+            ev["aa_crosscheck_robust_min"] = board["aa_crosscheck_robust_min"]
+            ev["aa_crosscheck_robust_min_by"] = board["aa_crosscheck_robust_min_by"]
+            # rounded: 0.03 - 0.01 is 0.0199... in floats, and the gap is a whole number of images
+            ev["aa_gap"] = (ev["aa_crosscheck_robust_min"] - ev["aa_best"]).round(9)
     return ev
 
 

@@ -205,15 +205,15 @@ class Evidence:
     indexed for the comparisons."""
 
     def __init__(self, tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame]):
-        from bench.report import latest_runs, threat_norm
+        from bench.report import latest_runs
         self.board = board.set_index("model", drop=False) if len(board) else board
         self.tidy = latest_runs(tidy) if len(tidy) else tidy
         self._bits: Dict[Tuple[str, str, str, float], np.ndarray] = {}
-        if bits is not None and len(bits):
+        self._bit_rows = latest_runs(bits) if bits is not None and len(bits) else None
+        if self._bit_rows is not None:
             from bench.evaluate import unpack_bits
-            for r in latest_runs(bits).itertuples():
+            for r in self._bit_rows.itertuples():
                 self._bits[(r.model, r.threat, r.view, round(float(r.eps), 6))] = unpack_bits(r.bits, int(r.n))
-        self._norm = threat_norm
         self.several_datasets = len(board) > 0 and board["dataset"].nunique() > 1
 
     def label(self, fam: Family) -> str:
@@ -262,10 +262,12 @@ class Evidence:
                 return None
             threat, view = by.split("/", 1)
             return self._bits.get((model, threat, view, eps))
-        if metric == "robust_worst":
-            rows = [b for (m, t, v, e), b in self._bits.items()
-                    if m == model and e == eps and t != "clean" and self._norm(t) == "linf"]
-            return np.logical_and.reduce(rows) if rows else None
+        if metric == "robust_worst":  # as the leaderboard's (bench.report.worst_case)
+            if self._bit_rows is None or model not in self.board.index:
+                return None
+            from bench.diagnostics import worst_case_bits
+            return worst_case_bits(self._bit_rows[self._bit_rows.model == model], int(self.board.loc[model, "n"]),
+                                   HEADLINE_EPS)
         return None
 
     def targeted_success(self, model: str) -> Tuple[float, int, str]:

@@ -46,21 +46,28 @@ def _min_over(rows: pd.DataFrame):
     return best["value"], best["threat"] + "/" + best["view"]
 
 
-def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.Series:
-    """Per model: the fraction of images that no attack at 8/255 (Linf) broke, image by image,
-    over every attack and view: at most robust_min, and what AutoAttack reports for its ensemble."""
-    from bench.evaluate import unpack_bits
+def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.DataFrame:
+    """Per model: robust_worst, the fraction of images that no attack at 8/255 (Linf) broke, image
+    by image, over every attack and view and, on the images it covered, the AutoAttack cross-check
+    (both AutoAttacks): at most robust_min. With it, for the audit, the suite's robust_min on the
+    cross-check's images (aa_crosscheck_robust_min, _by) and the authors' AutoAttack warnings."""
+    from bench.diagnostics import suite_min_on_crosscheck, worst_case_bits
+    cols = ["robust_worst", "aa_crosscheck_robust_min", "aa_crosscheck_robust_min_by", "aa_warning_texts"]
     out = {}
-    if bits.empty:
-        return pd.Series(out, dtype=float)
-    head = bits[np.isclose(bits.eps, HEADLINE_EPS) & (bits.family == "attack") &
-                (bits.threat.map(threat_norm) == "linf")]
-    for model, rows in head.groupby("model"):
-        rows = rows[rows.n == n_of.get(model)]
-        if len(rows):
-            n = int(rows.n.iloc[0])
-            out[model] = float(np.logical_and.reduce([unpack_bits(b, n) for b in rows.bits]).mean())
-    return pd.Series(out, dtype=float)
+    for model, rows in bits.groupby("model"):
+        n = n_of.get(model)
+        if n is None or not np.isfinite(n):
+            continue
+        worst = worst_case_bits(rows, int(n), HEADLINE_EPS)
+        on_cc = suite_min_on_crosscheck(rows, int(n), HEADLINE_EPS)
+        texts = [t for w in rows[rows.threat == "autoattack_crosscheck"].get("autoattack_warnings", [])
+                 if isinstance(w, list) for t in w]
+        out[model] = {"robust_worst": np.nan if worst is None else float(worst.mean()),
+                      "aa_crosscheck_robust_min": on_cc[0] if on_cc else np.nan,
+                      "aa_crosscheck_robust_min_by": on_cc[1] if on_cc else np.nan,
+                      "aa_warning_texts": " | ".join(dict.fromkeys(texts)) if texts else np.nan}
+    return pd.DataFrame.from_dict(out, orient="index", columns=cols).astype(
+        {"robust_worst": float, "aa_crosscheck_robust_min": float})
 
 
 def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -86,7 +93,7 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
         if not head.empty:
             board["robust_min"], board["robust_min_by"] = _min_over(head)
         if bits is not None:
-            board["robust_worst"] = worst_case(latest_runs(bits), board["n"])
+            board = board.join(worst_case(latest_runs(bits), board["n"]))
         aa = head[head.threat == "autoattack"]
         if not aa.empty:
             board["autoattack"] = aa.groupby("model")["value"].min()

@@ -85,7 +85,8 @@ class ResultStore:
 
     def bits_table(self) -> pd.DataFrame:
         """The per-image results (hex bitmaps) of the measurements that have them."""
-        cols = ["run_key", "model", "dataset", "n", "family", "threat", "view", "eps", "timestamp", "bits"]
+        cols = ["run_key", "model", "dataset", "n", "family", "threat", "view", "eps", "timestamp", "bits",
+                "positions", "autoattack_warnings"]  # the AutoAttack cross-check's (bench/diagnostics.py)
         rows = [{c: rec.get(c) for c in cols} for rec in self.records()
                 if rec.get("bits") and rec.get("schema", 1) >= SCHEMA]
         return pd.DataFrame(rows, columns=cols)

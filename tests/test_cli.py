@@ -44,8 +44,8 @@ def test_smoke_profile_end_to_end(smoke_run):
     assert sorted(board.model) == ["fastnetw8_T1", "fastnetw8_T10", "fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last"]
     assert (board.dataset == "cifar10-mini").all() and (board.n == 100).all()
     attack_cols = [c for c in board.columns if c.endswith("@8/255") and not c.startswith("robust_min")]
-    assert sorted(attack_cols) == ["fgsm_raw@8/255", "fgsm_scaled@8/255", "pgd_margin@8/255", "pgd_raw@8/255",
-                                   "pgd_scaled@8/255", "transfer@8/255"]
+    assert sorted(attack_cols) == ["apgd_t@8/255", "fgsm_raw@8/255", "fgsm_scaled@8/255", "pgd_margin@8/255",
+                                   "pgd_raw@8/255", "pgd_scaled@8/255", "transfer@8/255"]
     # the audit: a verdict for every model, the sweep, the transfer from the T=1 model (not onto
     # itself), the float64 recomputation and the AutoAttack cross-check
     assert set(board.masking) <= {"none", "suspected", "likely"} and board.masking.notna().all()
@@ -63,7 +63,7 @@ def test_smoke_profile_end_to_end(smoke_run):
                 "timestamp", "wall_s"]:
         assert col in tidy.columns
     assert set(tidy[tidy.family.isin(["clean", "attack"])].threat) == {"clean", "fgsm", "pgd", "pgd_margin",
-                                                                        "transfer"}
+                                                                        "apgd_t", "transfer"}
     assert set(tidy.view) == {"none", "raw", "scaled", "any", "posthoc"}
     assert set(tidy.family) == {"clean", "attack", "corruption", "natural", "shift", "diagnostic", "calibration"}
     linf = tidy[tidy.metric == "max_linf"]
