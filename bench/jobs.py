@@ -26,8 +26,9 @@ from bench.data import load_dataset, stratified_indices
 from bench.evaluate_calibration import evaluate_calibration
 from bench.provenance import code_version, provenance
 from bench.shift_setup import ShiftSetup
+from bench.errors import BenchError
 from bench.store import SCHEMA, ResultStore, record_id
-from models import ModelSpec
+from models import ModelSpec, parse_name
 from models.zoo import ZooSpec
 
 
@@ -53,6 +54,7 @@ class Context:
         data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress, dataset=plan.dataset)
         log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, "
             f"test {len(data.test)}")
+        check_sizes(plan, data)
         self.data = data.to(plan.device)
         ev = plan.profile.eval
         split = self.data.split(ev.split)
@@ -124,6 +126,47 @@ class Context:
         get_surrogate = lambda sur, load: self.surrogate_key(sur, load, log)  # noqa: E731
         return (self.threats.jobs(model, spec, plan, self.data.num_classes, get_surrogate) + [calibration] +
                 self.shifts.jobs(model, spec, plan))
+
+
+def check_sizes(plan, data) -> None:
+    """The plan's sizes against the data's, before any job writes: a subset larger than its
+    split, an adversarial run's held-out images leaving too few to train on, a training set
+    smaller than one batch, fewer than two classes. Each error names the setting to change."""
+    from bench.attack_setup import default_surrogate
+    if data.num_classes < 2:
+        raise BenchError(f"data {data.name} has {data.num_classes} class ({', '.join(data.classes)}): a classifier "
+                         f"needs at least 2; point --data-root at a tree with two or more class folders")
+    ev = plan.profile.eval
+    split = data.split(ev.split)
+    for key, n in (("n", ev.n), ("shift_n", ev.shift_n)):
+        if n is not None and n > len(split):
+            flag = " (or --n-test)" if key == "n" else ""
+            raise BenchError(f"[eval] {key}{flag} = {n} is more than the {len(split)} images of the {ev.split} split "
+                             f"of {data.name}: lower it")
+    runs = {s.run.name: s.run for s in plan.models if not isinstance(s, ZooSpec)}
+    if ev.transfer:  # the T=1 surrogates are trained too
+        for s in list(runs.values()):
+            sur = parse_name(ev.surrogate) if ev.surrogate else default_surrogate(s)
+            runs.setdefault(sur.name, sur)
+    for spec in runs.values():
+        recipe = plan.profile.recipe_for(spec)
+        where = f"recipe of {spec.name}:"
+        try:
+            idx = stratified_indices(data.train.labels, recipe.train_subset, recipe.subset_seed)
+        except BenchError as e:
+            raise BenchError(f"{where} train_subset = {recipe.train_subset} does not fit the {len(data.train)} "
+                             f"training images of {data.name} ({e}): lower it") from None
+        n = len(idx)
+        what = f"the {n} training images" + (f" (train_subset {recipe.train_subset})" if recipe.train_subset else "")
+        if spec.adversarial:
+            if recipe.at_holdout >= n:
+                raise BenchError(f"{where} at_holdout = {recipe.at_holdout} held-out images leave none of {what} to "
+                                 f"train on: lower at_holdout (in [recipe] or the [[grid]] entry's recipe)")
+            n -= recipe.at_holdout
+            what = f"the {n} training images left after at_holdout = {recipe.at_holdout}"
+        if n < recipe.batch_size:
+            raise BenchError(f"{where} batch_size = {recipe.batch_size} is more than {what}: lower batch_size or "
+                             f"train on more images")
 
 
 def _digest(obj) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from attacks.adversarial import ATTACKS, AttackConfig, check_overrides, make_att
 from attacks.views import VIEWS
 from bench.errors import BenchError
 from models import ModelSpec, parse_name
-from models.registry import TAUTO_ALPHA, TAUTO_BETA, TAUTO_MIN, TautoFormula
+from models.registry import MAX_SEED, TAUTO_ALPHA, TAUTO_BETA, TAUTO_MIN, TautoFormula
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -55,21 +56,30 @@ class Recipe:
     at_eval_steps: int = 10
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise BenchError("recipe: epochs and batch_size must be >= 1")
+        _check_types(self)
+        for key in ("epochs", "batch_size", "at_steps", "at_eval_steps"):
+            if getattr(self, key) < 1:
+                raise BenchError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise BenchError(f"train_subset must be >= 1 (leave it out for the whole split), got {self.train_subset}")
+        _check_seed("subset_seed", self.subset_seed)
         for key in ("at_eps", "at_alpha"):
-            if not parse_eps(getattr(self, key)) > 0:
-                raise BenchError(f"recipe: {key} must be positive, got {getattr(self, key)!r}")
-        if self.at_steps < 1 or self.at_eval_steps < 1 or self.at_holdout < 10:
-            raise BenchError("recipe: at_steps and at_eval_steps must be >= 1 and at_holdout >= 10")
+            v = parse_eps(getattr(self, key))
+            if not 0 < v <= 1:
+                raise BenchError(f"{key} must lie in (0, 1] (pixels lie in [0, 1]; e.g. 8/255), "
+                                 f"got {getattr(self, key)!r}")
+        if self.at_holdout < 10:
+            raise BenchError(f"at_holdout must be >= 10, got {self.at_holdout}")
         if not self.trades_beta >= 0 or not self.fat_step > 0:
-            raise BenchError("recipe: trades_beta must be >= 0 and fat_step > 0")
+            raise BenchError("trades_beta must be >= 0 and fat_step > 0")
         if not self.lr > 0:
-            raise BenchError(f"recipe: lr must be positive, got {self.lr}")
+            raise BenchError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1 or not self.weight_decay >= 0:
+            raise BenchError("momentum must lie in [0, 1) and weight_decay be >= 0")
         if self.schedule not in ("onecycle", "cosine"):
-            raise BenchError(f"recipe: schedule must be onecycle or cosine, got {self.schedule!r}")
+            raise BenchError(f"schedule must be onecycle or cosine, got {self.schedule!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.label_smoothing < 1:
-            raise BenchError("recipe: warmup and label_smoothing must lie in [0, 1)")
+            raise BenchError("warmup and label_smoothing must lie in [0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +92,43 @@ class Recipe:
 
 
 AT_PREFIXES = ("at_", "trades_", "fat_")
+
+# What a profile value of each field type must be, as a user reads it
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
+          "Optional[int]": "a whole number", "Tuple[str, ...]": 'a list of strings, e.g. ["a", "b"]',
+          "Tuple[int, ...]": "a list of whole numbers, e.g. [3, 5]", "Tuple[Any, ...]": "a list"}
+
+
+def _is_kind(kind: str, v) -> bool:
+    if kind == "Any":
+        return True
+    if kind.startswith("Optional["):
+        return v is None or _is_kind(kind[len("Optional["):-1], v)
+    if kind.startswith("Tuple["):
+        return isinstance(v, (tuple, list)) and all(_is_kind(kind[len("Tuple["):-len(", ...]")], x) for x in v)
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "float":
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == "str":
+        return isinstance(v, str)
+    raise AssertionError(kind)
+
+
+def _check_types(obj):
+    """Each field against its annotation: a TOML value of the wrong type (epochs = 1.5,
+    views = "raw") stops here, named, instead of failing somewhere mid-run."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if not _is_kind(f.type, v):
+            raise BenchError(f"{f.name} must be {_KINDS[f.type]}, got {v!r}")
+
+
+def _check_seed(key: str, v: int):
+    if not 0 <= v <= MAX_SEED:
+        raise BenchError(f"{key} must lie in 0..{MAX_SEED}, got {v}")
 
 
 @dataclass(frozen=True)
@@ -114,6 +161,17 @@ class EvalSetup:
     crosscheck_n: int = 0
 
     def __post_init__(self):
+        _check_types(self)
+        if self.split not in ("train", "test"):
+            raise BenchError(f"split must be train or test, got {self.split!r}")
+        # n and shift_n: left out means the whole split, as without --n-test; 0 is not a size
+        for key in ("n", "shift_n"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise BenchError(f"{key} must be >= 1 (leave it out for the whole split), got {getattr(self, key)}")
+        if self.batch_size < 1:
+            raise BenchError(f"batch_size must be >= 1, got {self.batch_size}")
+        _check_seed("subset_seed", self.subset_seed)
+        _check_seed("attack_seed", self.attack_seed)
         if self.corruptions not in ("auto", "generated", "real", "none"):
             raise BenchError(f"[eval] corruptions must be auto, generated, real or none, got {self.corruptions!r}")
         bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
@@ -129,14 +187,12 @@ class EvalSetup:
                 near = difflib.get_close_matches(name, CORRUPTIONS, n=1, cutoff=0.5)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 raise BenchError(f"unknown corruption {name!r}{hint}; known: {', '.join(CORRUPTIONS)}")
-        if self.shift_n is not None and self.shift_n < 1:
-            raise BenchError(f"[eval] shift_n must be >= 1, got {self.shift_n}")
         from attacks.natural import check_natural
         check_natural(self.natural)
         for e in self.eps_sweep:
-            v = parse_eps(e)
-            if not math.isfinite(v) or v <= 0:
-                raise BenchError(f"eps sweep values must be positive, got {e!r}")
+            if not 0 < parse_eps(e) <= 1:
+                raise BenchError(f"eps sweep values must lie in (0, 1] (pixels lie in [0, 1]; e.g. 8/255), "
+                                 f"got {e!r}")
         for a in self.sweep_attacks:
             if a not in ATTACKS or "eps" not in ATTACKS[a].params:
                 raise BenchError(f"[eval] sweep_attacks: {a!r} is not an attack with an eps; "
@@ -169,6 +225,7 @@ class TautoSetup:
     csg_embedding: str = "pca32"
 
     def __post_init__(self):
+        _check_types(self)
         if self.csg is not None and self.csg != "auto" and not (isinstance(self.csg, (int, float)) and self.csg > 0):
             raise BenchError(f"[tauto] csg must be a positive number or \"auto\", got {self.csg!r}")
         if self.gamma and self.csg is None:
@@ -205,21 +262,50 @@ class Profile:
         return make_attack(name, merged)
 
 
-def _strict(cls, table: dict, where: str):
+def _strict(cls, table, where: str):
+    if not isinstance(table, dict):
+        raise BenchError(f"{where} must be a table (key = value lines under a [section] header), got {table!r}")
     known = {f.name for f in fields(cls)}
     unknown = set(table) - known
     if unknown:
         raise BenchError(f"{where}: unknown key {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
-    except TypeError as e:
+    except (TypeError, BenchError) as e:
         raise BenchError(f"{where}: {e}") from None
 
 
 GRID_KEYS = {"arch", "T", "bn_head", "lr_scale", "regime", "seeds", "models", "recipe"}
+# [[grid]] keys that take one value or a list of them: what each value must be
+GRID_VALUES = {
+    "arch": (lambda v: isinstance(v, str), 'an architecture name, e.g. "fastnet"'),
+    "T": (lambda v: v == "auto" or _is_kind("float", v), 'a positive number or "auto"'),
+    "bn_head": (lambda v: isinstance(v, bool), "true or false"),
+    "lr_scale": (lambda v: isinstance(v, bool), "true or false"),
+    "regime": (lambda v: isinstance(v, str), 'a regime name, e.g. "at"'),
+    "seeds": (lambda v: _is_kind("int", v), "a whole number"),
+}
 
 
-def expand_grid(entries: List[dict], where: str, base: Recipe) -> Tuple[Tuple[str, ...], Dict[str, dict]]:
+def _check_grid_entry(entry, where: str):
+    if not isinstance(entry, dict):
+        raise BenchError(f"{where} must be a table ([[grid]] followed by key = value lines), got {entry!r}")
+    unknown = set(entry) - GRID_KEYS
+    if unknown:
+        raise BenchError(f"{where} has unknown key {', '.join(sorted(unknown))}; known: {', '.join(sorted(GRID_KEYS))}")
+    for key, (ok, what) in GRID_VALUES.items():
+        if key in entry:
+            values = entry[key] if isinstance(entry[key], list) else [entry[key]]
+            bad = [v for v in values if not ok(v)]
+            if bad or not values:
+                raise BenchError(f"{where}: {key} must be {what} or a list of them, got {entry[key]!r}")
+    if not _is_kind("Tuple[str, ...]", entry.get("models", [])):
+        raise BenchError(f"{where}: models must be a list of model names, got {entry['models']!r}")
+    if not isinstance(entry.get("recipe", {}), dict):
+        raise BenchError(f"{where}: recipe must be a table, e.g. recipe = {{epochs = 2}}, got {entry['recipe']!r}")
+
+
+def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dict[str, dict]]:
     """Each [[grid]] entry is a product of its lists (or an explicit list of model names), with
     optional recipe overrides for its models. An adversarial run stands for its @best and @last
     checkpoints, both evaluated. Returns the model names and the recipe overrides per run."""
@@ -232,14 +318,13 @@ def expand_grid(entries: List[dict], where: str, base: Recipe) -> Tuple[Tuple[st
         if over:
             overrides[spec.run.name] = over
 
+    if not isinstance(entries, list):
+        raise BenchError(f"grid must be [[grid]] tables, got grid = {entries!r}")
     for i, entry in enumerate(entries):
-        unknown = set(entry) - GRID_KEYS
-        if unknown:
-            raise BenchError(f"{where}: [[grid]] entry {i + 1} has unknown key {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(GRID_KEYS))}")
+        _check_grid_entry(entry, f"[[grid]] entry {i + 1}")
         over = dict(entry.get("recipe", {}))
         if over:
-            _strict(Recipe, {**base.to_dict(), **over}, f"{where} [[grid]] entry {i + 1} recipe")
+            _strict(Recipe, {**base.to_dict(), **over}, f"[[grid]] entry {i + 1} recipe")
         for n in entry.get("models", []):
             add(parse_name(n), over)
         if "arch" not in entry:
@@ -251,10 +336,27 @@ def expand_grid(entries: List[dict], where: str, base: Recipe) -> Tuple[Tuple[st
                 as_list(entry.get("seeds", 0))):
             # parse the arch token as a name so that width variants (fastnetw32) work in grids
             arch_spec = parse_name(f"{arch}_T1")
-            spec = ModelSpec(arch=arch_spec.arch, width=arch_spec.width, temperature=t, bn_head=bn, regime=regime,
-                             lr_scale=lrs, seed=seed)
+            try:
+                spec = ModelSpec(arch=arch_spec.arch, width=arch_spec.width, temperature=t, bn_head=bn,
+                                 regime=regime, lr_scale=lrs, seed=seed)
+            except BenchError as e:
+                raise BenchError(f"[[grid]] entry {i + 1}: {e}") from None
             add(spec, over)
     return tuple(names), overrides
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_radius(config: AttackConfig):
+    """A Linf radius or step above 1 spans the whole pixel range [0, 1]: a unit mistake (2 for
+    2/255), not a threat model."""
+    if config.info.norm == "linf":
+        for key in ("eps", "alpha"):
+            v = config.kwargs.get(key)
+            if v is not None and v > 1:
+                raise BenchError(f"{config.name}: {key} = {v:g} is more than 1, the whole pixel range "
+                                 f"[0, 1]: write it in pixel units, e.g. 8/255")
 
 
 def resolve_profile_path(name_or_path: str) -> Path:
@@ -286,6 +388,12 @@ def load_profile(name_or_path: str) -> Profile:
         raise BenchError(f"{where}: unknown section or key {', '.join(sorted(unknown))}")
     if "recipe" not in doc:
         raise BenchError(f"{where}: missing [recipe]")
+    for key in ("name", "description"):
+        if not isinstance(doc.get(key, ""), str):
+            raise BenchError(f"{where}: {key} must be a string, got {doc[key]!r}")
+    if "name" in doc and not _NAME_RE.fullmatch(doc["name"]):
+        raise BenchError(f"{where}: name must be letters, digits, '.', '_' or '-' (it names the results "
+                         f"folder), got {doc['name']!r}")
     recipe = _strict(Recipe, doc["recipe"], f"{where} [recipe]")
     ev = _strict(EvalSetup, doc.get("eval", {}), f"{where} [eval]")
     for a in ev.attacks:
@@ -295,13 +403,20 @@ def load_profile(name_or_path: str) -> Profile:
         if v not in VIEWS:
             raise BenchError(f"{where} [eval]: unknown view {v!r}; known: {', '.join(VIEWS)}")
     attack_params = doc.get("attack", {})
+    if not isinstance(attack_params, dict):
+        raise BenchError(f"{where}: attack must be [attack.<name>] tables, got attack = {attack_params!r}")
     for a, table in attack_params.items():
         if a not in ATTACKS:
             raise BenchError(f"{where}: [attack.{a}] names an unknown attack; known: {', '.join(ATTACKS)}")
+        if not isinstance(table, dict):
+            raise BenchError(f"{where}: [attack.{a}] must be a table of parameters, got {table!r}")
         check_overrides(a, table)
-        make_attack(a, table)  # validates the values now, not mid-run
+        try:
+            check_radius(make_attack(a, table))  # validates the values now, not mid-run
+        except BenchError as e:
+            raise BenchError(f"{where} [attack.{a}]: {e}") from None
     try:
-        models, overrides = expand_grid(doc.get("grid", []), where, recipe)
+        models, overrides = expand_grid(doc.get("grid", []), recipe)
     except BenchError as e:
         raise BenchError(f"{where}: {e}") from None
     tauto = _strict(TautoSetup, doc.get("tauto", {}), f"{where} [tauto]")

@@ -4,12 +4,16 @@ Nothing here measures anything: every number comes out of the store.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from attacks import format_eps
 from bench.atomic import write_bytes_atomic
+from bench.errors import BenchError
 from bench.plots import (plot_accuracy_vs_T, plot_attacks_vs_T, plot_corruption_heatmaps, plot_eps_sweeps,
                          plot_natural_sweeps, plot_reliability_diagrams)
 from bench.store import ResultStore
@@ -202,25 +206,55 @@ def add_natural_and_shift_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.D
     return board
 
 
+# The folders a report owns, with what it writes there: a file of an earlier grid (which would
+# contradict the new tables) is removed when the new report moves in.
+REPORT_FOLDERS = {"plots": "*.png", "model_cards": "*.json"}
+
+
 def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
-    """results.csv (tidy), leaderboard.csv and plots/ under ``out_dir``; returns the leaderboard."""
+    """results.csv (tidy), leaderboard.csv, plots/, the RobustBench exports and index.html under
+    ``out_dir``; returns the leaderboard. All of it is built in a staging folder and moved in only
+    once it is complete, so a failure (a full disk, say) leaves the previous reports as they were;
+    the records are never touched."""
+    from bench.html_report import publish  # imported here: bench.html_report imports this module
     out_dir = Path(out_dir)
     tidy = store.table()
-    write_bytes_atomic(out_dir / "results.csv", tidy.to_csv(index=False).encode())
     board = leaderboard(tidy, store.bits_table())
-    write_bytes_atomic(out_dir / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f").encode())
-    plots = out_dir / "plots"
     latest = latest_runs(tidy)
-    written = set(plot_accuracy_vs_T(board, plots) + plot_attacks_vs_T(latest, board, plots) +
-                  plot_eps_sweeps(latest, plots) + plot_corruption_heatmaps(latest, plots) +
-                  plot_natural_sweeps(latest, plots) +
-                  plot_reliability_diagrams(store, latest, plots / "reliability"))
-    for old in plots.rglob("*.png") if plots.is_dir() else []:
-        if old not in written:  # a figure of an earlier grid: it would contradict these tables
-            old.unlink()
-    from bench.html_report import publish  # imported here: bench.html_report imports this module
-    publish(store, out_dir, board, tidy)  # index.html and the RobustBench exports, from the same tables
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tmp-report-", dir=out_dir) as tmp:
+            stage = Path(tmp) / (out_dir.name or out_dir.resolve().name)  # the page is titled after its folder
+            write_bytes_atomic(stage / "results.csv", tidy.to_csv(index=False).encode())
+            write_bytes_atomic(stage / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f").encode())
+            plots = stage / "plots"
+            plot_accuracy_vs_T(board, plots)
+            plot_attacks_vs_T(latest, board, plots)
+            plot_eps_sweeps(latest, plots)
+            plot_corruption_heatmaps(latest, plots)
+            plot_natural_sweeps(latest, plots)
+            plot_reliability_diagrams(store, latest, plots / "reliability")
+            publish(store, stage, board, tidy)  # index.html and the RobustBench exports, from the same tables
+            _move_in(stage, out_dir)
+    except OSError as e:
+        raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): free space there, then rebuild "
+                         f"them with `python -m bench.html_report --results {out_dir}` (the records in "
+                         f"{store.records_dir} are kept; the previous reports are unchanged)") from None
     return board
+
+
+def _move_in(stage: Path, out_dir: Path):
+    """Each staged file over its published one (a rename each: readers never see a torn file),
+    then the files of the report's folders that this report did not write are removed."""
+    staged = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
+    for rel in staged:
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / rel, out_dir / rel)
+    keep = set(staged)
+    for folder, pattern in REPORT_FOLDERS.items():
+        for old in (out_dir / folder).rglob(pattern) if (out_dir / folder).is_dir() else []:
+            if old.relative_to(out_dir) not in keep:
+                old.unlink()
 
 
 def summary(board: pd.DataFrame) -> str:
@@ -235,8 +269,14 @@ def summary(board: pd.DataFrame) -> str:
              "cifar10.1"]
     if len([c for c in cols if c in board.columns]) <= 12:  # a small run: show every attack
         cols += [c for c in board.columns if "@" in c and not c.startswith("robust_min") and c not in cols]
+    note = ""
+    other = [c for c in board.columns if c.startswith("robust_min@")]
+    if board["robust_min"].isna().any() and other:  # e.g. --eps 4/255: no attack at the headline radius
+        cols[cols.index("robust_min") + 1:cols.index("robust_min") + 1] = other
+        note = (f"\nrobust_min is defined at {format_eps(HEADLINE_EPS)}; this run measured "
+                f"{', '.join(c.split('@', 1)[1] for c in other)}: see {', '.join(other)}")
     show = board[[c for c in cols if c in board.columns]].copy()
     for c in show.columns:
         if c not in ("model", "T", "dataset", "n", "robust_min_by", "mCE_baseline", "c_source", "masking"):
             show[c] = (100 * show[c]).round(1)
-    return show.to_string(index=False)
+    return show.to_string(index=False) + note

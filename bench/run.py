@@ -18,7 +18,7 @@ from attacks.adversarial import check_overrides
 from bench.data import default_cache_dir
 from bench import threats
 from bench.errors import BenchError
-from bench.profiles import available_profiles, load_profile
+from bench.profiles import available_profiles, check_radius, load_profile
 from models import ARCHS, REGIMES, parse_name
 from models.zoo import ZooSpec, is_zoo_name
 
@@ -87,11 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_models(profile) -> str:
-    lines = ["Model names: <arch>[w<width>][_bn]_T<temperature>[_<regime>][_lrT][_s<seed>]",
+    lines = ["Model names: <arch>[w<width>][_bn]_T<temperature>[_<regime>][_lrT][_s<seed>][@best|@last]",
              "  _bn      BatchNorm1d on the M-dim features before the classifier (the 'BN head' of claim B)",
              "  _T<t>    training temperature: loss CE(z/t, y); _Tauto = 0.7239*sqrt(M) - 4.706 (claim B)",
              "  _lrT     multiply the loss by T (logit-space step of T=1; the step-size control arm)",
-             "  _s<n>    seed (default 0)", "", "Architectures (M = feature dimension):"]
+             "  _s<n>    seed (default 0)",
+             "  @best    an adversarially trained run's checkpoint best on held-out PGD accuracy; @last its",
+             "           final one (without @, both are evaluated)",
+             "  robustbench:<Name>  a RobustBench zoo model, loaded (not trained), e.g. robustbench:Standard",
+             "", "Architectures (M = feature dimension):"]
     for a in ARCHS.values():
         m = a.feature_dim(a.default_width or 0)
         lines.append(f"  {a.name:<16} M={m:<5} {a.description}")
@@ -130,8 +134,12 @@ def list_attacks() -> str:
     return "\n".join(lines)
 
 
-def _split_list(text: str):
-    return [t.strip() for t in text.split(",") if t.strip()]
+def _split_list(text: str, flag: str):
+    """A comma list; an empty one (``--attack ,``) would quietly run nothing but the defaults."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise BenchError(f"{flag} {text!r} names nothing: give one or more comma-separated names, or leave {flag} out")
+    return items
 
 
 def _attack_params(profile, args) -> dict:
@@ -182,15 +190,15 @@ def make_plan(args):
         if args.n_test < 1:
             raise BenchError(f"--n-test must be >= 1, got {args.n_test}")
         profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
-    names = profile.models if args.model.strip() == "all" else _split_list(args.model)
+    names = profile.models if args.model.strip() == "all" else _split_list(args.model, "--model")
     if not names:
-        raise BenchError("no models to run: give --model NAME[,NAME...] or 'all'")
+        raise BenchError(f"profile {profile.name!r} has no [[grid]] models: give --model NAME[,NAME...]")
     # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
     # is a zoo model, loaded, not trained
     specs = list({s.name: s for n in names
                   for s in (ZooSpec(n) if is_zoo_name(n) else parse_name(n)).checkpoints()}.values())
-    ev = threats.select(profile.eval, None if args.attack is None else _split_list(args.attack),
-                        None if args.corruptions is None else _split_list(args.corruptions),
+    ev = threats.select(profile.eval, None if args.attack is None else _split_list(args.attack, "--attack"),
+                        None if args.corruptions is None else _split_list(args.corruptions, "--corruptions"),
                         None if args.severities is None else threats.parse_severities(args.severities))
     if args.corruption_source is not None:
         if ev.corruptions == "none":
@@ -200,12 +208,15 @@ def make_plan(args):
         ev = replace(ev, shift_n=min(ev.shift_n, args.n_test))
     profile = replace(profile, eval=ev)
     if args.eps_sweep is not None:
-        ev = replace(ev, eps_sweep=tuple(_split_list(args.eps_sweep)))
+        ev = replace(ev, eps_sweep=tuple(_split_list(args.eps_sweep, "--eps-sweep")))
     profile = replace(profile, eval=ev, attack_params=_attack_params(profile, args))
     for name in ATTACKS:  # every attack the run may build, checked now rather than mid-run
-        profile.attack(name)
+        try:
+            check_radius(profile.attack(name))
+        except BenchError as e:
+            raise BenchError(f"{e} (--eps, --alpha, --param or the profile's [attack.{name}])") from None
     attacks = [profile.attack(a) for a in ev.attacks]
-    views = ev.views if args.view is None else _split_list(args.view)
+    views = ev.views if args.view is None else _split_list(args.view, "--view")
     for v in views:
         if v not in VIEWS:
             raise BenchError(f"unknown view {v!r}; known: {', '.join(VIEWS)}")

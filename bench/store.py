@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Dict, Iterator, List
 
@@ -50,11 +51,43 @@ def record_id(record: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def record_problem(rec) -> str | None:
+    """What makes parsed JSON unusable as a record, or None. A record of an older SCHEMA only
+    needs to be an object (the table counts it as stale); a current one needs its identity, its
+    model and numeric metrics (null: not measured)."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    if not rec:
+        return "an empty object"
+    schema = rec.get("schema", 1)
+    if not _is_number(schema):
+        return f"schema is {schema!r}, not a number"
+    if schema < SCHEMA:
+        return None
+    missing = [k for k in (*IDENTITY, "model", "metrics") if k not in rec]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    metrics = rec["metrics"]
+    if not isinstance(metrics, dict):
+        return f"metrics is {metrics!r}, not an object"
+    bad = {k: v for k, v in metrics.items() if v is not None and not _is_number(v)}
+    if bad:
+        return f"metric {', '.join(f'{k}={v!r}' for k, v in bad.items())} is not a number"
+    if not _is_number(rec["n"]) or not isinstance(rec["model"], str):
+        return "its n is not a number or its model not a name"
+    return None
+
+
 class ResultStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.records_dir = self.root / "records"
         self.stale = 0  # records of an older SCHEMA that the last table() left out
+        self.skipped: set = set()  # malformed record files, each warned about once
 
     def path(self, rid: str) -> Path:
         return self.records_dir / f"{rid}.json"
@@ -68,20 +101,32 @@ class ResultStore:
         return rid
 
     def get(self, rid: str) -> dict | None:
+        """The record, or None when there is none or it is malformed (then it is measured again)."""
         path = self.path(rid)
         return self._read(path) if path.exists() else None
 
-    def _read(self, path: Path) -> dict:
+    def _read(self, path: Path) -> dict | None:
         try:
-            return json.loads(path.read_text())
+            rec = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BenchError(f"result record {path} is not valid JSON: delete it and rerun that measurement") from None
+        problem = record_problem(rec)
+        if problem is None:
+            return rec
+        if path not in self.skipped:
+            self.skipped.add(path)
+            print(f"warning: result record {path} skipped: {problem}; delete it and rerun that measurement",
+                  file=sys.stderr)
+        return None
 
     def records(self) -> Iterator[dict]:
+        """Every well-formed record; a malformed one is skipped with one warning naming its file."""
         if not self.records_dir.is_dir():
             return
         for path in sorted(self.records_dir.glob("*.json")):  # .tmp-* files do not match
-            yield self._read(path)
+            rec = self._read(path)
+            if rec is not None:
+                yield rec
 
     def bits_table(self) -> pd.DataFrame:
         """The per-image results (hex bitmaps) of the measurements that have them."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from bench.data import Dataset, augment, stratified_indices, to_float
+from bench.errors import BenchError
 from bench.profiles import Recipe
 from models import ModelSpec, build_model
 
@@ -221,9 +222,14 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             bar.update()
+        # checked once an epoch (a sync, not one per step): a diverged run stops here, unsaved
+        epoch_loss = loss_sum.item() / seen
+        if not math.isfinite(epoch_loss):
+            raise BenchError(f"{spec.name}: training diverged at epoch {epoch + 1} (mean loss {epoch_loss}); "
+                             f"nothing was saved: lower the recipe's lr or use a larger T")
         if holdout is not None:
             check = dict(holdout_check(model, spec, recipe, holdout, data.num_classes), epoch=epoch + 1,
-                         train_loss=loss_sum.item() / seen)
+                         train_loss=epoch_loss)
             if check["pgd_acc"] > max((h["pgd_acc"] for h in result.history), default=-1.0):
                 result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 result.best_epoch = epoch + 1
@@ -231,12 +237,9 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
             # reported, not hidden: training goes on, and @best keeps the epoch before the collapse
             result.catastrophic_overfitting_epoch = catastrophic_epoch(result.history)
         if progress:
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum.item() / seen:.3f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}")
     bar.close()
-    final_loss = loss_sum.item() / seen
-    if not math.isfinite(final_loss):
-        raise FloatingPointError(f"{spec.name}: training diverged (loss {final_loss}); lower the learning rate")
     model.eval()
-    result.final_train_loss, result.final_train_acc = final_loss, correct.item() / seen
+    result.final_train_loss, result.final_train_acc = epoch_loss, correct.item() / seen
     result.wall_s = time.perf_counter() - start
     return result

@@ -44,6 +44,12 @@ REGIMES: Dict[str, str] = {
 # accuracy on a held-out part of the training set, and the last (robust overfitting is the usual
 # way AT results mislead). A name addresses one with @best / @last.
 CHECKPOINTS = ("best", "last")
+# Seeds go to torch's and numpy's generators (numpy takes at most 2**32 - 1).
+MAX_SEED = 2 ** 32 - 1
+# A name becomes part of file names (checkpoints, locks, job logs) that carry up to ~50 more
+# characters; most file systems stop at 255 bytes. Only a temperature spelt with many digits
+# (T1e-300 is written out as 0.000...1) comes near.
+MAX_NAME_LEN = 100
 
 
 @dataclass(frozen=True)
@@ -131,17 +137,24 @@ class ModelSpec:
             if self.width == self.info.default_width:
                 object.__setattr__(self, "width", None)
         if self.temperature != "auto":
-            t = float(self.temperature)
-            if not math.isfinite(t) or t <= 0:
+            try:
+                t = float(self.temperature)
+            except (TypeError, ValueError):
+                t = float("nan")
+            if isinstance(self.temperature, bool) or not math.isfinite(t) or t <= 0:
                 raise BenchError(f"temperature must be a positive finite number, got {self.temperature!r}")
             object.__setattr__(self, "temperature", float(format_temperature(t)))
         if self.regime not in REGIMES:
             raise BenchError(f"unknown regime {self.regime!r}; known: {', '.join(sorted(REGIMES))}")
-        if self.seed < 0:
-            raise BenchError(f"seed must be >= 0, got {self.seed}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise BenchError(f"seed must be a whole number in 0..{MAX_SEED}, got {self.seed!r}")
         if self.checkpoint and (self.checkpoint not in CHECKPOINTS or self.regime == "std"):
             raise BenchError(f"@{self.checkpoint}: only adversarially trained models (regimes "
                              f"{', '.join(r for r in REGIMES if r != 'std')}) have @best and @last checkpoints")
+        if len(self.name) > MAX_NAME_LEN:
+            raise BenchError(f"{self.name[:24]}...{self.name[-12:]} is {len(self.name)} characters long; "
+                             f"names become file names, which allow {MAX_NAME_LEN}: write the temperature with "
+                             f"fewer digits")
 
     @property
     def adversarial(self) -> bool:
@@ -206,15 +219,15 @@ class ModelSpec:
         return self.name
 
 
-_TEMP_RE = re.compile(r"T(auto|[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+_TEMP_RE = re.compile(r"T(auto|[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
 
 
 def _suggest(name: str) -> str:
     """' (nearest valid: a, b)' built by trying each architecture with the name's tail."""
     tail = name[name.find("_T"):] if "_T" in name else "_T1"
-    if not _TEMP_RE.match(tail.split("_")[1] if tail.count("_") >= 1 else ""):
+    if not _TEMP_RE.fullmatch(tail.split("_")[1] if tail.count("_") >= 1 else ""):
         tail = "_T1"
-    candidates = [a + tail for a in ARCHS] + [a + "_T1" for a in ARCHS]
+    candidates = list(dict.fromkeys([a + tail for a in ARCHS] + [a + "_T1" for a in ARCHS]))
     near = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
     return f" (nearest valid: {', '.join(near)})" if near else f" (e.g. {next(iter(ARCHS))}_T1)"
 
@@ -244,11 +257,11 @@ def parse_name(name: str) -> ModelSpec:
     bn_head = False
     if tokens and tokens[0] == "bn":
         bn_head, tokens = True, tokens[1:]
-    if not tokens or not _TEMP_RE.match(tokens[0]):
+    if not tokens or not _TEMP_RE.fullmatch(tokens[0]):
         got = tokens[0] if tokens else "nothing"
         raise BenchError(f"malformed model name {name!r}: expected _T<temperature> (e.g. _T5, _T0.5, _Tauto), "
                          f"got {got!r}{_suggest(name)}")
-    temp: Union[float, str] = _TEMP_RE.match(tokens[0]).group(1)
+    temp: Union[float, str] = _TEMP_RE.fullmatch(tokens[0]).group(1)
     temp = temp if temp == "auto" else float(temp)
     tokens = tokens[1:]
     regime, lr_scale, seed = "std", False, 0

@@ -17,10 +17,6 @@ def cli(*args, env=None):
                           env=dict(os.environ, **(env or {})), timeout=600)
 
 
-def tree(path: Path):
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
-
-
 @pytest.fixture(scope="module")
 def smoke_run(mini_root, tmp_path_factory):
     import numpy as np
@@ -190,65 +186,13 @@ def test_cifar101_by_name_downloads_it_or_stops(smoke_run, http_server, monkeypa
 def test_lists():
     out = cli("--list-models")
     assert out.returncode == 0 and "resnet18" in out.stdout and "fastnet_T50_lrT" in out.stdout
+    grammar = out.stdout.splitlines()[0]
+    assert grammar.endswith("[_s<seed>][@best|@last]") and "robustbench:<Name>" in out.stdout
     out = cli("--list-attacks")
     assert out.returncode == 0 and "pgd" in out.stdout and "eps=8/255" in out.stdout
 
 
-@pytest.fixture
-def bad_env(tmp_path, mini_root, monkeypatch):
-    monkeypatch.setenv("BENCH_DATA", str(mini_root))
-    monkeypatch.chdir(tmp_path)
-    typo = tmp_path / "typo.toml"
-    typo.write_text((REPO / "bench" / "profiles" / "smoke.toml").read_text().replace("epochs", "epohcs"))
-    blocker = tmp_path / "a_file"
-    blocker.write_text("")
-    return tmp_path
-
-
-BAD = [
-    (["--model", "resnet81_T5"], "unknown model 'resnet81_T5'"),
-    (["--model", "resnet18_5"], "malformed model name"),
-    (["--model", "resnet18_T0"], "positive"),
-    (["--model", "resnet18_Tnan"], "expected _T<temperature>"),
-    (["--eps=-8/255"], "eps must be a non-negative"),
-    (["--steps", "0"], "steps must be >= 1"),
-    (["--attack", "pgdd"], "unknown attack 'pgdd'"),
-    (["--view", "logits"], "unknown view"),
-    (["--profile", "quik"], "unknown profile"),
-    (["--profile", "typo.toml"], "unknown key epohcs"),
-    (["--data-root", "no/such/folder"], "does not exist"),
-    (["--results", "a_file/results"], "cannot be written"),
-    (["--n-test", "0"], "--n-test must be >= 1"),
-    (["--device", "tpu"], "unknown device"),
-    (["--attack", "corruptions", "--severities", "6"], "severities must lie in 1..5"),
-    (["--attack", "corruptions", "--severities", "high"], "--severities takes whole numbers"),
-    (["--corruptions", "fgo"], "unknown corruption 'fgo' (did you mean fog?)"),
-    (["--attack", "fog"], "a corruption: --attack corruptions --corruptions fog"),
-    (["--attack", "pgd", "--corruption-source", "real"], "--corruption-source needs corruptions"),
-    (["--frobnicate"], "unrecognized arguments"),
-    (["--executor", "dask"], "invalid choice: 'dask'"),
-    (["--address", "auto"], "--address is for --executor ray"),
-    (["--executor", "ray", "--cpus-per-job", "0"], "--cpus-per-job must be > 0"),
-    (["--max-retries", "2"], "--max-retries is for --executor ray"),
-    (["--executor", "ray", "--max-retries", "-1"], "--max-retries must be >= 0"),
-    (["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
-    (["--executor", "ray", "--address", "nohost"], "is not HOST:PORT"),
-    (["--store", "s3://bucket/grid"], "--store takes a folder"),
-    (["--store", "a_file/store"], "store folder a_file/store cannot be written"),
-]
-
-
-@pytest.mark.parametrize("args,fragment", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(bad_env, capsys, args, fragment):
-    before = tree(bad_env)
-    try:
-        code = main(["--profile", "smoke", "--results", "out", "--cache", "cache", *args])
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert fragment in err and err.startswith("error: ") and "\n" not in err
-    assert tree(bad_env) == before
+# Bad input (exit 2, one line, nothing written): the table in tests/test_bad_input.py
 
 
 def test_corrupt_dataset_cache_exits_2(mini_root, tmp_path):
@@ -263,3 +207,22 @@ def test_corrupt_dataset_cache_exits_2(mini_root, tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
+
+
+def test_summary_says_where_robust_min_is_when_the_run_measured_another_eps(tmp_path):
+    """--eps 4/255 measures no attack at 8/255, where robust_min is defined: the printed table
+    says so and shows robust_min@4/255 instead of a bare NaN."""
+    from bench.report import leaderboard, summary
+    from bench.store import ResultStore
+    store = ResultStore(tmp_path)
+    base = {"run_key": "k", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0, "attack_seed": 0,
+            "model": "fastnet_T1", "arch": "fastnet", "T": 1.0, "head": "plain", "regime": "std", "lr_scale": False,
+            "seed": 0, "checkpoint": "last", "feature_dim": 64, "timestamp": "2025-01-01T00:00:00",
+            "code_version": "c", "device": "cpu", "steps": 1}
+    store.put(dict(base, threat="clean", view="none", params={}, family="clean", eps=0.0, metrics={"accuracy": 0.6}))
+    store.put(dict(base, threat="fgsm", view="raw", params={"eps": 4 / 255}, family="attack", eps=4 / 255,
+                   metrics={"robust_acc": 0.2}))
+    text = summary(leaderboard(store.table()))
+    assert text.splitlines()[-1] == ("robust_min is defined at 8/255; this run measured 4/255: "
+                                     "see robust_min@4/255")
+    assert "robust_min@4/255" in text.splitlines()[0] and "20.0" in text.splitlines()[1]

@@ -81,9 +81,33 @@ def test_bad_names(bad, fragment):
     assert "\n" not in msg
 
 
+def test_suggestions_name_each_candidate_once():
+    with pytest.raises(BenchError) as e:
+        parse_name("fastnt_T1")
+    near = str(e.value).split("nearest valid: ")[1].rstrip(")").split(", ")
+    assert near[0] == "fastnet_T1" and len(near) == len(set(near)) > 1
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    ("fastnet_T1\n_s2", "expected _T<temperature>"),  # '$' in a pattern also matches before a newline
+    ("fastnet_T1_s2\n_lrT", "unexpected"),
+    ("fastnet_T1_s99999999999999999999999", "seed must be a whole number in 0..4294967295"),
+    ("fastnet_T1e290", "is 300 characters long"),
+    ("fastnet_T1e-300", "characters long"),
+])
+def test_names_that_cannot_become_files_or_seeds(bad, fragment):
+    with pytest.raises(BenchError, match=fragment.replace("(", r"\(")):
+        parse_name(bad)
+
+
+def test_long_but_valid_names_pass():
+    assert parse_name("fastnet_T0.000000001").T == 1e-9
+    assert parse_name("fastnet_T1_s4294967295").seed == 2 ** 32 - 1
+
+
 def test_nan_and_inf_temperature_rejected():
     from models import ModelSpec
-    for t in (float("nan"), float("inf"), -2.0, 0.0):
+    for t in (float("nan"), float("inf"), -2.0, 0.0, "abc", True):
         with pytest.raises(BenchError):
             ModelSpec(arch="fastnet", temperature=t)
 

@@ -1,0 +1,316 @@
+"""Bad input, table-driven: each case exits with code 2 and one line that names the setting or
+file, and writes nothing (a checksummed listing of the working folder, the results and the
+cache, before and after, is equal). Cases run ``bench.run.main`` in this process; the data
+cache is decoded once per data tree and copied in, so only the divergence case trains.
+
+Then the results store's side: a record that parses but has the wrong shape is skipped with one
+warning naming it, and a report that cannot be written (a file-size limit, as on a full disk)
+stops in one line with the records and the previous reports untouched."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import resource
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import pandas as pd
+import pytest
+
+from bench.run import main
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = (REPO / "bench" / "profiles" / "smoke.toml").read_text()
+
+# a profile whose one model trains in a second: 128 images, one epoch, fgsm on 20 test images
+TINY = """[recipe]
+epochs = 1
+batch_size = 32
+lr = 0.1
+train_subset = 128
+[eval]
+n = 20
+batch_size = 20
+attacks = ["fgsm"]
+views = ["raw"]
+"""
+
+
+def tiny(grid: str = '[[grid]]\narch = "fastnetw8"\nT = [1]\n', **replace) -> str:
+    text = TINY
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return text + grid
+
+
+@dataclass
+class Case:
+    id: str
+    args: List[str]
+    phrase: str
+    profile: Optional[str] = None  # TOML text, run as --profile p.toml
+    root: str = "mini"  # the data tree: mini (2000 train, 500 test), small (200, 100), one_class
+    may_write: List[str] = field(default_factory=list)  # path prefixes a failing run may leave (a job log)
+
+
+CASES = [
+    # the command line
+    Case("unknown model", ["--model", "resnet81_T5"], "unknown model 'resnet81_T5'"),
+    Case("malformed model", ["--model", "resnet18_5"], "malformed model name"),
+    Case("zero T", ["--model", "resnet18_T0"], "positive"),
+    Case("nan T", ["--model", "resnet18_Tnan"], "expected _T<temperature>"),
+    Case("newline in name", ["--model", "fastnetw8_T1\n_s2"], "expected _T<temperature>", tiny()),
+    Case("name too long", ["--model", "fastnetw8_T1e290"], "characters long"),
+    Case("tiny T, long name", ["--model", "fastnetw8_T1e-300"], "characters long"),
+    Case("seed overflow", ["--model", "fastnet_T1_s99999999999999999999999"], "seed must be a whole number in 0.."),
+    Case("negative eps", ["--eps=-8/255"], "eps must be a non-negative"),
+    Case("eps above 1", ["--eps", "2"], "eps = 2 is more than 1", tiny()),
+    Case("alpha above 1", ["--alpha", "2"], "alpha = 2 is more than 1", tiny()),
+    Case("eps above 1 by --param", ["--param", "pgd_margin.eps=3"], "pgd_margin: eps = 3 is more than 1", tiny()),
+    Case("eps sweep above 1", ["--eps-sweep", "8/255,2"], "eps sweep values must lie in (0, 1]", tiny()),
+    Case("zero steps", ["--steps", "0"], "steps must be >= 1"),
+    Case("unknown attack", ["--attack", "pgdd"], "unknown attack 'pgdd'"),
+    Case("empty attack list", ["--attack", ","], "--attack ',' names nothing", tiny()),
+    Case("empty view list", ["--view", ","], "--view ',' names nothing", tiny()),
+    Case("empty model list", ["--model", ","], "--model ',' names nothing"),
+    Case("empty corruption list", ["--corruptions", ","], "--corruptions ',' names nothing", tiny()),
+    Case("unknown view", ["--view", "logits"], "unknown view"),
+    Case("unknown profile", ["--profile", "quik"], "unknown profile"),
+    Case("profile typo", ["--profile", "typo.toml"], "unknown key epohcs"),
+    Case("no data root", ["--data-root", "no/such/folder"], "does not exist"),
+    Case("results under a file", ["--results", "a_file/results"], "cannot be written"),
+    Case("n-test 0", ["--n-test", "0"], "--n-test must be >= 1"),
+    Case("unknown device", ["--device", "tpu"], "unknown device"),
+    Case("severity 6", ["--attack", "corruptions", "--severities", "6"], "severities must lie in 1..5"),
+    Case("severity words", ["--attack", "corruptions", "--severities", "high"], "--severities takes whole numbers"),
+    Case("corruption typo", ["--corruptions", "fgo"], "unknown corruption 'fgo' (did you mean fog?)"),
+    Case("corruption as attack", ["--attack", "fog"], "a corruption: --attack corruptions --corruptions fog"),
+    Case("source without corruptions", ["--attack", "pgd", "--corruption-source", "real"],
+         "--corruption-source needs corruptions"),
+    Case("unknown flag", ["--frobnicate"], "unrecognized arguments"),
+    Case("unknown executor", ["--executor", "dask"], "invalid choice: 'dask'"),
+    Case("address without ray", ["--address", "auto"], "--address is for --executor ray"),
+    Case("zero cpus per job", ["--executor", "ray", "--cpus-per-job", "0"], "--cpus-per-job must be > 0"),
+    Case("retries without ray", ["--max-retries", "2"], "--max-retries is for --executor ray"),
+    Case("negative retries", ["--executor", "ray", "--max-retries", "-1"], "--max-retries must be >= 0"),
+    Case("no ray cluster", ["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
+    Case("ray address", ["--executor", "ray", "--address", "nohost"], "is not HOST:PORT"),
+    Case("store url", ["--store", "s3://bucket/grid"], "--store takes a folder"),
+    Case("store under a file", ["--store", "a_file/store"], "store folder a_file/store cannot be written"),
+    # profile values of the wrong type or range: the message names the key
+    Case("epochs 1.5", [], "[recipe]: epochs must be a whole number, got 1.5", tiny(**{"epochs = 1": "epochs = 1.5"})),
+    Case("epochs string", [], "[recipe]: epochs must be a whole number, got '1'",
+         tiny(**{"epochs = 1": 'epochs = "1"'})),
+    Case("eval batch 0", [], "[eval]: batch_size must be >= 1, got 0",
+         tiny(**{"batch_size = 20": "batch_size = 0"})),
+    Case("T strings", [], "T must be a positive number or \"auto\"", tiny('[[grid]]\narch = "fastnetw8"\nT = ["abc"]\n')),
+    Case("T bool", [], "T must be a positive number", tiny('[[grid]]\narch = "fastnetw8"\nT = true\n')),
+    Case("bn_head string", [], "bn_head must be true or false",
+         tiny('[[grid]]\narch = "fastnetw8"\nbn_head = "yes"\n')),
+    Case("models string", [], "models must be a list of model names", tiny('[[grid]]\nmodels = "fastnetw8_T1"\n')),
+    Case("recipe 5", [], "[recipe] must be a table", "recipe = 5\n"),
+    Case("grid recipe 5", [], "recipe must be a table", tiny('[[grid]]\narch = "fastnetw8"\nrecipe = 5\n')),
+    Case("grid 5", [], "grid must be [[grid]] tables", "grid = 5\n" + tiny("")),
+    Case("grid entry 5", [], "[[grid]] entry 1 must be a table", "grid = [5]\n" + tiny("")),
+    Case("eval 5", [], "[eval] must be a table", "eval = 5\n[recipe]\nepochs = 1\n"),
+    Case("attack 5", [], "attack must be [attack.<name>] tables", "attack = 5\n" + tiny()),
+    Case("attack table 5", [], "[attack.pgd] must be a table", "[attack]\npgd = 5\n" + tiny()),
+    Case("profile eps above 1", [], "[attack.pgd]: pgd: eps = 2 is more than 1", tiny() + "[attack.pgd]\neps = 2\n"),
+    Case("at_eps above 1", [], "at_eps must lie in (0, 1]", tiny(**{"epochs = 1": "epochs = 1\nat_eps = 8"})),
+    Case("views string", [], "[eval]: views must be a list of strings", tiny(**{'views = ["raw"]': 'views = "raw"'})),
+    Case("train_subset -5", [], "train_subset must be >= 1", tiny(**{"train_subset = 128": "train_subset = -5"})),
+    Case("train_subset 0", [], "train_subset must be >= 1", tiny(**{"train_subset = 128": "train_subset = 0"})),
+    Case("eval n 0", [], "[eval]: n must be >= 1", tiny(**{"n = 20": "n = 0"})),
+    Case("subset seed overflow", [], "subset_seed must lie in 0..",
+         tiny(**{"n = 20": "n = 20\nsubset_seed = 99999999999999999999999"})),
+    Case("grid seed overflow", [], "seed must be a whole number in 0..",
+         tiny('[[grid]]\narch = "fastnetw8"\nseeds = [99999999999999999999999]\n')),
+    Case("profile name a path", [], "name must be letters", 'name = "../elsewhere"\n' + tiny()),
+    Case("split", [], "split must be train or test", tiny(**{"n = 20": 'n = 20\nsplit = "val"'})),
+    # sizes, checked once the data is loaded and before any job writes
+    Case("train_subset above the split", ["--profile", "smoke"], "train_subset = 512 does not fit the 200 training",
+         root="small"),
+    Case("eval n above the split", ["--n-test", "600"], "[eval] n (or --n-test) = 600 is more than the 500 images"),
+    Case("profile n above the split", [], "[eval] n (or --n-test) = 800 is more than the 500",
+         tiny(**{"n = 20": "n = 800"})),
+    Case("shift_n above the split", [], "[eval] shift_n = 900 is more than the 500",
+         tiny(**{"n = 20": "n = 20\nshift_n = 900"})),
+    Case("default at_holdout", ["--model", "fastnet_T5_at"], "at_holdout = 1000 held-out images leave none of the 512"),
+    Case("batch above the training set", [], "batch_size = 32 is more than the 20 training images",
+         tiny(**{"train_subset = 128": "train_subset = 20"})),
+    Case("batch above what at_holdout leaves", [], "batch_size = 32 is more than the 28 training images left",
+         tiny('[[grid]]\narch = "fastnetw8"\nregime = "fat"\nrecipe = {at_holdout = 100}\n')),
+    Case("transfer surrogate recipe", [], "recipe of fastnetw8_T1:",
+         tiny('[[grid]]\narch = "fastnetw8"\nT = [5]\nrecipe = {train_subset = 64}\n',
+              **{"n = 20": "n = 20\ntransfer = true", "train_subset = 128": "train_subset = 16"})),
+    Case("one class", ["--profile", "smoke"], "has 1 class (airplane)", root="one_class"),
+    # a run that starts, and stops at its first epoch: nothing saved but its job log and lock
+    Case("diverged", [], "fastnetw8_T0.000000001: training diverged at epoch 1",
+         tiny('[[grid]]\narch = "fastnetw8"\nT = [1e-9]\n'),
+         may_write=["out/logs", "cache/checkpoints/fastnetw8_T0.000000001-"]),
+]
+
+
+def listing(root: Path) -> dict:
+    """Every folder and file under ``root`` with the sha256 of its bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+def _tree(src: Path, dst: Path, classes, per_split):
+    for split, n in per_split.items():
+        for cls in classes:
+            (dst / split / cls).mkdir(parents=True)
+            for f in sorted((src / split / cls).iterdir())[:n]:
+                shutil.copyfile(f, dst / split / cls / f.name)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def roots(mini_root, tmp_path_factory):
+    """The data trees with a warm cache each (decoded here once, copied into each case)."""
+    from bench.data import load_dataset
+    base = tmp_path_factory.mktemp("bad_input")
+    classes = sorted(p.name for p in (mini_root / "train").iterdir())
+    trees = {"mini": mini_root,
+             "small": _tree(mini_root, base / "small", classes, {"train": 20, "test": 10}),
+             "one_class": _tree(mini_root, base / "one_class", classes[:1], {"train": 200, "test": 50})}
+    out = {}
+    for name, root in trees.items():
+        cache = base / f"cache_{name}"
+        load_dataset(str(root), cache)
+        out[name] = (root, cache / "data")
+    return out
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "typo.toml").write_text(SMOKE.replace("epochs", "epohcs"))
+    (tmp_path / "a_file").write_text("")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, workdir, roots, monkeypatch, capsys):
+    root, warm = roots[case.root]
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    shutil.copytree(warm, workdir / "cache" / "data")
+    args = ["--profile", "smoke", "--results", "out", "--cache", "cache", "--no-progress"]
+    if case.profile is not None:
+        (workdir / "p.toml").write_text(case.profile)
+        args += ["--profile", "p.toml"]
+    before = listing(workdir)
+    try:
+        code = main(args + case.args)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    # the error is the last line (a run that started logged its progress before it)
+    assert err and err[-1].startswith("error: ") and case.phrase in err[-1], err
+    assert not any(line.startswith(("Traceback", "error: ")) for line in err[:-1]), err
+    changed = {k for k, v in listing(workdir).items() if before.get(k) != v}
+    allowed = {k for k in changed if any(k.startswith(p) or p.startswith(k + "/") for p in case.may_write)}
+    assert changed == allowed, sorted(changed - allowed)
+
+
+def test_the_size_check_runs_before_the_data_is_trained_on(workdir, roots, monkeypatch, capsys):
+    """The smoke profile on the 200-image tree used to log 'training ...' and fail after writing
+    logs and a lock; now nothing past the data summary is logged."""
+    root, warm = roots["small"]
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    assert main(["--profile", "smoke", "--results", "out", "--cache", "cache", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "  training " not in err and "grid:" not in err and not (workdir / "out").exists()
+
+
+# --- the results store and the reports ------------------------------------------------------------
+
+def record(model: str, T: float, **over) -> dict:
+    rec = {"run_key": f"key-{model}", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0, "attack_seed": 0,
+           "threat": "clean", "view": "none", "params": {}, "model": model, "arch": "fastnet", "T": T,
+           "head": "plain", "regime": "std", "lr_scale": False, "seed": 0, "checkpoint": "last",
+           "feature_dim": 64, "family": "clean", "num_classes": 10, "source": "d:test", "eps": 0.0,
+           "steps": 0, "metrics": {"accuracy": 0.5 + T / 100}, "code_version": "abc", "torch_version": "2",
+           "device": "cpu", "timestamp": "2025-01-01T00:00:00", "wall_s": 1.0}
+    rec.update(over)
+    return rec
+
+
+BAD_RECORDS = {
+    "a list": [],
+    "an empty object": {},
+    "no identity": {"schema": 2},
+    "a text metric": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, metrics={"accuracy": "abc"}),
+    "a text n": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, n="ten"),
+    "schema text": {"schema": "2"},
+}
+
+
+def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
+    from bench.html_report import main as report_main
+    from bench.store import ResultStore
+    store = ResultStore(tmp_path)
+    rid = store.put(record("fastnet_T1", 1.0))
+    bad = {}
+    for i, (what, content) in enumerate(BAD_RECORDS.items()):
+        bad[what] = store.path(f"{i:020d}")
+        bad[what].write_text(json.dumps(content))
+    assert report_main(["--results", str(tmp_path)]) == 0  # make report
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(bad), err  # one warning per file, however often the report reads the store
+    for what, path in bad.items():
+        assert any(line.startswith(f"warning: result record {path} skipped") for line in err), what
+    tidy = pd.read_csv(tmp_path / "results.csv")
+    assert list(tidy.model) == ["fastnet_T1"] and (tmp_path / "index.html").is_file()
+    # the planner reads a malformed record as missing: the measurement is made again
+    assert store.get(f"{0:020d}") is None and store.get(rid)["metrics"] == {"accuracy": 0.51}
+
+
+FSIZE_LIMIT = 20_000  # bytes: the tables fit, a figure does not
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Writes past ``limit`` bytes fail (EFBIG), as writes on a full disk do (ENOSPC). Only the
+    soft limit is lowered, so it can be put back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_reports_are_replaced_only_once_all_are_written(tmp_path, capsys):
+    """A report that cannot be written (here past a file-size limit, which fails writes as a full
+    disk does) stops with one line; the records and the previous reports stay as they were."""
+    from bench.html_report import main as report_main
+    from bench.store import ResultStore
+    store = ResultStore(tmp_path)
+    for t in (1.0, 5.0):
+        store.put(record(f"fastnet_T{t:g}", t))
+    assert report_main(["--results", str(tmp_path)]) == 0
+    store.put(record("fastnet_T50", 50.0))  # the next report differs
+    records = listing(tmp_path / "records")
+    reports = {k: v for k, v in listing(tmp_path).items() if not k.startswith("records")}
+    assert any(len(p.read_bytes()) > FSIZE_LIMIT for p in (tmp_path / "plots").glob("*.png"))
+    capsys.readouterr()
+    with file_size_limit(FSIZE_LIMIT):
+        code = report_main(["--results", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: cannot write the reports in {tmp_path}") and "records" in err[0]
+    assert listing(tmp_path / "records") == records
+    assert {k: v for k, v in listing(tmp_path).items() if not k.startswith("records")} == reports
+    # with room again, the same command completes the report
+    assert report_main(["--results", str(tmp_path)]) == 0
+    assert "fastnet_T50" in set(pd.read_csv(tmp_path / "results.csv").model)
+    assert not list(tmp_path.glob(".tmp-*"))
