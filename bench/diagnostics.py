@@ -42,10 +42,9 @@ def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackC
 
     ``split`` is a subset of the ``eval_n``-image evaluation split and ``positions`` its images'
     places there. The record keeps them with each AutoAttack's per-image result (``bits``: robust
-    under both), so
-    that robust_worst counts the two AutoAttacks on the images they covered; and the warnings the
-    authors' code raised (its own evaluation flags: zero gradients, Square beating the gradient
-    attacks, ...), which the audit shows."""
+    under both), so that robust_worst counts the two AutoAttacks on the images they covered; and
+    the warnings the authors' code raised (its own evaluation flags: zero gradients, Square
+    beating the gradient attacks, ...), which the audit shows."""
     t0 = time.perf_counter()
     model.eval()
     ok, _, _ = clean_pass(model, split, batch_size, ["raw"], temperature)
