@@ -6,22 +6,42 @@ input, so every input gradient is exactly zero. FGSM then moves nothing and repo
 accuracy as robust; AutoAttack's Square (a black box) still breaks images, and the authors' code
 flags the zero gradients."""
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from attacks import ATTACKS, make_attack
+from attacks import ATTACKS
+from bench.attack_setup import AttackSetup
 from bench.data import stratified_indices
-from bench.diagnostics import autoattack_crosscheck, crosscheck_on_split
-from bench.evaluate import evaluate, unpack_bits
+from bench.diagnostics import crosscheck_on_split
+from bench.evaluate import unpack_bits
 from bench.profiles import load_profile
 from bench.report import leaderboard
 from bench.store import ResultStore
 
 N_EVAL, N_CC = 200, 100
-AA = {"steps": 3, "n_queries": 100}
+PROFILE = f"""
+[recipe]
+epochs = 1
+[eval]
+n = {N_EVAL}
+batch_size = {N_EVAL}
+attacks = ["fgsm"]
+views = ["raw"]
+crosscheck_n = {N_CC}
+[attack.autoattack]
+steps = 3
+n_queries = 100
+[attack.autoattack_ref]
+steps = 3
+n_queries = 100
+[[grid]]
+arch = "fastnetw8"
+T = [1]
+"""
 
 
 class Quantized(torch.nn.Module):
@@ -36,20 +56,24 @@ class Quantized(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def masked_run(tiny_model, mini_data):
-    """FGSM on the 200-image evaluation split and the cross-check on a stratified 100 of them."""
-    _, model = tiny_model
+def masked_run(tiny_model, mini_data, tmp_path_factory):
+    """The runner's attack jobs (bench.attack_setup): FGSM on the 200-image evaluation split and
+    the cross-check on a stratified 100 of them."""
+    spec, model = tiny_model
     masked = Quantized(model).eval()
+    path = tmp_path_factory.mktemp("profile") / "p.toml"
+    path.write_text(PROFILE)
+    profile = load_profile(str(path))
+    plan = SimpleNamespace(profile=profile, attacks=[profile.attack("fgsm")], views=["raw"], progress=False)
     split = mini_data.test.subset(stratified_indices(mini_data.test.labels, N_EVAL, 0))
+    setup = AttackSetup.prepare(plan, split)
+    jobs = {name: run for name, _, run in setup.jobs(masked, spec, plan, 10, get_surrogate=None)}
+    assert set(jobs) == {"attacks", "autoattack crosscheck"}
     positions = stratified_indices(split.labels, N_CC, 2)
-    suite = evaluate(masked, 1.0, split, [make_attack("fgsm")], ["raw"], batch_size=N_EVAL)
-    cc = autoattack_crosscheck(masked, 1.0, split.subset(positions), make_attack("autoattack", AA),
-                               make_attack("autoattack_ref", AA), batch_size=N_EVAL, seed=0, n_classes=10,
-                               positions=positions, eval_n=N_EVAL)
-    return suite, cc, positions
+    return jobs["attacks"](), jobs["autoattack crosscheck"]()[0], positions
 
 
-def _record(m, n_eval=N_EVAL):
+def _record(m):
     """A record as bench.jobs.execute writes it."""
     rec = {"run_key": "k", "dataset": "cifar10-mini", "split": "test", "n": m.n, "subset_seed": 0, "attack_seed": 0,
            "threat": m.threat, "view": m.view, "params": m.params, "model": "fastnetw8_T1", "arch": "fastnetw8",
