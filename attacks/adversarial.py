@@ -21,6 +21,11 @@ needs to judge it against gradient masking:
   ``torch.manual_seed(seed)`` with the ``seed`` given to ``build`` on every call: whatever the
   caller seeded is overridden, and the global generator is left reseeded, so callers fork it).
 
+The PGD-Linf family (pgd, pgd_margin, pgd_target_*) stops early by default (``early_stop``, see
+LossPGD): a point is robust only if no iterate broke it, so its robust accuracy is at most that of
+the same attack judged at its last iterate, and most points of a non-robust model cost 1-3 steps.
+``early_stop = false`` gives torchattacks' PGD (or LossPGD's copy of it) exactly as before.
+
 Where torchattacks' defaults differ from the standard (CIFAR) settings, the builders set the
 standard ones, and say so. The attack-suite issue adds entries here; the evaluator needs nothing
 else.

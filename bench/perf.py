@@ -4,7 +4,13 @@
     (uint8 arrays -> PIL -> RandomCrop/RandomHorizontalFlip/ToTensor per sample) and a
     torch DataLoader, on the same architecture, optimiser and number of images;
 (b) PGD-10 evaluation images/s: bench.evaluate.evaluate (which also computes the masking
-    diagnostics) against a plain torchattacks loop, on the same weights and images.
+    diagnostics) against a plain torchattacks loop, on the same weights and images;
+(c) early stop: PGD-20 through the evaluator (early-stopped) against a plain torchattacks PGD-20
+    loop on the same model and images, with both robust accuracies, on a standard model and on a
+    masked one (fastnet_T1, fastnet_T50_lrT);
+(d) cost: forward and backward passes per image of the quick profile's attack suite against
+    AutoAttack standard, on the same models and images;
+(e) corruption generation, per corruption.
 
 Runs alternate (harness, plain, harness, ...) so that drift on a noisy machine hits both.
 """
@@ -62,17 +68,19 @@ def plain_train(spec, recipe, split, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def plain_pgd(model, images, labels, batch_size) -> float:
+def plain_pgd(model, images, labels, batch_size, steps=10):
+    """A plain torchattacks PGD loop over every image: (seconds, robust accuracy), robust meaning
+    correct both clean and under attack, as the harness counts it."""
     import torchattacks
     start = time.perf_counter()
-    atk = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
-    correct = 0
+    atk = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=steps, random_start=True)
+    robust = 0
     for a in range(0, len(labels), batch_size):
         x, y = images[a:a + batch_size].float() / 255, labels[a:a + batch_size]
         adv = atk(x, y)
         with torch.no_grad():
-            correct += int((model(adv).argmax(1) == y).sum())
-    return time.perf_counter() - start
+            robust += int(((model(adv).argmax(1) == y) & (model(x).argmax(1) == y)).sum())
+    return time.perf_counter() - start, robust / len(labels)
 
 
 def main(argv=None) -> int:
@@ -92,8 +100,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--sections", default="train,pgd,corruptions",
-                   help="comma list of train, pgd, corruptions")
+    p.add_argument("--sections", default="train,pgd,early-stop,cost,corruptions",
+                   help="comma list of train, pgd, early-stop, cost, corruptions")
+    p.add_argument("--cost-images", type=int, default=200,
+                   help="test images for the passes-per-image comparison (AutoAttack standard is slow on CPU)")
     p.add_argument("--corruption-images", type=int, default=10000,
                    help="test images to corrupt (19 corruptions x 5 severities)")
     args = p.parse_args(argv)
@@ -116,19 +126,22 @@ def main(argv=None) -> int:
     # A model as accurate as the quick profile's (the harness attacks only correctly classified
     # points, so its speed depends on accuracy): its checkpoint if `make bench` made one, else
     # trained now with the quick recipe. channels_last, as the checkpoint store loads it.
-    quick = load_profile("quick").recipe
-    found = CheckpointStore(default_cache_dir() / "checkpoints").load(
-        spec, checkpoint_key(spec, quick, data.fingerprint, data.num_classes), data.num_classes, device)
-    model = found[0] if found else train(spec, quick, data, device).model
-    plain_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-    pgd = make_attack("pgd")
     h_pgd, p_pgd, p_pgd_cl = [], [], []
+    if "pgd" in sections:
+        quick = load_profile("quick").recipe
+        found = CheckpointStore(default_cache_dir() / "checkpoints").load(
+            spec, checkpoint_key(spec, quick, data.fingerprint, data.num_classes), data.num_classes, device)
+        model = found[0] if found else train(spec, quick, data, device).model
+        plain_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    # PGD-10 as the plain loop, without the early stop (section early-stop measures that): this
+    # row is about the harness's own overheads
+    pgd = make_attack("pgd", {"steps": 10, "early_stop": False})
     for _ in range(args.repeats if "pgd" in sections else 0):
         t = time.perf_counter()
         clean = evaluate(model, spec.T, test, [pgd], ["raw"], batch_size=500)[0].metrics["accuracy"]
         h_pgd.append(args.eval_images / (time.perf_counter() - t))
-        p_pgd.append(args.eval_images / plain_pgd(plain_model, test.images, test.labels, 500))
-        p_pgd_cl.append(args.eval_images / plain_pgd(model, test.images, test.labels, 500))
+        p_pgd.append(args.eval_images / plain_pgd(plain_model, test.images, test.labels, 500)[0])
+        p_pgd_cl.append(args.eval_images / plain_pgd(model, test.images, test.labels, 500)[0])
 
     # The last row compares with a plain loop on the harness's own channels_last model: what is
     # left is the harness's extra masking-diagnostics pass against its skipping of the points
@@ -148,9 +161,108 @@ def main(argv=None) -> int:
     if h_pgd:
         print("plain PGD: torchattacks.PGD loop on the NCHW model, then on the harness's channels_last model; "
               f"the attacked model has {100 * clean:.1f}% clean accuracy and the harness attacks only those points")
+    if sections & {"early-stop", "cost"}:
+        models = [perf_model(name, data, device, args.train_images) for name in ("fastnet_T1", "fastnet_T50_lrT")]
+        if "early-stop" in sections:
+            early_stop_timings(models, test, args.repeats)
+        if "cost" in sections:
+            cost_table(models, data.test.subset(stratified_indices(data.test.labels, args.cost_images, 0)),
+                       data.num_classes)
     if "corruptions" in sections:
         corruption_timings(data, args.corruption_images, device)
     return 0
+
+
+def perf_model(name: str, data, device, train_images: int):
+    """(spec, model, where it came from): the quick profile's checkpoint if `make bench` made one,
+    else trained now with the quick recipe on ``train_images`` images (a minute or two each)."""
+    from dataclasses import replace
+
+    from bench.checkpoints import CheckpointStore, checkpoint_key
+    from bench.data import default_cache_dir
+    from bench.profiles import load_profile
+    from bench.train import train
+    from models import parse_name
+    spec = parse_name(name)
+    quick = load_profile("quick").recipe
+    found = CheckpointStore(default_cache_dir() / "checkpoints").load(
+        spec, checkpoint_key(spec, quick, data.fingerprint, data.num_classes), data.num_classes, device)
+    if found:
+        return spec, found[0].eval(), "the quick profile's checkpoint"
+    model = train(spec, replace(quick, train_subset=train_images), data, device).model.eval()
+    return spec, model, f"trained now, quick recipe on {train_images} images"
+
+
+def early_stop_timings(models, test, repeats: int) -> None:
+    """PGD-20 (eps 8/255) through the evaluator, early-stopped, against a plain torchattacks PGD-20
+    loop on the same model (the harness's channels_last one: only the early stop differs) and the
+    same images, alternating, median of ``repeats``. The evaluator skips the points misclassified
+    clean and drops each attacked point at its first misclassified iterate (or a zero gradient);
+    the plain loop runs 20 steps on every image. A masked model's raw view keeps many points to
+    the end, which is why its scaled view (where robust_min comes from) is shown too."""
+    from attacks import make_attack
+    from bench.evaluate import evaluate
+    pgd = make_attack("pgd", {"steps": 20})
+    n = len(test)
+    print(f"early stop: PGD-20 on {n} test images, seconds (median of {repeats}), robust accuracy, "
+          f"backward passes per image")
+    print(f"  {'model':<17}{'view':<8}{'harness':>9}{'plain':>9}{'ratio':>7}{'robust':>9}{'plain':>8}"
+          f"{'bwd/img':>9}{'plain':>7}   runs (harness | plain)")
+    for spec, model, origin in models:
+        views = ["raw"] if spec.T == 1 else ["raw", "scaled"]
+        h = {v: [] for v in views}
+        plain, robust_plain, ms = [], None, {}
+        for _ in range(repeats):
+            for v in views:
+                t = time.perf_counter()
+                ms[v] = evaluate(model, spec.T, test, [pgd], [v], batch_size=500)[1]
+                h[v].append(time.perf_counter() - t)
+            torch.manual_seed(0)
+            dt, robust_plain = plain_pgd(model, test.images, test.labels, 500, steps=20)
+            plain.append(dt)
+        pm = statistics.median(plain)
+        for v in views:
+            hm, m = statistics.median(h[v]), ms[v].metrics
+            runs = " ".join(f"{x:.1f}" for x in h[v]) + " | " + " ".join(f"{x:.1f}" for x in plain)
+            print(f"  {spec.name:<17}{v:<8}{hm:>9.1f}{pm:>9.1f}{pm / hm:>7.2f}{100 * m['robust_acc']:>8.1f}%"
+                  f"{100 * robust_plain:>7.1f}%{m['backward_per_image']:>9.2f}{20:>7}   {runs}")
+        print(f"  ({spec.name}: {origin}; clean accuracy {100 * ms[views[0]].metrics['clean_acc']:.1f}%)")
+
+
+def cost_table(models, test, num_classes: int) -> None:
+    """Forward and backward passes per image (bench/evaluate.py counts them) of the quick profile's
+    attack suite (its attacks on its views, then its eps sweep) against AutoAttack standard at
+    full budget (100 iterations, 5,000 queries; raw view), with the robust accuracy each gives at
+    8/255 (the suite: its robust_min)."""
+    from types import SimpleNamespace
+
+    from bench.attack_setup import sweep_configs
+    from bench.evaluate import evaluate
+    from bench.profiles import load_profile
+    profile = load_profile("quick")
+    ev = profile.eval
+    attacks = [profile.attack(a) for a in ev.attacks]
+    sweep = sweep_configs(SimpleNamespace(profile=profile))
+    aa = profile.attack("autoattack", {"steps": 100, "n_queries": 5000})
+    print(f"cost: passes per image on {len(test)} test images (forward / backward), robust accuracy at 8/255, seconds")
+    print(f"  {'model':<17}{'what':<24}{'fwd/img':>9}{'bwd/img':>9}{'robust':>9}{'s':>8}")
+    for spec, model, _ in models:
+        rows = []
+        for what, configs, views in (("quick suite: attacks", attacks, list(ev.views)),
+                                     ("quick suite: eps sweep", sweep, list(ev.sweep_views or ev.views)),
+                                     ("AutoAttack standard", [aa], ["raw"])):
+            t = time.perf_counter()
+            ms = evaluate(model, spec.T, test, configs, views, batch_size=500, n_classes=num_classes)
+            dt = time.perf_counter() - t
+            fwd = sum(m.metrics["forward_per_image"] for m in ms)
+            bwd = sum(m.metrics["backward_per_image"] for m in ms)
+            head = [m.metrics["robust_acc"] for m in ms[1:] if abs(m.eps - 8 / 255) < 1e-9 and
+                    m.threat != "pgd_l2"]
+            rows.append((what, fwd, bwd, min(head) if head else float("nan"), dt))
+        for what, fwd, bwd, robust, dt in rows:
+            print(f"  {spec.name:<17}{what:<24}{fwd:>9.1f}{bwd:>9.1f}{100 * robust:>8.1f}%{dt:>8.1f}")
+    print("  (each line includes its own clean pass: one forward, and one backward per view for the masking "
+          "diagnostics)")
 
 
 def corruption_timings(data, n: int, device) -> None:

@@ -117,6 +117,7 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
     board = add_calibration_columns(df, board)
     board = add_corruption_columns(df, board)
     board = add_natural_and_shift_columns(df, board)
+    board = add_cost_columns(df, board)
     prov = df.groupby("model").agg(code_version=("code_version", "last"), device=("device", "last"),
                                    timestamp=("timestamp", "max"))
     board = board.join(prov)
@@ -190,6 +191,35 @@ def add_calibration_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFra
     t = cal[cal.metric == "posthoc_T"]
     if len(t):
         board["posthoc_T"] = t.groupby("model")["value"].mean()
+    return board
+
+
+def add_cost_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
+    """What the attack suite cost (bench/evaluate.py counts it per measurement): cost_fwd_per_img,
+    cost_bwd_per_img and cost_wall_s summed over the clean pass and every attack measurement
+    (views, eps sweep, transfer), and the forward/backward passes per image of the attack that
+    gave robust_min, so that a stronger number can be weighed against its price."""
+    suite = df[df.family.isin(["clean", "attack"])]
+    per_img = suite[suite.metric.isin(["forward_per_image", "backward_per_image"])]
+    if per_img.empty:  # records written before the harness counted passes
+        return board
+    wide = per_img.pivot_table(index=["model", "threat", "view", "eps", "params"], columns="metric", values="value",
+                               aggfunc="mean").reset_index()
+    walls = per_img[per_img.metric == "forward_per_image"]
+    board["cost_fwd_per_img"] = wide.groupby("model")["forward_per_image"].sum()
+    board["cost_bwd_per_img"] = wide.groupby("model")["backward_per_image"].sum()
+    board["cost_wall_s"] = walls.groupby("model")["wall_s"].sum()
+    if "robust_min_by" in board:
+        head = wide[np.isclose(wide.eps.astype(float), HEADLINE_EPS)]
+        for metric, col in (("forward_per_image", "robust_min_fwd_per_img"),
+                            ("backward_per_image", "robust_min_bwd_per_img")):
+            cost = {}
+            for model, by in board["robust_min_by"].dropna().items():
+                threat, view = by.split("/", 1)
+                rows = head[(head.model == model) & (head.threat == threat) & (head.view == view)]
+                if len(rows):
+                    cost[model] = rows[metric].min()
+            board[col] = pd.Series(cost, dtype=float)
     return board
 
 

@@ -217,11 +217,12 @@ def test_cw_counts_only_perturbations_inside_the_radius(tiny_model, batch):
 def test_targeted_attacks_hit_their_targets(tiny_model, batch, name, view):
     """The targets are read back from the attack itself: torchattacks draws them in
     get_target_label, first thing in PGD.forward, so the same seed gives the same targets
-    (random); least-likely ones are checked against the view's own logits."""
+    (random); least-likely ones are checked against the view's own logits. Without the early
+    stop: with it, a point leaves at its first misclassification, whether the target or not."""
     _, model = tiny_model
     x, y = batch
     v = make_view(model, view, 5.0)
-    atk = make_attack(name, {"steps": 10, "eps": "16/255"}).build(v)
+    atk = make_attack(name, {"steps": 10, "eps": "16/255", "early_stop": False}).build(v)
     with torch.random.fork_rng():
         torch.manual_seed(3)
         targets = atk.get_target_label(x, y)

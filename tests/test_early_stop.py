@@ -150,3 +150,31 @@ def test_counter_counts_every_backward(tiny_model, batch):
         counted(x)
     assert count.forward == 8 and count.backward == 12
     assert not counted.training
+
+
+def test_leaderboard_shows_the_cost(tiny_model, test_split, tmp_path):
+    """Records as the jobs write them (metrics from the measurement), through the real store and
+    leaderboard: the suite's passes per image and wall time, and the cost of robust_min's attack."""
+    from bench.report import leaderboard
+    from bench.store import ResultStore
+    spec, model = tiny_model
+    split = test_split.subset(torch.arange(100))
+    ms = evaluate(model, spec.T, split, [make_attack("fgsm"), make_attack("pgd", {"steps": 3})], ["raw"],
+                  batch_size=100)
+    store = ResultStore(tmp_path)
+    for m in ms:
+        store.put({"run_key": "k", "model": spec.name, "arch": spec.arch_name, "T": spec.T, "head": spec.head,
+                   "regime": spec.regime, "lr_scale": spec.lr_scale, "seed": spec.seed, "checkpoint": "last",
+                   "feature_dim": spec.feature_dim, "dataset": "mini", "num_classes": 10, "split": "test",
+                   "source": "mini:test", "n": m.n, "subset_seed": 0, "attack_seed": 0, "family": m.family,
+                   "threat": m.threat, "view": m.view, "eps": m.eps, "steps": m.steps, "params": m.params,
+                   "metrics": m.metrics, "wall_s": m.wall_s, "code_version": "test", "torch_version": "test",
+                   "device": "cpu", "timestamp": "2025-01-01T00:00:00"})
+    row = leaderboard(store.table()).iloc[0]
+    assert row.cost_fwd_per_img == pytest.approx(sum(m.metrics["forward_per_image"] for m in ms))
+    assert row.cost_bwd_per_img == pytest.approx(sum(m.metrics["backward_per_image"] for m in ms))
+    assert row.cost_wall_s == pytest.approx(sum(m.wall_s for m in ms))
+    threat, view = row.robust_min_by.split("/")
+    best = next(m for m in ms if m.threat == threat and m.view == view)
+    assert row.robust_min_fwd_per_img == best.metrics["forward_per_image"] > 0
+    assert row.robust_min_bwd_per_img == best.metrics["backward_per_image"] > 0
