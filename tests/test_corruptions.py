@@ -75,11 +75,53 @@ def test_registry():
         "contrast", "brightness", "saturate", "defocus_blur", "gaussian_blur", "zoom_blur", "pixelate",
         "jpeg_compression"}
     for name, info in CORRUPTIONS.items():
-        assert info.name == name and info.benchmark == (name in BENCHMARK) and info.description
+        assert info.benchmark == (name in BENCHMARK) and info.description and C.PARAMS[name] == info.params
     x = natural(2)
     assert torch.equal(CORRUPTIONS["fog"].fn(x, 3, seed=4), corrupt(x, "fog", 3, seed=4))
     with pytest.raises(Exception):
         CORRUPTIONS["fog"].name = "x"  # frozen
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made in a test disappear after it."""
+    monkeypatch.setattr(C, "CORRUPTIONS", dict(C.CORRUPTIONS))
+    monkeypatch.setattr(C, "PARAMS", dict(C.PARAMS))
+    monkeypatch.setattr(C, "BENCHMARK", C.BENCHMARK)
+    monkeypatch.setattr(C, "EXTRA", C.EXTRA)
+
+
+def test_one_decorated_function_adds_a_corruption(scratch_registry):
+    @C.register_corruption("cap", family="extra", params=(50, 100, 150, 200, 250), deterministic=True,
+                           description="the top c levels clipped")
+    def _cap(x, c, keys):
+        return x.clamp(max=255 - c)
+
+    @C.register_corruption("dim", family="benchmark", params=(.9, .8, .7, .6, .5), deterministic=False,
+                           description="each image scaled by a seeded factor")
+    def _dim(x, c, keys):
+        (u,) = C._draw(keys, lambda g, i: (torch.rand((), generator=g, dtype=torch.float64),))
+        return C._u8(x.double() * (c + (1 - c) * u.view(-1, 1, 1, 1)))
+
+    assert C.EXTRA[-1] == "cap" and C.BENCHMARK[-1] == "dim" and "dim" not in C.EXTRA
+    assert list(C.CORRUPTIONS) == list(C.BENCHMARK + C.EXTRA)  # benchmark first, whatever the order of registration
+    assert C.PARAMS["cap"] == (50, 100, 150, 200, 250)
+    x = grey(2, 250)
+    assert corrupt(x, "cap", 1).unique().tolist() == [205] and corrupt(x, "cap", 5).unique().tolist() == [5]
+    y = corrupt(natural(4), "dim", 2, seed=1, indices=torch.arange(4))
+    assert torch.equal(y[2:], corrupt(natural(4)[2:], "dim", 2, seed=1, indices=torch.arange(2, 4)))
+    assert C.CORRUPTIONS["dim"].fn(natural(1), 2).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("kwargs,phrase", [
+    (dict(family="held-out", params=(1, 2, 3, 4, 5)), "family"),
+    (dict(family="extra", params=(1, 2, 3)), "one entry per severity"),
+    (dict(family="extra", params=(1, 2, 3, 4, 5), name="fog"), "already registered")])
+def test_register_corruption_rejects(scratch_registry, kwargs, phrase):
+    name = kwargs.pop("name", "new")
+    with pytest.raises(ValueError, match=phrase):
+        C.register_corruption(name, deterministic=True, description="d", **kwargs)
+    assert list(C.CORRUPTIONS) == list(BENCHMARK + EXTRA)
 
 
 @pytest.mark.parametrize("name,severity", [("nope", 1), ("Gaussian Noise", 1), ("fog", 0), ("fog", 6), ("fog", -1),
@@ -133,6 +175,18 @@ def test_seeding_and_batch_invariance(name, imgs):
             # the draws depend on the index, not on the content: two copies of an image differ
             twin = corrupt(x[:1].repeat(2, 1, 1, 1), name, sev, seed=3)
             assert not torch.equal(twin[0], twin[1])
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_corrupt_severities_equals_one_call_per_severity(name, imgs):
+    # zoom_blur carries its running sum from a milder severity to the next and brightness/saturate
+    # their HSV: in any order of severities, and repeated, each output is its own corrupt() call
+    x, idx = imgs[:6], torch.arange(10, 16)
+    sevs = [2, 5, 1, 5, 3]
+    got = C.corrupt_severities(x, name, sevs, seed=7, indices=idx)
+    assert got.shape == (5, 6, 3, 32, 32) and got.dtype == torch.uint8
+    for k, s in enumerate(sevs):
+        assert torch.equal(got[k], corrupt(x, name, s, seed=7, indices=idx)), s
 
 
 # Severities the reference itself does not order by mean |corrupted - clean| (checked against
