@@ -1,26 +1,24 @@
 """Command line: ``python -m bench.run --model resnet18_T5 --attack pgd``.
 
-The CLI only wires the stages together (registry, profile, runner); it checks every input
-before anything is written, and turns a BenchError into one line on stderr and exit code 2.
+This module only parses: torch and the harness load after the arguments are read, so --help
+answers at once. The wiring (profile, plan, executor) is bench/cli.py; a BenchError becomes one
+line on stderr and exit code 2, before anything is written.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from attacks import ATTACKS, VIEWS, make_attack
-from attacks.adversarial import check_overrides
-from bench.data import default_cache_dir
-from bench import threats
 from bench.errors import BenchError
-from bench.profiles import available_profiles, check_radius, load_profile
-from models import ARCHS, REGIMES, parse_name
-from models.zoo import ZooSpec, is_zoo_name
+
+# the shipped profiles, listed without importing bench.profiles (which loads torch)
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+def available_profiles():
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
 
 EXAMPLES = """examples:
   python -m bench.run                                   # the quick profile's whole grid
@@ -86,193 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def list_models(profile) -> str:
-    lines = ["Model names: <arch>[w<width>][_bn]_T<temperature>[_<regime>][_lrT][_s<seed>][@best|@last]",
-             "  _bn      BatchNorm1d on the M-dim features before the classifier (the 'BN head' of claim B)",
-             "  _T<t>    training temperature: loss CE(z/t, y); _Tauto = 0.7239*sqrt(M) - 4.706 (claim B)",
-             "  _lrT     multiply the loss by T (logit-space step of T=1; the step-size control arm)",
-             "  _s<n>    seed (default 0)",
-             "  @best    an adversarially trained run's checkpoint best on held-out PGD accuracy; @last its",
-             "           final one (without @, both are evaluated)",
-             "  robustbench:<Name>  a RobustBench zoo model, loaded (not trained), e.g. robustbench:Standard",
-             "", "Architectures (M = feature dimension):"]
-    for a in ARCHS.values():
-        m = a.feature_dim(a.default_width or 0)
-        lines.append(f"  {a.name:<16} M={m:<5} {a.description}")
-    lines += ["", "Regimes: " + ", ".join(f"{k} ({v})" for k, v in REGIMES.items()), "",
-              f"Profile {profile.name!r} grid ({len(profile.models)} models; '--model all'):"]
-    lines += [f"  {n}" for n in profile.models]
-    return "\n".join(lines)
-
-
-def list_attacks() -> str:
-    from attacks.corruptions import BENCHMARK, EXTRA
-    from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
-    lines = ["Attacks (torchattacks; inputs in [0,1], eps in pixel units; each runs on every view, once if invariant):"]
-    for a in ATTACKS.values():
-        params = ", ".join(f"{k}={v.default}" for k, v in a.params.items())
-        flags = [f"loss {a.loss}"] + ["view-invariant"] * a.view_invariant + \
-            [f"targeted ({a.targeted})"] * bool(a.targeted) + ["black box"] * a.black_box
-        lines.append(f"  {a.name:<18} {a.norm:<5} {a.description}\n{'':21}[{', '.join(flags)}] {params}")
-    lines += ["", "Views: " + "; ".join(f"{k}: {v}" for k, v in VIEWS.items()) +
-              "; a view-invariant attack runs once (view 'any')", "",
-              "The audit (also by name; 'suite' = every attack but autoattack_ref, and these four):",
-              "  transfer     PGD crafted on a surrogate ([eval] surrogate; default: the same arch at T=1)",
-              "  eps_sweep    the sweep attacks at eps 1/255 .. 128/255 (--eps-sweep, [eval] eps_sweep)",
-              "  fp64         CE-PGD recomputed in float64 ([eval] fp64_n images; default 100)",
-              "  crosscheck   autoattack vs autoattack_ref on the same images ([eval] crosscheck_n; default 100)",
-              "",
-              "Shifts (accuracy only; --attack takes these names too):",
-              "  corruptions  CIFAR-10-C, real files or generated on the fly; --corruptions, --severities 1..5",
-              "    benchmark 15: " + ", ".join(BENCHMARK), "    extra 4: " + ", ".join(EXTRA),
-              "  natural      every transform below and worst_grid"]
-    for t in NATURAL.values():
-        lines.append(f"    {t.name:<11} {t.unit}: {', '.join(f'{m:g}' for m in t.magnitudes)}")
-    lines += [f"    worst_grid  worst case over rotations {list(WORST_GRID_ROTATIONS)} x shifts "
-              f"{list(WORST_GRID_SHIFTS)} px (x and y)",
-              "  cifar10.1    the CIFAR-10.1 v6 test set (Recht et al. 2019) and its gap to the test split"]
-    return "\n".join(lines)
-
-
-def _split_list(text: str, flag: str):
-    """A comma list; an empty one (``--attack ,``) would quietly run nothing but the defaults."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise BenchError(f"{flag} {text!r} names nothing: give one or more comma-separated names, or leave {flag} out")
-    return items
-
-
-def _attack_params(profile, args) -> dict:
-    """The profile's [attack.*] tables with the command line on top: --eps and --alpha for every
-    Linf attack (an L2 radius is another unit: --param pgd_l2.eps=0.5), --steps for every attack
-    that has steps, then each --param ATTACK.KEY=VALUE."""
-    merged = {a: dict(profile.attack_params.get(a, {})) for a in ATTACKS}
-    shared = {k: v for k, v in (("eps", args.eps), ("alpha", args.alpha), ("steps", args.steps)) if v is not None}
-    for a, info in ATTACKS.items():
-        merged[a].update({k: v for k, v in shared.items()
-                          if k in info.params and (k == "steps" or info.norm == "linf")})
-    for item in args.param:
-        target, _, value = item.partition("=")
-        attack, _, key = target.partition(".")
-        if not (attack and key and value):
-            raise BenchError(f"--param takes ATTACK.KEY=VALUE, e.g. square.n_queries=1000; got {item!r}")
-        if attack not in ATTACKS:
-            make_attack(attack)  # the unknown-attack error, with suggestions
-        check_overrides(attack, {key: value})
-        merged[attack][key] = value
-    return {a: p for a, p in merged.items() if p}
-
-
-def _check_writable(path: Path, flag: str = "--results"):
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise BenchError(f"{flag[2:]} folder {path} cannot be written ({probe} is not a writable folder): "
-                         f"pass {flag} DIR")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise BenchError(f"unknown device {name!r}: use auto, cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchError("--device cuda asked for, but torch sees no GPU: use --device cpu")
-    return torch.device(name)
-
-
-def make_plan(args):
-    from bench.runner import Plan
-
-    profile = load_profile(args.profile)
-    if args.n_test is not None:
-        if args.n_test < 1:
-            raise BenchError(f"--n-test must be >= 1, got {args.n_test}")
-        profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
-    names = profile.models if args.model.strip() == "all" else _split_list(args.model, "--model")
-    if not names:
-        raise BenchError(f"profile {profile.name!r} has no [[grid]] models: give --model NAME[,NAME...]")
-    # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
-    # is a zoo model, loaded, not trained
-    specs = list({s.name: s for n in names
-                  for s in (ZooSpec(n) if is_zoo_name(n) else parse_name(n)).checkpoints()}.values())
-    ev = threats.select(profile.eval, None if args.attack is None else _split_list(args.attack, "--attack"),
-                        None if args.corruptions is None else _split_list(args.corruptions, "--corruptions"),
-                        None if args.severities is None else threats.parse_severities(args.severities))
-    if args.corruption_source is not None:
-        if ev.corruptions == "none":
-            raise BenchError("--corruption-source needs corruptions to measure: add --attack corruptions")
-        ev = replace(ev, corruptions=args.corruption_source)
-    if args.n_test is not None and ev.shift_n is not None:
-        ev = replace(ev, shift_n=min(ev.shift_n, args.n_test))
-    profile = replace(profile, eval=ev)
-    if args.eps_sweep is not None:
-        ev = replace(ev, eps_sweep=tuple(_split_list(args.eps_sweep, "--eps-sweep")))
-    profile = replace(profile, eval=ev, attack_params=_attack_params(profile, args))
-    for name in ATTACKS:  # every attack the run may build, checked now rather than mid-run
-        try:
-            check_radius(profile.attack(name))
-        except BenchError as e:
-            raise BenchError(f"{e} (--eps, --alpha, --param or the profile's [attack.{name}])") from None
-    attacks = [profile.attack(a) for a in ev.attacks]
-    views = ev.views if args.view is None else _split_list(args.view, "--view")
-    for v in views:
-        if v not in VIEWS:
-            raise BenchError(f"unknown view {v!r}; known: {', '.join(VIEWS)}")
-    store = None
-    if args.store is not None:
-        if "://" in args.store:
-            raise BenchError(f"--store takes a folder, not {args.store!r}: mount the bucket (e.g. with s3fs or "
-                             f"gcsfuse) and pass the mount point")
-        store = Path(args.store)
-        _check_writable(store, "--store")
-    results = Path(args.results) if args.results else store or Path("results") / profile.name
-    _check_writable(results)
-    cache = Path(args.cache) if args.cache else default_cache_dir()
-    _check_writable(cache, "--cache")  # decoded data, checkpoints (without --store) and downloads go there
-    # a Ray driver only plans: the workers run on the devices Ray gives them
-    device = resolve_device("cpu" if args.executor == "ray" and args.device in ("auto", "cuda") else args.device)
-    return Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
-                cache_dir=cache, data_root=args.data_root, device=device, force=args.force,
-                fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store,
-                progress=sys.stderr.isatty() and not args.no_progress and args.executor == "local")
-
-
-def make_executor(args):
-    from bench.executor import LocalExecutor, RayExecutor
-    if args.executor == "local":
-        for flag, value in (("--address", args.address), ("--gpus-per-job", args.gpus_per_job),
-                            ("--max-retries", args.max_retries)):
-            if value is not None:
-                raise BenchError(f"{flag} is for --executor ray")
-        return LocalExecutor()
-    import importlib.util
-    if importlib.util.find_spec("ray") is None:
-        raise BenchError("--executor ray needs Ray: pip install -e '.[ray]'")
-    if not args.cpus_per_job > 0:
-        raise BenchError(f"--cpus-per-job must be > 0, got {args.cpus_per_job}")
-    gpus = args.gpus_per_job
-    if gpus is not None and not gpus >= 0:
-        raise BenchError(f"--gpus-per-job must be >= 0, got {gpus}")
-    if args.device == "cpu":
-        gpus = 0
-    elif args.device == "cuda" and gpus is None:
-        gpus = 1
-    elif args.device not in ("auto", "cuda"):
-        raise BenchError(f"--executor ray takes --device auto, cpu or cuda, not {args.device!r}")
-    retries = 3 if args.max_retries is None else args.max_retries
-    if retries < 0:
-        raise BenchError(f"--max-retries must be >= 0, got {retries}")
-    executor = RayExecutor(address=args.address, cpus_per_job=args.cpus_per_job, gpus_per_job=gpus,
-                           max_retries=retries)
-    executor.check()
-    return executor
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        # imported after parsing, on purpose: it loads torch (seconds), which --help never needs
+        from bench.cli import list_attacks, list_models, load_profile, make_executor, make_plan
         if args.list_models:
             print(list_models(load_profile(args.profile)))
             return 0

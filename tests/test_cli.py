@@ -226,3 +226,15 @@ def test_summary_says_where_robust_min_is_when_the_run_measured_another_eps(tmp_
     assert text.splitlines()[-1] == ("robust_min is defined at 8/255; this run measured 4/255: "
                                      "see robust_min@4/255")
     assert "robust_min@4/255" in text.splitlines()[0] and "20.0" in text.splitlines()[1]
+
+
+def test_help_loads_no_torch():
+    """--help answers without loading torch (seconds on a slow box): the parser imports nothing heavy."""
+    import subprocess
+    import sys
+    code = ("import sys, contextlib, io\nfrom bench.run import main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    main(['--help'])\n"
+            "assert '--profile' in out.getvalue()\nprint('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

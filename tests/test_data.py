@@ -340,7 +340,8 @@ def test_an_unusable_cache_folder_is_one_line_before_anything_is_written(tmp_pat
 def test_a_read_only_cache_is_refused_at_plan_time(tmp_path, mount_tmpfs):
     """The data may already be cached there, but checkpoints and their locks are written there too:
     the CLI stops before it writes anything (job logs included)."""
-    from bench.run import build_parser, make_plan
+    from bench.run import build_parser
+    from bench.cli import make_plan
     cache = mount_tmpfs(tmp_path / "ro", "ro,size=1m")
     args = build_parser().parse_args(["--model", "fastnetw8_T1", "--profile", "smoke", "--cache", str(cache),
                                       "--results", str(tmp_path / "results")])
