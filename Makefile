@@ -11,7 +11,7 @@ PROFILE ?= quick
 # more options for `make bench`, e.g. BENCH_ARGS="--executor ray --address auto --store /shared/grid"
 BENCH_ARGS ?=
 
-.PHONY: bench test perf report clean-cache venv
+.PHONY: bench test perf report clean-cache venv gpu
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ perf: $(VENV)/.installed
 # nothing is measured
 report: $(VENV)/.installed
 	$(PY) -m bench.html_report --results results/$(PROFILE)
+
+# The one command of a GPU window, run on the device machine (whose python3 has torch; no venv
+# there): the gpu profile under a wall-clock limit, results packed into $OUT. Fill .whl/ here first
+# with `bash scripts/gpu_wheels.sh`; scripts/gpu_run.sh says what comes back.
+gpu:
+	bash scripts/gpu_run.sh
 
 clean-cache:
 	rm -rf .cache

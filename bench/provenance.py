@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
-    """The git commit, with '-dirty' when tracked code differs from it; 'unknown' outside git.
+    """The git commit, with '-dirty' when tracked code differs from it; outside git,
+    $BENCH_CODE_VERSION or 'unknown'.
     results/ is data the code writes, not code: a run that replaces the committed results must
     not call its own code dirty."""
     try:
@@ -25,7 +27,8 @@ def code_version() -> str:
                                cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # a copy without .git, e.g. a GPU window's: scripts/gpu_run.sh says which commit it is
+        return os.environ.get("BENCH_CODE_VERSION") or "unknown"
 
 
 @functools.lru_cache(maxsize=None)

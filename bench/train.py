@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from bench.accel import Accel
 from bench.data import Dataset, augment, stratified_indices, to_float
 from bench.errors import BenchError
 from bench.profiles import Recipe
@@ -30,6 +31,16 @@ def temperature_loss(logits: torch.Tensor, labels: torch.Tensor, T: float, *, lr
     """
     loss = F.cross_entropy(logits.float() / T, labels, label_smoothing=label_smoothing)
     return loss * T if lr_scale else loss
+
+
+def standard_step(model, x, y, T, lr_scale: bool, label_smoothing: float, bf16: bool):
+    """The forward half of a standard training step: (loss, logits). A module-level function
+    taking the temperature as an argument, so that one torch.compile of it serves every training
+    run of an architecture (bench/accel.py). The model runs under bf16 autocast when asked; the
+    loss takes float32 logits."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(x)
+    return temperature_loss(logits, y, T, lr_scale=lr_scale, label_smoothing=label_smoothing), logits
 
 
 # Bump when a change to this file changes the weights a recipe produces: it is part of the
@@ -149,8 +160,9 @@ def catastrophic_epoch(history: List[dict]) -> Optional[int]:
 
 
 def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
-          progress: bool = False) -> TrainResult:
-    """Train ``spec`` with ``recipe``; seeded by spec.seed, so a CPU rerun gives the same weights."""
+          progress: bool = False, accel: Optional[Accel] = None) -> TrainResult:
+    """Train ``spec`` with ``recipe``; seeded by spec.seed, so a CPU rerun gives the same weights.
+    ``accel``: bf16 autocast and torch.compile (default: Accel.for_device, on for CUDA only)."""
     # At high T the softmax of the scaled logits holds probabilities below float32's normal
     # range; CPU arithmetic on such subnormals is microcoded and made high-T training 3.5x slower
     # (fastnet at T=50). Flushing them to zero changed no printed loss or accuracy. Training
@@ -158,15 +170,16 @@ def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     # masking diagnostics count.
     flushing = torch.set_flush_denormal(True)  # False where the CPU cannot
     try:
-        return _train(spec, recipe, data, device, progress)
+        return _train(spec, recipe, data, device, progress, accel or Accel.for_device(device))
     finally:
         if flushing:
             torch.set_flush_denormal(False)  # torch's default (it has no getter to restore from)
 
 
-def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device, progress: bool) -> TrainResult:
+def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device, progress: bool,
+           accel: Accel) -> TrainResult:
     start = time.perf_counter()
-    cuda = device.type == "cuda"
+    accel.prepare(device)
     torch.manual_seed(spec.seed)
     # channels_last pays on CPU too (oneDNN convolutions: ~1.8x for fastnet on 2 cores)
     model = build_model(spec, data.num_classes).to(device, memory_format=torch.channels_last)
@@ -192,7 +205,11 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     gen = torch.Generator(device=device).manual_seed(spec.seed)
     T = spec.T
     adversarial = AdversarialStep(spec, recipe, model) if spec.adversarial else None
-    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=cuda)
+    autocast = partial(accel.autocast, device)
+    forward_loss = accel.compiled(standard_step)
+    # compiled: a tensor, so that a new T is a new input rather than a recompile; eager: the
+    # float, as ever, so that CPU runs keep their bit-exact weights
+    T_step = torch.tensor(T, device=device) if accel.compile else T
     result = TrainResult(model, float("nan"), float("nan"), len(idx), 0.0)
     model.train()
     bar = tqdm(total=recipe.epochs * steps_per_epoch, disable=not progress, desc=f"train {spec.name}",
@@ -210,9 +227,7 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
             if adversarial is not None:
                 loss, logits = adversarial.loss(model, x, y, spec.lr_scale, recipe.label_smoothing, autocast)
             else:
-                with autocast():
-                    logits = model(x)
-                loss = temperature_loss(logits, y, T, lr_scale=spec.lr_scale, label_smoothing=recipe.label_smoothing)
+                loss, logits = forward_loss(model, x, y, T_step, spec.lr_scale, recipe.label_smoothing, accel.bf16)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,246 @@
+"""The GPU code paths, run on the CPU: bf16 autocast in training and in the attacks' forward
+passes, torch.compile of the training step, the device flag, and scripts/gpu_run.sh end to end
+on a tiny grid (bench/accel.py says what is CUDA-only by default)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from attacks import make_attack
+from attacks.precision import AutocastView, autocast_view
+from bench.accel import Accel
+from bench.data import to_float
+from bench.errors import BenchError
+from bench.profiles import Recipe
+from bench.train import standard_step, train
+from models import parse_name
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def test_accel_is_on_for_cuda_only_and_overridable():
+    assert Accel.for_device(CPU, env={}) == Accel(bf16=False, attack_bf16=False, compile=False)
+    assert Accel.for_device(torch.device("cuda"), env={}) == Accel(bf16=True, attack_bf16=False, compile=True)
+    assert Accel.for_device(torch.device("cuda"), env={"BENCH_ATTACK_BF16": "1"}).attack_bf16
+    assert not Accel.for_device(torch.device("cuda"), env={"BENCH_COMPILE": "0"}).compile
+    assert Accel.for_device(CPU, env={"BENCH_BF16": "1"}).bf16
+    with pytest.raises(BenchError, match="BENCH_BF16='yes': use auto, 1 or 0"):
+        Accel.for_device(CPU, env={"BENCH_BF16": "yes"})
+
+
+def _conv_dtypes():
+    """The dtypes the convolutions of every model compute in, while the context is open."""
+    seen = set()
+
+    def hook(module, args, out):
+        if isinstance(module, torch.nn.Conv2d):
+            seen.add(out.dtype)
+    return seen, torch.nn.modules.module.register_module_forward_hook(hook)
+
+
+def test_bf16_autocast_training_runs_and_learns(mini_data):
+    seen, handle = _conv_dtypes()
+    try:
+        result = train(parse_name("fastnetw8_T2"), Recipe(epochs=2, batch_size=32, lr=0.1, train_subset=512),
+                       mini_data, CPU, accel=Accel(bf16=True))
+    finally:
+        handle.remove()
+    assert seen == {torch.bfloat16}
+    assert torch.isfinite(torch.tensor(result.final_train_loss))
+    assert result.final_train_loss < 2.25  # below chance's ln(10) = 2.30: the bf16 steps learned
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # master weights stay fp32
+
+
+def test_standard_step_keeps_the_loss_in_float32(mini_data):
+    model = train(parse_name("fastnetw8_T1"), Recipe(epochs=1, batch_size=64, train_subset=128), mini_data, CPU).model
+    x, y = to_float(mini_data.test.images[:32]), mini_data.test.labels[:32]
+    loss, logits = standard_step(model.train(), x, y, 5.0, False, 0.0, True)
+    assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def hot_model(mini_data):
+    """fastnetw8 at T=20: the raw view's softmax saturates, where precision could matter most."""
+    spec = parse_name("fastnetw8_T20")
+    return spec, train(spec, Recipe(epochs=4, batch_size=64, lr=0.1), mini_data, CPU).model
+
+
+def _pgd_robust(model, target, x, y, eps):
+    """Plain PGD (its last iterate) crafted on ``target`` (a view), judged by the float32
+    ``model``: bf16 crafts, float32 decides. Early-stopped PGD would decide when to stop on the
+    view's bf16 logits (attacks/precision.py)."""
+    attack = make_attack("pgd", {"eps": eps, "alpha": eps / 4, "steps": 10, "early_stop": False})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x_adv = attack.build(target, n_classes=10, seed=0)(x, y)
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y) & (model(x).argmax(1) == y)
+
+
+def test_bf16_attack_view_robust_accuracy_within_half_a_point(tiny_model, hot_model, mini_data):
+    # 1,000 images (the 500 test images and 500 training images): 0.5 pp is 5 images
+    idx = torch.arange(0, len(mini_data.train), 4)
+    x = torch.cat([to_float(mini_data.test.images), to_float(mini_data.train.images[idx])])
+    y = torch.cat([mini_data.test.labels, mini_data.train.labels[idx]])
+    assert len(y) == 1000
+    # the raw view (the model itself): at T=20 its softmax saturates, where a precision effect
+    # would show first
+    for spec, model in (tiny_model, hot_model):
+        model.eval()
+        half = AutocastView(model, "cpu")
+        assert half(x[:8]).dtype == torch.float32  # the attack's loss sees float32 logits
+        acc32 = _pgd_robust(model, model, x, y, 2 / 255).float().mean().item()
+        acc16 = _pgd_robust(model, half, x, y, 2 / 255).float().mean().item()
+        # mid-range robustness (eps 2/255), so that a precision effect would show
+        assert 0.05 < acc32 < 0.9, (spec.name, acc32)
+        assert abs(acc32 - acc16) <= 0.005, (spec.name, acc32, acc16)
+        assert not model.training  # the view put the model's mode back
+
+
+def test_autocast_view_is_opt_in(tiny_model, monkeypatch):
+    _, model = tiny_model
+    assert autocast_view(model) is model
+    monkeypatch.setenv("BENCH_ATTACK_BF16", "1")
+    assert isinstance(autocast_view(model), AutocastView)
+
+
+def test_compiled_training_step_matches_eager_and_compiles_once(mini_data):
+    """torch.compile of the training step (aot_eager here: Inductor's code generation took 257 s
+    on this CPU; bench/accel.py): the same loss, logits and gradients as eager, and one graph
+    for two training runs at two temperatures."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    accel = Accel(compile=True, compile_backend="aot_eager")
+    step = accel.compiled(standard_step)
+    model = train(parse_name("fastnetw8_T1"), Recipe(epochs=1, batch_size=64, train_subset=256), mini_data,
+                  CPU).model
+    x, y = to_float(mini_data.test.images[:64]), mini_data.test.labels[:64]
+    x = x.contiguous(memory_format=torch.channels_last)
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        outs = []
+        for fn in (standard_step, step):
+            model.zero_grad()
+            loss, logits = fn(model, x, y, torch.tensor(3.0), True, 0.0, False)
+            loss.backward()
+            outs.append((loss.detach(), logits.detach(), [p.grad.clone() for p in model.parameters()]))
+        (l0, z0, g0), (l1, z1, g1) = outs
+        torch.testing.assert_close(z1, z0, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-6)
+        for a, b in zip(g1, g0):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    recipe = Recipe(epochs=1, batch_size=64, train_subset=256)
+    train(parse_name("fastnetw8_T2"), recipe, mini_data, CPU, accel=accel)
+    graphs = counters["stats"]["unique_graphs"]
+    eager = train(parse_name("fastnetw8_T5"), recipe, mini_data, CPU).model
+    compiled = train(parse_name("fastnetw8_T5"), recipe, mini_data, CPU, accel=accel).model
+    assert counters["stats"]["unique_graphs"] == graphs  # a new model and a new T: no recompile
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), eager(x), rtol=1e-3, atol=1e-3)
+
+
+def test_device_flag_cuda_without_a_gpu_is_one_line_and_writes_nothing(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from bench.run import main
+    assert main(["--profile", "smoke", "--device", "cuda", "--results", str(tmp_path / "r"),
+                 "--cache", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --device cuda asked for, but torch sees no GPU: use --device cpu"
+    assert not any(tmp_path.iterdir())
+
+
+DRY_PROFILE = """
+name = "gpu-dry"
+[recipe]
+epochs = 1
+batch_size = 64
+train_subset = 256
+[eval]
+n = 40
+batch_size = 100
+attacks = ["fgsm", "pgd"]
+views = ["raw", "scaled"]
+eps_sweep = ["2/255", "8/255"]
+sweep_attacks = ["pgd"]
+fp64_n = 10
+corruptions = "generated"
+corruption_names = ["gaussian_noise", "contrast"]
+severities = [1, 5]
+natural = ["brightness"]
+[attack.pgd]
+steps = 2
+[[grid]]
+arch = "fastnetw8"
+"""
+
+
+def _dry_run(tmp_path, mini_root, temperatures: str, out: str, **env_extra):
+    carry = tmp_path / "carry"
+    carry.mkdir(exist_ok=True)
+    pack = carry / "cifar10-mini.tar.gz"
+    if not pack.exists():  # the data carried as scripts/gpu_wheels.sh packs it
+        with tarfile.open(pack, "w:gz") as tar:
+            tar.add(mini_root, arcname="cifar10-mini")
+    profile = tmp_path / "gpu-dry.toml"
+    profile.write_text(DRY_PROFILE + f"T = {temperatures}\n")
+    env = dict(os.environ, OUT=str(tmp_path / out), GPU_PROFILE=str(profile), GPU_DEVICE="cpu",
+               GPU_RESULTS=str(tmp_path / "results" / "gpu"), GPU_WORK=str(tmp_path / "work"),
+               GPU_CARRY=str(carry), PYTHON=sys.executable, **env_extra)
+    env.pop("BENCH_DATA", None)
+    r = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh")], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return tmp_path / out, json.loads((tmp_path / out / "provenance.json").read_text())
+
+
+def test_gpu_run_dry_run_on_the_cpu(tmp_path, mini_root):
+    """scripts/gpu_run.sh as a GPU window runs it, on the CPU with a tiny grid and the data
+    carried as a tar.gz: what comes back in $OUT; then a bigger grid stopped by its time limit
+    keeps what the first run finished and still packs its provenance."""
+    out, prov = _dry_run(tmp_path, mini_root, "[1]", "out1")
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["gpu_results.tar.gz", "leaderboard.csv", "provenance.json", "run.log"]
+    assert all(p.stat().st_size < 16 * 2 ** 20 for p in out.iterdir())
+    assert prov["status"] == "finished" and prov["jobs_done"] == prov["jobs"] > 5
+    assert prov["device"] == "cpu" and prov["torch"] == torch.__version__ and prov["wall_s"] > 0
+    assert prov["code_version"] not in ("", "unknown") and prov["data"] == "cifar10-mini"
+    assert prov["models_finished"] == ["fastnetw8_T1"]
+    assert prov["models"]["fastnetw8_T1"]["train_s"] > 0 and prov["models"]["fastnetw8_T1"]["eval_s"] > 0
+    with tarfile.open(out / "gpu_results.tar.gz") as tar:
+        names = tar.getnames()
+    assert {"gpu/provenance.json", "gpu/leaderboard.csv", "gpu/index.html"} <= set(names)
+    assert sum(n.startswith("gpu/records/") for n in names) >= 10
+    assert [n for n in names if n.startswith("gpu/checkpoints/")] and \
+        all(n.endswith(".json") for n in names if n.startswith("gpu/checkpoints/"))  # sidecars, no weights
+    assert "grid exit 0" in (out / "run.log").read_text()
+
+    out, stopped = _dry_run(tmp_path, mini_root, "[1, 10]", "out2", GPU_GRID_LIMIT_S="1")
+    assert stopped["status"].startswith("stopped at the time limit")
+    assert stopped["jobs_done"] == prov["jobs_done"] < stopped["jobs"]  # what finished is kept
+    assert stopped["models_finished"] == ["fastnetw8_T1"]
+    assert (out / "gpu_results.tar.gz").exists()
+
+
+def test_gpu_run_without_out_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    r = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh")], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "OUT is not set" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_profile_loads_and_its_grid_is_the_issues():
+    from bench.profiles import load_profile
+    p = load_profile("gpu")
+    names = set(p.models)
+    assert {f"fastnetw64_T{t:g}" for t in (0.5, 1, 2, 5, 10, 20, 50)} <= names
+    assert {f"fastnetw64_T{t}_s{s}" for t in (1, 5, 20) for s in (1, 2)} <= names
+    assert any(n.endswith("_lrT") for n in names)
+    assert p.models[-2:] == ("resnet18_T1", "resnet18_T10")  # last: what the window may not reach
