@@ -33,7 +33,7 @@ perf: $(VENV)/.installed
 # results/$(PROFILE)/index.html (and the tables, plots, RobustBench exports) rebuilt from the store:
 # nothing is measured
 report: $(VENV)/.installed
-	$(PY) -m bench.html_report --results results/$(PROFILE)
+	$(PY) -m bench.publish --results results/$(PROFILE)
 
 # The one command of a GPU window, run on the device machine (whose python3 has torch; no venv
 # there): the gpu profile under a wall-clock limit, results packed into $OUT. Fill .whl/ here first

@@ -28,6 +28,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pandas as pd
 
+from bench.columns import threat_norm
+
 # accuracies and fractions in [0, 1]; "pp" below = percentage points
 THRESHOLDS: Dict[str, float] = {
     "ce_gap_likely": 0.10,  # CE-PGD (raw) at least 10 pp above robust_min
@@ -114,7 +116,6 @@ def _targeted(threat: str) -> bool:
 
 def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
     """Per model, the numbers behind the verdict (accuracies as fractions; gaps in fractions)."""
-    from bench.report import threat_norm
     robust = df[(df.family == "attack") & (df.metric == "robust_acc")].copy()
     robust = robust[robust.threat.map(threat_norm) == "linf"]
     head = robust[np.isclose(robust.eps, eps)]

@@ -64,6 +64,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from attacks import ATTACKS
+from bench.columns import latest_runs
+from bench.report import leaderboard
+from bench.store import ResultStore, unpack_bits
+from bench.worst_case import worst_case_bits
+
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 WEAK_ONLY = "supported only under a weak attack"
@@ -205,13 +211,11 @@ class Evidence:
     indexed for the comparisons."""
 
     def __init__(self, tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame]):
-        from bench.report import latest_runs
         self.board = board.set_index("model", drop=False) if len(board) else board
         self.tidy = latest_runs(tidy) if len(tidy) else tidy
         self._bits: Dict[Tuple[str, str, str, float], np.ndarray] = {}
         self._bit_rows = latest_runs(bits) if bits is not None and len(bits) else None
         if self._bit_rows is not None:
-            from bench.evaluate import unpack_bits
             for r in self._bit_rows.itertuples():
                 self._bits[(r.model, r.threat, r.view, round(float(r.eps), 6))] = unpack_bits(r.bits, int(r.n))
         self.several_datasets = len(board) > 0 and board["dataset"].nunique() > 1
@@ -265,7 +269,6 @@ class Evidence:
         if metric == "robust_worst":  # as the leaderboard's (bench.report.worst_case)
             if self._bit_rows is None or model not in self.board.index:
                 return None
-            from bench.diagnostics import worst_case_bits
             return worst_case_bits(self._bit_rows[self._bit_rows.model == model], int(self.board.loc[model, "n"]),
                                    HEADLINE_EPS)
         return None
@@ -273,7 +276,6 @@ class Evidence:
     def targeted_success(self, model: str) -> Tuple[float, int, str]:
         """(success rate among the correctly classified points, how many there were, attack/view) of
         the strongest targeted attack on the raw logits (or view-invariant) at 8/255."""
-        from attacks import ATTACKS
         t = self.tidy[(self.tidy.model == model) & (self.tidy.family == "attack") &
                       np.isclose(self.tidy.eps.astype(float), HEADLINE_EPS) & self.tidy.view.isin(["raw", "any"])]
         t = t[t.threat.map(lambda a: a in ATTACKS and bool(ATTACKS[a].targeted))]
@@ -567,7 +569,6 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
 
 
 def claims_from_store(store) -> List[ClaimResult]:
-    from bench.report import leaderboard
     tidy = store.table()
     bits = store.bits_table()
     return evaluate_claims(tidy, leaderboard(tidy, bits), bits)
@@ -592,7 +593,6 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Claim-by-claim verdicts from a results store (measures nothing).")
     p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
     args = p.parse_args(argv)
-    from bench.store import ResultStore
     print(format_text(claims_from_store(ResultStore(Path(args.results)))))
 
 

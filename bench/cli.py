@@ -13,9 +13,13 @@ import torch
 
 from attacks import ATTACKS, VIEWS, make_attack
 from attacks.adversarial import check_overrides
-from bench.data import default_cache_dir
+from attacks.corruptions import BENCHMARK, EXTRA
+from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
 from bench import threats
+from bench.data import default_cache_dir
 from bench.errors import BenchError
+from bench.executor import LocalExecutor, RayExecutor
+from bench.plan import Plan
 from bench.profiles import check_radius, load_profile
 from models import ARCHS, REGIMES, parse_name
 from models.zoo import ZooSpec, is_zoo_name
@@ -41,8 +45,6 @@ def list_models(profile) -> str:
 
 
 def list_attacks() -> str:
-    from attacks.corruptions import BENCHMARK, EXTRA
-    from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
     lines = ["Attacks (torchattacks; inputs in [0,1], eps in pixel units; each runs on every view, once if invariant):"]
     for a in ATTACKS.values():
         params = ", ".join(f"{k}={v.default}" for k, v in a.params.items())
@@ -118,8 +120,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_plan(args):
-    from bench.runner import Plan
-
     profile = load_profile(args.profile)
     if args.n_test is not None:
         if args.n_test < 1:
@@ -175,7 +175,6 @@ def make_plan(args):
 
 
 def make_executor(args):
-    from bench.executor import LocalExecutor, RayExecutor
     if args.executor == "local":
         for flag, value in (("--address", args.address), ("--gpus-per-job", args.gpus_per_job),
                             ("--max-retries", args.max_retries)):

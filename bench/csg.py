@@ -69,6 +69,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from bench.atomic import write_json_atomic
+from bench.data import load_dataset, stratified_indices
 from bench.errors import BenchError
 
 DEFAULT_EMBEDDING = "pca32"
@@ -244,7 +246,6 @@ def dataset_csg(split, embedding: str = DEFAULT_EMBEDDING, *, n: Optional[int] =
     """CSG of a ``bench.data.Split`` (optionally a seeded class-stratified subset of n images as
     the neighbour pool), in the named embedding. The result's ``extra`` records the dataset name
     and n, so a stored value says where it came from."""
-    from bench.data import stratified_indices
     if n:
         split = split.subset(stratified_indices(split.labels, n, seed))
     feats = embed(split.images.cpu(), embedding, seed)
@@ -263,8 +264,6 @@ def main(argv=None) -> int:
     import time
     from pathlib import Path
 
-    from bench.atomic import write_json_atomic
-    from bench.data import load_dataset
 
     ap = argparse.ArgumentParser(prog="python -m bench.csg",
                                  description="Cumulative Spectral Gradient of a dataset (Branchaud-Charron et al.)")

@@ -8,14 +8,13 @@ import copy
 import time
 from typing import Optional, Sequence
 
-import numpy as np
-import pandas as pd
 import torch
 
 from attacks import AttackConfig
 from attacks.autoattack_ref import collect_warnings
 from bench.data import Split
-from bench.evaluate import Measurement, _frac, clean_pass, pack_bits, run_attack, unpack_bits
+from bench.evaluate import Measurement, _frac, clean_pass, run_attack
+from bench.store import pack_bits
 
 
 def fp64_check(model, temperature: float, split: Split, pgd: AttackConfig, batch_size: int, seed: int,
@@ -64,52 +63,3 @@ def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackC
     return Measurement("autoattack_crosscheck", "raw", ours.eps, ours.steps, params, len(split), metrics,
                        time.perf_counter() - t0, family="diagnostic",
                        bits=pack_bits(robust["torchattacks"] & robust["pyautoattack"]), extra=extra)
-
-
-def _covered(row, n: int) -> bool:
-    """A cross-check row of the bits table that says which images of the ``n``-image evaluation
-    split it attacked (one of an earlier run with another n says nothing about these)."""
-    pos = getattr(row, "positions", None)
-    return row.threat == "autoattack_crosscheck" and isinstance(pos, dict) and pos.get("eval_n") == n
-
-
-def crosscheck_on_split(row, n: int) -> np.ndarray:
-    """A cross-check's per-image result laid over the ``n`` images of the evaluation split: its
-    result where it attacked an image, True (no evidence) elsewhere."""
-    out = np.ones(n, dtype=bool)
-    out[np.asarray(row.positions["index"], dtype=int)] = unpack_bits(row.bits, int(row.n))
-    return out
-
-
-def headline_rows(rows: pd.DataFrame, n: int, eps: float) -> pd.DataFrame:
-    """The rows of a model's bits table that robust_min is the minimum of: every Linf attack at
-    ``eps`` on all ``n`` images of the evaluation split."""
-    from bench.report import threat_norm
-    return rows[np.isclose(rows.eps.astype(float), eps) & (rows.family == "attack") & (rows.n == n) &
-                (rows.threat.map(threat_norm) == "linf")]
-
-
-def worst_case_bits(rows: pd.DataFrame, n: int, eps: float) -> Optional[np.ndarray]:
-    """Per image of a model's ``n``-image evaluation split: robust under every Linf attack at
-    ``eps`` and, on the images the AutoAttack cross-check covered, under both its AutoAttacks.
-    ``rows``: the model's rows of the store's bits table (one run). None without attacks."""
-    head = headline_rows(rows, n, eps)
-    if head.empty:
-        return None
-    masks = [unpack_bits(b, n) for b in head.bits]
-    cc = rows[np.isclose(rows.eps.astype(float), eps)]
-    masks += [crosscheck_on_split(r, n) for r in cc.itertuples() if _covered(r, n)]
-    return np.logical_and.reduce(masks)
-
-
-def suite_min_on_crosscheck(rows: pd.DataFrame, n: int, eps: float):
-    """(robust_min on the cross-check's images, the attack/view that gives it, how many images)
-    for one model's bits rows; None when no cross-check says which images it attacked."""
-    head = headline_rows(rows, n, eps)
-    cc = [r for r in rows[np.isclose(rows.eps.astype(float), eps)].itertuples() if _covered(r, n)]
-    if head.empty or not cc:
-        return None
-    pos = np.asarray(cc[0].positions["index"], dtype=int)
-    accs = {f"{r.threat}/{r.view}": float(unpack_bits(r.bits, n)[pos].mean()) for r in head.itertuples()}
-    by = min(accs, key=accs.get)
-    return accs[by], by, len(pos)

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from attacks import AttackConfig, make_view, view_divisor
 from attacks.views import PassCount, PassCounter
 from bench.data import Split, to_float
+from bench.store import pack_bits, unpack_bits  # noqa: F401 - the per-image format, re-exported
 
 
 @dataclass
@@ -43,15 +43,6 @@ class Measurement:
 def _frac(mask: torch.Tensor) -> float:
     """An exact fraction (a float32 mean would print 0.23 as 0.23000000417)."""
     return int(mask.sum()) / mask.numel()
-
-
-def pack_bits(mask: torch.Tensor) -> str:
-    """A per-image boolean as hex (8 images a byte), for the per-image worst case over attacks."""
-    return np.packbits(mask.cpu().numpy().astype(bool)).tobytes().hex()
-
-
-def unpack_bits(text: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
 
 
 @torch.no_grad()

@@ -31,7 +31,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from bench.atomic import write_atomic, write_json_atomic
+from bench.columns import latest_runs
 from bench.errors import BenchError
+from bench.store import ResultStore
+from models.registry import TAUTO_MIN
 
 PUBLISHED = {"alpha": 0.7239, "beta": -4.706}  # Hasegawa & Sakai 2025; gamma, delta unpublished
 MIN_TEMPERATURES = 3  # per group: fewer cannot show an interior maximum
@@ -53,7 +57,6 @@ SWEEP_HINT = ("a T sweep of BN-head models at 2 or more feature dimensions with 
 
 def read_tables(results_dirs: Sequence[str]) -> pd.DataFrame:
     """The tidy tables of several results stores, concatenated."""
-    from bench.store import ResultStore
     frames = []
     for d in results_dirs:
         path = Path(d)
@@ -73,7 +76,6 @@ def clean_accuracy(tidy: pd.DataFrame, head: Optional[str] = "bn") -> pd.DataFra
     """Per (group, T): mean clean accuracy over seeds, of standard, fixed-lr models."""
     if tidy.empty:
         return pd.DataFrame(columns=GROUP + ["num_classes", "T", "accuracy", "n_seeds"])
-    from bench.report import latest_runs
     df = latest_runs(tidy)
     regime = df["regime"].fillna("std")
     keep = (df.threat == "clean") & (df.metric == "accuracy") & (regime == "std") & ~_as_bool(df.lr_scale)
@@ -231,8 +233,6 @@ def plot_fit(points: pd.DataFrame, fit: Fit, path: Path, csg: Optional[Dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.atomic import write_atomic
-    from models.registry import TAUTO_MIN
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     sm = np.sqrt(points["feature_dim"].to_numpy(float))
@@ -380,7 +380,6 @@ def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dic
     if plot:
         plot_fit(points, fit, Path(plot), csg)
     if json_out:
-        from bench.atomic import write_json_atomic
         write_json_atomic(Path(json_out), {"fit": fit.to_dict(), "points": points.to_dict(orient="records"),
                                            "skipped": skipped, "head": head, "csg": csg or {},
                                            "interpolate": interpolate, "results": [str(r) for r in results]})

@@ -7,26 +7,22 @@ so the file stands alone), and where every number comes from: the commit (code_v
 torch version, dataset, n and date of each model's run. Nothing here measures anything; it reads
 the store and the tables bench.report wrote from it.
 
-    python -m bench.html_report --results results/quick   # = make report [PROFILE=quick]
-
-regenerates results.csv, leaderboard.csv, the plots, the RobustBench exports and the page from
-the store. The end of every run does the same through bench.report.write_reports.
+bench/publish.py writes it, with every other report, at the end of a run and on `make report`.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import math
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import pandas as pd
 
 from bench.atomic import write_bytes_atomic
-from bench.errors import BenchError
+from bench.claims import THRESHOLDS, evaluate_claims
+from bench.columns import latest_runs
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -112,7 +108,6 @@ def _per_model(tidy: pd.DataFrame, col: str, how: str = "last") -> pd.Series:
 def leaderboard_rows(board: pd.DataFrame, tidy: pd.DataFrame) -> tuple:
     """(columns, rows) of the page's leaderboard: one row per model of the leaderboard, each cell
     a dict with the shown text, its sort key and a tooltip."""
-    from bench.report import latest_runs
     latest = latest_runs(tidy) if len(tidy) else tidy
     b = board.copy()
     if b.empty:
@@ -208,7 +203,6 @@ def plot_sections(plots_dir: Path) -> List[dict]:
 
 def provenance_summary(tidy: pd.DataFrame) -> Dict[str, str]:
     """Where the page's numbers come from, in one block."""
-    from bench.report import latest_runs
     if tidy.empty:
         return {}
     latest = latest_runs(tidy)
@@ -223,7 +217,6 @@ def provenance_summary(tidy: pd.DataFrame) -> Dict[str, str]:
 
 def claim_view(results) -> tuple:
     """(claims, thresholds) as the template reads them (numbers formatted here, in one place)."""
-    from bench.claims import THRESHOLDS
     out = []
     for r in results:
         rows = []
@@ -262,7 +255,6 @@ def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_rec
 
 def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bits=None) -> Path:
     """results/<profile>/index.html from the leaderboard and the tidy table (already built)."""
-    from bench.claims import evaluate_claims
     out_dir = Path(out_dir)
     bits = store.bits_table() if bits is None else bits
     claims = evaluate_claims(tidy, board, bits)
@@ -271,42 +263,3 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
     path = out_dir / "index.html"
     write_bytes_atomic(path, html.encode())
     return path
-
-
-def publish(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame) -> Path:
-    """Everything written after the tables and plots: the RobustBench exports, then the page that
-    links them. Called at the end of bench.report.write_reports."""
-    from bench.export import write_exports
-    write_exports(board, out_dir)
-    return write_page(store, out_dir, board, tidy)
-
-
-def regenerate(results_dir: Path) -> Path:
-    """Rebuild every report of a results folder from its store, measuring nothing."""
-    from bench.report import write_reports
-    from bench.store import ResultStore
-    results_dir = Path(results_dir)
-    store = ResultStore(results_dir)
-    if not store.records_dir.is_dir() or not any(store.records_dir.glob("*.json")):
-        raise BenchError(f"no results in {results_dir}/records: run `make bench` (or bench.run --results "
-                         f"{results_dir}) first")
-    write_reports(store, results_dir)
-    return results_dir / "index.html"
-
-
-def main(argv: Optional[list] = None) -> int:
-    p = argparse.ArgumentParser(description="Rebuild results.csv, leaderboard.csv, the plots, the RobustBench "
-                                            "exports and index.html from a results store (measures nothing).")
-    p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
-    args = p.parse_args(argv)
-    try:
-        path = regenerate(Path(args.results))
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,13 +20,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from bench.attack_setup import AttackSetup
+from attacks import format_eps
+from bench.attack_setup import AttackSetup, default_surrogate
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import load_dataset, stratified_indices
+from bench.errors import BenchError
 from bench.evaluate_calibration import evaluate_calibration
+from bench.model_source import get_model, get_zoo_model
+from bench.plan import TautoResolver
 from bench.provenance import code_version, provenance
 from bench.shift_setup import ShiftSetup
-from bench.errors import BenchError
 from bench.store import SCHEMA, ResultStore, record_id
 from models import ModelSpec, parse_name
 from models.zoo import ZooSpec
@@ -49,7 +52,6 @@ class Context:
     """What the jobs of one plan share in one process: built once, reused for every job."""
 
     def __init__(self, plan, log: Callable[[str], None]):
-        from bench.runner import TautoResolver
         self.plan = plan
         data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress, dataset=plan.dataset)
         log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, "
@@ -82,7 +84,6 @@ class Context:
         """(weights key, model, sidecar, the spec columns of its records): a trained spec's
         checkpoint (trained first if missing) or a zoo model. An executor runs a model's jobs one
         after another, so the last one loaded is kept rather than re-read."""
-        from bench.runner import get_model, get_zoo_model
         if self._last_model is None or self._last_model[0] != spec.name:
             if isinstance(spec, ZooSpec):
                 loaded = get_zoo_model(spec, self.plan, self.data, log)
@@ -110,7 +111,6 @@ class Context:
     def surrogate_key(self, sur: ModelSpec, load: bool, log: Callable[[str], None] = lambda m: None):
         if not load:
             return self.ckpt_key(sur), None
-        from bench.runner import get_model
         log(f"  surrogate {sur.name} for the transfer attack:")
         key, model, _ = get_model(sur, self.plan, self.data, self.ckpts, self.eval_split, log)
         return key, model
@@ -132,7 +132,6 @@ def check_sizes(plan, data) -> None:
     """The plan's sizes against the data's, before any job writes: a subset larger than its
     split, an adversarial run's held-out images leaving too few to train on, a training set
     smaller than one batch, fewer than two classes. Each error names the setting to change."""
-    from bench.attack_setup import default_surrogate
     if data.num_classes < 2:
         raise BenchError(f"data {data.name} has {data.num_classes} class ({', '.join(data.classes)}): a classifier "
                          f"needs at least 2; point --data-root at a tree with two or more class folders")
@@ -229,11 +228,39 @@ def spec_columns(spec: ModelSpec, meta: dict) -> dict:
             "catastrophic_overfitting_epoch": meta.get("catastrophic_overfitting_epoch")}
 
 
+def summarize(ms) -> str:
+    """One log line for a batch of measurements."""
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    head, parts, groups = "", [], {}
+    for m in ms:
+        if m.threat == "clean":
+            head = f"clean {pct(m.metrics['accuracy'])}; "
+        elif m.family == "attack":
+            at = "" if abs(m.eps * 255 - 8) < 1e-6 else f"@{format_eps(m.eps)}"
+            parts.append(f"{m.threat}/{m.view}{at} {pct(m.metrics['robust_acc'])}")
+        elif m.threat == "pgd_fp64":
+            x = m.metrics
+            parts.append(f"CE-PGD raw fp32 {pct(x['robust_acc_fp32'])} vs fp64 {pct(x['robust_acc_fp64'])} "
+                         f"(zero grad {pct(x['zero_grad_frac_fp32'])} vs {pct(x['zero_grad_frac_fp64'])})")
+        elif m.threat == "calibration":
+            x = m.metrics
+            parts.append(f"ECE {m.view} {pct(x['ece'])}" +
+                         (f" (post-hoc T {x['posthoc_T']:.3g})" if m.view == "posthoc" else ""))
+        elif m.threat == "autoattack_crosscheck":
+            x = m.metrics
+            parts.append(f"AutoAttack torchattacks {pct(x['robust_acc_torchattacks'])} vs pyautoattack "
+                         f"{pct(x['robust_acc_pyautoattack'])} on {m.n} images")
+        else:
+            key = ("clean" if m.corruption == "none" else f"severity {m.severity:g}") \
+                if m.family == "corruption" else m.threat
+            groups.setdefault(key, []).append(m.metrics["accuracy"])
+    parts += [f"{k} {pct(sum(v) / len(v))}" for k, v in groups.items()]
+    return head + ", ".join(parts)
+
 def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     """Run one job here and now; returns its one-line summary. Safe to run twice, or in two
     processes at once: a training run is locked per checkpoint, and records are keyed by
     measurement."""
-    from bench.runner import summarize
     plan = ctx.plan
     wkey, model, meta, cols = ctx.model(job.spec, log)
     if job.kind == "train":  # the run's own key: a training job's spec has no @checkpoint

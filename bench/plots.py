@@ -10,7 +10,12 @@ from typing import Callable, List
 import numpy as np
 import pandas as pd
 
+from attacks import format_eps
+from attacks.corruptions import BENCHMARK, EXTRA
+from attacks.natural import NATURAL, identity_magnitude
 from bench.atomic import write_atomic
+from bench.calibration import N_BINS, ReliabilityBins, plot_bins
+from bench.columns import HEADLINE_EPS, threat_column, threat_norm
 
 
 def _plt():
@@ -125,7 +130,6 @@ def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
     """Per model family: corruption x T, the accuracy averaged over the measured severities (and
     seeds), the 15 benchmark corruptions above the 4 extra ones, the clean accuracy of the same
     images on top. One file per family; plus accuracy vs severity, one line per T."""
-    from attacks.corruptions import BENCHMARK, EXTRA
     plt = _plt()
     c = tidy[(tidy.threat == "corruption") & (tidy.metric == "accuracy")]
     if c.empty:
@@ -181,7 +185,6 @@ def plot_natural_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
     """Per model family: one panel per natural transform, accuracy against its magnitude, one line
     per T; the identity (0 degrees, 0 px, factor 1, hue 0) carries the clean accuracy of the same
     images when the corruption run measured it."""
-    from attacks.natural import NATURAL, identity_magnitude
     plt = _plt()
     nat = tidy[(tidy.family == "natural") & (tidy.metric == "accuracy") & tidy.magnitude.notna()]
     if nat.empty:
@@ -223,7 +226,6 @@ def plot_attacks_vs_T(tidy: pd.DataFrame, board: pd.DataFrame, plots_dir: Path) 
     """Per model family: robust accuracy against T at 8/255 (Linf), one line per attack and
     view, robust_min in bold black on top, clean accuracy dashed: where the lines part, the
     weaker attacks are being fooled."""
-    from bench.report import HEADLINE_EPS, threat_column, threat_norm
     plt = _plt()
     robust = tidy[(tidy.family == "attack") & (tidy.metric == "robust_acc") & np.isclose(tidy.eps, HEADLINE_EPS)]
     robust = robust[robust.threat.map(threat_norm) == "linf"]
@@ -261,8 +263,6 @@ def plot_eps_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
     """Per model family: robust accuracy against eps (log axis) for each swept attack and view,
     one line per T, chance dotted. A working attack drives every curve to 0 at large eps; a
     plateau above chance is the masking signature."""
-    from attacks import format_eps
-    from bench.report import threat_norm
     plt = _plt()
     robust = tidy[(tidy.family == "attack") & (tidy.metric == "robust_acc")]
     robust = robust[robust.threat.map(threat_norm) == "linf"]
@@ -304,7 +304,6 @@ def plot_eps_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
 def plot_reliability_diagrams(store, latest: pd.DataFrame, out_dir: Path) -> List[Path]:
     """One figure per model: reliability diagrams of its raw view, its scaled view (z/T_train)
     and after post-hoc temperature scaling, from the bins stored with its calibration records."""
-    from bench.calibration import N_BINS, ReliabilityBins
     keys = set(zip(latest["model"], latest["run_key"])) if len(latest) else set()
     panels = {}
     for rec in store.records():
@@ -318,7 +317,6 @@ def plot_reliability_diagrams(store, latest: pd.DataFrame, out_dir: Path) -> Lis
                                    np.array(r["count"], dtype=np.int64))
             t = rec["metrics"].get("posthoc_T", rec["T"] if rec["view"] == "scaled" else 1.0)
             panels.setdefault(rec["model"], {})[rec["view"]] = (f"{rec['model']}: {rec['view']}", bins, t)
-    from bench.calibration import plot_bins
     written = []
     for model, views in sorted(panels.items()):
         order = [views[v] for v in ("raw", "scaled", "posthoc") if v in views]

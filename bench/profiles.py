@@ -19,6 +19,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from attacks.adversarial import ATTACKS, AttackConfig, check_overrides, make_attack, parse_eps
+from attacks.corruptions import CORRUPTIONS
+from attacks.natural import check_natural
 from attacks.views import VIEWS
 from bench.errors import BenchError
 from models import ModelSpec, parse_name
@@ -180,14 +182,12 @@ class EvalSetup:
         unknown = set(self.shifts) - {"cifar10.1"}
         if unknown:
             raise BenchError(f"[eval] unknown shift {', '.join(sorted(unknown))}; known: cifar10.1")
-        from attacks.corruptions import CORRUPTIONS
         for name in self.corruption_names:
             if name not in CORRUPTIONS:
                 import difflib
                 near = difflib.get_close_matches(name, CORRUPTIONS, n=1, cutoff=0.5)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 raise BenchError(f"unknown corruption {name!r}{hint}; known: {', '.join(CORRUPTIONS)}")
-        from attacks.natural import check_natural
         check_natural(self.natural)
         for e in self.eps_sweep:
             if not 0 < parse_eps(e) <= 1:

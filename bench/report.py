@@ -4,43 +4,14 @@ Nothing here measures anything: every number comes out of the store.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from attacks import format_eps
-from bench.atomic import write_bytes_atomic
-from bench.errors import BenchError
-from bench.plots import (plot_accuracy_vs_T, plot_attacks_vs_T, plot_corruption_heatmaps, plot_eps_sweeps,
-                         plot_natural_sweeps, plot_reliability_diagrams)
-from bench.store import ResultStore
-
-HEADLINE_EPS = 8 / 255  # the standard CIFAR Linf radius: the eps of the leaderboard's robust_min
-ID_COLS = ["model", "arch", "T", "head", "regime", "lr_scale", "seed", "checkpoint", "feature_dim", "dataset", "split",
-           "n"]
-
-
-def latest_runs(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Keep, per model and dataset, the rows of its most recently measured run key (a changed
-    recipe gives a new key; the older run stays in results.csv but not in the leaderboard)."""
-    if tidy.empty:
-        return tidy
-    last = tidy.groupby(["model", "dataset", "run_key"])["timestamp"].max().reset_index()
-    last = last.sort_values("timestamp").groupby(["model", "dataset"]).tail(1)
-    return tidy.merge(last[["model", "dataset", "run_key"]], on=["model", "dataset", "run_key"])
-
-
-def threat_norm(threat: str) -> str:
-    from attacks import ATTACKS
-    return ATTACKS[threat].norm if threat in ATTACKS else "linf"  # transfer: PGD-Linf crafted elsewhere
-
-
-def threat_column(threat: str, view: str, eps: float) -> str:
-    """pgd_raw@8/255; a view-invariant attack has one column (apgd_dlr@8/255)."""
-    return f"{threat}@{format_eps(eps)}" if view == "any" else f"{threat}_{view}@{format_eps(eps)}"
+from attacks.corruptions import BENCHMARK, EXTRA
+from bench import audit
+from bench.columns import HEADLINE_EPS, ID_COLS, latest_runs, threat_column, threat_norm
+from bench.worst_case import suite_min_on_crosscheck, worst_case_bits
 
 
 def _min_over(rows: pd.DataFrame):
@@ -55,7 +26,6 @@ def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.DataFrame:
     by image, over every attack and view and, on the images it covered, the AutoAttack cross-check
     (both AutoAttacks): at most robust_min. With it, for the audit, the suite's robust_min on the
     cross-check's images (aa_crosscheck_robust_min, _by) and the authors' AutoAttack warnings."""
-    from bench.diagnostics import suite_min_on_crosscheck, worst_case_bits
     cols = ["robust_worst", "aa_crosscheck_robust_min", "aa_crosscheck_robust_min_by", "aa_warning_texts"]
     out = {}
     for model, rows in bits.groupby("model"):
@@ -79,7 +49,6 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
     Linf attack and view at 8/255, the only number that counts as robustness), the per-image
     worst case, AutoAttack, the masking verdict and its evidence, one column per
     attack/view/eps, the corruption, natural-shift and shifted-test-set columns, provenance."""
-    from bench import audit
     df = latest_runs(tidy)
     if df.empty:
         return pd.DataFrame(columns=ID_COLS + ["clean", "robust_min"])
@@ -145,7 +114,6 @@ def add_corruption_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFram
     c = df[(df.threat == "corruption") & (df.metric == "accuracy")]
     if c.empty:
         return board
-    from attacks.corruptions import BENCHMARK, EXTRA
     bench = c[c.corruption.isin(BENCHMARK)]
     board["c_source"] = c.groupby("model")["source"].first()
     # what the mean is over, so that an export never calls a partial mean RobustBench's figure
@@ -234,57 +202,6 @@ def add_natural_and_shift_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.D
         board[t] = shift[shift.threat == t].groupby("model")["value"].mean()
         board[f"{t}_gap"] = board["clean"] - board[t]
     return board
-
-
-# The folders a report owns, with what it writes there: a file of an earlier grid (which would
-# contradict the new tables) is removed when the new report moves in.
-REPORT_FOLDERS = {"plots": "*.png", "model_cards": "*.json"}
-
-
-def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
-    """results.csv (tidy), leaderboard.csv, plots/, the RobustBench exports and index.html under
-    ``out_dir``; returns the leaderboard. All of it is built in a staging folder and moved in only
-    once it is complete, so a failure (a full disk, say) leaves the previous reports as they were;
-    the records are never touched."""
-    from bench.html_report import publish  # imported here: bench.html_report imports this module
-    out_dir = Path(out_dir)
-    tidy = store.table()
-    board = leaderboard(tidy, store.bits_table())
-    latest = latest_runs(tidy)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".tmp-report-", dir=out_dir) as tmp:
-            stage = Path(tmp) / (out_dir.name or out_dir.resolve().name)  # the page is titled after its folder
-            write_bytes_atomic(stage / "results.csv", tidy.to_csv(index=False).encode())
-            write_bytes_atomic(stage / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f").encode())
-            plots = stage / "plots"
-            plot_accuracy_vs_T(board, plots)
-            plot_attacks_vs_T(latest, board, plots)
-            plot_eps_sweeps(latest, plots)
-            plot_corruption_heatmaps(latest, plots)
-            plot_natural_sweeps(latest, plots)
-            plot_reliability_diagrams(store, latest, plots / "reliability")
-            publish(store, stage, board, tidy)  # index.html and the RobustBench exports, from the same tables
-            _move_in(stage, out_dir)
-    except OSError as e:
-        raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): free space there, then rebuild "
-                         f"them with `python -m bench.html_report --results {out_dir}` (the records in "
-                         f"{store.records_dir} are kept; the previous reports are unchanged)") from None
-    return board
-
-
-def _move_in(stage: Path, out_dir: Path):
-    """Each staged file over its published one (a rename each: readers never see a torn file),
-    then the files of the report's folders that this report did not write are removed."""
-    staged = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
-    for rel in staged:
-        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(stage / rel, out_dir / rel)
-    keep = set(staged)
-    for folder, pattern in REPORT_FOLDERS.items():
-        for old in (out_dir / folder).rglob(pattern) if (out_dir / folder).is_dir() else []:
-            if old.relative_to(out_dir) not in keep:
-                old.unlink()
 
 
 def summary(board: pd.DataFrame) -> str:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterator, List
 
+import numpy as np
 import pandas as pd
 
 from bench.atomic import write_json_atomic
@@ -44,6 +45,17 @@ def _strict_json(value):
     if isinstance(value, (list, tuple)):
         return [_strict_json(v) for v in value]
     return value
+
+
+def pack_bits(mask) -> str:
+    """A per-image boolean (a torch or numpy array) as hex, 8 images a byte: the records' format for
+    the per-image worst case over attacks."""
+    mask = mask.cpu().numpy() if hasattr(mask, "cpu") else np.asarray(mask)
+    return np.packbits(mask.astype(bool)).tobytes().hex()
+
+
+def unpack_bits(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
 
 
 def record_id(record: dict) -> str:

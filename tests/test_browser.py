@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.report import write_reports
+from bench.publish import write_reports
 from tests.test_html_report import sweep_store
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -151,7 +151,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    """A report written the way a run writes it: a store, then bench.report.write_reports."""
+    """A report written the way a run writes it: a store, then bench.publish.write_reports."""
     root = tmp_path_factory.mktemp("results") / "quick"
     board = write_reports(sweep_store(root).store, root)
     return root / "index.html", board

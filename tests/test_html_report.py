@@ -17,7 +17,8 @@ import pytest
 from bench.claims import (INCONCLUSIVE, NOT_MEASURED, NOT_SUPPORTED, SUPPORTED, THRESHOLDS, VERDICTS, WEAK_ONLY,
                           claims_from_store, combine, evaluate_claims, improvement_verdict)
 from bench.evaluate import pack_bits
-from bench.report import leaderboard, write_reports
+from bench.publish import write_reports
+from bench.report import leaderboard
 from bench.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -400,7 +401,7 @@ def parse(path: Path) -> PageParser:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A sweep store with its reports written by bench.report.write_reports (as at the end of a run)."""
+    """A sweep store with its reports written by bench.publish.write_reports (as at the end of a run)."""
     root = tmp_path_factory.mktemp("results") / "quick"
     b = sweep_store(root)
     board = write_reports(b.store, root)
@@ -477,21 +478,21 @@ def test_ece_columns_shown_when_present(built, tmp_path):
 
 
 def test_make_report_cli(tmp_path):
-    """`make report` = python -m bench.html_report --results DIR: everything from the store."""
+    """`make report` = python -m bench.publish --results DIR: everything from the store."""
     root = tmp_path / "quick"
     sweep_store(root)
-    r = subprocess.run([sys.executable, "-m", "bench.html_report", "--results", str(root)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "bench.publish", "--results", str(root)], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for f in ("index.html", "results.csv", "leaderboard.csv", "leaderboard_robustbench.csv", "plots/acc_vs_T.png",
               "model_cards/fastnet_T1.json"):
         assert (root / f).exists(), f
     empty = tmp_path / "empty"
-    r = subprocess.run([sys.executable, "-m", "bench.html_report", "--results", str(empty)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "bench.publish", "--results", str(empty)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no results" in r.stderr
     make = Path(ROOT / "Makefile").read_text()
-    assert "python -m bench.html_report --results results/$(PROFILE)" in make.replace("$(PY)", "python")
+    assert "python -m bench.publish --results results/$(PROFILE)" in make.replace("$(PY)", "python")
 
 
 def test_families_do_not_cross_datasets(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from attacks import ATTACKS
 from bench.attack_setup import AttackSetup
 from bench.data import stratified_indices
-from bench.diagnostics import crosscheck_on_split
+from bench.worst_case import crosscheck_on_split
 from bench.evaluate import unpack_bits
 from bench.profiles import load_profile
 from bench.report import leaderboard

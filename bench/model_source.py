@@ -1,0 +1,80 @@
+"""Where a grid's models come from: a checkpoint of the store (trained and saved first when it is
+missing) or a RobustBench zoo model. One place decides "load or train", for every executor."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from bench.checkpoints import CheckpointStore, checkpoint_key
+from bench.data import Dataset, to_float
+from bench.errors import BenchError
+from bench.plan import Plan
+from bench.provenance import provenance
+from bench.train import train
+from models import ModelSpec
+from models.zoo import ZooSpec, load_zoo_model
+
+
+@torch.no_grad()
+def _accuracy(model, split, batch_size) -> float:
+    correct = 0
+    for a in range(0, len(split), batch_size):
+        correct += int((model(to_float(split.images[a:a + batch_size])).argmax(1) ==
+                        split.labels[a:a + batch_size]).sum())
+    return correct / len(split)
+
+
+def get_zoo_model(spec: ZooSpec, plan: Plan, data: Dataset, log: Callable[[str], None]):
+    """A RobustBench model through models/zoo.py: (key, model, meta, the spec columns of its records)."""
+    model, info = load_zoo_model(spec.name, model_dir=plan.cache_dir / "robustbench", device=plan.device)
+    if info.get("num_classes") not in (None, data.num_classes):
+        raise BenchError(f"{spec.name} has {info['num_classes']} classes; {data.name} has {data.num_classes}")
+    log(f"  loaded {info['architecture']} from {', '.join(info['checkpoint_paths'])} ({info['source']})")
+    cols = {k: info[k] for k in ("model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim",
+                                 "checkpoint")}
+    return info["run_key"], model, {"weights_sha256": info["weights_sha256"]}, cols
+
+
+def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore, eval_split,
+              log: Callable[[str], None]):
+    """Load the checkpoint for (spec, recipe, data), or train and save it. An adversarial run is
+    trained once and saved with both its checkpoints; ``spec`` says which one comes back."""
+    recipe = plan.profile.recipe_for(spec)
+    key = checkpoint_key(spec, recipe, data.fingerprint, data.num_classes)
+    found = ckpts.load(spec, key, data.num_classes, plan.device)
+    if found is None:
+        with ckpts.lock(spec, key):  # another process may be training it: wait, then load its result
+            found = ckpts.load(spec, key, data.num_classes, plan.device)
+            if found is None:
+                return _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log)
+    log(f"  loaded checkpoint {key}{f' @{spec.checkpoint}' if spec.checkpoint else ''} "
+        f"(trained {found[1].get('wall_s', float('nan')):.0f}s, "
+        f"test acc {100 * found[1].get('test_acc', float('nan')):.1f}%)")
+    return key, found[0], found[1]
+
+
+def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
+    n = min(recipe.train_subset or len(data.train), len(data.train))
+    log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images")
+    result = train(spec.run, recipe, data, plan.device, progress=plan.progress)
+    test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
+    meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
+                data_fingerprint=data.fingerprint, num_classes=data.num_classes, epochs=recipe.epochs,
+                train_n=result.train_n, final_train_loss=result.final_train_loss,
+                final_train_acc=result.final_train_acc, test_acc=test_acc, test_n=len(eval_split),
+                wall_s=result.wall_s)
+    if spec.adversarial:
+        meta.update(best_epoch=result.best_epoch, holdout_history=result.history,
+                    catastrophic_overfitting_epoch=result.catastrophic_overfitting_epoch)
+    ckpts.save(spec, key, result.model, meta, best_state=result.best_state)
+    log(f"  trained in {result.wall_s:.0f}s: train loss {result.final_train_loss:.3f}, "
+        f"train acc {100 * result.final_train_acc:.1f}%, test acc (last) {100 * test_acc:.1f}% -> {key}")
+    if spec.adversarial:
+        h = result.history
+        log("  held-out margin-PGD accuracy by epoch: " + ", ".join(f"{100 * e['pgd_acc']:.1f}%" for e in h) +
+            f"; best epoch {result.best_epoch}" + (f"; catastrophic overfitting at epoch "
+                                                   f"{result.catastrophic_overfitting_epoch}"
+                                                   if result.catastrophic_overfitting_epoch else ""))
+    model, meta = ckpts.load(spec, key, data.num_classes, plan.device)  # the checkpoint spec asks for
+    return key, model, meta

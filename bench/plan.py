@@ -1,0 +1,65 @@
+"""A run's plan: what the CLI decided (profile, models, attacks, views, folders, device), and
+the T of _Tauto models under a profile's own [tauto] settings. Built once, read by every job."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from attacks import AttackConfig
+from bench.csg import dataset_csg
+from bench.data import Dataset
+from bench.profiles import Profile
+from models import ModelSpec
+from models.zoo import ZooSpec
+
+
+@dataclass
+class Plan:
+    profile: Profile
+    models: Sequence[ModelSpec]
+    attacks: Sequence[AttackConfig]
+    views: Sequence[str]
+    results_dir: Path
+    cache_dir: Path
+    data_root: Optional[str] = None
+    device: torch.device = torch.device("cpu")
+    force: bool = False  # re-evaluate even when the store already holds the measurement
+    progress: bool = False
+    fetch_shift_sets: bool = False  # download a shifted test set (CIFAR-10.1) that is missing, else skip it
+    dataset: Optional[str] = None  # cifar10 / cifar100 where the data root holds both
+    store_dir: Optional[Path] = None  # checkpoints (and job logs) here, e.g. a cluster's shared folder
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return (self.store_dir or self.cache_dir) / "checkpoints"
+
+    @property
+    def log_dir(self) -> Path:
+        return (self.store_dir or self.results_dir) / "logs"
+
+
+class TautoResolver:
+    """_Tauto models under a profile's own [tauto] coefficients or corrections get their T here
+    (the dataset's CSG computed once per run when asked for); the published formula needs
+    nothing."""
+
+    def __init__(self, setup, data: Dataset, log):
+        self.setup, self.data, self.log = setup, data, log
+        self._csg = setup.csg if setup.csg != "auto" else None
+
+    def csg(self) -> float:
+        if self._csg is None:
+            result = dataset_csg(self.data.train, embedding=self.setup.csg_embedding, dataset=self.data.name)
+            self._csg = result.value
+            self.log(f"CSG of {self.data.name} (train, {self.setup.csg_embedding}): {self._csg:.3f}")
+        return self._csg
+
+    def __call__(self, spec: ModelSpec) -> ModelSpec:
+        formula = self.setup.formula
+        if isinstance(spec, ZooSpec) or spec.temperature != "auto" or (formula.published and self.setup.csg is None):
+            return spec
+        csg = self.csg() if formula.gamma else None
+        return replace(spec, resolved_T=formula.resolve(spec.feature_dim, csg, self.data.num_classes))

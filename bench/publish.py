@@ -1,0 +1,112 @@
+"""Publishing: every report of a results folder, written from its store in one step (the end of
+every run, and `make report`): results.csv, leaderboard.csv, the plots, the RobustBench exports
+and index.html. Nothing here measures anything.
+
+    python -m bench.publish --results results/quick   # = make report [PROFILE=quick]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from bench.atomic import write_bytes_atomic
+from bench.columns import latest_runs
+from bench.errors import BenchError
+from bench.export import write_exports
+from bench.html_report import write_page
+from bench.plots import (
+    plot_accuracy_vs_T,
+    plot_attacks_vs_T,
+    plot_corruption_heatmaps,
+    plot_eps_sweeps,
+    plot_natural_sweeps,
+    plot_reliability_diagrams,
+)
+from bench.report import leaderboard
+from bench.store import ResultStore
+
+# The folders a report owns, with what it writes there: a file of an earlier grid (which would
+# contradict the new tables) is removed when the new report moves in.
+REPORT_FOLDERS = {"plots": "*.png", "model_cards": "*.json"}
+
+
+def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
+    """results.csv (tidy), leaderboard.csv, plots/, the RobustBench exports and index.html under
+    ``out_dir``; returns the leaderboard. All of it is built in a staging folder and moved in only
+    once it is complete, so a failure (a full disk, say) leaves the previous reports as they were;
+    the records are never touched."""
+    out_dir = Path(out_dir)
+    tidy = store.table()
+    board = leaderboard(tidy, store.bits_table())
+    latest = latest_runs(tidy)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tmp-report-", dir=out_dir) as tmp:
+            stage = Path(tmp) / (out_dir.name or out_dir.resolve().name)  # the page is titled after its folder
+            write_bytes_atomic(stage / "results.csv", tidy.to_csv(index=False).encode())
+            write_bytes_atomic(stage / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f").encode())
+            plots = stage / "plots"
+            plot_accuracy_vs_T(board, plots)
+            plot_attacks_vs_T(latest, board, plots)
+            plot_eps_sweeps(latest, plots)
+            plot_corruption_heatmaps(latest, plots)
+            plot_natural_sweeps(latest, plots)
+            plot_reliability_diagrams(store, latest, plots / "reliability")
+            # the RobustBench exports, then the page that links them, from the same tables
+            write_exports(board, stage)
+            write_page(store, stage, board, tidy)
+            _move_in(stage, out_dir)
+    except OSError as e:
+        raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): free space there, then rebuild "
+                         f"them with `python -m bench.publish --results {out_dir}` (the records in "
+                         f"{store.records_dir} are kept; the previous reports are unchanged)") from None
+    return board
+
+
+def _move_in(stage: Path, out_dir: Path):
+    """Each staged file over its published one (a rename each: readers never see a torn file),
+    then the files of the report's folders that this report did not write are removed."""
+    staged = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
+    for rel in staged:
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / rel, out_dir / rel)
+    keep = set(staged)
+    for folder, pattern in REPORT_FOLDERS.items():
+        for old in (out_dir / folder).rglob(pattern) if (out_dir / folder).is_dir() else []:
+            if old.relative_to(out_dir) not in keep:
+                old.unlink()
+
+
+def regenerate(results_dir: Path) -> Path:
+    """Rebuild every report of a results folder from its store, measuring nothing."""
+    results_dir = Path(results_dir)
+    store = ResultStore(results_dir)
+    if not store.records_dir.is_dir() or not any(store.records_dir.glob("*.json")):
+        raise BenchError(f"no results in {results_dir}/records: run `make bench` (or bench.run --results "
+                         f"{results_dir}) first")
+    write_reports(store, results_dir)
+    return results_dir / "index.html"
+
+
+def main(argv: Optional[list] = None) -> int:
+    p = argparse.ArgumentParser(description="Rebuild results.csv, leaderboard.csv, the plots, the RobustBench "
+                                            "exports and index.html from a results store (measures nothing).")
+    p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
+    args = p.parse_args(argv)
+    try:
+        path = regenerate(Path(args.results))
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The per-image worst case over every attack a model met: the images no attack broke, from the
+per-image bits the records keep, with the AutoAttack cross-check counted on the images it covered."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from bench.columns import threat_norm
+from bench.store import unpack_bits
+
+
+def _covered(row, n: int) -> bool:
+    """A cross-check row of the bits table that says which images of the ``n``-image evaluation
+    split it attacked (one of an earlier run with another n says nothing about these)."""
+    pos = getattr(row, "positions", None)
+    return row.threat == "autoattack_crosscheck" and isinstance(pos, dict) and pos.get("eval_n") == n
+
+
+def crosscheck_on_split(row, n: int) -> np.ndarray:
+    """A cross-check's per-image result laid over the ``n`` images of the evaluation split: its
+    result where it attacked an image, True (no evidence) elsewhere."""
+    out = np.ones(n, dtype=bool)
+    out[np.asarray(row.positions["index"], dtype=int)] = unpack_bits(row.bits, int(row.n))
+    return out
+
+
+def headline_rows(rows: pd.DataFrame, n: int, eps: float) -> pd.DataFrame:
+    """The rows of a model's bits table that robust_min is the minimum of: every Linf attack at
+    ``eps`` on all ``n`` images of the evaluation split."""
+    return rows[np.isclose(rows.eps.astype(float), eps) & (rows.family == "attack") & (rows.n == n) &
+                (rows.threat.map(threat_norm) == "linf")]
+
+
+def worst_case_bits(rows: pd.DataFrame, n: int, eps: float) -> Optional[np.ndarray]:
+    """Per image of a model's ``n``-image evaluation split: robust under every Linf attack at
+    ``eps`` and, on the images the AutoAttack cross-check covered, under both its AutoAttacks.
+    ``rows``: the model's rows of the store's bits table (one run). None without attacks."""
+    head = headline_rows(rows, n, eps)
+    if head.empty:
+        return None
+    masks = [unpack_bits(b, n) for b in head.bits]
+    cc = rows[np.isclose(rows.eps.astype(float), eps)]
+    masks += [crosscheck_on_split(r, n) for r in cc.itertuples() if _covered(r, n)]
+    return np.logical_and.reduce(masks)
+
+
+def suite_min_on_crosscheck(rows: pd.DataFrame, n: int, eps: float):
+    """(robust_min on the cross-check's images, the attack/view that gives it, how many images)
+    for one model's bits rows; None when no cross-check says which images it attacked."""
+    head = headline_rows(rows, n, eps)
+    cc = [r for r in rows[np.isclose(rows.eps.astype(float), eps)].itertuples() if _covered(r, n)]
+    if head.empty or not cc:
+        return None
+    pos = np.asarray(cc[0].positions["index"], dtype=int)
+    accs = {f"{r.threat}/{r.view}": float(unpack_bits(r.bits, n)[pos].mean()) for r in head.itertuples()}
+    by = min(accs, key=accs.get)
+    return accs[by], by, len(pos)
