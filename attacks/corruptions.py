@@ -9,8 +9,9 @@ index), which makes an image's corruption independent of the batch it is in and 
 The eight deterministic corruptions match the reference to within one uint8 level (a value a
 rounding error away from an integer can truncate either way); the other eleven match it in
 distribution. Work runs on the input's device, in chunks that stay in cache on a CPU. What is
-per image (the seeded draws, and OpenCV's JPEG codec and Canny for jpeg_compression and the
-water mode of spatter) runs on the CPU, split over torch's intra-op threads.
+per image (the seeded draws, OpenCV's JPEG codec for jpeg_compression, PIL's resampler for
+pixelate, OpenCV's Canny for the water mode of spatter) runs on the CPU, split over torch's
+intra-op threads.
 
 A corruption is one decorated function (``register_corruption``); ``corrupt`` applies one at one
 severity, ``corrupt_severities`` at several, sharing what severities have in common.
@@ -141,7 +142,7 @@ def _unit(x: torch.Tensor, dtype=F64) -> torch.Tensor:
 
 def _finish(y: torch.Tensor) -> torch.Tensor:
     """The reference's closing ``np.clip(y, 0, 1) * 255`` then np.uint8."""
-    return _u8(y.clamp(0, 1) * 255)
+    return y.clamp(0, 1).mul_(255).floor_().to(torch.uint8)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,7 +178,10 @@ def _correlate1d(x: torch.Tensor, w: np.ndarray, dim: int, mode: str) -> torch.T
     r = (len(w) - 1) // 2
     n = x.shape[dim]
     xp = x.to(F64)
-    xp = xp.index_select(dim, _border(n, -r, n + r, mode, x.device)) if r else xp
+    if r and mode == "nearest" and x.dim() == 4 and r < n:  # F.pad copies rows, index_select gathers
+        xp = torch.nn.functional.pad(xp, (r, r, 0, 0) if dim in (-1, 3) else (0, 0, r, r), mode="replicate")
+    elif r:
+        xp = xp.index_select(dim, _border(n, -r, n + r, mode, x.device))
     out = xp.narrow(dim, r, n) * float(w[r])
     pair = torch.empty_like(out)
     for j in range(r, 0, -1):
@@ -188,9 +192,9 @@ def _correlate1d(x: torch.Tensor, w: np.ndarray, dim: int, mode: str) -> torch.T
 def _gaussian(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
     """skimage.filters.gaussian over the last two axes (channels apart): scipy's
     gaussian_filter, rows then columns; an axis with sigma <= 1e-15 is skipped, as scipy does."""
-    if sigma <= 1e-15:
-        return x.clone()
     w = _gauss_weights(sigma, truncate)
+    if sigma <= 1e-15 or len(w) == 1:  # a one-tap kernel is [1.0]: the identity
+        return x.clone()
     return _correlate1d(_correlate1d(x, w, -2, mode), w, -1, mode)
 
 
@@ -568,30 +572,32 @@ def _rgb2hsv(x: torch.Tensor) -> torch.Tensor:
 _HSV_PICK = torch.tensor([[0, 3, 2, 2, 1, 0], [1, 0, 0, 3, 2, 2], [2, 2, 1, 0, 0, 3]])
 
 
-def _hsv2rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """skimage.color.hsv2rgb in its float64 operations."""
-    h, s, v = hsv.unbind(1)
-    hi = torch.floor(h * 6)
-    f = h * 6 - hi
-    p = v * (1 - s)
-    q = v * (1 - f * s)
-    t = v * (1 - (1 - f) * s)
-    pick = _HSV_PICK.to(hsv.device)[:, hi.to(torch.int64) % 6].transpose(0, 1)  # [N, 3, H, W]
+def _hue_sector(h: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """hsv2rgb's use of the hue: the fraction f = 6h - floor(6h), and per output channel which of
+    (v, t, p, q) the sector floor(6h) % 6 takes (an index for _choose)."""
+    h6 = h * 6
+    hi = torch.floor(h6)
+    return h6 - hi, _HSV_PICK.to(h.device)[:, hi.to(torch.int64) % 6].transpose(0, 1)
+
+
+def _choose(v, t, p, q, pick) -> torch.Tensor:
+    """The end of skimage.color.hsv2rgb (p = v(1 - s), q = v(1 - fs), t = v(1 - (1 - f)s), in its
+    float64 operations), its np.choose of (v, t, p, q) per channel: RGB [N, 3, H, W]."""
     return torch.stack((v, t, p, q), 1).gather(1, pick)
-
-
-def _hsv(x: torch.Tensor, memo: dict) -> torch.Tensor:
-    """rgb2hsv(x / 255.), once for all the severities of a chunk."""
-    if "hsv" not in memo:
-        memo["hsv"] = _rgb2hsv(_unit(x))
-    return memo["hsv"]
 
 
 @register_corruption("brightness", family="benchmark", params=(.05, .1, .15, .2, .3), deterministic=True,
                      description="HSV value raised")
 def _brightness(x, c, keys, memo):
-    h, s, v = _hsv(x, memo).unbind(1)
-    return _finish(_hsv2rgb(torch.stack((h, s, (v + c).clamp(0, 1)), 1)))
+    """hsv2rgb with v raised: p, q, t are v times factors of s and the hue alone, made once per
+    chunk for all severities."""
+    if "hsv" not in memo:
+        h, s, v = _rgb2hsv(_unit(x)).unbind(1)
+        f, pick = _hue_sector(h)
+        memo["hsv"] = (v, 1 - (1 - f) * s, 1 - s, 1 - f * s, pick)
+    v, to_t, to_p, to_q, pick = memo["hsv"]
+    v = (v + c).clamp(0, 1)
+    return _finish(_choose(v, v * to_t, v * to_p, v * to_q, pick))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -696,39 +702,20 @@ def _elastic_apply(x, c, u):
     return _finish(out)
 
 
-@functools.lru_cache(maxsize=None)
-def _pil_box(n_in: int, n_out: int) -> torch.Tensor:
-    """PIL's BOX resampling along one axis (Resample.c: precompute_coeffs, then the 8-bit
-    fixed-point weights of normalize_coeffs_8bpc): [n_out, n_in] whole numbers in units of 2^-22,
-    as float64, in which every product and sum of a pass stays exact."""
-    scale = n_in / n_out
-    filterscale = max(scale, 1.0)
-    support = 0.5 * filterscale
-    m = np.zeros((n_out, n_in))
-    for xx in range(n_out):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), n_in) - xmin
-        w = np.array([1.0 if -0.5 < (x + xmin - center + 0.5) / filterscale <= 0.5 else 0.0 for x in range(xmax)])
-        if w.sum() != 0:
-            w /= w.sum()
-        m[xx, xmin:xmin + xmax] = np.floor(0.5 + w * (1 << 22))
-    return torch.from_numpy(m)
-
-
-def _pil_resize_box(x: torch.Tensor, n_out: int) -> torch.Tensor:
-    """PIL Image.resize((n_out, n_out), BOX) of uint8 images [N, C, n, n]: the horizontal pass,
-    then the vertical one, each rounding its fixed-point sum to uint8 as clip8 does."""
-    def settle(s):  # clip8(2^21 + sum): the sum's integer part, in 0..255
-        return torch.floor((s + (1 << 21)) / (1 << 22)).clamp_(0, 255)
-    h = settle(x.to(F64) @ _pil_box(x.shape[-1], n_out).to(x.device).T)
-    return settle(_pil_box(x.shape[-2], n_out).to(x.device) @ h).to(torch.uint8)
-
-
 @register_corruption("pixelate", family="benchmark", params=(0.95, 0.9, 0.85, 0.75, 0.65), deterministic=True,
                      description="PIL box down- and up-sampling")
 def _pixelate(x, c, keys):
-    return _pil_resize_box(_pil_resize_box(x, int(SIZE * c)), SIZE)
+    from PIL import Image
+    k = int(SIZE * c)
+    arr = x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    out = np.empty_like(arr)
+
+    def block(lo, hi):  # PIL resamples outside the GIL
+        for i in range(lo, hi):
+            out[i] = np.asarray(Image.fromarray(arr[i]).resize((k, k), Image.BOX).resize((SIZE, SIZE), Image.BOX))
+        return []
+    _blocks(block, len(arr))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(x.device)
 
 
 @register_corruption("jpeg_compression", family="benchmark", params=(80, 65, 58, 50, 40), deterministic=True,
@@ -806,22 +793,32 @@ def _water_dist(layers: np.ndarray) -> np.ndarray:
     import cv2
     ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float32)
     out = np.empty(layers.shape, dtype=np.float32)
-    for i, layer in enumerate(layers):
-        dist = 255 - cv2.Canny(layer, 50, 150)
-        dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
-        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
-        dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
-        dist = cv2.equalizeHist(dist)
-        dist = cv2.filter2D(dist, cv2.CV_8U, ker)
-        out[i] = cv2.blur(dist, (3, 3)).astype(np.float32)
+
+    def block(lo, hi):
+        for i in range(lo, hi):
+            dist = 255 - cv2.Canny(layers[i], 50, 150)
+            dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+            _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+            dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+            dist = cv2.equalizeHist(dist)
+            dist = cv2.filter2D(dist, cv2.CV_8U, ker)
+            out[i] = cv2.blur(dist, (3, 3)).astype(np.float32)
+        return []
+    _blocks(block, len(layers))
     return out
 
 
 @register_corruption("saturate", family="extra", params=((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)),
                      deterministic=True, description="HSV saturation scaled (1-2 down, 3-5 up)")
 def _saturate(x, c, keys, memo):
-    h, s, v = _hsv(x, memo).unbind(1)
-    return _finish(_hsv2rgb(torch.stack((h, (s * c[0] + c[1]).clamp(0, 1), v), 1)))
+    """hsv2rgb with s scaled; the hue's part made once per chunk for all severities."""
+    if "hsv" not in memo:
+        h, s, v = _rgb2hsv(_unit(x)).unbind(1)
+        f, pick = _hue_sector(h)
+        memo["hsv"] = (s, v, f, 1 - f, pick)
+    s, v, f, g, pick = memo["hsv"]
+    s = (s * c[0] + c[1]).clamp(0, 1)
+    return _finish(_choose(v, v * (1 - g * s), v * (1 - s), v * (1 - f * s), pick))
 
 
 # ----------------------------------------------------------------------------------------------

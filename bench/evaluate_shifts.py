@@ -53,8 +53,8 @@ class CorruptedSets:
                 arr, _ = load_cifar10c(self.real_folder, name, self.test_labels)
                 sets = arr[[s - 1 for s in severities]][:, self.indices.cpu()].to(self.split.images.device)
             else:
-                from attacks.corruptions import corrupt
-                sets = torch.stack([corrupt(self.split.images, name, s, self.seed, self.indices) for s in severities])
+                from attacks.corruptions import corrupt_severities
+                sets = corrupt_severities(self.split.images, name, severities, self.seed, self.indices)
             self._sets[name] = sets
             self.generate_s[name] = time.perf_counter() - t0
         return self._sets[name]
