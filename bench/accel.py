@@ -16,8 +16,9 @@ runs these paths without a GPU):
   forward/backward split, without Inductor's code generation). The attacks are not compiled:
   early-stopped attacks shrink their batch every step, and each new shape would recompile.
   Adversarial regimes are not compiled either (their inner attack is torchattacks' loop).
-* ``cudnn.benchmark``: training batches have one shape, so picking the fastest convolution
-  algorithm once pays.
+* ``cudnn.benchmark`` while a model trains: its batches have one shape, so picking the fastest
+  convolution algorithm once pays. Not while attacks run: early-stopped attacks shrink their
+  batch step by step, and each new shape would be benchmarked anew.
 
 Off by default everywhere: bf16 in the attacks' forward passes (``attacks.precision``). Measured
 here (tests/test_gpu_paths.py; fastnetw8 at T=1 and T=20, 1,000 images, PGD-10): plain PGD
@@ -38,6 +39,7 @@ the defaults, e.g. ``BENCH_COMPILE=0`` if a device's compiler stack fails.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -74,9 +76,15 @@ class Accel:
         """A context: bf16 autocast on ``device`` when bf16 is on, else nothing."""
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def prepare(self, device: torch.device) -> None:
-        if torch.device(device).type == "cuda":
-            torch.backends.cudnn.benchmark = True
+    @contextmanager
+    def training(self, device: torch.device):
+        """cudnn.benchmark on CUDA for the length of a training run, then as it was."""
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = before or torch.device(device).type == "cuda"
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = before
 
     def compiled(self, fn):
         """``fn`` through torch.compile when compile is on, else ``fn`` itself. Static shapes:

@@ -163,6 +163,7 @@ def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
           progress: bool = False, accel: Optional[Accel] = None) -> TrainResult:
     """Train ``spec`` with ``recipe``; seeded by spec.seed, so a CPU rerun gives the same weights.
     ``accel``: bf16 autocast and torch.compile (default: Accel.for_device, on for CUDA only)."""
+    accel = accel or Accel.for_device(device)
     # At high T the softmax of the scaled logits holds probabilities below float32's normal
     # range; CPU arithmetic on such subnormals is microcoded and made high-T training 3.5x slower
     # (fastnet at T=50). Flushing them to zero changed no printed loss or accuracy. Training
@@ -170,7 +171,8 @@ def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     # masking diagnostics count.
     flushing = torch.set_flush_denormal(True)  # False where the CPU cannot
     try:
-        return _train(spec, recipe, data, device, progress, accel or Accel.for_device(device))
+        with accel.training(device):
+            return _train(spec, recipe, data, device, progress, accel)
     finally:
         if flushing:
             torch.set_flush_denormal(False)  # torch's default (it has no getter to restore from)
@@ -179,7 +181,6 @@ def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
 def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device, progress: bool,
            accel: Accel) -> TrainResult:
     start = time.perf_counter()
-    accel.prepare(device)
     torch.manual_seed(spec.seed)
     # channels_last pays on CPU too (oneDNN convolutions: ~1.8x for fastnet on 2 cores)
     model = build_model(spec, data.num_classes).to(device, memory_format=torch.channels_last)

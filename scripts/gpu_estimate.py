@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     from models import parse_name
     profile = load_profile(args.profile)
     with tempfile.TemporaryDirectory() as tmp:
-        per_image, per_attack, clean = measure(args.profile, args.proxy, [float(t) for t in args.proxy_T.split(",")], args.n,
+        temperatures = [float(t) for t in args.proxy_T.split(",")]
+        per_image, per_attack, clean = measure(args.profile, args.proxy, temperatures, args.n,
                                    args.data_root, Path(args.cache or tmp),
                                    args.families.split(",") if args.families else None)
     ev = profile.eval
@@ -146,8 +147,9 @@ def main(argv=None) -> int:
     for family in attacked & set(per_image):
         per_image[family] = {k: v * scale for k, v in per_image[family].items()}
     if per_attack:
-        print("the attacks family by attack (passes per evaluated image, scaled): " + ", ".join(
-            f"{k} {f * scale:.0f}+{b * scale:.0f}" for k, (f, b) in sorted(per_attack.items(), key=lambda kv: -kv[1][0])))
+        ranked = sorted(per_attack.items(), key=lambda kv: -kv[1][0])
+        print("the attacks family by attack (forward+backward passes per evaluated image, scaled): " +
+              ", ".join(f"{k} {f * scale:.0f}+{b * scale:.0f}" for k, (f, b) in ranked))
     print(f"{'family':<24}{'fwd/img':>9}{'bwd/img':>9}{'fp64/img':>9}{'images':>8}")
     for family, kinds in per_image.items():
         fp64 = kinds.get("fp64", 0) + kinds.get("fp64_bwd", 0)

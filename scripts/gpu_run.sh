@@ -29,6 +29,7 @@
 #   GPU_CARRY       the carried folder (.whl)
 #   PYTHON          the interpreter (python3: on the device, the one that has torch)
 #   BENCH_DATA      data root, used when the carried folder holds no data pack
+#   BENCH_COMPILE, BENCH_BF16, BENCH_ATTACK_BF16   bench/accel.py (compile: off here unless 1)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,7 +71,10 @@ if ((${#packs[@]})); then
     tar xzf "${packs[0]}" -C "$WORK/data" || { say "cannot unpack ${packs[0]}"; finish 3; }
     BENCH_DATA="$WORK/data/$(tar tzf "${packs[0]}" | head -1 | cut -d/ -f1)"
 fi
-[[ -n "${BENCH_DATA:-}" ]] || { say "no data: run scripts/gpu_wheels.sh (it packs it into $CARRY) or set BENCH_DATA"; finish 3; }
+if [[ -z "${BENCH_DATA:-}" ]]; then
+    say "no data: run scripts/gpu_wheels.sh (it packs it into $CARRY) or set BENCH_DATA"
+    finish 3
+fi
 export BENCH_DATA
 say "data $BENCH_DATA"
 
@@ -79,7 +83,11 @@ export BENCH_CODE_VERSION
 BENCH_CODE_VERSION=$("$PY" scripts/gpu_window.py code-version "$CARRY/source.json") || finish 3
 say "code version $BENCH_CODE_VERSION"
 
-# 4. The grid, stopped in time to leave RESERVE seconds for what follows.
+# 4. The grid, stopped in time to leave RESERVE seconds for what follows. torch.compile stays off
+# unless asked for (BENCH_COMPILE=1): Inductor's first compile of an architecture is expected to
+# cost about what it saves over this grid's training, and a first window should not bet on a
+# compiler stack no run has tried there (bench/accel.py; the CPU tests trace the same step).
+export BENCH_COMPILE=${BENCH_COMPILE:-0}
 limit=$((DEADLINE - SECONDS - RESERVE - KILL_AFTER))
 ((limit > ${GPU_GRID_LIMIT_S:-limit})) && limit=$GPU_GRID_LIMIT_S
 grid_start=$SECONDS

@@ -124,9 +124,9 @@ def grid_progress(run_args: list) -> dict:
 
 
 def cmd_provenance(args) -> int:
-    out = {"profile": args.profile, "code_version": code_version_from(Path(args.manifest)),
-           "status": {0: "finished", 124: "stopped at the time limit (rerun to resume)",
-                      137: "killed at the time limit (rerun to resume)"}.get(args.grid_rc, f"failed (exit {args.grid_rc})"),
+    status = {0: "finished", 124: "stopped at the time limit (rerun to resume)",
+              137: "killed at the time limit (rerun to resume)"}.get(args.grid_rc, f"failed (exit {args.grid_rc})")
+    out = {"profile": args.profile, "code_version": code_version_from(Path(args.manifest)), "status": status,
            "grid_exit_code": args.grid_rc, "wall_s": args.wall_s, "grid_wall_s": args.grid_wall_s,
            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out.update(device_facts(args.device))

@@ -36,6 +36,17 @@ def test_accel_is_on_for_cuda_only_and_overridable():
         Accel.for_device(CPU, env={"BENCH_BF16": "yes"})
 
 
+def test_cudnn_benchmark_only_while_training():
+    """On while a CUDA model trains (one batch shape), off again for the attacks (a new shape
+    each step of an early-stopped attack would be benchmarked anew)."""
+    before = torch.backends.cudnn.benchmark
+    with Accel().training(torch.device("cuda")):
+        assert torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark == before
+    with Accel().training(CPU):
+        assert torch.backends.cudnn.benchmark == before
+
+
 def _conv_dtypes():
     """The dtypes the convolutions of every model compute in, while the context is open."""
     seen = set()
@@ -70,14 +81,14 @@ def test_standard_step_keeps_the_loss_in_float32(mini_data):
 def hot_model(mini_data):
     """fastnetw8 at T=20: the raw view's softmax saturates, where precision could matter most."""
     spec = parse_name("fastnetw8_T20")
-    return spec, train(spec, Recipe(epochs=4, batch_size=64, lr=0.1), mini_data, CPU).model
+    return spec, train(spec, Recipe(epochs=4, batch_size=64, lr=0.1, train_subset=1000), mini_data, CPU).model
 
 
 def _pgd_robust(model, target, x, y, eps):
     """Plain PGD (its last iterate) crafted on ``target`` (a view), judged by the float32
     ``model``: bf16 crafts, float32 decides. Early-stopped PGD would decide when to stop on the
     view's bf16 logits (attacks/precision.py)."""
-    attack = make_attack("pgd", {"eps": eps, "alpha": eps / 4, "steps": 10, "early_stop": False})
+    attack = make_attack("pgd", {"eps": eps, "alpha": eps / 3, "steps": 5, "early_stop": False})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x_adv = attack.build(target, n_classes=10, seed=0)(x, y)
@@ -140,6 +151,7 @@ def test_compiled_training_step_matches_eager_and_compiles_once(mini_data):
     recipe = Recipe(epochs=1, batch_size=64, train_subset=256)
     train(parse_name("fastnetw8_T2"), recipe, mini_data, CPU, accel=accel)
     graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
     eager = train(parse_name("fastnetw8_T5"), recipe, mini_data, CPU).model
     compiled = train(parse_name("fastnetw8_T5"), recipe, mini_data, CPU, accel=accel).model
     assert counters["stats"]["unique_graphs"] == graphs  # a new model and a new T: no recompile
