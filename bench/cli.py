@@ -16,6 +16,7 @@ from attacks.adversarial import check_overrides
 from attacks.corruptions import BENCHMARK, EXTRA
 from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
 from bench import threats
+from bench.accel import Accel
 from bench.data import default_cache_dir
 from bench.errors import BenchError
 from bench.executor import LocalExecutor, RayExecutor
@@ -168,6 +169,7 @@ def make_plan(args):
     _check_writable(cache, "--cache")  # decoded data, checkpoints (without --store) and downloads go there
     # a Ray driver only plans: the workers run on the devices Ray gives them
     device = resolve_device("cpu" if args.executor == "ray" and args.device in ("auto", "cuda") else args.device)
+    Accel.for_device(device)  # a bad BENCH_BF16 / BENCH_COMPILE value stops here, before a file is written
     return Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
                 cache_dir=cache, data_root=args.data_root, device=device, force=args.force,
                 fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store,

@@ -229,6 +229,18 @@ def test_the_size_check_runs_before_the_data_is_trained_on(workdir, roots, monke
     assert "  training " not in err and "grid:" not in err and not (workdir / "out").exists()
 
 
+@pytest.mark.parametrize("var", ["BENCH_COMPILE", "BENCH_BF16"])
+def test_a_bad_accelerator_setting_stops_before_anything_is_written(var, workdir, roots, monkeypatch, capsys):
+    """BENCH_COMPILE / BENCH_BF16 (bench/accel.py) are read at plan time, not when training starts."""
+    root, warm = roots["mini"]
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    shutil.copytree(warm, workdir / "cache" / "data")
+    monkeypatch.setenv(var, "maybe")
+    assert main(["--profile", "smoke", "--results", "out", "--cache", "cache", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {var}='maybe'") and not (workdir / "out").exists()
+
+
 # --- the results store and the reports ------------------------------------------------------------
 
 def record(model: str, T: float, **over) -> dict:
