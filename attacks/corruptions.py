@@ -122,6 +122,13 @@ def _blocks(fn: Callable[[int, int], list], n: int) -> list:
     return [r for part in parts for r in part]
 
 
+@functools.lru_cache(maxsize=None)
+def _openmp() -> bool:
+    """torch's intra-op threads are OpenMP's (the wheels for Linux, macOS and Windows), where
+    torch.set_num_threads sets the calling thread's count; the native pool has one process-wide."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
 def _draw(keys: Sequence[int], make: Callable) -> Tuple[torch.Tensor, ...]:
     """make(generator, i) -> tuple of CPU tensors for image i; stacked over the images. Keep make
     to the draws themselves: arithmetic on them is cheaper once on the stack."""
@@ -855,13 +862,28 @@ def corrupt_severities(images: torch.Tensor, name: str, severities: Sequence[int
     takes_memo = "memo" in inspect.signature(info.impl).parameters
     keys = [_keys(seed, name, int(s), idx) for s in severities]
     out = torch.empty((len(severities),) + tuple(images.shape), dtype=torch.uint8, device=images.device)
-    step = _chunk(images.device)
-    with torch.no_grad():
-        for a in range(0, n, step):
-            memo: dict = {}
-            for k, severity in enumerate(severities):
-                args = (images[a:a + step], info.params[int(severity) - 1], keys[k][a:a + step])
-                out[k, a:a + step] = info.impl(*args, memo) if takes_memo else info.impl(*args)
+    starts = range(0, n, _chunk(images.device))
+    step, threads = starts.step, torch.get_num_threads()
+    # On a CPU the chunks are shared among torch's threads, each running its chunks' ops alone: a
+    # chunk's ops are too small for OpenMP to split well, and on a busy machine every split op
+    # waits for its slowest thread (20x slower than this, measured on a shared 2-core machine)
+    parallel = images.device.type == "cpu" and threads > 1 and len(starts) > 1 and _openmp()
+
+    def run(lo: int, hi: int) -> list:
+        if parallel:
+            torch.set_num_threads(1)  # under OpenMP, this thread's own setting
+        with torch.no_grad():
+            for a in starts[lo:hi]:
+                memo: dict = {}
+                for k, severity in enumerate(severities):
+                    args = (images[a:a + step], info.params[int(severity) - 1], keys[k][a:a + step])
+                    out[k, a:a + step] = info.impl(*args, memo) if takes_memo else info.impl(*args)
+        return []
+    try:
+        _blocks(run, len(starts)) if parallel else run(0, len(starts))
+    finally:
+        if parallel:
+            torch.set_num_threads(threads)  # also the default that threads started later take
     return out
 
 

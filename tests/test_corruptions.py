@@ -189,6 +189,23 @@ def test_corrupt_severities_equals_one_call_per_severity(name, imgs):
         assert torch.equal(got[k], corrupt(x, name, s, seed=7, indices=idx)), s
 
 
+@pytest.mark.parametrize("name", ["shot_noise", "zoom_blur", "jpeg_compression", "spatter"])
+def test_chunks_on_threads_give_the_one_thread_result(name):
+    # 200 images are 4 chunks: with 2 threads each worker runs its chunks single-threaded, then the
+    # caller's thread count is back
+    x = natural(200, seed=5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = C.corrupt_severities(x, name, [1, 4], seed=2)
+        torch.set_num_threads(2)
+        two = C.corrupt_severities(x, name, [1, 4], seed=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
 # Severities the reference itself does not order by mean |corrupted - clean| (checked against
 # make_cifar_c.py run as is on these images); each gets the property the reference does have.
 NON_MONOTONE = {"glass_blur", "frost", "elastic_transform", "spatter", "saturate"}
