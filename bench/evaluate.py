@@ -151,7 +151,8 @@ def run_attack(model, temperature: float, split: Split, clean_ok: torch.Tensor, 
 
 def craft(surrogate, split: Split, attack: AttackConfig, batch_size: int, seed: int, n_classes: int) -> torch.Tensor:
     """Adversarial versions of every image of ``split``, crafted on ``surrogate`` (raw view), for
-    a transfer attack on other models."""
+    a transfer attack on other models. ``attack`` should run to its last iterate (AttackSetup
+    turns the early stop off): an early-stopped example barely crosses the surrogate's boundary."""
     surrogate.eval()
     out = torch.empty(split.images.shape, dtype=torch.float32, device=split.labels.device)
     everything = torch.ones(len(split), dtype=torch.bool, device=split.labels.device)

@@ -199,15 +199,19 @@ def early_stop_timings(models, test, repeats: int) -> None:
     same images, alternating, median of ``repeats``. The evaluator skips the points misclassified
     clean and drops each attacked point at its first misclassified iterate (or a zero gradient);
     the plain loop runs 20 steps on every image. A masked model's raw view keeps many points to
-    the end, which is why its scaled view (where robust_min comes from) is shown too."""
+    the end, which is why its scaled view (where robust_min comes from) is shown too. Once per
+    model and view, the same PGD-20 without the early stop, through the evaluator with the same
+    seeds, checks image by image that every point robust with the early stop is robust to the last
+    iterate too (column "subset": images robust with / without the early stop)."""
     from attacks import make_attack
-    from bench.evaluate import evaluate
+    from bench.evaluate import evaluate, unpack_bits
     pgd = make_attack("pgd", {"steps": 20})
+    last = make_attack("pgd", {"steps": 20, "early_stop": False})
     n = len(test)
     print(f"early stop: PGD-20 on {n} test images, seconds (median of {repeats}), robust accuracy, "
           f"backward passes per image")
     print(f"  {'model':<17}{'view':<8}{'harness':>9}{'plain':>9}{'ratio':>7}{'robust':>9}{'plain':>8}"
-          f"{'bwd/img':>9}{'plain':>7}   runs (harness | plain)")
+          f"{'bwd/img':>9}{'plain':>7}{'subset':>12}   runs (harness | plain)")
     for spec, model, origin in models:
         views = ["raw"] if spec.T == 1 else ["raw", "scaled"]
         h = {v: [] for v in views}
@@ -223,9 +227,12 @@ def early_stop_timings(models, test, repeats: int) -> None:
         pm = statistics.median(plain)
         for v in views:
             hm, m = statistics.median(h[v]), ms[v].metrics
+            early = unpack_bits(ms[v].bits, n)
+            full = unpack_bits(evaluate(model, spec.T, test, [last], [v], batch_size=500)[1].bits, n)
+            subset = f"{'yes' if not (early & ~full).any() else 'NO'} {early.sum()}/{full.sum()}"
             runs = " ".join(f"{x:.1f}" for x in h[v]) + " | " + " ".join(f"{x:.1f}" for x in plain)
             print(f"  {spec.name:<17}{v:<8}{hm:>9.1f}{pm:>9.1f}{pm / hm:>7.2f}{100 * m['robust_acc']:>8.1f}%"
-                  f"{100 * robust_plain:>7.1f}%{m['backward_per_image']:>9.2f}{20:>7}   {runs}")
+                  f"{100 * robust_plain:>7.1f}%{m['backward_per_image']:>9.2f}{20:>7}{subset:>12}   {runs}")
         print(f"  ({spec.name}: {origin}; clean accuracy {100 * ms[views[0]].metrics['clean_acc']:.1f}%)")
 
 

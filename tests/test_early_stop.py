@@ -178,3 +178,17 @@ def test_leaderboard_shows_the_cost(tiny_model, test_split, tmp_path):
     best = next(m for m in ms if m.threat == threat and m.view == view)
     assert row.robust_min_fwd_per_img == best.metrics["forward_per_image"] > 0
     assert row.robust_min_bwd_per_img == best.metrics["backward_per_image"] > 0
+
+
+def test_transfer_is_crafted_to_the_last_iterate(test_split):
+    """The early stop is sound for a white-box number only: a transfer example stopped just past
+    the surrogate's boundary transfers far worse, so the transfer attack runs every step."""
+    from types import SimpleNamespace
+
+    from bench.attack_setup import AttackSetup
+    from bench.profiles import load_profile
+    profile = load_profile("quick")
+    setup = AttackSetup.prepare(SimpleNamespace(profile=profile, attacks=[], views=["raw"]), test_split)
+    assert setup.transfer.name == "pgd" and setup.transfer.kwargs["early_stop"] is False
+    assert setup.transfer.steps == profile.attack("pgd").steps  # the profile's PGD otherwise
+    assert all(a.kwargs["early_stop"] for a in setup.sweep)  # the sweep is white-box: it stops early
