@@ -629,6 +629,17 @@ def test_frost_uses_only_frost1_to_5():
     assert set((u[:, 0] * 5).long().tolist()) == {0, 1, 2, 3, 4}
 
 
+def test_frost_textures_read_once_by_threads(monkeypatch):
+    monkeypatch.setattr(C, "_FROST", [])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # two chunks' threads ask for the textures at once
+        C.corrupt_severities(natural(128), "frost", [1])
+    finally:
+        torch.set_num_threads(before)
+    assert len(C._FROST) == 5
+
+
 def test_snow_only_brightens_and_streaks(imgs):
     for s in range(1, 6):
         y = corrupt(imgs, "snow", s).int()
