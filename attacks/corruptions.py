@@ -665,15 +665,16 @@ def _bilinear(img, y0, x0, fy, fx, mode):
     n, ch, hgt, wid = img.shape
 
     def fold(i, size):
-        """On float64 whole numbers: wrapped into one period, then mirrored with abs (exact, and
-        a third of the time of torch.remainder and where)."""
-        if mode == "reflect101":  # period 2s - 2: s-1 - |s-1 - i|
-            period, top = 2 * size - 2, size - 1.0
+        """Exact on float64 whole numbers, with abs: reflect101 is s-1 - |s-1 - |i||, scipy's
+        reflect s-.5 - |s - |i+.5||, both right within a period either side of 0; further out
+        (never, for the small moves here) i is wrapped into one period first."""
+        period = 2 * size - 2 if mode == "reflect101" else 2 * size
+        lo, hi = torch.aminmax(i)
+        if lo < -period or hi > period - 1:
             i = i - period * torch.floor(i / period)
-            return top - (top - i).abs_()
-        period, top = 2 * size, size - 0.5  # scipy 'reflect', period 2s: the edge value repeated
-        i = i - period * torch.floor(i / period)
-        return top - (top - i).abs_()
+        if mode == "reflect101":
+            return (size - 1.0) - ((size - 1.0) - i.abs()).abs_()
+        return (size - 0.5) - (size - (i + 0.5).abs_()).abs_()
     ya, yb, xa, xb = fold(y0, hgt) * wid, fold(y0 + 1, hgt) * wid, fold(x0, wid), fold(x0 + 1, wid)
     flat = img.flatten(2)
 

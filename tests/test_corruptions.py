@@ -532,6 +532,21 @@ def test_motion_blur_matches_imagemagick(imgs):
         assert np.array_equal(got[:, 0].to(torch.uint8).numpy(), want)
 
 
+@pytest.mark.parametrize("mode,scipy_mode", [("reflect", "reflect"), ("reflect101", "mirror")])
+def test_bilinear_borders_match_scipy_far_out(mode, scipy_mode):
+    # a few pixels out (elastic's moves) and tens of pixels out (the wrapped path)
+    from scipy.ndimage import map_coordinates
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(1, 1, 32, 32, generator=g, dtype=torch.float64)
+    for spread in (3.0, 45.0):
+        ry = torch.arange(32.).view(1, -1, 1) + torch.randn(1, 32, 32, generator=g, dtype=torch.float64) * spread
+        rx = torch.arange(32.).view(1, 1, -1) + torch.randn(1, 32, 32, generator=g, dtype=torch.float64) * spread
+        y0, x0 = torch.floor(ry), torch.floor(rx)
+        got = C._bilinear(img, y0, x0, ry - y0, rx - x0, mode)[0, 0].numpy()
+        want = map_coordinates(img[0, 0].numpy(), [ry[0].numpy(), rx[0].numpy()], order=1, mode=scipy_mode)
+        assert np.abs(got - want).max() < 1e-12, spread
+
+
 def ref_warp_affine_inputs(u, affine):
     import cv2
     pts1 = np.float32([[26, 26], [26, 6], [6, 6]])
