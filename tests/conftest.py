@@ -48,6 +48,13 @@ def mini_data(mini_root, mini_cache):
     return load_dataset(str(mini_root), mini_cache)
 
 
+@pytest.fixture(scope="module")
+def test_split(mini_data):
+    """200 stratified test images of the mini tree: what the attack tests attack."""
+    from bench.data import stratified_indices
+    return mini_data.test.subset(stratified_indices(mini_data.test.labels, 200, 0))
+
+
 @pytest.fixture(scope="session")
 def tiny_model(mini_data):
     """A tiny fastnet trained here at T=1 on 2,000 real images (a few seconds on CPU)."""

@@ -11,9 +11,10 @@ import torchattacks
 from attacks import ATTACKS, make_attack, make_view, parse_eps
 from attacks.adversarial import LossPGD, RadiusCW, margin
 from attacks.views import TemperatureView
-from bench.data import stratified_indices, to_float
+from bench.data import to_float
 from bench.errors import BenchError
 from bench.evaluate import evaluate
+from tests.attack_helpers import correct, run
 
 FAST = {"steps": 3, "n_queries": 100}
 INVARIANT = {"pgd_margin", "apgd_dlr", "apgd_t", "fab_t", "square"}
@@ -23,23 +24,6 @@ def fast(name, **extra):
     """The attack with cut budgets (only the parameters it has)."""
     params = {**FAST, **extra}
     return make_attack(name, {k: v for k, v in params.items() if k in ATTACKS[name].params})
-
-
-def run(atk, x, y, seed=0):
-    """As the evaluator runs an attack: the global generator seeded, and given back afterwards."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return atk(x, y)
-
-
-def correct(model, x, y):
-    with torch.no_grad():
-        return model(x).argmax(1) == y
-
-
-@pytest.fixture(scope="module")
-def test_split(mini_data):
-    return mini_data.test.subset(stratified_indices(mini_data.test.labels, 200, 0))
 
 
 @pytest.fixture(scope="module")

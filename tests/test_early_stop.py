@@ -7,27 +7,12 @@ import torchattacks
 
 from attacks import make_attack, make_view
 from attacks.views import PassCount, PassCounter
-from bench.data import stratified_indices, to_float
+from bench.data import to_float
 from bench.evaluate import evaluate, unpack_bits
+from tests.attack_helpers import correct, run
 
 EPS = 2 / 255  # small enough that some points survive: a subset test of two empty sets proves nothing
 STEPS = 10
-
-
-def run(atk, x, y, seed=0):
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return atk(x, y)
-
-
-def correct(model, x, y):
-    with torch.no_grad():
-        return model(x).argmax(1) == y
-
-
-@pytest.fixture(scope="module")
-def test_split(mini_data):
-    return mini_data.test.subset(stratified_indices(mini_data.test.labels, 200, 0))
 
 
 @pytest.fixture(scope="module")
