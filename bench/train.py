@@ -44,8 +44,10 @@ def standard_step(model, x, y, T, lr_scale: bool, label_smoothing: float, bf16: 
 
 
 # Bump when a change to this file changes the weights a recipe produces: it is part of the
-# checkpoint key, so old checkpoints are not silently reused.
-TRAINER_VERSION = 3
+# checkpoint key, so old checkpoints are not silently reused. 4: the adversarial runs' held-out
+# check uses the early-stopped margin PGD (never weaker, so @best may pick another epoch), and a
+# store's records of the PGD before early stop fall under the older run key, out of the leaderboard.
+TRAINER_VERSION = 4
 
 
 def make_schedule(optimizer, recipe: Recipe, total_steps: int):
