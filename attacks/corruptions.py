@@ -466,19 +466,22 @@ def _snow_apply(x, c, layer, angle):
     return _finish(y.to(F64) + layer + layer.flip(-1, -2))
 
 
-_FROST: List[torch.Tensor] = []
+_FROST: List[Tuple[torch.Tensor, ...]] = []
 _FROST_LOCK = threading.Lock()
 
 
-def _frost_textures() -> List[torch.Tensor]:
+def _frost_textures() -> Tuple[torch.Tensor, ...]:
     """frost1..frost5 from the imagecorruptions package data (byte-identical to the reference
-    files), read as the reference does: cv2.imread (BGR), resize by 0.2, kept as RGB uint8.
-    Read once, by whichever chunk's thread comes first."""
+    files), read as the reference does: cv2.imread (BGR), resize by 0.2, kept as RGB uint8; laid
+    end to end per channel, flat [3, total], with each one's start, height and width, so every
+    crop is one gather. Read once, by whichever chunk's thread comes first."""
     with _FROST_LOCK:
-        return _FROST or _read_frost()
+        if not _FROST:
+            _FROST.append(_read_frost())
+        return _FROST[0]
 
 
-def _read_frost() -> List[torch.Tensor]:
+def _read_frost() -> Tuple[torch.Tensor, ...]:
     spec = importlib.util.find_spec("imagecorruptions")
     if spec is None or not spec.submodule_search_locations:
         raise BenchError("the frost corruption needs the frost textures: pip install imagecorruptions")
@@ -489,10 +492,11 @@ def _read_frost() -> List[torch.Tensor]:
         img = cv2.imread(str(folder / name))
         if img is None:
             raise BenchError(f"cannot read {folder / name}: reinstall it with pip install imagecorruptions")
-        img = cv2.resize(img, (0, 0), fx=0.2, fy=0.2)
-        textures.append(torch.from_numpy(np.ascontiguousarray(img[..., ::-1])).permute(2, 0, 1).contiguous())
-    _FROST.extend(textures)
-    return _FROST
+        textures.append(torch.from_numpy(np.ascontiguousarray(cv2.resize(img, (0, 0), fx=0.2, fy=0.2)[..., ::-1])))
+    sizes = torch.tensor([t.shape[0] * t.shape[1] for t in textures])
+    flat = torch.cat([t.permute(2, 0, 1).flatten(1) for t in textures], 1)
+    return (flat, torch.cumsum(sizes, 0) - sizes, torch.tensor([t.shape[0] for t in textures]),
+            torch.tensor([t.shape[1] for t in textures]))
 
 
 @register_corruption("frost", family="benchmark", params=((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
@@ -504,22 +508,15 @@ def _frost(x, c, keys):
 
 def _frost_apply(x, c, u):
     """u [N, 3] uniforms on the CPU: the texture (randint(5)) and the crop's top and left."""
-    tex = _frost_textures()
     which = (u[:, 0] * 5).long()  # np.random.randint(5): frost6 is never picked
-    out = torch.empty(x.shape, dtype=F64, device=x.device)
+    flat, start, height, width = _frost_textures()
+    top = (u[:, 1] * (height[which] - SIZE)).long()  # randint(0, H - 32)
+    left = (u[:, 2] * (width[which] - SIZE)).long()
     ar = torch.arange(SIZE)
-    for t in range(5):
-        sel = (which == t).nonzero().flatten()
-        if not len(sel):
-            continue
-        img = tex[t]
-        top = (u[sel, 1] * (img.shape[1] - SIZE)).long()  # randint(0, H - 32)
-        left = (u[sel, 2] * (img.shape[2] - SIZE)).long()
-        rows = (top[:, None] + ar)[:, :, None]
-        cols = (left[:, None] + ar)[:, None, :]
-        crop = img[:, rows, cols].permute(1, 0, 2, 3)  # [n, 3, 32, 32]
-        out[sel.to(x.device)] = crop.to(x.device, F64)
-    y = c[0] * x.to(F64) + c[1] * out
+    row_starts = (start[which] + left)[:, None] + (top[:, None] + ar) * width[which][:, None]  # [N, 32]
+    idx = (row_starts[:, :, None] + ar).view(1, -1).expand(3, -1)
+    crop = flat.gather(1, idx).view(3, -1, SIZE, SIZE).transpose(0, 1)
+    y = c[0] * x.to(F64) + c[1] * crop.to(x.device, F64)
     return _u8(y.clamp(0, 255))
 
 
@@ -723,17 +720,16 @@ def _elastic_apply(x, c, u):
 @register_corruption("pixelate", family="benchmark", params=(0.95, 0.9, 0.85, 0.75, 0.65), deterministic=True,
                      description="PIL box down- and up-sampling")
 def _pixelate(x, c, keys):
+    """PIL's BOX resize to int(32c) and back, on the chunk's images side by side in one strip: a
+    BOX output pixel's support never crosses into the next image when the scale is 32 / k or
+    k / 32, and its weights depend only on its place within its image, so the strip's pixels
+    are each image's own (tested; equal on all 10,000 test images), with two PIL calls per
+    chunk instead of two per image."""
     from PIL import Image
-    k = int(SIZE * c)
-    arr = x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    out = np.empty_like(arr)
-
-    def block(lo, hi):  # PIL resamples outside the GIL
-        for i in range(lo, hi):
-            out[i] = np.asarray(Image.fromarray(arr[i]).resize((k, k), Image.BOX).resize((SIZE, SIZE), Image.BOX))
-        return []
-    _blocks(block, len(arr))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(x.device)
+    n, k = x.shape[0], int(SIZE * c)
+    strip = x.permute(2, 0, 3, 1).reshape(SIZE, n * SIZE, 3).contiguous().cpu().numpy()
+    out = Image.fromarray(strip).resize((k * n, k), Image.BOX).resize((SIZE * n, SIZE), Image.BOX)
+    return torch.from_numpy(np.array(out)).view(SIZE, n, SIZE, 3).permute(1, 3, 0, 2).contiguous().to(x.device)
 
 
 @register_corruption("jpeg_compression", family="benchmark", params=(80, 65, 58, 50, 40), deterministic=True,
