@@ -52,6 +52,7 @@ class CorruptionInfo:
     description: str
     fn: Callable  # fn(images, severity, seed=0, indices=None): corrupt() with the name bound
     impl: Callable  # impl(x, c, keys[, memo]) on one chunk at one severity (register_corruption)
+    chunk: int = 64  # images per impl call on a CPU (on a GPU: 8192)
 
     @property
     def benchmark(self) -> bool:
@@ -64,12 +65,15 @@ BENCHMARK: Tuple[str, ...] = ()
 EXTRA: Tuple[str, ...] = ()
 
 
-def register_corruption(name: str, *, family: str, params: Sequence, deterministic: bool, description: str):
+def register_corruption(name: str, *, family: str, params: Sequence, deterministic: bool, description: str,
+                        chunk: int = 64):
     """Register ``impl(x, c, keys)`` as corruption ``name``: x is a chunk of uint8 images [n, 3,
     32, 32] on any device, c = params[severity - 1], keys the chunk's per-image seeds (pass them to
     ``_draw``); it returns the corrupted uint8 chunk. An impl with a ``memo`` parameter also gets a
     dict shared by the severities of one chunk in ``corrupt_severities``, for work they have in
-    common. BENCHMARK, EXTRA and PARAMS follow."""
+    common. ``chunk``: images per call on a CPU; 64 keeps float64 intermediates in cache, 128
+    suits an impl of many small steps (their cost is per call). BENCHMARK, EXTRA and PARAMS
+    follow."""
     if family not in FAMILIES:
         raise ValueError(f"corruption {name!r}: family must be one of {FAMILIES}, got {family!r}")
     if len(params) != 5:
@@ -79,7 +83,7 @@ def register_corruption(name: str, *, family: str, params: Sequence, determinist
 
     def deco(impl: Callable) -> Callable:
         global BENCHMARK, EXTRA
-        info = CorruptionInfo(name, family, tuple(params), deterministic, description, _bind(name), impl)
+        info = CorruptionInfo(name, family, tuple(params), deterministic, description, _bind(name), impl, chunk)
         entries = [*CORRUPTIONS.values(), info]
         CORRUPTIONS.clear()
         CORRUPTIONS.update((i.name, i) for f in FAMILIES for i in entries if i.family == f)
@@ -445,7 +449,8 @@ def _zoom_blur(x, c, keys, memo):
                      params=((0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
                              (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
                              (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)),
-                     deterministic=False, description="motion-blurred snow flakes over a brightened, greyed image")
+                     deterministic=False, description="motion-blurred snow flakes over a brightened, greyed image",
+                     chunk=128)
 def _snow(x, c, keys):
     loc, scale, zoom, thresh, radius, sigma, blend = c
     (z, u) = _draw(keys, lambda g, i: (torch.randn((SIZE, SIZE), generator=g), torch.rand((), generator=g, dtype=F64)))
@@ -557,7 +562,7 @@ _PLASMA_DRAWS = sum(3 * (SIZE // s) ** 2 for s in (32, 16, 8, 4, 2))  # 1023
 
 
 @register_corruption("fog", family="benchmark", params=((.2, 3), (.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),
-                     deterministic=False, description="plasma fractal haze")
+                     deterministic=False, description="plasma fractal haze", chunk=128)
 def _fog(x, c, keys):
     (u,) = _draw(keys, lambda g, i: (torch.rand(_PLASMA_DRAWS, generator=g, dtype=F64),))
     y = _unit(x)
@@ -685,7 +690,7 @@ def _bilinear(img, y0, x0, fy, fx, mode):
 @register_corruption("elastic_transform", family="benchmark",
                      params=tuple((SIZE * a, SIZE * b, SIZE * c) for a, b, c in (
                          (0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))),
-                     deterministic=False, description="random affine then smooth displacement field")
+                     deterministic=False, description="random affine then smooth displacement field", chunk=128)
 def _elastic_transform(x, c, keys):
     """The reference: a random affine (3 points moved by U(-c2, c2)) through cv2.warpAffine, then
     a displacement field (Gaussian-smoothed U(-1, 1), sigma c1, 'reflect', truncate 3, times
@@ -771,7 +776,7 @@ def _gaussian_blur(x, c, keys):
 @register_corruption("spatter", family="extra",
                      params=((0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
                              (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)),
-                     deterministic=False, description="water drops (severities 1-3) or mud (4-5)")
+                     deterministic=False, description="water drops (severities 1-3) or mud (4-5)", chunk=128)
 def _spatter(x, c, keys):
     loc, scale, sigma, thresh, intensity, mode = c
     (z,) = _draw(keys, lambda g, i: (torch.randn((SIZE, SIZE), generator=g),))
@@ -839,11 +844,6 @@ def _saturate(x, c, keys, memo):
 # Entry points.
 
 
-def _chunk(device: torch.device) -> int:
-    """CPU: 64 images keep the float64 intermediates in cache (1.5x faster than 256)."""
-    return 64 if device.type == "cpu" else 8192
-
-
 def corrupt_severities(images: torch.Tensor, name: str, severities: Sequence[int], seed: int = 0,
                        indices: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``corrupt`` at each of ``severities``: uint8 [len(severities), N, 3, 32, 32], each equal to
@@ -869,7 +869,7 @@ def corrupt_severities(images: torch.Tensor, name: str, severities: Sequence[int
     takes_memo = "memo" in inspect.signature(info.impl).parameters
     keys = [_keys(seed, name, int(s), idx) for s in severities]
     out = torch.empty((len(severities),) + tuple(images.shape), dtype=torch.uint8, device=images.device)
-    starts = range(0, n, _chunk(images.device))
+    starts = range(0, n, info.chunk if images.device.type == "cpu" else 8192)
     step, threads = starts.step, torch.get_num_threads()
     # On a CPU the chunks are shared among torch's threads, each running its chunks' ops alone: a
     # chunk's ops are too small for OpenMP to split well, and on a busy machine every split op

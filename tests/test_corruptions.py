@@ -191,7 +191,7 @@ def test_corrupt_severities_equals_one_call_per_severity(name, imgs):
 
 @pytest.mark.parametrize("name", ["shot_noise", "zoom_blur", "jpeg_compression", "spatter"])
 def test_chunks_on_threads_give_the_one_thread_result(name):
-    # 200 images are 4 chunks: with 2 threads each worker runs its chunks single-threaded, then the
+    # 200 images are 2-4 chunks: with 2 threads each worker runs its chunks single-threaded, then the
     # caller's thread count is back
     x = natural(200, seed=5)
     before = torch.get_num_threads()
