@@ -28,12 +28,12 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 perf: $(VENV)/.installed
-	$(PY) -m bench.perf
+	$(PY) -m bench.tools.perf
 
 # results/$(PROFILE)/index.html (and the tables, plots, RobustBench exports) rebuilt from the store:
 # nothing is measured
 report: $(VENV)/.installed
-	$(PY) -m bench.publish --results results/$(PROFILE)
+	$(PY) -m bench.report --results results/$(PROFILE)
 
 # The one command of a GPU window, run on the device machine (whose python3 has torch; no venv
 # there): the gpu profile under a wall-clock limit, results packed into $OUT. Fill .whl/ here first

@@ -32,6 +32,7 @@ else.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -181,17 +182,21 @@ class AttackConfig:
         return self.info.build(model_view, n_classes=int(n_classes), seed=int(seed), **self.kwargs)
 
 
+def check_attack_name(name: str, where: str = "") -> None:
+    """The one unknown-attack error, with suggestions; ``where`` says which setting named it."""
+    if name not in ATTACKS:
+        near = difflib.get_close_matches(name, ATTACKS, n=2, cutoff=0.3)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise BenchError(f"{where}unknown attack {name!r}{hint}; known: {', '.join(ATTACKS)}; see --list-attacks")
+
+
 def make_attack(name: str, overrides: Dict[str, Any] | None = None) -> AttackConfig:
     """Resolve an attack name and parameter overrides (profile, then CLI) into a config.
 
     Only the attack's own parameters are read from ``overrides``: shared settings such as the
     CLI's --steps apply to the attacks that have them. ``check_overrides`` rejects strays.
     """
-    if name not in ATTACKS:
-        import difflib
-        near = difflib.get_close_matches(name, ATTACKS, n=2, cutoff=0.3)
-        hint = f" (did you mean {', '.join(near)}?)" if near else ""
-        raise BenchError(f"unknown attack {name!r}{hint}; known: {', '.join(ATTACKS)}; see --list-attacks")
+    check_attack_name(name)
     info = ATTACKS[name]
     values = {}
     for key, p in info.params.items():
@@ -398,6 +403,9 @@ def _target_classes(name: str, n_target_classes: int, n_classes: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # The registry
 
+# the standard CIFAR Linf radius: every Linf attack's default, and the radius of the leaderboard's
+# robust_min (the only number the reports call robustness)
+HEADLINE_EPS = 8 / 255
 EPS = Param("8/255", "eps", "Linf radius in pixel units")
 EPS_L2 = Param("0.5", "eps", "L2 radius in pixel units (per image, over all 3x32x32 values)")
 ALPHA = Param("2/255", "float", "step size in pixel units")

@@ -21,6 +21,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from bench.accel import Accel
+
 
 class AutocastView(nn.Module):
     def __init__(self, model: nn.Module, device_type: str):
@@ -42,6 +44,5 @@ def autocast_view(model: nn.Module, bf16: Optional[bool] = None) -> nn.Module:
     itself."""
     device = next(model.parameters()).device
     if bf16 is None:
-        from bench.accel import Accel
         bf16 = Accel.for_device(device).attack_bf16
     return AutocastView(model, device.type) if bf16 else model

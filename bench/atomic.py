@@ -1,11 +1,23 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never a torn one."""
+"""Files written atomically (a reader sees the old file or the whole new one, never a torn one),
+and read back by content hash."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
+
+
+def sha256_files(paths: Iterable[Path]) -> str:
+    """One sha256 over the files' bytes, in order (a checkpoint, or a zoo model's parts)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:

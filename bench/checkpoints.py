@@ -18,7 +18,7 @@ from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from bench.atomic import write_atomic, write_json_atomic
+from bench.atomic import sha256_files, write_atomic, write_json_atomic
 from bench.errors import BenchError
 from bench.profiles import Recipe
 from bench.train import TRAINER_VERSION
@@ -33,14 +33,6 @@ def checkpoint_key(spec: ModelSpec, recipe: Recipe, data_fingerprint: str, num_c
                        "recipe": recipe.key_dict(spec.adversarial), "data": data_fingerprint,
                        "num_classes": num_classes}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class CheckpointStore:
@@ -116,7 +108,7 @@ class CheckpointStore:
         if not weights.exists():
             raise BenchError(f"checkpoint weights {weights} are missing: {fix}")
         sha = meta.get("best_weights_sha256" if spec.checkpoint == "best" else "weights_sha256")
-        if sha256_file(weights) != sha:
+        if sha256_files([weights]) != sha:
             raise BenchError(f"checkpoint {weights} is corrupt or truncated (sha256 mismatch): {fix}")
         try:  # the header only: a file that is not safetensors (a pickle, say) stops here, unread
             with safe_open(str(weights), framework="pt") as f:
@@ -151,7 +143,7 @@ class CheckpointStore:
         def write(path, state):
             state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
             write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"name": run.name, "key": key}))
-            return sha256_file(path)
+            return sha256_files([path])
 
         meta = dict(meta, key=key, spec=run.to_dict(), weights=weights.name,
                     weights_sha256=write(weights, model.state_dict()))

@@ -1,6 +1,6 @@
 """The CLI's wiring: a parsed command line -> a checked profile, plan and executor.
 
-Every input is checked here before anything is written (bench/run.py parses; bench/runner.py runs).
+Every input is checked here before anything is written (bench/run.py parses; bench/grid/runner.py runs).
 """
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ from pathlib import Path
 
 import torch
 
-from attacks import ATTACKS, VIEWS, make_attack
-from attacks.adversarial import check_overrides
+from attacks import ATTACKS, VIEWS
+from attacks.adversarial import check_attack_name, check_overrides
 from attacks.corruptions import BENCHMARK, EXTRA
 from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
 from bench import threats
 from bench.accel import Accel
 from bench.data import default_cache_dir
 from bench.errors import BenchError
-from bench.executor import LocalExecutor, RayExecutor
-from bench.plan import Plan
+from bench.grid.executor import LocalExecutor, RayExecutor
+from bench.grid.plan import Plan
+from bench.measure import families
 from bench.profiles import check_radius, load_profile
 from models import ARCHS, REGIMES, parse_name
 from models.zoo import ZooSpec, is_zoo_name
@@ -69,6 +70,10 @@ def list_attacks() -> str:
     lines += [f"    worst_grid  worst case over rotations {list(WORST_GRID_ROTATIONS)} x shifts "
               f"{list(WORST_GRID_SHIFTS)} px (x and y)",
               "  cifar10.1    the CIFAR-10.1 v6 test set (Recht et al. 2019) and its gap to the test split"]
+    extra = families.by_name()
+    if extra:
+        lines += ["", "Other measurement families (by name; [eval] measure):"]
+        lines += [f"  {name:<12} {F.describe}" for name, F in extra.items()]
     return "\n".join(lines)
 
 
@@ -94,8 +99,7 @@ def _attack_params(profile, args) -> dict:
         attack, _, key = target.partition(".")
         if not (attack and key and value):
             raise BenchError(f"--param takes ATTACK.KEY=VALUE, e.g. square.n_queries=1000; got {item!r}")
-        if attack not in ATTACKS:
-            make_attack(attack)  # the unknown-attack error, with suggestions
+        check_attack_name(attack, "--param: ")
         check_overrides(attack, {key: value})
         merged[attack][key] = value
     return {a: p for a, p in merged.items() if p}
@@ -142,7 +146,6 @@ def make_plan(args):
         ev = replace(ev, corruptions=args.corruption_source)
     if args.n_test is not None and ev.shift_n is not None:
         ev = replace(ev, shift_n=min(ev.shift_n, args.n_test))
-    profile = replace(profile, eval=ev)
     if args.eps_sweep is not None:
         ev = replace(ev, eps_sweep=tuple(_split_list(args.eps_sweep, "--eps-sweep")))
     profile = replace(profile, eval=ev, attack_params=_attack_params(profile, args))

@@ -3,7 +3,7 @@
 Branchaud-Charron, Achkar, Jodoin, "Spectral Metric for Dataset Complexity Assessment", CVPR 2019;
 reference code: github.com/Dref360/spectral-metric (formerly ElementAI/spectral_metric),
 ``spectral_metric/estimator.py`` and ``lib.py``. Claim B uses ln(CSG) as a correction to the
-analytical temperature T* (see ``bench/fit_temperature.py``).
+analytical temperature T* (see ``bench/tools/fit_temperature.py``).
 
 The computation, for K classes in an embedding space:
 
@@ -57,7 +57,7 @@ has purer neighbourhoods: CIFAR-10's 10,000 test images gave 4.1 where its 50,00
 gave 3.5), so compare datasets on the same split and record n.
 
 ``python -m bench.csg --data-root DIR --json csg.json`` computes a dataset's CSG and merges it
-into a JSON file that ``python -m bench.fit_temperature --csg-json csg.json`` reads.
+into a JSON file that ``python -m bench.tools.fit_temperature --csg-json csg.json`` reads.
 """
 from __future__ import annotations
 
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parzen", action="store_true", help="weight by the Parzen volume, as the reference code")
-    ap.add_argument("--json", help="merge {dataset: result} into this JSON file (bench.fit_temperature --csg-json)")
+    ap.add_argument("--json", help="merge {dataset: result} into this JSON file (bench.tools.fit_temperature --csg-json)")
     args = ap.parse_args(argv)
     try:
         data = load_dataset(args.data_root, Path(args.cache) if args.cache else None, dataset=args.dataset)

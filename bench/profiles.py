@@ -5,6 +5,7 @@ are errors, so a typo cannot silently fall back to a default.
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import re
@@ -18,10 +19,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from attacks.adversarial import ATTACKS, AttackConfig, check_overrides, make_attack, parse_eps
+from attacks.adversarial import ATTACKS, AttackConfig, check_attack_name, check_overrides, make_attack, parse_eps
 from attacks.corruptions import CORRUPTIONS
 from attacks.natural import check_natural
 from attacks.views import VIEWS
+from bench.measure import families
 from bench.errors import BenchError
 from models import ModelSpec, parse_name
 from models.registry import MAX_SEED, TAUTO_ALPHA, TAUTO_BETA, TAUTO_MIN, TautoFormula
@@ -161,6 +163,9 @@ class EvalSetup:
     surrogate: str = ""
     fp64_n: int = 0
     crosscheck_n: int = 0
+    # further measurement families, by name: those of bench/measure/families.py that have no
+    # setting of their own above
+    measure: Tuple[str, ...] = ()
 
     def __post_init__(self):
         _check_types(self)
@@ -184,7 +189,6 @@ class EvalSetup:
             raise BenchError(f"[eval] unknown shift {', '.join(sorted(unknown))}; known: cifar10.1")
         for name in self.corruption_names:
             if name not in CORRUPTIONS:
-                import difflib
                 near = difflib.get_close_matches(name, CORRUPTIONS, n=1, cutoff=0.5)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 raise BenchError(f"unknown corruption {name!r}{hint}; known: {', '.join(CORRUPTIONS)}")
@@ -194,9 +198,9 @@ class EvalSetup:
                 raise BenchError(f"eps sweep values must lie in (0, 1] (pixels lie in [0, 1]; e.g. 8/255), "
                                  f"got {e!r}")
         for a in self.sweep_attacks:
-            if a not in ATTACKS or "eps" not in ATTACKS[a].params:
-                raise BenchError(f"[eval] sweep_attacks: {a!r} is not an attack with an eps; "
-                                 f"known: {', '.join(ATTACKS)}")
+            check_attack_name(a, "[eval] sweep_attacks: ")
+            if "eps" not in ATTACKS[a].params:
+                raise BenchError(f"[eval] sweep_attacks: {a!r} has no eps to sweep")
         bad_views = set(self.sweep_views) - set(VIEWS)
         if bad_views:
             raise BenchError(f"[eval] sweep_views: unknown view {', '.join(sorted(bad_views))}; "
@@ -205,6 +209,10 @@ class EvalSetup:
             raise BenchError("[eval] fp64_n and crosscheck_n must be >= 0 (0: off)")
         if self.surrogate:
             parse_name(self.surrogate)
+        unknown = set(self.measure) - set(families.by_name())
+        if unknown:
+            raise BenchError(f"[eval] measure: unknown measurement family {', '.join(sorted(unknown))}; known: "
+                             f"{', '.join(families.by_name()) or 'none'}")
 
     @property
     def sweep_eps(self) -> Tuple[float, ...]:
@@ -397,8 +405,7 @@ def load_profile(name_or_path: str) -> Profile:
     recipe = _strict(Recipe, doc["recipe"], f"{where} [recipe]")
     ev = _strict(EvalSetup, doc.get("eval", {}), f"{where} [eval]")
     for a in ev.attacks:
-        if a not in ATTACKS:
-            raise BenchError(f"{where} [eval]: unknown attack {a!r}; known: {', '.join(ATTACKS)}")
+        check_attack_name(a, f"{where} [eval]: ")
     for v in ev.views:
         if v not in VIEWS:
             raise BenchError(f"{where} [eval]: unknown view {v!r}; known: {', '.join(VIEWS)}")
@@ -406,8 +413,7 @@ def load_profile(name_or_path: str) -> Profile:
     if not isinstance(attack_params, dict):
         raise BenchError(f"{where}: attack must be [attack.<name>] tables, got attack = {attack_params!r}")
     for a, table in attack_params.items():
-        if a not in ATTACKS:
-            raise BenchError(f"{where}: [attack.{a}] names an unknown attack; known: {', '.join(ATTACKS)}")
+        check_attack_name(a, f"{where}: [attack.{a}]: ")
         if not isinstance(table, dict):
             raise BenchError(f"{where}: [attack.{a}] must be a table of parameters, got {table!r}")
         check_overrides(a, table)

@@ -97,8 +97,8 @@ def main(argv=None) -> int:
             return 0
         executor = make_executor(args)
         plan = make_plan(args)
-        from bench.report import summary
-        from bench.runner import run
+        from bench.report.tables import summary
+        from bench.grid.runner import run
         board = run(plan, executor=executor)
         print(summary(board))
         return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -106,7 +106,3 @@ def download_cifar101(dest: Path, base_url: Optional[str] = None) -> Path:
                          f"{' and '.join(CIFAR101_FILES)} in {folder}") from None
     load_cifar101(folder)  # validate now, not mid-run
     return folder
-
-
-def corruption_names(folder: Path) -> Dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.glob("*.npy")) if p.stem != "labels"}

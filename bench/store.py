@@ -29,8 +29,8 @@ COLUMNS = ["run_key", "model", "arch", "T", "head", "regime", "lr_scale", "seed"
            "catastrophic_overfitting_epoch", "code_version", "torch_version", "device", "timestamp", "wall_s"]
 
 # Version of the record layout. Records of an older layout measured the same things under other
-# threat names; the table leaves them out (counted in `ResultStore.stale`) rather than show them
-# twice, and the next run of their model measures them again.
+# threat names; the table leaves them out rather than show them twice, and the next run of their
+# model measures them again.
 SCHEMA = 2
 
 IDENTITY = ("run_key", "dataset", "split", "n", "subset_seed", "attack_seed", "threat", "view", "params")
@@ -98,7 +98,6 @@ class ResultStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.records_dir = self.root / "records"
-        self.stale = 0  # records of an older SCHEMA that the last table() left out
         self.skipped: set = set()  # malformed record files, each warned about once
 
     def path(self, rid: str) -> Path:
@@ -143,7 +142,7 @@ class ResultStore:
     def bits_table(self) -> pd.DataFrame:
         """The per-image results (hex bitmaps) of the measurements that have them."""
         cols = ["run_key", "model", "dataset", "n", "family", "threat", "view", "eps", "timestamp", "bits",
-                "positions", "autoattack_warnings"]  # the AutoAttack cross-check's (bench/diagnostics.py)
+                "positions", "autoattack_warnings"]  # the AutoAttack cross-check's (bench/measure/crosscheck.py)
         rows = [{c: rec.get(c) for c in cols} for rec in self.records()
                 if rec.get("bits") and rec.get("schema", 1) >= SCHEMA]
         return pd.DataFrame(rows, columns=cols)
@@ -151,10 +150,8 @@ class ResultStore:
     def table(self) -> pd.DataFrame:
         """The tidy long table, one row per (measurement, metric), in a stable order."""
         rows: List[Dict] = []
-        self.stale = 0
         for rec in self.records():
             if rec.get("schema", 1) < SCHEMA:
-                self.stale += 1
                 continue
             base = {c: rec.get(c) for c in COLUMNS if c not in ("metric", "value", "params")}
             base["params"] = json.dumps(rec.get("params", {}), sort_keys=True)

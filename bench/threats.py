@@ -11,6 +11,7 @@ the other threats alike, so ``--attack pgd,corruptions,rotate,cifar10.1`` is one
   fp64            CE-PGD recomputed in float64 on a few images (is float32 underflow masking?)
   crosscheck      torchattacks' AutoAttack against the authors' pyautoattack on the same images
   suite           every attack of the registry but autoattack_ref, and the four above: the audit
+  <family>        a measurement family without settings of its own (bench/measure/families.py)
   all             everything above
 
 Single corruptions are named with ``--corruptions`` (which also switches corruptions on), not in
@@ -28,6 +29,7 @@ from attacks.adversarial import ATTACKS
 from attacks.corruptions import CORRUPTIONS
 from attacks.natural import NATURAL
 from bench.errors import BenchError
+from bench.measure import families
 from bench.profiles import EvalSetup
 
 NATURAL_ALL = (*NATURAL, "worst_grid")
@@ -45,7 +47,7 @@ def suite_attacks() -> list:
 
 
 def known_threats() -> list:
-    return [*ATTACKS, *GROUPS, *AUDIT, *NATURAL_ALL, *SHIFT_SETS]
+    return [*ATTACKS, *GROUPS, *AUDIT, *NATURAL_ALL, *SHIFT_SETS, *families.by_name()]
 
 
 def parse_severities(text: str) -> tuple:
@@ -72,7 +74,7 @@ def select(ev: EvalSetup, tokens: Optional[Sequence[str]], corruptions: Optional
             overrides["corruptions"] = "auto"
         return replace(ev, **overrides)  # __post_init__ checks the names and severities
 
-    attacks, natural, shifts, audit = [], [], [], set()
+    attacks, natural, shifts, audit, measure = [], [], [], set(), []
     want_corruptions = corruptions is not None or severities is not None
     for t in tokens:
         if t in ("suite", "all"):
@@ -81,6 +83,7 @@ def select(ev: EvalSetup, tokens: Optional[Sequence[str]], corruptions: Optional
         if t == "all":
             natural += list(NATURAL_ALL)
             shifts += list(SHIFT_SETS)
+            measure += list(families.by_name())
             want_corruptions = True
         elif t == "suite":
             pass
@@ -96,6 +99,8 @@ def select(ev: EvalSetup, tokens: Optional[Sequence[str]], corruptions: Optional
             natural.append(t)
         elif t in SHIFT_SETS:
             shifts.append(t)
+        elif t in families.by_name():
+            measure.append(t)
         else:
             near = difflib.get_close_matches(t, known_threats(), n=2, cutoff=0.5)
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
@@ -112,4 +117,5 @@ def select(ev: EvalSetup, tokens: Optional[Sequence[str]], corruptions: Optional
         fp64_n=(ev.fp64_n or DEFAULT_FP64_N) if "fp64" in audit else 0,
         crosscheck_n=(ev.crosscheck_n or DEFAULT_CROSSCHECK_N) if "crosscheck" in audit else 0)
     return replace(ev, attacks=tuple(dict.fromkeys(attacks)), natural=tuple(dict.fromkeys(natural)),
-                   shifts=tuple(dict.fromkeys(shifts)), corruptions=mode, **overrides)
+                   shifts=tuple(dict.fromkeys(shifts)), measure=tuple(dict.fromkeys(measure)), corruptions=mode,
+                   **overrides)

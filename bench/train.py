@@ -12,11 +12,16 @@ from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
+import torchattacks
 from tqdm import tqdm
 
+from attacks.adversarial import make_attack, parse_eps
+from attacks.views import make_view
 from bench.accel import Accel
 from bench.data import Dataset, augment, stratified_indices, to_float
 from bench.errors import BenchError
+from bench.measure.adversarial import clean_pass, run_attack
+from bench.measure.base import frac
 from bench.profiles import Recipe
 from models import ModelSpec, build_model
 
@@ -95,10 +100,6 @@ class AdversarialStep:
     PGD-AT and fast AT, eval mode for TRADES."""
 
     def __init__(self, spec: ModelSpec, recipe: Recipe, model: torch.nn.Module):
-        import torchattacks
-
-        from attacks.adversarial import parse_eps
-        from attacks.views import make_view
         self.regime, self.T = spec.regime, spec.T
         self.beta = recipe.trades_beta
         eps, alpha = parse_eps(recipe.at_eps), parse_eps(recipe.at_alpha)
@@ -134,15 +135,13 @@ class AdversarialStep:
 def holdout_check(model, spec: ModelSpec, recipe: Recipe, holdout, num_classes: int) -> dict:
     """Clean and margin-PGD accuracy on the held-out images, in eval mode. The margin loss is
     scale-free, so the saturated softmax of a high-T model cannot fake robustness here."""
-    from attacks.adversarial import make_attack
-    from bench.evaluate import _frac, clean_pass, run_attack
     was_training = model.training
     model.eval()
     pgd = make_attack("pgd_margin", {"eps": recipe.at_eps, "alpha": recipe.at_alpha, "steps": recipe.at_eval_steps})
     ok, _, _ = clean_pass(model, holdout, 500, [], spec.T)
     robust, *_ = run_attack(model, spec.T, holdout, ok, pgd, "any", 500, seed=0, n_classes=num_classes)
     model.train(was_training)
-    return {"clean_acc": _frac(ok), "pgd_acc": _frac(robust)}
+    return {"clean_acc": frac(ok), "pgd_acc": frac(robust)}
 
 
 # A run overfits catastrophically (Wong et al. 2020) when its held-out PGD accuracy collapses:

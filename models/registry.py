@@ -88,7 +88,7 @@ def format_temperature(t: Union[float, str]) -> str:
 class TautoFormula:
     """T* = alpha sqrt(M) + beta + gamma ln(CSG) + delta ln(num_classes), clipped below at floor
     (claim B). gamma and delta are unpublished: 0 unless a profile's [tauto] gives fitted values
-    (python -m bench.fit_temperature fits them from sweeps)."""
+    (python -m bench.tools.fit_temperature fits them from sweeps)."""
     alpha: float = TAUTO_ALPHA
     beta: float = TAUTO_BETA
     gamma: float = 0.0

@@ -21,13 +21,12 @@ and handles three packaging problems of robustbench 1.1.1 (PyPI):
 
 Every failure is one BenchError line. A zoo model takes inputs in [0, 1] and returns logits
 (RobustBench's convention: normalisation inside), like the harness's own models, so
-bench.evaluate.evaluate and the attack registry work on it unchanged. Its training temperature is
+bench.measure.adversarial.evaluate and the attack registry work on it unchanged. Its training temperature is
 taken as 1 (CE-trained): the raw and scaled views coincide.
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import importlib.util
 import pickle
@@ -40,6 +39,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from bench.atomic import sha256_files
 from bench.errors import BenchError
 
 PREFIX = "robustbench:"
@@ -160,15 +160,6 @@ def _entry(utils, bare: str, dataset: str, threat_model: str) -> dict:
     return zoo[bare]
 
 
-def _sha256(paths: List[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def _installed_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -216,7 +207,7 @@ def load_zoo_model(name: str, model_dir, device, dataset: str = "cifar10", threa
                              f"offline, put RobustBench's file at {where}") from None
         raise BenchError(f"cannot load robustbench:{bare} from {paths[0]}: {str(e).splitlines()[0][:200]}") from None
     model = model.to(device).eval()
-    sha = _sha256(paths)
+    sha = sha256_files(paths)
     num_classes = getattr(utils, "DATASET_CLASSES", {}).get(utils.BenchmarkDataset(dataset))
     info = {
         "model": f"{PREFIX}{bare}",

@@ -67,7 +67,7 @@ def forward_gflop(arch_name: str) -> float:
 def measure(profile_name: str, proxy_arch: str, proxy_T, n: int, data_root: str, cache: Path, families=None):
     """Per-image passes of each measurement family, averaged over proxies at ``proxy_T``."""
     from bench.cli import make_plan
-    from bench.jobs import Context
+    from bench.grid.jobs import Context
     from bench.profiles import load_profile
     from bench.run import build_parser
     from models import parse_name
@@ -94,11 +94,11 @@ def measure(profile_name: str, proxy_arch: str, proxy_T, n: int, data_root: str,
             counter.label = "(train)"
             _, model, meta, _ = ctx.model(spec, lambda m: print(m, file=sys.stderr))
             clean[spec.name] = meta.get("test_acc")
-            for family, planned, run in ctx.measurement_jobs(spec, model):
-                if families and family not in families:
+            for family, fam in ctx.families.items():
+                if (families and family not in families) or not fam.planned(spec, ctx):
                     continue
                 counter.label = family
-                for m in run():
+                for m in fam.run(model, spec, ctx, lambda m: print(m, file=sys.stderr)):
                     if family == "attacks" and "forward_per_image" in m.metrics:
                         cost = per_attack[f"{m.threat}/{m.view}"]
                         cost[0] += m.metrics["forward_per_image"] / len(specs)

@@ -105,7 +105,7 @@ say "grid exit $rc after ${grid_wall}s"
 
 # 5. The reports, rebuilt from the store when the run did not get to write them itself.
 if ((rc != 0)); then
-    timeout 55 "$PY" -m bench.publish --results "$RESULTS" || say "reports: not rebuilt"
+    timeout 55 "$PY" -m bench.report --results "$RESULTS" || say "reports: not rebuilt"
 fi
 
 # 6. Provenance, then one archive of everything worth keeping.

@@ -99,7 +99,7 @@ def device_facts(device: str) -> dict:
 def grid_progress(run_args: list) -> dict:
     """Which of the grid's jobs the stores hold, per model, with the time each model took."""
     from bench.cli import make_plan
-    from bench.jobs import Context, build_jobs, is_done
+    from bench.grid.jobs import Context, build_jobs, is_done
     from bench.run import build_parser
     plan = make_plan(build_parser().parse_args(run_args))
     ctx = Context(plan, lambda m: None)

@@ -7,7 +7,7 @@ from attacks import make_attack
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import stratified_indices
 from bench.errors import BenchError
-from bench.evaluate import evaluate
+from bench.measure.adversarial import evaluate
 from bench.profiles import Recipe, load_profile
 from bench.train import catastrophic_epoch, train
 from models import parse_name

@@ -7,7 +7,7 @@ import torch
 from attacks import make_attack, parse_eps
 from bench.data import stratified_indices
 from bench.errors import BenchError
-from bench.evaluate import evaluate
+from bench.measure.adversarial import evaluate
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from attacks import make_attack
-from bench.audit import THRESHOLDS, verdict
+from bench.report.audit import THRESHOLDS, verdict
 from bench.data import stratified_indices, to_float
-from bench.diagnostics import fp64_check
-from bench.evaluate import craft, evaluate, evaluate_transfer, pack_bits, unpack_bits
+from bench.measure.adversarial import evaluate
+from bench.measure.fp64 import fp64_check
+from bench.measure.transfer import craft, evaluate_transfer
+from bench.store import pack_bits, unpack_bits
 
 MASKING_PROFILE = """
 [recipe]
@@ -95,7 +97,7 @@ def test_transfer_attack_from_a_surrogate(tiny_model, mini_data):
     assert (x_adv - to_float(split.images)).abs().max() <= pgd.eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     # transferred onto the surrogate itself it is a white-box attack: as strong as PGD (the random
     # starts differ: craft attacks every image, the evaluator only the correct ones)
-    m = evaluate_transfer(model, 1.0, split, x_adv, pgd, spec.name, "key", batch_size=50)
+    m = evaluate_transfer(model, 1.0, split, x_adv, pgd, {"surrogate": spec.name}, batch_size=50)
     white = evaluate(model, 1.0, split, [pgd], ["raw"], batch_size=50)[1]
     assert m.threat == "transfer" and m.view == "any" and m.params["surrogate"] == spec.name
     assert m.metrics["robust_acc"] == pytest.approx(white.metrics["robust_acc"], abs=0.03)
@@ -104,7 +106,7 @@ def test_transfer_attack_from_a_surrogate(tiny_model, mini_data):
     with torch.no_grad():
         for p in other.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    m2 = evaluate_transfer(other, 1.0, split, x_adv, pgd, spec.name, "key", batch_size=50)
+    m2 = evaluate_transfer(other, 1.0, split, x_adv, pgd, {"surrogate": spec.name}, batch_size=50)
     assert m2.metrics["robust_acc"] <= m2.metrics["clean_acc"]
     assert unpack_bits(m2.bits, 100).mean() == pytest.approx(m2.metrics["robust_acc"])
 

@@ -265,7 +265,7 @@ BAD_RECORDS = {
 
 
 def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
-    from bench.publish import main as report_main
+    from bench.report.publish import main as report_main
     from bench.store import ResultStore
     store = ResultStore(tmp_path)
     rid = store.put(record("fastnet_T1", 1.0))
@@ -304,7 +304,7 @@ def file_size_limit(limit: int):
 def test_reports_are_replaced_only_once_all_are_written(tmp_path, capsys):
     """A report that cannot be written (here past a file-size limit, which fails writes as a full
     disk does) stops with one line; the records and the previous reports stay as they were."""
-    from bench.publish import main as report_main
+    from bench.report.publish import main as report_main
     from bench.store import ResultStore
     store = ResultStore(tmp_path)
     for t in (1.0, 5.0):

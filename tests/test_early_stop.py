@@ -8,7 +8,8 @@ import torchattacks
 from attacks import make_attack, make_view
 from attacks.views import PassCount, PassCounter
 from bench.data import to_float
-from bench.evaluate import evaluate, unpack_bits
+from bench.measure.adversarial import evaluate
+from bench.store import unpack_bits
 from tests.attack_helpers import correct, run
 
 EPS = 2 / 255  # small enough that some points survive: a subset test of two empty sets proves nothing
@@ -123,7 +124,7 @@ def test_every_measurement_carries_its_cost(tiny_model, test_split):
 def test_counter_counts_every_backward(tiny_model, batch):
     """FAB differentiates every logit of one forward: a backward pass each, counted each."""
     _, model = tiny_model
-    x, y = batch[0][:4], batch[1][:4]
+    x = batch[0][:4]
     count = PassCount()
     counted = PassCounter(model, count)
     xg = x.clone().requires_grad_(True)
@@ -140,7 +141,7 @@ def test_counter_counts_every_backward(tiny_model, batch):
 def test_leaderboard_shows_the_cost(tiny_model, test_split, tmp_path):
     """Records as the jobs write them (metrics from the measurement), through the real store and
     leaderboard: the suite's passes per image and wall time, and the cost of robust_min's attack."""
-    from bench.report import leaderboard
+    from bench.report.tables import leaderboard
     from bench.store import ResultStore
     spec, model = tiny_model
     split = test_split.subset(torch.arange(100))
@@ -170,10 +171,12 @@ def test_transfer_is_crafted_to_the_last_iterate(test_split):
     the surrogate's boundary transfers far worse, so the transfer attack runs every step."""
     from types import SimpleNamespace
 
-    from bench.attack_setup import AttackSetup
+    from bench.measure.eps_sweep import EpsSweep
+    from bench.measure.transfer import Transfer
     from bench.profiles import load_profile
     profile = load_profile("quick")
-    setup = AttackSetup.prepare(SimpleNamespace(profile=profile, attacks=[], views=["raw"]), test_split)
-    assert setup.transfer.name == "pgd" and setup.transfer.kwargs["early_stop"] is False
-    assert setup.transfer.steps == profile.attack("pgd").steps  # the profile's PGD otherwise
-    assert all(a.kwargs["early_stop"] for a in setup.sweep)  # the sweep is white-box: it stops early
+    ctx = SimpleNamespace(plan=SimpleNamespace(profile=profile, attacks=[], views=["raw"]), eval_split=test_split)
+    transfer, sweep = Transfer.prepare(ctx, print), EpsSweep.prepare(ctx, print)
+    assert transfer.attack.name == "pgd" and transfer.attack.kwargs["early_stop"] is False
+    assert transfer.attack.steps == profile.attack("pgd").steps  # the profile's PGD otherwise
+    assert all(a.kwargs["early_stop"] for a in sweep.configs)  # the sweep is white-box: it stops early

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.fit_temperature import best_temperatures, clean_accuracy, fit_tstar, main, parse_csg, read_tables, run
+from bench.tools.fit_temperature import best_temperatures, clean_accuracy, fit_tstar, main, parse_csg, read_tables, run
 from bench.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def test_cli_end_to_end_with_plot_and_json(tmp_path):
     for name, (c, k) in datasets.items():
         put_sweep(tmp_path / name, {m: truth(m, c, k) for m in DIMS[:4]}, dataset=name, classes=k)
     (tmp_path / "csg.json").write_text(json.dumps({"dsC": {"value": 5.0, "embedding": "pca32"}}))
-    cmd = [sys.executable, "-m", "bench.fit_temperature", "--plot", str(tmp_path / "out" / "tstar.png"),
+    cmd = [sys.executable, "-m", "bench.tools.fit_temperature", "--plot", str(tmp_path / "out" / "tstar.png"),
            "--json", str(tmp_path / "out" / "fit.json"), "--csg", "dsA=2", "--csg", "dsB=8",
            "--csg-json", str(tmp_path / "csg.json")]
     for name in datasets:
@@ -190,7 +190,7 @@ def test_cli_end_to_end_with_plot_and_json(tmp_path):
 
 
 def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
-    proc = subprocess.run([sys.executable, "-m", "bench.fit_temperature", "--results", str(tmp_path / "nope")],
+    proc = subprocess.run([sys.executable, "-m", "bench.tools.fit_temperature", "--results", str(tmp_path / "nope")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: results folder") and "does not exist" in proc.stderr

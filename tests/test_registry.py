@@ -133,7 +133,7 @@ def test_tauto_formula_and_profile_corrections(tmp_path):
 
 def test_tauto_resolver_uses_the_profile(mini_data):
     from bench.profiles import TautoSetup
-    from bench.plan import TautoResolver
+    from bench.grid.plan import TautoResolver
     spec = parse_name("fastnetw8_bn_Tauto")
     assert TautoResolver(TautoSetup(), mini_data, print)(spec) is spec  # published: nothing to do
     r = TautoResolver(TautoSetup(alpha=1.0, beta=0.0, delta=1.0, csg=2.0), mini_data, print)(spec)

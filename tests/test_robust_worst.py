@@ -14,13 +14,12 @@ import pytest
 import torch
 
 from attacks import ATTACKS
-from bench.attack_setup import AttackSetup
+from bench.measure.families import FAMILIES
 from bench.data import stratified_indices
-from bench.worst_case import crosscheck_on_split
-from bench.evaluate import unpack_bits
+from bench.report.worst_case import crosscheck_on_split
 from bench.profiles import load_profile
-from bench.report import leaderboard
-from bench.store import ResultStore
+from bench.report.tables import leaderboard
+from bench.store import ResultStore, unpack_bits
 
 N_EVAL, N_CC = 200, 100
 PROFILE = f"""
@@ -57,7 +56,7 @@ class Quantized(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def masked_run(tiny_model, mini_data, tmp_path_factory):
-    """The runner's attack jobs (bench.attack_setup): FGSM on the 200-image evaluation split and
+    """The grid's adversarial families (bench/measure/): FGSM on the 200-image evaluation split and
     the cross-check on a stratified 100 of them."""
     spec, model = tiny_model
     masked = Quantized(model).eval()
@@ -66,15 +65,18 @@ def masked_run(tiny_model, mini_data, tmp_path_factory):
     profile = load_profile(str(path))
     plan = SimpleNamespace(profile=profile, attacks=[profile.attack("fgsm")], views=["raw"], progress=False)
     split = mini_data.test.subset(stratified_indices(mini_data.test.labels, N_EVAL, 0))
-    setup = AttackSetup.prepare(plan, split)
-    jobs = {name: run for name, _, run in setup.jobs(masked, spec, plan, 10, get_surrogate=None)}
-    assert set(jobs) == {"attacks", "autoattack crosscheck"}
+    ctx = SimpleNamespace(plan=plan, eval_split=split, data=SimpleNamespace(num_classes=10))
+    adversarial = [F for F in FAMILIES if F.name in ("attacks", "eps sweep", "transfer", "fp64 check",
+                                                     "autoattack crosscheck")]
+    families = {f.name: f for f in (F.prepare(ctx, print) for F in adversarial) if f}
+    assert set(families) == {"attacks", "autoattack crosscheck"}
     positions = stratified_indices(split.labels, N_CC, 2)
-    return jobs["attacks"](), jobs["autoattack crosscheck"]()[0], positions
+    suite, cc = (families[k].run(masked, spec, ctx, print) for k in ("attacks", "autoattack crosscheck"))
+    return suite, cc[0], positions
 
 
 def _record(m):
-    """A record as bench.jobs.execute writes it."""
+    """A record as bench.grid.jobs.execute writes it."""
     rec = {"run_key": "k", "dataset": "cifar10-mini", "split": "test", "n": m.n, "subset_seed": 0, "attack_seed": 0,
            "threat": m.threat, "view": m.view, "params": m.params, "model": "fastnetw8_T1", "arch": "fastnetw8",
            "T": 1.0, "head": "linear", "regime": "std", "lr_scale": False, "seed": 0, "checkpoint": "last",

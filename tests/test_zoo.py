@@ -130,11 +130,12 @@ def test_robustbench_not_installed(monkeypatch):
 
 
 def test_evaluated_by_the_harness(tmp_path, mini_data):
-    """A zoo model is evaluated like our own: bench.evaluate.evaluate with the registry's attacks,
+    """A zoo model is evaluated like our own: bench.measure.adversarial.evaluate with the registry's attacks,
     on real CIFAR-10 test images. (A ResNet-18 of the zoo: WideResNet-28-10 is 10x slower on CPU.)"""
     from attacks import make_attack
     from bench.data import stratified_indices, to_float
-    from bench.evaluate import evaluate, unpack_bits
+    from bench.measure.adversarial import evaluate
+    from bench.store import unpack_bits
     _place_checkpoint("Addepalli2021Towards_RN18", tmp_path)
     model, info = load_zoo_model("robustbench:Addepalli2021Towards_RN18", tmp_path, "cpu", download=False)
     split = mini_data.test.subset(stratified_indices(mini_data.test.labels, 50, 0))

@@ -2,12 +2,12 @@
 disk or receive by mail.
 
 It shows the leaderboard (sortable by clicking a column header: a few lines of vanilla JS, no
-CDN, no server), the claim-by-claim verdicts of bench.claims, every plot (embedded as data URIs,
+CDN, no server), the claim-by-claim verdicts of bench.report.claims, every plot (embedded as data URIs,
 so the file stands alone), and where every number comes from: the commit (code_version), device,
 torch version, dataset, n and date of each model's run. Nothing here measures anything; it reads
-the store and the tables bench.report wrote from it.
+the store and the tables bench.report.tables wrote from it.
 
-bench/publish.py writes it, with every other report, at the end of a run and on `make report`.
+bench/report/publish.py writes it, with every other report, at the end of a run and on `make report`.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from bench.atomic import write_bytes_atomic
-from bench.claims import THRESHOLDS, evaluate_claims
-from bench.columns import latest_runs
+from bench.report.claims import THRESHOLDS, evaluate_claims
+from bench.report.columns import latest_runs
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

@@ -59,16 +59,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from attacks import ATTACKS
-from bench.columns import latest_runs
-from bench.report import leaderboard
+from bench.report.columns import HEADLINE_EPS, ModelFamily, latest_runs
+from bench.report.tables import leaderboard
+from bench.report.worst_case import worst_case_bits
 from bench.store import ResultStore, unpack_bits
-from bench.worst_case import worst_case_bits
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -86,7 +86,6 @@ THRESHOLDS: Dict[str, float] = {
 }
 
 AT_REGIMES = ("at", "atT1", "trades", "fat")
-HEADLINE_EPS = 8 / 255
 
 CLAIMS: Dict[str, Tuple[str, str]] = {
     "A1": ("Moderate T improves clean accuracy over T=1.",
@@ -178,30 +177,6 @@ def combine(verdicts: Sequence[str]) -> Tuple[str, str]:
 # The data the comparisons read
 
 
-class Family(NamedTuple):
-    """Models that differ only in temperature and seed. Comparisons never cross a family (nor a
-    dataset: models of one dataset and n share their test images)."""
-    arch: str
-    head: str
-    regime: str
-    checkpoint: str
-    lr_scale: bool
-    dataset: str
-
-    @classmethod
-    def of(cls, row) -> "Family":
-        ckpt = row.get("checkpoint")
-        return cls(row["arch"], row["head"], row["regime"], ckpt if isinstance(ckpt, str) else "",
-                   bool(row["lr_scale"]), str(row.get("dataset", "")))
-
-    def label(self, with_dataset: bool = False) -> str:
-        text = self.arch + (" +BN head" if self.head == "bn" else "")
-        if self.regime != "std":
-            text += f" {self.regime}" + (f"@{self.checkpoint}" if self.checkpoint else "")
-        text += " (loss x T)" if self.lr_scale else ""
-        return text + (f" [{self.dataset}]" if with_dataset else "")
-
-
 def is_tauto(model: str) -> bool:
     return re.search(r"_Tauto(_|@|$)", str(model)) is not None
 
@@ -220,7 +195,7 @@ class Evidence:
                 self._bits[(r.model, r.threat, r.view, round(float(r.eps), 6))] = unpack_bits(r.bits, int(r.n))
         self.several_datasets = len(board) > 0 and board["dataset"].nunique() > 1
 
-    def label(self, fam: Family) -> str:
+    def label(self, fam: ModelFamily) -> str:
         return fam.label(with_dataset=self.several_datasets)
 
     # --- per-model numbers
@@ -266,7 +241,7 @@ class Evidence:
                 return None
             threat, view = by.split("/", 1)
             return self._bits.get((model, threat, view, eps))
-        if metric == "robust_worst":  # as the leaderboard's (bench.report.worst_case)
+        if metric == "robust_worst":  # as the leaderboard's (bench.report.tables.worst_case)
             if self._bit_rows is None or model not in self.board.index:
                 return None
             return worst_case_bits(self._bit_rows[self._bit_rows.model == model], int(self.board.loc[model, "n"]),
@@ -289,16 +264,16 @@ class Evidence:
 
     # --- families
 
-    def families(self, regimes: Sequence[str]) -> Dict[Family, pd.DataFrame]:
+    def families(self, regimes: Sequence[str]) -> Dict[ModelFamily, pd.DataFrame]:
         if self.board.empty:
             return {}
         board = self.board[self.board.regime.isin(regimes)]
-        out: Dict[Family, list] = {}
+        out: Dict[ModelFamily, list] = {}
         for _, row in board.iterrows():
-            out.setdefault(Family.of(row), []).append(row)
+            out.setdefault(ModelFamily.of(row), []).append(row)
         return {k: pd.DataFrame(v) for k, v in out.items()}
 
-    def baseline_rows(self, fam: Family) -> pd.DataFrame:
+    def baseline_rows(self, fam: ModelFamily) -> pd.DataFrame:
         """The T=1 models of a family; for the loss-x-T arm, those of its fixed-lr twin."""
         fams = self.families([fam.regime])
         for k in (fam, fam._replace(lr_scale=False)):
@@ -364,7 +339,7 @@ def _name(rows: pd.DataFrame) -> str:
     return first + (f" +{len(rows) - 1} seeds" if len(rows) > 1 else "")
 
 
-def best_vs_t1(ev: Evidence, key: Family, rows: pd.DataFrame, metric: str, candidates: pd.DataFrame,
+def best_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str, candidates: pd.DataFrame,
                higher_is_better: bool = True) -> Optional[Comparison]:
     """The family's T=1 model against its best candidate temperature on ``metric``."""
     base = ev.baseline_rows(key)

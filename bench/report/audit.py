@@ -28,7 +28,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pandas as pd
 
-from bench.columns import threat_norm
+from attacks import ATTACKS, format_eps
+from bench.report.columns import threat_norm
 
 # accuracies and fractions in [0, 1]; "pp" below = percentage points
 THRESHOLDS: Dict[str, float] = {
@@ -105,12 +106,10 @@ def verdict(ev: pd.Series, chance: float) -> Tuple[str, str]:
 
 
 def _is_black_box(threat: str) -> bool:
-    from attacks import ATTACKS
     return threat == "transfer" or (threat in ATTACKS and ATTACKS[threat].black_box)
 
 
 def _targeted(threat: str) -> bool:
-    from attacks import ATTACKS
     return threat in ATTACKS and ATTACKS[threat].targeted in ("random", "least_likely")
 
 
@@ -147,7 +146,6 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
         idx = top.groupby("model")["value"].idxmax()
         worst = top.loc[idx].set_index("model")
         ev["sweep_plateau"], ev["sweep_plateau_by"] = worst["value"], worst["curve"]
-        from attacks import format_eps
         ev["sweep_max_eps"] = format_eps(float(sweep.eps.max()))
     fp = df[(df.threat == "pgd_fp64")].pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
     if not fp.empty:
@@ -163,7 +161,7 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
             ev["aa_warnings"] = cc["aa_warnings"]
         if "aa_warning_texts" in board:
             ev["aa_warning_texts"] = board["aa_warning_texts"]
-        if "aa_crosscheck_robust_min" in board:  # from the per-image bits (bench.report.worst_case)
+        if "aa_crosscheck_robust_min" in board:  # from the per-image bits (bench.report.tables.worst_case)
             ta, py = cc["robust_acc_torchattacks"], cc["robust_acc_pyautoattack"]
             ev["aa_min"] = np.minimum(ta, py)
             ev["aa_gap_by"] = pd.Series(np.where(ta == py, "both", np.where(ta < py, "torchattacks", "pyautoattack")),

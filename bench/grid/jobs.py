@@ -1,8 +1,9 @@
-"""The grid as a list of jobs: train a spec, or evaluate one spec on one family of threats.
+"""The grid as a list of jobs: train a spec, or measure one spec with one measurement family
+(bench/measure/families.py).
 
 Every job has a deterministic key (the same grid gives the same keys on any machine) and
 explicit dependencies: an evaluation needs its model's training run, a transfer attack also its
-surrogate's. An executor (bench/executor.py) runs them in any order the dependencies allow, in
+surrogate's. An executor (bench/grid/executor.py) runs them in any order the dependencies allow, in
 this process or on a Ray cluster; a job run twice writes the same records (the store is keyed by
 measurement), so a retried or resumed job never duplicates a row.
 
@@ -20,18 +21,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from attacks import format_eps
-from bench.attack_setup import AttackSetup, default_surrogate
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import load_dataset, stratified_indices
 from bench.errors import BenchError
-from bench.evaluate_calibration import evaluate_calibration
-from bench.model_source import get_model, get_zoo_model
-from bench.plan import TautoResolver
-from bench.provenance import code_version, provenance
-from bench.shift_setup import ShiftSetup
+from bench.grid.models import get_model, get_zoo_model
+from bench.grid.plan import TautoResolver
+from bench.measure.base import Family, check_planned
+from bench.measure import families
+from bench.measure.transfer import surrogate_of
+from bench.provenance import provenance
 from bench.store import SCHEMA, ResultStore, record_id
-from models import ModelSpec, parse_name
+from models import ModelSpec
 from models.zoo import ZooSpec
 
 
@@ -40,7 +40,7 @@ class Job:
     key: str  # e.g. "train/fastnet_T5/1a2b..." or "eval/fastnet_T5/attacks/3c4d..."
     kind: str  # "train" or "eval"
     spec: ModelSpec  # T already resolved (a _Tauto model carries its number)
-    family: str = ""  # eval: "attacks", "eps sweep", "transfer", "corruptions", ...
+    family: str = ""  # eval: the measurement family's name ("attacks", "eps sweep", "transfer", ...)
     deps: Tuple[str, ...] = ()
 
     @property
@@ -59,12 +59,11 @@ class Context:
         check_sizes(plan, data)
         self.data = data.to(plan.device)
         ev = plan.profile.eval
-        split = self.data.split(ev.split)
-        self.eval_split = split.subset(stratified_indices(split.labels, ev.n, ev.subset_seed))
+        self.split = self.data.split(ev.split)
+        self.eval_split = self.split.subset(stratified_indices(self.split.labels, ev.n, ev.subset_seed))
         self.store = ResultStore(plan.results_dir)
         self.ckpts = CheckpointStore(plan.checkpoint_dir)
-        self.shifts = ShiftSetup.prepare(plan, self.data, split, log)
-        self.threats = AttackSetup.prepare(plan, self.eval_split)
+        self.families: Dict[str, Family] = {f.name: f for f in (F.prepare(self, log) for F in families.FAMILIES) if f}
         self.resolve_T = TautoResolver(plan.profile.tauto, self.data, log)
         self._last_model: Optional[tuple] = None  # (spec name, what model() returned) of the last job
         self._verified: Dict[tuple, dict] = {}
@@ -108,24 +107,9 @@ class Context:
                 "subset_seed": ev.subset_seed, "attack_seed": ev.attack_seed, "threat": threat, "view": view,
                 "params": params}
 
-    def surrogate_key(self, sur: ModelSpec, load: bool, log: Callable[[str], None] = lambda m: None):
-        if not load:
-            return self.ckpt_key(sur), None
-        log(f"  surrogate {sur.name} for the transfer attack:")
-        key, model, _ = get_model(sur, self.plan, self.data, self.ckpts, self.eval_split, log)
-        return key, model
-
-    def measurement_jobs(self, spec: ModelSpec, model, log: Callable[[str], None] = lambda m: None):
-        """(family, planned identities, run) for every family a model is measured on; with
-        ``model=None`` only the first two are meaningful (the planner's use)."""
-        plan, ev, n = self.plan, self.plan.profile.eval, len(self.eval_split)
-        calibration = ("calibration", [(n, "calibration", v, {"bins": 15, **({"cross_fit_seed": ev.subset_seed}
-                                                                            if v == "posthoc" else {})})
-                                       for v in ("raw", "scaled", "posthoc")],
-                       lambda: evaluate_calibration(model, spec.T, self.eval_split, ev.batch_size, ev.subset_seed))
-        get_surrogate = lambda sur, load: self.surrogate_key(sur, load, log)  # noqa: E731
-        return (self.threats.jobs(model, spec, plan, self.data.num_classes, get_surrogate) + [calibration] +
-                self.shifts.jobs(model, spec, plan))
+    def load(self, spec: ModelSpec, log: Callable[[str], None]):
+        """Another model of the grid (a transfer attack's surrogate), trained first if missing."""
+        return get_model(spec, self.plan, self.data, self.ckpts, self.eval_split, log)[1]
 
 
 def check_sizes(plan, data) -> None:
@@ -143,9 +127,9 @@ def check_sizes(plan, data) -> None:
             raise BenchError(f"[eval] {key}{flag} = {n} is more than the {len(split)} images of the {ev.split} split "
                              f"of {data.name}: lower it")
     runs = {s.run.name: s.run for s in plan.models if not isinstance(s, ZooSpec)}
-    if ev.transfer:  # the T=1 surrogates are trained too
-        for s in list(runs.values()):
-            sur = parse_name(ev.surrogate) if ev.surrogate else default_surrogate(s)
+    for s in list(runs.values()):  # the transfer attack's surrogates are trained too
+        sur = surrogate_of(s, ev)
+        if sur is not None:
             runs.setdefault(sur.name, sur)
     for spec in runs.values():
         recipe = plan.profile.recipe_for(spec)
@@ -187,18 +171,19 @@ def build_jobs(ctx: Context) -> List[Job]:
         zoo = isinstance(spec, ZooSpec)
         deps = () if zoo else (train_job(spec),)
         wkey = ctx.weights_key(spec)
-        for family, planned, _ in ctx.measurement_jobs(spec, None):
-            fam_deps = deps
-            if family == "transfer":
-                fam_deps = deps + (train_job(ctx.threats.surrogate(spec, ctx.plan)),)
-            key = f"eval/{spec.name}/{family.replace(' ', '_')}/{_digest([wkey, planned])}"
-            jobs[key] = Job(key, "eval", spec, family, tuple(dict.fromkeys(fam_deps)))
+        for family in ctx.families.values():
+            planned = family.planned(spec, ctx)
+            if not planned:
+                continue
+            fam_deps = deps + tuple(train_job(s) for s in family.needs(spec, ctx))
+            key = f"eval/{spec.name}/{family.name.replace(' ', '_')}/{_digest([wkey, planned])}"
+            jobs[key] = Job(key, "eval", spec, family.name, tuple(dict.fromkeys(fam_deps)))
     return list(jobs.values())
 
 
 def is_done(job: Job, ctx: Context) -> bool:
-    """True when the store already holds the job's outcome for these very weights and this
-    code: a checkpoint for a training run; every planned record for an evaluation."""
+    """True when the store already holds the job's outcome for these very weights: a checkpoint
+    for a training run; every planned record, of the family's version, for an evaluation."""
     if isinstance(job.spec, ZooSpec):
         return False  # its weights hash is known once loaded: the job checks for itself
     key = ctx.ckpt_key(job.spec)
@@ -208,14 +193,14 @@ def is_done(job: Job, ctx: Context) -> bool:
     if job.kind == "train":
         return not meta.get("best_weights") or ctx.verified(replace(job.spec, checkpoint="best"), key) is not None
     sha = meta["weights_sha256"]
-    planned = next(p for f, p, _ in ctx.measurement_jobs(job.spec, None) if f == job.family)
-    return _records_done(ctx, ctx.weights_key(job.spec), planned, sha)
+    family = ctx.families[job.family]
+    return _records_done(ctx, ctx.weights_key(job.spec), family.planned(job.spec, ctx), sha, family.version)
 
 
-def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str]) -> bool:
+def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> bool:
     for p in planned:
         d = ctx.store.get(record_id(ctx.identity(weights_key, *p)))
-        if d is None or d.get("weights_sha256") != sha or d.get("code_version") != code_version() \
+        if d is None or d.get("weights_sha256") != sha or d.get("measure_version", 1) != version \
                 or d.get("schema") != SCHEMA:
             return False
     return True
@@ -228,35 +213,6 @@ def spec_columns(spec: ModelSpec, meta: dict) -> dict:
             "catastrophic_overfitting_epoch": meta.get("catastrophic_overfitting_epoch")}
 
 
-def summarize(ms) -> str:
-    """One log line for a batch of measurements."""
-    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
-    head, parts, groups = "", [], {}
-    for m in ms:
-        if m.threat == "clean":
-            head = f"clean {pct(m.metrics['accuracy'])}; "
-        elif m.family == "attack":
-            at = "" if abs(m.eps * 255 - 8) < 1e-6 else f"@{format_eps(m.eps)}"
-            parts.append(f"{m.threat}/{m.view}{at} {pct(m.metrics['robust_acc'])}")
-        elif m.threat == "pgd_fp64":
-            x = m.metrics
-            parts.append(f"CE-PGD raw fp32 {pct(x['robust_acc_fp32'])} vs fp64 {pct(x['robust_acc_fp64'])} "
-                         f"(zero grad {pct(x['zero_grad_frac_fp32'])} vs {pct(x['zero_grad_frac_fp64'])})")
-        elif m.threat == "calibration":
-            x = m.metrics
-            parts.append(f"ECE {m.view} {pct(x['ece'])}" +
-                         (f" (post-hoc T {x['posthoc_T']:.3g})" if m.view == "posthoc" else ""))
-        elif m.threat == "autoattack_crosscheck":
-            x = m.metrics
-            parts.append(f"AutoAttack torchattacks {pct(x['robust_acc_torchattacks'])} vs pyautoattack "
-                         f"{pct(x['robust_acc_pyautoattack'])} on {m.n} images")
-        else:
-            key = ("clean" if m.corruption == "none" else f"severity {m.severity:g}") \
-                if m.family == "corruption" else m.threat
-            groups.setdefault(key, []).append(m.metrics["accuracy"])
-    parts += [f"{k} {pct(sum(v) / len(v))}" for k, v in groups.items()]
-    return head + ", ".join(parts)
-
 def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     """Run one job here and now; returns its one-line summary. Safe to run twice, or in two
     processes at once: a training run is locked per checkpoint, and records are keyed by
@@ -265,23 +221,25 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     wkey, model, meta, cols = ctx.model(job.spec, log)
     if job.kind == "train":  # the run's own key: a training job's spec has no @checkpoint
         return f"checkpoint {wkey}, test acc {100 * meta.get('test_acc', float('nan')):.1f}%"
-    spec = job.spec
-    family, planned, run_job = next(j for j in ctx.measurement_jobs(spec, model, log) if j[0] == job.family)
-    if not plan.force and _records_done(ctx, wkey, planned, meta["weights_sha256"]):
+    spec, family = job.spec, ctx.families[job.family]
+    planned = family.planned(spec, ctx)
+    if not plan.force and _records_done(ctx, wkey, planned, meta["weights_sha256"], family.version):
         return "already in the store (--force re-evaluates)"
     ev, prov = plan.profile.eval, provenance(plan.device)
-    measurements = run_job()
+    measurements = family.run(model, spec, ctx, log)
+    check_planned(family.name, planned, measurements)
     for m in measurements:
         record = dict(ctx.identity(wkey, m.n, m.threat, m.view, m.params), **cols, **prov, family=m.family,
                       source=m.source or f"{ctx.data.name}:{ev.split}", num_classes=ctx.data.num_classes,
                       corruption=m.corruption or None, severity=m.severity, magnitude=m.magnitude, eps=m.eps,
                       steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
-                      weights_sha256=meta["weights_sha256"], profile=plan.profile.name)
+                      weights_sha256=meta["weights_sha256"], profile=plan.profile.name,
+                      measure_version=family.version)
         if m.bits:
             record["bits"] = m.bits
         record.update(m.extra)
         ctx.store.put(record)
-    return summarize(measurements)
+    return family.summary(measurements)
 
 
 class JobLog:

@@ -1,4 +1,4 @@
-"""Executors run the grid's jobs (bench/jobs.py) in an order their dependencies allow.
+"""Executors run the grid's jobs (bench/grid/jobs.py) in an order their dependencies allow.
 
 ``LocalExecutor`` runs them one after another in this process (the default). ``RayExecutor``
 makes each job a Ray task with a resource request, its dependencies passed as object refs so Ray
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from bench.errors import BenchError
-from bench.jobs import Context, Job, JobLog, execute
+from bench.grid.jobs import Context, Job, JobLog, execute
 
 
 def ordered(jobs: List[Job]) -> List[Job]:
@@ -62,8 +62,6 @@ class GridProgress:
 
 
 class LocalExecutor:
-    name = "local"
-
     def run(self, jobs: List[Job], ctx: Context, progress: GridProgress, log_dir: Path,
             log: Callable[[str], None]):
         for job in ordered(jobs):
@@ -110,7 +108,6 @@ def _probe(address: str, timeout_s: float = 5.0):
 class RayExecutor:
     """Jobs as Ray tasks. ``address``: None starts a local Ray instance for this run (and stops
     it after); "auto" or "ray://host:port" or "host:port" joins a running cluster."""
-    name = "ray"
 
     def __init__(self, address: Optional[str] = None, cpus_per_job: float = 1, gpus_per_job: Optional[float] = 0,
                  max_retries: int = 3):

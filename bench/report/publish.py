@@ -2,7 +2,7 @@
 every run, and `make report`): results.csv, leaderboard.csv, the plots, the RobustBench exports
 and index.html. Nothing here measures anything.
 
-    python -m bench.publish --results results/quick   # = make report [PROFILE=quick]
+    python -m bench.report.publish --results results/quick   # = make report [PROFILE=quick]
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from typing import Optional
 import pandas as pd
 
 from bench.atomic import write_bytes_atomic
-from bench.columns import latest_runs
+from bench.report.columns import latest_runs
 from bench.errors import BenchError
-from bench.export import write_exports
-from bench.html_report import write_page
-from bench.plots import (
+from bench.report.export import write_exports
+from bench.report.html import write_page
+from bench.report.plots import (
     plot_accuracy_vs_T,
     plot_attacks_vs_T,
     plot_corruption_heatmaps,
@@ -28,7 +28,7 @@ from bench.plots import (
     plot_natural_sweeps,
     plot_reliability_diagrams,
 )
-from bench.report import leaderboard
+from bench.report.tables import leaderboard
 from bench.store import ResultStore
 
 # The folders a report owns, with what it writes there: a file of an earlier grid (which would
@@ -64,7 +64,7 @@ def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
             _move_in(stage, out_dir)
     except OSError as e:
         raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): free space there, then rebuild "
-                         f"them with `python -m bench.publish --results {out_dir}` (the records in "
+                         f"them with `python -m bench.report.publish --results {out_dir}` (the records in "
                          f"{store.records_dir} are kept; the previous reports are unchanged)") from None
     return board
 

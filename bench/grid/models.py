@@ -9,7 +9,7 @@ import torch
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import Dataset, to_float
 from bench.errors import BenchError
-from bench.plan import Plan
+from bench.grid.plan import Plan
 from bench.provenance import provenance
 from bench.train import train
 from models import ModelSpec

@@ -1,4 +1,6 @@
-"""The evaluator: a trained model, a split, attacks and views in; measurements out.
+"""The attack loop: a trained model, a split, attacks and views in; measurements out. The attack
+suite, the eps sweep, the transfer attack, the fp64 check, the cross-check and the trainer's
+held-out check all run their attacks through it.
 
 Robust accuracy counts a point only if it is classified correctly both clean and under attack
 (the AutoAttack convention): an attack that happens to fix a wrong prediction earns nothing.
@@ -8,7 +10,6 @@ and per image of its split (attacks/views.py PassCount), beside its wall time.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
 import torch
@@ -18,35 +19,12 @@ from tqdm import tqdm
 from attacks import AttackConfig, make_view, view_divisor
 from attacks.views import PassCount, PassCounter
 from bench.data import Split, to_float
-from bench.store import pack_bits, unpack_bits  # noqa: F401 - the per-image format, re-exported
-
-
-@dataclass
-class Measurement:
-    threat: str  # "clean", an attack, "corruption", a natural transform or a shifted test set
-    view: str  # "raw", "scaled", "any" (a view-invariant attack), or "none" where no attack looks at logits
-    eps: float
-    steps: int
-    params: Dict[str, object]
-    n: int
-    metrics: Dict[str, float]
-    wall_s: float
-    family: str = "attack"  # clean, attack, corruption, natural, shift
-    source: str = ""  # the images measured when they are not the dataset's own split
-    corruption: str = ""  # threat "corruption": which one ("none" at severity 0: the same images clean)
-    severity: float = float("nan")  # threat "corruption": 0..5
-    magnitude: float = float("nan")  # natural transforms: the point of the sweep (degrees, pixels, factor)
-    bits: str = ""  # per image of the split (hex): robust (attacks) or correct (clean)
-    extra: Dict[str, object] = field(default_factory=dict)  # more fields for the record (e.g. reliability bins)
-
-
-def _frac(mask: torch.Tensor) -> float:
-    """An exact fraction (a float32 mean would print 0.23 as 0.23000000417)."""
-    return int(mask.sum()) / mask.numel()
+from bench.measure.base import Measurement, frac
+from bench.store import pack_bits
 
 
 @torch.no_grad()
-def _predict(model, x):
+def predict(model, x):
     return model(x).argmax(1)
 
 
@@ -142,58 +120,24 @@ def run_attack(model, temperature: float, split: Split, clean_ok: torch.Tensor, 
     check = PassCounter(model, cost)
     for todo, x, x_adv in adversarial_batches(model, temperature, split, clean_ok, attack, view, batch_size, seed,
                                               n_classes, dtype, on_batch, cost=cost):
-        robust_ok[todo] = _predict(check, x_adv) == split.labels[todo]
+        robust_ok[todo] = predict(check, x_adv) == split.labels[todo]
         delta = (x_adv - x).flatten(1)
         max_linf = max(max_linf, delta.abs().max().item())
         max_l2 = max(max_l2, delta.norm(dim=1).max().item())
     return robust_ok, max_linf, max_l2, cost
 
 
-def craft(surrogate, split: Split, attack: AttackConfig, batch_size: int, seed: int, n_classes: int) -> torch.Tensor:
-    """Adversarial versions of every image of ``split``, crafted on ``surrogate`` (raw view), for
-    a transfer attack on other models. ``attack`` should run to its last iterate (AttackSetup
-    turns the early stop off): an early-stopped example barely crosses the surrogate's boundary."""
-    surrogate.eval()
-    out = torch.empty(split.images.shape, dtype=torch.float32, device=split.labels.device)
-    everything = torch.ones(len(split), dtype=torch.bool, device=split.labels.device)
-    for todo, _, x_adv in adversarial_batches(surrogate, 1.0, split, everything, attack, "raw", batch_size, seed,
-                                              n_classes):
-        out[todo] = x_adv
-    return out
-
-
-@torch.no_grad()
-def evaluate_transfer(model, temperature: float, split: Split, x_adv: torch.Tensor, attack: AttackConfig,
-                      surrogate: str, surrogate_key: str, batch_size: int) -> Measurement:
-    """Robust accuracy of ``model`` on examples crafted on another model: a black-box attack,
-    blind to whatever the target does to its own gradients."""
-    t0 = time.perf_counter()
-    model.eval()
-    cost = PassCount()  # on this model; the crafting's passes were spent once, on the surrogate
-    clean_ok, _, _ = clean_pass(model, split, batch_size, [], temperature, cost=cost)
-    robust_ok = torch.zeros_like(clean_ok)
-    check = PassCounter(model, cost)
-    for a in range(0, len(split), batch_size):
-        robust_ok[a:a + batch_size] = clean_ok[a:a + batch_size] & (
-            _predict(check, x_adv[a:a + batch_size]) == split.labels[a:a + batch_size])
-    delta = (x_adv - to_float(split.images)).flatten(1)
-    params = dict(attack.kwargs, attack=attack.name, surrogate=surrogate, surrogate_key=surrogate_key)
-    metrics = attack_metrics(clean_ok, robust_ok, delta.abs().max().item(), delta.norm(dim=1).max().item())
-    return Measurement("transfer", "any", attack.eps, attack.steps, params, len(split),
-                       dict(metrics, **cost.metrics(len(split))), time.perf_counter() - t0, bits=pack_bits(robust_ok))
-
-
 def attack_metrics(clean_ok, robust_ok, max_linf, max_l2, zero=None, sat=None) -> Dict[str, float]:
     n_ok = int(clean_ok.sum())
     metrics = {
-        "clean_acc": _frac(clean_ok),
-        "robust_acc": _frac(robust_ok),
+        "clean_acc": frac(clean_ok),
+        "robust_acc": frac(robust_ok),
         "success_rate": (int((clean_ok & ~robust_ok).sum()) / n_ok) if n_ok else float("nan"),
         "max_linf": max_linf,
         "max_l2": max_l2,
     }
     if zero is not None:
-        metrics.update(zero_grad_frac=_frac(zero), saturated_frac=_frac(sat))
+        metrics.update(zero_grad_frac=frac(zero), saturated_frac=frac(sat))
     return metrics
 
 
@@ -207,7 +151,7 @@ def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: 
     t0 = time.perf_counter()
     cost = PassCount()
     clean_ok, zero, sat = clean_pass(model, split, batch_size, views, temperature, cost=cost)
-    clean_acc = _frac(clean_ok)
+    clean_acc = frac(clean_ok)
     out = [Measurement("clean", "none", 0.0, 0, {}, n, {"accuracy": clean_acc, **cost.metrics(n)},
                        time.perf_counter() - t0, family="clean", bits=pack_bits(clean_ok))]
     n_batches = -(-n // batch_size)

@@ -15,7 +15,7 @@ from attacks.corruptions import BENCHMARK, EXTRA
 from attacks.natural import NATURAL, identity_magnitude
 from bench.atomic import write_atomic
 from bench.calibration import N_BINS, ReliabilityBins, plot_bins
-from bench.columns import HEADLINE_EPS, threat_column, threat_norm
+from bench.report.columns import HEADLINE_EPS, ModelFamily, threat_column, threat_norm
 
 
 def _plt():
@@ -26,15 +26,7 @@ def _plt():
 
 
 def family(row) -> str:
-    """A model family: everything in a model's name but its temperature and seed."""
-    label = row["arch"]
-    if row["head"] == "bn":
-        label += " +BN head"
-    if row["regime"] != "std":
-        label += f" {row['regime']}@{row.get('checkpoint') or 'last'}"
-    if row["lr_scale"]:
-        label += " (loss x T)"
-    return label
+    return ModelFamily.of(row).label()
 
 
 def _slug(text: str) -> str:

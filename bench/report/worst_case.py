@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from bench.columns import threat_norm
+from bench.report.columns import threat_norm
 from bench.store import unpack_bits
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 
 from attacks import format_eps
 from attacks.corruptions import BENCHMARK, EXTRA
-from bench import audit
-from bench.columns import HEADLINE_EPS, ID_COLS, latest_runs, threat_column, threat_norm
-from bench.worst_case import suite_min_on_crosscheck, worst_case_bits
+from bench.report import audit
+from bench.report.columns import HEADLINE_EPS, ID_COLS, latest_runs, threat_column, threat_norm
+from bench.report.worst_case import suite_min_on_crosscheck, worst_case_bits
 
 
 def _min_over(rows: pd.DataFrame):
@@ -163,7 +163,7 @@ def add_calibration_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFra
 
 
 def add_cost_columns(df: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
-    """What the attack suite cost (bench/evaluate.py counts it per measurement): cost_fwd_per_img,
+    """What the attack suite cost (bench/measure/adversarial.py counts it per measurement): cost_fwd_per_img,
     cost_bwd_per_img and cost_wall_s summed over the clean pass and every attack measurement
     (views, eps sweep, transfer), and the forward/backward passes per image of the attack that
     gave robust_min, so that a stronger number can be weighed against its price."""

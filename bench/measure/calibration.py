@@ -1,4 +1,4 @@
-"""The calibration evaluator: ECE and NLL of a model's confidences on the evaluation split, on the
+"""The calibration family: ECE and NLL of a model's confidences on the evaluation split, on the
 `raw` view (softmax(z), what a deployed model reports), the `scaled` view (softmax(z/T_train),
 what it was trained to report) and after post-hoc temperature scaling (Guo et al. 2017).
 
@@ -10,13 +10,13 @@ other held-out set is needed (the paper profile evaluates on the whole test set)
 from __future__ import annotations
 
 import time
-from typing import List
+from typing import Dict, List
 
 import torch
 
 from bench.calibration import N_BINS, fit_temperature, nll, reliability_bins
 from bench.data import Split, to_float
-from bench.evaluate import Measurement
+from bench.measure.base import Family, Measurement, pct
 
 
 @torch.no_grad()
@@ -24,6 +24,15 @@ def logits_of(model, split: Split, batch_size: int) -> torch.Tensor:
     model.eval()
     return torch.cat([model(to_float(split.images[a:a + batch_size])).float()
                       for a in range(0, len(split), batch_size)])
+
+
+VIEWS = ("raw", "scaled", "posthoc")
+
+
+def calibration_params(seed: int) -> Dict[str, dict]:
+    """Per view, what identifies its measurement: the binning, and for the post-hoc T the seed of
+    the cross-fitting halves."""
+    return {v: {"bins": N_BINS, **({"cross_fit_seed": seed} if v == "posthoc" else {})} for v in VIEWS}
 
 
 def evaluate_calibration(model, temperature: float, split: Split, batch_size: int, seed: int = 0) -> List[Measurement]:
@@ -36,18 +45,37 @@ def evaluate_calibration(model, temperature: float, split: Split, batch_size: in
     divisor = torch.empty(len(y), dtype=torch.float64)
     divisor[~half], divisor[half] = fitted  # each half scored with the T fitted on the other
     views = {"raw": z, "scaled": z / temperature, "posthoc": z / divisor[:, None]}
+    params = calibration_params(seed)
     out = []
     for view, logits in views.items():
         bins = reliability_bins(logits, y, N_BINS)
         metrics = {"ece": bins.ece, "nll": nll(logits, y),
                    "mean_confidence": float(torch.softmax(logits, 1).amax(1).mean()),
                    "accuracy": float((logits.argmax(1) == y).double().mean())}
-        params = {"bins": N_BINS}
         if view == "posthoc":
             metrics.update(posthoc_T=sum(fitted) / 2, posthoc_T_fold_a=fitted[0], posthoc_T_fold_b=fitted[1])
-            params["cross_fit_seed"] = seed
         extra = {"reliability": {"confidence": bins.confidence.tolist(), "accuracy": bins.accuracy.tolist(),
                                  "count": bins.count.tolist()}}
-        out.append(Measurement("calibration", view, 0.0, 0, params, len(y), metrics, time.perf_counter() - t0,
+        out.append(Measurement("calibration", view, 0.0, 0, params[view], len(y), metrics, time.perf_counter() - t0,
                                family="calibration", extra=extra))
     return out
+
+
+class Calibration(Family):
+    name = "calibration"
+
+    @classmethod
+    def prepare(cls, ctx, log):
+        return cls()  # always: a forward pass over the evaluation subset
+
+    def planned(self, spec, ctx):
+        params = calibration_params(ctx.plan.profile.eval.subset_seed)
+        return [(len(ctx.eval_split), "calibration", v, params[v]) for v in VIEWS]
+
+    def run(self, model, spec, ctx, log):
+        ev = ctx.plan.profile.eval
+        return evaluate_calibration(model, spec.T, ctx.eval_split, ev.batch_size, ev.subset_seed)
+
+    def summary(self, ms):
+        return ", ".join(f"ECE {m.view} {pct(m.metrics['ece'])}" +
+                         (f" (post-hoc T {m.metrics['posthoc_T']:.3g})" if m.view == "posthoc" else "") for m in ms)

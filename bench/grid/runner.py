@@ -12,10 +12,10 @@ from typing import Callable
 
 import pandas as pd
 
-from bench.executor import GridProgress, LocalExecutor
-from bench.jobs import Context, build_jobs, is_done
-from bench.plan import Plan
-from bench.publish import write_reports
+from bench.grid.executor import GridProgress, LocalExecutor
+from bench.grid.jobs import Context, build_jobs, is_done
+from bench.grid.plan import Plan
+from bench.report.publish import write_reports
 
 
 def _log(msg: str):
@@ -23,7 +23,7 @@ def _log(msg: str):
 
 
 def run(plan: Plan, log: Callable[[str], None] = _log, executor=None) -> pd.DataFrame:
-    """Run the plan's grid as jobs (bench/jobs.py) on an executor (default: this process), then
+    """Run the plan's grid as jobs (bench/grid/jobs.py) on an executor (default: this process), then
     build the reports; returns the leaderboard. Every job stores what it measured as soon as it
     is done, so an interrupted run resumes where it stopped."""
     started = time.perf_counter()

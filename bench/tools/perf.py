@@ -3,7 +3,7 @@
 (a) training images/s: bench.train.train against a plain loop over a torchvision-style dataset
     (uint8 arrays -> PIL -> RandomCrop/RandomHorizontalFlip/ToTensor per sample) and a
     torch DataLoader, on the same architecture, optimiser and number of images;
-(b) PGD-10 evaluation images/s: bench.evaluate.evaluate (which also computes the masking
+(b) PGD-10 evaluation images/s: bench.measure.adversarial.evaluate (which also computes the masking
     diagnostics) against a plain torchattacks loop, on the same weights and images;
 (c) early stop: PGD-20 through the evaluator (early-stopped) against a plain torchattacks PGD-20
     loop on the same model and images, with both robust accuracies, on a standard model and on a
@@ -25,6 +25,19 @@ import time
 import torch
 import torch.nn.functional as F
 
+from attacks import make_attack
+from attacks.corruptions import BENCHMARK, EXTRA, corrupt_severities
+from bench.checkpoints import CheckpointStore, checkpoint_key
+from bench.data import default_cache_dir, load_dataset, stratified_indices
+from bench.errors import BenchError
+from bench.measure.adversarial import evaluate
+from bench.measure.eps_sweep import sweep_configs
+from bench.profiles import Recipe, load_profile
+from bench.provenance import device_name
+from bench.store import unpack_bits
+from bench.train import make_schedule, train
+from models import build_model, parse_name
+
 
 class TorchvisionStyle(torch.utils.data.Dataset):
     """What torchvision.datasets.CIFAR10.__getitem__ does: PIL image, then the transform."""
@@ -45,8 +58,6 @@ class TorchvisionStyle(torch.utils.data.Dataset):
 def plain_train(spec, recipe, split, workers: int) -> float:
     from torchvision import transforms
 
-    from bench.train import make_schedule
-    from models import build_model
     start = time.perf_counter()
     torch.manual_seed(spec.seed)
     model = build_model(spec).train()
@@ -84,16 +95,8 @@ def plain_pgd(model, images, labels, batch_size, steps=10):
 
 
 def main(argv=None) -> int:
-    from attacks import make_attack
-    from bench.checkpoints import CheckpointStore, checkpoint_key
-    from bench.data import default_cache_dir, load_dataset, stratified_indices
-    from bench.evaluate import evaluate
-    from bench.profiles import Recipe, load_profile
-    from bench.provenance import device_name
-    from bench.train import train
-    from models import parse_name
 
-    p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.perf", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="fastnet_T1")
     p.add_argument("--train-images", type=int, default=5120)
     p.add_argument("--eval-images", type=int, default=1000)
@@ -178,11 +181,6 @@ def perf_model(name: str, data, device, train_images: int):
     else trained now with the quick recipe on ``train_images`` images (a minute or two each)."""
     from dataclasses import replace
 
-    from bench.checkpoints import CheckpointStore, checkpoint_key
-    from bench.data import default_cache_dir
-    from bench.profiles import load_profile
-    from bench.train import train
-    from models import parse_name
     spec = parse_name(name)
     quick = load_profile("quick").recipe
     found = CheckpointStore(default_cache_dir() / "checkpoints").load(
@@ -203,8 +201,6 @@ def early_stop_timings(models, test, repeats: int) -> None:
     model and view, the same PGD-20 without the early stop, through the evaluator with the same
     seeds, checks image by image that every point robust with the early stop is robust to the last
     iterate too (column "subset": images robust with / without the early stop)."""
-    from attacks import make_attack
-    from bench.evaluate import evaluate, unpack_bits
     pgd = make_attack("pgd", {"steps": 20})
     last = make_attack("pgd", {"steps": 20, "early_stop": False})
     n = len(test)
@@ -237,19 +233,15 @@ def early_stop_timings(models, test, repeats: int) -> None:
 
 
 def cost_table(models, test, num_classes: int) -> None:
-    """Forward and backward passes per image (bench/evaluate.py counts them) of the quick profile's
+    """Forward and backward passes per image (bench/measure/adversarial.py counts them) of the quick profile's
     attack suite (its attacks on its views, then its eps sweep) against AutoAttack standard at
     full budget (100 iterations, 5,000 queries; raw view), with the robust accuracy each gives at
     8/255 (the suite: its robust_min)."""
-    from types import SimpleNamespace
 
-    from bench.attack_setup import sweep_configs
-    from bench.evaluate import evaluate
-    from bench.profiles import load_profile
     profile = load_profile("quick")
     ev = profile.eval
     attacks = [profile.attack(a) for a in ev.attacks]
-    sweep = sweep_configs(SimpleNamespace(profile=profile))
+    sweep = sweep_configs(profile)
     aa = profile.attack("autoattack", {"steps": 100, "n_queries": 5000})
     print(f"cost: passes per image on {len(test)} test images (forward / backward), robust accuracy at 8/255, seconds")
     print(f"  {'model':<17}{'what':<24}{'fwd/img':>9}{'bwd/img':>9}{'robust':>9}{'s':>8}")
@@ -278,8 +270,6 @@ def corruption_timings(data, n: int, device) -> None:
     time about twice the wall time means both threads were busy; wall time well above the CPU
     time means the machine was shared. The reference generator's per-image loop takes ~74.5 ms
     per image for all of them on a 2-core AVX2 CPU."""
-    from attacks.corruptions import BENCHMARK, EXTRA, corrupt_severities
-    from bench.data import stratified_indices
     idx = stratified_indices(data.test.labels, n, 0)
     images = data.test.images[idx].to(device)
     wall = cpu = 0.0
@@ -295,7 +285,6 @@ def corruption_timings(data, n: int, device) -> None:
 
 
 if __name__ == "__main__":
-    from bench.errors import BenchError
     try:
         sys.exit(main())
     except BenchError as e:

@@ -1,7 +1,7 @@
 """Fit claim B's analytical temperature, T* = alpha*sqrt(M) + beta [+ gamma*ln(CSG) + delta*ln(K)],
 to the best training temperatures that the harness's own sweeps found.
 
-    python -m bench.fit_temperature --results results/tstar [--results DIR ...] [--plot PATH]
+    python -m bench.tools.fit_temperature --results results/tstar [--results DIR ...] [--plot PATH]
         [--head bn|plain|all] [--csg NAME=VALUE ...] [--csg-json FILE] [--interpolate] [--json OUT]
 
 From the tidy table of each results store: clean accuracy (threat "clean", metric "accuracy") of
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from bench.atomic import write_atomic, write_json_atomic
-from bench.columns import latest_runs
+from bench.report.columns import latest_runs
 from bench.errors import BenchError
 from bench.store import ResultStore
 from models.registry import TAUTO_MIN
@@ -388,7 +388,7 @@ def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dic
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m bench.fit_temperature",
+        prog="python -m bench.tools.fit_temperature",
         description="Fit T* = alpha*sqrt(M) + beta (claim B) to the best temperatures of T sweeps")
     ap.add_argument("--results", action="append", metavar="DIR",
                     help="a results folder (repeatable; default results/quick)")

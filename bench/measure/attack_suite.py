@@ -1,0 +1,46 @@
+"""The attack suite: clean accuracy, then every attack of the plan on every view it depends on
+(``--attack``, the profile's ``attacks`` and ``views``), on the evaluation subset."""
+from __future__ import annotations
+
+from attacks import HEADLINE_EPS, format_eps
+from bench.measure.adversarial import attack_view, evaluate
+from bench.measure.base import Family, pct
+
+
+def attack_identities(n: int, configs, views) -> list:
+    return [(n, a.name, v, a.kwargs) for a in configs for v in attack_view(a, views)]
+
+
+def attack_summary(ms) -> str:
+    """clean and each attack's robust accuracy, its eps when not the headline one."""
+    parts = []
+    for m in ms:
+        if m.threat == "clean":
+            parts.append(f"clean {pct(m.metrics['accuracy'])};")
+        else:
+            at = "" if abs(m.eps - HEADLINE_EPS) < 1e-9 else f"@{format_eps(m.eps)}"
+            parts.append(f"{m.threat}/{m.view}{at} {pct(m.metrics['robust_acc'])}")
+    return " ".join(parts)
+
+
+class AttackSuite(Family):
+    name = "attacks"
+
+    def __init__(self, attacks, views):
+        self.attacks, self.views = list(attacks), list(views)
+
+    @classmethod
+    def prepare(cls, ctx, log):
+        return cls(ctx.plan.attacks, ctx.plan.views)  # always: the clean accuracy is every report's base
+
+    def planned(self, spec, ctx):
+        n = len(ctx.eval_split)
+        return [(n, "clean", "none", {})] + attack_identities(n, self.attacks, self.views)
+
+    def run(self, model, spec, ctx, log):
+        ev = ctx.plan.profile.eval
+        return evaluate(model, spec.T, ctx.eval_split, self.attacks, self.views, batch_size=ev.batch_size,
+                        seed=ev.attack_seed, progress=ctx.plan.progress, desc=f"attack {spec.name}",
+                        n_classes=ctx.data.num_classes)
+
+    summary = staticmethod(attack_summary)

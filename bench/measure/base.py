@@ -1,0 +1,138 @@
+"""What every measurement family shares: the ``Measurement`` it returns, a measurement's identity,
+and the ``Family`` contract (after lm-evaluation-harness, where a task is one file, and
+torchattacks, where an attack is one ``forward``).
+
+A family is prepared once per run, from the plan (``prepare`` returns None when the plan does not
+ask for it). For each model it says which measurements it will make (``planned``: their
+identities, which is all the planner and the resume check read) and makes them (``run``). The
+grid writes ``run``'s measurements only if they are exactly the ones ``planned`` named, so a
+family whose two halves drift apart fails loudly instead of re-measuring on every resume.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from bench.data import Split, resolve_data_root, stratified_indices, to_float
+from bench.shift_data import search_roots
+
+# (n, threat, view, params): with the weights, data, split and seeds of the run, what a record is
+# keyed by in the results store (bench/store.py IDENTITY)
+Identity = Tuple[int, str, str, dict]
+
+
+@dataclass
+class Measurement:
+    threat: str  # "clean", an attack, "corruption", a natural transform or a shifted test set
+    view: str  # "raw", "scaled", "any" (a view-invariant attack), or "none" where no attack looks at logits
+    eps: float
+    steps: int
+    params: Dict[str, object]
+    n: int
+    metrics: Dict[str, float]
+    wall_s: float
+    family: str = "attack"  # clean, attack, corruption, natural, shift, calibration, diagnostic
+    source: str = ""  # the images measured when they are not the dataset's own split
+    corruption: str = ""  # threat "corruption": which one ("none" at severity 0: the same images clean)
+    severity: float = float("nan")  # threat "corruption": 0..5
+    magnitude: float = float("nan")  # natural transforms: the point of the sweep (degrees, pixels, factor)
+    bits: str = ""  # per image of the split (hex): robust (attacks) or correct (clean)
+    extra: Dict[str, object] = field(default_factory=dict)  # more fields for the record (e.g. reliability bins)
+
+    @property
+    def identity(self) -> Identity:
+        return (self.n, self.threat, self.view, self.params)
+
+
+def identity_text(ident: Identity) -> str:
+    """An identity as canonical text: two identities are one measurement when these are equal."""
+    return json.dumps(list(ident), sort_keys=True, default=str)
+
+
+def check_planned(family: str, planned: Sequence[Identity], measured: Sequence[Measurement]) -> None:
+    """``run`` made exactly the measurements ``planned`` named (a programming error otherwise:
+    the resume check would look for records that are never written)."""
+    want, got = sorted(map(identity_text, planned)), sorted(identity_text(m.identity) for m in measured)
+    if want != got:
+        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+        raise RuntimeError(f"measurement family {family!r} measured other things than it planned: "
+                           f"unplanned {extra[:3]}, not measured {missing[:3]}")
+
+
+def frac(mask: torch.Tensor) -> float:
+    """An exact fraction (a float32 mean would print 0.23 as 0.23000000417)."""
+    return int(mask.sum()) / mask.numel()
+
+
+def pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+@torch.no_grad()
+def correct_mask(model, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    """Per image: classified correctly (after ``transform``, if any)."""
+    model.eval()  # BatchNorm on its running statistics, whatever ran on the model before
+    out = torch.empty(len(labels), dtype=torch.bool, device=labels.device)
+    for a in range(0, len(labels), batch_size):
+        x = to_float(images_u8[a:a + batch_size])
+        if transform is not None:
+            x = transform(x)
+        out[a:a + batch_size] = model(x).argmax(1) == labels[a:a + batch_size]
+    return out
+
+
+def shift_subset(ctx) -> Tuple[torch.Tensor, Split]:
+    """The images the corruptions and natural transforms use: a stratified ``shift_n`` (default:
+    ``n``) of the evaluation split, the same for every model. (indices into the split, subset)"""
+    ev = ctx.plan.profile.eval
+    idx = stratified_indices(ctx.split.labels, ev.shift_n or ev.n, ev.subset_seed)
+    return idx, ctx.split.subset(idx)
+
+
+def shift_roots(plan) -> list:
+    """Where the real shifted test sets (CIFAR-10-C, CIFAR-10.1) are looked for."""
+    return search_roots(resolve_data_root(plan.data_root, plan.cache_dir), plan.cache_dir)
+
+
+class Family:
+    """One family of measurements. ``ctx`` (bench/grid/jobs.py Context) gives a family the plan
+    (``ctx.plan``), the data (``ctx.data``), the evaluation split (``ctx.split``) and its
+    subset (``ctx.eval_split``), and other models of the grid (``ctx.ckpt_key(spec)``,
+    ``ctx.load(spec, log)``)."""
+
+    name: ClassVar[str] = ""  # the job's family, in job keys and logs
+    # What resume compares (with the weights and the record schema): a record of another version
+    # is measured again. Bump it with any change that alters this family's numbers, as
+    # TRAINER_VERSION for checkpoints; a change of layout, wording or speed keeps the records.
+    version: ClassVar[int] = 1
+
+    describe: ClassVar[str] = ""  # one line for --list-attacks
+
+    @classmethod
+    def prepare(cls, ctx, log: Callable[[str], None]) -> Optional["Family"]:
+        """This run's family, with whatever it shares across models, or None when not asked for.
+        By default: on when named in the profile's ``[eval] measure`` or by ``--attack``; a
+        family with settings of its own overrides this."""
+        return cls() if cls.name in ctx.plan.profile.eval.measure else None
+
+    def planned(self, spec, ctx) -> List[Identity]:
+        """The measurements ``run`` will make on ``spec`` (none: the family skips this model)."""
+        raise NotImplementedError
+
+    def run(self, model, spec, ctx, log: Callable[[str], None]) -> List[Measurement]:
+        raise NotImplementedError
+
+    def needs(self, spec, ctx) -> List:
+        """Other models ``run`` uses (trained first): a transfer attack's surrogate."""
+        return []
+
+    def summary(self, ms: Sequence[Measurement]) -> str:
+        """One log line: mean accuracy per threat."""
+        groups: Dict[str, List[float]] = {}
+        for m in ms:
+            groups.setdefault(m.threat, []).append(m.metrics["accuracy"])
+        return ", ".join(f"{k} {pct(sum(v) / len(v))}" for k, v in groups.items())

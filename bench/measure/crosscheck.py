@@ -1,0 +1,75 @@
+"""The AutoAttack cross-check: torchattacks' AutoAttack against its authors' implementation
+(pyautoattack) on the same images, raw view, same seed. The two must agree at any budget; the
+record keeps each one's per-image result, so that robust_worst counts both on the images they
+covered, and the warnings the authors' code raised (zero gradients, Square beating the gradient
+attacks, ...), which the audit shows."""
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence
+
+from attacks import AttackConfig
+from attacks.autoattack_ref import collect_warnings
+from bench.data import Split, stratified_indices
+from bench.measure.adversarial import clean_pass, run_attack
+from bench.measure.base import Family, Measurement, frac, pct
+from bench.store import pack_bits
+
+
+def crosscheck_params(ours: AttackConfig, ref: AttackConfig) -> dict:
+    return dict(ours.kwargs, attacks=[ours.name, ref.name])
+
+
+def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackConfig, ref: AttackConfig,
+                          batch_size: int, seed: int, n_classes: int, positions: Optional[Sequence[int]] = None,
+                          eval_n: Optional[int] = None) -> Measurement:
+    """``split`` is a subset of the ``eval_n``-image evaluation split and ``positions`` its
+    images' places there (kept in the record; ``bits``: robust under both)."""
+    t0 = time.perf_counter()
+    model.eval()
+    ok, _, _ = clean_pass(model, split, batch_size, ["raw"], temperature)
+    metrics = {"clean_acc": frac(ok)}
+    robust = {}
+    with collect_warnings() as warnings:
+        for tag, cfg in (("torchattacks", ours), ("pyautoattack", ref)):
+            robust[tag], *_ = run_attack(model, temperature, split, ok, cfg, "raw", batch_size, seed, n_classes)
+            metrics[f"robust_acc_{tag}"] = frac(robust[tag])
+    metrics["abs_diff"] = abs(metrics["robust_acc_torchattacks"] - metrics["robust_acc_pyautoattack"])
+    metrics["aa_warnings"] = len(warnings)
+    extra = {f"bits_{tag}": pack_bits(r) for tag, r in robust.items()}
+    extra["autoattack_warnings"] = list(warnings)
+    if positions is not None:
+        extra["positions"] = {"eval_n": int(eval_n), "index": [int(i) for i in positions]}
+    return Measurement("autoattack_crosscheck", "raw", ours.eps, ours.steps, crosscheck_params(ours, ref), len(split),
+                       metrics, time.perf_counter() - t0, family="diagnostic",
+                       bits=pack_bits(robust["torchattacks"] & robust["pyautoattack"]), extra=extra)
+
+
+class CrossCheck(Family):
+    name = "autoattack crosscheck"
+
+    def __init__(self, split: Split, positions, ours: AttackConfig, ref: AttackConfig):
+        self.split, self.positions, self.ours, self.ref = split, positions, ours, ref
+
+    @classmethod
+    def prepare(cls, ctx, log):
+        ev = ctx.plan.profile.eval
+        if not ev.crosscheck_n:
+            return None
+        split = ctx.eval_split
+        positions = stratified_indices(split.labels, min(ev.crosscheck_n, len(split)), 2)
+        return cls(split.subset(positions), positions, ctx.plan.profile.attack("autoattack"),
+                   ctx.plan.profile.attack("autoattack_ref"))
+
+    def planned(self, spec, ctx):
+        return [(len(self.split), "autoattack_crosscheck", "raw", crosscheck_params(self.ours, self.ref))]
+
+    def run(self, model, spec, ctx, log):
+        ev = ctx.plan.profile.eval
+        return [autoattack_crosscheck(model, spec.T, self.split, self.ours, self.ref, ev.batch_size, ev.attack_seed,
+                                      ctx.data.num_classes, self.positions, len(ctx.eval_split))]
+
+    def summary(self, ms):
+        m = ms[0]
+        return (f"AutoAttack torchattacks {pct(m.metrics['robust_acc_torchattacks'])} vs pyautoattack "
+                f"{pct(m.metrics['robust_acc_pyautoattack'])} on {m.n} images")

@@ -1,0 +1,61 @@
+"""The float64 check: CE-PGD on the raw logits recomputed in float64 on a few images. A softmax
+saturated in float32 (p = 1.0 exactly, gradient 0) may still have a gradient in float64: if the
+float64 attack is much stronger, the float32 "robustness" was underflow."""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from attacks import AttackConfig
+from bench.data import Split, stratified_indices
+from bench.measure.adversarial import clean_pass, run_attack
+from bench.measure.base import Family, Measurement, frac, pct
+
+
+def fp64_check(model, temperature: float, split: Split, pgd: AttackConfig, batch_size: int, seed: int,
+               n_classes: int) -> Measurement:
+    """The same CE-PGD (raw view, same seeds) in float32 and in float64."""
+    t0 = time.perf_counter()
+    metrics = {}
+    for tag, m, dtype in (("fp32", model, None), ("fp64", copy.deepcopy(model).double(), torch.float64)):
+        m.eval()
+        ok, zero, sat = clean_pass(m, split, batch_size, ["raw"], temperature, dtype=dtype)
+        robust, *_ = run_attack(m, temperature, split, ok, pgd, "raw", batch_size, seed, n_classes, dtype=dtype)
+        metrics.update({f"clean_acc_{tag}": frac(ok), f"robust_acc_{tag}": frac(robust),
+                        f"zero_grad_frac_{tag}": frac(zero["raw"]), f"saturated_frac_{tag}": frac(sat["raw"])})
+    return Measurement("pgd_fp64", "raw", pgd.eps, pgd.steps, fp64_params(pgd), len(split), metrics,
+                       time.perf_counter() - t0, family="diagnostic")
+
+
+def fp64_params(pgd: AttackConfig) -> dict:
+    return dict(pgd.kwargs, attack=pgd.name)
+
+
+class Fp64Check(Family):
+    name = "fp64 check"
+
+    def __init__(self, split: Split, pgd: AttackConfig):
+        self.split, self.pgd = split, pgd
+
+    @classmethod
+    def prepare(cls, ctx, log):
+        ev = ctx.plan.profile.eval
+        if not ev.fp64_n:
+            return None
+        split = ctx.eval_split
+        return cls(split.subset(stratified_indices(split.labels, min(ev.fp64_n, len(split)), 1)),
+                   ctx.plan.profile.attack("pgd"))
+
+    def planned(self, spec, ctx):
+        return [(len(self.split), "pgd_fp64", "raw", fp64_params(self.pgd))]
+
+    def run(self, model, spec, ctx, log):
+        ev = ctx.plan.profile.eval
+        return [fp64_check(model, spec.T, self.split, self.pgd, ev.batch_size, ev.attack_seed, ctx.data.num_classes)]
+
+    def summary(self, ms):
+        x = ms[0].metrics
+        return (f"CE-PGD raw fp32 {pct(x['robust_acc_fp32'])} vs fp64 {pct(x['robust_acc_fp64'])} "
+                f"(zero grad {pct(x['zero_grad_frac_fp32'])} vs {pct(x['zero_grad_frac_fp64'])})")

@@ -1,0 +1,71 @@
+"""Natural transforms (attacks/natural.py): accuracy under each transform at each magnitude of its
+sweep, and the worst case over a grid of rotations and translations (an image counts as correct
+only if it is classified correctly under every grid point), on the shift subset."""
+from __future__ import annotations
+
+import time
+from typing import List, Sequence
+
+import torch
+from tqdm import tqdm
+
+from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS, apply_natural, worst_grid
+from bench.data import Split, to_float
+from bench.measure.base import Family, Measurement, correct_mask, frac, shift_subset
+
+
+def natural_points(names: Sequence[str]) -> List[tuple]:
+    """(transform, params) of every measurement of ``names``, in the order they are made."""
+    out = []
+    for name in names:
+        if name == "worst_grid":
+            out.append((name, {"rotations": list(WORST_GRID_ROTATIONS), "shifts": list(WORST_GRID_SHIFTS)}))
+        else:
+            out += [(name, {"magnitude": m}) for m in NATURAL[name].magnitudes]
+    return out
+
+
+@torch.no_grad()
+def _worst_grid_ok(model, split: Split, batch_size: int) -> torch.Tensor:
+    ok = torch.ones(len(split), dtype=torch.bool, device=split.labels.device)
+    for a in range(0, len(split), batch_size):
+        x, y = to_float(split.images[a:a + batch_size]), split.labels[a:a + batch_size]
+        for _, xt in worst_grid(x):
+            ok[a:a + batch_size] &= model(xt).argmax(1) == y
+    return ok
+
+
+def evaluate_natural(model, split: Split, names: Sequence[str], batch_size: int, progress: bool = False,
+                     desc: str = "natural") -> List[Measurement]:
+    model.eval()
+    out = []
+    for name, params in tqdm(natural_points(names), disable=not progress, desc=desc, leave=False):
+        t0 = time.perf_counter()
+        if name == "worst_grid":
+            ok = _worst_grid_ok(model, split, batch_size)
+        else:
+            ok = correct_mask(model, split.images, split.labels, batch_size,
+                              lambda x: apply_natural(x, name, params["magnitude"]))
+        out.append(Measurement(name, "none", 0.0, 0, params, len(split), {"accuracy": frac(ok)},
+                               time.perf_counter() - t0, family="natural",
+                               magnitude=float(params.get("magnitude", float("nan")))))
+    return out
+
+
+class Natural(Family):
+    name = "natural"
+
+    def __init__(self, split: Split, names):
+        self.split, self.names = split, tuple(names)
+
+    @classmethod
+    def prepare(cls, ctx, log):
+        names = ctx.plan.profile.eval.natural
+        return cls(shift_subset(ctx)[1], names) if names else None
+
+    def planned(self, spec, ctx):
+        return [(len(self.split), name, "none", params) for name, params in natural_points(self.names)]
+
+    def run(self, model, spec, ctx, log):
+        return evaluate_natural(model, self.split, self.names, ctx.plan.profile.eval.batch_size, ctx.plan.progress,
+                                desc=f"natural {spec.name}")

@@ -1,0 +1,143 @@
+"""The measurement families and the grid built from them: a new family is one class and one line,
+a family's run is held to its plan, job keys and dependencies are deterministic."""
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli import make_plan
+from bench.data import to_float
+from bench.errors import BenchError
+from bench.grid.executor import ordered
+from bench.grid.jobs import Context, build_jobs, is_done
+from bench.measure import families
+from bench.measure.base import Family, Measurement
+from bench.run import build_parser, main
+
+PROFILE = """
+name = "families"
+[recipe]
+epochs = 1
+batch_size = 100
+train_subset = 500
+[eval]
+n = 50
+batch_size = 50
+attacks = ["fgsm"]
+views = ["raw"]
+"""
+
+
+class MeanLogit(Family):
+    """What a contributor writes: a name, its measurements' identities, how to make them."""
+    name = "mean_logit"
+    describe = "accuracy and the mean top logit on the evaluation subset"
+
+    def planned(self, spec, ctx):
+        return [(len(ctx.eval_split), "mean_logit", "raw", {})]
+
+    @torch.no_grad()
+    def run(self, model, spec, ctx, log):
+        split = ctx.eval_split
+        z = model.eval()(to_float(split.images))
+        metrics = {"accuracy": float((z.argmax(1) == split.labels).double().mean()),
+                   "mean_top_logit": float(z.amax(1).mean())}
+        return [Measurement("mean_logit", "raw", 0.0, 0, {}, len(split), metrics, 0.0, family="logits")]
+
+
+class Drifting(MeanLogit):
+    """A family whose run measures something else than it planned."""
+    name = "drifting"
+
+    def run(self, model, spec, ctx, log):
+        m = super().run(model, spec, ctx, log)[0]
+        m.params = {"bins": 10}
+        return [m]
+
+
+def _args(tmp_path, mini_root, *extra):
+    path = tmp_path / "p.toml"
+    path.write_text(PROFILE)
+    return ["--profile", str(path), "--data-root", str(mini_root), "--results", str(tmp_path / "results"),
+            "--cache", str(tmp_path / "cache"), "--no-progress", *extra]
+
+
+def test_a_new_family_is_one_class_and_one_line(monkeypatch, tmp_path, mini_root, capsys):
+    monkeypatch.setattr(families, "FAMILIES", families.FAMILIES + (MeanLogit,))  # the one line
+    assert main(["--list-attacks"]) == 0
+    assert "mean_logit   accuracy and the mean top logit" in capsys.readouterr().out
+    args = _args(tmp_path, mini_root, "--model", "fastnetw8_T1", "--attack", "mean_logit")
+    assert main(args) == 0
+    tidy = pd.read_csv(tmp_path / "results" / "results.csv")
+    rows = tidy[tidy.threat == "mean_logit"].set_index("metric")
+    assert set(rows.index) == {"accuracy", "mean_top_logit"} and (rows.n == 50).all()
+    assert set(tidy.threat) == {"clean", "calibration", "mean_logit"}  # --attack named no attack
+    assert rows.loc["accuracy", "value"] == tidy[tidy.threat == "clean"].value.iloc[0]  # the same images
+    records = {p.name: p.read_bytes() for p in (tmp_path / "results" / "records").glob("*.json")}
+    capsys.readouterr()
+    assert main(args) == 0  # resumed: every job already in the store, no record rewritten
+    assert "0 to run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "results" / "records").glob("*.json")} == records
+
+
+def test_a_family_is_switched_on_from_the_profile_and_checked_there(monkeypatch, tmp_path, mini_root):
+    monkeypatch.setattr(families, "FAMILIES", families.FAMILIES + (MeanLogit,))
+    args = build_parser().parse_args(_args(tmp_path, mini_root, "--model", "fastnetw8_T1"))
+    (tmp_path / "p.toml").write_text(PROFILE + 'measure = ["mean_logit"]\n')
+    assert make_plan(args).profile.eval.measure == ("mean_logit",)
+    (tmp_path / "p.toml").write_text(PROFILE + 'measure = ["mean_logits"]\n')
+    with pytest.raises(BenchError, match="unknown measurement family mean_logits; known: mean_logit"):
+        make_plan(args)
+
+
+def test_a_run_that_drifts_from_its_plan_fails_before_writing(monkeypatch, tmp_path, mini_root):
+    monkeypatch.setattr(families, "FAMILIES", families.FAMILIES + (Drifting,))
+    with pytest.raises(RuntimeError, match="measured other things than it planned"):
+        main(_args(tmp_path, mini_root, "--model", "fastnetw8_T1", "--attack", "drifting"))
+    tidy = pd.read_csv(tmp_path / "results" / "results.csv") if (tmp_path / "results" / "results.csv").exists() \
+        else pd.DataFrame({"threat": []})
+    assert "drifting" not in set(tidy.threat)
+    written = [p.read_text() for p in (tmp_path / "results" / "records").glob("*.json")]
+    assert not any('"drifting"' in w for w in written)
+
+
+@pytest.fixture(scope="module")
+def grid(mini_root, tmp_path_factory):
+    """The jobs of a two-model grid with the transfer attack, planned but not run."""
+    tmp = tmp_path_factory.mktemp("grid")
+    args = _args(tmp, mini_root, "--model", "fastnetw8_T5,fastnetw8_T1", "--attack", "pgd,transfer,fp64")
+    ctx = Context(make_plan(build_parser().parse_args(args)), lambda m: None)
+    return ctx, args
+
+
+def test_job_keys_and_dependencies(grid, mini_root, tmp_path):
+    ctx, args = grid
+    jobs = build_jobs(ctx)
+    by_key = {j.key: j for j in jobs}
+    train = {j.spec.name: j.key for j in jobs if j.kind == "train"}
+    assert set(train) == {"fastnetw8_T5", "fastnetw8_T1"}
+    evals = {(j.spec.name, j.family): j for j in jobs if j.kind == "eval"}
+    # T1 is its own transfer surrogate: it gets no transfer job; T5's needs both training runs
+    assert ("fastnetw8_T1", "transfer") not in evals
+    assert set(evals["fastnetw8_T5", "transfer"].deps) == {train["fastnetw8_T5"], train["fastnetw8_T1"]}
+    assert evals["fastnetw8_T5", "attacks"].deps == (train["fastnetw8_T5"],)
+    assert {f for _, f in evals} == {"attacks", "transfer", "fp64 check", "calibration"}
+    # the same grid planned again, in another process's Context, gives the same keys
+    again = Context(make_plan(build_parser().parse_args(args)), lambda m: None)
+    assert [j.key for j in build_jobs(again)] == [j.key for j in jobs]
+    # the executor's order runs each dependency first, whatever order it is given
+    order = [j.key for j in ordered(list(reversed(jobs)))]
+    assert all(order.index(d) < order.index(j.key) for j in jobs for d in j.deps if d in by_key)
+    # nothing is trained yet: nothing is done
+    assert not any(is_done(j, ctx) for j in jobs)
+
+
+def test_job_keys_follow_what_is_measured(grid, mini_root, tmp_path):
+    """A job's key hashes the weights' key and the planned measurements: another attack budget is
+    another job; the same one is the same job."""
+    ctx, _ = grid
+    keys = {j.key for j in build_jobs(ctx) if j.family == "attacks"}
+    other = Context(make_plan(build_parser().parse_args(
+        _args(tmp_path, mini_root, "--model", "fastnetw8_T5,fastnetw8_T1", "--attack", "pgd,transfer,fp64",
+              "--steps", "3"))), lambda m: None)
+    other_keys = {j.key for j in build_jobs(other) if j.family == "attacks"}
+    assert len(keys) == len(other_keys) == 2 and not keys & other_keys
