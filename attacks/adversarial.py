@@ -21,7 +21,7 @@ needs to judge it against gradient masking:
   ``torch.manual_seed(seed)`` with the ``seed`` given to ``build`` on every call: whatever the
   caller seeded is overridden, and the global generator is left reseeded, so callers fork it).
 
-The PGD-Linf family (pgd, pgd_margin, pgd_target_*) stops early by default (``early_stop``, see
+The PGD family (pgd, pgd_l2, pgd_margin, pgd_target_*) stops early by default (``early_stop``, see
 LossPGD): a point is robust only if no iterate broke it, so its robust accuracy is at most that of
 the same attack judged at its last iterate, and most points of a non-robust model cost 1-3 steps.
 ``early_stop = false`` gives torchattacks' PGD (or LossPGD's copy of it) exactly as before.
@@ -385,12 +385,60 @@ class _ContiguousGrad(torch.autograd.Function):
 
 
 class PGDL2(torchattacks.PGDL2):
-    """torchattacks.PGDL2 on the harness's channels_last models. Through them the input gradient
-    comes back channels_last, and torchattacks 3.5.1 flattens it with ``.view``, which raises on
-    that layout; the gradient is made contiguous on its way out of the model, nothing else."""
+    """torchattacks.PGDL2 on the harness's channels_last models, with LossPGD's early stop.
+
+    Through those models the input gradient comes back channels_last, and torchattacks 3.5.1
+    flattens it with ``.view``, which raises on that layout; the gradient is made contiguous on
+    its way out of the model. With ``early_stop`` each point leaves at its first misclassified
+    iterate (or a zero gradient, whose normalised step is zero), as in LossPGD; the random start,
+    the normalised step and the projection onto the L2 ball are torchattacks' line for line."""
+
+    def __init__(self, model, eps=0.5, alpha=0.1, steps=10, random_start=True, early_stop=False):
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+        self.early_stop = early_stop
 
     def get_logits(self, inputs, labels=None, *args, **kwargs):
         return super().get_logits(_ContiguousGrad.apply(inputs), labels, *args, **kwargs)
+
+    def forward(self, images, labels):
+        if not self.early_stop:
+            return super().forward(images, labels)
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        target_labels = self.get_target_label(images, labels) if self.targeted else None
+        adv = images.clone().detach()
+        if self.random_start:
+            delta = torch.empty_like(adv).normal_()
+            n = delta.view(adv.size(0), -1).norm(p=2, dim=1).view(adv.size(0), 1, 1, 1)
+            r = torch.zeros_like(n).uniform_(0, 1)
+            delta *= r / n * self.eps
+            adv = torch.clamp(adv + delta, min=0, max=1).detach()
+
+        out = adv.clone()
+        live = torch.arange(len(images), device=images.device)
+        x, y, t = images, labels, target_labels
+        for _ in range(self.steps):
+            adv.requires_grad = True
+            logits = self.get_logits(adv)
+            losses = -F.cross_entropy(logits, t, reduction="none") if self.targeted else \
+                F.cross_entropy(logits, y, reduction="none")
+            grad = torch.autograd.grad(losses.sum() / len(images), adv)[0]  # the full batch's mean, as torchattacks
+            adv = adv.detach()
+            done = (logits.detach().argmax(1) != y) | (grad.flatten(1) == 0).all(1)
+            if done.any():
+                out[live[done]] = adv[done]
+                keep = ~done
+                live, adv, x, y, grad = live[keep], adv[keep], x[keep], y[keep], grad[keep]
+                t = None if t is None else t[keep]
+                if len(live) == 0:
+                    return out
+            grad_norms = grad.flatten(1).norm(p=2, dim=1) + self.eps_for_division
+            adv = adv + self.alpha * grad / grad_norms.view(-1, 1, 1, 1)
+            delta = adv - x
+            factor = torch.clamp(self.eps / delta.flatten(1).norm(p=2, dim=1), max=1.0)
+            adv = torch.clamp(x + delta * factor.view(-1, 1, 1, 1), min=0, max=1).detach()
+        out[live] = adv
+        return out
 
 
 def _target_classes(name: str, n_target_classes: int, n_classes: int) -> int:
@@ -442,9 +490,9 @@ def _pgd(model, *, n_classes, seed, eps, alpha, steps, random_start, early_stop)
 @register_attack("pgd_l2", norm="l2", loss="ce", view_invariant=False, seeding="global",
                  description="PGD-L2 with CE loss and random start (Madry et al. 2018)",
                  params={"eps": EPS_L2, "alpha": Param("0.1", "float", "step length in pixel units (L2)"),
-                         "steps": STEPS_PGD, "random_start": RANDOM_START})
-def _pgd_l2(model, *, n_classes, seed, eps, alpha, steps, random_start):
-    return PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+                         "steps": STEPS_PGD, "random_start": RANDOM_START, "early_stop": EARLY_STOP})
+def _pgd_l2(model, *, n_classes, seed, eps, alpha, steps, random_start, early_stop):
+    return PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start, early_stop=early_stop)
 
 
 @register_attack("cw_l2", norm="l2", loss="margin", view_invariant=False, seeding="none",

@@ -54,6 +54,10 @@ class PassCount:
     forward: int = 0
     backward: int = 0
 
+    def add(self, other: "PassCount") -> None:
+        self.forward += other.forward
+        self.backward += other.backward
+
     def metrics(self, n: int) -> dict:
         """The record's cost fields: totals, and per image of the measurement's ``n``."""
         return {"forward_passes": self.forward, "backward_passes": self.backward,

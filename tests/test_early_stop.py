@@ -121,6 +121,66 @@ def test_every_measurement_carries_its_cost(tiny_model, test_split):
     assert not (bits_es & ~bits_plain).any() and es.metrics["robust_acc"] <= plain.metrics["robust_acc"]
 
 
+def test_the_other_families_carry_their_cost_too(tiny_model, test_split):
+    """Corruptions, natural transforms, a shifted test set, calibration, the float64 check and the
+    cross-check count their passes as the attacks do: a forward per image and point of a sweep;
+    the worst case over the grid between one pass per image (all wrong unshifted) and one per
+    grid point, an image leaving at its first wrong point; calibration's one forward pass on its
+    raw record; the fp64 check's and cross-check's attacks' backward passes."""
+    from attacks.natural import WORST_GRID_POINTS
+    from bench.measure.calibration import evaluate_calibration
+    from bench.measure.cifar101 import evaluate_test_set
+    from bench.measure.corruptions import CorruptedSets, evaluate_corruptions
+    from bench.measure.crosscheck import autoattack_crosscheck
+    from bench.measure.fp64 import fp64_check
+    from bench.measure.natural import evaluate_natural
+    spec, model = tiny_model
+    split = test_split.subset(torch.arange(40))
+    n = len(split)
+    corrupted = CorruptedSets(split, torch.arange(n), seed=0)
+    for m in evaluate_corruptions(model, corrupted, ["gaussian_noise"], [1, 5], batch_size=16):
+        assert (m.metrics["forward_passes"], m.metrics["backward_passes"]) == (n, 0)
+    natural = evaluate_natural(model, split, ["rotate", "worst_grid"], batch_size=16)
+    assert all(m.metrics["forward_passes"] == n for m in natural if m.threat == "rotate")
+    grid = next(m for m in natural if m.threat == "worst_grid")
+    ok = round(grid.metrics["accuracy"] * n)
+    assert n + ok * (len(WORST_GRID_POINTS) - 1) <= grid.metrics["forward_passes"] < len(WORST_GRID_POINTS) * n
+    assert evaluate_test_set(model, "x", split.images, split.labels, 16, {}).metrics["forward_per_image"] == 1
+    raw, scaled, posthoc = evaluate_calibration(model, spec.T, split, batch_size=16)
+    assert raw.metrics["forward_passes"] == n
+    assert scaled.metrics["forward_passes"] == posthoc.metrics["forward_passes"] == 0
+    pgd = make_attack("pgd", {"steps": 3, "early_stop": False})
+    fp64 = fp64_check(model, spec.T, split, pgd, 16, 0, 10).metrics
+    n_ok = round(fp64["clean_acc_fp32"] * n) + round(fp64["clean_acc_fp64"] * n)
+    assert fp64["backward_passes"] == 2 * n + 3 * n_ok  # two clean passes with gradients, then PGD-3
+    aa = [make_attack(a, {"steps": 2, "n_queries": 5}) for a in ("autoattack", "autoattack_ref")]
+    cc = autoattack_crosscheck(model, spec.T, split, *aa, 16, 0, 10).metrics
+    each = [round(cc[f"forward_per_image_{t}"] * n) for t in ("torchattacks", "pyautoattack")]
+    assert min(each) > 0 and cc["forward_passes"] == n + sum(each)  # the clean pass and both AutoAttacks
+    assert cc["backward_passes"] >= n  # the clean pass's gradient check at least
+
+
+def test_early_stopped_pgd_l2_is_never_weaker_and_cheaper(tiny_model, batch):
+    """The L2 PGD's early stop, against torchattacks' PGDL2 loop from the same seed: a point the early
+    stop leaves robust is robust at the last iterate and got there by the same steps (up to the
+    rounding of a gradient normalised over fewer images), inside the L2 ball and the box."""
+    _, model = tiny_model
+    x, y = batch
+    eps, pair = 0.15, []
+    for early in (True, False):
+        count = PassCount()
+        cfg = make_attack("pgd_l2", {"eps": eps, "alpha": 0.03, "steps": STEPS, "early_stop": early})
+        pair.append((cfg.build(PassCounter(model, count)), count))
+    (early, c_early), (plain, c_plain) = pair
+    adv_e, adv_p = run(early, x, y), run(plain, x, y)  # plain: torchattacks.PGDL2.forward itself
+    robust_e, robust_p = correct(model, adv_e, y), correct(model, adv_p, y)
+    assert 0 < int(robust_p.sum()) < len(y)
+    assert not (robust_e & ~robust_p).any()
+    assert torch.allclose(adv_e[robust_e], adv_p[robust_e], atol=1e-5)
+    assert (adv_e - x).flatten(1).norm(dim=1).max() <= eps * (1 + 1e-5) and adv_e.min() >= 0 and adv_e.max() <= 1
+    assert c_early.backward < c_plain.backward == STEPS * len(y)
+
+
 def test_counter_counts_every_backward(tiny_model, batch):
     """FAB differentiates every logit of one forward: a backward pass each, counted each."""
     _, model = tiny_model

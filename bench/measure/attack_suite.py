@@ -13,14 +13,10 @@ def attack_identities(n: int, configs, views) -> list:
 
 def attack_summary(ms) -> str:
     """clean and each attack's robust accuracy, its eps when not the headline one."""
-    parts = []
-    for m in ms:
-        if m.threat == "clean":
-            parts.append(f"clean {pct(m.metrics['accuracy'])};")
-        else:
-            at = "" if abs(m.eps - HEADLINE_EPS) < 1e-9 else f"@{format_eps(m.eps)}"
-            parts.append(f"{m.threat}/{m.view}{at} {pct(m.metrics['robust_acc'])}")
-    return " ".join(parts)
+    clean = [f"clean {pct(m.metrics['accuracy'])}" for m in ms if m.threat == "clean"]
+    attacked = [f"{m.threat}/{m.view}" + ("" if abs(m.eps - HEADLINE_EPS) < 1e-9 else f"@{format_eps(m.eps)}") +
+                f" {pct(m.metrics['robust_acc'])}" for m in ms if m.threat != "clean"]
+    return "; ".join(filter(None, [", ".join(clean), ", ".join(attacked)]))
 
 
 class AttackSuite(Family):

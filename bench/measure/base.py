@@ -16,6 +16,7 @@ from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from attacks.views import PassCount, PassCounter
 from bench.data import Split, resolve_data_root, stratified_indices, to_float
 from bench.shift_data import search_roots
 
@@ -65,6 +66,12 @@ def check_planned(family: str, planned: Sequence[Identity], measured: Sequence[M
 def frac(mask: torch.Tensor) -> float:
     """An exact fraction (a float32 mean would print 0.23 as 0.23000000417)."""
     return int(mask.sum()) / mask.numel()
+
+
+def counted(model) -> Tuple[PassCounter, PassCount]:
+    """``model`` counting its passes, and the count: every measurement records what it spent."""
+    cost = PassCount()
+    return PassCounter(model, cost), cost
 
 
 def pct(v: float) -> str:

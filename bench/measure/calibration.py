@@ -16,7 +16,8 @@ import torch
 
 from bench.calibration import N_BINS, fit_temperature, nll, reliability_bins
 from bench.data import Split, to_float
-from bench.measure.base import Family, Measurement, pct
+from attacks.views import PassCount
+from bench.measure.base import Family, Measurement, counted, pct
 
 
 @torch.no_grad()
@@ -37,7 +38,8 @@ def calibration_params(seed: int) -> Dict[str, dict]:
 
 def evaluate_calibration(model, temperature: float, split: Split, batch_size: int, seed: int = 0) -> List[Measurement]:
     t0 = time.perf_counter()
-    z = logits_of(model, split, batch_size).double().cpu()
+    counting, cost = counted(model)
+    z = logits_of(counting, split, batch_size).double().cpu()
     y = split.labels.cpu()
     half = torch.zeros(len(y), dtype=torch.bool)  # a seeded random half (small splits need not be stratifiable)
     half[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:len(y) // 2]] = True
@@ -52,6 +54,9 @@ def evaluate_calibration(model, temperature: float, split: Split, batch_size: in
         metrics = {"ece": bins.ece, "nll": nll(logits, y),
                    "mean_confidence": float(torch.softmax(logits, 1).amax(1).mean()),
                    "accuracy": float((logits.argmax(1) == y).double().mean())}
+        # the scaled and post-hoc views reuse the raw view's logits: the one forward pass is the raw
+        # record's, so the records' costs add up to what the job spent
+        metrics.update((cost if view == "raw" else PassCount()).metrics(len(y)))
         if view == "posthoc":
             metrics.update(posthoc_T=sum(fitted) / 2, posthoc_T_fold_a=fitted[0], posthoc_T_fold_b=fitted[1])
         extra = {"reliability": {"confidence": bins.confidence.tolist(), "accuracy": bins.accuracy.tolist(),

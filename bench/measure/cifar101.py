@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from bench.measure.base import Family, Measurement, correct_mask, frac, shift_roots
+from bench.measure.base import Family, Measurement, correct_mask, counted, frac, shift_roots
 from bench.shift_data import download_cifar101, find_cifar101, load_cifar101
 
 PARAMS = {"version": "v6"}
@@ -16,9 +16,10 @@ def evaluate_test_set(model, name: str, images: torch.Tensor, labels: torch.Tens
                       params: dict) -> Measurement:
     """Accuracy on a whole shifted test set."""
     t0 = time.perf_counter()
-    acc = frac(correct_mask(model, images, labels, batch_size))
-    return Measurement(name, "none", 0.0, 0, params, len(labels), {"accuracy": acc}, time.perf_counter() - t0,
-                       family="shift", source=name)
+    counting, cost = counted(model)
+    acc = frac(correct_mask(counting, images, labels, batch_size))
+    return Measurement(name, "none", 0.0, 0, params, len(labels), {"accuracy": acc, **cost.metrics(len(labels))},
+                       time.perf_counter() - t0, family="shift", source=name)
 
 
 class Cifar101(Family):

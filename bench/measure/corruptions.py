@@ -13,7 +13,7 @@ from tqdm import tqdm
 from attacks.corruptions import BENCHMARK, EXTRA, corrupt_severities
 from bench.data import Split
 from bench.errors import BenchError
-from bench.measure.base import Family, Measurement, correct_mask, frac, pct, shift_roots, shift_subset
+from bench.measure.base import Family, Measurement, correct_mask, counted, frac, pct, shift_roots, shift_subset
 from bench.shift_data import CIFAR10C_URL, find_cifar10c, load_cifar10c
 
 
@@ -51,10 +51,11 @@ def evaluate_corruptions(model, corrupted: CorruptedSets, names: Sequence[str], 
     labels, src = corrupted.split.labels, corrupted.source
 
     def measure(name, sev, images, t0):
-        acc = frac(correct_mask(model, images, labels, batch_size))
+        counting, cost = counted(model)
+        acc = frac(correct_mask(counting, images, labels, batch_size))
         return Measurement("corruption", "none", 0.0, 0, corruption_params(name, sev, src), len(labels),
-                           {"accuracy": acc}, time.perf_counter() - t0, family="corruption", source=src,
-                           corruption=name, severity=sev)
+                           {"accuracy": acc, **cost.metrics(len(labels))}, time.perf_counter() - t0,
+                           family="corruption", source=src, corruption=name, severity=sev)
 
     out = [measure("none", 0, corrupted.split.images, time.perf_counter())]
     for name in tqdm(names, disable=not progress, desc=desc, leave=False):

@@ -9,6 +9,7 @@ import time
 from typing import Optional, Sequence
 
 from attacks import AttackConfig
+from attacks.views import PassCount
 from attacks.autoattack_ref import collect_warnings
 from bench.data import Split, stratified_indices
 from bench.measure.adversarial import clean_pass, run_attack
@@ -27,15 +28,19 @@ def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackC
     images' places there (kept in the record; ``bits``: robust under both)."""
     t0 = time.perf_counter()
     model.eval()
-    ok, _, _ = clean_pass(model, split, batch_size, ["raw"], temperature)
+    cost = PassCount()
+    ok, _, _ = clean_pass(model, split, batch_size, ["raw"], temperature, cost=cost)
     metrics = {"clean_acc": frac(ok)}
     robust = {}
     with collect_warnings() as warnings:
         for tag, cfg in (("torchattacks", ours), ("pyautoattack", ref)):
-            robust[tag], *_ = run_attack(model, temperature, split, ok, cfg, "raw", batch_size, seed, n_classes)
+            robust[tag], *_, spent = run_attack(model, temperature, split, ok, cfg, "raw", batch_size, seed, n_classes)
+            cost.add(spent)
             metrics[f"robust_acc_{tag}"] = frac(robust[tag])
+            metrics.update({f"{k}_{tag}": v for k, v in spent.metrics(len(split)).items() if k.endswith("per_image")})
     metrics["abs_diff"] = abs(metrics["robust_acc_torchattacks"] - metrics["robust_acc_pyautoattack"])
     metrics["aa_warnings"] = len(warnings)
+    metrics.update(cost.metrics(len(split)))  # the clean pass and both AutoAttacks
     extra = {f"bits_{tag}": pack_bits(r) for tag, r in robust.items()}
     extra["autoattack_warnings"] = list(warnings)
     if positions is not None:

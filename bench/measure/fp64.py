@@ -9,6 +9,7 @@ import time
 import torch
 
 from attacks import AttackConfig
+from attacks.views import PassCount
 from bench.data import Split, stratified_indices
 from bench.measure.adversarial import clean_pass, run_attack
 from bench.measure.base import Family, Measurement, frac, pct
@@ -18,13 +19,15 @@ def fp64_check(model, temperature: float, split: Split, pgd: AttackConfig, batch
                n_classes: int) -> Measurement:
     """The same CE-PGD (raw view, same seeds) in float32 and in float64."""
     t0 = time.perf_counter()
-    metrics = {}
+    metrics, cost = {}, PassCount()
     for tag, m, dtype in (("fp32", model, None), ("fp64", copy.deepcopy(model).double(), torch.float64)):
         m.eval()
-        ok, zero, sat = clean_pass(m, split, batch_size, ["raw"], temperature, dtype=dtype)
-        robust, *_ = run_attack(m, temperature, split, ok, pgd, "raw", batch_size, seed, n_classes, dtype=dtype)
+        ok, zero, sat = clean_pass(m, split, batch_size, ["raw"], temperature, dtype=dtype, cost=cost)
+        robust, *_, spent = run_attack(m, temperature, split, ok, pgd, "raw", batch_size, seed, n_classes, dtype=dtype)
+        cost.add(spent)
         metrics.update({f"clean_acc_{tag}": frac(ok), f"robust_acc_{tag}": frac(robust),
                         f"zero_grad_frac_{tag}": frac(zero["raw"]), f"saturated_frac_{tag}": frac(sat["raw"])})
+    metrics.update(cost.metrics(len(split)))  # both precisions'
     return Measurement("pgd_fp64", "raw", pgd.eps, pgd.steps, fp64_params(pgd), len(split), metrics,
                        time.perf_counter() - t0, family="diagnostic")
 
