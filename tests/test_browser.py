@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.publish import write_reports
-from tests.test_html_report import sweep_store
+from bench.report.publish import write_reports
+from tests.builders import sweep_store
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -151,7 +151,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    """A report written the way a run writes it: a store, then bench.publish.write_reports."""
+    """A report written the way a run writes it: a store, then bench.report.publish.write_reports."""
     root = tmp_path_factory.mktemp("results") / "quick"
     board = write_reports(sweep_store(root).store, root)
     return root / "index.html", board
@@ -200,7 +200,7 @@ def test_claims_in_chromium(browser, page):
     browser.open(path.as_uri() + "#claims")
     verdicts = browser.js("Array.from(document.querySelectorAll('#glance-table .v'), e => e.textContent)")
     assert len(verdicts) == 7
-    from bench.claims import VERDICTS
+    from bench.report.claims import VERDICTS
     assert set(verdicts) <= set(VERDICTS)
     # the page does not ask the network for anything
     assert browser.js("performance.getEntriesByType('resource').filter(r => !r.name.startsWith('data:')).length") \

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from bench.run import main
+from tests.builders import write_cifar101
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,45 +20,66 @@ def cli(*args, env=None):
 
 @pytest.fixture(scope="module")
 def smoke_run(mini_root, tmp_path_factory):
-    import numpy as np
     base = tmp_path_factory.mktemp("smoke")
-    shift = base / "shift" / "CIFAR-10.1"  # a small stand-in for the real CIFAR-10.1 files
-    shift.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    np.save(shift / "cifar10.1_v6_data.npy", rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
-    np.save(shift / "cifar10.1_v6_labels.npy", rng.integers(0, 10, 40))
+    write_cifar101(base / "shift" / "CIFAR-10.1", n=40)  # a small stand-in for the real CIFAR-10.1 files
     args = ["--profile", "smoke", "--data-root", str(mini_root), "--results", str(base / "results"),
             "--cache", str(base / "cache")]
     first = cli(*args, env={"BENCH_SHIFT_DATA": str(base / "shift")})
     return base, args, first
 
 
-def test_smoke_profile_end_to_end(smoke_run):
-    base, args, first = smoke_run
+def smoke_tables(smoke_run):
+    """The smoke run's leaderboard and tidy table, once the run has succeeded."""
+    base, _, first = smoke_run
     assert first.returncode == 0, first.stderr
-    results = base / "results"
-    board = pd.read_csv(results / "leaderboard.csv")
+    return pd.read_csv(base / "results" / "leaderboard.csv"), pd.read_csv(base / "results" / "results.csv")
+
+
+def attack_columns(board):
+    return [c for c in board.columns if c.endswith("@8/255") and not c.startswith("robust_min")]
+
+
+def test_smoke_leaderboard_models_attack_columns_and_sort(smoke_run):
+    _, _, first = smoke_run
+    board, _ = smoke_tables(smoke_run)
     assert sorted(board.model) == ["fastnetw8_T1", "fastnetw8_T10", "fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last"]
     assert (board.dataset == "cifar10-mini").all() and (board.n == 100).all()
-    attack_cols = [c for c in board.columns if c.endswith("@8/255") and not c.startswith("robust_min")]
+    attack_cols = attack_columns(board)
     assert sorted(attack_cols) == ["apgd_t@8/255", "fgsm_raw@8/255", "fgsm_scaled@8/255", "pgd_margin@8/255",
                                    "pgd_raw@8/255", "pgd_scaled@8/255", "transfer@8/255"]
-    # the audit: a verdict for every model, the sweep, the transfer from the T=1 model (not onto
-    # itself), the float64 recomputation and the AutoAttack cross-check
-    assert set(board.masking) <= {"none", "suspected", "likely"} and board.masking.notna().all()
-    assert {"robust_min@2/255", "robust_min@32/255", "ce_gap", "fp64_gap", "aa_crosscheck_diff",
-            "robust_worst", "sweep_plateau"} <= set(board.columns)
-    t1, t10 = board.set_index("model").loc["fastnetw8_T1"], board.set_index("model").loc["fastnetw8_T10"]
-    assert pd.isna(t1["transfer@8/255"]) and pd.notna(t10["transfer@8/255"])
-    assert (board.aa_crosscheck_n == 20).all() and (board.robust_worst <= board.robust_min + 1e-9).all()
     # robust_min is the minimum over every attack and view, and it leads the sort
     assert (board.robust_min.round(6) == board[attack_cols].min(axis=1).round(6)).all()
     assert list(board.robust_min) == sorted(board.robust_min, reverse=True)
-    tidy = pd.read_csv(results / "results.csv")
+    assert "robust_min" in first.stdout and "fastnetw8_T10" in first.stdout  # the summary table
+
+
+def test_smoke_masking_audit_columns(smoke_run):
+    """The audit: a verdict for every model, the sweep, the float64 recomputation and the
+    AutoAttack cross-check."""
+    board, _ = smoke_tables(smoke_run)
+    assert set(board.masking) <= {"none", "suspected", "likely"} and board.masking.notna().all()
+    assert {"robust_min@2/255", "robust_min@32/255", "ce_gap", "fp64_gap", "aa_crosscheck_diff",
+            "robust_worst", "sweep_plateau"} <= set(board.columns)
+    assert (board.aa_crosscheck_n == 20).all() and (board.robust_worst <= board.robust_min + 1e-9).all()
+
+
+def test_smoke_transfer_from_the_t1_surrogate(smoke_run):
+    """The transfer attack is crafted on the T=1 model and measured on the others, not onto itself."""
+    board, _ = smoke_tables(smoke_run)
+    t1, t10 = board.set_index("model").loc["fastnetw8_T1"], board.set_index("model").loc["fastnetw8_T10"]
+    assert pd.isna(t1["transfer@8/255"]) and pd.notna(t10["transfer@8/255"])
+
+
+def test_smoke_tidy_table_identity_and_provenance_columns(smoke_run):
+    _, tidy = smoke_tables(smoke_run)
     for col in ["run_key", "model", "arch", "T", "head", "regime", "seed", "dataset", "split", "n", "threat",
                 "view", "eps", "steps", "metric", "value", "code_version", "torch_version", "device",
                 "timestamp", "wall_s"]:
         assert col in tidy.columns
+
+
+def test_smoke_tidy_table_threats_views_families_and_budgets(smoke_run):
+    _, tidy = smoke_tables(smoke_run)
     assert set(tidy[tidy.family.isin(["clean", "attack"])].threat) == {"clean", "fgsm", "pgd", "pgd_margin",
                                                                         "apgd_t", "transfer"}
     assert set(tidy.view) == {"none", "raw", "scaled", "any", "posthoc"}
@@ -65,17 +87,28 @@ def test_smoke_profile_end_to_end(smoke_run):
     linf = tidy[tidy.metric == "max_linf"]
     assert (linf.value <= linf.eps + 1e-6).all() and set(linf.eps.round(6)) == {round(e / 255, 6) for e in (2, 8, 32)}
     assert set(tidy[tidy.threat == "pgd"].steps) == {3}  # the profile's [attack.pgd] steps
-    assert len(list((results / "plots").glob("*.png"))) >= 4
-    assert "robust_min" in first.stdout and "fastnetw8_T10" in first.stdout  # the summary table
+
+
+def test_smoke_fast_at_trained_once_with_both_checkpoints(smoke_run):
+    """The fast-AT run: trained once, both checkpoints evaluated, its epochs checked on held-out images."""
+    base, _, first = smoke_run
+    board, _ = smoke_tables(smoke_run)
+    fat = board.set_index("model").loc[["fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last"]]
+    assert list(fat.checkpoint) == ["best", "last"] and set(fat.regime) == {"fat"}
+    assert first.stderr.count("trained in") == 3 and "held-out margin-PGD accuracy by epoch" in first.stderr
     assert len(list((base / "cache" / "checkpoints").glob("*.safetensors"))) == 4  # the fast-AT run: best + last
-    # shifts: the smoke profile's corruptions (generated), natural transforms and CIFAR-10.1
+
+
+def test_smoke_corruptions_and_mce(smoke_run):
+    """The smoke profile's corruptions, generated, and the mCA/mCE columns made from them."""
+    board, tidy = smoke_tables(smoke_run)
     corr = tidy[tidy.family == "corruption"]
     assert set(corr.threat) == {"corruption"}
     assert set(corr.corruption) == {"none", "gaussian_noise", "contrast", "jpeg_compression", "speckle_noise"}
     assert set(corr.severity) == {0, 1, 5} and set(corr.source) == {"cifar10c-generated"}
     assert set(corr[corr.corruption == "none"].severity) == {0}
     # the corruption subset's own clean accuracy is the reference of the relative drop
-    c_clean = corr[corr.corruption == "none"].set_index("model").value
+    c_clean = corr[(corr.corruption == "none") & (corr.metric == "accuracy")].set_index("model").value
     assert (board.set_index("model").c_clean.sort_index() == c_clean.sort_index()).all()
     assert (board.mCA <= board.clean + 0.05).all() and board.mCA.notna().all()
     t1 = board.set_index("model").loc["fastnetw8_T1"]
@@ -83,13 +116,20 @@ def test_smoke_profile_end_to_end(smoke_run):
     assert board.set_index("model").mCE_baseline.to_dict() == {
         "fastnetw8_T1": "fastnetw8_T1", "fastnetw8_T10": "fastnetw8_T1",
         "fastnetw8_T1_fat@best": "fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last": "fastnetw8_T1_fat@last"}
-    # the fast-AT run: trained once, both checkpoints evaluated, its epochs checked on held-out images
-    fat = board.set_index("model").loc[["fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last"]]
-    assert list(fat.checkpoint) == ["best", "last"] and set(fat.regime) == {"fat"}
-    assert first.stderr.count("trained in") == 3 and "held-out margin-PGD accuracy by epoch" in first.stderr
-    # calibration on three views, and a reliability diagram per model
+
+
+def test_smoke_calibration_columns_and_plots(smoke_run):
+    """Calibration on three views, a reliability diagram per model, and the other figures."""
+    base, _, _ = smoke_run
+    board, _ = smoke_tables(smoke_run)
+    results = base / "results"
     assert {"ece_raw", "ece_scaled", "ece_posthoc", "nll_posthoc", "posthoc_T"} <= set(board.columns)
     assert len(list((results / "plots" / "reliability").glob("*.png"))) == 4
+    assert len(list((results / "plots").glob("*.png"))) >= 4
+
+
+def test_smoke_natural_shifts_and_cifar101(smoke_run):
+    board, tidy = smoke_tables(smoke_run)
     assert {"nat_rotate", "nat_hue", "nat_worst_grid", "cifar10.1", "cifar10.1_gap"} <= set(board.columns)
     assert (board.nat_worst_grid <= board.clean).all()
     assert set(tidy[tidy.family == "shift"].n) == {40}
@@ -156,7 +196,7 @@ def test_threats_by_name_natural_and_cifar101(smoke_run):
     assert out.returncode == 0, out.stderr
     tidy = pd.read_csv(base / "by_name_n" / "results.csv")
     assert set(tidy.threat) == {"clean", "calibration", "cifar10.1", "worst_grid", *NATURAL}
-    rot = tidy[tidy.threat == "rotate"]
+    rot = tidy[(tidy.threat == "rotate") & (tidy.metric == "accuracy")]  # a row per metric: one per magnitude
     assert sorted(rot.magnitude) == sorted(NATURAL["rotate"].magnitudes) and rot.corruption.isna().all()
     assert (base / "by_name_n" / "plots" / "natural_vs_magnitude_fastnetw8.png").is_file()
     board = pd.read_csv(base / "by_name_n" / "leaderboard.csv")
@@ -166,7 +206,6 @@ def test_threats_by_name_natural_and_cifar101(smoke_run):
 def test_cifar101_by_name_downloads_it_or_stops(smoke_run, http_server, monkeypatch, capsys):
     """Asked for by name and missing, CIFAR-10.1 is downloaded (here from a local server); where
     that fails the run stops with one line and writes nothing."""
-    from tests.test_shifts import write_cifar101
     www, url = http_server
     base, args, _ = smoke_run
     monkeypatch.delenv("BENCH_SHIFT_DATA", raising=False)
@@ -212,7 +251,7 @@ def test_corrupt_dataset_cache_exits_2(mini_root, tmp_path):
 def test_summary_says_where_robust_min_is_when_the_run_measured_another_eps(tmp_path):
     """--eps 4/255 measures no attack at 8/255, where robust_min is defined: the printed table
     says so and shows robust_min@4/255 instead of a bare NaN."""
-    from bench.report import leaderboard, summary
+    from bench.report.tables import leaderboard, summary
     from bench.store import ResultStore
     store = ResultStore(tmp_path)
     base = {"run_key": "k", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0, "attack_seed": 0,

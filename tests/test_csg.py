@@ -12,6 +12,7 @@ from bench.csg import (CSGResult, csg, csg_from_eigenvalues, dataset_csg, embed,
                        sample_per_class)
 from bench.data import Split
 from bench.errors import BenchError
+from tests.builders import make_imagefolder
 
 
 def gaussians(num_classes=4, per_class=1000, dim=2, spread=10.0, seed=0):
@@ -161,7 +162,6 @@ def test_embeddings_and_dataset_csg():
 
 
 def test_cli_merges_into_a_json_file(tmp_path, capsys):
-    from tests.test_data import make_imagefolder
     root = make_imagefolder(tmp_path / "toyset", n_train=30, n_test=3)
     out = tmp_path / "csg.json"
     out.write_text(json.dumps({"other": 1.5}))

@@ -10,19 +10,7 @@ from PIL import Image
 
 from bench.data import augment, load_dataset, stratified_indices
 from bench.errors import BenchError
-
-
-def make_imagefolder(root, n_train=6, n_test=3, classes=("a", "b", "c"), fmt="png"):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for ci, c in enumerate(classes):
-            d = root / split / c
-            d.mkdir(parents=True)
-            for i in range(n):
-                a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                a[0, 0] = (ci, i, 7)  # a marker pixel: which class and which image
-                Image.fromarray(a).save(d / f"{i:04d}.{fmt}")
-    return root
+from tests.builders import make_imagefolder, register_checksums, write_cifar_batches
 
 
 def test_imagefolder_tree_and_cache(tmp_path):
@@ -73,41 +61,12 @@ def test_missing_data_root_is_one_line(tmp_path, monkeypatch):
 
 # --- torchvision's CIFAR-10 python format, offline ---------------------------------------------
 
-def _write_cifar_batches(folder, n_per_batch=20):
-    """Small files in the layout and format of cifar-10-python.tar.gz (pickled dicts)."""
-    from torchvision.datasets import CIFAR10
-    rng = np.random.default_rng(1)
-    folder.mkdir(parents=True)
-    md5 = {}
-    for name, _ in CIFAR10.train_list + CIFAR10.test_list:
-        labels = list(rng.integers(0, 10, n_per_batch))
-        data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "labels": labels}, f)
-        md5[name] = hashlib.md5((folder / name).read_bytes()).hexdigest()
-    meta = CIFAR10.meta["filename"]
-    with open(folder / meta, "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"]}, f)
-    md5[meta] = hashlib.md5((folder / meta).read_bytes()).hexdigest()
-    return md5
-
-
-def _register_checksums(monkeypatch, md5, dataset="CIFAR10"):
-    """These test files are not the official ones, so torchvision's integrity check needs their md5s."""
-    import torchvision.datasets
-    cls = getattr(torchvision.datasets, dataset)
-    monkeypatch.setattr(cls, "train_list", [[n, md5[n]] for n, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[n, md5[n]] for n, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", dict(cls.meta, md5=md5[cls.meta["filename"]]))
-
-
 def test_cifar10_python_folder_with_checksums(tmp_path, monkeypatch):
-    md5 = _write_cifar_batches(tmp_path / "root" / "cifar-10-batches-py")
+    md5 = write_cifar_batches(tmp_path / "root" / "cifar-10-batches-py")
     # files that do not match torchvision's checksums are refused, never unpickled
     with pytest.raises(BenchError, match="md5"):
         load_dataset(str(tmp_path / "root"), tmp_path / "cache")
-    _register_checksums(monkeypatch, md5)
+    register_checksums(monkeypatch, md5)
     ds = load_dataset(str(tmp_path / "root"), tmp_path / "cache")
     assert ds.name == "cifar10"
     assert ds.train.images.shape == (100, 3, 32, 32) and ds.test.images.shape == (20, 3, 32, 32)
@@ -124,7 +83,7 @@ def _serve_archive(monkeypatch, http_server, tmp_path, dataset: str, folder: str
     tgz = www / cls.filename
     with tarfile.open(tgz, "w:gz") as tar:
         tar.add(tmp_path / "src" / folder, arcname=folder)
-    _register_checksums(monkeypatch, md5, dataset)
+    register_checksums(monkeypatch, md5, dataset)
     monkeypatch.setattr(cls, "url", f"{base}/{cls.filename}")
     monkeypatch.setattr(cls, "tgz_md5", hashlib.md5(tgz.read_bytes()).hexdigest())
     return base
@@ -133,7 +92,7 @@ def _serve_archive(monkeypatch, http_server, tmp_path, dataset: str, folder: str
 def test_cifar10_download_path_offline(tmp_path, monkeypatch, http_server):
     """The real download code (torchvision's download_and_extract_archive) over real HTTP, from a
     local server holding a small archive in the official layout."""
-    _serve_archive(monkeypatch, http_server, tmp_path, "CIFAR10", "cifar-10-batches-py", _write_cifar_batches)
+    _serve_archive(monkeypatch, http_server, tmp_path, "CIFAR10", "cifar-10-batches-py", write_cifar_batches)
     monkeypatch.delenv("BENCH_DATA", raising=False)
     ds = load_dataset(None, tmp_path / "cache")  # no data root: download into <cache>/downloads
     assert ds.name == "cifar10" and len(ds.train) == 100
@@ -186,7 +145,7 @@ def test_cifar100_python_folder_with_checksums_and_cache(tmp_path, monkeypatch):
     with pytest.raises(BenchError, match="CIFAR-100 .*md5"):  # not the official files: never unpickled
         load_dataset(str(tmp_path / "root"), cache)
     assert not (cache / "data").exists()
-    _register_checksums(monkeypatch, md5, "CIFAR100")
+    register_checksums(monkeypatch, md5, "CIFAR100")
     ds = load_dataset(str(tmp_path / "root"), cache)
     assert ds.name == "cifar100" and ds.num_classes == 100 and ds.classes == CIFAR100_NAMES
     assert ds.train.images.shape == (300, 3, 32, 32) and ds.test.images.shape == (100, 3, 32, 32)
@@ -210,8 +169,8 @@ def test_cifar100_python_folder_with_checksums_and_cache(tmp_path, monkeypatch):
 
 def test_choosing_between_cifar10_and_cifar100_in_one_root(tmp_path, monkeypatch):
     root = tmp_path / "root"
-    _register_checksums(monkeypatch, _write_cifar_batches(root / "cifar-10-batches-py"))
-    _register_checksums(monkeypatch, _write_cifar100(root / "cifar-100-python"), "CIFAR100")
+    register_checksums(monkeypatch, write_cifar_batches(root / "cifar-10-batches-py"))
+    register_checksums(monkeypatch, _write_cifar100(root / "cifar-100-python"), "CIFAR100")
     cache = tmp_path / "cache"
     with pytest.raises(BenchError) as e:  # both there: no silent choice
         load_dataset(str(root), cache)
@@ -226,7 +185,7 @@ def test_choosing_between_cifar10_and_cifar100_in_one_root(tmp_path, monkeypatch
     with pytest.raises(BenchError, match="unknown dataset 'cifar1000'"):
         load_dataset(str(root), cache, dataset="cifar1000")
     only10 = tmp_path / "only10"
-    _write_cifar_batches(only10 / "cifar-10-batches-py")
+    write_cifar_batches(only10 / "cifar-10-batches-py")
     with pytest.raises(BenchError, match="no cifar-100-python folder"):  # an explicit root never downloads
         load_dataset(str(only10), cache, dataset="cifar100")
     with pytest.raises(BenchError, match="ImageFolder tree"):

@@ -9,8 +9,8 @@ import math
 import pandas as pd
 import pytest
 
-from bench.export import ROBUSTBENCH_COLUMNS, model_card, robustbench_leaderboard, write_exports
-from tests.test_html_report import StoreBuilder, sweep_store
+from bench.report.export import ROBUSTBENCH_COLUMNS, model_card, robustbench_leaderboard, write_exports
+from tests.builders import StoreBuilder, sweep_store
 
 # robustbench.utils.ModelInfo's fields (robustbench 1.1.1): the model_info/<dataset>/<threat>/<Name>.json format
 MODEL_INFO_FIELDS = ["link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",

@@ -9,9 +9,11 @@ import torch
 from attacks.natural import NATURAL, apply_natural, worst_grid
 from bench.data import stratified_indices
 from bench.errors import BenchError
-from bench.evaluate_shifts import evaluate_natural, evaluate_test_set
+from bench.measure.cifar101 import evaluate_test_set
+from bench.measure.natural import evaluate_natural
 from bench.shift_data import (download_cifar101, download_cifar10c, find_cifar101, find_cifar10c, load_cifar101,
                               load_cifar10c)
+from tests.builders import register_checksums, write_cifar101, write_cifar_batches
 
 
 def smooth_images(n=16, seed=0):
@@ -57,13 +59,6 @@ def test_worst_grid_includes_the_identity_and_bounds_accuracy(tiny_model, mini_d
 
 
 # --- CIFAR-10.1 ---------------------------------------------------------------------------------
-
-def write_cifar101(folder, n=30):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    np.save(folder / "cifar10.1_v6_data.npy", rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
-    np.save(folder / "cifar10.1_v6_labels.npy", rng.integers(0, 10, n).astype(np.int64))
-
 
 def test_cifar101_files(tmp_path):
     write_cifar101(tmp_path / "CIFAR-10.1")
@@ -159,9 +154,8 @@ def test_real_cifar10c_end_to_end(tmp_path, monkeypatch, capsys):
 
     from bench.data import load_dataset
     from bench.run import main
-    from tests.test_data import _register_checksums, _write_cifar_batches
-    md5 = _write_cifar_batches(tmp_path / "root" / "cifar-10-batches-py")
-    _register_checksums(monkeypatch, md5)
+    md5 = write_cifar_batches(tmp_path / "root" / "cifar-10-batches-py")
+    register_checksums(monkeypatch, md5)
     data = load_dataset(str(tmp_path / "root"), tmp_path / "cache")
     write_cifar10c(tmp_path / "shift" / "CIFAR-10-C", data.test.labels, names=("gaussian_noise", "fog"))
     monkeypatch.setenv("BENCH_SHIFT_DATA", str(tmp_path / "shift"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.store import ResultStore, record_id
+from tests.builders import make_imagefolder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +93,6 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
     from bench.checkpoints import CheckpointStore
     from bench.data import load_dataset
     from models import build_model, parse_name
-    from tests.test_data import make_imagefolder
     old = os.umask(umask)
     try:
         store = ResultStore(tmp_path / "results")

@@ -1,0 +1,293 @@
+"""The claim verdicts (bench/report/claims.py): the verdict rules and thresholds, each claim's
+comparisons, on real result stores built here with ResultStore.put (tests/builders.py), and on
+the committed results/quick (read only)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.report.claims import (CLAIMS, INCONCLUSIVE, NOT_MEASURED, NOT_SUPPORTED, SUPPORTED, THRESHOLDS, VERDICTS,
+                                 WEAK_ONLY, claims_from_store, combine, evaluate_claims, improvement_verdict)
+from bench.report.tables import leaderboard
+from bench.store import ResultStore
+from tests.builders import StoreBuilder, sweep_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def verdict_of(claims, key):
+    return next(c for c in claims if c.key == key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims: each verdict, on stores built here
+
+
+def test_verdict_vocabulary_is_fixed():
+    assert VERDICTS == ("supported", "not supported", "supported only under a weak attack", "inconclusive",
+                        "not measured")
+
+
+def every_claim_store(path):
+    """One small store with models for every claim: a fixed-lr sweep with shifts and targeted
+    attacks, an adversarially trained pair, and a BN-head family with T*."""
+    b = StoreBuilder(path, n=1000)
+    b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0, mca=0.50, nat=0.50, worst_grid=0.05, cifar101=0.50)
+    b.model("fastnet_T5", 5, 0.70, pgd_raw=0.20, pgd_scaled=0.10, targeted_raw=0.01, mca=0.60, nat=0.60,
+            worst_grid=0.10, cifar101=0.60)
+    b.model("resnet18_T1_at@best", 1, 0.80, arch="resnet18", regime="at", checkpoint="best", pgd_raw=0.45,
+            pgd_scaled=0.45)
+    b.model("resnet18_T5_at@best", 5, 0.82, arch="resnet18", regime="at", checkpoint="best", pgd_raw=0.55,
+            pgd_scaled=0.52)
+    b.model("resnet18_T1", 1, 0.80, arch="resnet18", feature_dim=512)
+    b.model("resnet18_bn_T1", 1, 0.78, arch="resnet18", head="bn", feature_dim=512)
+    b.model("resnet18_bn_Tauto", 11.67, 0.86, arch="resnet18", head="bn", feature_dim=512)
+    b.model("resnet18_bn_T20", 20, 0.84, arch="resnet18", head="bn", feature_dim=512)
+    return b
+
+
+def test_every_claim_gets_a_verdict(tmp_path):
+    """Every claim of CLAIMS is evaluated, in order, and measured where its models are in the store."""
+    b = every_claim_store(tmp_path)
+    models = set(b.tables()[1].model)
+    claims = evaluate_claims(*b.tables())
+    assert [c.key for c in claims] == list(CLAIMS)
+    for c in claims:
+        assert c.verdict in VERDICTS and c.verdict != NOT_MEASURED, (c.key, c.verdict, c.reason)
+        assert c.comparisons and set(c.models) <= models and c.claim == CLAIMS[c.key][0]
+
+
+def a1_store(path, T, clean):
+    """T=1 at 60% clean accuracy against one other temperature (nested per-image bits)."""
+    return StoreBuilder(path, n=1000).model("fastnet_T1", 1, 0.60).model(f"fastnet_T{T:g}", T, clean).tables()
+
+
+def a6_store(path, T, targeted_raw):
+    """T=1, whose targeted attack always succeeds, against a high T where it leaves targeted_raw."""
+    b = StoreBuilder(path, n=1000).model("fastnet_T1", 1, 0.60, targeted_raw=0.0)
+    return b.model(f"fastnet_T{T:g}", T, 0.60, pgd_raw=max(targeted_raw, 0.2), targeted_raw=targeted_raw).tables()
+
+
+# threshold: (another value, a store, the claim it moves, verdict at the default, verdict at the other value)
+THRESHOLD_CASES = {
+    # +3 pp on 1000 paired images: z*se is 1 pp at z=1.96, 3.8 pp at alpha=1e-12 (z=7.1)
+    "alpha": (1e-12, lambda p: a1_store(p, 2, 0.63), "A1", SUPPORTED, INCONCLUSIVE),
+    "min_effect": (0.05, lambda p: a1_store(p, 2, 0.63), "A1", SUPPORTED, NOT_SUPPORTED),
+    "moderate_T_max": (50.0, lambda p: a1_store(p, 20, 0.70), "A1", NOT_MEASURED, SUPPORTED),
+    "high_T_min": (20.0, lambda p: a6_store(p, 10, 0.01), "A6", SUPPORTED, NOT_MEASURED),
+    "targeted_margin": (0.9, lambda p: a6_store(p, 10, 0.40), "A6", NOT_SUPPORTED, SUPPORTED),
+}
+
+
+def test_every_threshold_has_a_case():
+    assert set(THRESHOLD_CASES) == set(THRESHOLDS)
+
+
+@pytest.mark.parametrize("key", list(THRESHOLD_CASES))
+def test_every_threshold_moves_a_verdict(tmp_path, monkeypatch, key):
+    """Each threshold is read where the verdicts are made: moving it alone flips a verdict."""
+    value, store, claim, at_default, moved = THRESHOLD_CASES[key]
+    tables = store(tmp_path)
+    assert verdict_of(evaluate_claims(*tables), claim).verdict == at_default
+    monkeypatch.setitem(THRESHOLDS, key, value)
+    assert verdict_of(evaluate_claims(*tables), claim).verdict == moved
+
+
+def test_improvement_rule():
+    z = 1.96
+    assert improvement_verdict(0.10, 0.01, z) == SUPPORTED
+    assert improvement_verdict(-0.10, 0.01, z) == NOT_SUPPORTED
+    assert improvement_verdict(0.0, 0.001, z) == NOT_SUPPORTED  # precise, and no gain
+    assert improvement_verdict(0.01, 0.01, z) == INCONCLUSIVE  # within noise
+    assert improvement_verdict(0.005, 0.0001, z) == NOT_SUPPORTED  # real, but a gain of min_effect is ruled out
+    assert improvement_verdict(0.015, 0.01, z) == INCONCLUSIVE  # a gain of min_effect is neither shown nor ruled out
+    assert improvement_verdict(float("nan"), 0.01, z) == NOT_MEASURED
+
+
+def test_combine():
+    assert combine([SUPPORTED, SUPPORTED, NOT_MEASURED]) == (SUPPORTED, "")
+    assert combine([SUPPORTED, WEAK_ONLY])[0] == WEAK_ONLY
+    assert combine([SUPPORTED, NOT_SUPPORTED])[0] == INCONCLUSIVE
+    assert combine([NOT_MEASURED])[0] == NOT_MEASURED
+    assert combine([])[0] == NOT_MEASURED
+
+
+def test_a1_supported_paired_over_images(tmp_path):
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.70).model("fastnet_T50", 50, 0.30)
+    a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
+    assert a1.verdict == SUPPORTED
+    (c,) = a1.comparisons
+    assert (c.baseline, c.candidate, c.candidate_T) == ("fastnet_T1", "fastnet_T2", 2.0)  # T=50 is not "moderate"
+    assert c.se_kind == "paired" and c.n == 1000
+    # nested per-image bits: 100 of 1000 images differ, all in the candidate's favour
+    assert math.isclose(c.diff, 0.10) and math.isclose(c.se, np.std([1] * 100 + [0] * 900, ddof=1) / math.sqrt(1000))
+    assert math.isclose(c.z, 1.96, abs_tol=0.01)  # one candidate temperature: no correction
+
+
+def test_a1_not_supported_and_inconclusive(tmp_path):
+    b = StoreBuilder(tmp_path / "worse", n=1000)
+    b.model("fastnet_T1", 1, 0.70).model("fastnet_T2", 2, 0.60).model("fastnet_T5", 5, 0.65)
+    a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
+    assert a1.verdict == NOT_SUPPORTED
+    assert a1.comparisons[0].candidate == "fastnet_T5"  # the best of the two
+    assert a1.comparisons[0].z > 2.2  # Bonferroni for the best of 2
+    b = StoreBuilder(tmp_path / "noise", n=100)
+    b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.62)
+    assert verdict_of(evaluate_claims(*b.tables()), "A1").verdict == INCONCLUSIVE
+
+
+def test_a4_supported_only_under_a_weak_attack(tmp_path):
+    """The masking trap: CE-PGD on raw logits reports robustness at high T, robust_min does not."""
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("fastnet_T1", 1, 0.62, pgd_raw=0.0, pgd_scaled=0.0)
+    b.model("fastnet_T50_lrT", 50, 0.58, lr_scale=True, pgd_raw=0.22, pgd_scaled=0.0, saturated=0.75, zero_grad=0.18)
+    a4 = verdict_of(evaluate_claims(*b.tables()), "A4")
+    assert a4.verdict == WEAK_ONLY
+    strong = next(c for c in a4.comparisons if c.metric == "robust_min")
+    weak = next(c for c in a4.comparisons if c.metric == "pgd_raw@8/255")
+    assert strong.decides and not weak.decides
+    assert strong.baseline == "fastnet_T1"  # the loss-x-T arm compares with the fixed-lr T=1 model
+    assert weak.verdict == SUPPORTED and math.isclose(weak.diff, 0.22)
+    assert "clean accuracy 58.0% at T=50" in strong.note
+
+
+def test_a4_supported_under_robust_min(tmp_path):
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("fastnet_T1", 1, 0.62).model("fastnet_T5", 5, 0.60, pgd_raw=0.30, pgd_scaled=0.25, square=0.20)
+    claims = evaluate_claims(*b.tables())
+    a4 = verdict_of(claims, "A4")
+    assert a4.verdict == SUPPORTED
+    strong = next(c for c in a4.comparisons if c.metric == "robust_min")
+    assert math.isclose(strong.candidate_value, 0.20)  # Square was the strongest attack
+    assert strong.se_kind == "paired"
+
+
+def test_a5_and_b_not_measured_without_their_models(tmp_path):
+    claims = evaluate_claims(*sweep_store(tmp_path).tables())
+    assert verdict_of(claims, "A5").verdict == NOT_MEASURED
+    assert "adversarially trained" in verdict_of(claims, "A5").reason
+    assert verdict_of(claims, "B").verdict == NOT_MEASURED
+    assert "bn_Tauto" in verdict_of(claims, "B").reason
+    a3 = verdict_of(claims, "A3")  # no CIFAR-10.1 here: said so, and the other metrics decide
+    missing = [c for c in a3.comparisons if c.metric == "cifar10.1"]
+    assert missing and missing[0].verdict == NOT_MEASURED
+    assert a3.verdict != NOT_MEASURED
+
+
+def test_a5_adversarial_training_families(tmp_path):
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("resnet18_T1_at@best", 1, 0.80, arch="resnet18", regime="at", checkpoint="best", pgd_raw=0.45,
+            pgd_scaled=0.45, square=0.42)
+    b.model("resnet18_T5_at@best", 5, 0.82, arch="resnet18", regime="at", checkpoint="best", pgd_raw=0.55,
+            pgd_scaled=0.52, square=0.50)
+    b.model("resnet18_T1", 1, 0.93, arch="resnet18")
+    claims = evaluate_claims(*b.tables())
+    a5 = verdict_of(claims, "A5")
+    assert a5.verdict == SUPPORTED
+    assert {c.family for c in a5.comparisons} == {"resnet18 at@best"}
+    assert all("_at" not in c.candidate for c in verdict_of(claims, "A4").comparisons)
+
+
+def test_a2_binomial_and_a3_supported(tmp_path):
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("fastnet_T1", 1, 0.62, mca=0.50, nat=0.50, worst_grid=0.05, cifar101=0.50)
+    b.model("fastnet_T5", 5, 0.63, mca=0.51, nat=0.70, worst_grid=0.30, cifar101=0.60)
+    claims = evaluate_claims(*b.tables())
+    a2 = verdict_of(claims, "A2")
+    (c,) = a2.comparisons
+    assert c.metric == "mCA" and c.se_kind == "binomial" and c.n == 500  # the corruption subset's size
+    assert a2.verdict == INCONCLUSIVE  # +1 pp on 500 images is noise
+    assert "mCE" in c.note
+    a3 = verdict_of(claims, "A3")
+    assert a3.verdict == SUPPORTED
+    assert {c.metric for c in a3.comparisons} == {"cifar10.1", "nat_mean", "nat_worst_grid"}
+
+
+def test_a6_targeted_attacks(tmp_path):
+    b = StoreBuilder(tmp_path / "still", n=1000)
+    b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T10", 10, 0.60, pgd_raw=0.20, targeted_raw=0.01)
+    a6 = verdict_of(evaluate_claims(*b.tables()), "A6")
+    assert a6.verdict == SUPPORTED
+    assert a6.comparisons[0].metric == "targeted success (raw)"
+    b = StoreBuilder(tmp_path / "fails", n=1000)
+    b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T10", 10, 0.60, pgd_raw=0.40, targeted_raw=0.40)
+    assert verdict_of(evaluate_claims(*b.tables()), "A6").verdict == NOT_SUPPORTED
+
+
+def test_b_tstar_with_bn_head(tmp_path):
+    def store(path, star, rival):
+        b = StoreBuilder(path, n=1000)
+        b.model("resnet18_T1", 1, 0.80, arch="resnet18", feature_dim=512)
+        b.model("resnet18_bn_T1", 1, 0.78, arch="resnet18", head="bn", feature_dim=512)
+        b.model("resnet18_bn_Tauto", 11.67, star, arch="resnet18", head="bn", feature_dim=512)
+        b.model("resnet18_bn_T20", 20, rival, arch="resnet18", head="bn", feature_dim=512)
+        return b.tables()
+    b_ok = verdict_of(evaluate_claims(*store(tmp_path / "ok", 0.86, 0.84)), "B")
+    assert b_ok.verdict == SUPPORTED
+    assert len(b_ok.comparisons) == 3 and sum(c.decides for c in b_ok.comparisons) == 1
+    assert b_ok.comparisons[0].candidate == "resnet18_bn_Tauto"
+    b_rival = verdict_of(evaluate_claims(*store(tmp_path / "rival", 0.86, 0.92)), "B")
+    assert b_rival.verdict == NOT_SUPPORTED
+    # T* is not used as an "elevated T" candidate elsewhere
+    a1 = verdict_of(evaluate_claims(*store(tmp_path / "ok2", 0.86, 0.84)), "A1")
+    assert all("Tauto" not in c.candidate for c in a1.comparisons)
+
+
+def test_seeds_are_averaged_and_their_spread_counted(tmp_path):
+    b = StoreBuilder(tmp_path, n=1000)
+    for s, (c1, c2) in enumerate([(0.60, 0.70), (0.62, 0.64)]):
+        suffix = f"_s{s}" if s else ""
+        b.model(f"fastnet_T1{suffix}", 1, c1, seed=s).model(f"fastnet_T2{suffix}", 2, c2, seed=s)
+    (c,) = verdict_of(evaluate_claims(*b.tables()), "A1").comparisons
+    assert math.isclose(c.diff, 0.06) and c.n == 2000
+    assert "seeds (2 vs 2)" in c.se_kind
+    assert c.se > np.std([0.10, 0.02], ddof=1) / math.sqrt(2) * 0.99  # the seed spread dominates
+    assert c.baseline == "fastnet_T1 +1 seeds"
+
+
+def test_empty_store_gives_not_measured(tmp_path):
+    b = StoreBuilder(tmp_path)
+    claims = evaluate_claims(*b.tables())
+    assert [c.verdict for c in claims] == [NOT_MEASURED] * 7
+
+
+def test_committed_quick_results():
+    """The committed results/quick, read only: every claim gets a verdict from the vocabulary, and
+    every number a comparison quotes is the leaderboard's."""
+    root = ROOT / "results" / "quick"
+    if not (root / "records").is_dir():
+        pytest.skip("results/quick is not in this checkout")
+    store = ResultStore(root)
+    tidy, bits = store.table(), store.bits_table()
+    board = leaderboard(tidy, bits).set_index("model")
+    claims = evaluate_claims(tidy, board.reset_index(), bits)
+    assert [c.key for c in claims] == ["A1", "A2", "A3", "A4", "A5", "A6", "B"]
+    assert all(c.verdict in VERDICTS for c in claims)
+    if not tidy.regime.isin(["at", "atT1", "trades", "fat"]).any():
+        assert verdict_of(claims, "A5").verdict == NOT_MEASURED
+    if not tidy.model.str.contains("_Tauto").any():
+        assert verdict_of(claims, "B").verdict == NOT_MEASURED
+    for claim in claims:
+        for c in claim.comparisons:
+            if c.metric in board.columns and math.isfinite(c.diff) and "seeds" not in c.se_kind:
+                assert math.isclose(c.candidate_value, board.loc[c.candidate, c.metric])
+                assert math.isclose(c.baseline_value, board.loc[c.baseline, c.metric])
+                assert math.isclose(c.diff, c.candidate_value - c.baseline_value)
+    a4 = verdict_of(claims, "A4")
+    assert a4.verdict != SUPPORTED or all(c.verdict == SUPPORTED for c in a4.comparisons if c.decides)
+    assert claims_from_store(store)[0].verdict == claims[0].verdict
+
+
+def test_families_do_not_cross_datasets(tmp_path):
+    a = StoreBuilder(tmp_path, n=1000, dataset="cifar10")
+    a.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.70)
+    b = StoreBuilder(tmp_path, n=1000, dataset="cifar10-jpeg75")
+    b.model("fastnet_T1_s1", 1, 0.80, seed=1).model("fastnet_T2_s1", 2, 0.50, seed=1)
+    a1 = verdict_of(evaluate_claims(*a.tables()), "A1")
+    assert {c.family for c in a1.comparisons} == {"fastnet [cifar10]", "fastnet [cifar10-jpeg75]"}
+    assert {(c.baseline, c.candidate) for c in a1.comparisons} == {("fastnet_T1", "fastnet_T2"),
+                                                                   ("fastnet_T1_s1", "fastnet_T2_s1")}
