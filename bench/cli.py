@@ -124,19 +124,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_plan(args):
+def make_plan(args, specs=None):
+    """The run's Plan from the parsed command line; ``specs`` (the Python API's models) stand in
+    for --model."""
     profile = load_profile(args.profile)
     if args.n_test is not None:
         if args.n_test < 1:
             raise BenchError(f"--n-test must be >= 1, got {args.n_test}")
         profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
-    names = profile.models if args.model.strip() == "all" else _split_list(args.model, "--model")
-    if not names:
-        raise BenchError(f"profile {profile.name!r} has no [[grid]] models: give --model NAME[,NAME...]")
-    # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
-    # is a zoo model, loaded, not trained
-    specs = list({s.name: s for n in names
-                  for s in (ZooSpec(n) if is_zoo_name(n) else parse_name(n)).checkpoints()}.values())
+    if specs is None:
+        names = profile.models if args.model.strip() == "all" else _split_list(args.model, "--model")
+        if not names:
+            raise BenchError(f"profile {profile.name!r} has no [[grid]] models: give --model NAME[,NAME...]")
+        # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
+        # is a zoo model, loaded, not trained
+        specs = list({s.name: s for n in names
+                      for s in (ZooSpec(n) if is_zoo_name(n) else parse_name(n)).checkpoints()}.values())
     ev = threats.select(profile.eval, None if args.attack is None else _split_list(args.attack, "--attack"),
                         None if args.corruptions is None else _split_list(args.corruptions, "--corruptions"),
                         None if args.severities is None else threats.parse_severities(args.severities))

@@ -111,6 +111,25 @@ class TautoFormula:
 
 
 @dataclass(frozen=True)
+class LoadedSpec:
+    """A model the grid loads and never trains, beside the ModelSpecs of the harness's own models
+    (a RobustBench zoo model, a caller's own network): no training run, no temperature sweep, no
+    transfer surrogate; what the runner and the evaluators read of a spec."""
+    name: str
+    T: float = 1.0
+    regime: str = "zoo"
+    adversarial: bool = False
+    checkpoint: str = ""
+
+    @property
+    def temperature(self) -> float:
+        return self.T
+
+    def checkpoints(self) -> list:
+        return [self]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     arch: str
     temperature: Union[float, str]  # a positive float, or "auto" (resolved from M)

@@ -41,6 +41,7 @@ import torch
 
 from bench.atomic import sha256_files
 from bench.errors import BenchError
+from models.registry import LoadedSpec
 
 PREFIX = "robustbench:"
 INSTALL_HINT = "pip install -e '.[robustbench]'"
@@ -51,22 +52,11 @@ def is_zoo_name(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ZooSpec:
-    """A zoo model in a plan, beside the ModelSpecs of the harness's own models: what the runner
-    and the evaluators read of a spec. It is loaded, never trained, and has no temperature sweep
-    (T = 1: the raw and scaled views coincide) and no transfer surrogate."""
-    name: str  # robustbench:<Name>
-    T: float = 1.0
-    regime: str = "zoo"
-    adversarial: bool = False
-    checkpoint: str = ""
-    temperature: float = 1.0
+class ZooSpec(LoadedSpec):
+    """A RobustBench zoo model (robustbench:<Name>): T = 1, so the raw and scaled views coincide."""
 
     def __post_init__(self):
         zoo_name(self.name)  # a malformed name fails here, before anything runs
-
-    def checkpoints(self) -> list:
-        return [self]
 
 
 def zoo_name(name: str) -> str:

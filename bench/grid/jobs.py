@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import load_dataset, stratified_indices
 from bench.errors import BenchError
-from bench.grid.models import get_model, get_zoo_model
+from bench.grid.models import get_external_model, get_model, get_zoo_model
 from bench.grid.plan import TautoResolver
 from bench.measure.base import Family, check_planned
 from bench.measure import families
@@ -32,6 +32,8 @@ from bench.measure.transfer import surrogate_of
 from bench.provenance import provenance
 from bench.store import SCHEMA, ResultStore, record_id
 from models import ModelSpec
+from models.external import ExternalSpec
+from models.registry import LoadedSpec
 from models.zoo import ZooSpec
 
 
@@ -81,11 +83,13 @@ class Context:
 
     def model(self, spec: ModelSpec, log: Callable[[str], None]):
         """(weights key, model, sidecar, the spec columns of its records): a trained spec's
-        checkpoint (trained first if missing) or a zoo model. An executor runs a model's jobs one
+        checkpoint (trained first if missing), a zoo model or a caller's own. An executor runs a model's jobs one
         after another, so the last one loaded is kept rather than re-read."""
         if self._last_model is None or self._last_model[0] != spec.name:
             if isinstance(spec, ZooSpec):
                 loaded = get_zoo_model(spec, self.plan, self.data, log)
+            elif isinstance(spec, ExternalSpec):
+                loaded = get_external_model(spec, self.weights_key(spec), self.plan)
             else:
                 _, model, meta = get_model(spec, self.plan, self.data, self.ckpts, self.eval_split, log)
                 loaded = (self.weights_key(spec), model, meta, spec_columns(spec, meta))
@@ -99,6 +103,8 @@ class Context:
         """The identity of the weights measured: @best and @last of one run are two models."""
         if isinstance(spec, ZooSpec):
             return spec.name
+        if isinstance(spec, ExternalSpec):  # two networks of one name never share records
+            return f"{spec.name}:{spec.weights_sha256[:16]}"
         return self.ckpt_key(spec) + (f"@{spec.checkpoint}" if spec.checkpoint else "")
 
     def identity(self, weights_key: str, n: int, threat: str, view: str, params: dict) -> dict:
@@ -126,7 +132,7 @@ def check_sizes(plan, data) -> None:
             flag = " (or --n-test)" if key == "n" else ""
             raise BenchError(f"[eval] {key}{flag} = {n} is more than the {len(split)} images of the {ev.split} split "
                              f"of {data.name}: lower it")
-    runs = {s.run.name: s.run for s in plan.models if not isinstance(s, ZooSpec)}
+    runs = {s.run.name: s.run for s in plan.models if not isinstance(s, LoadedSpec)}
     for s in list(runs.values()):  # the transfer attack's surrogates are trained too
         sur = surrogate_of(s, ev)
         if sur is not None:
@@ -168,8 +174,7 @@ def build_jobs(ctx: Context) -> List[Job]:
         return key
 
     for spec in map(ctx.resolve_T, ctx.plan.models):
-        zoo = isinstance(spec, ZooSpec)
-        deps = () if zoo else (train_job(spec),)
+        deps = () if isinstance(spec, LoadedSpec) else (train_job(spec),)
         wkey = ctx.weights_key(spec)
         for family in ctx.families.values():
             planned = family.planned(spec, ctx)
@@ -186,6 +191,10 @@ def is_done(job: Job, ctx: Context) -> bool:
     for a training run; every planned record, of the family's version, for an evaluation."""
     if isinstance(job.spec, ZooSpec):
         return False  # its weights hash is known once loaded: the job checks for itself
+    if isinstance(job.spec, ExternalSpec):
+        family = ctx.families[job.family]
+        return _records_done(ctx, ctx.weights_key(job.spec), family.planned(job.spec, ctx), job.spec.weights_sha256,
+                             family.version)
     key = ctx.ckpt_key(job.spec)
     meta = ctx.verified(job.spec, key)  # a corrupt checkpoint stops the run here, before it writes
     if meta is None:

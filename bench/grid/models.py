@@ -13,6 +13,7 @@ from bench.grid.plan import Plan
 from bench.provenance import provenance
 from bench.train import train
 from models import ModelSpec
+from models.external import ExternalSpec
 from models.zoo import ZooSpec, load_zoo_model
 
 
@@ -34,6 +35,14 @@ def get_zoo_model(spec: ZooSpec, plan: Plan, data: Dataset, log: Callable[[str],
     cols = {k: info[k] for k in ("model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim",
                                  "checkpoint")}
     return info["run_key"], model, {"weights_sha256": info["weights_sha256"]}, cols
+
+
+def get_external_model(spec: ExternalSpec, key: str, plan: Plan):
+    """A caller's own network (bench/api.py), in eval mode: (key, model, meta, the spec columns)."""
+    cols = {"model": spec.name, "arch": spec.arch, "T": spec.T, "head": "", "regime": spec.regime,
+            "lr_scale": False, "seed": None, "feature_dim": None, "checkpoint": "", "T_source": spec.T_source,
+            "weights_source": spec.source}
+    return key, spec.model.eval(), {"weights_sha256": spec.weights_sha256}, cols
 
 
 def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore, eval_split,

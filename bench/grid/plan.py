@@ -13,7 +13,7 @@ from bench.csg import dataset_csg
 from bench.data import Dataset
 from bench.profiles import Profile
 from models import ModelSpec
-from models.zoo import ZooSpec
+from models.registry import LoadedSpec
 
 
 @dataclass
@@ -59,7 +59,7 @@ class TautoResolver:
 
     def __call__(self, spec: ModelSpec) -> ModelSpec:
         formula = self.setup.formula
-        if isinstance(spec, ZooSpec) or spec.temperature != "auto" or (formula.published and self.setup.csg is None):
+        if isinstance(spec, LoadedSpec) or spec.temperature != "auto" or (formula.published and self.setup.csg is None):
             return spec
         csg = self.csg() if formula.gamma else None
         return replace(spec, resolved_T=formula.resolve(spec.feature_dim, csg, self.data.num_classes))

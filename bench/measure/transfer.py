@@ -16,6 +16,7 @@ from bench.measure.adversarial import adversarial_batches, attack_metrics, clean
 from bench.measure.base import Family, Measurement, pct
 from bench.store import pack_bits
 from models import ModelSpec, parse_name
+from models.registry import LoadedSpec
 
 
 def default_surrogate(spec: ModelSpec) -> ModelSpec:
@@ -25,8 +26,8 @@ def default_surrogate(spec: ModelSpec) -> ModelSpec:
 
 def surrogate_of(spec: ModelSpec, ev) -> Optional[ModelSpec]:
     """The model a transfer attack on ``spec`` is crafted on (None: none, or itself). A zoo model
-    has no T=1 twin in the grid."""
-    if not ev.transfer or spec.regime == "zoo":
+    or a caller's own has no T=1 twin in the grid."""
+    if not ev.transfer or isinstance(spec, LoadedSpec):
         return None
     sur = parse_name(ev.surrogate) if ev.surrogate else default_surrogate(spec)
     return None if sur.name == spec.name else sur

@@ -1,0 +1,173 @@
+"""Audit any model from Python: the attack suite, the masking audit, calibration and the shifts
+that the CLI runs on a grid model, run on a network of your own.
+
+    from bench.api import audit
+    result = audit(model, data_root="../shared/data/cifar10-jpeg75", name="my_net", temperature=5)
+    print(result.row[["clean", "robust_min", "masking"]])
+
+The contract, checked before anything is measured: ``model`` is a torch module that takes NCHW
+pixels in [0, 1] (give ``mean``/``std`` if it expects normalised input: it is wrapped in the
+registry models' own first-layer normalisation) and returns raw logits of shape (N, classes). A
+model that returns probabilities or log-probabilities is refused, not attacked through a second
+softmax. The model is measured in eval mode and given back in the mode it came in, its
+parameters untouched. Without ``temperature`` the training T (the scaled view's divisor) is
+estimated by post-hoc temperature scaling on test images outside the evaluation subset, and the
+records say so (``T_source``).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import pandas as pd
+import torch
+
+from bench.calibration import fit_temperature
+from bench.cli import make_plan
+from bench.data import Dataset, load_dataset, stratified_indices, to_float
+from bench.errors import BenchError
+from bench.grid.runner import run
+from bench.report.export import model_card
+from bench.run import build_parser
+from models.archs import Normalize
+from models.external import ExternalSpec, weights_sha256
+
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+HELD_OUT = 2000  # test images the temperature is estimated on, at most
+
+
+@dataclass
+class AuditResult:
+    name: str
+    results: Path  # the results folder: its store, tables, plots and index.html
+    row: pd.Series  # the model's leaderboard row: clean, robust_min, robust_worst, masking and its reasons, ...
+    table: pd.DataFrame  # the model's rows of the tidy table, one per measurement and metric
+    temperature: float
+    temperature_source: str  # "given" or "estimated"
+
+    def report(self, path: Optional[Path] = None) -> Path:
+        """The HTML report of the results folder (this model and any other measured there)."""
+        page = self.results / "index.html"
+        if path is None:
+            return page
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copyfile(page, path))
+
+    def model_card(self) -> dict:
+        """The RobustBench-style model card of this model's row."""
+        return model_card(self.row)
+
+
+def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Optional[float] = None,
+          data_root: Optional[str] = None, dataset: Optional[str] = None, n: Optional[int] = 500,
+          profile: str = "quick", attacks: Optional[Sequence[str]] = None, results: Optional[str] = None,
+          cache: Optional[str] = None, device: Optional[str] = None, mean: Optional[Sequence[float]] = None,
+          std: Optional[Sequence[float]] = None, log: Optional[Callable[[str], None]] = None) -> AuditResult:
+    """Measure ``model`` as the CLI measures a grid model (``profile``'s evaluation, or the
+    threats named in ``attacks``: the names ``--attack`` takes) on ``n`` stratified test images.
+    Records go to ``results`` (a temporary folder when None), so a second call with the same
+    weights resumes rather than re-measures. Raises BenchError, with one sentence, on bad input."""
+    if not isinstance(model, torch.nn.Module):
+        raise BenchError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    name = name or type(model).__name__
+    if not NAME_RE.fullmatch(name):
+        raise BenchError(f"name {name!r}: use a letter, then letters, digits, '.', '_' or '-' (64 at most)")
+    if (mean is None) != (std is None):
+        raise BenchError("give mean and std together (the per-channel normalisation the model expects), or neither")
+    if temperature is not None and not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+        raise BenchError(f"temperature must be a positive number, got {temperature!r}")
+    argv = ["--profile", profile, "--no-progress", "--model", name,
+            "--results", str(results or tempfile.mkdtemp(prefix="tempbench-audit-"))]
+    for flag, value in (("--data-root", data_root), ("--dataset", dataset), ("--cache", cache),
+                        ("--device", device or _default_device(model)), ("--n-test", n),
+                        ("--attack", ",".join(attacks) if attacks is not None else None)):
+        if value is not None:
+            argv += [flag, str(value)]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:  # argparse has printed why
+        raise BenchError(f"bad argument among {argv}") from None
+    plan = make_plan(args, specs=[])  # checks every setting before anything is loaded or written
+    if _device_of(model) != plan.device.type:
+        raise BenchError(f"the model is on {_device_of(model)} and the audit runs on {plan.device}: move the model "
+                         f"(model.to(...)) or pass device={_device_of(model)!r}")
+    data = load_dataset(plan.data_root, plan.cache_dir, dataset=plan.dataset)
+    was_training = model.training
+    wrapped = model if mean is None else torch.nn.Sequential(Normalize(mean, std), model).to(plan.device)
+    try:
+        wrapped.eval()
+        _check_outputs(wrapped, data, plan.device)
+        source = "given" if temperature is not None else "estimated"
+        if temperature is None:
+            temperature = estimate_temperature(wrapped, data, plan.profile.eval, plan.device)
+            (log or print)(f"{name}: training temperature not given; estimated T = {temperature:.3g} by post-hoc "
+                           f"temperature scaling on held-out test images")
+        sha = weights_sha256(model)
+        if mean is not None:  # the same weights behind another normalisation are another model
+            sha = hashlib.sha256(f"{sha}:{list(mean)}:{list(std)}".encode()).hexdigest()
+        spec = ExternalSpec(name=name, T=float(temperature), model=wrapped, weights_sha256=sha, T_source=source,
+                            arch=type(model).__name__)
+        plan.models = [spec]
+        board = run(plan, **({"log": log} if log else {}))
+    finally:
+        model.train(was_training)
+    rows = board[board.model == name]
+    tidy = pd.read_csv(plan.results_dir / "results.csv")
+    tidy = tidy[tidy.run_key == f"{name}:{sha[:16]}"]
+    return AuditResult(name, plan.results_dir, rows.iloc[0], tidy.reset_index(drop=True), float(temperature), source)
+
+
+def _default_device(model: torch.nn.Module) -> str:
+    """The model's own device when the harness runs there; else auto, and the device check says why not."""
+    return _device_of(model) if _device_of(model) in ("cpu", "cuda") else "auto"
+
+
+def _device_of(model: torch.nn.Module) -> str:
+    p = next(iter(model.parameters()), None)
+    return "cpu" if p is None else p.device.type
+
+
+@torch.no_grad()
+def _check_outputs(model, data: Dataset, device) -> None:
+    """Raw logits of shape (N, classes), not probabilities nor log-probabilities."""
+    x = to_float(data.test.images[:8].to(device))
+    try:
+        out = model(x)
+    except Exception as e:  # noqa: BLE001 - whatever the model raises, the user needs one line
+        raise BenchError(f"the model fails on a batch of 8 images of shape {tuple(x.shape)} in [0, 1] "
+                         f"({type(e).__name__}: {e})") from None
+    if not isinstance(out, torch.Tensor) or out.shape != (len(x), data.num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BenchError(f"the model must return logits of shape (N, {data.num_classes}) for {data.name}, got {shape}")
+    out = out.double()
+    if (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(x), dtype=out.dtype), atol=1e-4):
+        raise BenchError("the model returns probabilities (rows sum to 1): give it raw logits (drop the final "
+                         "softmax), or every attack would see a second softmax")
+    if (out <= 0).all() and torch.allclose(out.logsumexp(1), torch.zeros(len(x), dtype=out.dtype), atol=1e-4):
+        raise BenchError("the model returns log-probabilities (log-sum-exp 0): give it raw logits (drop the final "
+                         "log_softmax)")
+
+
+@torch.no_grad()
+def estimate_temperature(model, data: Dataset, ev, device) -> float:
+    """The post-hoc temperature (NLL-optimal divisor of the raw logits) on up to HELD_OUT test
+    images outside the evaluation subset: on the harness's own models it tracks the training T
+    (README: Audit your own model)."""
+    split = data.split(ev.split)
+    inside = torch.zeros(len(split), dtype=torch.bool)
+    if ev.n is not None:
+        inside[stratified_indices(split.labels, ev.n, ev.subset_seed).cpu()] = True
+    outside = (~inside).nonzero().flatten()
+    if len(outside) == 0:
+        raise BenchError("no test image is left outside the evaluation subset to estimate the temperature on: "
+                         "give temperature= or a smaller n")
+    outside = outside[torch.randperm(len(outside), generator=torch.Generator().manual_seed(0))[:HELD_OUT]]
+    held = split.subset(outside.to(split.labels.device))
+    logits = torch.cat([model(to_float(held.images[a:a + 500]).to(device)).double().cpu()
+                        for a in range(0, len(held), 500)])
+    return fit_temperature(logits, held.labels.cpu())

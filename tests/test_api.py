@@ -1,0 +1,104 @@
+"""bench.api.audit on a network of the caller's own: the suite runs on it as on a grid model, the
+model comes back untouched, an unknown temperature is estimated, bad models are refused."""
+import copy
+import json
+
+import pytest
+import torch
+
+from bench.api import audit, estimate_temperature
+from bench.data import stratified_indices, to_float
+from bench.errors import BenchError
+from bench.profiles import load_profile
+
+
+class Scaled(torch.nn.Module):
+    """The same network with its logits multiplied by ``k`` (what training at T = k does, to first
+    order), or passed through ``out`` (softmax, log_softmax)."""
+
+    def __init__(self, model, k=1.0, out=None):
+        super().__init__()
+        self.model, self.k, self.out = model, k, out
+
+    def forward(self, x):
+        z = self.k * self.model(x)
+        return z if self.out is None else self.out(z, dim=1)
+
+
+def test_audit_a_model_of_your_own(tiny_model, mini_data, mini_root, mini_cache, tmp_path):
+    _, trained = tiny_model
+    model = copy.deepcopy(trained).train()  # handed over in training mode: it must come back so
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = []
+    kw = dict(name="my_net", temperature=1.0, data_root=str(mini_root), cache=str(mini_cache), n=100,
+              profile="smoke", attacks=["fgsm", "pgd", "fp64"], results=str(tmp_path / "r"), log=lines.append)
+    result = audit(model, **kw)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+    split = mini_data.test.subset(stratified_indices(mini_data.test.labels, 100, 0))
+    with torch.no_grad():
+        clean = float((trained.eval()(to_float(split.images)).argmax(1) == split.labels).double().mean())
+    row = result.row
+    assert row.clean == pytest.approx(clean) and row.n == 100 and row.regime == "external"
+    assert row.robust_min <= row["fgsm_raw@8/255"] and row.masking in ("none", "suspected", "likely")
+    assert set(result.table.threat) == {"clean", "fgsm", "pgd", "pgd_fp64", "calibration"}
+    assert result.report().name == "index.html" and result.report().exists()
+    assert result.model_card()["clean_acc"]
+    # the same weights again: every job already in the store
+    lines.clear()
+    audit(model, **kw)
+    assert any("0 to run" in m for m in lines), lines
+    # other weights under the same name are another model: measured, not read from the store
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    lines.clear()
+    audit(model, **kw)
+    assert not any("0 to run" in m for m in lines)
+
+
+def test_an_unknown_temperature_is_estimated(tiny_model, mini_data, mini_root, mini_cache, tmp_path):
+    _, trained = tiny_model
+    ev = load_profile("smoke").eval
+    base = estimate_temperature(trained.eval(), mini_data, ev, torch.device("cpu"))
+    hot = estimate_temperature(Scaled(trained, 5.0).eval(), mini_data, ev, torch.device("cpu"))
+    assert hot / base == pytest.approx(5.0, rel=0.01) and 0.3 < base < 3
+    result = audit(Scaled(trained, 5.0), name="hot", data_root=str(mini_root), cache=str(mini_cache), n=100,
+                   profile="smoke", attacks=["fgsm"], results=str(tmp_path / "r"), log=lambda m: None)
+    assert result.temperature == pytest.approx(hot) and result.temperature_source == "estimated"
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r" / "records").glob("*.json")]
+    assert {(r["T_source"], round(r["T"], 6)) for r in records} == {("estimated", round(hot, 6))}
+
+
+@pytest.mark.parametrize("make, phrase", [
+    (lambda m: Scaled(m, out=torch.softmax), "returns probabilities"),
+    (lambda m: Scaled(m, out=torch.log_softmax), "returns log-probabilities"),
+    (lambda m: torch.nn.Sequential(m, torch.nn.Linear(10, 5)), "logits of shape (N, 10)"),
+    (lambda m: "not a model", "must be a torch.nn.Module"),
+    (lambda m: copy.deepcopy(m).to("meta"), "the model is on meta"),
+])
+def test_bad_models_are_refused_before_anything_is_written(tiny_model, mini_root, mini_cache, tmp_path, make, phrase):
+    _, trained = tiny_model
+    with pytest.raises(BenchError, match=phrase.replace("(", r"\(").replace(")", r"\)")):
+        audit(make(trained), name="bad", temperature=1.0, data_root=str(mini_root), cache=str(mini_cache), n=100,
+              profile="smoke", attacks=["fgsm"], results=str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_readme_example_runs(tiny_model, mini_root, mini_cache, tmp_path, capsys):
+    """README "Audit your own model", as written but for the data (the mini tree), n and the
+    budget (the smoke profile's PGD and FGSM instead of the quick suite)."""
+    import functools
+    import re
+    from pathlib import Path
+
+    import bench.api
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Audit your own model"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace("../shared/data/cifar10-jpeg75", str(mini_root)).replace("n=500", "n=100")
+    quick = functools.partial(bench.api.audit, profile="smoke", attacks=["fgsm", "pgd"], cache=str(mini_cache),
+                              results=str(tmp_path / "r"), log=lambda m: None)
+    namespace = {"model": tiny_model[1]}
+    exec(code.replace("from bench.api import audit\n", ""), dict(namespace, audit=quick))
+    out = capsys.readouterr().out
+    assert "robust_min" in out and "masking_reasons" in out and "clean" in out
