@@ -134,13 +134,17 @@ def _device_of(model: torch.nn.Module) -> str:
 
 @torch.no_grad()
 def _check_outputs(model, data: Dataset, device) -> None:
-    """Raw logits of shape (N, classes), not probabilities nor log-probabilities."""
+    """Raw logits of shape (N, classes), not probabilities nor log-probabilities, the same twice."""
     x = to_float(data.test.images[:8].to(device))
     try:
         out = model(x)
     except Exception as e:  # noqa: BLE001 - whatever the model raises, the user needs one line
         raise BenchError(f"the model fails on a batch of 8 images of shape {tuple(x.shape)} in [0, 1] "
                          f"({type(e).__name__}: {e})") from None
+    if isinstance(out, torch.Tensor) and not torch.equal(out, model(x)):
+        raise BenchError("the model's output changes between two passes on the same input (noise or dropout at "
+                         "eval time): an attack on a random function measures its luck, not robustness; make it "
+                         "deterministic in eval mode, or average its randomness away (EOT) before auditing it")
     if not isinstance(out, torch.Tensor) or out.shape != (len(x), data.num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise BenchError(f"the model must return logits of shape (N, {data.num_classes}) for {data.name}, got {shape}")

@@ -1,0 +1,136 @@
+"""The masking audit's known-answer battery (after "Indicators of Attack Failure", Pintor et al.
+2022, and the active tests of Zimmermann et al. 2022): models whose right verdict is known, all
+built from one small model trained here, each audited by bench.api.audit, and a table of what the
+audit said.
+
+    python -m bench.tools.selfcheck [--data-root DIR] [--n 200]
+
+A case passes when the audit says what is expected: "none" (no masking), "likely", "flagged"
+("suspected" or "likely"), or "refused" (the audit will not measure it, with the reason).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+
+from bench.api import audit
+from bench.data import load_dataset
+from bench.errors import BenchError
+from bench.profiles import Recipe
+from bench.train import train
+from models import parse_name
+
+# the quick profile's budget (PGD-10) for the attacks that carry every masking signal: CE and margin
+# PGD on both views, FGSM, the float64 check (a 3-step PGD on 20 images would call noise a gap)
+ATTACKS = ["fgsm", "pgd", "pgd_margin", "fp64"]
+
+
+class Output(torch.nn.Module):
+    """The network with its logits passed through ``f``."""
+
+    def __init__(self, model, f):
+        super().__init__()
+        self.model, self.f = model, f
+
+    def forward(self, x):
+        return self.f(self.model(x))
+
+
+class Input(Output):
+    """The network on its input passed through ``f``."""
+
+    def forward(self, x):
+        return self.model(self.f(x))
+
+
+def _scaled_last_layer(model, k: float = 1000.0):
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.fc.weight.mul_(k)
+        out.fc.bias.mul_(k)
+    return out
+
+
+@dataclass
+class Case:
+    name: str
+    expected: str  # none, likely, flagged, refused
+    build: Callable[[torch.nn.Module], torch.nn.Module]
+
+
+CASES = [
+    Case("as trained (T=1)", "none", lambda m: m),
+    Case("last layer x1000 (decisions unchanged, softmax saturated)", "likely", _scaled_last_layer),
+    Case("returns softmax probabilities", "refused", lambda m: Output(m, lambda z: torch.softmax(z, 1))),
+    Case("random at eval (Gaussian noise on the input)", "refused",
+         lambda m: Input(m, lambda x: (x + 0.03 * torch.randn_like(x)).clamp(0, 1))),
+    Case("input quantised to 4 levels (round: zero gradient)", "flagged",
+         lambda m: Input(m, lambda x: torch.round(x * 3) / 3)),
+]
+
+
+@dataclass
+class Outcome:
+    case: Case
+    verdict: str
+    reasons: str
+
+    @property
+    def ok(self) -> bool:
+        want = self.case.expected
+        return self.verdict == want or (want == "flagged" and self.verdict in ("suspected", "likely"))
+
+
+def base_model(data, epochs: int = 6):
+    """fastnetw8 at T=1 on 2,000 training images: seconds on a CPU."""
+    recipe = Recipe(epochs=epochs, batch_size=64, lr=0.1, train_subset=min(2000, len(data.train)))
+    return train(parse_name("fastnetw8_T1"), recipe, data, torch.device("cpu")).model.eval()
+
+
+def run_battery(data_root: Optional[str] = None, n: int = 200, cache: Optional[str] = None,
+                results: Optional[str] = None, cases: List[Case] = CASES) -> List[Outcome]:
+    data = load_dataset(data_root, None if cache is None else Path(cache))
+    base = base_model(data)
+    out = []
+    for case in cases:
+        try:
+            r = audit(case.build(base), name="case", temperature=1.0, data_root=data_root, cache=cache, n=n,
+                      profile="quick", attacks=ATTACKS, results=results or tempfile.mkdtemp(prefix="selfcheck-"),
+                      log=lambda m: None)
+            out.append(Outcome(case, r.row.masking, str(r.row.masking_reasons or "")))
+        except BenchError as e:
+            out.append(Outcome(case, "refused", str(e)))
+    return out
+
+
+def table(outcomes: List[Outcome]) -> str:
+    lines = ["| case | expected | verdict | reasons |", "|---|---|---|---|"]
+    for o in outcomes:
+        reasons = o.reasons.replace("|", "/").replace("\n", " ")
+        lines.append(f"| {o.case.name} | {o.case.expected} | {o.verdict}{'' if o.ok else ' (WRONG)'} | {reasons} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.tools.selfcheck", description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--n", type=int, default=200, help="test images each case is audited on")
+    args = p.parse_args(argv)
+    try:
+        outcomes = run_battery(args.data_root, args.n)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table(outcomes))
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

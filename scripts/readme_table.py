@@ -1,0 +1,50 @@
+"""The README's table of a profile's results, printed from its leaderboard: the rows of
+"Results of the quick profile" come from this command, not from a hand.
+
+    python scripts/readme_table.py results/quick
+"""
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = [  # (header, leaderboard column, how to print it)
+    ("model", "model", str), ("T", "T", "{:g}"), ("clean", "clean", "{:.1f}"),
+    ("PGD raw", "pgd_raw@8/255", "{:.1f}"), ("PGD z/T", "pgd_scaled@8/255", "{:.1f}"),
+    ("margin", "pgd_margin@8/255", "{:.1f}"), ("APGD-T", "apgd_t@8/255", "{:.1f}"),
+    ("Square", "square@8/255", "{:.1f}"), ("transfer", "transfer@8/255", "{:.1f}"),
+    ("**robust_min**", "robust_min", "**{:.1f}**"), ("by", "robust_min_by", str), ("masking", "masking", str),
+    ("sat. raw", "saturated_raw", "{:.1f}"), ("zero grad", "zero_grad_raw", "{:.1f}"),
+    ("fp64 gap", "fp64_gap", "{:.1f}"),
+    ("AA (n=100)", "aa_torchattacks", "{:.1f}"), ("ECE raw", "ece_raw", "{:.1f}"), ("ECE z/T", "ece_scaled", "{:.1f}"),
+    ("post-hoc T", "posthoc_T", "{:.2f}"), ("mCA", "mCA", "{:.1f}"), ("mCE", "mCE", "{:.1f}"),
+    ("worst grid", "nat_worst_grid", "{:.1f}"),
+]
+
+
+NOT_PERCENT = {"model", "T", "robust_min_by", "masking", "posthoc_T"}  # the leaderboard's other columns are fractions
+
+
+def cell(value, column, fmt) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if column not in NOT_PERCENT:
+        value = 100 * value
+    return fmt(value) if callable(fmt) else fmt.format(value)
+
+
+def main(folder: str) -> int:
+    board = pd.read_csv(Path(folder) / "leaderboard.csv")
+    board = board.assign(_at=board.regime != "std", _bn=board.head == "bn")
+    board = board.sort_values(["_at", "lr_scale", "_bn", "T", "model"])  # the plain arm first, by T
+    cols = [c for c in COLUMNS if c[1] in board.columns]
+    print("| " + " | ".join(h for h, _, _ in cols) + " |")
+    print("|" + "---|" * len(cols))
+    for _, row in board.iterrows():
+        print("| " + " | ".join(cell(row[c], c, f) for _, c, f in cols) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "results/quick"))

@@ -1,0 +1,12 @@
+"""The masking audit's known-answer battery: each case's verdict is the expected one."""
+from bench.tools.selfcheck import run_battery, table
+
+
+def test_known_answer_battery(mini_root, mini_cache, tmp_path):
+    outcomes = run_battery(str(mini_root), n=100, cache=str(mini_cache), results=str(tmp_path / "r"))
+    print(table(outcomes))
+    wrong = [(o.case.name, o.case.expected, o.verdict, o.reasons) for o in outcomes if not o.ok]
+    assert not wrong, table(outcomes)
+    refused = {o.case.name: o.reasons for o in outcomes if o.verdict == "refused"}
+    assert "probabilities" in refused["returns softmax probabilities"]
+    assert "changes between two passes" in refused["random at eval (Gaussian noise on the input)"]
