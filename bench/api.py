@@ -97,7 +97,7 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
         raise BenchError(f"the model is on {_device_of(model)} and the audit runs on {plan.device}: move the model "
                          f"(model.to(...)) or pass device={_device_of(model)!r}")
     data = load_dataset(plan.data_root, plan.cache_dir, dataset=plan.dataset)
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # each module's own: a mixed model comes back mixed
     wrapped = model if mean is None else torch.nn.Sequential(Normalize(mean, std), model).to(plan.device)
     try:
         wrapped.eval()
@@ -115,7 +115,8 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
         plan.models = [spec]
         board = run(plan, **({"log": log} if log else {}))
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
     rows = board[board.model == name]
     tidy = pd.read_csv(plan.results_dir / "results.csv")
     tidy = tidy[tidy.run_key == f"{name}:{sha[:16]}"]

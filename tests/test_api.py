@@ -27,13 +27,15 @@ class Scaled(torch.nn.Module):
 
 def test_audit_a_model_of_your_own(tiny_model, mini_data, mini_root, mini_cache, tmp_path):
     _, trained = tiny_model
-    model = copy.deepcopy(trained).train()  # handed over in training mode: it must come back so
+    model = copy.deepcopy(trained).train()  # handed over in training mode but for one layer: it comes back so
+    model.fc.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     lines = []
     kw = dict(name="my_net", temperature=1.0, data_root=str(mini_root), cache=str(mini_cache), n=100,
               profile="smoke", attacks=["fgsm", "pgd", "fp64"], results=str(tmp_path / "r"), log=lines.append)
     result = audit(model, **kw)
-    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and not model.fc.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
     split = mini_data.test.subset(stratified_indices(mini_data.test.labels, 100, 0))
     with torch.no_grad():
@@ -58,15 +60,17 @@ def test_audit_a_model_of_your_own(tiny_model, mini_data, mini_root, mini_cache,
 
 def test_an_unknown_temperature_is_estimated(tiny_model, mini_data, mini_root, mini_cache, tmp_path):
     _, trained = tiny_model
+    modes = [m.training for m in trained.modules()]
     ev = load_profile("smoke").eval
-    base = estimate_temperature(trained.eval(), mini_data, ev, torch.device("cpu"))
-    hot = estimate_temperature(Scaled(trained, 5.0).eval(), mini_data, ev, torch.device("cpu"))
+    base = estimate_temperature(copy.deepcopy(trained).eval(), mini_data, ev, torch.device("cpu"))
+    hot = estimate_temperature(Scaled(copy.deepcopy(trained), 5.0).eval(), mini_data, ev, torch.device("cpu"))
     assert hot / base == pytest.approx(5.0, rel=0.01) and 0.3 < base < 3
     result = audit(Scaled(trained, 5.0), name="hot", data_root=str(mini_root), cache=str(mini_cache), n=100,
                    profile="smoke", attacks=["fgsm"], results=str(tmp_path / "r"), log=lambda m: None)
     assert result.temperature == pytest.approx(hot) and result.temperature_source == "estimated"
     records = [json.loads(p.read_text()) for p in (tmp_path / "r" / "records").glob("*.json")]
     assert {(r["T_source"], round(r["T"], 6)) for r in records} == {("estimated", round(hot, 6))}
+    assert [m.training for m in trained.modules()] == modes  # a wrapper's audit leaves the wrapped model as it was
 
 
 @pytest.mark.parametrize("make, phrase", [

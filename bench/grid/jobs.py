@@ -26,8 +26,8 @@ from bench.data import load_dataset, stratified_indices
 from bench.errors import BenchError
 from bench.grid.models import get_external_model, get_model, get_zoo_model
 from bench.grid.plan import TautoResolver
-from bench.measure.base import Family, check_planned
 from bench.measure import families
+from bench.measure.base import Family, check_planned
 from bench.measure.transfer import surrogate_of
 from bench.provenance import provenance
 from bench.store import SCHEMA, ResultStore, record_id
@@ -83,8 +83,8 @@ class Context:
 
     def model(self, spec: ModelSpec, log: Callable[[str], None]):
         """(weights key, model, sidecar, the spec columns of its records): a trained spec's
-        checkpoint (trained first if missing), a zoo model or a caller's own. An executor runs a model's jobs one
-        after another, so the last one loaded is kept rather than re-read."""
+        checkpoint (trained first if missing), a zoo model or a caller's own. An executor runs a
+        model's jobs one after another, so the last one loaded is kept rather than re-read."""
         if self._last_model is None or self._last_model[0] != spec.name:
             if isinstance(spec, ZooSpec):
                 loaded = get_zoo_model(spec, self.plan, self.data, log)
