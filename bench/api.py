@@ -27,9 +27,8 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 import torch
 
-from bench.calibration import fit_temperature
 from bench.cli import make_plan
-from bench.data import Dataset, load_dataset, stratified_indices, to_float
+from bench.data import Dataset, load_dataset, to_float
 from bench.errors import BenchError
 from bench.grid.runner import run
 from bench.report.export import model_card
@@ -38,7 +37,6 @@ from models.archs import Normalize
 from models.external import ExternalSpec, weights_sha256
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
-HELD_OUT = 2000  # test images the temperature is estimated on, at most
 
 
 @dataclass
@@ -102,16 +100,12 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
     try:
         wrapped.eval()
         _check_outputs(wrapped, data, plan.device)
-        source = "given" if temperature is not None else "estimated"
-        if temperature is None:
-            temperature = estimate_temperature(wrapped, data, plan.profile.eval, plan.device)
-            (log or print)(f"{name}: training temperature not given; estimated T = {temperature:.3g} by post-hoc "
-                           f"temperature scaling on held-out test images")
         sha = weights_sha256(model)
         if mean is not None:  # the same weights behind another normalisation are another model
             sha = hashlib.sha256(f"{sha}:{list(mean)}:{list(std)}".encode()).hexdigest()
-        spec = ExternalSpec(name=name, T=float(temperature), model=wrapped, weights_sha256=sha, T_source=source,
-                            arch=type(model).__name__)
+        # without a temperature the grid estimates it (bench/measure/calibration.py estimate_temperature)
+        spec = ExternalSpec(name=name, T=None if temperature is None else float(temperature), model=wrapped,
+                            weights_sha256=sha, arch=type(model).__name__)
         plan.models = [spec]
         board = run(plan, **({"log": log} if log else {}))
     finally:
@@ -120,7 +114,9 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
     rows = board[board.model == name]
     tidy = pd.read_csv(plan.results_dir / "results.csv")
     tidy = tidy[tidy.run_key == f"{name}:{sha[:16]}"]
-    return AuditResult(name, plan.results_dir, rows.iloc[0], tidy.reset_index(drop=True), float(temperature), source)
+    source = "given" if temperature is not None else "estimated"
+    return AuditResult(name, plan.results_dir, rows.iloc[0], tidy.reset_index(drop=True), float(rows.iloc[0]["T"]),
+                       source)
 
 
 def _default_device(model: torch.nn.Module) -> str:
@@ -156,23 +152,3 @@ def _check_outputs(model, data: Dataset, device) -> None:
     if (out <= 0).all() and torch.allclose(out.logsumexp(1), torch.zeros(len(x), dtype=out.dtype), atol=1e-4):
         raise BenchError("the model returns log-probabilities (log-sum-exp 0): give it raw logits (drop the final "
                          "log_softmax)")
-
-
-@torch.no_grad()
-def estimate_temperature(model, data: Dataset, ev, device) -> float:
-    """The post-hoc temperature (NLL-optimal divisor of the raw logits) on up to HELD_OUT test
-    images outside the evaluation subset: on the harness's own models it tracks the training T
-    (README: Audit your own model)."""
-    split = data.split(ev.split)
-    inside = torch.zeros(len(split), dtype=torch.bool)
-    if ev.n is not None:
-        inside[stratified_indices(split.labels, ev.n, ev.subset_seed).cpu()] = True
-    outside = (~inside).nonzero().flatten()
-    if len(outside) == 0:
-        raise BenchError("no test image is left outside the evaluation subset to estimate the temperature on: "
-                         "give temperature= or a smaller n")
-    outside = outside[torch.randperm(len(outside), generator=torch.Generator().manual_seed(0))[:HELD_OUT]]
-    held = split.subset(outside.to(split.labels.device))
-    logits = torch.cat([model(to_float(held.images[a:a + 500]).to(device)).double().cpu()
-                        for a in range(0, len(held), 500)])
-    return fit_temperature(logits, held.labels.cpu())

@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -24,6 +25,7 @@ from bench.grid.plan import Plan
 from bench.measure import families
 from bench.profiles import check_radius, load_profile
 from models import ARCHS, REGIMES, parse_name
+from models.external import file_spec, is_file_name
 from models.zoo import ZooSpec, is_zoo_name
 
 
@@ -124,6 +126,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _floats(text: Optional[str], flag: str):
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise BenchError(f"{flag} takes 3 numbers like 0.4914,0.4822,0.4465, got {text!r}") from None
+    if len(values) != 3:
+        raise BenchError(f"{flag} takes 3 numbers (one per channel), got {text!r}")
+    return values
+
+
+def _spec(name: str, args):
+    if is_zoo_name(name):
+        return ZooSpec(name)
+    if is_file_name(name):
+        mean, std = _floats(args.mean, "--mean"), _floats(args.std, "--std")
+        if (mean is None) != (std is None):
+            raise BenchError("give --mean and --std together, or neither")
+        if args.temperature is not None and not args.temperature > 0:
+            raise BenchError(f"--temperature must be > 0, got {args.temperature}")
+        return file_spec(name, args.arch, args.temperature, mean, std)
+    if args.arch or args.temperature is not None or args.mean or args.std:
+        raise BenchError("--arch, --temperature, --mean and --std are for --model file:PATH")
+    return parse_name(name)
+
+
 def make_plan(args, specs=None):
     """The run's Plan from the parsed command line; ``specs`` (the Python API's models) stand in
     for --model."""
@@ -138,8 +167,7 @@ def make_plan(args, specs=None):
             raise BenchError(f"profile {profile.name!r} has no [[grid]] models: give --model NAME[,NAME...]")
         # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
         # is a zoo model, loaded, not trained
-        specs = list({s.name: s for n in names
-                      for s in (ZooSpec(n) if is_zoo_name(n) else parse_name(n)).checkpoints()}.values())
+        specs = list({s.name: s for n in names for s in _spec(n, args).checkpoints()}.values())
     ev = threats.select(profile.eval, None if args.attack is None else _split_list(args.attack, "--attack"),
                         None if args.corruptions is None else _split_list(args.corruptions, "--corruptions"),
                         None if args.severities is None else threats.parse_severities(args.severities))

@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   python -m bench.run --model fastnet_T5 --attack natural,cifar10.1
   python -m bench.run --profile smoke --results /tmp/smoke
   python -m bench.run --list-models
+  python -m bench.run --model file:my_net.safetensors --arch resnet18 --attack suite   # your own weights
 """
 
 
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", help=f"profile name ({', '.join(available_profiles())}) or a "
                    "TOML path (default: quick)")
     p.add_argument("--model", default="all", help="comma list of model names, or 'all' (the profile's grid)")
+    p.add_argument("--arch", default=None, help="for --model file:PATH: the registry architecture its weights fit")
+    p.add_argument("--temperature", type=float, default=None, help="for --model file:PATH: its training T "
+                   "(default: estimated by post-hoc temperature scaling on held-out test images)")
+    p.add_argument("--mean", default=None, help="for --model file:PATH: per-channel mean it expects, e.g. "
+                   "0.4914,0.4822,0.4465 (with --std)")
+    p.add_argument("--std", default=None, help="for --model file:PATH: per-channel std it expects (with --mean)")
     p.add_argument("--attack", default=None, help="comma list of attacks and shifts (corruptions, a corruption, "
                    "natural, a transform, cifar10.1), or 'all' (default: the profile's); see --list-attacks")
     p.add_argument("--corruptions", default=None, help="comma list of CIFAR-10-C corruptions (default: all 19)")

@@ -3,12 +3,22 @@ told apart by the sha256 of its weights (two different networks never share reco
 from __future__ import annotations
 
 import hashlib
+import pickle
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
-from models.registry import LoadedSpec
+from bench.atomic import sha256_files
+from bench.errors import BenchError
+from models.archs import Normalize, build_model
+from models.registry import ARCHS, LoadedSpec, parse_name
+
+PREFIX = "file:"
 
 
 @dataclass(frozen=True)
@@ -16,9 +26,10 @@ class ExternalSpec(LoadedSpec):
     regime: str = "external"
     model: Any = field(default=None, compare=False, repr=False)  # the torch.nn.Module, in this process
     weights_sha256: str = ""
-    T_source: str = "given"  # "given", or "estimated" by post-hoc temperature scaling
+    T_source: str = "given"  # "given", or "estimated" by post-hoc temperature scaling (T None until then)
     arch: str = "external"
     source: str = "python"  # "python", or the weights file it was loaded from
+    num_classes: Optional[int] = None  # what its head predicts, when known before the data is
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -29,3 +40,60 @@ def weights_sha256(model: torch.nn.Module) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def is_file_name(name: str) -> bool:
+    return str(name).startswith(PREFIX)
+
+
+def read_state_dict(path: Path) -> dict:
+    """A state dict from safetensors, or from a .pt/.pth with ``weights_only=True`` (tensors and
+    containers, never a pickled module or code)."""
+    if not path.is_file():
+        raise BenchError(f"{path}: no such file (--model file:PATH names a safetensors or .pt state dict)")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        if path.suffix in (".pt", ".pth"):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise BenchError(f"{path}: give a .safetensors, .pt or .pth state dict")
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise BenchError(f"{path} is not a state dict this harness reads ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160]}); save model.state_dict() with safetensors or torch.save, "
+                         f"not the pickled model") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BenchError(f"{path} holds a {type(state).__name__}, not a state dict of tensors: save model.state_dict()")
+    return state
+
+
+def file_spec(name: str, arch: Optional[str], temperature: Optional[float], mean: Optional[Sequence[float]] = None,
+              std: Optional[Sequence[float]] = None) -> ExternalSpec:
+    """``file:PATH`` as a model of the grid: the weights read and loaded into ``arch`` (a registry
+    architecture) now, so that every problem stops the run before anything is written. The
+    model is named by the file's stem and told apart by the file's sha256."""
+    path = Path(name[len(PREFIX):]).expanduser()
+    if not arch:
+        raise BenchError(f"{name}: give --arch, the registry architecture its weights fit ({', '.join(ARCHS)})")
+    state = read_state_dict(path)
+    try:
+        spec = parse_name(f"{arch}_T1")
+    except BenchError:
+        raise BenchError(f"--arch {arch!r} is not a registry architecture; known: {', '.join(ARCHS)}") from None
+    heads = [v for k, v in state.items() if k.endswith("fc.weight") and v.ndim == 2]
+    num_classes = int(heads[-1].shape[0]) if heads else 10
+    model = build_model(spec, num_classes)
+    own = model.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [k for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise BenchError(f"{path} does not fit --arch {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                         f"other shapes {shapes[:3]}")
+    model.load_state_dict(state)
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
+    sha = sha256_files([path])
+    if mean is not None:
+        model = torch.nn.Sequential(Normalize(mean, std), model)
+        sha = hashlib.sha256(f"{sha}:{list(mean)}:{list(std)}".encode()).hexdigest()
+    return ExternalSpec(name=stem if stem[:1].isalpha() else f"m{stem}", T=temperature, model=model.eval(),
+                        weights_sha256=sha, arch=arch, source=str(path), num_classes=num_classes)

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from bench.api import audit, estimate_temperature
+from bench.api import audit
+from bench.measure.calibration import estimate_temperature
 from bench.data import stratified_indices, to_float
 from bench.errors import BenchError
 from bench.profiles import load_profile
@@ -106,3 +107,44 @@ def test_the_readme_example_runs(tiny_model, mini_root, mini_cache, tmp_path, ca
     exec(code.replace("from bench.api import audit\n", ""), dict(namespace, audit=quick))
     out = capsys.readouterr().out
     assert "robust_min" in out and "masking_reasons" in out and "clean" in out
+
+
+def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cache, tmp_path, capsys):
+    """--model file:PATH --arch ARCH: a safetensors or .pt state dict audited like a grid model,
+    its T estimated when not given; every bad file stops with one line, exit 2, nothing written."""
+    import pandas as pd
+    from safetensors.torch import save_file
+
+    from bench.run import main
+    from models import build_model, parse_name
+    _, trained = tiny_model
+    path = tmp_path / "my_net.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    torch.save(trained.state_dict(), tmp_path / "state.pt")
+    torch.save(trained, tmp_path / "pickled.pt")
+    save_file(build_model(parse_name("fastnetw8_T1"), num_classes=5).state_dict(), str(tmp_path / "five.safetensors"))
+    common = ["--profile", "smoke", "--attack", "fgsm", "--data-root", str(mini_root), "--cache", str(mini_cache),
+              "--n-test", "100", "--no-progress"]
+    assert main(["--model", f"file:{path}", "--arch", "fastnetw8", "--results", str(tmp_path / "r"), *common]) == 0
+    row = pd.read_csv(tmp_path / "r" / "leaderboard.csv").set_index("model").loc["my_net"]
+    assert row.regime == "external" and 0.3 < row["T"] < 3 and row.n == 100  # estimated: a T=1 model's
+    assert main(["--model", f"file:{tmp_path / 'state.pt'}", "--arch", "fastnetw8", "--temperature", "1",
+                 "--results", str(tmp_path / "r2"), *common]) == 0
+    assert pd.read_csv(tmp_path / "r2" / "leaderboard.csv").clean.iloc[0] == row.clean  # the same weights
+    capsys.readouterr()
+    for model_args, phrase in [
+        ([f"file:{tmp_path / 'missing.safetensors'}", "--arch", "fastnetw8"], "no such file"),
+        ([f"file:{tmp_path / 'pickled.pt'}", "--arch", "fastnetw8"], "not the pickled model"),
+        ([f"file:{path}", "--arch", "resnet18"], "does not fit --arch resnet18"),
+        ([f"file:{path}", "--arch", "nonet"], "not a registry architecture"),
+        ([f"file:{path}"], "give --arch"),
+        ([f"file:{tmp_path / 'five.safetensors'}", "--arch", "fastnetw8"], "predicts 5 classes"),
+        ([f"file:{path}", "--arch", "fastnetw8", "--mean", "0.5,0.5"], "--mean takes 3 numbers"),
+        (["fastnetw8_T1", "--arch", "fastnetw8"], "are for --model file:PATH"),
+    ]:
+        out = tmp_path / "bad"
+        code = main(["--model", *model_args, "--results", str(out), *common])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and phrase in errors[0], (model_args, err)
+        assert not out.exists()

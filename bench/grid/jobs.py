@@ -28,6 +28,7 @@ from bench.grid.models import get_external_model, get_model, get_zoo_model
 from bench.grid.plan import TautoResolver
 from bench.measure import families
 from bench.measure.base import Family, check_planned
+from bench.measure.calibration import estimate_temperature
 from bench.measure.transfer import surrogate_of
 from bench.provenance import provenance
 from bench.store import SCHEMA, ResultStore, record_id
@@ -66,9 +67,23 @@ class Context:
         self.store = ResultStore(plan.results_dir)
         self.ckpts = CheckpointStore(plan.checkpoint_dir)
         self.families: Dict[str, Family] = {f.name: f for f in (F.prepare(self, log) for F in families.FAMILIES) if f}
-        self.resolve_T = TautoResolver(plan.profile.tauto, self.data, log)
+        self._tauto = TautoResolver(plan.profile.tauto, self.data, log)
+        self._estimated: Dict[str, ExternalSpec] = {}
+        self._log = log
         self._last_model: Optional[tuple] = None  # (spec name, what model() returned) of the last job
         self._verified: Dict[tuple, dict] = {}
+
+    def resolve_T(self, spec: ModelSpec) -> ModelSpec:
+        """The T a spec does not state: a _Tauto model's from its formula; a caller's own model's
+        estimated once, by post-hoc temperature scaling on held-out test images."""
+        if not (isinstance(spec, ExternalSpec) and spec.T is None):
+            return self._tauto(spec)
+        if spec.name not in self._estimated:
+            T = estimate_temperature(spec.model.eval(), self.data, self.plan.profile.eval, self.plan.device)
+            self._log(f"{spec.name}: training temperature not given; estimated T = {T:.3g} by post-hoc temperature "
+                      f"scaling on held-out test images")
+            self._estimated[spec.name] = replace(spec, T=T, T_source="estimated")
+        return self._estimated[spec.name]
 
     def verified(self, spec: ModelSpec, key: str) -> Optional[dict]:
         """``ckpts.verify`` once per weights file: the planner asks for every job of a model, and
@@ -132,6 +147,10 @@ def check_sizes(plan, data) -> None:
             flag = " (or --n-test)" if key == "n" else ""
             raise BenchError(f"[eval] {key}{flag} = {n} is more than the {len(split)} images of the {ev.split} split "
                              f"of {data.name}: lower it")
+    for s in plan.models:
+        if isinstance(s, ExternalSpec) and s.num_classes not in (None, data.num_classes):
+            raise BenchError(f"{s.name} predicts {s.num_classes} classes and {data.name} has {data.num_classes}: "
+                             f"give the weights of a {data.num_classes}-class model (or another --data-root)")
     runs = {s.run.name: s.run for s in plan.models if not isinstance(s, LoadedSpec)}
     for s in list(runs.values()):  # the transfer attack's surrogates are trained too
         sur = surrogate_of(s, ev)

@@ -15,7 +15,8 @@ from typing import Dict, List
 import torch
 
 from bench.calibration import N_BINS, fit_temperature, nll, reliability_bins
-from bench.data import Split, to_float
+from bench.data import Dataset, Split, stratified_indices, to_float
+from bench.errors import BenchError
 from attacks.views import PassCount
 from bench.measure.base import Family, Measurement, counted, pct
 
@@ -84,3 +85,26 @@ class Calibration(Family):
     def summary(self, ms):
         return ", ".join(f"ECE {m.view} {pct(m.metrics['ece'])}" +
                          (f" (post-hoc T {m.metrics['posthoc_T']:.3g})" if m.view == "posthoc" else "") for m in ms)
+
+
+HELD_OUT = 2000  # test images the temperature is estimated on, at most
+
+
+@torch.no_grad()
+def estimate_temperature(model, data: Dataset, ev, device) -> float:
+    """The post-hoc temperature (NLL-optimal divisor of the raw logits) on up to HELD_OUT test
+    images outside the evaluation subset: on the harness's own models it tracks the training T
+    (README: Audit your own model): what an external model's unknown T is set to."""
+    split = data.split(ev.split)
+    inside = torch.zeros(len(split), dtype=torch.bool)
+    if ev.n is not None:
+        inside[stratified_indices(split.labels, ev.n, ev.subset_seed).cpu()] = True
+    outside = (~inside).nonzero().flatten()
+    if len(outside) == 0:
+        raise BenchError("no test image is left outside the evaluation subset to estimate the temperature on: "
+                         "give temperature= or a smaller n")
+    outside = outside[torch.randperm(len(outside), generator=torch.Generator().manual_seed(0))[:HELD_OUT]]
+    held = split.subset(outside.to(split.labels.device))
+    logits = torch.cat([model(to_float(held.images[a:a + 500]).to(device)).double().cpu()
+                        for a in range(0, len(held), 500)])
+    return fit_temperature(logits, held.labels.cpu())
