@@ -224,6 +224,32 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return others - own
 
 
+def early_stopped_ascent(images, labels, targets, adv, steps, grad_of, step):
+    """The early-stopped loop LossPGD and PGDL2 share: from the start ``adv``, each point leaves
+    at its first misclassified iterate, or at an exactly zero gradient (whose step is zero, so every
+    later iterate is this one), and that iterate comes back for it; the rest come back at their
+    last iterate. ``grad_of(adv, y, t)`` gives (logits, input gradient) on the points still
+    attacked, ``step(adv, x, grad)`` the next iterate, projected and clamped."""
+    out = adv.clone()
+    live = torch.arange(len(images), device=images.device)  # the points still attacked
+    x, y, t = images, labels, targets
+    for _ in range(steps):
+        adv.requires_grad = True
+        logits, grad = grad_of(adv, y, t)
+        adv = adv.detach()
+        done = (logits.detach().argmax(1) != y) | (grad.flatten(1) == 0).all(1)
+        if done.any():
+            out[live[done]] = adv[done]
+            keep = ~done
+            live, adv, x, y, grad = live[keep], adv[keep], x[keep], y[keep], grad[keep]
+            t = None if t is None else t[keep]
+            if len(live) == 0:
+                return out
+        adv = step(adv, x, grad)
+    out[live] = adv
+    return out
+
+
 class LossPGD(torchattacks.PGD):
     """torchattacks.PGD with its loss as a method, and an early stop.
 
@@ -292,27 +318,15 @@ class LossPGD(torchattacks.PGD):
             adv = adv + torch.empty_like(adv).uniform_(-self.eps, self.eps)
             adv = torch.clamp(adv, min=0, max=1).detach()
 
-        out = adv.clone()
-        live = torch.arange(len(images), device=images.device)  # the points still attacked
-        x, y, t = images, labels, target_labels
-        for _ in range(self.steps):
-            adv.requires_grad = True
+        def grad_of(adv, y, t):
             logits = self.get_logits(adv)
-            grad = torch.autograd.grad(self.cost(logits, y, t, len(images)), adv)[0]
-            adv = adv.detach()
-            done = (logits.detach().argmax(1) != y) | (grad.flatten(1) == 0).all(1)
-            if done.any():
-                out[live[done]] = adv[done]
-                keep = ~done
-                live, adv, x, y, grad = live[keep], adv[keep], x[keep], y[keep], grad[keep]
-                t = None if t is None else t[keep]
-                if len(live) == 0:
-                    return out
-            adv = adv + self.alpha * grad.sign()
-            delta = torch.clamp(adv - x, min=-self.eps, max=self.eps)
-            adv = torch.clamp(x + delta, min=0, max=1).detach()
-        out[live] = adv
-        return out
+            return logits, torch.autograd.grad(self.cost(logits, y, t, len(images)), adv)[0]
+
+        def step(adv, x, grad):
+            delta = torch.clamp(adv + self.alpha * grad.sign() - x, min=-self.eps, max=self.eps)
+            return torch.clamp(x + delta, min=0, max=1).detach()
+
+        return early_stopped_ascent(images, labels, target_labels, adv, self.steps, grad_of, step)
 
 
 class MarginPGD(LossPGD):
@@ -414,31 +428,19 @@ class PGDL2(torchattacks.PGDL2):
             delta *= r / n * self.eps
             adv = torch.clamp(adv + delta, min=0, max=1).detach()
 
-        out = adv.clone()
-        live = torch.arange(len(images), device=images.device)
-        x, y, t = images, labels, target_labels
-        for _ in range(self.steps):
-            adv.requires_grad = True
+        def grad_of(adv, y, t):
             logits = self.get_logits(adv)
             losses = -F.cross_entropy(logits, t, reduction="none") if self.targeted else \
                 F.cross_entropy(logits, y, reduction="none")
-            grad = torch.autograd.grad(losses.sum() / len(images), adv)[0]  # the full batch's mean, as torchattacks
-            adv = adv.detach()
-            done = (logits.detach().argmax(1) != y) | (grad.flatten(1) == 0).all(1)
-            if done.any():
-                out[live[done]] = adv[done]
-                keep = ~done
-                live, adv, x, y, grad = live[keep], adv[keep], x[keep], y[keep], grad[keep]
-                t = None if t is None else t[keep]
-                if len(live) == 0:
-                    return out
+            return logits, torch.autograd.grad(losses.sum() / len(images), adv)[0]  # the batch's mean, as torchattacks
+
+        def step(adv, x, grad):
             grad_norms = grad.flatten(1).norm(p=2, dim=1) + self.eps_for_division
-            adv = adv + self.alpha * grad / grad_norms.view(-1, 1, 1, 1)
-            delta = adv - x
+            delta = adv + self.alpha * grad / grad_norms.view(-1, 1, 1, 1) - x
             factor = torch.clamp(self.eps / delta.flatten(1).norm(p=2, dim=1), max=1.0)
-            adv = torch.clamp(x + delta * factor.view(-1, 1, 1, 1), min=0, max=1).detach()
-        out[live] = adv
-        return out
+            return torch.clamp(x + delta * factor.view(-1, 1, 1, 1), min=0, max=1).detach()
+
+        return early_stopped_ascent(images, labels, target_labels, adv, self.steps, grad_of, step)
 
 
 def _target_classes(name: str, n_target_classes: int, n_classes: int) -> int:

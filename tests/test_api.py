@@ -63,8 +63,8 @@ def test_an_unknown_temperature_is_estimated(tiny_model, mini_data, mini_root, m
     _, trained = tiny_model
     modes = [m.training for m in trained.modules()]
     ev = load_profile("smoke").eval
-    base = estimate_temperature(copy.deepcopy(trained).eval(), mini_data, ev, torch.device("cpu"))
-    hot = estimate_temperature(Scaled(copy.deepcopy(trained), 5.0).eval(), mini_data, ev, torch.device("cpu"))
+    base = estimate_temperature(copy.deepcopy(trained), mini_data, ev)
+    hot = estimate_temperature(Scaled(copy.deepcopy(trained), 5.0), mini_data, ev)
     assert hot / base == pytest.approx(5.0, rel=0.01) and 0.3 < base < 3
     result = audit(Scaled(trained, 5.0), name="hot", data_root=str(mini_root), cache=str(mini_cache), n=100,
                    profile="smoke", attacks=["fgsm"], results=str(tmp_path / "r"), log=lambda m: None)

@@ -91,7 +91,7 @@ HELD_OUT = 2000  # test images the temperature is estimated on, at most
 
 
 @torch.no_grad()
-def estimate_temperature(model, data: Dataset, ev, device) -> float:
+def estimate_temperature(model, data: Dataset, ev) -> float:
     """The post-hoc temperature (NLL-optimal divisor of the raw logits) on up to HELD_OUT test
     images outside the evaluation subset: on the harness's own models it tracks the training T
     (README: Audit your own model): what an external model's unknown T is set to."""
@@ -105,6 +105,4 @@ def estimate_temperature(model, data: Dataset, ev, device) -> float:
                          "give temperature= or a smaller n")
     outside = outside[torch.randperm(len(outside), generator=torch.Generator().manual_seed(0))[:HELD_OUT]]
     held = split.subset(outside.to(split.labels.device))
-    logits = torch.cat([model(to_float(held.images[a:a + 500]).to(device)).double().cpu()
-                        for a in range(0, len(held), 500)])
-    return fit_temperature(logits, held.labels.cpu())
+    return fit_temperature(logits_of(model, held, 500).double().cpu(), held.labels.cpu())
