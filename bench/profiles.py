@@ -26,7 +26,7 @@ from attacks.views import VIEWS
 from bench.measure import families
 from bench.errors import BenchError
 from models import ModelSpec, parse_name
-from models.registry import MAX_SEED, TAUTO_ALPHA, TAUTO_BETA, TAUTO_MIN, TautoFormula
+from models.registry import CHECKPOINTS, MAX_SEED, TAUTO_ALPHA, TAUTO_BETA, TAUTO_MIN, TautoFormula
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -283,7 +283,7 @@ def _strict(cls, table, where: str):
         raise BenchError(f"{where}: {e}") from None
 
 
-GRID_KEYS = {"arch", "T", "bn_head", "lr_scale", "regime", "seeds", "models", "recipe"}
+GRID_KEYS = {"arch", "T", "bn_head", "lr_scale", "regime", "seeds", "models", "recipe", "checkpoints"}
 # [[grid]] keys that take one value or a list of them: what each value must be
 GRID_VALUES = {
     "arch": (lambda v: isinstance(v, str), 'an architecture name, e.g. "fastnet"'),
@@ -292,6 +292,7 @@ GRID_VALUES = {
     "lr_scale": (lambda v: isinstance(v, bool), "true or false"),
     "regime": (lambda v: isinstance(v, str), 'a regime name, e.g. "at"'),
     "seeds": (lambda v: _is_kind("int", v), "a whole number"),
+    "checkpoints": (lambda v: v in CHECKPOINTS, " or ".join(f'"{c}"' for c in CHECKPOINTS)),
 }
 
 
@@ -316,13 +317,15 @@ def _check_grid_entry(entry, where: str):
 def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dict[str, dict]]:
     """Each [[grid]] entry is a product of its lists (or an explicit list of model names), with
     optional recipe overrides for its models. An adversarial run stands for its @best and @last
-    checkpoints, both evaluated. Returns the model names and the recipe overrides per run."""
+    checkpoints, both evaluated unless the entry's `checkpoints` names one. Returns the model names
+    and the recipe overrides per run."""
     names: Dict[str, None] = {}
     overrides: Dict[str, dict] = {}
 
-    def add(spec: ModelSpec, over: dict):
+    def add(spec: ModelSpec, over: dict, keep=CHECKPOINTS):
         for s in spec.checkpoints():
-            names[s.name] = None
+            if not s.checkpoint or s.checkpoint in keep:
+                names[s.name] = None
         if over:
             overrides[spec.run.name] = over
 
@@ -349,7 +352,7 @@ def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dic
                                  regime=regime, lr_scale=lrs, seed=seed)
             except BenchError as e:
                 raise BenchError(f"[[grid]] entry {i + 1}: {e}") from None
-            add(spec, over)
+            add(spec, over, as_list(entry.get("checkpoints", list(CHECKPOINTS))))
     return tuple(names), overrides
 
 
