@@ -163,6 +163,9 @@ class EvalSetup:
     surrogate: str = ""
     fp64_n: int = 0
     crosscheck_n: int = 0
+    # the grid models the cross-check runs on (empty: every model); models from outside the grid
+    # (--model file:, a zoo name, bench.audit) always get it
+    crosscheck_models: Tuple[str, ...] = ()
     # further measurement families, by name: those of bench/measure/families.py that have no
     # setting of their own above
     measure: Tuple[str, ...] = ()
@@ -428,6 +431,10 @@ def load_profile(name_or_path: str) -> Profile:
         models, overrides = expand_grid(doc.get("grid", []), recipe)
     except BenchError as e:
         raise BenchError(f"{where}: {e}") from None
+    stray = [m for m in ev.crosscheck_models if m not in models]
+    if stray:
+        raise BenchError(f"{where} [eval] crosscheck_models: {', '.join(stray)} not in the grid; its models: "
+                         f"{', '.join(models) or 'none'}")
     tauto = _strict(TautoSetup, doc.get("tauto", {}), f"{where} [tauto]")
     return Profile(doc.get("name", path.stem), doc.get("description", ""), recipe, ev, attack_params, models,
                    str(path), overrides, tauto)

@@ -12,7 +12,7 @@ def test_shipped_profiles_load():
         f"fastnet_T{t}" for t in ("0.5", "1", "2", "5", "10", "20", "50")]
     assert {"fastnet_T20_lrT", "fastnet_bn_Tauto", "fastnet_T5_fat@best"} <= set(quick.models)
     assert "fastnet_T5_fat@last" not in quick.models  # the grid entry keeps only the best checkpoint
-    assert quick.recipe_for(parse_name("fastnet_T5_fat@best")).epochs < quick.recipe.epochs
+    assert quick.recipe_for(parse_name("fastnet_T5_fat@best")).train_subset < quick.recipe.train_subset
     assert quick.eval.n == 400 and quick.recipe.train_subset and quick.eval.transfer
     paper = load_profile("paper")
     assert "resnet18_T0.1" in paper.models and "resnet18_T100_s2" in paper.models

@@ -67,6 +67,10 @@ class CrossCheck(Family):
                    ctx.plan.profile.attack("autoattack_ref"))
 
     def planned(self, spec, ctx):
+        profile = ctx.plan.profile
+        if profile.eval.crosscheck_models and spec.name in profile.models \
+                and spec.name not in profile.eval.crosscheck_models:
+            return []
         return [(len(self.split), "autoattack_crosscheck", "raw", crosscheck_params(self.ours, self.ref))]
 
     def run(self, model, spec, ctx, log):
