@@ -17,7 +17,7 @@ COLUMNS = [  # (header, leaderboard column, how to print it)
     ("**robust_min**", "robust_min", "**{:.1f}**"), ("by", "robust_min_by", str), ("masking", "masking", str),
     ("sat. raw", "saturated_raw", "{:.1f}"), ("zero grad", "zero_grad_raw", "{:.1f}"),
     ("fp64 gap", "fp64_gap", "{:.1f}"),
-    ("AA (n=100)", "aa_torchattacks", "{:.1f}"), ("ECE raw", "ece_raw", "{:.1f}"), ("ECE z/T", "ece_scaled", "{:.1f}"),
+    ("AA (cross-check)", "aa_torchattacks", "{:.1f}"), ("ECE raw", "ece_raw", "{:.1f}"), ("ECE z/T", "ece_scaled", "{:.1f}"),
     ("post-hoc T", "posthoc_T", "{:.2f}"), ("mCA", "mCA", "{:.1f}"), ("mCE", "mCE", "{:.1f}"),
     ("worst grid", "nat_worst_grid", "{:.1f}"),
 ]
