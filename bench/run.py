@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", help=f"profile name ({', '.join(available_profiles())}) or a "
                    "TOML path (default: quick)")
     p.add_argument("--model", default="all", help="comma list of model names, or 'all' (the profile's grid)")
-    p.add_argument("--arch", default=None, help="for --model file:PATH: the registry architecture its weights fit")
+    p.add_argument("--arch", default=None, help="for --model file:PATH: the architecture its weights fit: a registry "
+                   "one (fastnet, resnet18, ...), timm:NAME or torchvision:NAME (built without pretrained weights)")
     p.add_argument("--temperature", type=float, default=None, help="for --model file:PATH: its training T "
                    "(default: estimated by post-hoc temperature scaling on held-out test images)")
     p.add_argument("--mean", default=None, help="for --model file:PATH: per-channel mean it expects, e.g. "

@@ -23,15 +23,26 @@ from bench.errors import BenchError
 
 # The tidy table: one row per measurement and metric. `corruption` and `severity` are set for
 # threat "corruption", `magnitude` for the natural transforms' sweeps.
-COLUMNS = ["run_key", "model", "arch", "T", "head", "regime", "lr_scale", "seed", "checkpoint", "feature_dim",
-           "dataset", "num_classes", "split", "source", "n", "family", "threat", "view", "eps", "steps",
-           "corruption", "severity", "magnitude", "params", "metric", "value", "best_epoch",
+COLUMNS = ["run_key", "model", "model_source", "arch", "T", "T_source", "head", "regime", "lr_scale", "seed",
+           "checkpoint", "feature_dim", "dataset", "num_classes", "split", "source", "n", "family", "threat", "view",
+           "eps", "steps", "corruption", "severity", "magnitude", "params", "metric", "value", "best_epoch",
            "catastrophic_overfitting_epoch", "code_version", "torch_version", "device", "timestamp", "wall_s"]
 
 # Version of the record layout. Records of an older layout measured the same things under other
 # threat names; the table leaves them out rather than show them twice, and the next run of their
 # model measures them again.
 SCHEMA = 2
+
+
+def model_source(record: dict) -> str:
+    """Where a record's model came from: ``grid`` (trained by the harness), ``zoo`` (RobustBench),
+    ``file`` (--model file:PATH) or ``python`` (a module handed to bench.audit)."""
+    if record.get("regime") == "zoo":
+        return "zoo"
+    if record.get("regime") == "external":
+        return "python" if record.get("weights_source") in (None, "python") else "file"
+    return "grid"
+
 
 IDENTITY = ("run_key", "dataset", "split", "n", "subset_seed", "attack_seed", "threat", "view", "params")
 
@@ -155,6 +166,8 @@ class ResultStore:
                 continue
             base = {c: rec.get(c) for c in COLUMNS if c not in ("metric", "value", "params")}
             base["params"] = json.dumps(rec.get("params", {}), sort_keys=True)
+            # T_source: "estimated" for a caller's model whose T was not given, else the T is the training T
+            base.update(model_source=model_source(rec), T_source=rec.get("T_source") or "given")
             for metric, value in rec["metrics"].items():
                 rows.append(dict(base, metric=metric, value=value))
         df = pd.DataFrame(rows, columns=COLUMNS)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+import torchvision
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -67,25 +68,65 @@ def read_state_dict(path: Path) -> dict:
     return state
 
 
-def file_spec(name: str, arch: Optional[str], temperature: Optional[float], mean: Optional[Sequence[float]] = None,
-              std: Optional[Sequence[float]] = None) -> ExternalSpec:
-    """``file:PATH`` as a model of the grid: the weights read and loaded into ``arch`` (a registry
-    architecture) now, so that every problem stops the run before anything is written. The
-    model is named by the file's stem and told apart by the file's sha256."""
-    path = Path(name[len(PREFIX):]).expanduser()
-    if not arch:
-        raise BenchError(f"{name}: give --arch, the registry architecture its weights fit ({', '.join(ARCHS)})")
-    state = read_state_dict(path)
+LIBRARY_PREFIXES = ("timm:", "torchvision:")
+
+
+def build_arch(arch: str, num_classes: int) -> torch.nn.Module:
+    """``arch`` with fresh weights and ``num_classes`` outputs: a registry architecture, or a
+    timm/torchvision model name behind its prefix (built without pretrained weights: nothing is
+    downloaded, the caller's file supplies every weight)."""
+    if arch.startswith("torchvision:"):
+        name = arch[len("torchvision:"):]
+        try:
+            return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        except ValueError:
+            raise BenchError(f"--arch {arch}: torchvision {torchvision.__version__} has no model {name!r}; "
+                             f"see torchvision.models.list_models()") from None
+    if arch.startswith("timm:"):
+        try:
+            import timm  # noqa: PLC0415 - an optional dependency
+        except ImportError:
+            raise BenchError(f"--arch {arch} needs timm: pip install timm") from None
+        name = arch[len("timm:"):]
+        if not timm.is_model(name):
+            raise BenchError(f"--arch {arch}: timm {timm.__version__} has no model {name!r}; see timm.list_models()")
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
     try:
         spec = parse_name(f"{arch}_T1")
     except BenchError:
-        raise BenchError(f"--arch {arch!r} is not a registry architecture; known: {', '.join(ARCHS)}") from None
-    heads = [v for k, v in state.items() if k.endswith("fc.weight") and v.ndim == 2]
-    num_classes = int(heads[-1].shape[0]) if heads else 10
-    model = build_model(spec, num_classes)
-    own = model.state_dict()
+        raise BenchError(f"--arch {arch!r} is not a registry architecture ({', '.join(ARCHS)}) nor "
+                         f"timm:NAME or torchvision:NAME") from None
+    return build_model(spec, num_classes)
+
+
+def _mismatch(own: dict, state: dict):
     missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
     shapes = [k for k, v in own.items() if k in state and state[k].shape != v.shape]
+    return missing, unexpected, shapes
+
+
+def file_spec(name: str, arch: Optional[str], temperature: Optional[float], mean: Optional[Sequence[float]] = None,
+              std: Optional[Sequence[float]] = None) -> ExternalSpec:
+    """``file:PATH`` as a model of the grid: the weights read and loaded into ``arch`` now, so that
+    every problem stops the run before anything is written. The class count is read off the
+    weights (the tensors whose first dimension is the only thing that differs from a 10-class
+    build). The model is named by the file's stem and told apart by the file's sha256."""
+    path = Path(name[len(PREFIX):]).expanduser()
+    if not arch:
+        raise BenchError(f"{name}: give --arch, the architecture its weights fit: a registry one "
+                         f"({', '.join(ARCHS)}), timm:NAME or torchvision:NAME")
+    state = read_state_dict(path)
+    model = build_arch(arch, 10)
+    own = model.state_dict()
+    missing, unexpected, shapes = _mismatch(own, state)
+    heads = {int(state[k].shape[0]) for k in shapes
+             if own[k].shape[0] == 10 and state[k].shape[1:] == own[k].shape[1:]}
+    num_classes = 10
+    if shapes and not missing and not unexpected and len(heads) == 1 and len(shapes) <= 2:
+        num_classes = heads.pop()
+        model = build_arch(arch, num_classes)
+        own = model.state_dict()
+        missing, unexpected, shapes = _mismatch(own, state)
     if missing or unexpected or shapes:
         raise BenchError(f"{path} does not fit --arch {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
                          f"other shapes {shapes[:3]}")

@@ -43,6 +43,7 @@ def test_audit_a_model_of_your_own(tiny_model, mini_data, mini_root, mini_cache,
         clean = float((trained.eval()(to_float(split.images)).argmax(1) == split.labels).double().mean())
     row = result.row
     assert row.clean == pytest.approx(clean) and row.n == 100 and row.regime == "external"
+    assert (row.source, row.T_source) == ("python", "given")
     assert row.robust_min <= row["fgsm_raw@8/255"] and row.masking in ("none", "suspected", "likely")
     assert set(result.table.threat) == {"clean", "fgsm", "pgd", "pgd_fp64", "calibration"}
     assert result.report().name == "index.html" and result.report().exists()
@@ -72,6 +73,22 @@ def test_an_unknown_temperature_is_estimated(tiny_model, mini_data, mini_root, m
     records = [json.loads(p.read_text()) for p in (tmp_path / "r" / "records").glob("*.json")]
     assert {(r["T_source"], round(r["T"], 6)) for r in records} == {("estimated", round(hot, 6))}
     assert [m.training for m in trained.modules()] == modes  # a wrapper's audit leaves the wrapped model as it was
+
+
+def test_the_estimate_tracks_the_training_temperature_of_the_grid_models(tiny_model, mini_data):
+    """On the harness's own models, T in 1..50 (above 1 with the loss x T, the arm that trains a
+    high-T model as far as a T=1 one: the fixed-lr T=50 model is under-trained and fits lower,
+    README "Audit your own model"): the estimate is within a factor of 1.5 of the training T."""
+    from bench.profiles import Recipe
+    from bench.train import train
+    from models import parse_name
+    ev = load_profile("smoke").eval
+    models = {1.0: tiny_model[1]}
+    for T in (2, 5, 20, 50):
+        spec = parse_name(f"fastnetw8_T{T}_lrT")
+        models[float(T)] = train(spec, Recipe(epochs=6, batch_size=64, lr=0.1), mini_data, torch.device("cpu")).model
+    ratios = {T: estimate_temperature(m, mini_data, ev) / T for T, m in models.items()}
+    assert all(1 / 1.5 < r < 1.5 for r in ratios.values()), ratios
 
 
 @pytest.mark.parametrize("make, phrase", [

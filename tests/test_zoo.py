@@ -186,6 +186,7 @@ def test_zoo_model_through_the_cli(tmp_path, mini_root):
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     (row,) = board.itertuples()
     assert row.model == "robustbench:Addepalli2021Towards_RN18" and row.regime == "zoo" and row.T == 1.0
+    assert row.source == "zoo"
     assert {"fgsm_raw@8/255", "fgsm_scaled@8/255", "pgd_margin@8/255", "ece_raw"} <= set(board.columns)
     assert "transfer@8/255" not in board.columns and not list((tmp_path / "cache").glob("checkpoints/*"))
     assert row.masking in ("none", "suspected", "likely")

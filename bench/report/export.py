@@ -102,9 +102,15 @@ def model_card(row, link: str = "", authors: str = "") -> dict:
         foot.append(f"gradient-masking audit: {row['masking']}" +
                     (f" ({row['masking_reasons']})" if isinstance(row.get("masking_reasons"), str)
                      and row["masking_reasons"] else ""))
+    source = row.get("source", "grid")
+    if isinstance(source, str) and source != "grid":  # not trained here: say only what is known
+        how = f"a {source} model, T={T:g} ({row.get('T_source', 'given')})" if T is not None else f"a {source} model"
+        name = f"{row['model']}: {architecture(row)}, {how}"
+    else:
+        name = f"{row['model']}: {architecture(row)} trained with {how}"
     card = {
         "link": link,
-        "name": f"{row['model']}: {architecture(row)} trained with {how}",
+        "name": name,
         "authors": authors,
         "additional_data": False,
         "number_forward_passes": 1,

@@ -31,7 +31,11 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 # left out; ECE columns (calibration) are picked up by name when present.
 COLUMNS = [
     ("model", "model", "text", "model name (see the README's name grammar)"),
+    ("source", "source", "text", "where the model came from: grid (trained by the harness), zoo (RobustBench), "
+                                 "file (--model file:PATH), python (bench.audit)"),
     ("T", "T", "num", "training temperature"),
+    ("T_source", "T from", "text", "given: the training T; estimated: fitted by post-hoc temperature scaling "
+                                   "(a caller's model trained at an unknown T)"),
     ("clean", "clean", "pct", "clean accuracy (%)"),
     ("robust_min", "robust_min", "pct", "minimum robust accuracy over every Linf attack and view at 8/255: "
                                          "the only number that counts as robustness"),
@@ -178,7 +182,7 @@ def full_table(board: pd.DataFrame) -> tuple:
 
 
 def plot_sections(plots_dir: Path) -> List[dict]:
-    """The plots in reading order, embedded; the one-panel-per-column plots last, collapsed."""
+    """The plots in reading order, embedded."""
     if not plots_dir.is_dir():
         return []
     files = sorted(plots_dir.glob("*.png"))
@@ -189,15 +193,10 @@ def plot_sections(plots_dir: Path) -> List[dict]:
             used.update(group)
             sections.append({"title": title, "caption": caption, "collapsed": False,
                              "images": [{"name": f.name, "src": data_uri(f)} for f in group]})
-    panels = [f for f in files if f.name.startswith("acc_vs_T_")]
-    other = [f for f in files if f not in used and f not in panels]
+    other = [f for f in files if f not in used]
     if other:
         sections.append({"title": "Other plots", "caption": "", "collapsed": False,
                          "images": [{"name": f.name, "src": data_uri(f)} for f in other]})
-    if panels:
-        sections.append({"title": "One panel per column", "caption": "the panels of the accuracy-vs-T figure, "
-                                                                     "one file each", "collapsed": True,
-                         "images": [{"name": f.name, "src": data_uri(f)} for f in panels]})
     return sections
 
 

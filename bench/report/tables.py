@@ -52,7 +52,8 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
     df = latest_runs(tidy)
     if df.empty:
         return pd.DataFrame(columns=ID_COLS + ["clean", "robust_min"])
-    ids = df.groupby("model")[ID_COLS].first()
+    ids = df.groupby("model")[ID_COLS + ["model_source", "T_source"]].first().rename(
+        columns={"model_source": "source"})
     board = ids.copy()
     clean = df[(df.threat == "clean") & (df.metric == "accuracy")].groupby("model")["value"].mean()
     board["clean"] = clean
@@ -90,8 +91,8 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
     prov = df.groupby("model").agg(code_version=("code_version", "last"), device=("device", "last"),
                                    timestamp=("timestamp", "max"))
     board = board.join(prov)
-    front = ID_COLS + [c for c in ["clean", "robust_min", "robust_min_by", "robust_worst", "autoattack", "masking",
-                                   "masking_reasons"] if c in board.columns]
+    front = ID_COLS + [c for c in ["source", "T_source", "clean", "robust_min", "robust_min_by", "robust_worst",
+                                   "autoattack", "masking", "masking_reasons"] if c in board.columns]
     board = board[front + [c for c in board.columns if c not in front]]
     return board.sort_values(["robust_min", "clean"], ascending=False, na_position="last").reset_index(drop=True)
 
