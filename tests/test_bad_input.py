@@ -149,9 +149,9 @@ CASES = [
               **{"n = 20": "n = 20\ntransfer = true", "train_subset = 128": "train_subset = 16"})),
     Case("one class", ["--profile", "smoke"], "has 1 class (airplane)", root="one_class"),
     # a run that starts, and stops at its first epoch: nothing saved but its job log and lock
-    Case("diverged", [], "fastnetw8_T0.000000001: training diverged at epoch 1",
-         tiny('[[grid]]\narch = "fastnetw8"\nT = [1e-9]\n'),
-         may_write=["out/logs", "cache/checkpoints/fastnetw8_T0.000000001-"]),
+    Case("diverged", [], "fastnetw8_T0.000000000000000000000000000001: training diverged at epoch 1",
+         tiny('[[grid]]\narch = "fastnetw8"\nT = [1e-30]\n'),
+         may_write=["out/logs", "cache/checkpoints/fastnetw8_T0.000000000000000000000000000001-"]),
 ]
 
 

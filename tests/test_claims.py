@@ -155,6 +155,21 @@ def test_a4_supported_only_under_a_weak_attack(tmp_path):
     assert "clean accuracy 58.0% at T=50" in strong.note
 
 
+def test_a4_robust_min_of_a_likely_masked_model_supports_nothing(tmp_path):
+    """robust_min above T=1's on a model the audit calls likely masked (saturated softmax, zero
+    gradients, a CE gap): an upper bound, so robust_min does not support the claim."""
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("fastnet_T1", 1, 0.62, pgd_raw=0.0, pgd_scaled=0.0)
+    b.model("fastnet_T50_lrT", 50, 0.58, lr_scale=True, pgd_raw=0.30, pgd_scaled=0.12, saturated=0.75,
+            zero_grad=0.18)
+    claims = evaluate_claims(*b.tables())
+    strong = next(c for c in verdict_of(claims, "A4").comparisons if c.metric == "robust_min")
+    assert math.isclose(strong.diff, 0.12) and strong.diff - strong.z * strong.se > 0  # clear, by the numbers
+    # not supported by robust_min; CE-PGD on raw logits supports it: the weak-attack verdict
+    assert strong.verdict == WEAK_ONLY and "masking audit says 'likely' for fastnet_T50_lrT" in strong.note
+    assert verdict_of(claims, "A4").verdict == WEAK_ONLY
+
+
 def test_a4_supported_under_robust_min(tmp_path):
     b = StoreBuilder(tmp_path, n=1000)
     b.model("fastnet_T1", 1, 0.62).model("fastnet_T5", 5, 0.60, pgd_raw=0.30, pgd_scaled=0.25, square=0.20)

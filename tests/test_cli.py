@@ -148,10 +148,10 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
     assert not stale.exists() and (base / "results" / "plots" / "acc_vs_T.png").exists()  # figures match the tables
     assert again.returncode == 0, again.stderr
     assert "trained in" not in again.stderr
-    # three training runs; per model: attacks, eps sweep, fp64 check, AutoAttack cross-check,
-    # calibration, corruptions, natural, cifar10.1; and the transfer attack for all but
-    # fastnetw8_T1, the surrogate
-    assert "grid: 38 jobs (3 training runs, 35 evaluations); 38 already done" in again.stderr
+    # three training runs; per model: attacks, eps sweep, fp64 check, calibration, corruptions,
+    # natural, cifar10.1; the AutoAttack cross-check for the two models crosscheck_models names;
+    # and the transfer attack for all but fastnetw8_T1, the surrogate
+    assert "grid: 36 jobs (3 training runs, 33 evaluations); 36 already done" in again.stderr
     assert "; 0 to run" in again.stderr and "[1/" not in again.stderr
     after = pd.read_csv(base / "results" / "results.csv")
     assert len(after) == len(before)

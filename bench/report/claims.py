@@ -41,7 +41,8 @@ d = candidate - baseline and z the critical value:
 z = Phi^-1(1 - alpha / (2k)) (1.96 for k = 1, 2.58 for k = 5). A4/A5 run the test twice, on
 robust_min and on CE-PGD against the raw logits (the attack the claim reports, the one gradient
 masking fools): robust_min decides; when only PGD-raw supports the claim, the verdict is
-"supported only under a weak attack". A6 is an equivalence test: targeted success at a high T
+"supported only under a weak attack"; a robust_min that supports it on a model the masking audit
+calls "likely" masked makes that comparison inconclusive. A6 is an equivalence test: targeted success at a high T
 counts as "still succeeds" when its drop from T=1 is below targeted_margin (drop + z*se < margin:
 supported; drop - z*se > margin: not supported). B is supported when T* beats both T=1 models and
 no other BN-head temperature beats T*; not supported when another temperature does, or when T*
@@ -401,6 +402,14 @@ def _robustness_claim(ev: Evidence, regimes: Sequence[str]) -> List[Comparison]:
         cb = np.mean([ev.value(m, "clean") for m in ev.baseline_rows(fam).model])
         cc = np.mean([ev.value(m, "clean") for m in rows[rows["T"] == strong.candidate_T].model])
         strong.note += f"; clean accuracy {100 * cc:.1f}% at T={strong.candidate_T:g} vs {100 * cb:.1f}% at T=1"
+        # a robust_min the audit calls likely masked is an upper bound no attack here confirmed:
+        # it cannot carry a robustness claim (science.md: the gradient-masking trap)
+        masked = [m for m in rows[rows["T"] == strong.candidate_T].model
+                  if "masking" in ev.board.columns and ev.board.loc[m, "masking"] == "likely"]
+        if strong.verdict == SUPPORTED and masked:
+            strong.verdict = INCONCLUSIVE
+            strong.note += (f"; the masking audit says 'likely' for {', '.join(masked)}: its robust_min is an "
+                            f"upper bound, not evidence of robustness")
         if weak is not None:
             if strong.verdict != SUPPORTED and weak.verdict == SUPPORTED:
                 strong.verdict = WEAK_ONLY

@@ -62,17 +62,31 @@ def _scaled_last_layer(model, k: float = 1000.0):
 class Case:
     name: str
     expected: str  # none, likely, flagged, refused
-    build: Callable[[torch.nn.Module], torch.nn.Module]
+    build: Callable[[torch.nn.Module, object], torch.nn.Module]  # (the base model, the data) -> the model audited
+    T: float = 1.0  # the training temperature the audit is told
+
+
+def _trained(name: str, **recipe):
+    """A case that is its own training run, with the base model's recipe (and ``recipe`` on top)."""
+    def build(base, data):
+        return train(parse_name(name), base_recipe(data, **recipe), data, torch.device("cpu")).model.eval()
+    return build
 
 
 CASES = [
-    Case("as trained (T=1)", "none", lambda m: m),
-    Case("last layer x1000 (decisions unchanged, softmax saturated)", "likely", _scaled_last_layer),
-    Case("returns softmax probabilities", "refused", lambda m: Output(m, lambda z: torch.softmax(z, 1))),
+    Case("as trained (T=1)", "none", lambda m, d: m),
+    Case("last layer x1000 (decisions unchanged, softmax saturated)", "likely", lambda m, d: _scaled_last_layer(m)),
+    Case("returns softmax probabilities", "refused", lambda m, d: Output(m, lambda z: torch.softmax(z, 1))),
     Case("random at eval (Gaussian noise on the input)", "refused",
-         lambda m: Input(m, lambda x: (x + 0.03 * torch.randn_like(x)).clamp(0, 1))),
+         lambda m, d: Input(m, lambda x: (x + 0.03 * torch.randn_like(x)).clamp(0, 1))),
     Case("input quantised to 4 levels (round: zero gradient)", "flagged",
-         lambda m: Input(m, lambda x: torch.round(x * 3) / 3)),
+         lambda m, d: Input(m, lambda x: torch.round(x * 3) / 3)),
+    # the harness's own masked case: loss x T keeps the logit-space steps of T=1, so z grows ~T-fold.
+    # At this size (36% saturated, a 7 pp CE gap) the audit says "suspected"; the quick profile's
+    # fastnet_T50_lrT (58% saturated, 10.5 pp) gets "likely" (README: Results of the quick profile)
+    Case("trained at T=50 with loss x T (logits ~50x)", "flagged", _trained("fastnetw8_T50_lrT"), T=50.0),
+    # robust for real: its robust accuracy is low because the model is tiny, not because attacks fail
+    Case("adversarially trained (fast AT, T=1)", "none", _trained("fastnetw8_T1_fat", at_holdout=200)),
 ]
 
 
@@ -88,10 +102,14 @@ class Outcome:
         return self.verdict == want or (want == "flagged" and self.verdict in ("suspected", "likely"))
 
 
-def base_model(data, epochs: int = 6):
-    """fastnetw8 at T=1 on 2,000 training images: seconds on a CPU."""
-    recipe = Recipe(epochs=epochs, batch_size=64, lr=0.1, train_subset=min(2000, len(data.train)))
-    return train(parse_name("fastnetw8_T1"), recipe, data, torch.device("cpu")).model.eval()
+def base_recipe(data, **over) -> Recipe:
+    """6 epochs on 2,000 training images: seconds on a CPU for a fastnetw8."""
+    return Recipe(**{**dict(epochs=6, batch_size=64, lr=0.1, train_subset=min(2000, len(data.train))), **over})
+
+
+def base_model(data):
+    """fastnetw8 at T=1 with the base recipe, the model every case but the trained ones start from."""
+    return train(parse_name("fastnetw8_T1"), base_recipe(data), data, torch.device("cpu")).model.eval()
 
 
 def run_battery(data_root: Optional[str] = None, n: int = 200, cache: Optional[str] = None,
@@ -101,7 +119,7 @@ def run_battery(data_root: Optional[str] = None, n: int = 200, cache: Optional[s
     out = []
     for case in cases:
         try:
-            r = audit(case.build(base), name="case", temperature=1.0, data_root=data_root, cache=cache, n=n,
+            r = audit(case.build(base, data), name="case", temperature=case.T, data_root=data_root, cache=cache, n=n,
                       profile="quick", attacks=ATTACKS, results=results or tempfile.mkdtemp(prefix="selfcheck-"),
                       log=lambda m: None)
             out.append(Outcome(case, r.row.masking, str(r.row.masking_reasons or "")))
