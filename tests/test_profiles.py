@@ -28,6 +28,10 @@ def test_shipped_profiles_load():
     ('[recipe]\nepochs = 1\n[[grid]]\narch = "resnet18"\nTemps = [1]\n', "unknown key Temps"),
     ('[recipe]\nepochs = 1\n[[grid]]\narch = "resnet18"\nT = [0]\n', "positive"),
     ('[recipes]\nepochs = 1\n', "unknown section"),
+    ('[recipe]\nepochs = 1\n[[grid]]\narch = "fastnet"\nregime = "fat"\ncheckpoints = ["first"]\n',
+     'checkpoints must be "best" or "last"'),
+    ('[recipe]\nepochs = 1\n[eval]\ncrosscheck_models = ["fastnet_T3"]\n[[grid]]\narch = "fastnet"\nT = [1]\n',
+     "crosscheck_models: fastnet_T3 not in the grid"),
     ('[recipe\nepochs = 1\n', "not valid TOML"),
 ])
 def test_bad_profiles(tmp_path, text, fragment):

@@ -41,8 +41,9 @@ d = candidate - baseline and z the critical value:
 z = Phi^-1(1 - alpha / (2k)) (1.96 for k = 1, 2.58 for k = 5). A4/A5 run the test twice, on
 robust_min and on CE-PGD against the raw logits (the attack the claim reports, the one gradient
 masking fools): robust_min decides; when only PGD-raw supports the claim, the verdict is
-"supported only under a weak attack"; a robust_min that supports it on a model the masking audit
-calls "likely" masked makes that comparison inconclusive. A6 is an equivalence test: targeted success at a high T
+"supported only under a weak attack". A robust_min on a model the masking audit calls "likely"
+masked does not count as support (inconclusive, or the weak-attack verdict when PGD-raw supports
+it). A6 is an equivalence test: targeted success at a high T
 counts as "still succeeds" when its drop from T=1 is below targeted_margin (drop + z*se < margin:
 supported; drop - z*se > margin: not supported). B is supported when T* beats both T=1 models and
 no other BN-head temperature beats T*; not supported when another temperature does, or when T*
