@@ -68,9 +68,6 @@ def read_state_dict(path: Path) -> dict:
     return state
 
 
-LIBRARY_PREFIXES = ("timm:", "torchvision:")
-
-
 def build_arch(arch: str, num_classes: int) -> torch.nn.Module:
     """``arch`` with fresh weights and ``num_classes`` outputs: a registry architecture, or a
     timm/torchvision model name behind its prefix (built without pretrained weights: nothing is

@@ -191,11 +191,11 @@ def plot_sections(plots_dir: Path) -> List[dict]:
         group = [f for f in files if (f.name == prefix if prefix.endswith(".png") else f.name.startswith(prefix))]
         if group:
             used.update(group)
-            sections.append({"title": title, "caption": caption, "collapsed": False,
+            sections.append({"title": title, "caption": caption,
                              "images": [{"name": f.name, "src": data_uri(f)} for f in group]})
     other = [f for f in files if f not in used]
     if other:
-        sections.append({"title": "Other plots", "caption": "", "collapsed": False,
+        sections.append({"title": "Other plots", "caption": "",
                          "images": [{"name": f.name, "src": data_uri(f)} for f in other]})
     return sections
 
