@@ -7,21 +7,28 @@ zero fill (the black border of a rotated or shifted CIFAR image).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Dict, Sequence, Tuple
 
 import torch
-import torchvision.transforms.v2.functional as TF
-from torchvision.transforms import InterpolationMode
 
 from bench.errors import BenchError
 
-BILINEAR = InterpolationMode.BILINEAR
+
+@functools.lru_cache(maxsize=None)
+def _tf():
+    """torchvision.transforms.v2.functional, imported on first use: importing torchvision costs
+    about 2 s (it loads torch._dynamo), paid by every CLI process and worker that imports this
+    module for its names alone."""
+    import torchvision.transforms.v2.functional as TF
+    return TF
 
 
 def _affine(x, angle=0.0, dx=0.0, dy=0.0, scale=1.0):
-    return TF.affine(x, angle=float(angle), translate=[float(dx), float(dy)], scale=float(scale), shear=[0.0, 0.0],
-                     interpolation=BILINEAR, fill=0.0)
+    from torchvision.transforms import InterpolationMode
+    return _tf().affine(x, angle=float(angle), translate=[float(dx), float(dy)], scale=float(scale),
+                        shear=[0.0, 0.0], interpolation=InterpolationMode.BILINEAR, fill=0.0)
 
 
 def _translate(x, m):
@@ -46,10 +53,10 @@ NATURAL: Dict[str, NaturalInfo] = {
         NaturalInfo("rotate", "degrees", (-30, -20, -10, -5, -2, 2, 5, 10, 20, 30), lambda x, m: _affine(x, angle=m)),
         NaturalInfo("translate", "pixels", (1, 2, 3, 4), _translate),
         NaturalInfo("scale", "factor", (0.8, 0.9, 1.1, 1.2), lambda x, m: _affine(x, scale=m)),
-        NaturalInfo("brightness", "factor", (0.6, 0.8, 1.2, 1.4), lambda x, m: TF.adjust_brightness(x, m)),
-        NaturalInfo("contrast", "factor", (0.6, 0.8, 1.2, 1.4), lambda x, m: TF.adjust_contrast(x, m)),
-        NaturalInfo("saturation", "factor", (0.4, 0.7, 1.3, 1.6), lambda x, m: TF.adjust_saturation(x, m)),
-        NaturalInfo("hue", "shift", (-0.1, -0.05, 0.05, 0.1), lambda x, m: TF.adjust_hue(x, m)),
+        NaturalInfo("brightness", "factor", (0.6, 0.8, 1.2, 1.4), lambda x, m: _tf().adjust_brightness(x, m)),
+        NaturalInfo("contrast", "factor", (0.6, 0.8, 1.2, 1.4), lambda x, m: _tf().adjust_contrast(x, m)),
+        NaturalInfo("saturation", "factor", (0.4, 0.7, 1.3, 1.6), lambda x, m: _tf().adjust_saturation(x, m)),
+        NaturalInfo("hue", "shift", (-0.1, -0.05, 0.05, 0.1), lambda x, m: _tf().adjust_hue(x, m)),
     ]
 }
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models import VisionTransformer
-from torchvision.models.vgg import cfgs as vgg_cfgs, make_layers as vgg_make_layers
 
 from models.registry import ModelSpec, register_arch
 
@@ -155,7 +153,8 @@ def _wrn28_10(width, num_classes):
 class VGGFeatures(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = vgg_make_layers(vgg_cfgs["D"], batch_norm=True)
+        from torchvision.models.vgg import cfgs, make_layers  # torchvision costs ~2 s to import: only here
+        self.body = make_layers(cfgs["D"], batch_norm=True)
 
     def forward(self, x):
         return self.body(x).flatten(1)  # five 2x2 pools take 32x32 to 1x1
@@ -172,6 +171,7 @@ def _vgg16_bn(width, num_classes):
 class ViTFeatures(nn.Module):
     def __init__(self, dim):
         super().__init__()
+        from torchvision.models import VisionTransformer
         self.vit = VisionTransformer(image_size=32, patch_size=4, num_layers=6, num_heads=6,
                                      hidden_dim=dim, mlp_dim=4 * dim, num_classes=1)
         self.vit.heads = nn.Identity()  # the class-token embedding is the feature vector

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-import torchvision
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -73,6 +72,7 @@ def build_arch(arch: str, num_classes: int) -> torch.nn.Module:
     timm/torchvision model name behind its prefix (built without pretrained weights: nothing is
     downloaded, the caller's file supplies every weight)."""
     if arch.startswith("torchvision:"):
+        import torchvision  # ~2 s to import (torch._dynamo): only for a torchvision architecture
         name = arch[len("torchvision:"):]
         try:
             return torchvision.models.get_model(name, weights=None, num_classes=num_classes)

@@ -39,6 +39,32 @@ def _save(fig, path: Path, dpi: int = 110) -> Path:
     return path
 
 
+def _margins(fig, left=0.75, right=0.25, top=0.6, bottom=0.6, wspace=0.0, hspace=0.0, title=None, fontsize=10):
+    """Fixed margins and gaps in inches, and the figure's title 0.1 in from its top edge, in
+    place of tight_layout, which lays a figure out by drawing it once more: half of a report's
+    time, for a layout these fixed sizes give."""
+    w, h = fig.get_size_inches()
+    if title:
+        fig.suptitle(title, y=1 - 0.1 / h, va="top", fontsize=fontsize)
+    rows, cols = fig.axes[0].get_subplotspec().get_gridspec().get_geometry()
+    cell_w = (w - left - right - wspace * (cols - 1)) / cols
+    cell_h = (h - top - bottom - hspace * (rows - 1)) / rows
+    fig.subplots_adjust(left=left / w, right=1 - right / w, top=1 - top / h, bottom=bottom / h,
+                        wspace=wspace / cell_w, hspace=hspace / cell_h)
+
+
+def _log_T_axis(ax, temps):
+    """A log T axis with one tick, labelled plainly, at each T measured. Matplotlib's own log
+    ticks label minor ticks in mathtext where few decades show; laying those labels out was most
+    of a report's time."""
+    from matplotlib.ticker import NullLocator
+    ts = sorted({float(t) for t in temps})
+    ax.set_xscale("log")
+    ax.set_xticks(ts, [f"{t:g}" for t in ts], fontsize=8)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("training temperature T")
+
+
 def _subtitle(df: pd.DataFrame) -> str:
     dataset = ", ".join(sorted(df["dataset"].astype(str).unique()))
     n = ", ".join(str(int(v)) for v in sorted(df["n"].unique()))
@@ -82,12 +108,11 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
             err = sub["std"].where(sub["count"] > 1)
             ax.errorbar(sub["T"], 100 * sub["mean"], yerr=100 * err.fillna(0), marker="o", ms=4, capsize=3,
                         color=colors[fam], label=fam, lw=2.5 if col == "robust_min" else 1.5)
-        ax.set_xscale("log")
-        ax.set_xlabel("training temperature T")
+        _log_T_axis(ax, board["T"].dropna())
         ax.set_ylabel("corruption error (% of the T=1 baseline's)" if "mCE" in col else
                       "expected calibration error (%)" if col.startswith("ece") else "accuracy (%)")
         ax.set_title(col)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, alpha=0.3)
 
     sub = _subtitle(board)
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -100,8 +125,7 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"Accuracy vs training temperature, {sub}")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title
+    _margins(fig, top=0.75, wspace=0.8, hspace=0.9, title=f"Accuracy vs training temperature, {sub}")
     written.append(_save(fig, plots_dir / "acc_vs_T.png", dpi=100))
     return written
 
@@ -145,8 +169,8 @@ def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
         sevs = ", ".join(f"{s:g}" for s in sorted(sub[sub.corruption != "none"].severity.unique()))
         ax.set_title(f"{fam}: accuracy (%), mean over severities {sevs}\n"
                      f"{_subtitle(sub)}, {sub.source.iloc[0]}", fontsize=9)
+        _margins(fig, left=1.9, right=1.0, top=0.6, bottom=0.6)
         fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
-        fig.tight_layout()
         written.append(_save(fig, plots_dir / f"corruptions_heatmap_{_slug(fam)}.png"))
 
         bench = sub[sub.corruption.isin(["none", *BENCHMARK])]
@@ -161,8 +185,8 @@ def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
         ax.set_title(f"{fam}: mean over the 15 benchmark corruptions", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-        fig.suptitle(f"{_subtitle(sub)}, {sub.source.iloc[0]}", fontsize=8)
-        fig.tight_layout()
+        _margins(fig, left=0.7, right=0.2, top=0.65, bottom=0.55, title=f"{_subtitle(sub)}, {sub.source.iloc[0]}",
+                 fontsize=8)
         written.append(_save(fig, plots_dir / f"corruptions_vs_severity_{_slug(fam)}.png"))
     return written
 
@@ -202,8 +226,8 @@ def plot_natural_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
         for ax in axes.flat[len(transforms):]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=6, ncol=2)
-        fig.suptitle(f"{fam}: accuracy vs transform magnitude, {_subtitle(sub)}", fontsize=10)
-        fig.tight_layout()
+        _margins(fig, left=0.6, right=0.2, top=0.65, bottom=0.5, wspace=0.6, hspace=0.8,
+                 title=f"{fam}: accuracy vs transform magnitude, {_subtitle(sub)}")
         written.append(_save(fig, plots_dir / f"natural_vs_magnitude_{_slug(fam)}.png"))
     return written
 
@@ -233,14 +257,12 @@ def plot_attacks_vs_T(tidy: pd.DataFrame, board: pd.DataFrame, plots_dir: Path) 
         fb = fam_board[fam_board.family == fam].groupby("T")[["robust_min", "clean"]].mean()
         ax.plot(fb.index, 100 * fb["robust_min"], color="black", lw=3, marker="s", ms=5, label="robust_min")
         ax.plot(fb.index, 100 * fb["clean"], color="grey", lw=1.5, ls="--", label="clean")
-        ax.set_xscale("log")
-        ax.set_xlabel("training temperature T")
+        _log_T_axis(ax, sub["T"].dropna())
         ax.set_ylabel("accuracy (%) at Linf 8/255")
         ax.set_title(f"{fam}: every attack and view", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        fig.suptitle(_subtitle(sub), fontsize=8)
-        fig.tight_layout()
+        _margins(fig, left=0.7, right=2.2, top=0.6, bottom=0.55, title=_subtitle(sub), fontsize=8)
         written.append(_save(fig, plots_dir / f"attacks_vs_T_{_slug(fam)}.png"))
     return written
 
@@ -281,8 +303,8 @@ def plot_eps_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
             ax.grid(True, alpha=0.3)
         axes.flat[0].set_ylabel("robust accuracy (%)")
         axes.flat[0].legend(fontsize=7)
-        fig.suptitle(f"{fam}: eps sweep, {_subtitle(sub)}", fontsize=9)
-        fig.tight_layout()
+        _margins(fig, left=0.7, right=0.2, top=0.65, bottom=0.55, wspace=0.25,
+                 title=f"{fam}: eps sweep, {_subtitle(sub)}", fontsize=9)
         written.append(_save(fig, plots_dir / f"eps_sweep_{_slug(fam)}.png"))
     return written
 
