@@ -65,11 +65,13 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
           data_root: Optional[str] = None, dataset: Optional[str] = None, n: Optional[int] = 500,
           profile: str = "quick", attacks: Optional[Sequence[str]] = None, results: Optional[str] = None,
           cache: Optional[str] = None, device: Optional[str] = None, mean: Optional[Sequence[float]] = None,
-          std: Optional[Sequence[float]] = None, log: Optional[Callable[[str], None]] = None) -> AuditResult:
+          std: Optional[Sequence[float]] = None, log: Optional[Callable[[str], None]] = None,
+          pages: bool = True) -> AuditResult:
     """Measure ``model`` as the CLI measures a grid model (``profile``'s evaluation, or the
     threats named in ``attacks``: the names ``--attack`` takes) on ``n`` stratified test images.
     Records go to ``results`` (a temporary folder when None), so a second call with the same
-    weights resumes rather than re-measures. Raises BenchError, with one sentence, on bad input."""
+    weights resumes rather than re-measures; with its reports, or (``pages=False``) its tables
+    alone. Raises BenchError, with one sentence, on bad input."""
     if not isinstance(model, torch.nn.Module):
         raise BenchError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     name = name or type(model).__name__
@@ -107,7 +109,7 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
         spec = ExternalSpec(name=name, T=None if temperature is None else float(temperature), model=wrapped,
                             weights_sha256=sha, arch=type(model).__name__)
         plan.models = [spec]
-        board = run(plan, **({"log": log} if log else {}))
+        board = run(plan, pages=pages, **({"log": log} if log else {}))
     finally:
         for m, training in modes.items():
             m.training = training

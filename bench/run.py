@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "retried (default 3)")
     p.add_argument("--force", action="store_true", help="re-evaluate measurements already in the store")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off when not a TTY)")
+    p.add_argument("--tables-only", action="store_true", help="write results.csv and leaderboard.csv, not the "
+                   "plots and index.html (most of a small run's time); `python -m bench.report.publish "
+                   "--results DIR` builds them later")
     p.add_argument("--list-models", action="store_true", help="explain model names and list the profile's grid")
     p.add_argument("--list-attacks", action="store_true", help="list attacks, their parameters and defaults")
     return p
@@ -107,7 +110,7 @@ def main(argv=None) -> int:
         plan = make_plan(args)
         from bench.report.tables import summary
         from bench.grid.runner import run
-        board = run(plan, executor=executor)
+        board = run(plan, executor=executor, pages=not args.tables_only)
         print(summary(board))
         return 0
     except BenchError as e:

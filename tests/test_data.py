@@ -39,6 +39,12 @@ def test_imagefolder_tree_and_cache(tmp_path):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "train" / "a" / "0000.png")
     changed = load_dataset(str(root), cache)
     assert changed.fingerprint != ds.fingerprint
+    # an image added is a new key too, beside the last entry; a load with nothing changed reads it
+    Image.fromarray(np.full((32, 32, 3), 7, np.uint8)).save(root / "train" / "b" / "extra.png")
+    grown = load_dataset(str(root), cache)
+    assert grown.train.images.shape[0] == 19 and len(list((cache / "data").glob("*.safetensors"))) == 2
+    assert load_dataset(str(root), cache).fingerprint == grown.fingerprint
+    assert len(list((cache / "data").glob("*.safetensors"))) == 2
 
 
 def test_wrong_image_size_is_reported(tmp_path):

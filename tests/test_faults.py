@@ -60,7 +60,8 @@ IDENTITY = ["run_key", "family", "threat", "view", "eps", "corruption", "severit
 
 def command(root, store, *extra):
     return [sys.executable, "-m", "bench.run", "--profile", str(root / "faults.toml"), "--data-root",
-            (root / "data").read_text(), "--cache", str(root / "cache"), "--store", str(store), "--no-progress", *extra]
+            (root / "data").read_text(), "--cache", str(root / "cache"), "--store", str(store), "--no-progress",
+            "--tables-only", *extra]
 
 
 def cli(root, store, *extra, timeout=300):
@@ -99,6 +100,9 @@ def grid(mini_root, tmp_path_factory):
     assert len(logs) == 9 and all(name.endswith(".log") for name in logs)
     (transfer,) = (root / "reference" / "logs").glob("eval__fastnetw8_T10__transfer__*.log")
     assert "surrogate fastnetw8_T1" in transfer.read_text()
+    # --tables-only: the tables, not the plots and the page
+    assert (root / "reference" / "leaderboard.csv").is_file() and "tables in" in out.stderr
+    assert not (root / "reference" / "index.html").exists() and not (root / "reference" / "plots").exists()
     return root, measured(root / "reference")
 
 

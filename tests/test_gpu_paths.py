@@ -88,7 +88,7 @@ def _pgd_robust(model, target, x, y, eps):
     """Plain PGD (its last iterate) crafted on ``target`` (a view), judged by the float32
     ``model``: bf16 crafts, float32 decides. Early-stopped PGD would decide when to stop on the
     view's bf16 logits (attacks/precision.py)."""
-    attack = make_attack("pgd", {"eps": eps, "alpha": eps / 3, "steps": 5, "early_stop": False})
+    attack = make_attack("pgd", {"eps": eps, "alpha": eps / 2, "steps": 3, "early_stop": False})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x_adv = attack.build(target, n_classes=10, seed=0)(x, y)
@@ -97,11 +97,12 @@ def _pgd_robust(model, target, x, y, eps):
 
 
 def test_bf16_attack_view_robust_accuracy_within_half_a_point(tiny_model, hot_model, mini_data):
-    # 1,000 images (the 500 test images and 500 training images): 0.5 pp is 5 images
-    idx = torch.arange(0, len(mini_data.train), 4)
+    # 600 images (the 500 test images and 100 training images): 0.5 pp is 3 images. bf16 is
+    # emulated on a CPU without AVX-512 BF16, the suite's slowest arithmetic: 600 x 3 steps
+    idx = torch.arange(0, len(mini_data.train), 20)
     x = torch.cat([to_float(mini_data.test.images), to_float(mini_data.train.images[idx])])
     y = torch.cat([mini_data.test.labels, mini_data.train.labels[idx]])
-    assert len(y) == 1000
+    assert len(y) == 600
     # the raw view (the model itself): at T=20 its softmax saturates, where a precision effect
     # would show first
     for spec, model in (tiny_model, hot_model):

@@ -7,6 +7,8 @@ def test_known_answer_battery(mini_root, mini_cache, tmp_path):
     print(table(outcomes))
     wrong = [(o.case.name, o.case.expected, o.verdict, o.reasons) for o in outcomes if not o.ok]
     assert not wrong, table(outcomes)
+    # the audits wrote their tables, not the plots and pages (pages=False)
+    assert (tmp_path / "r" / "leaderboard.csv").is_file() and not (tmp_path / "r" / "index.html").exists()
     refused = {o.case.name: o.reasons for o in outcomes if o.verdict == "refused"}
     assert "probabilities" in refused["returns softmax probabilities"]
     assert "changes between two passes" in refused["random at eval (Gaussian noise on the input)"]

@@ -22,10 +22,10 @@ def _log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(plan: Plan, log: Callable[[str], None] = _log, executor=None) -> pd.DataFrame:
+def run(plan: Plan, log: Callable[[str], None] = _log, executor=None, pages: bool = True) -> pd.DataFrame:
     """Run the plan's grid as jobs (bench/grid/jobs.py) on an executor (default: this process), then
-    build the reports; returns the leaderboard. Every job stores what it measured as soon as it
-    is done, so an interrupted run resumes where it stopped."""
+    build the reports (``pages=False``: the tables alone); returns the leaderboard. Every job
+    stores what it measured as soon as it is done, so an interrupted run resumes where it stopped."""
     started = time.perf_counter()
     ctx = Context(plan, log)
     jobs = build_jobs(ctx)
@@ -37,6 +37,6 @@ def run(plan: Plan, log: Callable[[str], None] = _log, executor=None) -> pd.Data
         f"; {len(todo)} to run; job logs in {plan.log_dir}")
     executor = executor or LocalExecutor()
     executor.run(todo, ctx, GridProgress(len(jobs), len(jobs) - len(todo), log), plan.log_dir, log)
-    board = write_reports(ctx.store, plan.results_dir)
-    log(f"done in {time.perf_counter() - started:.0f}s; reports in {plan.results_dir}")
+    board = write_reports(ctx.store, plan.results_dir, pages=pages)
+    log(f"done in {time.perf_counter() - started:.0f}s; {'reports' if pages else 'tables'} in {plan.results_dir}")
     return board

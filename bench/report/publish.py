@@ -36,11 +36,12 @@ from bench.store import ResultStore
 REPORT_FOLDERS = {"plots": "*.png", "model_cards": "*.json"}
 
 
-def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
+def write_reports(store: ResultStore, out_dir: Path, pages: bool = True) -> pd.DataFrame:
     """results.csv (tidy), leaderboard.csv, plots/, the RobustBench exports and index.html under
     ``out_dir``; returns the leaderboard. All of it is built in a staging folder and moved in only
     once it is complete, so a failure (a full disk, say) leaves the previous reports as they were;
-    the records are never touched."""
+    the records are never touched. ``pages=False`` writes the two tables alone (the plots are
+    most of a report's time) and leaves the other files as they were."""
     out_dir = Path(out_dir)
     tidy = store.table()
     board = leaderboard(tidy, store.bits_table())
@@ -51,6 +52,9 @@ def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
             stage = Path(tmp) / (out_dir.name or out_dir.resolve().name)  # the page is titled after its folder
             write_bytes_atomic(stage / "results.csv", tidy.to_csv(index=False).encode())
             write_bytes_atomic(stage / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f").encode())
+            if not pages:
+                _move_in(stage, out_dir, prune=False)
+                return board
             plots = stage / "plots"
             plot_accuracy_vs_T(board, plots)
             plot_attacks_vs_T(latest, board, plots)
@@ -69,13 +73,15 @@ def write_reports(store: ResultStore, out_dir: Path) -> pd.DataFrame:
     return board
 
 
-def _move_in(stage: Path, out_dir: Path):
+def _move_in(stage: Path, out_dir: Path, prune: bool = True):
     """Each staged file over its published one (a rename each: readers never see a torn file),
-    then the files of the report's folders that this report did not write are removed."""
+    then (``prune``) the files of the report's folders that this report did not write are removed."""
     staged = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
     for rel in staged:
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         os.replace(stage / rel, out_dir / rel)
+    if not prune:
+        return
     keep = set(staged)
     for folder, pattern in REPORT_FOLDERS.items():
         for old in (out_dir / folder).rglob(pattern) if (out_dir / folder).is_dir() else []:
