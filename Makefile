@@ -24,8 +24,10 @@ venv: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m bench.run --profile $(PROFILE) --model all $(BENCH_ARGS)
 
+# a pytest-xdist worker per core, each test file on one worker (its module fixtures built once)
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 perf: $(VENV)/.installed
 	$(PY) -m bench.tools.perf

@@ -32,6 +32,7 @@ from bench.data import Dataset, load_dataset, to_float
 from bench.errors import BenchError
 from bench.grid.runner import run
 from bench.report.export import model_card
+from bench.report.publish import regenerate
 from bench.run import build_parser
 from models.archs import Normalize
 from models.external import ExternalSpec, weights_sha256
@@ -49,8 +50,11 @@ class AuditResult:
     temperature_source: str  # "given" or "estimated"
 
     def report(self, path: Optional[Path] = None) -> Path:
-        """The HTML report of the results folder (this model and any other measured there)."""
+        """The HTML report of the results folder (this model and any other measured there),
+        built from the store first if the audit wrote its tables alone (``pages=False``)."""
         page = self.results / "index.html"
+        if not page.exists():
+            regenerate(self.results)
         if path is None:
             return page
         Path(path).parent.mkdir(parents=True, exist_ok=True)

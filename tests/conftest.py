@@ -11,7 +11,13 @@ import torch
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg75"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs a pytest-xdist worker per core: one thread each, for this process and the
+    # ones its tests start (OMP_NUM_THREADS), or the workers would oversubscribe the cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def real_data_root() -> Path:

@@ -33,7 +33,8 @@ def test_audit_a_model_of_your_own(tiny_model, mini_data, mini_root, mini_cache,
     before = {k: v.clone() for k, v in model.state_dict().items()}
     lines = []
     kw = dict(name="my_net", temperature=1.0, data_root=str(mini_root), cache=str(mini_cache), n=100,
-              profile="smoke", attacks=["fgsm", "pgd", "fp64"], results=str(tmp_path / "r"), log=lines.append)
+              profile="smoke", attacks=["fgsm", "pgd", "fp64"], results=str(tmp_path / "r"), log=lines.append,
+              pages=False)
     result = audit(model, **kw)
     assert model.training and not model.fc.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -46,7 +47,8 @@ def test_audit_a_model_of_your_own(tiny_model, mini_data, mini_root, mini_cache,
     assert (row.source, row.T_source) == ("python", "given")
     assert row.robust_min <= row["fgsm_raw@8/255"] and row.masking in ("none", "suspected", "likely")
     assert set(result.table.threat) == {"clean", "fgsm", "pgd", "pgd_fp64", "calibration"}
-    assert result.report().name == "index.html" and result.report().exists()
+    assert not (tmp_path / "r" / "index.html").exists()  # pages=False: the tables alone ...
+    assert result.report().name == "index.html" and result.report().exists()  # ... the page when asked for
     assert result.model_card()["clean_acc"]
     # the same weights again: every job already in the store
     lines.clear()
@@ -86,7 +88,7 @@ def test_the_estimate_tracks_the_training_temperature_of_the_grid_models(tiny_mo
     models = {1.0: tiny_model[1]}
     for T in (2, 5, 20, 50):
         spec = parse_name(f"fastnetw8_T{T}_lrT")
-        models[float(T)] = train(spec, Recipe(epochs=6, batch_size=64, lr=0.1), mini_data, torch.device("cpu")).model
+        models[float(T)] = train(spec, Recipe(epochs=4, batch_size=64, lr=0.1), mini_data, torch.device("cpu")).model
     ratios = {T: estimate_temperature(m, mini_data, ev) / T for T, m in models.items()}
     assert all(1 / 1.5 < r < 1.5 for r in ratios.values()), ratios
 

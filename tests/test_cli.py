@@ -155,7 +155,7 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
     assert "; 0 to run" in again.stderr and "[1/" not in again.stderr
     after = pd.read_csv(base / "results" / "results.csv")
     assert len(after) == len(before)
-    forced = cli(*args, "--force", "--model", "fastnetw8_T1", "--attack", "pgd",
+    forced = cli(*args, "--force", "--model", "fastnetw8_T1", "--attack", "pgd", "--tables-only",
                  env={"BENCH_SHIFT_DATA": str(base / "shift")})
     assert forced.returncode == 0, forced.stderr
     after = pd.read_csv(base / "results" / "results.csv")
@@ -167,7 +167,7 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
 def test_one_model_and_attack_by_name(smoke_run):
     base, args, _ = smoke_run
     out = cli(*args, "--model", "fastnetw8_T1", "--attack", "fgsm", "--eps", "4/255",
-              "--results", str(base / "single"))
+              "--results", str(base / "single"), "--tables-only")
     assert out.returncode == 0, out.stderr
     board = pd.read_csv(base / "single" / "leaderboard.csv")
     assert list(board.model) == ["fastnetw8_T1"]

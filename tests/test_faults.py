@@ -175,7 +175,8 @@ def test_sigkill_at_random_points_then_resume(grid):
     uninterrupted run."""
     root, reference = grid
     store, rng = root / "killed", random.Random(8)
-    for delay in (rng.uniform(2, 16) for _ in range(4)):
+    # one random instant in each third of 3-15 s: startup and data, training, evaluation
+    for delay in (rng.uniform(3 + 4 * k, 7 + 4 * k) for k in range(3)):
         proc = subprocess.Popen(command(root, store), cwd=REPO, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=dict(os.environ, **ENV))
         time.sleep(delay)
