@@ -18,6 +18,17 @@ def cli(*args, env=None):
                           env=dict(os.environ, **(env or {})), timeout=600)
 
 
+def in_process(capsys, monkeypatch, *args, env=None):
+    """main() in this process, as ``cli`` runs it in a new one (the smoke run and the rerun do):
+    a new process would pay its seconds of imports again."""
+    for k, v in (env or {}).items():
+        monkeypatch.setenv(k, v)
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
 @pytest.fixture(scope="module")
 def smoke_run(mini_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("smoke")
@@ -164,20 +175,20 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
     assert not after.duplicated(key).any()
 
 
-def test_one_model_and_attack_by_name(smoke_run):
+def test_one_model_and_attack_by_name(smoke_run, capsys, monkeypatch):
     base, args, _ = smoke_run
-    out = cli(*args, "--model", "fastnetw8_T1", "--attack", "fgsm", "--eps", "4/255",
-              "--results", str(base / "single"), "--tables-only")
+    out = in_process(capsys, monkeypatch, *args, "--model", "fastnetw8_T1", "--attack", "fgsm", "--eps", "4/255",
+                     "--results", str(base / "single"), "--tables-only")
     assert out.returncode == 0, out.stderr
     board = pd.read_csv(base / "single" / "leaderboard.csv")
     assert list(board.model) == ["fastnetw8_T1"]
     assert "fgsm_raw@4/255" in board.columns and "robust_min@4/255" in board.columns
 
 
-def test_threats_by_name_corruptions(smoke_run):
+def test_threats_by_name_corruptions(smoke_run, capsys, monkeypatch):
     base, args, _ = smoke_run
-    out = cli(*args, "--model", "fastnetw8_T1", "--attack", "corruptions", "--corruptions", "gaussian_noise,fog",
-              "--severities", "3,5", "--results", str(base / "by_name_c"))
+    out = in_process(capsys, monkeypatch, *args, "--model", "fastnetw8_T1", "--attack", "corruptions",
+                     "--corruptions", "gaussian_noise,fog", "--severities", "3,5", "--results", str(base / "by_name_c"))
     assert out.returncode == 0, out.stderr
     tidy = pd.read_csv(base / "by_name_c" / "results.csv")
     # no attack, no transform, no CIFAR-10.1; clean accuracy and calibration are always measured
@@ -192,11 +203,12 @@ def test_threats_by_name_corruptions(smoke_run):
     assert {"corruptions_heatmap_fastnetw8.png", "corruptions_vs_severity_fastnetw8.png"} <= plots
 
 
-def test_threats_by_name_natural_and_cifar101(smoke_run):
+def test_threats_by_name_natural_and_cifar101(smoke_run, capsys, monkeypatch):
     from attacks.natural import NATURAL
     base, args, _ = smoke_run
-    out = cli(*args, "--model", "fastnetw8_T1", "--attack", "natural,cifar10.1", "--results", str(base / "by_name_n"),
-              env={"BENCH_SHIFT_DATA": str(base / "shift")})
+    out = in_process(capsys, monkeypatch, *args, "--model", "fastnetw8_T1", "--attack", "natural,cifar10.1",
+                     "--results", str(base / "by_name_n"),
+                     env={"BENCH_SHIFT_DATA": str(base / "shift")})
     assert out.returncode == 0, out.stderr
     tidy = pd.read_csv(base / "by_name_n" / "results.csv")
     assert set(tidy.threat) == {"clean", "calibration", "cifar10.1", "worst_grid", *NATURAL}
@@ -226,26 +238,26 @@ def test_cifar101_by_name_downloads_it_or_stops(smoke_run, http_server, monkeypa
     assert (base / "cache" / "downloads" / "CIFAR-10.1" / "cifar10.1_v6_data.npy").is_file()
 
 
-def test_lists():
-    out = cli("--list-models")
+def test_lists(capsys, monkeypatch):
+    out = in_process(capsys, monkeypatch, "--list-models")
     assert out.returncode == 0 and "resnet18" in out.stdout and "fastnet_T50_lrT" in out.stdout
     grammar = out.stdout.splitlines()[0]
     assert grammar.endswith("[_s<seed>][@best|@last]") and "robustbench:<Name>" in out.stdout
-    out = cli("--list-attacks")
+    out = in_process(capsys, monkeypatch, "--list-attacks")
     assert out.returncode == 0 and "pgd" in out.stdout and "eps=8/255" in out.stdout
 
 
 # Bad input (exit 2, one line, nothing written): the table in tests/test_bad_input.py
 
 
-def test_corrupt_dataset_cache_exits_2(mini_root, tmp_path):
+def test_corrupt_dataset_cache_exits_2(mini_root, tmp_path, capsys, monkeypatch):
     cache = tmp_path / "cache"
     from bench.data import load_dataset
     load_dataset(str(mini_root), cache)
     (f,) = (cache / "data").glob("*.safetensors")
     f.write_bytes(f.read_bytes()[:5000])
-    out = cli("--profile", "smoke", "--data-root", str(mini_root), "--cache", str(cache),
-              "--results", str(tmp_path / "out"))
+    out = in_process(capsys, monkeypatch, "--profile", "smoke", "--data-root", str(mini_root), "--cache", str(cache),
+                     "--results", str(tmp_path / "out"))
     assert out.returncode == 2 and "dataset cache" in out.stderr and "corrupt" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
