@@ -12,8 +12,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # `make test` runs a pytest-xdist worker per core: one thread each, for this process and the
-    # ones its tests start (OMP_NUM_THREADS), or the workers would oversubscribe the cores
+    # `make test` runs pytest-xdist workers, one more than the cores: one thread each, for this
+    # process and the ones its tests start (OMP_NUM_THREADS), or they would oversubscribe the cores
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 else:
@@ -85,3 +85,14 @@ def http_server(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield www, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+# Under pytest-xdist (`make test`) each file runs on one worker, handed out in collection order:
+# the longest files first, so that no worker starts one of them as the others run out of work.
+LONGEST_FIRST = ("test_faults.py", "test_audit.py", "test_gpu_paths.py", "test_selfcheck.py", "test_cli.py",
+                 "test_api.py", "test_adversarial_training.py", "test_html_report.py", "test_attack_suite.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
