@@ -45,7 +45,6 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True) -> pd.D
     out_dir = Path(out_dir)
     tidy = store.table()
     board = leaderboard(tidy, store.bits_table())
-    latest = latest_runs(tidy)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".tmp-report-", dir=out_dir) as tmp:
@@ -55,6 +54,7 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True) -> pd.D
             if not pages:
                 _move_in(stage, out_dir, prune=False)
                 return board
+            latest = latest_runs(tidy)
             plots = stage / "plots"
             plot_accuracy_vs_T(board, plots)
             plot_attacks_vs_T(latest, board, plots)
