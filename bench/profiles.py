@@ -262,6 +262,9 @@ class Profile:
     # for an adversarial-training arm
     recipe_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     tauto: TautoSetup = field(default_factory=TautoSetup)
+    # checkpoints in <results>/checkpoints instead of the cache: a profile whose weights are
+    # committed beside its store (re-evaluated, audited or resumed elsewhere)
+    keep_checkpoints: bool = False
 
     def recipe_for(self, spec: ModelSpec) -> Recipe:
         over = self.recipe_overrides.get(spec.run.name)
@@ -397,7 +400,7 @@ def load_profile(name_or_path: str) -> Profile:
         doc = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BenchError(f"{where} is not valid TOML: {e}") from None
-    unknown = set(doc) - {"name", "description", "recipe", "eval", "attack", "grid", "tauto"}
+    unknown = set(doc) - {"name", "description", "keep_checkpoints", "recipe", "eval", "attack", "grid", "tauto"}
     if unknown:
         raise BenchError(f"{where}: unknown section or key {', '.join(sorted(unknown))}")
     if "recipe" not in doc:
@@ -405,6 +408,8 @@ def load_profile(name_or_path: str) -> Profile:
     for key in ("name", "description"):
         if not isinstance(doc.get(key, ""), str):
             raise BenchError(f"{where}: {key} must be a string, got {doc[key]!r}")
+    if not isinstance(doc.get("keep_checkpoints", False), bool):
+        raise BenchError(f"{where}: keep_checkpoints must be true or false, got {doc['keep_checkpoints']!r}")
     if "name" in doc and not _NAME_RE.fullmatch(doc["name"]):
         raise BenchError(f"{where}: name must be letters, digits, '.', '_' or '-' (it names the results "
                          f"folder), got {doc['name']!r}")
@@ -437,4 +442,4 @@ def load_profile(name_or_path: str) -> Profile:
                          f"{', '.join(models) or 'none'}")
     tauto = _strict(TautoSetup, doc.get("tauto", {}), f"{where} [tauto]")
     return Profile(doc.get("name", path.stem), doc.get("description", ""), recipe, ev, attack_params, models,
-                   str(path), overrides, tauto)
+                   str(path), overrides, tauto, doc.get("keep_checkpoints", False))

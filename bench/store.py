@@ -26,7 +26,8 @@ from bench.errors import BenchError
 COLUMNS = ["run_key", "model", "model_source", "arch", "T", "T_source", "head", "regime", "lr_scale", "seed",
            "checkpoint", "feature_dim", "dataset", "num_classes", "split", "source", "n", "family", "threat", "view",
            "eps", "steps", "corruption", "severity", "magnitude", "params", "metric", "value", "best_epoch",
-           "catastrophic_overfitting_epoch", "code_version", "torch_version", "device", "timestamp", "wall_s"]
+           "catastrophic_overfitting_epoch", "code_version", "torch_version", "device", "timestamp", "wall_s",
+           "weights_sha256"]
 
 # Version of the record layout. Records of an older layout measured the same things under other
 # threat names; the table leaves them out rather than show them twice, and the next run of their

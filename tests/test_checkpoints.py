@@ -48,6 +48,8 @@ def test_round_trip(saved):
     with torch.no_grad():
         assert torch.equal(loaded(x), model.eval()(x))
     assert store.load(parse_name("fastnetw8_T3"), key, 10, torch.device("cpu")) is None  # nothing there
+    # what a report links a row's weights_sha256 to
+    assert store.files_by_sha256() == {meta["weights_sha256"]: meta["weights"]}
 
 
 def test_truncated_weights_are_refused(saved):

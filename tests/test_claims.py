@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.report.claims import (CLAIMS, INCONCLUSIVE, NOT_MEASURED, NOT_SUPPORTED, SUPPORTED, THRESHOLDS, VERDICTS,
-                                 WEAK_ONLY, claims_from_store, combine, evaluate_claims, improvement_verdict)
+from bench.report.claims import (CLAIMS, INCONCLUSIVE, NOT_MEASURED, NOT_SUPPORTED, POWER, SUPPORTED, THRESHOLDS,
+                                 VERDICTS, WEAK_ONLY, claims_from_store, combine, evaluate_claims, improvement_verdict)
 from bench.report.tables import leaderboard
 from bench.store import ResultStore
 from tests.builders import StoreBuilder, sweep_store
@@ -137,7 +137,28 @@ def test_a1_not_supported_and_inconclusive(tmp_path):
     assert a1.comparisons[0].z > 2.2  # Bonferroni for the best of 2
     b = StoreBuilder(tmp_path / "noise", n=100)
     b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.62)
-    assert verdict_of(evaluate_claims(*b.tables()), "A1").verdict == INCONCLUSIVE
+    a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
+    assert a1.verdict == INCONCLUSIVE
+    # what the design could have seen: (z + z_power) se, said in the reason
+    (c,) = a1.comparisons
+    assert math.isclose(c.detectable, (1.96 + 0.8416) * c.se, rel_tol=1e-3) and c.detectable > c.diff
+    lo, hi = c.interval
+    assert lo < 0 < c.diff < hi and math.isclose(hi - lo, 2 * c.z * c.se)
+    assert f"{100 * c.detectable:.1f} pp would be found with 80% probability" in a1.reason
+
+
+def test_detectable_effect_is_found_with_the_stated_power():
+    """Paired per-image differences with a true improvement equal to the detectable effect are
+    called supported in about POWER of repeated experiments (simulated: 2,000 experiments)."""
+    rng = np.random.default_rng(0)
+    n, p_flip = 1000, 0.10  # 10% of images differ between the two models
+    se = math.sqrt(p_flip / n)  # sd of a +-1/0 difference with mean ~0, over sqrt(n)
+    effect = (1.96 + 0.8416) * se  # what Comparison.detectable says for this se at z = 1.96
+    up = (p_flip + effect) / 2  # P(candidate right, baseline wrong); P(the reverse) = up - effect
+    d = rng.choice([1, -1, 0], size=(2000, n), p=[up, up - effect, 1 - 2 * up + effect])
+    diff, sd = d.mean(1), d.std(1, ddof=1) / math.sqrt(n)
+    found = np.mean([improvement_verdict(x, s, 1.96) == SUPPORTED for x, s in zip(diff, sd)])
+    assert abs(found - POWER) < 0.04, found
 
 
 def test_a4_supported_only_under_a_weak_attack(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html.parser
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,27 @@ def test_a_single_model_run(tmp_path):
     assert [c.verdict for c in claims] == [NOT_MEASURED] * 7
     write_reports(b.store, tmp_path)
     assert len(parse(tmp_path / "index.html").tables["leaderboard"]) == 1
+
+
+def test_rows_link_their_kept_weights(tmp_path):
+    """A row's weights_sha256 is shown and, where a sidecar in <results>/checkpoints names
+    weights of that sha256 (a keep_checkpoints profile), links the file; a row whose weights are
+    not kept has no link."""
+    b = StoreBuilder(tmp_path, n=100)  # the builder's records carry weights_sha256 = "0" * 64
+    b.model("fastnetw8_T1", 1, 0.16)
+    write_reports(b.store, tmp_path)
+    page = parse(tmp_path / "index.html")
+    headers = [h.get("data-col") for h in page.headers["leaderboard"]]
+    (row,) = page.tables["leaderboard"]
+    assert row[headers.index("weights_sha256")]["text"] == "0" * 12 and not any(
+        a.get("href", "").startswith("checkpoints/") for a in page.links)
+    assert pd.read_csv(tmp_path / "leaderboard.csv", dtype={"weights_sha256": str}).weights_sha256[0] == "0" * 64
+    kept = tmp_path / "checkpoints"
+    kept.mkdir()
+    (kept / "fastnetw8_T1-k.safetensors").write_bytes(b"weights")
+    (kept / "fastnetw8_T1-k.json").write_text(json.dumps({"weights": "fastnetw8_T1-k.safetensors",
+                                                          "weights_sha256": "0" * 64}))
+    write_reports(b.store, tmp_path)
+    page = parse(tmp_path / "index.html")
+    assert [a["href"] for a in page.links if a.get("href", "").startswith("checkpoints/")] == [
+        "checkpoints/fastnetw8_T1-k.safetensors"]

@@ -17,6 +17,24 @@ def test_shipped_profiles_load():
     paper = load_profile("paper")
     assert "resnet18_T0.1" in paper.models and "resnet18_T100_s2" in paper.models
     assert paper.recipe.train_subset is None and paper.eval.n is None
+    cpu = load_profile("cpu")  # issue 18's full-data profile: seeds at 1, 5, 20 in both arms, both AT checkpoints
+    assert cpu.recipe.train_subset is None and cpu.eval.n == 2000 and cpu.eval.crosscheck_n == 1000
+    assert {"fastnet_T5_lrT_s2", "fastnet_T20_s1", "fastnet_T1_fat@last", "fastnetw32_bn_Tauto"} <= set(cpu.models)
+    assert cpu.keep_checkpoints and not quick.keep_checkpoints
+
+
+def test_keep_checkpoints_puts_them_beside_the_results(tmp_path):
+    """keep_checkpoints: the checkpoints go to <results>/checkpoints (to be committed), not the
+    cache; a --store folder still takes them (a cluster's shared folder)."""
+    from bench.grid.plan import Plan
+    path = tmp_path / "p.toml"
+    path.write_text('keep_checkpoints = true\n[recipe]\nepochs = 1\n[[grid]]\narch = "fastnet"\nT = [1]\n')
+    plan = Plan(profile=load_profile(str(path)), models=[], attacks=[], views=[], results_dir=tmp_path / "res",
+                cache_dir=tmp_path / "cache")
+    assert plan.checkpoint_dir == tmp_path / "res" / "checkpoints"
+    assert Plan(**{**plan.__dict__, "store_dir": tmp_path / "shared"}).checkpoint_dir == tmp_path / "shared" / "checkpoints"
+    path.write_text(path.read_text().replace("true", "false"))
+    assert Plan(**{**plan.__dict__, "profile": load_profile(str(path))}).checkpoint_dir == tmp_path / "cache" / "checkpoints"
 
 
 @pytest.mark.parametrize("text,fragment", [
@@ -33,6 +51,7 @@ def test_shipped_profiles_load():
     ('[recipe]\nepochs = 1\n[eval]\ncrosscheck_models = ["fastnet_T3"]\n[[grid]]\narch = "fastnet"\nT = [1]\n',
      "crosscheck_models: fastnet_T3 not in the grid"),
     ('[recipe\nepochs = 1\n', "not valid TOML"),
+    ('keep_checkpoints = "yes"\n[recipe]\nepochs = 1\n', "keep_checkpoints must be true or false"),
 ])
 def test_bad_profiles(tmp_path, text, fragment):
     path = tmp_path / "p.toml"

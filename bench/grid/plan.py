@@ -34,6 +34,8 @@ class Plan:
 
     @property
     def checkpoint_dir(self) -> Path:
+        if self.store_dir is None and self.profile.keep_checkpoints:
+            return self.results_dir / "checkpoints"
         return (self.store_dir or self.cache_dir) / "checkpoints"
 
     @property

@@ -86,6 +86,9 @@ THRESHOLDS: Dict[str, float] = {
     "high_T_min": 5.0,  # A6: "high" T is T >= 5
     "targeted_margin": 0.10,  # A6: targeted success may drop up to 10 pp from T=1 and still "succeed"
 }
+# The "detectable" effect of a comparison is found supported with this probability (not a verdict
+# threshold: it says what an inconclusive verdict could have seen)
+POWER = 0.80
 
 AT_REGIMES = ("at", "atT1", "trades", "fat")
 
@@ -132,6 +135,17 @@ class Comparison:
     note: str = ""
     decides: bool = True  # False: shown as evidence (a weak attack, a side test), not voting
     models: Tuple[str, ...] = ()  # every model behind the two numbers
+
+    @property
+    def interval(self) -> Tuple[float, float]:
+        """The confidence interval of diff at the comparison's z (Bonferroni-corrected)."""
+        return self.diff - self.z * self.se, self.diff + self.z * self.se
+
+    @property
+    def detectable(self) -> float:
+        """The smallest true improvement this comparison calls supported with probability POWER:
+        (z + z_power) * se, and never below min_effect."""
+        return max(THRESHOLDS["min_effect"], (self.z + NormalDist().inv_cdf(POWER)) * self.se)
 
 
 @dataclass
@@ -548,6 +562,14 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
                       "A3": "no natural-shift column (nat_*, cifar10.1) with a T=1 model and another T",
                       "A2": "no corruption results (mCA) with a T=1 model and another T"}.get(
                 key, "no family with a T=1 model and another temperature measures it")
+        if verdict == INCONCLUSIVE:
+            seen = [c.detectable for c in rows if c.decides and math.isfinite(c.diff) and math.isfinite(c.se)]
+            if seen:
+                lo, hi = min(seen), max(seen)
+                span = f"{100 * lo:.1f} pp" if round(100 * lo, 1) == round(100 * hi, 1) else \
+                    f"{100 * lo:.1f}-{100 * hi:.1f} pp"
+                reason = (reason + "; " if reason else "") + \
+                    f"power: an improvement of {span} would be found with {100 * POWER:g}% probability"
         models = sorted({m for c in rows for m in c.models})
         out.append(ClaimResult(key, claim, measurement.format(**fmt), verdict, reason, rows, models))
     return out
@@ -570,7 +592,9 @@ def format_text(results: Sequence[ClaimResult]) -> str:
                 continue
             lines.append(f"    {c.family:28s} {c.metric:22s} {c.baseline} {100 * c.baseline_value:5.1f}% -> "
                          f"{c.candidate} {100 * c.candidate_value:5.1f}%: {100 * c.diff:+5.1f} +- {100 * c.se:.1f} pp "
-                         f"(z {c.z:.2f}, n {c.n}, {c.se_kind}) => {c.verdict}" + (f"; {c.note}" if c.note else ""))
+                         f"[{100 * c.interval[0]:+.1f}, {100 * c.interval[1]:+.1f}] (z {c.z:.2f}, n {c.n}, "
+                         f"{c.se_kind}; detectable {100 * c.detectable:.1f} pp) => {c.verdict}"
+                         + (f"; {c.note}" if c.note else ""))
     return "\n".join(lines)
 
 

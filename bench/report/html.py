@@ -15,13 +15,14 @@ import base64
 import math
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 
 from bench.atomic import write_bytes_atomic
-from bench.report.claims import THRESHOLDS, evaluate_claims
+from bench.checkpoints import CheckpointStore
+from bench.report.claims import POWER, THRESHOLDS, evaluate_claims
 from bench.report.columns import latest_runs
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -56,10 +57,13 @@ COLUMNS = [
     ("device", "device", "text", "where it was measured"),
     ("torch_version", "torch", "text", "torch version"),
     ("date", "date", "text", "when the row's latest measurement was made (UTC)"),
+    ("weights_sha256", "weights", "text", "sha256 of the weights the row measured (first 12 digits; the full one "
+                                          "in the tooltip and leaderboard.csv); a link where the checkpoint is kept "
+                                          "beside the results"),
 ]
 
 MASKING_ORDER = {"none": 0, "suspected": 1, "likely": 2}
-PROVENANCE_COLUMNS = ("dataset", "code_version", "device", "torch_version", "date")
+PROVENANCE_COLUMNS = ("dataset", "code_version", "device", "torch_version", "date", "weights_sha256")
 
 # Plots, grouped, in reading order: (file-name prefix, section title, what it shows).
 PLOT_GROUPS = [
@@ -109,9 +113,11 @@ def _per_model(tidy: pd.DataFrame, col: str, how: str = "last") -> pd.Series:
     return tidy.groupby("model")[col].agg(how)
 
 
-def leaderboard_rows(board: pd.DataFrame, tidy: pd.DataFrame) -> tuple:
+def leaderboard_rows(board: pd.DataFrame, tidy: pd.DataFrame, weight_files: Optional[Dict[str, str]] = None) -> tuple:
     """(columns, rows) of the page's leaderboard: one row per model of the leaderboard, each cell
-    a dict with the shown text, its sort key and a tooltip."""
+    a dict with the shown text, its sort key and a tooltip; ``weight_files`` ({sha256: path
+    relative to the page}) links a row's weights."""
+    weight_files = weight_files or {}
     latest = latest_runs(tidy) if len(tidy) else tidy
     b = board.copy()
     if b.empty:
@@ -156,6 +162,9 @@ def leaderboard_rows(board: pd.DataFrame, tidy: pd.DataFrame) -> tuple:
                 text = _fmt_num(v)
                 cells.append({"text": text, "sort": _sort_key(pd.to_numeric(v, errors="coerce")), "kind": kind,
                               "tip": ""})
+            elif key == "weights_sha256":
+                sha = v if isinstance(v, str) else ""
+                cells.append({"text": sha[:12], "sort": sha, "kind": kind, "tip": sha, "href": weight_files.get(sha, "")})
             else:
                 text = "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else str(v)
                 cells.append({"text": text, "sort": text, "kind": kind,
@@ -227,20 +236,23 @@ def claim_view(results) -> tuple:
                          "candidate_value": _fmt_pct(c.candidate_value),
                          "diff": f"{100 * c.diff:+.1f}" if measured else "",
                          "se": f"{100 * c.se:.1f}" if measured else "", "z": f"{c.z:.2f}" if measured else "",
+                         "interval": f"{100 * c.interval[0]:+.1f} to {100 * c.interval[1]:+.1f}" if measured else "",
+                         "detectable": f"{100 * c.detectable:.1f}" if measured else "",
                          "n": c.n or "", "se_kind": c.se_kind, "verdict": c.verdict, "note": c.note,
                          "decides": c.decides})
         out.append({"key": r.key, "claim": r.claim, "measurement": r.measurement, "verdict": r.verdict,
                     "css": r.verdict.replace(" ", "-"), "reason": r.reason, "rows": rows,
                     "models": ", ".join(r.models)})
-    return out, {k: (f"{100 * v:g} pp" if k in ("min_effect", "targeted_margin") else f"{v:g}")
-                 for k, v in THRESHOLDS.items()}
+    return out, {**{k: (f"{100 * v:g} pp" if k in ("min_effect", "targeted_margin") else f"{v:g}")
+                    for k, v in THRESHOLDS.items()}, "power": f"{100 * POWER:g}%"}
 
 
-def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_records: int) -> str:
+def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_records: int,
+           weight_files: Optional[Dict[str, str]] = None) -> str:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
-    cols, rows = leaderboard_rows(board, tidy)
+    cols, rows = leaderboard_rows(board, tidy, weight_files)
     full_cols, full_rows = full_table(board)
     claim_rows, thresholds = claim_view(claims)
     exports = [p for p in ("leaderboard.csv", "results.csv", "leaderboard_robustbench.csv", "model_cards")
@@ -252,13 +264,18 @@ def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_rec
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
-def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bits=None) -> Path:
-    """results/<profile>/index.html from the leaderboard and the tidy table (already built)."""
+def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bits=None,
+               checkpoints: Optional[Path] = None) -> Path:
+    """results/<profile>/index.html from the leaderboard and the tidy table (already built).
+    ``checkpoints``: where a profile keeps its checkpoints (keep_checkpoints; default
+    <out_dir>/checkpoints), whose weights the rows link to."""
     out_dir = Path(out_dir)
+    kept = CheckpointStore(Path(checkpoints) if checkpoints else out_dir / "checkpoints")
+    weight_files = {sha: f"checkpoints/{name}" for sha, name in kept.files_by_sha256().items()}
     bits = store.bits_table() if bits is None else bits
     claims = evaluate_claims(tidy, board, bits)
     html = render(out_dir, board, tidy, claims, n_records=len(tidy.drop_duplicates(
-        ["run_key", "dataset", "threat", "view", "params", "n"])) if len(tidy) else 0)
+        ["run_key", "dataset", "threat", "view", "params", "n"])) if len(tidy) else 0, weight_files=weight_files)
     path = out_dir / "index.html"
     write_bytes_atomic(path, html.encode())
     return path

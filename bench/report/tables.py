@@ -89,7 +89,7 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
     board = add_natural_and_shift_columns(df, board)
     board = add_cost_columns(df, board)
     prov = df.groupby("model").agg(code_version=("code_version", "last"), device=("device", "last"),
-                                   timestamp=("timestamp", "max"))
+                                   timestamp=("timestamp", "max"), weights_sha256=("weights_sha256", "last"))
     board = board.join(prov)
     front = ID_COLS + [c for c in ["source", "T_source", "clean", "robust_min", "robust_min_by", "robust_worst",
                                    "autoattack", "masking", "masking_reasons"] if c in board.columns]
