@@ -265,10 +265,18 @@ class Profile:
     # checkpoints in <results>/checkpoints instead of the cache: a profile whose weights are
     # committed beside its store (re-evaluated, audited or resumed elsewhere)
     keep_checkpoints: bool = False
+    # per model (canonical name): the measurements a [[grid]] entry's `measure` narrowed it to
+    measure: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
 
     def recipe_for(self, spec: ModelSpec) -> Recipe:
         over = self.recipe_overrides.get(spec.run.name)
         return replace(self.recipe, **over) if over else self.recipe
+
+    def measures(self, spec: ModelSpec, part: str) -> bool:
+        """Whether ``spec`` gets measurement ``part`` (a MEASURE_PARTS name) as far as its grid
+        entry says; the profile's [eval] and the CLI still decide whether the part runs at all."""
+        parts = self.measure.get(spec.name)
+        return parts is None or part in parts or (part == "clean" and "attacks" in parts)
 
     def attack(self, name: str, cli_overrides: Optional[Dict[str, Any]] = None) -> AttackConfig:
         merged = dict(self.attack_params.get(name, {}))
@@ -289,7 +297,12 @@ def _strict(cls, table, where: str):
         raise BenchError(f"{where}: {e}") from None
 
 
-GRID_KEYS = {"arch", "T", "bn_head", "lr_scale", "regime", "seeds", "models", "recipe", "checkpoints"}
+GRID_KEYS = {"arch", "T", "bn_head", "lr_scale", "regime", "seeds", "models", "recipe", "checkpoints", "measure"}
+# What a [[grid]] entry's `measure` may name: the measurement families (bench/measure/families.py
+# names them the same), and "clean" for the clean accuracy alone (the attack suite without its
+# attacks). Left out, a model gets everything the profile's [eval] asks for.
+MEASURE_PARTS = ("clean", "attacks", "eps sweep", "transfer", "fp64 check", "autoattack crosscheck", "calibration",
+                 "corruptions", "natural", "cifar10.1")
 # [[grid]] keys that take one value or a list of them: what each value must be
 GRID_VALUES = {
     "arch": (lambda v: isinstance(v, str), 'an architecture name, e.g. "fastnet"'),
@@ -299,6 +312,7 @@ GRID_VALUES = {
     "regime": (lambda v: isinstance(v, str), 'a regime name, e.g. "at"'),
     "seeds": (lambda v: _is_kind("int", v), "a whole number"),
     "checkpoints": (lambda v: v in CHECKPOINTS, " or ".join(f'"{c}"' for c in CHECKPOINTS)),
+    "measure": (lambda v: v in MEASURE_PARTS, "one of " + ", ".join(f'"{c}"' for c in MEASURE_PARTS)),
 }
 
 
@@ -320,18 +334,22 @@ def _check_grid_entry(entry, where: str):
         raise BenchError(f"{where}: recipe must be a table, e.g. recipe = {{epochs = 2}}, got {entry['recipe']!r}")
 
 
-def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dict[str, dict]]:
+def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dict[str, dict], Dict[str, tuple]]:
     """Each [[grid]] entry is a product of its lists (or an explicit list of model names), with
     optional recipe overrides for its models. An adversarial run stands for its @best and @last
-    checkpoints, both evaluated unless the entry's `checkpoints` names one. Returns the model names
-    and the recipe overrides per run."""
+    checkpoints, both evaluated unless the entry's `checkpoints` names one. Returns the model names,
+    the recipe overrides per run and the measurements per model where an entry's `measure`
+    narrows them."""
     names: Dict[str, None] = {}
     overrides: Dict[str, dict] = {}
+    measure: Dict[str, tuple] = {}
 
-    def add(spec: ModelSpec, over: dict, keep=CHECKPOINTS):
+    def add(spec: ModelSpec, over: dict, keep=CHECKPOINTS, parts=None):
         for s in spec.checkpoints():
             if not s.checkpoint or s.checkpoint in keep:
                 names[s.name] = None
+                if parts is not None:
+                    measure[s.name] = parts
         if over:
             overrides[spec.run.name] = over
 
@@ -342,8 +360,10 @@ def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dic
         over = dict(entry.get("recipe", {}))
         if over:
             _strict(Recipe, {**base.to_dict(), **over}, f"[[grid]] entry {i + 1} recipe")
+        parts = None if "measure" not in entry else tuple(
+            entry["measure"] if isinstance(entry["measure"], list) else [entry["measure"]])
         for n in entry.get("models", []):
-            add(parse_name(n), over)
+            add(parse_name(n), over, parts=parts)
         if "arch" not in entry:
             continue
         as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
@@ -358,8 +378,8 @@ def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dic
                                  regime=regime, lr_scale=lrs, seed=seed)
             except BenchError as e:
                 raise BenchError(f"[[grid]] entry {i + 1}: {e}") from None
-            add(spec, over, as_list(entry.get("checkpoints", list(CHECKPOINTS))))
-    return tuple(names), overrides
+            add(spec, over, as_list(entry.get("checkpoints", list(CHECKPOINTS))), parts)
+    return tuple(names), overrides, measure
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -433,7 +453,7 @@ def load_profile(name_or_path: str) -> Profile:
         except BenchError as e:
             raise BenchError(f"{where} [attack.{a}]: {e}") from None
     try:
-        models, overrides = expand_grid(doc.get("grid", []), recipe)
+        models, overrides, measure = expand_grid(doc.get("grid", []), recipe)
     except BenchError as e:
         raise BenchError(f"{where}: {e}") from None
     stray = [m for m in ev.crosscheck_models if m not in models]
@@ -442,4 +462,4 @@ def load_profile(name_or_path: str) -> Profile:
                          f"{', '.join(models) or 'none'}")
     tauto = _strict(TautoSetup, doc.get("tauto", {}), f"{where} [tauto]")
     return Profile(doc.get("name", path.stem), doc.get("description", ""), recipe, ev, attack_params, models,
-                   str(path), overrides, tauto, doc.get("keep_checkpoints", False))
+                   str(path), overrides, tauto, doc.get("keep_checkpoints", False), measure)

@@ -1,7 +1,7 @@
 import pytest
 
 from bench.errors import BenchError
-from bench.profiles import available_profiles, load_profile
+from bench.profiles import MEASURE_PARTS, available_profiles, load_profile
 from models import parse_name
 
 
@@ -21,6 +21,15 @@ def test_shipped_profiles_load():
     assert cpu.recipe.train_subset is None and cpu.eval.n == 2000 and cpu.eval.crosscheck_n == 1000
     assert {"fastnet_T5_lrT_s2", "fastnet_T20_s1", "fastnet_T1_fat@last", "fastnetw32_bn_Tauto"} <= set(cpu.models)
     assert cpu.keep_checkpoints and not quick.keep_checkpoints
+    bn, std = parse_name("fastnetw32_bn_T2"), parse_name("fastnet_T20_s1")  # claim B's models: clean and calibration
+    assert cpu.measures(bn, "clean") and cpu.measures(bn, "calibration") and not cpu.measures(bn, "attacks")
+    assert all(cpu.measures(std, part) for part in MEASURE_PARTS)
+
+
+def test_measure_parts_are_the_families():
+    """A [[grid]] entry's `measure` names the measurement families, and "clean"."""
+    from bench.measure.families import FAMILIES
+    assert set(MEASURE_PARTS) == {"clean"} | {F.name for F in FAMILIES}
 
 
 def test_keep_checkpoints_puts_them_beside_the_results(tmp_path):
@@ -52,6 +61,7 @@ def test_keep_checkpoints_puts_them_beside_the_results(tmp_path):
      "crosscheck_models: fastnet_T3 not in the grid"),
     ('[recipe\nepochs = 1\n', "not valid TOML"),
     ('keep_checkpoints = "yes"\n[recipe]\nepochs = 1\n', "keep_checkpoints must be true or false"),
+    ('[recipe]\nepochs = 1\n[[grid]]\narch = "fastnet"\nmeasure = ["clean", "attack"]\n', 'measure must be one of "clean"'),
 ])
 def test_bad_profiles(tmp_path, text, fragment):
     path = tmp_path / "p.toml"

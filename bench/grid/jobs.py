@@ -27,6 +27,7 @@ from bench.errors import BenchError
 from bench.grid.models import get_external_model, get_model, get_zoo_model
 from bench.grid.plan import TautoResolver
 from bench.measure import families
+from bench.measure.attack_suite import AttackSuite
 from bench.measure.base import Family, check_planned
 from bench.measure.calibration import estimate_temperature
 from bench.measure.transfer import surrogate_of
@@ -181,6 +182,13 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def planned_by(family, spec: ModelSpec, ctx: Context) -> list:
+    """What ``family`` measures on ``spec``: nothing where the model's [[grid]] entry narrows its
+    measurements (`measure`) to others; the attack suite's clean accuracy is "clean"."""
+    part = "clean" if family.name == AttackSuite.name else family.name
+    return family.planned(spec, ctx) if ctx.plan.profile.measures(spec, part) else []
+
+
 def build_jobs(ctx: Context) -> List[Job]:
     """The plan's grid as jobs, each training run once however many checkpoints and surrogate
     uses it has; in an order that runs every dependency first."""
@@ -196,7 +204,7 @@ def build_jobs(ctx: Context) -> List[Job]:
         deps = () if isinstance(spec, LoadedSpec) else (train_job(spec),)
         wkey = ctx.weights_key(spec)
         for family in ctx.families.values():
-            planned = family.planned(spec, ctx)
+            planned = planned_by(family, spec, ctx)
             if not planned:
                 continue
             fam_deps = deps + tuple(train_job(s) for s in family.needs(spec, ctx))
@@ -212,7 +220,7 @@ def is_done(job: Job, ctx: Context) -> bool:
         return False  # its weights hash is known once loaded: the job checks for itself
     if isinstance(job.spec, ExternalSpec):
         family = ctx.families[job.family]
-        return _records_done(ctx, ctx.weights_key(job.spec), family.planned(job.spec, ctx), job.spec.weights_sha256,
+        return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), job.spec.weights_sha256,
                              family.version)
     key = ctx.ckpt_key(job.spec)
     meta = ctx.verified(job.spec, key)  # a corrupt checkpoint stops the run here, before it writes
@@ -222,7 +230,7 @@ def is_done(job: Job, ctx: Context) -> bool:
         return not meta.get("best_weights") or ctx.verified(replace(job.spec, checkpoint="best"), key) is not None
     sha = meta["weights_sha256"]
     family = ctx.families[job.family]
-    return _records_done(ctx, ctx.weights_key(job.spec), family.planned(job.spec, ctx), sha, family.version)
+    return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), sha, family.version)
 
 
 def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> bool:
@@ -250,7 +258,7 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     if job.kind == "train":  # the run's own key: a training job's spec has no @checkpoint
         return f"checkpoint {wkey}, test acc {100 * meta.get('test_acc', float('nan')):.1f}%"
     spec, family = job.spec, ctx.families[job.family]
-    planned = family.planned(spec, ctx)
+    planned = planned_by(family, spec, ctx)
     if not plan.force and _records_done(ctx, wkey, planned, meta["weights_sha256"], family.version):
         return "already in the store (--force re-evaluates)"
     ev, prov = plan.profile.eval, provenance(plan.device)

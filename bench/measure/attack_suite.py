@@ -29,13 +29,17 @@ class AttackSuite(Family):
     def prepare(cls, ctx, log):
         return cls(ctx.plan.attacks, ctx.plan.views)  # always: the clean accuracy is every report's base
 
+    def attacks_for(self, spec, ctx) -> list:
+        """None where the model's [[grid]] entry measures "clean" without "attacks"."""
+        return self.attacks if ctx.plan.profile.measures(spec, "attacks") else []
+
     def planned(self, spec, ctx):
         n = len(ctx.eval_split)
-        return [(n, "clean", "none", {})] + attack_identities(n, self.attacks, self.views)
+        return [(n, "clean", "none", {})] + attack_identities(n, self.attacks_for(spec, ctx), self.views)
 
     def run(self, model, spec, ctx, log):
         ev = ctx.plan.profile.eval
-        return evaluate(model, spec.T, ctx.eval_split, self.attacks, self.views, batch_size=ev.batch_size,
+        return evaluate(model, spec.T, ctx.eval_split, self.attacks_for(spec, ctx), self.views, batch_size=ev.batch_size,
                         seed=ev.attack_seed, progress=ctx.plan.progress, desc=f"attack {spec.name}",
                         n_classes=ctx.data.num_classes)
 
