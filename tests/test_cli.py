@@ -1,4 +1,5 @@
 """The CLI end to end on the smoke profile, and bad input: exit 2, one line, nothing written."""
+import json
 import os
 import subprocess
 import sys
@@ -293,3 +294,29 @@ def test_help_loads_no_torch():
             "assert '--profile' in out.getvalue()\nprint('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_grid_entry_measures_what_it_names(mini_root, tmp_path, capsys, monkeypatch):
+    """[[grid]] measure: a model narrowed to clean accuracy and calibration gets those records
+    alone, beside a model of the same run that is attacked; with keep_checkpoints the checkpoints
+    are in <results>/checkpoints and the leaderboard's weights link to them."""
+    prof = tmp_path / "narrow.toml"
+    prof.write_text('keep_checkpoints = true\n[recipe]\nepochs = 1\nbatch_size = 64\ntrain_subset = 128\n'
+                    '[eval]\nn = 30\nbatch_size = 30\nattacks = ["fgsm"]\nviews = ["raw"]\n'
+                    '[[grid]]\narch = "fastnetw8"\nT = [1]\n'
+                    '[[grid]]\narch = "fastnetw8"\nbn_head = true\nT = [2]\nmeasure = ["clean", "calibration"]\n')
+    res = tmp_path / "res"
+    out = in_process(capsys, monkeypatch, "--profile", str(prof), "--model", "all", "--data-root", str(mini_root),
+                     "--results", str(res), "--cache", str(tmp_path / "cache"), "--no-progress")
+    assert out.returncode == 0, out.err
+    threats = pd.read_csv(res / "results.csv").groupby("model").threat.agg(set)
+    assert threats["fastnetw8_bn_T2"] == {"clean", "calibration"}
+    assert threats["fastnetw8_T1"] == {"clean", "calibration", "fgsm"}
+    kept = sorted(p.name for p in (res / "checkpoints").glob("*.safetensors"))
+    assert [k.split("-")[0] for k in kept] == ["fastnetw8_T1", "fastnetw8_bn_T2"]
+    assert not (tmp_path / "cache" / "checkpoints").exists()
+    board = pd.read_csv(res / "leaderboard.csv", dtype={"weights_sha256": str}).set_index("model")
+    sha = json.loads(next((res / "checkpoints").glob("fastnetw8_T1-*.json")).read_text())["weights_sha256"]
+    assert board.weights_sha256["fastnetw8_T1"] == sha
+    page = (res / "index.html").read_text()
+    assert f'href="checkpoints/{kept[0]}"' in page and f'href="checkpoints/{kept[1]}"' in page
