@@ -285,6 +285,21 @@ def test_seeds_are_averaged_and_their_spread_counted(tmp_path):
     assert c.baseline == "fastnet_T1 +1 seeds"
 
 
+def test_a_flip_between_the_two_arms_is_named(tmp_path):
+    """Fixed lr supports A1, loss x T rules it out: the claim is inconclusive and says that the
+    arms differ (step size against direction)."""
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.70).model("fastnet_T2_lrT", 2, 0.55, lr_scale=True)
+    a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
+    assert {c.family: c.verdict for c in a1.comparisons} == {"fastnet": SUPPORTED, "fastnet (loss x T)": NOT_SUPPORTED}
+    assert a1.verdict == INCONCLUSIVE
+    assert "the two arms differ (fastnet clean: supported at fixed lr, not supported under loss x T)" in a1.reason
+    b = StoreBuilder(tmp_path / "agree", n=1000)
+    b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.70).model("fastnet_T2_lrT", 2, 0.69, lr_scale=True)
+    a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
+    assert a1.verdict == SUPPORTED and "arms differ" not in a1.reason
+
+
 def test_empty_store_gives_not_measured(tmp_path):
     b = StoreBuilder(tmp_path)
     claims = evaluate_claims(*b.tables())

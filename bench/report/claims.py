@@ -562,6 +562,9 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
                       "A3": "no natural-shift column (nat_*, cifar10.1) with a T=1 model and another T",
                       "A2": "no corruption results (mCA) with a T=1 model and another T"}.get(
                 key, "no family with a T=1 model and another temperature measures it")
+        flips = arm_flips(rows)
+        if flips:
+            reason = (reason + "; " if reason else "") + flips
         if verdict == INCONCLUSIVE:
             seen = [c.detectable for c in rows if c.decides and math.isfinite(c.diff) and math.isfinite(c.se)]
             if seen:
@@ -573,6 +576,21 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
         models = sorted({m for c in rows for m in c.models})
         out.append(ClaimResult(key, claim, measurement.format(**fmt), verdict, reason, rows, models))
     return out
+
+
+def arm_flips(rows: Sequence[Comparison]) -> str:
+    """Where the fixed-lr arm and the loss x T arm of one family reach different verdicts on a
+    metric: the fixed-lr arm changes both the step size (1/T on the logit gradient) and its
+    direction, the loss x T arm only the direction, so a flip says which of the two mechanisms
+    the effect rides on (science.md, claim A)."""
+    arms: Dict[Tuple[str, str], Dict[bool, str]] = {}
+    for c in rows:
+        if c.decides and c.verdict != NOT_MEASURED:
+            lrt = c.family.endswith(" (loss x T)") or " (loss x T) [" in c.family
+            arms.setdefault((c.family.replace(" (loss x T)", ""), c.metric), {})[lrt] = c.verdict
+    out = [f"{fam} {metric}: {v[False]} at fixed lr, {v[True]} under loss x T"
+           for (fam, metric), v in arms.items() if len(v) == 2 and v[False] != v[True]]
+    return ("the two arms differ (" + "; ".join(out) + ")") if out else ""
 
 
 def claims_from_store(store) -> List[ClaimResult]:
