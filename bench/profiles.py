@@ -100,7 +100,8 @@ AT_PREFIXES = ("at_", "trades_", "fat_")
 # What a profile value of each field type must be, as a user reads it
 _KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
           "Optional[int]": "a whole number", "Tuple[str, ...]": 'a list of strings, e.g. ["a", "b"]',
-          "Tuple[int, ...]": "a list of whole numbers, e.g. [3, 5]", "Tuple[Any, ...]": "a list"}
+          "Tuple[int, ...]": "a list of whole numbers, e.g. [3, 5]", "Tuple[Any, ...]": "a list",
+          "Dict[str, int]": "a table of whole numbers, e.g. {square = 500}"}
 
 
 def _is_kind(kind: str, v) -> bool:
@@ -110,6 +111,8 @@ def _is_kind(kind: str, v) -> bool:
         return v is None or _is_kind(kind[len("Optional["):-1], v)
     if kind.startswith("Tuple["):
         return isinstance(v, (tuple, list)) and all(_is_kind(kind[len("Tuple["):-len(", ...]")], x) for x in v)
+    if kind == "Dict[str, int]":
+        return isinstance(v, dict) and all(isinstance(k, str) and _is_kind("int", x) for k, x in v.items())
     if kind == "bool":
         return isinstance(v, bool)
     if kind == "int":
@@ -166,6 +169,10 @@ class EvalSetup:
     # the grid models the cross-check runs on (empty: every model); models from outside the grid
     # (--model file:, a zoo name, bench.audit) always get it
     crosscheck_models: Tuple[str, ...] = ()
+    # attacks run on fewer images than n: {attack: images}, a stratified subset of the evaluation
+    # subset (a black box whose queries dominate the suite's cost, e.g. square = 500); its
+    # records carry their n and which images they were
+    attack_n: Dict[str, int] = field(default_factory=dict)
     # further measurement families, by name: those of bench/measure/families.py that have no
     # setting of their own above
     measure: Tuple[str, ...] = ()
@@ -208,7 +215,12 @@ class EvalSetup:
         if bad_views:
             raise BenchError(f"[eval] sweep_views: unknown view {', '.join(sorted(bad_views))}; "
                              f"known: {', '.join(VIEWS)}")
+        for a, k in self.attack_n.items():
+            check_attack_name(a, "[eval] attack_n: ")
+            if k < 1:
+                raise BenchError(f"[eval] attack_n: {a} = {k}: an image count must be >= 1")
         if self.fp64_n < 0 or self.crosscheck_n < 0:
+
             raise BenchError("[eval] fp64_n and crosscheck_n must be >= 0 (0: off)")
         if self.surrogate:
             parse_name(self.surrogate)

@@ -16,7 +16,7 @@ import torch
 from attacks import ATTACKS
 from bench.measure.families import FAMILIES
 from bench.data import stratified_indices
-from bench.report.worst_case import crosscheck_on_split
+from bench.report.worst_case import covered_on_split
 from bench.profiles import load_profile
 from bench.report.tables import leaderboard
 from bench.store import ResultStore, unpack_bits
@@ -99,7 +99,7 @@ def test_crosscheck_keeps_aligned_per_image_results_and_the_authors_warnings(mas
     assert (unpack_bits(cc.bits, N_CC) == (ta & py)).all()
     # laid over the evaluation split, a robust image is one that split classifies correctly
     # (misaligned, ~half of them would land on misclassified images) and the rest say nothing
-    on_split = crosscheck_on_split(pd.Series({"bits": cc.bits, "n": N_CC, "positions": cc.extra["positions"]}),
+    on_split = covered_on_split(pd.Series({"bits": cc.bits, "n": N_CC, "positions": cc.extra["positions"]}),
                                    N_EVAL)
     covered = np.zeros(N_EVAL, bool)
     covered[positions.numpy()] = True
@@ -128,7 +128,7 @@ def test_robust_worst_counts_the_crosscheck_and_the_audit_fires(masked_run, tmp_
     board = leaderboard(store.table(), store.bits_table()).set_index("model").loc["fastnetw8_T1"]
     assert board.robust_min == fgsm.metrics["robust_acc"]
     # image by image: FGSM everywhere, and both AutoAttacks on the images they covered
-    worst = fgsm_bits & crosscheck_on_split(pd.Series({"bits": cc.bits, "n": N_CC,
+    worst = fgsm_bits & covered_on_split(pd.Series({"bits": cc.bits, "n": N_CC,
                                                        "positions": cc.extra["positions"]}), N_EVAL)
     assert board.robust_worst == pytest.approx(worst.mean())
     assert board.robust_worst < board.robust_min
@@ -154,6 +154,40 @@ def test_a_crosscheck_of_another_evaluation_split_is_not_counted(masked_run, tmp
     board = leaderboard(store.table(), store.bits_table()).set_index("model").loc["fastnetw8_T1"]
     assert board.robust_worst == suite[1].metrics["robust_acc"]
     assert pd.isna(board.aa_crosscheck_robust_min)
+
+
+def test_an_attack_on_fewer_images_counts_where_it_ran(tiny_model, mini_data, tmp_path):
+    """[eval] attack_n: Square on a stratified 60 of the 200 images. Its record has n = 60 and
+    its positions; robust_min takes its accuracy (on its own images), robust_worst its per-image
+    result where it ran; the planned identities say n = 60, so a resumed run finds it."""
+    spec, model = tiny_model
+    masked = Quantized(model).eval()
+    path = tmp_path / "p.toml"
+    path.write_text(PROFILE.replace('attacks = ["fgsm"]', 'attacks = ["fgsm", "square"]\nattack_n = {square = 60}')
+                    .replace("crosscheck_n = 100", "crosscheck_n = 0") + "[attack.square]\nn_queries = 100\n")
+    profile = load_profile(str(path))
+    plan = SimpleNamespace(profile=profile, attacks=[profile.attack("fgsm"), profile.attack("square")],
+                           views=["raw"], progress=False)
+    split = mini_data.test.subset(stratified_indices(mini_data.test.labels, N_EVAL, 0))
+    ctx = SimpleNamespace(plan=plan, eval_split=split, data=SimpleNamespace(num_classes=10))
+    (suite_family,) = [F for F in FAMILIES if F.name == "attacks"]
+    family = suite_family.prepare(ctx, print)
+    suite = family.run(masked, spec, ctx, print)
+    assert [m.identity for m in suite] == family.planned(spec, ctx)
+    clean, fgsm, square = suite
+    positions = stratified_indices(split.labels, 60, 3)
+    assert square.n == 60 and square.extra["positions"] == {"eval_n": N_EVAL, "index": positions.tolist()}
+    sq_bits, fgsm_bits = unpack_bits(square.bits, 60), unpack_bits(fgsm.bits, N_EVAL)
+    assert square.metrics["clean_acc"] == unpack_bits(clean.bits, N_EVAL)[positions.numpy()].mean()
+    assert square.metrics["robust_acc"] < fgsm.metrics["robust_acc"]  # the black box breaks the masked model
+    store = ResultStore(tmp_path / "store")
+    for m in suite:
+        store.put(_record(m))
+    board = leaderboard(store.table(), store.bits_table()).set_index("model").loc["fastnetw8_T1"]
+    assert board.robust_min == square.metrics["robust_acc"] and board.robust_min_by == "square/any"
+    worst = fgsm_bits.copy()
+    worst[positions.numpy()] &= sq_bits
+    assert board.robust_worst == pytest.approx(worst.mean())
 
 
 def test_quick_suite_has_a_scale_invariant_multi_targeted_attack():

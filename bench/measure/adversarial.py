@@ -10,7 +10,7 @@ and per image of its split (attacks/views.py PassCount), beside its wall time.
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -143,9 +143,13 @@ def attack_metrics(clean_ok, robust_ok, max_linf, max_l2, zero=None, sat=None) -
 
 def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: Sequence[AttackConfig],
              views: Sequence[str], batch_size: int = 500, seed: int = 0, progress: bool = False,
-             desc: str = "eval", n_classes: int = 10) -> List[Measurement]:
+             desc: str = "eval", n_classes: int = 10,
+             subsets: Optional[Dict[str, torch.Tensor]] = None) -> List[Measurement]:
     """Clean accuracy, then every attack on every view it depends on. ``split`` is already on the
-    model's device. Each attack measurement carries its per-image robust bits."""
+    model's device. Each attack measurement carries its per-image robust bits. ``subsets``:
+    {attack: positions in ``split``} for an attack run on those images only; its measurement
+    has their count as n and says which they were (``positions``, as the cross-check's)."""
+    subsets = subsets or {}
     model.eval()
     n = len(split)
     t0 = time.perf_counter()
@@ -161,11 +165,19 @@ def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: 
     for attack, view in runs:
         t0 = time.perf_counter()
         bar.set_postfix_str(f"{attack.name}/{view}")
-        robust_ok, max_linf, max_l2, cost = run_attack(model, temperature, split, clean_ok, attack, view,
+        pos = subsets.get(attack.name)
+        if pos is not None:
+            pos = pos.to(split.labels.device)
+        on, ok = (split, clean_ok) if pos is None else (split.subset(pos), clean_ok[pos])
+        robust_ok, max_linf, max_l2, cost = run_attack(model, temperature, on, ok, attack, view,
                                                        batch_size, seed, n_classes, on_batch=bar.update)
         diag = (zero[view], sat[view]) if view in zero else (None, None)
-        metrics = attack_metrics(clean_ok, robust_ok, max_linf, max_l2, *diag)
-        out.append(Measurement(attack.name, view, attack.eps, attack.steps, attack.kwargs, n,
-                               dict(metrics, **cost.metrics(n)), time.perf_counter() - t0, bits=pack_bits(robust_ok)))
+        if pos is not None and diag[0] is not None:
+            diag = (diag[0][pos], diag[1][pos])
+        metrics = attack_metrics(ok, robust_ok, max_linf, max_l2, *diag)
+        extra = {} if pos is None else {"positions": {"eval_n": n, "index": [int(i) for i in pos]}}
+        out.append(Measurement(attack.name, view, attack.eps, attack.steps, attack.kwargs, len(on),
+                               dict(metrics, **cost.metrics(len(on))), time.perf_counter() - t0,
+                               bits=pack_bits(robust_ok), extra=extra))
     bar.close()
     return out

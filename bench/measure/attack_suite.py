@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from attacks import HEADLINE_EPS, format_eps
+from bench.data import stratified_indices
 from bench.measure.adversarial import attack_view, evaluate
 from bench.measure.base import Family, pct
 
@@ -33,14 +34,24 @@ class AttackSuite(Family):
         """None where the model's [[grid]] entry measures "clean" without "attacks"."""
         return self.attacks if ctx.plan.profile.measures(spec, "attacks") else []
 
+    @staticmethod
+    def subsets(ctx) -> dict:
+        """{attack: positions in the evaluation subset} for the attacks [eval] attack_n runs on
+        fewer images: a stratified subset of its size (seed 3; the cross-check's is seed 2)."""
+        split, ev = ctx.eval_split, ctx.plan.profile.eval
+        return {a: stratified_indices(split.labels, k, 3) for a, k in ev.attack_n.items() if k < len(split)}
+
     def planned(self, spec, ctx):
         n = len(ctx.eval_split)
-        return [(n, "clean", "none", {})] + attack_identities(n, self.attacks_for(spec, ctx), self.views)
+        sub = self.subsets(ctx)
+        return [(n, "clean", "none", {})] + [
+            (len(sub[a.name]) if a.name in sub else n, a.name, v, a.kwargs)
+            for a in self.attacks_for(spec, ctx) for v in attack_view(a, self.views)]
 
     def run(self, model, spec, ctx, log):
         ev = ctx.plan.profile.eval
         return evaluate(model, spec.T, ctx.eval_split, self.attacks_for(spec, ctx), self.views, batch_size=ev.batch_size,
                         seed=ev.attack_seed, progress=ctx.plan.progress, desc=f"attack {spec.name}",
-                        n_classes=ctx.data.num_classes)
+                        n_classes=ctx.data.num_classes, subsets=self.subsets(ctx))
 
     summary = staticmethod(attack_summary)

@@ -11,16 +11,21 @@ from bench.report.columns import threat_norm
 from bench.store import unpack_bits
 
 
-def _covered(row, n: int) -> bool:
-    """A cross-check row of the bits table that says which images of the ``n``-image evaluation
-    split it attacked (one of an earlier run with another n says nothing about these)."""
+def _covered(row, n: int, crosscheck_only: bool = False) -> bool:
+    """A row of the bits table that ran on part of the ``n``-image evaluation split and says which
+    images (one of an earlier run with another n says nothing about these): the AutoAttack
+    cross-check, or a Linf attack of the suite on fewer images ([eval] attack_n)."""
     pos = getattr(row, "positions", None)
-    return row.threat == "autoattack_crosscheck" and isinstance(pos, dict) and pos.get("eval_n") == n
+    if not (isinstance(pos, dict) and pos.get("eval_n") == n):
+        return False
+    return row.threat == "autoattack_crosscheck" or (
+        not crosscheck_only and row.family == "attack" and threat_norm(row.threat) == "linf")
 
 
-def crosscheck_on_split(row, n: int) -> np.ndarray:
-    """A cross-check's per-image result laid over the ``n`` images of the evaluation split: its
-    result where it attacked an image, True (no evidence) elsewhere."""
+def covered_on_split(row, n: int) -> np.ndarray:
+    """A per-image result on part of the ``n``-image evaluation split (the cross-check's, or an
+    attack's on fewer images) laid over all of it: its result where it attacked an image, True
+    (no evidence) elsewhere."""
     out = np.ones(n, dtype=bool)
     out[np.asarray(row.positions["index"], dtype=int)] = unpack_bits(row.bits, int(row.n))
     return out
@@ -35,14 +40,15 @@ def headline_rows(rows: pd.DataFrame, n: int, eps: float) -> pd.DataFrame:
 
 def worst_case_bits(rows: pd.DataFrame, n: int, eps: float) -> Optional[np.ndarray]:
     """Per image of a model's ``n``-image evaluation split: robust under every Linf attack at
-    ``eps`` and, on the images the AutoAttack cross-check covered, under both its AutoAttacks.
+    ``eps`` and, on the images they covered, under both AutoAttacks of the cross-check and the
+    attacks run on fewer images.
     ``rows``: the model's rows of the store's bits table (one run). None without attacks."""
     head = headline_rows(rows, n, eps)
     if head.empty:
         return None
     masks = [unpack_bits(b, n) for b in head.bits]
     cc = rows[np.isclose(rows.eps.astype(float), eps)]
-    masks += [crosscheck_on_split(r, n) for r in cc.itertuples() if _covered(r, n)]
+    masks += [covered_on_split(r, n) for r in cc.itertuples() if _covered(r, n)]
     return np.logical_and.reduce(masks)
 
 
@@ -50,7 +56,7 @@ def suite_min_on_crosscheck(rows: pd.DataFrame, n: int, eps: float):
     """(robust_min on the cross-check's images, the attack/view that gives it, how many images)
     for one model's bits rows; None when no cross-check says which images it attacked."""
     head = headline_rows(rows, n, eps)
-    cc = [r for r in rows[np.isclose(rows.eps.astype(float), eps)].itertuples() if _covered(r, n)]
+    cc = [r for r in rows[np.isclose(rows.eps.astype(float), eps)].itertuples() if _covered(r, n, crosscheck_only=True)]
     if head.empty or not cc:
         return None
     pos = np.asarray(cc[0].positions["index"], dtype=int)
