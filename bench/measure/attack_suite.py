@@ -31,7 +31,7 @@ class AttackSuite(Family):
         return cls(ctx.plan.attacks, ctx.plan.views)  # always: the clean accuracy is every report's base
 
     def attacks_for(self, spec, ctx) -> list:
-        """None where the model's [[grid]] entry measures "clean" without "attacks"."""
+        """The attacks, or none where the model's [[grid]] entry measures "clean" without "attacks"."""
         return self.attacks if ctx.plan.profile.measures(spec, "attacks") else []
 
     @staticmethod
