@@ -157,7 +157,9 @@ class CheckpointStore:
 
         def write(path, state):
             state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-            write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"name": run.name, "key": key}))
+            # one metadata entry: safetensors writes a map of several in a per-process random
+            # order, and the same weights would get another sha256 in each process
+            write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"run": f"{run.name}-{key}"}))
             return sha256_files([path])
 
         meta = dict(meta, key=key, spec=run.to_dict(), weights=weights.name,

@@ -52,6 +52,16 @@ def test_round_trip(saved):
     assert store.files_by_sha256() == {meta["weights_sha256"]: meta["weights"]}
 
 
+def test_the_same_weights_give_the_same_file(saved, tmp_path):
+    """A checkpoint's bytes (and so the weights_sha256 every record carries) depend on the weights
+    alone: safetensors writes several metadata entries in a random order, which gave the same
+    weights another sha256 in another process (caught by the fault tests' table comparison)."""
+    store, spec, key, model, meta = saved
+    shas = {CheckpointStore(tmp_path / str(i)).save(spec, key, model, {"note": "test"})["weights_sha256"]
+            for i in range(6)}
+    assert shas == {meta["weights_sha256"]}
+
+
 def test_truncated_weights_are_refused(saved):
     store, spec, key, _, _ = saved
     weights, _ = store.paths(spec, key)
