@@ -19,11 +19,11 @@ def code_version() -> str:
     """The git commit, with '-dirty' when tracked code differs from it; outside git,
     $BENCH_CODE_VERSION or 'unknown'.
     results/ is data the code writes, not code: a run that replaces the committed results must
-    not call its own code dirty."""
+    not call its own code dirty; nor do edits of the documentation (*.md) make it so."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!*.md"],
                                cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
