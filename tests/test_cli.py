@@ -320,3 +320,27 @@ def test_a_grid_entry_measures_what_it_names(mini_root, tmp_path, capsys, monkey
     assert board.weights_sha256["fastnetw8_T1"] == sha
     page = (res / "index.html").read_text()
     assert f'href="checkpoints/{kept[0]}"' in page and f'href="checkpoints/{kept[1]}"' in page
+
+
+def test_an_attack_added_to_a_profile_costs_that_attack_alone(mini_root, tmp_path, capsys, monkeypatch):
+    """Resume at the measurement: after the suite ran FGSM, a profile that adds PGD reruns the
+    attack-suite job for PGD (and the clean pass that picks the attacked points), and the FGSM
+    records stay as they were."""
+    prof = tmp_path / "p.toml"
+    text = ('[recipe]\nepochs = 1\nbatch_size = 64\ntrain_subset = 128\n[eval]\nn = 30\nbatch_size = 30\n'
+            'attacks = ["fgsm"]\nviews = ["raw"]\n[attack.pgd]\nsteps = 2\n[[grid]]\narch = "fastnetw8"\nT = [1]\n')
+    prof.write_text(text)
+    args = ["--profile", str(prof), "--model", "all", "--data-root", str(mini_root), "--results", str(tmp_path / "r"),
+            "--cache", str(tmp_path / "cache"), "--no-progress", "--tables-only"]
+    assert in_process(capsys, monkeypatch, *args).returncode == 0
+
+    def records():
+        return {(r["threat"], r["view"]): r for r in map(json.loads, map(Path.read_text, (tmp_path / "r" / "records").glob("*.json")))}
+    before = records()
+    prof.write_text(text.replace('attacks = ["fgsm"]', 'attacks = ["fgsm", "pgd"]'))
+    out = in_process(capsys, monkeypatch, *args)
+    assert out.returncode == 0, out.err
+    after = records()
+    assert set(after) - set(before) == {("pgd", "raw")}
+    assert after[("fgsm", "raw")] == before[("fgsm", "raw")]  # not measured again: the same record, timestamp included
+    assert after[("clean", "none")]["metrics"]["accuracy"] == before[("clean", "none")]["metrics"]["accuracy"]

@@ -233,13 +233,19 @@ def is_done(job: Job, ctx: Context) -> bool:
     return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), sha, family.version)
 
 
-def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> bool:
+def _missing(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> list:
+    """The planned measurements the store does not hold for these weights (at this version)."""
+    out = []
     for p in planned:
         d = ctx.store.get(record_id(ctx.identity(weights_key, *p)))
         if d is None or d.get("weights_sha256") != sha or d.get("measure_version", 1) != version \
                 or d.get("schema") != SCHEMA:
-            return False
-    return True
+            out.append(p)
+    return out
+
+
+def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> bool:
+    return not _missing(ctx, weights_key, planned, sha, version)
 
 
 def spec_columns(spec: ModelSpec, meta: dict) -> dict:
@@ -259,11 +265,12 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
         return f"checkpoint {wkey}, test acc {100 * meta.get('test_acc', float('nan')):.1f}%"
     spec, family = job.spec, ctx.families[job.family]
     planned = planned_by(family, spec, ctx)
-    if not plan.force and _records_done(ctx, wkey, planned, meta["weights_sha256"], family.version):
+    missing = planned if plan.force else _missing(ctx, wkey, planned, meta["weights_sha256"], family.version)
+    if not missing:
         return "already in the store (--force re-evaluates)"
     ev, prov = plan.profile.eval, provenance(plan.device)
-    measurements = family.run(model, spec, ctx, log)
-    check_planned(family.name, planned, measurements)
+    measurements = family.run_missing(model, spec, ctx, log, missing)
+    check_planned(family.name, planned, measurements, missing)
     for m in measurements:
         record = dict(ctx.identity(wkey, m.n, m.threat, m.view, m.params), **cols, **prov, family=m.family,
                       source=m.source or f"{ctx.data.name}:{ev.split}", num_classes=ctx.data.num_classes,

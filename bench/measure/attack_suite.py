@@ -49,8 +49,17 @@ class AttackSuite(Family):
             for a in self.attacks_for(spec, ctx) for v in attack_view(a, self.views)]
 
     def run(self, model, spec, ctx, log):
+        return self._run(model, spec, ctx, self.attacks_for(spec, ctx))
+
+    def run_missing(self, model, spec, ctx, log, missing):
+        """The clean pass (its correctness picks the attacked points) and the attacks with a
+        measurement missing: an attack added to a profile costs that attack alone."""
+        names = {p[1] for p in missing}
+        return self._run(model, spec, ctx, [a for a in self.attacks_for(spec, ctx) if a.name in names])
+
+    def _run(self, model, spec, ctx, attacks):
         ev = ctx.plan.profile.eval
-        return evaluate(model, spec.T, ctx.eval_split, self.attacks_for(spec, ctx), self.views, batch_size=ev.batch_size,
+        return evaluate(model, spec.T, ctx.eval_split, attacks, self.views, batch_size=ev.batch_size,
                         seed=ev.attack_seed, progress=ctx.plan.progress, desc=f"attack {spec.name}",
                         n_classes=ctx.data.num_classes, subsets=self.subsets(ctx))
 

@@ -53,12 +53,15 @@ def identity_text(ident: Identity) -> str:
     return json.dumps(list(ident), sort_keys=True, default=str)
 
 
-def check_planned(family: str, planned: Sequence[Identity], measured: Sequence[Measurement]) -> None:
-    """``run`` made exactly the measurements ``planned`` named (a programming error otherwise:
-    the resume check would look for records that are never written)."""
-    want, got = sorted(map(identity_text, planned)), sorted(identity_text(m.identity) for m in measured)
-    if want != got:
-        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+def check_planned(family: str, planned: Sequence[Identity], measured: Sequence[Measurement],
+                  needed: Optional[Sequence[Identity]] = None) -> None:
+    """``run`` made the measurements ``planned`` named: all of them, or (``run_missing``) at
+    least the ``needed`` ones and nothing unplanned (a programming error otherwise: the resume
+    check would look for records that are never written)."""
+    want, got = set(map(identity_text, planned)), set(identity_text(m.identity) for m in measured)
+    need = want if needed is None else set(map(identity_text, needed))
+    if not got <= want or not need <= got:
+        extra, missing = sorted(got - want), sorted(need - got)
         raise RuntimeError(f"measurement family {family!r} measured other things than it planned: "
                            f"unplanned {extra[:3]}, not measured {missing[:3]}")
 
@@ -132,6 +135,12 @@ class Family:
 
     def run(self, model, spec, ctx, log: Callable[[str], None]) -> List[Measurement]:
         raise NotImplementedError
+
+    def run_missing(self, model, spec, ctx, log: Callable[[str], None], missing: Sequence[Identity]) -> List[Measurement]:
+        """The measurements ``missing`` (those of ``planned`` the store lacks) and whatever else a
+        family measures with them; by default all of ``run``. A family whose parts cost much
+        alone (the attack suite) measures only what is missing."""
+        return self.run(model, spec, ctx, log)
 
     def needs(self, spec, ctx) -> List:
         """Other models ``run`` uses (trained first): a transfer attack's surrogate."""
