@@ -254,6 +254,19 @@ def test_a6_targeted_attacks(tmp_path):
     assert verdict_of(evaluate_claims(*b.tables()), "A6").verdict == NOT_SUPPORTED
 
 
+def test_a6_pools_the_seeds_of_each_temperature(tmp_path):
+    """One comparison per temperature, its successes pooled over the seeds (one seed's
+    failure is not hidden behind a name that says "+1 seeds")."""
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T1_s1", 1, 0.60, targeted_raw=0.0, seed=1)
+    b.model("fastnet_T10", 10, 0.60, targeted_raw=0.0).model("fastnet_T10_s1", 10, 0.60, targeted_raw=0.50, seed=1)
+    (c,) = verdict_of(evaluate_claims(*b.tables()), "A6").comparisons
+    assert c.candidate == "fastnet_T10 +1 seeds" and c.baseline == "fastnet_T1 +1 seeds"
+    assert c.n == 1200 and "seeds pooled (2 vs 2)" in c.se_kind
+    # success 1 - 0.50/0.60 = 1/6 on seed 1, 1 on seed 0: pooled 7/12
+    assert math.isclose(c.diff, 7 / 12 - 1, abs_tol=0.01) and c.verdict == NOT_SUPPORTED
+
+
 def test_b_tstar_with_bn_head(tmp_path):
     def store(path, star, rival):
         b = StoreBuilder(path, n=1000)
@@ -298,6 +311,7 @@ def test_a_flip_between_the_two_arms_is_named(tmp_path):
     b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.70).model("fastnet_T2_lrT", 2, 0.69, lr_scale=True)
     a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
     assert a1.verdict == SUPPORTED and "arms differ" not in a1.reason
+    assert "arms agree on clean" in a1.reason
 
 
 def test_empty_store_gives_not_measured(tmp_path):

@@ -438,21 +438,31 @@ def _robustness_claim(ev: Evidence, regimes: Sequence[str]) -> List[Comparison]:
     return out
 
 
+def _pooled_targeted(ev: Evidence, models: Sequence[str]) -> Tuple[float, int, str]:
+    """Targeted success over the seeds of one temperature: successes over correctly classified points, pooled."""
+    got = [ev.targeted_success(str(m)) for m in models]
+    got = [g for g in got if np.isfinite(g[0]) and g[1] > 0]
+    if not got:
+        return float("nan"), 0, ""
+    n = sum(g[1] for g in got)
+    return sum(g[0] * g[1] for g in got) / n, n, "/".join(sorted({g[2] for g in got}))
+
+
 def _targeted_claim(ev: Evidence) -> List[Comparison]:
     out = []
     margin = THRESHOLDS["targeted_margin"]
     for fam, rows in ev.families(["std"]).items():
         base = ev.baseline_rows(fam)
-        high = rows[(rows["T"].astype(float) >= THRESHOLDS["high_T_min"])]
+        high = rows[(rows["T"].astype(float) >= THRESHOLDS["high_T_min"]) & ~rows.model.map(is_tauto)]
         if base.empty or high.empty:
             continue
-        s1, n1, by1 = ev.targeted_success(str(base.sort_values("seed").model.iloc[0]))
+        s1, n1, by1 = _pooled_targeted(ev, base.model)
         if not np.isfinite(s1):
             continue
-        z = z_crit(len(high))
-        for _, r in high.sort_values("T").iterrows():
-            s, n, by = ev.targeted_success(r.model)
-            if not np.isfinite(s) or n == 0 or n1 == 0:
+        z = z_crit(high["T"].nunique())
+        for T, grp in sorted(high.groupby("T"), key=lambda kv: float(kv[0])):
+            s, n, by = _pooled_targeted(ev, grp.model)
+            if not np.isfinite(s):
                 continue
             drop = s1 - s
             se = math.hypot(_binomial_se(s, n), _binomial_se(s1, n1))
@@ -462,10 +472,11 @@ def _targeted_claim(ev: Evidence) -> List[Comparison]:
                 verdict = NOT_SUPPORTED
             else:
                 verdict = INCONCLUSIVE
-            out.append(Comparison(ev.label(fam), "targeted success (raw)", _name(base), 1.0, s1, r.model,
-                                  float(r["T"]), s, s - s1, se, z, n, "binomial", verdict,
+            kind = "binomial" + (f", seeds pooled ({len(grp)} vs {len(base)})" if max(len(grp), len(base)) > 1 else "")
+            out.append(Comparison(ev.label(fam), "targeted success (raw)", _name(base), 1.0, s1, _name(grp),
+                                  float(T), s, s - s1, se, z, n, kind, verdict,
                                   note=f"{by} vs {by1}; success among the {n} correctly classified points "
-                                       f"(T=1: {n1})", models=(str(base.sort_values("seed").model.iloc[0]), r.model)))
+                                       f"(T=1: {n1})", models=tuple(base.model) + tuple(grp.model)))
     return out
 
 
@@ -588,9 +599,13 @@ def arm_flips(rows: Sequence[Comparison]) -> str:
         if c.decides and c.verdict != NOT_MEASURED:
             lrt = c.family.endswith(" (loss x T)") or " (loss x T) [" in c.family
             arms.setdefault((c.family.replace(" (loss x T)", ""), c.metric), {})[lrt] = c.verdict
+    both = {k: v for k, v in arms.items() if len(v) == 2}
     out = [f"{fam} {metric}: {v[False]} at fixed lr, {v[True]} under loss x T"
-           for (fam, metric), v in arms.items() if len(v) == 2 and v[False] != v[True]]
-    return ("the two arms differ (" + "; ".join(out) + ")") if out else ""
+           for (fam, metric), v in both.items() if v[False] != v[True]]
+    if out:
+        return "the two arms differ (" + "; ".join(out) + ")"
+    # agreement is a finding too: the effect (or its absence) does not ride on the step size alone
+    return ("the fixed-lr and loss x T arms agree on " + ", ".join(sorted({m for _, m in both}))) if both else ""
 
 
 def claims_from_store(store) -> List[ClaimResult]:
