@@ -33,7 +33,9 @@ from bench.errors import BenchError
 from bench.grid.runner import run
 from bench.report.export import model_card
 from bench.report.publish import regenerate
+from bench.report.tables import leaderboard
 from bench.run import build_parser
+from bench.store import ResultStore
 from models.archs import Normalize
 from models.external import ExternalSpec, weights_sha256
 
@@ -117,9 +119,16 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
     finally:
         for m, training in modes.items():
             m.training = training
-    rows = board[board.model == name]
+    key = f"{name}:{sha[:16]}"
+    rows = board[(board.model == name) & (board.weights_sha256 == sha)]
     tidy = pd.read_csv(plan.results_dir / "results.csv")
-    tidy = tidy[tidy.run_key == f"{name}:{sha[:16]}"]
+    tidy = tidy[tidy.run_key == key]
+    if rows.empty:
+        # the folder holds another model under this name, measured later (or in the same second):
+        # the leaderboard shows that one; this model's row comes from its own run's records alone
+        store = ResultStore(plan.results_dir)
+        bits = store.bits_table()
+        rows = leaderboard(store.table().query("run_key == @key"), bits[bits.run_key == key])
     source = "given" if temperature is not None else "estimated"
     return AuditResult(name, plan.results_dir, rows.iloc[0], tidy.reset_index(drop=True), float(rows.iloc[0]["T"]),
                        source)

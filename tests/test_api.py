@@ -11,6 +11,7 @@ from bench.measure.calibration import estimate_temperature
 from bench.data import stratified_indices, to_float
 from bench.errors import BenchError
 from bench.profiles import load_profile
+from models.external import weights_sha256
 
 
 class Scaled(torch.nn.Module):
@@ -58,8 +59,14 @@ def test_audit_a_model_of_your_own(tiny_model, mini_data, mini_root, mini_cache,
     with torch.no_grad():
         next(model.parameters()).add_(0.01)
     lines.clear()
-    audit(model, **kw)
+    other = audit(model, **kw)
     assert not any("0 to run" in m for m in lines)
+    assert other.row.weights_sha256 == weights_sha256(model) != result.row.weights_sha256
+    # the first weights again: read from the store, and their own row, though the leaderboard shows
+    # the newer model of that name
+    model.load_state_dict(before)
+    again = audit(model, **kw)
+    assert again.row.weights_sha256 == result.row.weights_sha256 and again.row.clean == pytest.approx(clean)
 
 
 def test_an_unknown_temperature_is_estimated(tiny_model, mini_data, mini_root, mini_cache, tmp_path):
