@@ -5,10 +5,11 @@ from bench.tools.selfcheck import run_battery, table
 
 
 def test_known_answer_battery(mini_root, mini_cache, tmp_path):
-    # The trained cases' weights, and so their verdicts, are those of two threads (the README's
-    # table): one thread trains other weights, where the T=200 case came out "suspected"
+    # One thread, as every `make test` worker has: the trained cases' weights (and the verdicts
+    # near a threshold) depend on the thread count, and two threads on a worker that shares the
+    # cores with two others cost this test 5x its wall time. Both counts pass (README's table)
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     try:
         outcomes = run_battery(str(mini_root), n=100, cache=str(mini_cache), results=str(tmp_path / "r"))
     finally:
