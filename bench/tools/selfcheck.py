@@ -82,7 +82,7 @@ CASES = [
     Case("input quantised to 4 levels (round: zero gradient)", "flagged",
          lambda m, d: Input(m, lambda x: torch.round(x * 3) / 3)),
     # the harness's own masked case: loss x T keeps the logit-space steps of T=1, so z grows ~T-fold.
-    # At T=50 this tiny model (30-36% saturated, a 7 pp CE gap) is only "suspected"; the quick
+    # At T=50 this tiny model (24-36% saturated, a 0-7 pp CE gap) is only "suspected"; the quick
     # profile's full-size fastnet_T50_lrT (58% saturated, 10.5 pp) is "likely". At T=200 it sat on
     # the line (10 pp and 8% zero gradients on one CPU, 8 pp and 1% on another), and so did T=1000
     # trained on one thread (8 pp, 1%; 16 pp and 13% on two): T=10,000 is past it on both
