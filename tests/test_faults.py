@@ -110,7 +110,11 @@ def grid(mini_root, tmp_path_factory):
 def ray_address():
     """A real local Ray cluster, 2 CPUs, started here and shut down after the module's tests."""
     import ray
-    ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # Ray starts its workers at nice 15: beside `make test`'s other workers (nice 0) they got a
+    # few percent of the cores, and this module's first Ray run took 185 s instead of 20
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_worker_niceness", "0")
+        ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
 
