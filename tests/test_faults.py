@@ -124,8 +124,8 @@ def run_and_kill_training(root, store, *extra):
     middle of its training run; returns (process, stdout, stderr, the killed pid)."""
     proc = subprocess.Popen(command(root, store, "--executor", "ray", *extra), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, **ENV))
-    # the wait, not a check: under `make test` three workers share two cores, and the training
-    # runs on Ray took 50-60 s there before the one to kill began
+    # the wait, not a check: under `make test` three workers share two cores with the Ray workers,
+    # and the training run to kill can begin tens of seconds in
     killed, deadline = None, time.time() + 300
     while killed is None and time.time() < deadline and proc.poll() is None:
         logs = list((store / "logs").glob("train__fastnetw8_T1__*.log")) if (store / "logs").is_dir() else []
