@@ -46,11 +46,17 @@ def cpu_model() -> str:
 
 def cpu_capability() -> str:
     """The vector kernels torch dispatches to here (AVX512, AVX2, DEFAULT...): the same seed gives
-    other weights, and the same code other speeds, on another capability."""
+    other weights, and the same code other speeds, on another capability. The convolutions are
+    oneDNN's, which picks its own instruction set: capped by ONEDNN_MAX_CPU_ISA (read once, at
+    start-up) it is named too, e.g. 'AVX2, oneDNN AVX2' for an AVX2 box emulated on a newer one."""
     try:
-        return torch.backends.cpu.get_cpu_capability()
+        capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # torch < 2.1
-        return "unknown"
+        capability = "unknown"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    if cap and cap.strip().upper() != "ALL":
+        capability += f", oneDNN {cap.strip().upper()}"
+    return capability
 
 
 def device_name(device: torch.device) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import resource
 import shutil
 import signal
@@ -187,6 +188,12 @@ def roots(mini_root, tmp_path_factory):
     return out
 
 
+def warm_cache(warm: Path, workdir: Path) -> None:
+    """The decoded cache, hard-linked: 7 MB a case, 75 cases, were half a GB written and deleted
+    each run. A case that wrote into a cache file in place would change its sha256 in listing()."""
+    shutil.copytree(warm, workdir / "cache" / "data", copy_function=os.link)
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -199,7 +206,7 @@ def workdir(tmp_path, monkeypatch):
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, workdir, roots, monkeypatch, capsys):
     root, warm = roots[case.root]
     monkeypatch.setenv("BENCH_DATA", str(root))
-    shutil.copytree(warm, workdir / "cache" / "data")
+    warm_cache(warm, workdir)
     args = ["--profile", "smoke", "--results", "out", "--cache", "cache", "--no-progress"]
     if case.profile is not None:
         (workdir / "p.toml").write_text(case.profile)
@@ -234,7 +241,7 @@ def test_a_bad_accelerator_setting_stops_before_anything_is_written(var, workdir
     """BENCH_COMPILE / BENCH_BF16 (bench/accel.py) are read at plan time, not when training starts."""
     root, warm = roots["mini"]
     monkeypatch.setenv("BENCH_DATA", str(root))
-    shutil.copytree(warm, workdir / "cache" / "data")
+    warm_cache(warm, workdir)
     monkeypatch.setenv(var, "maybe")
     assert main(["--profile", "smoke", "--results", "out", "--cache", "cache", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
