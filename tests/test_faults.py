@@ -110,13 +110,26 @@ def grid(mini_root, tmp_path_factory):
 def ray_address():
     """A real local Ray cluster, 2 CPUs, started here and shut down after the module's tests."""
     import ray
-    # Ray starts its workers at nice 15: beside `make test`'s other workers (nice 0) they got a
-    # few percent of the cores, and this module's first Ray run took 185 s instead of 20
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_worker_niceness", "0")
+    from bench.grid.executor import equal_share_workers
+    # as the ray executor starts a local instance: at Ray's default nice 15, beside `make test`'s
+    # other workers, this module's first Ray run took 185 s instead of 20
+    with equal_share_workers():
         ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == 0  # the workers' niceness
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
+
+
+def test_a_local_ray_instance_runs_its_workers_at_normal_niceness(monkeypatch):
+    from bench.grid.executor import equal_share_workers
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    with equal_share_workers():
+        assert os.environ["RAY_worker_niceness"] == "0"
+    assert "RAY_worker_niceness" not in os.environ
+    monkeypatch.setenv("RAY_worker_niceness", "10")  # the user's choice stands
+    with equal_share_workers():
+        assert os.environ["RAY_worker_niceness"] == "10"
+    assert os.environ["RAY_worker_niceness"] == "10"
 
 
 def run_and_kill_training(root, store, *extra):

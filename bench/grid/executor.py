@@ -10,6 +10,8 @@ Ray is imported only by ``RayExecutor``: the local executor never needs it.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import time
 import uuid
@@ -105,6 +107,23 @@ def _probe(address: str, timeout_s: float = 5.0):
                          f"`ray start --head` there, or leave out --address for a local one") from None
 
 
+@contextlib.contextmanager
+def equal_share_workers():
+    """Around ray.init of a new local instance: Ray starts its workers at nice 15, so beside any
+    other work on the machine they get what it leaves (the fault tests, beside two busy test
+    workers, ran 60 times slower). A local instance started for a run is that run's: its workers
+    take an equal share of the cores, unless RAY_worker_niceness says otherwise. A cluster that
+    is joined keeps the niceness it was started with (README: `RAY_worker_niceness=0 ray start`)."""
+    set_here = "RAY_worker_niceness" not in os.environ
+    if set_here:
+        os.environ["RAY_worker_niceness"] = "0"
+    try:
+        yield
+    finally:
+        if set_here:
+            os.environ.pop("RAY_worker_niceness", None)
+
+
 class RayExecutor:
     """Jobs as Ray tasks. ``address``: None starts a local Ray instance for this run (and stops
     it after); "auto" or "ray://host:port" or "host:port" joins a running cluster."""
@@ -127,8 +146,9 @@ class RayExecutor:
             return ray, False
         self.check()
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     logging_level="WARNING")
+            with equal_share_workers() if self.address is None else contextlib.nullcontext():
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         logging_level="WARNING")
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = self.address or "a new local instance"
             raise BenchError(f"cannot reach a Ray cluster at {where} ({str(e).splitlines()[0]}): start one with "
