@@ -22,12 +22,14 @@ from bench.atomic import write_json_atomic
 from bench.errors import BenchError
 
 # The tidy table: one row per measurement and metric. `corruption` and `severity` are set for
-# threat "corruption", `magnitude` for the natural transforms' sweeps.
+# threat "corruption", `magnitude` for the natural transforms' sweeps; `same_weights_as` for a
+# checkpoint whose weights are another's (an adversarial run's last epoch was its best): the run
+# key the measurement was made as, whose provenance and wall time the row keeps.
 COLUMNS = ["run_key", "model", "model_source", "arch", "T", "T_source", "head", "regime", "lr_scale", "seed",
            "checkpoint", "feature_dim", "dataset", "num_classes", "split", "source", "n", "family", "threat", "view",
            "eps", "steps", "corruption", "severity", "magnitude", "params", "metric", "value", "best_epoch",
            "catastrophic_overfitting_epoch", "code_version", "torch_version", "device", "timestamp", "wall_s",
-           "weights_sha256"]
+           "weights_sha256", "same_weights_as"]
 
 # Version of the record layout. Records of an older layout measured the same things under other
 # threat names; the table leaves them out rather than show them twice, and the next run of their

@@ -235,13 +235,16 @@ def is_done(job: Job, ctx: Context) -> bool:
 
 def _missing(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> list:
     """The planned measurements the store does not hold for these weights (at this version)."""
-    out = []
-    for p in planned:
-        d = ctx.store.get(record_id(ctx.identity(weights_key, *p)))
-        if d is None or d.get("weights_sha256") != sha or d.get("measure_version", 1) != version \
-                or d.get("schema") != SCHEMA:
-            out.append(p)
-    return out
+    return [p for p in planned if _stored(ctx, weights_key, p, sha, version) is None]
+
+
+def _stored(ctx: Context, weights_key: str, p, sha: Optional[str], version: int) -> Optional[dict]:
+    """The store's record of measurement ``p`` of these weights, if it is of this family version."""
+    d = ctx.store.get(record_id(ctx.identity(weights_key, *p)))
+    if d is None or d.get("weights_sha256") != sha or d.get("measure_version", 1) != version \
+            or d.get("schema") != SCHEMA:
+        return None
+    return d
 
 
 def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> bool:
@@ -268,6 +271,13 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     missing = planned if plan.force else _missing(ctx, wkey, planned, meta["weights_sha256"], family.version)
     if not missing:
         return "already in the store (--force re-evaluates)"
+    twin, copied = (None, []) if plan.force else _copy_from_twin(ctx, spec, family, missing, meta, cols)
+    if copied:
+        missing = [p for p in missing if p not in copied]
+        if not missing:
+            return f"the same weights as {twin.name}: its {len(copied)} records copied (--force measures them)"
+        log(f"  {spec.name}: the same weights as {twin.name}: {len(copied)} of its records copied, the other "
+            f"{len(missing)} measured here")
     ev, prov = plan.profile.eval, provenance(plan.device)
     measurements = family.run_missing(model, spec, ctx, log, missing)
     check_planned(family.name, planned, measurements, missing)
@@ -283,6 +293,30 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
         record.update(m.extra)
         ctx.store.put(record)
     return family.summary(measurements)
+
+
+def _copy_from_twin(ctx: Context, spec: ModelSpec, family, missing, meta: dict, cols: dict):
+    """(twin, the measurements copied): where an adversarial run's best epoch was its last, @best
+    and @last are one set of weights, and a measurement of one is a measurement of the other (fast
+    AT on the cpu profile: 30 minutes a checkpoint). The twin's records are copied under this
+    checkpoint's name, each naming the run key it was measured as (`same_weights_as`) and keeping
+    that measurement's provenance and wall time; what the twin lacks is measured here."""
+    if isinstance(spec, LoadedSpec) or spec.checkpoint not in ("best", "last"):
+        return None, []
+    twin = replace(spec, checkpoint="last" if spec.checkpoint == "best" else "best")
+    twin_meta = ctx.verified(twin, ctx.ckpt_key(spec))
+    if twin_meta is None or twin_meta["weights_sha256"] != meta["weights_sha256"]:
+        return None, []
+    twin_key, wkey, copied = ctx.weights_key(twin), ctx.weights_key(spec), []
+    for p in missing:
+        rec = _stored(ctx, twin_key, p, meta["weights_sha256"], family.version)
+        if rec is None:
+            continue
+        rec = {k: v for k, v in rec.items() if k not in ("id", "schema")}
+        rec.update(ctx.identity(wkey, *p), **cols, same_weights_as=rec.get("same_weights_as") or twin_key)
+        ctx.store.put(rec)
+        copied.append(p)
+    return twin, copied
 
 
 class JobLog:

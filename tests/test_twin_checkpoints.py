@@ -1,0 +1,71 @@
+"""An adversarial run whose best epoch was its last has one set of weights under two names
+(@best, @last): measured once, its records copied to the other name, each saying so."""
+import json
+
+import pandas as pd
+
+from bench.run import main
+
+# one epoch: the best epoch is the last, whatever the CPU
+PROFILE = """
+name = "twins"
+description = "one epoch of fast AT"
+[recipe]
+epochs = 1
+batch_size = 64
+lr = 0.05
+train_subset = 512
+[eval]
+split = "test"
+n = 50
+batch_size = 50
+attacks = ["fgsm", "pgd_margin"]
+views = ["raw", "scaled"]
+[attack.pgd_margin]
+steps = 2
+[[grid]]
+arch = "fastnetw8"
+T = [2]
+regime = "fat"
+recipe = {at_holdout = 64, at_eval_steps = 2}
+"""
+
+
+def records(out):
+    """(checkpoint -> {measurement identity -> record}) of a results folder."""
+    got = {"best": {}, "last": {}}
+    for path in (out / "records").glob("*.json"):
+        r = json.loads(path.read_text())
+        got[r["checkpoint"]][(r["n"], r["threat"], r["view"], json.dumps(r["params"], sort_keys=True))] = r
+    return got
+
+
+def test_one_set_of_weights_is_measured_once(mini_root, tmp_path, capsys):
+    (tmp_path / "p.toml").write_text(PROFILE)
+    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "cache"),
+            "--results", str(tmp_path / "out"), "--no-progress", "--tables-only"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "the same weights as fastnetw8_T2_fat@best" in err
+    got = records(tmp_path / "out")
+    assert got["best"].keys() == got["last"].keys() and len(got["best"]) >= 5
+    for ident, last in got["last"].items():
+        best = got["best"][ident]
+        assert "same_weights_as" not in best and last["same_weights_as"] == best["run_key"] != last["run_key"]
+        assert last["weights_sha256"] == best["weights_sha256"] and last["model"] == "fastnetw8_T2_fat@last"
+        # the measurement's own provenance: when, where and at what cost it was made
+        for k in ("metrics", "timestamp", "wall_s", "device", "code_version", "bits"):
+            assert last.get(k) == best.get(k), k
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index("model")
+    assert board.loc["fastnetw8_T2_fat@last", "robust_min"] == board.loc["fastnetw8_T2_fat@best", "robust_min"]
+    tidy = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(tidy[tidy.checkpoint == "last"].same_weights_as) == {best["run_key"]}
+    assert tidy[tidy.checkpoint == "best"].same_weights_as.isna().all()
+
+    # resumed: both complete, nothing measured or copied again
+    assert main(args) == 0
+    assert "0 to run" in capsys.readouterr().err
+    # --force measures each name itself
+    assert main(args + ["--force"]) == 0
+    assert "the same weights as" not in capsys.readouterr().err
+    assert all("same_weights_as" not in r for r in records(tmp_path / "out")["last"].values())
