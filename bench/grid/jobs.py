@@ -275,7 +275,8 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     if copied:
         missing = [p for p in missing if p not in copied]
         if not missing:
-            return f"the same weights as {twin.name}: its {len(copied)} records copied (--force measures them)"
+            return (f"the same weights as {twin.name}: its {len(copied)} record{'s' * (len(copied) != 1)} copied "
+                    f"(--force measures them)")
         log(f"  {spec.name}: the same weights as {twin.name}: {len(copied)} of its records copied, the other "
             f"{len(missing)} measured here")
     ev, prov = plan.profile.eval, provenance(plan.device)
