@@ -8,13 +8,15 @@ SHARED_DATA := $(abspath ../shared/data/cifar10-jpeg75)
 BENCH_DATA ?= $(if $(wildcard $(SHARED_DATA)/train),$(SHARED_DATA),)
 export BENCH_DATA
 PROFILE ?= quick
-# ISA=avx2: torch's vector kernels and oneDNN's convolutions capped at AVX2, the slow box's, for
-# any target (`make perf ISA=avx2`). On a newer CPU that gives the slow box's instruction set, not
-# its speed (its clock and caches stay this CPU's); every record's device names the cap.
+# ISA=avx2: torch's vector kernels, oneDNN's convolutions and MKL's matrix products capped at
+# AVX2, the slow box's, for any target (`make perf ISA=avx2`). On a newer CPU that gives the slow
+# box's instruction set, not its speed (its clock and caches stay this CPU's); every record's
+# device names the cap.
 ISA ?=
 ifneq ($(ISA),)
 export ATEN_CPU_CAPABILITY := $(ISA)
 export ONEDNN_MAX_CPU_ISA := $(ISA)
+export MKL_ENABLE_INSTRUCTIONS := $(shell echo $(ISA) | tr a-z A-Z)
 endif
 # more options for `make bench`, e.g. BENCH_ARGS="--executor ray --address auto --store /shared/grid"
 BENCH_ARGS ?=

@@ -47,15 +47,17 @@ def cpu_model() -> str:
 def cpu_capability() -> str:
     """The vector kernels torch dispatches to here (AVX512, AVX2, DEFAULT...): the same seed gives
     other weights, and the same code other speeds, on another capability. The convolutions are
-    oneDNN's, which picks its own instruction set: capped by ONEDNN_MAX_CPU_ISA (read once, at
-    start-up) it is named too, e.g. 'AVX2, oneDNN AVX2' for an AVX2 box emulated on a newer one."""
+    oneDNN's and the matrix products MKL's, which pick their own instruction sets: capped by
+    ONEDNN_MAX_CPU_ISA or MKL_ENABLE_INSTRUCTIONS (read once, at start-up) they are named too, e.g.
+    'AVX2, oneDNN AVX2, MKL AVX2' for an AVX2 box emulated on a newer one (`make ISA=avx2`)."""
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # torch < 2.1
         capability = "unknown"
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
-    if cap and cap.strip().upper() != "ALL":
-        capability += f", oneDNN {cap.strip().upper()}"
+    for lib, names in (("oneDNN", ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")), ("MKL", ("MKL_ENABLE_INSTRUCTIONS",))):
+        cap = next((os.environ[n] for n in names if os.environ.get(n)), "").strip().upper()
+        if cap and cap != "ALL":
+            capability += f", {lib} {cap}"
     return capability
 
 

@@ -1,5 +1,6 @@
-"""Provenance names the kernels a number was computed with: torch's capability, and oneDNN's cap
-when one is set (the convolutions' instruction set, which moves seeded weights and speeds)."""
+"""Provenance names the kernels a number was computed with: torch's capability, and oneDNN's and
+MKL's caps when set (the instruction sets of the convolutions and matrix products, which move
+seeded weights and speeds)."""
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from bench.provenance import cpu_capability
 def test_capability_is_torchs_without_a_onednn_cap(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
     assert cpu_capability() == torch.backends.cpu.get_cpu_capability()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "all")  # oneDNN's own default: nothing capped
     assert cpu_capability() == torch.backends.cpu.get_cpu_capability()
@@ -19,11 +21,11 @@ def test_capability_is_torchs_without_a_onednn_cap(monkeypatch):
 
 def test_an_emulated_avx2_box_says_so():
     """ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA set at start-up, as README's Speed section does."""
-    env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="avx2")
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2")
     env.pop("DNNL_MAX_CPU_ISA", None)
     code = "import torch; from bench.provenance import device_name; print(device_name(torch.device('cpu')))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     host = torch.backends.cpu.get_cpu_capability()
     # a CPU without AVX2 falls back to its own capability: the cap is only a ceiling
     expected = "AVX2" if host.startswith(("AVX2", "AVX512")) else host
-    assert f"({expected}, oneDNN AVX2, " in out, out
+    assert f"({expected}, oneDNN AVX2, MKL AVX2, " in out, out
