@@ -14,6 +14,9 @@ PROFILE ?= quick
 # device names the cap.
 ISA ?=
 ifneq ($(ISA),)
+ifneq ($(ISA),avx2)
+$(error ISA=$(ISA): only ISA=avx2 is a value that torch, oneDNN and MKL all take; leave ISA out for this CPU's own)
+endif
 export ATEN_CPU_CAPABILITY := $(ISA)
 export ONEDNN_MAX_CPU_ISA := $(ISA)
 export MKL_ENABLE_INSTRUCTIONS := $(shell echo $(ISA) | tr a-z A-Z)

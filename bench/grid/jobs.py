@@ -271,7 +271,7 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     missing = planned if plan.force else _missing(ctx, wkey, planned, meta["weights_sha256"], family.version)
     if not missing:
         return "already in the store (--force re-evaluates)"
-    twin, copied = (None, []) if plan.force else _copy_from_twin(ctx, spec, family, missing, meta, cols)
+    twin, copied = (None, []) if plan.force else _copy_from_twin(ctx, spec, wkey, family, missing, meta, cols)
     if copied:
         missing = [p for p in missing if p not in copied]
         if not missing:
@@ -296,7 +296,7 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     return family.summary(measurements)
 
 
-def _copy_from_twin(ctx: Context, spec: ModelSpec, family, missing, meta: dict, cols: dict):
+def _copy_from_twin(ctx: Context, spec: ModelSpec, wkey: str, family, missing, meta: dict, cols: dict):
     """(twin, the measurements copied): where an adversarial run's best epoch was its last, @best
     and @last are one set of weights, and a measurement of one is a measurement of the other (fast
     AT on the cpu profile: 30 minutes a checkpoint). The twin's records are copied under this
@@ -308,7 +308,7 @@ def _copy_from_twin(ctx: Context, spec: ModelSpec, family, missing, meta: dict, 
     twin_meta = ctx.verified(twin, ctx.ckpt_key(spec))
     if twin_meta is None or twin_meta["weights_sha256"] != meta["weights_sha256"]:
         return None, []
-    twin_key, wkey, copied = ctx.weights_key(twin), ctx.weights_key(spec), []
+    twin_key, copied = ctx.weights_key(twin), []
     for p in missing:
         rec = _stored(ctx, twin_key, p, meta["weights_sha256"], family.version)
         if rec is None:
