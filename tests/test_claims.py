@@ -298,6 +298,34 @@ def test_seeds_are_averaged_and_their_spread_counted(tmp_path):
     assert c.baseline == "fastnet_T1 +1 seeds"
 
 
+def test_a_spread_from_two_seeds_is_held_to_students_t(tmp_path):
+    """Two seeds agree on the sign (+10 and +6 pp) but their spread is one degree of freedom: the
+    normal's 1.96 would call +8 pp supported; t at the Welch-Satterthwaite df does not."""
+    from scipy.stats import t
+    b = StoreBuilder(tmp_path, n=1000)
+    for s, (c1, c2) in enumerate([(0.60, 0.70), (0.62, 0.68)]):
+        suffix = f"_s{s}" if s else ""
+        b.model(f"fastnet_T1{suffix}", 1, c1, seed=s).model(f"fastnet_T2{suffix}", 2, c2, seed=s)
+    (c,) = verdict_of(evaluate_claims(*b.tables()), "A1").comparisons
+    se_seed = np.std([0.10, 0.06], ddof=1) / math.sqrt(2)
+    assert math.isclose(c.diff, 0.08) and c.diff - 1.96 * c.se > 0  # what the normal would support
+    assert math.isclose(c.df, c.se ** 4 / se_seed ** 4, rel_tol=1e-6) and 1 <= c.df < 2
+    assert math.isclose(c.z, t.ppf(0.975, c.df), rel_tol=1e-6) and c.z > 6
+    assert c.verdict == INCONCLUSIVE and c.critical.startswith("t ")
+    assert math.isclose(c.detectable, (c.z + t.ppf(POWER, c.df)) * c.se, rel_tol=1e-6)
+    # one seed of T=5 against the two of T=1: its seed variance is T=1's (and T=2's), pooled
+    b.model("fastnet_T5", 5, 0.75)
+    c5 = next(c for c in verdict_of(evaluate_claims(*b.tables()), "A1").comparisons if c.candidate_T == 5)
+    pooled = (np.var([0.60, 0.62], ddof=1) + np.var([0.70, 0.68], ddof=1)) / 2  # df 2
+    assert "seed spread pooled (df 2)" in c5.se_kind and c5.df < 10
+    assert c5.se > math.sqrt(pooled * (1 + 1 / 2)) and math.isclose(c5.z, t.ppf(1 - 0.025 / 2, c5.df), rel_tol=1e-6)
+    # one seed a side: no spread to estimate, the normal's critical value
+    b = StoreBuilder(tmp_path / "one", n=1000)
+    b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.70)
+    (c,) = verdict_of(evaluate_claims(*b.tables()), "A1").comparisons
+    assert math.isinf(c.df) and c.critical == f"z {c.z:.2f}" and c.verdict == SUPPORTED
+
+
 def test_a_flip_between_the_two_arms_is_named(tmp_path):
     """Fixed lr supports A1, loss x T rules it out: the claim is inconclusive and says that the
     arms differ (step size against direction)."""

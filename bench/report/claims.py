@@ -28,7 +28,13 @@ sqrt(p1 q1 / n1 + p2 q2 / n2), with p = (k+1)/(n+2) so that 0% and 100% do not g
 The binomial error ignores the pairing and, for a mean over many corrupted copies of the same
 images, uses the number of images: both make it conservative. With several seeds per temperature,
 the spread of the per-seed differences is added (sqrt(se_images^2 + se_seeds^2)). A standard error
-is never below one image (1/n).
+is never below one image (1/n). A side with one seed (T=2 against three seeds of T=1) takes the
+seed-to-seed variance pooled over the family's temperatures that have seeds, rather than none.
+A spread from k seeds is itself a noisy estimate (k - 1 degrees of
+freedom: two seeds give one), so a comparison with seeds holds its difference to Student's t
+instead of the normal, at the Welch-Satterthwaite degrees of freedom of the sum (the image part
+counted as exact): df = se^4 / (se_seeds^4 / (k - 1)). With 2-3 seeds a side this widens the
+interval by up to 6x where the seeds dominate, and not at all where they agree.
 
 Verdicts, from a fixed vocabulary (VERDICTS). For one "improves" comparison, with
 d = candidate - baseline and z the critical value:
@@ -38,7 +44,7 @@ d = candidate - baseline and z the critical value:
   inconclusive    otherwise (the difference is within the noise)
 
 "The best of k temperatures" is the largest of k noisy differences, so z is Bonferroni-corrected:
-z = Phi^-1(1 - alpha / (2k)) (1.96 for k = 1, 2.58 for k = 5). A4/A5 run the test twice, on
+z = Phi^-1(1 - alpha / (2k)) (1.96 for k = 1, 2.58 for k = 5; t's quantile at the same level with seeds). A4/A5 run the test twice, on
 robust_min and on CE-PGD against the raw logits (the attack the claim reports, the one gradient
 masking fools): robust_min decides; when only PGD-raw supports the claim, the verdict is
 "supported only under a weak attack". A robust_min on a model the masking audit calls "likely"
@@ -135,6 +141,7 @@ class Comparison:
     note: str = ""
     decides: bool = True  # False: shown as evidence (a weak attack, a side test), not voting
     models: Tuple[str, ...] = ()  # every model behind the two numbers
+    df: float = math.inf  # degrees of freedom z was taken at (finite: the seed spread is in se)
 
     @property
     def interval(self) -> Tuple[float, float]:
@@ -142,10 +149,17 @@ class Comparison:
         return self.diff - self.z * self.se, self.diff + self.z * self.se
 
     @property
+    def critical(self) -> str:
+        """The critical value and its distribution, e.g. "z 1.96" or "t 4.30 (df 2.0)"."""
+        if not math.isfinite(self.df):
+            return f"z {self.z:.2f}"
+        return f"t {self.z:.2f} (df {self.df:.1f})" if self.df < 100 else f"t {self.z:.2f} (df {self.df:.0f})"
+
+    @property
     def detectable(self) -> float:
         """The smallest true improvement this comparison calls supported with probability POWER:
         (z + z_power) * se, and never below min_effect."""
-        return max(THRESHOLDS["min_effect"], (self.z + NormalDist().inv_cdf(POWER)) * self.se)
+        return max(THRESHOLDS["min_effect"], (self.z + _quantile(POWER, self.df)) * self.se)
 
 
 @dataclass
@@ -159,9 +173,17 @@ class ClaimResult:
     models: List[str] = field(default_factory=list)  # the models whose numbers were used
 
 
-def z_crit(k: int) -> float:
-    """Two-sided critical value for the best of k comparisons (Bonferroni)."""
-    return NormalDist().inv_cdf(1 - THRESHOLDS["alpha"] / (2 * max(1, k)))
+def _quantile(p: float, df: float = math.inf) -> float:
+    if not math.isfinite(df):
+        return NormalDist().inv_cdf(p)
+    from scipy.stats import t  # scipy comes with torchattacks; imported where a seed spread needs it
+    return float(t.ppf(p, df))
+
+
+def z_crit(k: int, df: float = math.inf) -> float:
+    """Two-sided critical value for the best of k comparisons (Bonferroni): the normal's, or
+    Student's t at ``df`` degrees of freedom where the standard error carries a seed spread."""
+    return _quantile(1 - THRESHOLDS["alpha"] / (2 * max(1, k)), df)
 
 
 def improvement_verdict(diff: float, se: float, z: float) -> str:
@@ -310,15 +332,38 @@ def _binomial_se(p: float, n: int) -> float:
     return math.sqrt(p_ * (1 - p_) / n)
 
 
-def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str) -> Tuple[float, float, int, str]:
-    """(candidate - baseline, its standard error, images x seeds, "paired"/"binomial"), seeds
-    averaged. Seeds are matched in order of seed number when both sides have the same count."""
+def _pooled_seed_var(ev: Evidence, pool: Optional[pd.DataFrame], metric: str) -> Tuple[float, int]:
+    """(the seed-to-seed variance of ``metric``, its degrees of freedom) pooled over the
+    (family, temperature) groups of ``pool`` that have two seeds or more, as one-way ANOVA pools it; (nan, 0)
+    where none has."""
+    if pool is None or pool.empty:
+        return float("nan"), 0
+    ss, df = 0.0, 0
+    pool = pool.drop_duplicates("model")
+    groups = pool.groupby([pool.apply(ModelFamily.of, axis=1), pool["T"]], sort=False)
+    for _, grp in groups:  # a temperature's seeds within one family: the same model up to the seed
+        v = [ev.value(m, metric) for m in grp.model]
+        v = [x for x in v if np.isfinite(x)]
+        if len(v) >= 2:
+            ss += float(np.var(v, ddof=1)) * (len(v) - 1)
+            df += len(v) - 1
+    return (ss / df, df) if df else (float("nan"), 0)
+
+
+def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str,
+               pool: Optional[pd.DataFrame] = None) -> Tuple[float, float, int, str, float]:
+    """(candidate - baseline, its standard error, images x seeds, "paired"/"binomial", degrees of
+    freedom), seeds averaged. Seeds are matched in order of seed number when both sides have the
+    same count. Where a side has one seed, its seed-to-seed variance is the one pooled over the
+    temperatures of ``pool`` (the family) that have seeds: a single training run varies as much as
+    its seeded neighbours do, not zero. The degrees of freedom are infinite without a seed spread
+    in the error."""
     cand = cand.sort_values("seed")
     base = base.sort_values("seed")
     vc = [ev.value(m, metric) for m in cand.model]
     vb = [ev.value(m, metric) for m in base.model]
     if not (np.isfinite(vc).all() and np.isfinite(vb).all()):
-        return float("nan"), float("nan"), 0, ""
+        return float("nan"), float("nan"), 0, "", math.inf
     diff = float(np.mean(vc) - np.mean(vb))
     n = min(ev.n(m, metric) for m in list(cand.model) + list(base.model))
     kinds, var_img = set(), []
@@ -339,15 +384,28 @@ def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str
     else:  # unmatched seeds: pool the images of every seed
         se_img = math.hypot(_binomial_se(float(np.mean(vc)), n * len(vc)), _binomial_se(float(np.mean(vb)), n * len(vb)))
         kinds.add("binomial")
-    se_seed = 0.0
+    se_seed, df_seed = 0.0, math.inf
     if len(pairs) >= 2:
         se_seed = float(np.std(np.subtract(vc, vb), ddof=1)) / math.sqrt(len(pairs))
+        df_seed = len(pairs) - 1
     elif len(vc) >= 2 and len(vb) >= 2:
-        se_seed = math.sqrt(np.var(vc, ddof=1) / len(vc) + np.var(vb, ddof=1) / len(vb))
+        vac, vab = np.var(vc, ddof=1) / len(vc), np.var(vb, ddof=1) / len(vb)
+        se_seed = math.sqrt(vac + vab)
+        if se_seed > 0:  # Welch
+            df_seed = (vac + vab) ** 2 / (vac ** 2 / (len(vc) - 1) + vab ** 2 / (len(vb) - 1))
+    pooled = False
+    if not pairs or len(pairs) < 2:
+        var, dfp = _pooled_seed_var(ev, pool, metric)
+        if dfp and (len(vc) < 2 or len(vb) < 2):
+            se_seed, df_seed, pooled = math.sqrt(var * (1 / len(vc) + 1 / len(vb))), dfp, True
     kind = "binomial" if "binomial" in kinds else "paired"
     if max(len(vc), len(vb)) >= 2:
         kind += f" + seeds ({len(vc)} vs {len(vb)})"
-    return diff, math.hypot(se_img, se_seed), n * max(len(vc), 1), kind
+    if pooled:
+        kind += f", seed spread pooled (df {df_seed})"
+    se = math.hypot(se_img, se_seed)
+    df = se ** 4 / (se_seed ** 4 / df_seed) if se_seed > 0 and math.isfinite(df_seed) else math.inf
+    return diff, se, n * max(len(vc), 1), kind, df
 
 
 def _name(rows: pd.DataFrame) -> str:
@@ -371,13 +429,13 @@ def best_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str, 
         return None
     best_T = (max if higher_is_better else min)(vals, key=vals.get)
     cand = candidates[candidates["T"] == best_T]
-    diff, se, n, kind = difference(ev, cand, base, metric)
-    z = z_crit(len(vals))
+    diff, se, n, kind, df = difference(ev, cand, base, metric, pool=pd.concat([rows, base]))
+    z = z_crit(len(vals), df)
     signed = diff if higher_is_better else -diff
     return Comparison(ev.label(key), metric, _name(base), 1.0, float(np.mean(bv)), _name(cand), float(best_T),
                       vals[best_T], diff, se, z, n, kind, improvement_verdict(signed, se, z),
                       note=f"best of {len(vals)} temperature{'s' * (len(vals) > 1)}",
-                      models=tuple(base.model) + tuple(cand.model))
+                      models=tuple(base.model) + tuple(cand.model), df=df)
 
 
 def _elevated(rows: pd.DataFrame, t_max: float = math.inf) -> pd.DataFrame:
@@ -495,27 +553,28 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
                             ("no BN head, T=1", ev.baseline_rows(fam._replace(head="plain")))):
             if base.empty:
                 continue
-            diff, se, n, kind = difference(ev, star, base, "clean")
+            diff, se, n, kind, df = difference(ev, star, base, "clean", pool=pd.concat([rows, base]))
             if not np.isfinite(diff):
                 continue
+            z1 = z_crit(1, df)
             tests.append(Comparison(ev.label(fam), "clean", _name(base), 1.0,
                                     float(np.mean([ev.value(m, "clean") for m in base.model])), _name(star), T_star,
                                     float(np.mean([ev.value(m, "clean") for m in star.model])), diff, se, z1, n, kind,
                                     improvement_verdict(diff, se, z1), note=f"T* against {label}",
-                                    models=tuple(base.model) + tuple(star.model)))
+                                    models=tuple(base.model) + tuple(star.model), df=df))
         others = rows[~rows.model.map(is_tauto) & ~np.isclose(rows["T"].astype(float), T_star)]
         rival = None
         if len(others):
             vals = others.groupby("T").model.apply(lambda ms: np.mean([ev.value(m, "clean") for m in ms]))
             best_T = float(vals.idxmax())
             cand = others[others["T"] == best_T]
-            diff, se, n, kind = difference(ev, cand, star, "clean")
-            z = z_crit(len(vals))
+            diff, se, n, kind, df = difference(ev, cand, star, "clean", pool=rows)
+            z = z_crit(len(vals), df)
             rival = Comparison(ev.label(fam), "clean", _name(star), T_star,
                                float(np.mean([ev.value(m, "clean") for m in star.model])), _name(cand), best_T,
                                float(vals[best_T]), diff, se, z, n, kind, improvement_verdict(diff, se, z),
                                note=f"best other BN-head temperature against T* (of {len(vals)})",
-                               models=tuple(star.model) + tuple(cand.model))
+                               models=tuple(star.model) + tuple(cand.model), df=df)
         if not tests:
             out.append(Comparison(ev.label(fam), "clean", "", 1.0, float("nan"), _name(star), T_star,
                                   ev.value(star.model.iloc[0], "clean"), float("nan"), float("nan"), z1, 0, "",
@@ -625,7 +684,7 @@ def format_text(results: Sequence[ClaimResult]) -> str:
                 continue
             lines.append(f"    {c.family:28s} {c.metric:22s} {c.baseline} {100 * c.baseline_value:5.1f}% -> "
                          f"{c.candidate} {100 * c.candidate_value:5.1f}%: {100 * c.diff:+5.1f} +- {100 * c.se:.1f} pp "
-                         f"[{100 * c.interval[0]:+.1f}, {100 * c.interval[1]:+.1f}] (z {c.z:.2f}, n {c.n}, "
+                         f"[{100 * c.interval[0]:+.1f}, {100 * c.interval[1]:+.1f}] ({c.critical}, n {c.n}, "
                          f"{c.se_kind}; detectable {100 * c.detectable:.1f} pp) => {c.verdict}"
                          + (f"; {c.note}" if c.note else ""))
     return "\n".join(lines)

@@ -235,7 +235,7 @@ def claim_view(results) -> tuple:
                          "candidate": c.candidate, "candidate_T": _fmt_num(c.candidate_T),
                          "candidate_value": _fmt_pct(c.candidate_value),
                          "diff": f"{100 * c.diff:+.1f}" if measured else "",
-                         "se": f"{100 * c.se:.1f}" if measured else "", "z": f"{c.z:.2f}" if measured else "",
+                         "se": f"{100 * c.se:.1f}" if measured else "", "z": c.critical if measured else "",
                          "interval": f"{100 * c.interval[0]:+.1f} to {100 * c.interval[1]:+.1f}" if measured else "",
                          "detectable": f"{100 * c.detectable:.1f}" if measured else "",
                          "n": c.n or "", "se_kind": c.se_kind, "verdict": c.verdict, "note": c.note,
