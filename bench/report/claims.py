@@ -30,11 +30,11 @@ images, uses the number of images: both make it conservative. With several seeds
 the spread of the per-seed differences is added (sqrt(se_images^2 + se_seeds^2)). A standard error
 is never below one image (1/n). A side with one seed (T=2 against three seeds of T=1) takes the
 seed-to-seed variance pooled over the family's temperatures that have seeds, rather than none.
-A spread from k seeds is itself a noisy estimate (k - 1 degrees of
-freedom: two seeds give one), so a comparison with seeds holds its difference to Student's t
-instead of the normal, at the Welch-Satterthwaite degrees of freedom of the sum (the image part
-counted as exact): df = se^4 / (se_seeds^4 / (k - 1)). With 2-3 seeds a side this widens the
-interval by up to 6x where the seeds dominate, and not at all where they agree.
+A spread from k seeds is itself a noisy estimate (k - 1 degrees of freedom: two seeds give one),
+so a comparison with seeds holds its difference to Student's t instead of the normal, at the
+Welch-Satterthwaite degrees of freedom of the sum (the image part counted as exact): df =
+se^4 / (se_seeds^4 / (k - 1)). With 2-3 seeds a side this widens the interval by up to 6.5x where
+the seeds dominate, and not at all where they agree.
 
 Verdicts, from a fixed vocabulary (VERDICTS). For one "improves" comparison, with
 d = candidate - baseline and z the critical value:
@@ -44,9 +44,9 @@ d = candidate - baseline and z the critical value:
   inconclusive    otherwise (the difference is within the noise)
 
 "The best of k temperatures" is the largest of k noisy differences, so z is Bonferroni-corrected:
-z = Phi^-1(1 - alpha / (2k)) (1.96 for k = 1, 2.58 for k = 5; t's quantile at the same level with seeds). A4/A5 run the test twice, on
-robust_min and on CE-PGD against the raw logits (the attack the claim reports, the one gradient
-masking fools): robust_min decides; when only PGD-raw supports the claim, the verdict is
+z = Phi^-1(1 - alpha / (2k)) (1.96 for k = 1, 2.58 for k = 5; with seeds, t's quantile at that
+level). A4/A5 run the test twice, on robust_min and on CE-PGD against the raw logits (the attack
+the claim reports, the one gradient masking fools): robust_min decides; when only PGD-raw supports the claim, the verdict is
 "supported only under a weak attack". A robust_min on a model the masking audit calls "likely"
 masked does not count as support (inconclusive, or the weak-attack verdict when PGD-raw supports
 it). A6 is an equivalence test: targeted success at a high T
@@ -334,8 +334,8 @@ def _binomial_se(p: float, n: int) -> float:
 
 def _pooled_seed_var(ev: Evidence, pool: Optional[pd.DataFrame], metric: str) -> Tuple[float, int]:
     """(the seed-to-seed variance of ``metric``, its degrees of freedom) pooled over the
-    (family, temperature) groups of ``pool`` that have two seeds or more, as one-way ANOVA pools it; (nan, 0)
-    where none has."""
+    (family, temperature) groups of ``pool`` that have two seeds or more, as one-way ANOVA pools
+    it; (nan, 0) where none has."""
     if pool is None or pool.empty:
         return float("nan"), 0
     ss, df = 0.0, 0
@@ -394,9 +394,9 @@ def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str
         if se_seed > 0:  # Welch
             df_seed = (vac + vab) ** 2 / (vac ** 2 / (len(vc) - 1) + vab ** 2 / (len(vb) - 1))
     pooled = False
-    if not pairs or len(pairs) < 2:
+    if len(vc) < 2 or len(vb) < 2:
         var, dfp = _pooled_seed_var(ev, pool, metric)
-        if dfp and (len(vc) < 2 or len(vb) < 2):
+        if dfp:
             se_seed, df_seed, pooled = math.sqrt(var * (1 / len(vc) + 1 / len(vb))), dfp, True
     kind = "binomial" if "binomial" in kinds else "paired"
     if max(len(vc), len(vb)) >= 2:
