@@ -27,7 +27,7 @@ def test_shipped_profiles_load():
     # claim A5's seed replicates: what A5 is decided on (robust_min, CE-PGD raw, clean), not the audit
     fat_s1 = parse_name("fastnet_T5_fat_s1@last")
     assert cpu.measures(fat_s1, "attacks") and cpu.measures(fat_s1, "clean")
-    assert not cpu.measures(fat_s1, "autoattack crosscheck") and "fastnet_T20_fat_s1@best" in cpu.models
+    assert not cpu.measures(fat_s1, "autoattack crosscheck") and "fastnet_T20_fat_s2@best" in cpu.models
 
 
 def test_measure_parts_are_the_families():
