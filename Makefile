@@ -19,7 +19,8 @@ $(error ISA=$(ISA): only ISA=avx2 is a value that torch, oneDNN and MKL all take
 endif
 export ATEN_CPU_CAPABILITY := $(ISA)
 export ONEDNN_MAX_CPU_ISA := $(ISA)
-export MKL_ENABLE_INSTRUCTIONS := $(shell echo $(ISA) | tr a-z A-Z)
+# MKL takes the upper-case name
+export MKL_ENABLE_INSTRUCTIONS := AVX2
 endif
 # more options for `make bench`, e.g. BENCH_ARGS="--executor ray --address auto --store /shared/grid"
 BENCH_ARGS ?=

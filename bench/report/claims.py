@@ -547,7 +547,6 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
         if star.empty:
             continue
         T_star = float(star["T"].iloc[0])
-        z1 = z_crit(1)
         tests: List[Comparison] = []
         for label, base in (("BN head, T=1", ev.baseline_rows(fam)),
                             ("no BN head, T=1", ev.baseline_rows(fam._replace(head="plain")))):
@@ -556,11 +555,11 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
             diff, se, n, kind, df = difference(ev, star, base, "clean", pool=pd.concat([rows, base]))
             if not np.isfinite(diff):
                 continue
-            z1 = z_crit(1, df)
+            z = z_crit(1, df)
             tests.append(Comparison(ev.label(fam), "clean", _name(base), 1.0,
                                     float(np.mean([ev.value(m, "clean") for m in base.model])), _name(star), T_star,
-                                    float(np.mean([ev.value(m, "clean") for m in star.model])), diff, se, z1, n, kind,
-                                    improvement_verdict(diff, se, z1), note=f"T* against {label}",
+                                    float(np.mean([ev.value(m, "clean") for m in star.model])), diff, se, z, n, kind,
+                                    improvement_verdict(diff, se, z), note=f"T* against {label}",
                                     models=tuple(base.model) + tuple(star.model), df=df))
         others = rows[~rows.model.map(is_tauto) & ~np.isclose(rows["T"].astype(float), T_star)]
         rival = None
@@ -577,7 +576,7 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
                                models=tuple(star.model) + tuple(cand.model), df=df)
         if not tests:
             out.append(Comparison(ev.label(fam), "clean", "", 1.0, float("nan"), _name(star), T_star,
-                                  ev.value(star.model.iloc[0], "clean"), float("nan"), float("nan"), z1, 0, "",
+                                  ev.value(star.model.iloc[0], "clean"), float("nan"), float("nan"), z_crit(1), 0, "",
                                   NOT_MEASURED, note="no T=1 model (BN head or plain) to compare T* with",
                                   models=tuple(star.model)))
             continue
