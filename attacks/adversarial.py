@@ -25,6 +25,9 @@ The PGD family (pgd, pgd_l2, pgd_margin, pgd_target_*) stops early by default (`
 LossPGD): a point is robust only if no iterate broke it, so its robust accuracy is at most that of
 the same attack judged at its last iterate, and most points of a non-robust model cost 1-3 steps.
 ``early_stop = false`` gives torchattacks' PGD (or LossPGD's copy of it) exactly as before.
+APGD-CE, APGD-DLR and APGD-T, alone or inside ``autoattack``, always stop early (attacks/apgd.py):
+torchattacks' APGD already counts a point broken at any iterate, so there the early stop changes
+the passes spent, not the result.
 
 Where torchattacks' defaults differ from the standard (CIFAR) settings, the builders set the
 standard ones, and say so. The attack-suite issue adds entries here; the evaluator needs nothing
@@ -42,6 +45,7 @@ import torch
 import torch.nn.functional as F
 import torchattacks
 
+from attacks import apgd
 from bench.errors import BenchError
 
 
@@ -519,8 +523,8 @@ def _pgd_margin(model, *, n_classes, seed, eps, alpha, steps, random_start, earl
 
 def _apgd(loss):
     def build(model, *, n_classes, seed, eps, steps, n_restarts):
-        return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=n_restarts, seed=seed,
-                                 loss=loss, verbose=False)
+        return apgd.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=n_restarts, seed=seed, loss=loss,
+                         verbose=False)
     return build
 
 
@@ -537,8 +541,8 @@ register_attack("apgd_dlr", norm="linf", loss="dlr", view_invariant=True, seedin
                              "(AutoAttack's second attack)",
                  params={"eps": EPS, "steps": STEPS_AA, "n_restarts": RESTARTS, "n_target_classes": TARGETS})
 def _apgd_t(model, *, n_classes, seed, eps, steps, n_restarts, n_target_classes):
-    atk = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=n_restarts, seed=seed,
-                             n_classes=n_classes, verbose=False)
+    atk = apgd.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=n_restarts, seed=seed,
+                     n_classes=n_classes, verbose=False)
     atk.n_target_classes = _target_classes("apgd_t", n_target_classes, n_classes)  # torchattacks: n_classes-1
     return atk
 
@@ -584,6 +588,13 @@ def _autoattack(model, *, n_classes, seed, eps, version, steps, n_queries):
     # schedule rescaled to n_queries (the reference: not). Set the reference's values.
     targets = _target_classes("autoattack", 9, n_classes)
     for member in atk._autoattack.attacks:
+        # APGD-CE and APGD-T stop attacking a broken point (attacks/apgd.py: same results, a
+        # fraction of the passes). The subclass adds no state, so the member keeps every setting
+        # torchattacks gave it; the cross-check then holds the early stop to the authors' code.
+        if type(member) is torchattacks.APGD:
+            member.__class__ = apgd.APGD
+        elif type(member) is torchattacks.APGDT:
+            member.__class__ = apgd.APGDT
         if isinstance(member, (torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB)):
             member.steps = steps
         if isinstance(member, (torchattacks.APGDT, torchattacks.FAB)):

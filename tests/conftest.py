@@ -72,6 +72,17 @@ def tiny_model(mini_data):
     return spec, result.model
 
 
+@pytest.fixture(scope="module")
+def correct_batch(tiny_model, test_split):
+    """The test images the tiny model classifies correctly: what the evaluator attacks."""
+    from bench.data import to_float
+    _, model = tiny_model
+    x, y = to_float(test_split.images), test_split.labels
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    return x[ok], y[ok]
+
+
 @pytest.fixture
 def http_server(tmp_path):
     """A real HTTP server on localhost serving tmp_path/www."""

@@ -7,22 +7,12 @@ import torchattacks
 
 from attacks import make_attack, make_view
 from attacks.views import PassCount, PassCounter
-from bench.data import to_float
 from bench.measure.adversarial import evaluate
 from bench.store import unpack_bits
 from tests.attack_helpers import correct, run
 
 EPS = 2 / 255  # small enough that some points survive: a subset test of two empty sets proves nothing
 STEPS = 10
-
-
-@pytest.fixture(scope="module")
-def batch(tiny_model, test_split):
-    """The test images the tiny model classifies correctly: what the evaluator attacks."""
-    _, model = tiny_model
-    x, y = to_float(test_split.images), test_split.labels
-    ok = correct(model, x, y)
-    return x[ok], y[ok]
 
 
 def attack_pair(name, model, view="raw", temperature=1.0, **params):
@@ -36,13 +26,13 @@ def attack_pair(name, model, view="raw", temperature=1.0, **params):
 
 
 @pytest.mark.parametrize("name", ["pgd", "pgd_margin", "pgd_target_ll", "pgd_target_random"])
-def test_early_stop_is_never_weaker_and_cheaper(tiny_model, batch, name):
+def test_early_stop_is_never_weaker_and_cheaper(tiny_model, correct_batch, name):
     """Same seed: every point the last-iterate attack breaks, the early-stopped one breaks too;
     a point the early stop never dropped followed the same trajectory bit for bit (same random
     start, targets and steps); a point where the two differ was dropped at a misclassified
     iterate, inside the ball and the box; and the early stop spends fewer backward passes."""
     _, model = tiny_model
-    x, y = batch
+    x, y = correct_batch
     (early, c_early), (plain, c_plain) = attack_pair(name, model)
     adv_e, adv_p = run(early, x, y), run(plain, x, y)
     robust_e, robust_p = correct(model, adv_e, y), correct(model, adv_p, y)
@@ -58,17 +48,17 @@ def test_early_stop_is_never_weaker_and_cheaper(tiny_model, batch, name):
     assert c_early.forward - c_early.backward == c_plain.forward - c_plain.backward  # targets' forward only
 
 
-def test_plain_registry_pgd_is_torchattacks_pgd(tiny_model, batch):
+def test_plain_registry_pgd_is_torchattacks_pgd(tiny_model, correct_batch):
     """early_stop off builds torchattacks.PGD itself: those records keep their old numbers."""
     _, model = tiny_model
-    x, y = batch
+    x, y = correct_batch
     atk = make_attack("pgd", {"steps": 3, "early_stop": False}).build(model)
     assert type(atk) is torchattacks.PGD
     ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=3, random_start=True)
     assert torch.equal(run(atk, x, y), run(ref, x, y))
 
 
-def test_a_zero_gradient_ends_the_attack_at_that_point(tiny_model, batch):
+def test_a_zero_gradient_ends_the_attack_at_that_point(tiny_model, correct_batch):
     """A saturated softmax (last layer x 1e4) gives exactly zero CE gradients on the raw view:
     a sign step of zero does not move the point, so the early stop drops it at once, and returns
     what the plain loop returns after all its steps."""
@@ -78,7 +68,7 @@ def test_a_zero_gradient_ends_the_attack_at_that_point(tiny_model, batch):
     with torch.no_grad():
         big.fc.weight.mul_(1e4)
         big.fc.bias.mul_(1e4)
-    x, y = batch
+    x, y = correct_batch
     (early, c_early), (plain, c_plain) = attack_pair("pgd", big)
     adv_e, adv_p = run(early, x, y), run(plain, x, y)
     robust_e, robust_p = correct(big, adv_e, y), correct(big, adv_p, y)
@@ -90,9 +80,9 @@ def test_a_zero_gradient_ends_the_attack_at_that_point(tiny_model, batch):
     assert (adv_e[robust_e] - adv_p[robust_e]).abs().max() < 1e-6
 
 
-def test_early_stop_is_seeded(tiny_model, batch):
+def test_early_stop_is_seeded(tiny_model, correct_batch):
     _, model = tiny_model
-    x, y = batch
+    x, y = correct_batch
     atk = make_attack("pgd", {"steps": STEPS, "eps": EPS}).build(model)
     assert torch.equal(run(atk, x, y, seed=1), run(atk, x, y, seed=1))
     assert not torch.equal(run(atk, x, y, seed=1), run(atk, x, y, seed=2))
@@ -160,12 +150,12 @@ def test_the_other_families_carry_their_cost_too(tiny_model, test_split):
     assert cc["backward_passes"] >= n  # the clean pass's gradient check at least
 
 
-def test_early_stopped_pgd_l2_is_never_weaker_and_cheaper(tiny_model, batch):
+def test_early_stopped_pgd_l2_is_never_weaker_and_cheaper(tiny_model, correct_batch):
     """The L2 PGD's early stop, against torchattacks' PGDL2 loop from the same seed: a point the early
     stop leaves robust is robust at the last iterate and got there by the same steps (up to the
     rounding of a gradient normalised over fewer images), inside the L2 ball and the box."""
     _, model = tiny_model
-    x, y = batch
+    x, y = correct_batch
     eps, pair = 0.15, []
     for early in (True, False):
         count = PassCount()
@@ -181,10 +171,10 @@ def test_early_stopped_pgd_l2_is_never_weaker_and_cheaper(tiny_model, batch):
     assert c_early.backward < c_plain.backward == STEPS * len(y)
 
 
-def test_counter_counts_every_backward(tiny_model, batch):
+def test_counter_counts_every_backward(tiny_model, correct_batch):
     """FAB differentiates every logit of one forward: a backward pass each, counted each."""
     _, model = tiny_model
-    x = batch[0][:4]
+    x = correct_batch[0][:4]
     count = PassCount()
     counted = PassCounter(model, count)
     xg = x.clone().requires_grad_(True)

@@ -7,7 +7,8 @@
     diagnostics) against a plain torchattacks loop, on the same weights and images;
 (c) early stop: PGD-20 through the evaluator (early-stopped) against a plain torchattacks PGD-20
     loop on the same model and images, with both robust accuracies, on a standard model and on a
-    masked one (fastnet_T1, fastnet_T50_lrT);
+    masked one (fastnet_T1, fastnet_T50_lrT); then APGD-T (100 iterations, 9 targets), which
+    leaves a point once broken, against torchattacks.APGDT, image by image;
 (d) cost: forward and backward passes per image of the quick profile's attack suite against
     AutoAttack standard, on the same models and images;
 (e) corruption generation, per corruption.
@@ -25,10 +26,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from attacks import make_attack
+from attacks import apgd, make_attack
 from attacks.corruptions import BENCHMARK, EXTRA, corrupt_severities
+from attacks.views import PassCount, PassCounter
 from bench.checkpoints import CheckpointStore, checkpoint_key
-from bench.data import default_cache_dir, load_dataset, stratified_indices
+from bench.data import default_cache_dir, load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
 from bench.measure.adversarial import evaluate
 from bench.measure.eps_sweep import sweep_configs
@@ -168,6 +170,8 @@ def main(argv=None) -> int:
         models = [perf_model(name, data, device, args.train_images) for name in ("fastnet_T1", "fastnet_T50_lrT")]
         if "early-stop" in sections:
             early_stop_timings(models, test, args.repeats)
+            apgd_timings(models, data.test.subset(stratified_indices(data.test.labels, args.cost_images, 0)),
+                         args.repeats)
         if "cost" in sections:
             cost_table(models, data.test.subset(stratified_indices(data.test.labels, args.cost_images, 0)),
                        data.num_classes)
@@ -230,6 +234,41 @@ def early_stop_timings(models, test, repeats: int) -> None:
             print(f"  {spec.name:<17}{v:<8}{hm:>9.1f}{pm:>9.1f}{pm / hm:>7.2f}{100 * m['robust_acc']:>8.1f}%"
                   f"{100 * robust_plain:>7.1f}%{m['backward_per_image']:>9.2f}{20:>7}{subset:>12}   {runs}")
         print(f"  ({spec.name}: {origin}; clean accuracy {100 * ms[views[0]].metrics['clean_acc']:.1f}%)")
+
+
+def apgd_timings(models, test, repeats: int) -> None:
+    """APGD-T at AutoAttack's budget (100 iterations, 9 targets, eps 8/255) as the harness runs it
+    (attacks/apgd.py: a point leaves once broken) against torchattacks.APGDT, on the same model,
+    clean-correct images and seed, alternating, median of ``repeats``; column "same": the two
+    leave the same images robust."""
+    import torchattacks
+
+    print(f"early stop: APGD-T on the clean-correct of {len(test)} test images, seconds (median of {repeats}), "
+          "robust accuracy, backward passes per image")
+    print(f"  {'model':<17}{'harness':>9}{'plain':>9}{'ratio':>7}{'robust':>9}{'plain':>8}{'bwd/img':>9}{'plain':>8}"
+          f"{'same':>6}   runs (harness | plain)")
+    x_all, y_all = to_float(test.images), test.labels
+    for spec, model, _ in models:
+        with torch.no_grad():
+            ok = model(x_all).argmax(1) == y_all
+        x, y = x_all[ok], y_all[ok]
+        times = {cls: [] for cls in (apgd.APGDT, torchattacks.APGDT)}
+        robust, bwd = {}, {}
+        for _ in range(repeats):
+            for cls in times:
+                count = PassCount()
+                atk = cls(PassCounter(model, count), norm="Linf", eps=8 / 255, steps=100, n_restarts=1, seed=0,
+                          n_classes=10, verbose=False)
+                t = time.perf_counter()
+                adv = atk(x, y)
+                times[cls].append(time.perf_counter() - t)
+                with torch.no_grad():
+                    robust[cls] = model(adv).argmax(1) == y
+                bwd[cls] = count.backward / len(y)
+        (h, hr, hb), (p, pr, pb) = ((statistics.median(times[c]), robust[c], bwd[c]) for c in times)
+        runs = " | ".join(" ".join(f"{v:.1f}" for v in times[c]) for c in times)
+        print(f"  {spec.name:<17}{h:>9.1f}{p:>9.1f}{p / h:>7.1f}{100 * hr.float().mean():>8.1f}%"
+              f"{100 * pr.float().mean():>7.1f}%{hb:>9.1f}{pb:>8.1f}{'yes' if torch.equal(hr, pr) else 'NO':>6}   {runs}")
 
 
 def cost_table(models, test, num_classes: int) -> None:

@@ -1,0 +1,137 @@
+"""Re-run stored attack measurements on their saved checkpoints with today's code, and compare
+image by image: did a change to an attack change any result, and what does it cost now?
+
+    python -m bench.tools.recheck --results results/cpu --attack apgd_t [--model NAME ...] [--profile P]
+
+Each stored record of the attack (or the AutoAttack cross-check's record, for ``autoattack`` and
+``autoattack_ref``) is run again exactly as the grid ran it (its images, view, seed,
+parameters and the profile's batch size) on the checkpoint it names, verified by sha256. Printed
+per record: robust accuracy then and now, the images whose verdict changed, the backward passes
+per image and the wall time then and now. Records of the same weights (an @last copied from
+@best) are run once. Nothing is written: the store keeps the measurements as they were made.
+Exit status 1 when a verdict changed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from attacks import ATTACKS, format_eps, make_attack
+from bench.checkpoints import CheckpointStore
+from bench.data import load_dataset, stratified_indices
+from bench.errors import BenchError
+from bench.measure.adversarial import evaluate
+from bench.profiles import load_profile
+from bench.provenance import device_name
+from bench.store import ResultStore, unpack_bits
+from models import parse_name
+
+
+# the AutoAttack cross-check's record holds each implementation's result under its tag
+CROSSCHECK_TAGS = {"autoattack": "torchattacks", "autoattack_ref": "pyautoattack"}
+
+
+def stored(results: Path, attack: str, models) -> list:
+    def holds(r):
+        return r.get("threat") == attack or (r.get("threat") == "autoattack_crosscheck"
+                                             and attack in r["params"].get("attacks", []))
+    recs = [r for r in ResultStore(results).records() if holds(r) and (not models or r.get("model") in models)]
+    return sorted(recs, key=lambda r: (r["model"], r["eps"], r["view"]))
+
+
+def result_of(r: dict, attack: str):
+    """(per-image bits, robust accuracy, backward passes per image, parameters) the record holds
+    for ``attack``."""
+    if r["threat"] == attack:
+        m = r["metrics"]
+        return r["bits"], m["robust_acc"], m["backward_per_image"], r["params"]
+    tag = CROSSCHECK_TAGS[attack]
+    m = r["metrics"]
+    params = {k: v for k, v in r["params"].items() if k != "attacks"}
+    return r[f"bits_{tag}"], m[f"robust_acc_{tag}"], m[f"backward_per_image_{tag}"], params
+
+
+def main(argv=None) -> int:
+    try:
+        return recheck(argv)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def recheck(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.tools.recheck", description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", required=True, help="a results folder with records/ and checkpoints/")
+    p.add_argument("--attack", required=True, help="the registry attack whose records are run again")
+    p.add_argument("--model", nargs="*", default=[], help="only these models (default: every one measured)")
+    p.add_argument("--profile", default=None,
+                   help="the profile the records were made with, a name or a TOML file (default: the records' name)")
+    p.add_argument("--data-root", default=None)
+    args = p.parse_args(argv)
+    results = Path(args.results)
+    if args.attack not in ATTACKS:
+        raise BenchError(f"--attack {args.attack}: not a registry attack; one of {', '.join(sorted(ATTACKS))}")
+    if not (results / "records").is_dir() or not (results / "checkpoints").is_dir():
+        raise BenchError(f"--results {results}: needs records/ and checkpoints/ (a profile run with keep_checkpoints)")
+    recs = stored(results, args.attack, set(args.model))
+    if not recs:
+        raise BenchError(f"no {args.attack} records in {results / 'records'}"
+                         + (f" for {', '.join(args.model)}" if args.model else ""))
+    data = load_dataset(args.data_root)
+    if {r["dataset"] for r in recs} != {data.name}:
+        raise BenchError(f"the records are on {sorted({r['dataset'] for r in recs})}, the data is {data.name}: "
+                         f"pass --data-root")
+    device = torch.device("cpu")
+    ckpts = CheckpointStore(results / "checkpoints")
+    print(f"recheck {args.attack}: {len(recs)} records of {results} on {device_name(device)}, torch {torch.__version__}")
+    print(f"  {'model':<26}{'view':<7}{'eps':>7}{'robust':>8}{'now':>7}{'changed':>9}{'bwd/img':>9}{'now':>7}"
+          f"{'s':>8}{'now':>7}")
+    done, changed, then_s, now_s = {}, 0, 0.0, 0.0
+    for r in recs:
+        label = f"  {r['model']:<26}{r['view']:<7}{format_eps(r['eps']):>7}"
+        same = (r["weights_sha256"], r["view"], r["eps"], json.dumps(r["params"], sort_keys=True), r["n"])
+        twin = done.get(same)
+        if twin is not None:
+            print(f"{label}  same weights as {twin}: not run again")
+            continue
+        ev = load_profile(args.profile or r["profile"]).eval
+        split = data.split(r["split"])
+        split = split.subset(stratified_indices(split.labels, r["n"] if "positions" not in r else
+                                                r["positions"]["eval_n"], r["subset_seed"]))
+        if "positions" in r:
+            split = split.subset(torch.tensor(r["positions"]["index"]))
+        spec = parse_name(r["model"])
+        key = r["run_key"].split("@")[0]  # an adversarial run's record names its checkpoint: key@best
+        found = ckpts.load(spec, key, data.num_classes, device)
+        if found is None:
+            raise BenchError(f"{r['model']}: no checkpoint {key} in {results / 'checkpoints'}")
+        model, meta = found
+        if meta["weights_sha256"] != r["weights_sha256"]:
+            raise BenchError(f"{r['model']}: checkpoint {key} holds other weights than the record measured")
+        bits, robust, bwd, params = result_of(r, args.attack)
+        cfg = make_attack(args.attack, params)
+        m = evaluate(model, r["T"], split, [cfg], ["raw" if r["view"] == "any" else r["view"]],
+                     batch_size=ev.batch_size, seed=r["attack_seed"], n_classes=r["num_classes"])[1]
+        wall = m.wall_s
+        n = len(split)
+        diff = int((unpack_bits(m.bits, n) != unpack_bits(bits, n)).sum())
+        changed += diff > 0
+        # a cross-check's wall time is both implementations' together: not this attack's alone
+        then = r["wall_s"] if r["threat"] == args.attack else float("nan")
+        if then == then:
+            then_s, now_s = then_s + then, now_s + wall
+        done[same] = r["model"]
+        print(f"{label}{100 * robust:>7.1f}%{100 * m.metrics['robust_acc']:>6.1f}%{diff:>9}"
+              f"{bwd:>9.1f}{m.metrics['backward_per_image']:>7.1f}{'-' if then != then else f'{then:.0f}':>8}{wall:>7.1f}", flush=True)
+    print(f"  {len(done)} run again: {changed} with a changed verdict"
+          + (f"; wall {then_s:.0f} s then, {now_s:.0f} s now (then: as recorded, on the machine in each record)"
+             if then_s else ""))
+    return 1 if changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""bench.tools.recheck: a stored attack measurement run again on its kept checkpoint, compared
+image by image, on a real grid run over the mini tree."""
+import json
+
+from bench.run import main as run_main
+from bench.tools.recheck import main as recheck
+
+
+def test_recheck_repeats_a_stored_measurement_and_names_a_changed_verdict(mini_root, tmp_path, capsys):
+    prof = tmp_path / "p.toml"
+    prof.write_text('keep_checkpoints = true\n[recipe]\nepochs = 1\nbatch_size = 64\ntrain_subset = 256\n'
+                    '[eval]\nn = 40\nbatch_size = 20\nattacks = ["apgd_t"]\nviews = ["raw"]\n'
+                    '[attack.apgd_t]\nsteps = 5\nn_target_classes = 2\neps = "1/255"\n'
+                    '[[grid]]\narch = "fastnetw8"\nT = [1]\n')
+    res = tmp_path / "res"
+    assert run_main(["--profile", str(prof), "--model", "all", "--data-root", str(mini_root), "--results", str(res),
+                     "--cache", str(tmp_path / "cache"), "--no-progress", "--tables-only"]) == 0
+    args = ["--results", str(res), "--attack", "apgd_t", "--profile", str(prof), "--data-root", str(mini_root)]
+    capsys.readouterr()
+    assert recheck(args) == 0
+    out = capsys.readouterr().out
+    assert "1 run again: 0 with a changed verdict" in out
+
+    path = next(p for p in (res / "records").glob("*.json") if json.loads(p.read_text())["threat"] == "apgd_t")
+    rec = json.loads(path.read_text())
+    flipped = format(int(rec["bits"], 16) ^ 1, f"0{len(rec['bits'])}x")  # the last image's verdict, inverted
+    path.write_text(json.dumps(dict(rec, bits=flipped)))
+    assert recheck(args) == 1
+    assert "1 run again: 1 with a changed verdict" in capsys.readouterr().out
