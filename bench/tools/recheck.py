@@ -81,6 +81,7 @@ def recheck(argv) -> int:
     if not recs:
         raise BenchError(f"no {args.attack} records in {results / 'records'}"
                          + (f" for {', '.join(args.model)}" if args.model else ""))
+    profiles = {name: load_profile(name) for name in {args.profile or r["profile"] for r in recs}}
     data = load_dataset(args.data_root)
     if {r["dataset"] for r in recs} != {data.name}:
         raise BenchError(f"the records are on {sorted({r['dataset'] for r in recs})}, the data is {data.name}: "
@@ -98,12 +99,11 @@ def recheck(argv) -> int:
         if twin is not None:
             print(f"{label}  same weights as {twin}: not run again")
             continue
-        ev = load_profile(args.profile or r["profile"]).eval
-        split = data.split(r["split"])
-        split = split.subset(stratified_indices(split.labels, r["n"] if "positions" not in r else
-                                                r["positions"]["eval_n"], r["subset_seed"]))
-        if "positions" in r:
-            split = split.subset(torch.tensor(r["positions"]["index"]))
+        ev = profiles[args.profile or r["profile"]].eval
+        split, pos = data.split(r["split"]), r.get("positions")  # pos: a subset of the evaluation images
+        split = split.subset(stratified_indices(split.labels, pos["eval_n"] if pos else r["n"], r["subset_seed"]))
+        if pos:
+            split = split.subset(torch.tensor(pos["index"]))
         spec = parse_name(r["model"])
         key = r["run_key"].split("@")[0]  # an adversarial run's record names its checkpoint: key@best
         found = ckpts.load(spec, key, data.num_classes, device)
@@ -121,12 +121,13 @@ def recheck(argv) -> int:
         diff = int((unpack_bits(m.bits, n) != unpack_bits(bits, n)).sum())
         changed += diff > 0
         # a cross-check's wall time is both implementations' together: not this attack's alone
-        then = r["wall_s"] if r["threat"] == args.attack else float("nan")
-        if then == then:
+        then = r["wall_s"] if r["threat"] == args.attack else None
+        if then is not None:
             then_s, now_s = then_s + then, now_s + wall
         done[same] = r["model"]
-        print(f"{label}{100 * robust:>7.1f}%{100 * m.metrics['robust_acc']:>6.1f}%{diff:>9}"
-              f"{bwd:>9.1f}{m.metrics['backward_per_image']:>7.1f}{'-' if then != then else f'{then:.0f}':>8}{wall:>7.1f}", flush=True)
+        print(f"{label}{100 * robust:>7.1f}%{100 * m.metrics['robust_acc']:>6.1f}%{diff:>9}{bwd:>9.1f}"
+              f"{m.metrics['backward_per_image']:>7.1f}{'-' if then is None else f'{then:.0f}':>8}{wall:>7.1f}",
+              flush=True)
     print(f"  {len(done)} run again: {changed} with a changed verdict"
           + (f"; wall {then_s:.0f} s then, {now_s:.0f} s now (then: as recorded, on the machine in each record)"
              if then_s else ""))
