@@ -342,15 +342,18 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random crop with zero padding (torchvision RandomCrop(32, padding=4)) and horizontal flip,
-    on a whole batch on its device."""
+    on a whole batch on its device, any dtype. One gather does both (a flipped image reads its
+    window's columns right to left), and its result is channels_last in memory, the layout the
+    trainer's convolutions take: on uint8 images, converted to float after, that is a third of
+    the bytes moved and no copy in between."""
     b, c, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=generator.device).to(dev)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=generator.device).to(dev)
-    rows = (dy[:, None] + torch.arange(h, device=dev))[:, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, :]
-    # Advanced indices on dims 0, 2, 3 around a slice: the result is [b, h, w, c].
-    out = padded[torch.arange(b, device=dev)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
     flip = (torch.rand(b, generator=generator, device=generator.device) < 0.5).to(dev)
-    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
+    rows = (dy[:, None] + torch.arange(h, device=dev))[:, :, None]
+    ramp = torch.arange(w, device=dev)
+    cols = (dx[:, None] + torch.where(flip[:, None], ramp.flip(0), ramp))[:, None, :]
+    # Advanced indices on dims 0, 2, 3 around a slice: the result is [b, h, w, c].
+    return padded[torch.arange(b, device=dev)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)

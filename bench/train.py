@@ -224,7 +224,7 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
         seen = 0
         for step in range(steps_per_epoch):
             batch = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-            x = augment(to_float(train.images[batch]), gen).contiguous(memory_format=torch.channels_last)
+            x = to_float(augment(train.images[batch], gen))  # channels_last, as the model is
             y = train.labels[batch]
             if adversarial is not None:
                 loss, logits = adversarial.loss(model, x, y, spec.lr_scale, recipe.label_smoothing, autocast)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data import augment, load_dataset, stratified_indices
+from bench.data import augment, load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
 from tests.builders import make_imagefolder, register_checksums, write_cifar_batches
 
@@ -243,6 +243,11 @@ def test_augment_crops_and_flips_on_the_batch():
     same = sum(torch.equal(out[i], x[i]) for i in range(256))
     assert same + flipped < 256  # some images were shifted
     assert torch.equal(out, augment(x, torch.Generator().manual_seed(0)))
+    # the trainer augments the uint8 images and converts after: the same floats, channels_last
+    u8 = (x * 255).round().to(torch.uint8)
+    out8 = to_float(augment(u8, torch.Generator().manual_seed(0)))
+    assert out8.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out8, augment(to_float(u8), torch.Generator().manual_seed(0)))
 
 
 # --- unreadable images and unusable cache folders: one line, nothing written --------------------
