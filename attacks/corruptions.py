@@ -146,8 +146,9 @@ def _draw(keys: Sequence[int], make: Callable) -> Tuple[torch.Tensor, ...]:
 
 
 def _u8(y: torch.Tensor) -> torch.Tensor:
-    """np.uint8 of a value the reference has already clipped to [0, 255]: truncation."""
-    return torch.floor(y).to(torch.uint8)
+    """np.uint8 of a value the reference has already clipped to [0, 255]: truncation, which
+    torch's conversion does itself (toward zero: the floor, on values that are never negative)."""
+    return y.to(torch.uint8)
 
 
 def _unit(x: torch.Tensor, dtype=F64) -> torch.Tensor:
@@ -156,7 +157,7 @@ def _unit(x: torch.Tensor, dtype=F64) -> torch.Tensor:
 
 def _finish(y: torch.Tensor) -> torch.Tensor:
     """The reference's closing ``np.clip(y, 0, 1) * 255`` then np.uint8."""
-    return y.clamp(0, 1).mul_(255).floor_().to(torch.uint8)
+    return y.clamp(0, 1).mul_(255).to(torch.uint8)  # truncates, as _u8
 
 
 # ----------------------------------------------------------------------------------------------
