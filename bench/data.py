@@ -344,7 +344,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.
     """Random crop with zero padding (torchvision RandomCrop(32, padding=4)) and horizontal flip,
     on a whole batch on its device, any dtype. One gather does both (a flipped image reads its
     window's columns right to left), and its result is channels_last in memory, the layout the
-    trainer's convolutions take: on uint8 images, converted to float after, that is a third of
+    trainer's convolutions take: on uint8 images, converted to float after, that is a quarter of
     the bytes moved and no copy in between."""
     b, c, h, w = x.shape
     dev = x.device
