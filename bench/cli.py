@@ -76,6 +76,7 @@ def list_attacks() -> str:
     if extra:
         lines += ["", "Other measurement families (by name; [eval] measure):"]
         lines += [f"  {name:<12} {F.describe}" for name, F in extra.items()]
+    lines += ["", "none: clean accuracy and calibration alone (every run measures those two)"]
     return "\n".join(lines)
 
 

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "0.4914,0.4822,0.4465 (with --std)")
     p.add_argument("--std", default=None, help="for --model file:PATH: per-channel std it expects (with --mean)")
     p.add_argument("--attack", default=None, help="comma list of attacks and shifts (corruptions, a corruption, "
-                   "natural, a transform, cifar10.1), or 'all' (default: the profile's); see --list-attacks")
+                   "natural, a transform, cifar10.1), 'all', or 'none' for clean accuracy and calibration alone "
+                   "(default: the profile's); see --list-attacks")
     p.add_argument("--corruptions", default=None, help="comma list of CIFAR-10-C corruptions (default: all 19)")
     p.add_argument("--severities", default=None, help="comma list of corruption severities, e.g. 3,5 (default 1..5)")
     p.add_argument("--corruption-source", default=None, choices=["auto", "generated", "real"],

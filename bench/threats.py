@@ -13,6 +13,7 @@ the other threats alike, so ``--attack pgd,corruptions,rotate,cifar10.1`` is one
   suite           every attack of the registry but autoattack_ref, and the four above: the audit
   <family>        a measurement family without settings of its own (bench/measure/families.py)
   all             everything above
+  none            nothing more than clean accuracy and calibration, which every run measures
 
 Single corruptions are named with ``--corruptions`` (which also switches corruptions on), not in
 ``--attack``: brightness and contrast are both a corruption and a natural transform. Without
@@ -35,7 +36,7 @@ from bench.profiles import EvalSetup
 NATURAL_ALL = (*NATURAL, "worst_grid")
 SHIFT_SETS = ("cifar10.1",)
 AUDIT = ("transfer", "eps_sweep", "fp64", "crosscheck")
-GROUPS = ("corruptions", "natural", "suite", "all")
+GROUPS = ("corruptions", "natural", "suite", "all", "none")
 DEFAULT_SWEEP = tuple(f"{k}/255" for k in (1, 2, 4, 8, 16, 32, 64, 128))
 DEFAULT_FP64_N = 100
 DEFAULT_CROSSCHECK_N = 100
@@ -76,6 +77,9 @@ def select(ev: EvalSetup, tokens: Optional[Sequence[str]], corruptions: Optional
 
     attacks, natural, shifts, audit, measure = [], [], [], set(), []
     want_corruptions = corruptions is not None or severities is not None
+    if "none" in tokens and len(set(tokens)) > 1:
+        raise BenchError(f"--attack none measures nothing beyond clean accuracy and calibration: "
+                         f"leave it out to run {', '.join(t for t in tokens if t != 'none')}")
     for t in tokens:
         if t in ("suite", "all"):
             attacks += suite_attacks()
@@ -85,7 +89,7 @@ def select(ev: EvalSetup, tokens: Optional[Sequence[str]], corruptions: Optional
             shifts += list(SHIFT_SETS)
             measure += list(families.by_name())
             want_corruptions = True
-        elif t == "suite":
+        elif t in ("suite", "none"):
             pass
         elif t in AUDIT:
             audit.add(t)

@@ -97,6 +97,10 @@ def test_threat_selection_by_name():
     everything = select(ev, ["all"])
     assert everything.corruptions == "auto" and len(everything.natural) == len(NATURAL) + 1
     assert "pgd" in everything.attacks and everything.shifts == ("cifar10.1",)
+    # none: clean accuracy and calibration alone (a cheap pass over a larger test set)
+    nothing = select(ev, ["none"])
+    assert (nothing.attacks, nothing.corruptions, nothing.natural, nothing.shifts, nothing.eps_sweep,
+            nothing.transfer, nothing.fp64_n, nothing.crosscheck_n) == ((), "none", (), (), (), False, 0, 0)
 
 
 @pytest.mark.parametrize("tokens,corruptions,severities,fragment", [
@@ -104,6 +108,7 @@ def test_threat_selection_by_name():
     (["rotat"], None, None, "did you mean rotate"),
     (["corruptions"], ["fgo"], None, "unknown corruption 'fgo' (did you mean fog?)"),
     (["corruptions"], None, [0, 6], "severities must lie in 1..5, got [0, 6]"),
+    (["none", "pgd"], None, None, "--attack none measures nothing beyond clean accuracy and calibration"),
 ])
 def test_bad_threat_selection(tokens, corruptions, severities, fragment):
     from bench.threats import select
