@@ -231,3 +231,9 @@ def test_rows_link_their_kept_weights(tmp_path):
     page = parse(tmp_path / "index.html")
     assert [a["href"] for a in page.links if a.get("href", "").startswith("checkpoints/")] == [
         "checkpoints/fastnetw8_T1-k.safetensors"]
+    # a folder evaluated from another's kept checkpoints (bench.run --store, publish --checkpoints)
+    # links them where they are, relative to its page
+    other = tmp_path / "elsewhere"
+    write_reports(b.store, other, checkpoints=kept)
+    assert [a["href"] for a in parse(other / "index.html").links if "safetensors" in a.get("href", "")] == [
+        "../checkpoints/fastnetw8_T1-k.safetensors"]

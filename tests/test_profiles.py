@@ -47,7 +47,12 @@ def test_keep_checkpoints_puts_them_beside_the_results(tmp_path):
     assert plan.checkpoint_dir == tmp_path / "res" / "checkpoints"
     assert Plan(**{**plan.__dict__, "store_dir": tmp_path / "shared"}).checkpoint_dir == tmp_path / "shared" / "checkpoints"
     path.write_text(path.read_text().replace("true", "false"))
-    assert Plan(**{**plan.__dict__, "profile": load_profile(str(path))}).checkpoint_dir == tmp_path / "cache" / "checkpoints"
+    private = Plan(**{**plan.__dict__, "profile": load_profile(str(path))})
+    assert private.checkpoint_dir == tmp_path / "cache" / "checkpoints"
+    # the reports link kept checkpoints only, never the private cache
+    assert plan.kept_checkpoint_dir == plan.checkpoint_dir and private.kept_checkpoint_dir is None
+    shared = Plan(**{**private.__dict__, "store_dir": tmp_path / "shared"})
+    assert shared.kept_checkpoint_dir == tmp_path / "shared" / "checkpoints"
 
 
 @pytest.mark.parametrize("text,fragment", [

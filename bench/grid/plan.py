@@ -39,6 +39,12 @@ class Plan:
         return (self.store_dir or self.cache_dir) / "checkpoints"
 
     @property
+    def kept_checkpoint_dir(self) -> Optional[Path]:
+        """Where the checkpoints are kept for others to read (a shared store, or a profile's
+        keep_checkpoints), which the reports link; None where they live in the private cache."""
+        return self.checkpoint_dir if (self.store_dir is not None or self.profile.keep_checkpoints) else None
+
+    @property
     def log_dir(self) -> Path:
         return (self.store_dir or self.results_dir) / "logs"
 

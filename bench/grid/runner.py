@@ -37,6 +37,6 @@ def run(plan: Plan, log: Callable[[str], None] = _log, executor=None, pages: boo
         f"; {len(todo)} to run; job logs in {plan.log_dir}")
     executor = executor or LocalExecutor()
     executor.run(todo, ctx, GridProgress(len(jobs), len(jobs) - len(todo), log), plan.log_dir, log)
-    board = write_reports(ctx.store, plan.results_dir, pages=pages)
+    board = write_reports(ctx.store, plan.results_dir, pages=pages, checkpoints=plan.kept_checkpoint_dir)
     log(f"done in {time.perf_counter() - started:.0f}s; {'reports' if pages else 'tables'} in {plan.results_dir}")
     return board

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -265,13 +266,15 @@ def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_rec
 
 
 def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bits=None,
-               checkpoints: Optional[Path] = None) -> Path:
+               checkpoints: Optional[Path] = None, page_dir: Optional[Path] = None) -> Path:
     """results/<profile>/index.html from the leaderboard and the tidy table (already built).
     ``checkpoints``: where a profile keeps its checkpoints (keep_checkpoints; default
-    <out_dir>/checkpoints), whose weights the rows link to."""
+    <out_dir>/checkpoints), whose weights the rows link to, relative to ``page_dir``, the folder
+    the page will be read in (default ``out_dir``; the publisher writes into a staging folder)."""
     out_dir = Path(out_dir)
-    kept = CheckpointStore(Path(checkpoints) if checkpoints else out_dir / "checkpoints")
-    weight_files = {sha: f"checkpoints/{name}" for sha, name in kept.files_by_sha256().items()}
+    folder = Path(checkpoints) if checkpoints else out_dir / "checkpoints"
+    base = Path(os.path.relpath(folder.resolve(), Path(page_dir or out_dir).resolve())).as_posix()
+    weight_files = {sha: f"{base}/{name}" for sha, name in CheckpointStore(folder).files_by_sha256().items()}
     bits = store.bits_table() if bits is None else bits
     claims = evaluate_claims(tidy, board, bits)
     html = render(out_dir, board, tidy, claims, n_records=len(tidy.drop_duplicates(

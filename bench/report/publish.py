@@ -36,12 +36,14 @@ from bench.store import ResultStore
 REPORT_FOLDERS = {"plots": "*.png", "model_cards": "*.json"}
 
 
-def write_reports(store: ResultStore, out_dir: Path, pages: bool = True) -> pd.DataFrame:
+def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
+                  checkpoints: Optional[Path] = None) -> pd.DataFrame:
     """results.csv (tidy), leaderboard.csv, plots/, the RobustBench exports and index.html under
     ``out_dir``; returns the leaderboard. All of it is built in a staging folder and moved in only
     once it is complete, so a failure (a full disk, say) leaves the previous reports as they were;
     the records are never touched. ``pages=False`` writes the two tables alone (the plots are
-    most of a report's time) and leaves the other files as they were."""
+    most of a report's time) and leaves the other files as they were. ``checkpoints``: the kept
+    checkpoints whose weights the page links (default ``out_dir``/checkpoints)."""
     out_dir = Path(out_dir)
     tidy = store.table()
     board = leaderboard(tidy, store.bits_table())
@@ -64,7 +66,8 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True) -> pd.D
             plot_reliability_diagrams(store, latest, plots / "reliability")
             # the RobustBench exports, then the page that links them, from the same tables
             write_exports(board, stage)
-            write_page(store, stage, board, tidy, checkpoints=out_dir / "checkpoints")
+            write_page(store, stage, board, tidy, checkpoints=checkpoints or out_dir / "checkpoints",
+                       page_dir=out_dir)
             _move_in(stage, out_dir)
     except OSError as e:
         raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): free space there, then rebuild "
@@ -89,14 +92,17 @@ def _move_in(stage: Path, out_dir: Path, prune: bool = True):
                 old.unlink()
 
 
-def regenerate(results_dir: Path) -> Path:
+def regenerate(results_dir: Path, checkpoints: Optional[Path] = None) -> Path:
     """Rebuild every report of a results folder from its store, measuring nothing."""
     results_dir = Path(results_dir)
     store = ResultStore(results_dir)
     if not store.records_dir.is_dir() or not any(store.records_dir.glob("*.json")):
         raise BenchError(f"no results in {results_dir}/records: run `make bench` (or bench.run --results "
                          f"{results_dir}) first")
-    write_reports(store, results_dir)
+    if checkpoints is not None and not Path(checkpoints).is_dir():
+        raise BenchError(f"--checkpoints {checkpoints}: no such folder (the kept checkpoints of the run, e.g. "
+                         f"results/cpu/checkpoints for a run with --store results/cpu)")
+    write_reports(store, results_dir, checkpoints=checkpoints)
     return results_dir / "index.html"
 
 
@@ -104,9 +110,12 @@ def main(argv: Optional[list] = None) -> int:
     p = argparse.ArgumentParser(description="Rebuild results.csv, leaderboard.csv, the plots, the RobustBench "
                                             "exports and index.html from a results store (measures nothing).")
     p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
+    p.add_argument("--checkpoints", default=None,
+                   help="the kept checkpoints the page links (default <results>/checkpoints; e.g. the "
+                        "--store folder's checkpoints for a run that evaluated another folder's models)")
     args = p.parse_args(argv)
     try:
-        path = regenerate(Path(args.results))
+        path = regenerate(Path(args.results), None if args.checkpoints is None else Path(args.checkpoints))
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
