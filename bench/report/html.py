@@ -269,11 +269,12 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
                checkpoints: Optional[Path] = None, page_dir: Optional[Path] = None) -> Path:
     """results/<profile>/index.html from the leaderboard and the tidy table (already built).
     ``checkpoints``: where a profile keeps its checkpoints (keep_checkpoints; default
-    <out_dir>/checkpoints), whose weights the rows link to, relative to ``page_dir``, the folder
+    <page_dir>/checkpoints), whose weights the rows link to, relative to ``page_dir``, the folder
     the page will be read in (default ``out_dir``; the publisher writes into a staging folder)."""
     out_dir = Path(out_dir)
-    folder = Path(checkpoints) if checkpoints else out_dir / "checkpoints"
-    base = Path(os.path.relpath(folder.resolve(), Path(page_dir or out_dir).resolve())).as_posix()
+    page_dir = Path(page_dir or out_dir)
+    folder = Path(checkpoints) if checkpoints else page_dir / "checkpoints"
+    base = Path(os.path.relpath(folder.resolve(), page_dir.resolve())).as_posix()
     weight_files = {sha: f"{base}/{name}" for sha, name in CheckpointStore(folder).files_by_sha256().items()}
     bits = store.bits_table() if bits is None else bits
     claims = evaluate_claims(tidy, board, bits)

@@ -66,8 +66,7 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
             plot_reliability_diagrams(store, latest, plots / "reliability")
             # the RobustBench exports, then the page that links them, from the same tables
             write_exports(board, stage)
-            write_page(store, stage, board, tidy, checkpoints=checkpoints or out_dir / "checkpoints",
-                       page_dir=out_dir)
+            write_page(store, stage, board, tidy, checkpoints=checkpoints, page_dir=out_dir)
             _move_in(stage, out_dir)
     except OSError as e:
         raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): free space there, then rebuild "
