@@ -83,6 +83,14 @@ export BENCH_CODE_VERSION
 BENCH_CODE_VERSION=$("$PY" scripts/gpu_window.py code-version "$CARRY/source.json") || finish 3
 say "code version $BENCH_CODE_VERSION"
 
+# The store is kept in $WORK too: a second call on the same warm machine gets a fresh copy of the
+# repository, without results/gpu, but the same /tmp (seen in the first window: the second call
+# found the cached checkpoints and measured everything again), so it resumes from there.
+KEEP="$WORK/store/$(basename "$RESULTS")"
+if [[ -d "$KEEP/records" && ! -d "$RESULTS/records" ]]; then
+    cp -a "$KEEP/." "$RESULTS/" && say "store restored from $KEEP (an earlier call on this machine)"
+fi
+
 # 4. The grid, stopped in time to leave RESERVE seconds for what follows. torch.compile stays off
 # unless asked for (BENCH_COMPILE=1): Inductor's first compile of an architecture is expected to
 # cost about what it saves over this grid's training, and a first window should not bet on a
@@ -116,6 +124,7 @@ cp "$RESULTS/provenance.json" "$OUT/" 2>/dev/null
 cp "$RESULTS/leaderboard.csv" "$OUT/" 2>/dev/null
 mkdir -p "$RESULTS/checkpoints"
 cp "$WORK"/cache/checkpoints/*.json "$RESULTS/checkpoints/" 2>/dev/null
+mkdir -p "$(dirname "$KEEP")" && rm -rf "$KEEP.new" && cp -a "$RESULTS" "$KEEP.new" && rm -rf "$KEEP" && mv "$KEEP.new" "$KEEP"
 tar czf "$WORK/gpu_results.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 if (($(stat -c %s "$WORK/gpu_results.tar.gz") > 15 * 1024 * 1024)); then
     split -b 15M -d "$WORK/gpu_results.tar.gz" "$OUT/gpu_results.tar.gz.part"

@@ -56,4 +56,5 @@ ls -l "$DEST"
 sent=$( { git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null;
           find "$DEST" -type f -exec stat -c %s {} +; } | awk '{s += $1} END {print s}')
 echo "a device call sends $((sent / 1024 / 1024)) MiB (limit $LIMIT_MIB MiB): the working tree and $DEST/"
-((sent < LIMIT_MIB * 1024 * 1024)) || { echo "error: over the device tool's $LIMIT_MIB MiB" >&2; exit 1; }
+((sent < LIMIT_MIB * 1024 * 1024)) || {
+    echo "error: over the device tool's $LIMIT_MIB MiB: 'bash scripts/gpu_tree.sh hide' keeps results/ out of the call" >&2; exit 1; }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -242,6 +243,14 @@ def test_gpu_run_dry_run_on_the_cpu(tmp_path, mini_root):
     assert stopped["models_finished"] == ["fastnetw8_T1"]
     assert (out / "gpu_results.tar.gz").exists()
 
+    # a later call on the same warm machine: a fresh copy of the repository (no results/gpu) but
+    # the same scratch folder, from which the store comes back: nothing is measured again
+    shutil.rmtree(tmp_path / "results")
+    out, resumed = _dry_run(tmp_path, mini_root, "[1]", "out3")
+    log = (out / "run.log").read_text()
+    assert "store restored from" in log and "0 to run" in log, log[-2000:]
+    assert resumed["status"] == "finished" and resumed["jobs_done"] == prov["jobs_done"]
+
 
 def test_gpu_run_without_out_is_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
@@ -257,3 +266,33 @@ def test_gpu_profile_loads_and_its_grid_is_the_issues():
     assert {f"fastnetw64_T{t}_s{s}" for t in (1, 5, 20) for s in (1, 2)} <= names
     assert any(n.endswith("_lrT") for n in names)
     assert p.models[-2:] == ("resnet18_T1", "resnet18_T10")  # last: what the window may not reach
+
+
+def test_gpu_tree_hides_results_from_a_device_call_and_restores_them(tmp_path):
+    """scripts/gpu_tree.sh in a scratch repository: `hide` leaves results/ on disk but out of both
+    lists a device call sends (tracked, untracked-not-ignored); `restore` gives back the index
+    and the exclude file as they were."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "results" / "cpu").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "gpu_tree.sh", repo / "scripts")
+    (repo / "results" / "cpu" / "records.json").write_text("{}")
+    (repo / "bench.py").write_text("")
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    sent = lambda: git("ls-files", "--cached", "--others", "--exclude-standard").split()
+    exclude = (repo / ".git" / "info" / "exclude").read_text()
+    tree = lambda *a: subprocess.run(["bash", "scripts/gpu_tree.sh", *a], cwd=repo, capture_output=True, text=True)
+
+    r = tree("hide")
+    assert r.returncode == 0 and "restore" in r.stdout
+    assert sent() == ["bench.py", "scripts/gpu_tree.sh"] and (repo / "results" / "cpu" / "records.json").exists()
+    assert tree("hide").returncode == 0 and sent() == ["bench.py", "scripts/gpu_tree.sh"]  # twice is fine
+    assert tree("status").stdout.startswith("hidden")
+    assert tree("restore").returncode == 0
+    assert "results/cpu/records.json" in sent() and git("status", "--porcelain") == ""
+    assert (repo / ".git" / "info" / "exclude").read_text() == exclude
+    r = tree("nonsense")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
