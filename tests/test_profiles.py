@@ -25,11 +25,10 @@ def test_shipped_profiles_load():
     assert cpu.measures(bn, "clean") and cpu.measures(bn, "calibration") and not cpu.measures(bn, "attacks")
     assert all(cpu.measures(std, part) for part in MEASURE_PARTS)
     assert cpu.measures(bn, "autoattack crosscheck")  # AutoAttack for every model
-    # claim A5's seed replicates: what A5 is decided on (robust_min, CE-PGD raw, clean) and
-    # AutoAttack, not the rest of the audit
+    # claim A5's seed replicates: the whole audit and the shifts, as seed 0 (the BN head keeps its
+    # narrowed list, above)
     fat_s1 = parse_name("fastnet_T5_fat_s1@last")
-    assert cpu.measures(fat_s1, "attacks") and cpu.measures(fat_s1, "clean")
-    assert cpu.measures(fat_s1, "autoattack crosscheck") and not cpu.measures(fat_s1, "eps sweep")
+    assert all(cpu.measures(fat_s1, part) for part in MEASURE_PARTS)
     assert "fastnet_T20_fat_s2@best" in cpu.models
 
 
