@@ -4,6 +4,7 @@
 #     bash scripts/gpu_tree.sh hide      # before the window's call(s)
 #     bash scripts/gpu_tree.sh restore   # right after the last one, before any commit
 #     bash scripts/gpu_tree.sh status
+#     bash scripts/gpu_tree.sh check     # exit 1 when a call would be over the limit (gpu_wheels.sh)
 #
 # A device call sends the tracked and untracked-not-ignored files, at most 64 MiB with the carried
 # .whl/ (about 21 MiB). The committed results are over that alone (results/cpu holds its
@@ -19,7 +20,8 @@ LIMIT_MIB=64
 
 sent_mib() {
     { git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null
-      [[ -d .whl ]] && find .whl -type f -exec stat -c %s {} +; } | awk '{s += $1} END {printf "%d", s / 1048576}'
+      if [[ -d .whl ]]; then find .whl -type f -exec stat -c %s {} +; fi
+    } | awk '{s += $1} END {printf "%d", s / 1048576}'
 }
 hidden() { grep -qxF "$LINE" "$EXCLUDE" 2>/dev/null; }
 
@@ -36,5 +38,11 @@ case "${1:-}" in
     status)
         if hidden; then echo "hidden"; else echo "not hidden"; fi
         echo "a call sends $(sent_mib) MiB (limit $LIMIT_MIB)" ;;
-    *) echo "usage: bash scripts/gpu_tree.sh hide|restore|status" >&2; exit 2 ;;
+    check)
+        mib=$(sent_mib)
+        echo "a device call sends $mib MiB (limit $LIMIT_MIB MiB): the working tree and .whl/"
+        ((mib < LIMIT_MIB)) || {
+            echo "error: over the device tool's $LIMIT_MIB MiB: 'bash scripts/gpu_tree.sh hide' keeps results/ out of the call" >&2
+            exit 1; } ;;
+    *) echo "usage: bash scripts/gpu_tree.sh hide|restore|status|check" >&2; exit 2 ;;
 esac

@@ -296,3 +296,8 @@ def test_gpu_tree_hides_results_from_a_device_call_and_restores_them(tmp_path):
     assert (repo / ".git" / "info" / "exclude").read_text() == exclude
     r = tree("nonsense")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert tree("check").returncode == 0
+    with open(repo / "big.bin", "wb") as f:  # sparse: 65 MiB by size, nothing on disk
+        f.truncate(65 * 2 ** 20)
+    r = tree("check")
+    assert r.returncode == 1 and "gpu_tree.sh hide" in r.stderr and "65 MiB" in r.stdout
