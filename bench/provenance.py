@@ -8,9 +8,13 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+# torch is imported where a function needs it: code_version alone (scripts/gpu_window.py's
+# code-version, once per GPU window) must not pay torch's ~2.5 s import
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -50,6 +54,7 @@ def cpu_capability() -> str:
     oneDNN's and the matrix products MKL's, which pick their own instruction sets: capped by
     ONEDNN_MAX_CPU_ISA or MKL_ENABLE_INSTRUCTIONS (read once, at start-up) they are named too, e.g.
     'AVX2, oneDNN AVX2, MKL AVX2' for an AVX2 box emulated on a newer one (`make ISA=avx2`)."""
+    import torch
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # torch < 2.1
@@ -62,12 +67,14 @@ def cpu_capability() -> str:
 
 
 def device_name(device: torch.device) -> str:
+    import torch
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu {cpu_model()} ({cpu_capability()}, {torch.get_num_threads()} threads)"
 
 
 def provenance(device: torch.device) -> dict:
+    import torch
     return {"code_version": code_version(), "torch_version": torch.__version__, "device": device_name(device),
             "cpu_capability": cpu_capability(), "cpu_model": cpu_model(), "threads": torch.get_num_threads(),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

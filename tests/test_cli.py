@@ -20,8 +20,8 @@ def cli(*args, env=None):
 
 
 def in_process(capsys, monkeypatch, *args, env=None):
-    """main() in this process, as ``cli`` runs it in a new one (the smoke run and the rerun do):
-    a new process would pay its seconds of imports again."""
+    """main() in this process, as ``cli`` runs it in a new one (the smoke run does): a new
+    process would pay its seconds of imports again."""
     for k, v in (env or {}).items():
         monkeypatch.setenv(k, v)
     capsys.readouterr()
@@ -151,12 +151,12 @@ def test_smoke_natural_shifts_and_cifar101(smoke_run):
     assert set(tidy[tidy.family == "shift"].n) == {40}
 
 
-def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
+def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run, capsys, monkeypatch):
     base, args, first = smoke_run
     before = pd.read_csv(base / "results" / "results.csv")
     stale = base / "results" / "plots" / "acc_vs_T_an_attack_of_an_older_grid.png"
     stale.write_bytes(b"")
-    again = cli(*args, env={"BENCH_SHIFT_DATA": str(base / "shift")})
+    again = in_process(capsys, monkeypatch, *args, env={"BENCH_SHIFT_DATA": str(base / "shift")})
     assert not stale.exists() and (base / "results" / "plots" / "acc_vs_T.png").exists()  # figures match the tables
     assert again.returncode == 0, again.stderr
     assert "trained in" not in again.stderr
@@ -167,8 +167,8 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run):
     assert "; 0 to run" in again.stderr and "[1/" not in again.stderr
     after = pd.read_csv(base / "results" / "results.csv")
     assert len(after) == len(before)
-    forced = cli(*args, "--force", "--model", "fastnetw8_T1", "--attack", "pgd", "--tables-only",
-                 env={"BENCH_SHIFT_DATA": str(base / "shift")})
+    forced = in_process(capsys, monkeypatch, *args, "--force", "--model", "fastnetw8_T1", "--attack", "pgd",
+                        "--tables-only", env={"BENCH_SHIFT_DATA": str(base / "shift")})
     assert forced.returncode == 0, forced.stderr
     after = pd.read_csv(base / "results" / "results.csv")
     assert len(after) == len(before)  # re-measured rows replaced their old versions

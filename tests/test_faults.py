@@ -229,9 +229,11 @@ def test_two_grids_write_to_one_store_at_once(grid):
     assert len(ours[ours.model == "fastnetw8_T5"]) == len(reference[reference.model == "fastnetw8_T10"])
 
 
-def _spoiled(grid, tmp_path, spoil):
+def _spoiled(grid, tmp_path, capsys, spoil):
     """A copy of the reference store with one checkpoint spoiled: the run stops with one line
-    of error and exit 2 before it writes anything (the planner checks every checkpoint first)."""
+    of error and exit 2 before it writes anything (the planner checks every checkpoint first).
+    In this process: nothing here needs a process of its own, and each costs ~5 s of imports."""
+    from bench.run import main
     root, _ = grid
     store = tmp_path / "store"
     shutil.copytree(root / "reference", store)
@@ -240,25 +242,27 @@ def _spoiled(grid, tmp_path, spoil):
     t10 = {p.suffix: p for p in ckpts.glob("fastnetw8_T10-*") if p.suffix in (".json", ".safetensors")}
     spoil(t1, t10)
     before = sorted((p, p.stat().st_mtime_ns) for p in store.rglob("*"))
-    out = cli(root, store, "--force")
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()  # the progress log, then one line of error
+    capsys.readouterr()
+    code = main(command(root, store, "--force")[3:])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()  # the progress log, then one line of error
     assert lines[-1].startswith("error: ") and sum(line.startswith("error") for line in lines) == 1
     assert sorted((p, p.stat().st_mtime_ns) for p in store.rglob("*")) == before
     return lines[-1]
 
 
-def test_truncated_checkpoint_exits_2(grid, tmp_path):
+def test_truncated_checkpoint_exits_2(grid, tmp_path, capsys):
     def spoil(t1, t10):
         t1[".safetensors"].write_bytes(t1[".safetensors"].read_bytes()[:1000])
-    assert "is corrupt or truncated (sha256 mismatch): delete fastnetw8_T1-" in _spoiled(grid, tmp_path, spoil)
+    assert "is corrupt or truncated (sha256 mismatch): delete fastnetw8_T1-" in _spoiled(grid, tmp_path, capsys, spoil)
 
 
-def test_checkpoint_of_another_spec_exits_2(grid, tmp_path):
+def test_checkpoint_of_another_spec_exits_2(grid, tmp_path, capsys):
     def spoil(t1, t10):
         shutil.copyfile(t1[".json"], t10[".json"])
         shutil.copyfile(t1[".safetensors"], t10[".safetensors"])
-    assert "belongs to 'fastnetw8_T1'" in _spoiled(grid, tmp_path, spoil)
+    assert "belongs to 'fastnetw8_T1'" in _spoiled(grid, tmp_path, capsys, spoil)
 
 
 class Payload:
@@ -269,7 +273,7 @@ class Payload:
 PWNED = Path("/tmp") / f"tempbench-pwned-{os.getpid()}"
 
 
-def test_pickle_payload_as_checkpoint_is_refused(grid, tmp_path):
+def test_pickle_payload_as_checkpoint_is_refused(grid, tmp_path, capsys):
     """A pickle that runs code when unpickled, placed as a checkpoint with a sidecar that
     vouches for it (an attacker who can write the store can write both): refused, never run."""
     import hashlib
@@ -280,5 +284,5 @@ def test_pickle_payload_as_checkpoint_is_refused(grid, tmp_path):
         meta = json.loads(t1[".json"].read_text())
         meta["weights_sha256"] = hashlib.sha256(t1[".safetensors"].read_bytes()).hexdigest()
         t1[".json"].write_text(json.dumps(meta))
-    assert "is not a safetensors file" in _spoiled(grid, tmp_path, spoil)
+    assert "is not a safetensors file" in _spoiled(grid, tmp_path, capsys, spoil)
     assert not PWNED.exists()
