@@ -62,14 +62,34 @@ def test_split(mini_data):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(mini_data):
-    """A tiny fastnet trained here at T=1 on 2,000 real images (a few seconds on CPU)."""
+def tiny_model(mini_data, tmp_path_factory):
+    """A tiny fastnet trained here at T=1 on 2,000 real images (16 s on one thread). Under
+    `make test` the first worker to need it trains it and the others load its weights (the same
+    seeded run on the same one thread: the same weights), rather than each training it again."""
     from bench.profiles import Recipe
     from bench.train import train
-    from models import parse_name
+    from models import build_model, parse_name
     spec = parse_name("fastnetw8_T1")
-    result = train(spec, Recipe(epochs=6, batch_size=64, lr=0.1), mini_data, torch.device("cpu"))
-    return spec, result.model
+
+    def trained():
+        return train(spec, Recipe(epochs=6, batch_size=64, lr=0.1), mini_data, torch.device("cpu")).model
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return spec, trained()
+    from filelock import FileLock
+    from safetensors.torch import load_file, save_file
+
+    from bench.atomic import write_atomic
+    shared = tmp_path_factory.getbasetemp().parent / "tiny_model.safetensors"  # one folder per session
+    with FileLock(f"{shared}.lock"):
+        if not shared.exists():
+            model = trained()
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            write_atomic(shared, lambda tmp: save_file(state, str(tmp)))
+            return spec, model
+    model = build_model(spec, mini_data.num_classes)
+    model.load_state_dict(load_file(str(shared)), strict=True)
+    return spec, model.to(memory_format=torch.channels_last).eval()  # as train() returns it
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +121,11 @@ def http_server(tmp_path):
 # Under pytest-xdist (`make test`) each file runs on one worker, handed out in collection order:
 # the longest files first (by their wall time in `make test` on a 2-core box), so that no worker
 # starts one of them as the others run out of work.
-LONGEST_FIRST = ("test_faults.py", "test_attack_suite.py", "test_cli.py", "test_audit.py", "test_gpu_paths.py",
-                 "test_adversarial_training.py", "test_api.py", "test_selfcheck.py", "test_html_report.py",
-                 "test_zoo.py", "test_claims.py", "test_early_stop.py", "test_fit_temperature.py")
+# (Re-ranked on the 2-core AVX2 EPYC, two runs, 2026-12-04: faults 257-263 s, gpu_paths 176-203,
+# audit 111-159, cli 107-120, adversarial_training 98-108, attack_suite 98-105, selfcheck 89-91.)
+LONGEST_FIRST = ("test_faults.py", "test_gpu_paths.py", "test_audit.py", "test_cli.py", "test_adversarial_training.py",
+                 "test_attack_suite.py", "test_selfcheck.py", "test_api.py", "test_html_report.py",
+                 "test_fit_temperature.py", "test_claims.py", "test_early_stop.py", "test_zoo.py")
 
 
 def pytest_configure(config):
