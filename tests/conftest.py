@@ -61,6 +61,10 @@ def test_split(mini_data):
     return mini_data.test.subset(stratified_indices(mini_data.test.labels, 200, 0))
 
 
+# tiny_model's run; bench/tools/selfcheck.py's base model is the same one (test_selfcheck.py)
+TINY_MODEL, TINY_RECIPE = "fastnetw8_T1", dict(epochs=6, batch_size=64, lr=0.1)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(mini_data, tmp_path_factory):
     """A tiny fastnet trained here at T=1 on 2,000 real images (16 s on one thread). Under
@@ -69,10 +73,10 @@ def tiny_model(mini_data, tmp_path_factory):
     from bench.profiles import Recipe
     from bench.train import train
     from models import build_model, parse_name
-    spec = parse_name("fastnetw8_T1")
+    spec = parse_name(TINY_MODEL)
 
     def trained():
-        return train(spec, Recipe(epochs=6, batch_size=64, lr=0.1), mini_data, torch.device("cpu")).model
+        return train(spec, Recipe(**TINY_RECIPE), mini_data, torch.device("cpu")).model
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return spec, trained()

@@ -1,17 +1,24 @@
 """The masking audit's known-answer battery: each case's verdict is the expected one."""
 import torch
 
-from bench.tools.selfcheck import run_battery, table
+from bench.profiles import Recipe
+from bench.tools.selfcheck import base_recipe, run_battery, table
+from tests.conftest import TINY_MODEL, TINY_RECIPE
 
 
-def test_known_answer_battery(mini_root, mini_cache, tmp_path):
+def test_known_answer_battery(mini_root, mini_cache, mini_data, tiny_model, tmp_path):
+    # the cases' base model is tiny_model's run (the same spec and recipe, all 2,000 training
+    # images either way): trained once per `make test`, not again here
+    spec, base = tiny_model
+    assert spec.name == TINY_MODEL and len(mini_data.train) == 2000
+    assert base_recipe(mini_data) == Recipe(**TINY_RECIPE, train_subset=2000)
     # One thread, as every `make test` worker has: the trained cases' weights (and the verdicts
     # near a threshold) depend on the thread count, and two threads on a worker that shares the
     # cores with two others cost this test 5x its wall time. Both counts pass (README's table)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        outcomes = run_battery(str(mini_root), n=100, cache=str(mini_cache), results=str(tmp_path / "r"))
+        outcomes = run_battery(str(mini_root), n=100, cache=str(mini_cache), results=str(tmp_path / "r"), base=base)
     finally:
         torch.set_num_threads(before)
     print(table(outcomes))

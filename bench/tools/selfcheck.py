@@ -117,9 +117,11 @@ def base_model(data):
 
 
 def run_battery(data_root: Optional[str] = None, n: int = 200, cache: Optional[str] = None,
-                results: Optional[str] = None, cases: List[Case] = CASES) -> List[Outcome]:
+                results: Optional[str] = None, cases: List[Case] = CASES,
+                base: Optional[torch.nn.Module] = None) -> List[Outcome]:
+    """``base``: base_model(data) when the caller has already trained it (the tests have)."""
     data = load_dataset(data_root, None if cache is None else Path(cache))
-    base = base_model(data)
+    base = base_model(data) if base is None else base.eval()
     out = []
     for case in cases:
         try:
