@@ -68,32 +68,25 @@ TINY_MODEL, TINY_RECIPE = "fastnetw8_T1", dict(epochs=6, batch_size=64, lr=0.1)
 @pytest.fixture(scope="session")
 def tiny_model(mini_data, tmp_path_factory):
     """A tiny fastnet trained here at T=1 on 2,000 real images (16 s on one thread). Under
-    `make test` the first worker to need it trains it and the others load its weights (the same
-    seeded run on the same one thread: the same weights), rather than each training it again."""
+    `make test` the first worker to need it trains it into a checkpoint store the workers share,
+    and the others load it (the same seeded run on the same one thread: the same weights), rather
+    than each training it again."""
+    from bench.checkpoints import CheckpointStore, checkpoint_key
     from bench.profiles import Recipe
     from bench.train import train
-    from models import build_model, parse_name
-    spec = parse_name(TINY_MODEL)
-
-    def trained():
-        return train(spec, Recipe(**TINY_RECIPE), mini_data, torch.device("cpu")).model
-
+    from models import parse_name
+    spec, recipe, cpu = parse_name(TINY_MODEL), Recipe(**TINY_RECIPE), torch.device("cpu")
     if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return spec, trained()
-    from filelock import FileLock
-    from safetensors.torch import load_file, save_file
-
-    from bench.atomic import write_atomic
-    shared = tmp_path_factory.getbasetemp().parent / "tiny_model.safetensors"  # one folder per session
-    with FileLock(f"{shared}.lock"):
-        if not shared.exists():
-            model = trained()
-            state = {k: v.contiguous() for k, v in model.state_dict().items()}
-            write_atomic(shared, lambda tmp: save_file(state, str(tmp)))
+        return spec, train(spec, recipe, mini_data, cpu).model
+    ckpts = CheckpointStore(tmp_path_factory.getbasetemp().parent / "checkpoints")  # one folder per session
+    key = checkpoint_key(spec, recipe, mini_data.fingerprint, mini_data.num_classes)
+    with ckpts.lock(spec, key):  # as bench/grid/models.py: one trains, the others wait and load
+        found = ckpts.load(spec, key, mini_data.num_classes, cpu)
+        if found is None:
+            model = train(spec, recipe, mini_data, cpu).model
+            ckpts.save(spec, key, model, {})
             return spec, model
-    model = build_model(spec, mini_data.num_classes)
-    model.load_state_dict(load_file(str(shared)), strict=True)
-    return spec, model.to(memory_format=torch.channels_last).eval()  # as train() returns it
+    return spec, found[0]
 
 
 @pytest.fixture(scope="module")

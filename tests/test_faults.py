@@ -58,10 +58,14 @@ IDENTITY = ["run_key", "family", "threat", "view", "eps", "corruption", "severit
             "metric"]
 
 
+def run_args(root, store, *extra):
+    """The arguments of bench.run for the faults grid on ``store``."""
+    return ["--profile", str(root / "faults.toml"), "--data-root", (root / "data").read_text(), "--cache",
+            str(root / "cache"), "--store", str(store), "--no-progress", "--tables-only", *extra]
+
+
 def command(root, store, *extra):
-    return [sys.executable, "-m", "bench.run", "--profile", str(root / "faults.toml"), "--data-root",
-            (root / "data").read_text(), "--cache", str(root / "cache"), "--store", str(store), "--no-progress",
-            "--tables-only", *extra]
+    return [sys.executable, "-m", "bench.run", *run_args(root, store, *extra)]
 
 
 def cli(root, store, *extra, timeout=300):
@@ -243,7 +247,7 @@ def _spoiled(grid, tmp_path, capsys, spoil):
     spoil(t1, t10)
     before = sorted((p, p.stat().st_mtime_ns) for p in store.rglob("*"))
     capsys.readouterr()
-    code = main(command(root, store, "--force")[3:])
+    code = main(run_args(root, store, "--force"))
     err = capsys.readouterr().err
     assert code == 2, err
     lines = err.strip().splitlines()  # the progress log, then one line of error
