@@ -11,6 +11,7 @@ from bench.measure.adversarial import evaluate
 from bench.profiles import Recipe, load_profile
 from bench.train import catastrophic_epoch, train
 from models import parse_name
+from tests.conftest import TINY_RECIPE
 
 # 6 epochs: fewer leave the standard model so weak (near-constant predictions) that it looks robust
 AT = dict(epochs=6, batch_size=64, lr=0.1, at_steps=3, at_alpha="3/255", at_holdout=200, at_eval_steps=3)
@@ -32,9 +33,12 @@ def robust(model, T, split):
     return ms[0].metrics["accuracy"], ms[1].metrics["robust_acc"]
 
 
-def test_pgd_at_buys_robustness_a_scale_free_attack_confirms(pgd_at_run, mini_data, test_split):
-    std = train(parse_name("fastnetw8_T1"), Recipe(**AT), mini_data, torch.device("cpu"))
-    clean_std, robust_std = robust(std.model, 1.0, test_split)
+def test_pgd_at_buys_robustness_a_scale_free_attack_confirms(pgd_at_run, tiny_model, mini_data, test_split):
+    # the standard twin is the AT recipe without its adversarial settings: tiny_model's run (the
+    # same checkpoint key, so the same training), trained once per `make test`
+    spec, std = tiny_model
+    assert checkpoint_key(spec, Recipe(**AT), "d", 10) == checkpoint_key(spec, Recipe(**TINY_RECIPE), "d", 10)
+    clean_std, robust_std = robust(std, 1.0, test_split)
     clean_at, robust_at = robust(pgd_at_run.model, 1.0, test_split)
     assert robust_at >= robust_std + 0.05, (robust_std, robust_at)
     assert robust_at / clean_at > robust_std / clean_std + 0.2  # it keeps more of what it gets right
