@@ -14,6 +14,7 @@ from attacks.views import TemperatureView
 from bench.data import to_float
 from bench.errors import BenchError
 from bench.measure.adversarial import evaluate
+from bench.tools.selfcheck import scaled_last_layer
 from tests.attack_helpers import correct, run
 
 FAST = {"steps": 3, "n_queries": 100}
@@ -41,10 +42,7 @@ def saturated(tiny_model, test_split):
     """science.md's known answer: the last layer times 1e3. Decisions unchanged, the raw softmax
     saturated, CE gradients gone; the scaled view (T = 1e3) is the original model again."""
     _, model = tiny_model
-    big = copy.deepcopy(model)
-    with torch.no_grad():
-        big.fc.weight.mul_(1e3)
-        big.fc.bias.mul_(1e3)
+    big = scaled_last_layer(model, 1e3)
     x, y = to_float(test_split.images), test_split.labels
     ok = correct(big, x, y)
     assert torch.equal(ok, correct(model, x, y))

@@ -1,13 +1,12 @@
 """Real torchattacks attacks on a tiny model trained here."""
-import copy
 
 import pytest
-import torch
 
 from attacks import make_attack, parse_eps
 from bench.data import stratified_indices
 from bench.errors import BenchError
 from bench.measure.adversarial import evaluate
+from bench.tools.selfcheck import scaled_last_layer
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +47,7 @@ def test_saturated_softmax_masks_ce_pgd_on_the_raw_view(tiny_model, test_split):
     softmax saturates, CE gradients vanish and raw-view PGD "finds" robustness; the scaled view
     (z / 1e3: the original model) does not."""
     spec, model = tiny_model
-    big = copy.deepcopy(model)
-    with torch.no_grad():
-        big.fc.weight.mul_(1e3)
-        big.fc.bias.mul_(1e3)
+    big = scaled_last_layer(model, 1e3)
     ms = evaluate(big, 1e3, test_split, [make_attack("pgd")], ["raw", "scaled"], batch_size=100)
     ref = evaluate(model, 1.0, test_split, [make_attack("pgd")], ["raw"], batch_size=100)
     assert ms[0].metrics["accuracy"] == ref[0].metrics["accuracy"]

@@ -15,6 +15,7 @@ from bench.measure.adversarial import evaluate
 from bench.measure.fp64 import fp64_check
 from bench.measure.transfer import craft, evaluate_transfer
 from bench.store import pack_bits, unpack_bits
+from bench.tools.selfcheck import scaled_last_layer
 
 MASKING_PROFILE = """
 [recipe]
@@ -116,10 +117,7 @@ def test_fp64_recomputation_sees_float32_underflow(tiny_model, mini_data):
     subnormal) but stay inside float64's (e^-745): in float32 some CE gradients are exactly zero
     and CE-PGD stalls there; in float64 none is, and the same attack finds more."""
     spec, model = tiny_model
-    big = copy.deepcopy(model)
-    with torch.no_grad():
-        big.fc.weight.mul_(100)
-        big.fc.bias.mul_(100)
+    big = scaled_last_layer(model, 100)
     split = mini_data.test.subset(stratified_indices(mini_data.test.labels, 100, 0))
     m = fp64_check(big, 1.0, split, make_attack("pgd", {"steps": 5}), batch_size=50, seed=0, n_classes=10)
     x = m.metrics

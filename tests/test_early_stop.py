@@ -9,6 +9,7 @@ from attacks import make_attack, make_view
 from attacks.views import PassCount, PassCounter
 from bench.measure.adversarial import evaluate
 from bench.store import unpack_bits
+from bench.tools.selfcheck import scaled_last_layer
 from tests.attack_helpers import correct, run
 
 EPS = 2 / 255  # small enough that some points survive: a subset test of two empty sets proves nothing
@@ -62,12 +63,8 @@ def test_a_zero_gradient_ends_the_attack_at_that_point(tiny_model, correct_batch
     """A saturated softmax (last layer x 1e4) gives exactly zero CE gradients on the raw view:
     a sign step of zero does not move the point, so the early stop drops it at once, and returns
     what the plain loop returns after all its steps."""
-    import copy
     _, model = tiny_model
-    big = copy.deepcopy(model)
-    with torch.no_grad():
-        big.fc.weight.mul_(1e4)
-        big.fc.bias.mul_(1e4)
+    big = scaled_last_layer(model, 1e4)
     x, y = correct_batch
     (early, c_early), (plain, c_plain) = attack_pair("pgd", big)
     adv_e, adv_p = run(early, x, y), run(plain, x, y)

@@ -3,7 +3,6 @@ passes, torch.compile of the training step, the device flag, and scripts/gpu_run
 on a tiny grid (bench/accel.py says what is CUDA-only by default)."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from bench.accel import Accel
 from bench.data import to_float
 from bench.errors import BenchError
 from bench.profiles import Recipe
+from bench.tools.selfcheck import scaled_last_layer
 from bench.train import standard_step, train
 from models import parse_name
 
@@ -84,11 +84,7 @@ def hot_model(tiny_model):
     """tiny_model with its logits x20, as a training at T=20 leaves them (they grow ~T-fold): the
     raw view's softmax saturates, where precision could matter most. The same decisions as
     tiny_model, so the scale is all that differs between the two cases."""
-    hot = copy.deepcopy(tiny_model[1])
-    with torch.no_grad():
-        hot.fc.weight.mul_(20)
-        hot.fc.bias.mul_(20)
-    return hot
+    return scaled_last_layer(tiny_model[1], 20)
 
 
 def _pgd_robust(model, target, x, y, eps):

@@ -50,7 +50,9 @@ class Input(Output):
         return self.model(self.f(x))
 
 
-def _scaled_last_layer(model, k: float = 1000.0):
+def scaled_last_layer(model, k: float):
+    """A copy of ``model`` with its logits times ``k`` (the last layer's weight and bias): the same
+    decisions, a softmax that saturates as a training at T ~ k leaves it."""
     out = copy.deepcopy(model)
     with torch.no_grad():
         out.fc.weight.mul_(k)
@@ -75,7 +77,8 @@ def _trained(name: str, **recipe):
 
 CASES = [
     Case("as trained (T=1)", "none", lambda m, d: m),
-    Case("last layer x1000 (decisions unchanged, softmax saturated)", "likely", lambda m, d: _scaled_last_layer(m)),
+    Case("last layer x1000 (decisions unchanged, softmax saturated)", "likely",
+         lambda m, d: scaled_last_layer(m, 1000.0)),
     Case("returns softmax probabilities", "refused", lambda m, d: Output(m, lambda z: torch.softmax(z, 1))),
     Case("random at eval (Gaussian noise on the input)", "refused",
          lambda m, d: Input(m, lambda x: (x + 0.03 * torch.randn_like(x)).clamp(0, 1))),
