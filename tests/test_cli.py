@@ -265,17 +265,38 @@ def test_corrupt_dataset_cache_exits_2(mini_root, tmp_path, capsys, monkeypatch)
 
 
 
+def _summary_store(tmp_path, clean: float, n: int = 10):
+    """A store holding one model's clean accuracy, and the fields every record of it shares."""
+    from bench.store import ResultStore
+    store = ResultStore(tmp_path)
+    base = {"run_key": "k", "dataset": "d", "split": "test", "n": n, "subset_seed": 0, "attack_seed": 0,
+            "model": "fastnet_T1", "arch": "fastnet", "T": 1.0, "head": "plain", "regime": "std", "lr_scale": False,
+            "seed": 0, "checkpoint": "last", "feature_dim": 64, "timestamp": "2025-01-01T00:00:00",
+            "code_version": "c", "device": "cpu", "steps": 1}
+    store.put(dict(base, threat="clean", view="none", params={}, family="clean", eps=0.0,
+                   metrics={"accuracy": clean}))
+    return store, base
+
+
+def test_summary_rounds_as_the_job_log_does(tmp_path):
+    """1,287 and 607 of 2,000 images: the job log, the HTML page and the README tables print 64.3
+    and 30.3 (Python's rounding of the floats); the end-of-run table must not say 64.4 and 30.4
+    (numpy's .round(1), which it used before)."""
+    from bench.measure.base import pct
+    from bench.report.tables import leaderboard, summary
+    store, base = _summary_store(tmp_path, clean=1287 / 2000, n=2000)
+    store.put(dict(base, threat="pgd", view="raw", params={"eps": 8 / 255}, family="attack", eps=8 / 255,
+                   metrics={"robust_acc": 607 / 2000}))
+    row = summary(leaderboard(store.table())).splitlines()[1].split()
+    assert (pct(1287 / 2000), pct(607 / 2000)) == ("64.3%", "30.3%")
+    assert row[row.index("2000") + 1:row.index("2000") + 3] == ["64.3", "30.3"]
+
+
 def test_summary_says_where_robust_min_is_when_the_run_measured_another_eps(tmp_path):
     """--eps 4/255 measures no attack at 8/255, where robust_min is defined: the printed table
     says so and shows robust_min@4/255 instead of a bare NaN."""
     from bench.report.tables import leaderboard, summary
-    from bench.store import ResultStore
-    store = ResultStore(tmp_path)
-    base = {"run_key": "k", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0, "attack_seed": 0,
-            "model": "fastnet_T1", "arch": "fastnet", "T": 1.0, "head": "plain", "regime": "std", "lr_scale": False,
-            "seed": 0, "checkpoint": "last", "feature_dim": 64, "timestamp": "2025-01-01T00:00:00",
-            "code_version": "c", "device": "cpu", "steps": 1}
-    store.put(dict(base, threat="clean", view="none", params={}, family="clean", eps=0.0, metrics={"accuracy": 0.6}))
+    store, base = _summary_store(tmp_path, clean=0.6)
     store.put(dict(base, threat="fgsm", view="raw", params={"eps": 4 / 255}, family="attack", eps=4 / 255,
                    metrics={"robust_acc": 0.2}))
     text = summary(leaderboard(store.table()))

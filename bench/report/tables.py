@@ -226,5 +226,7 @@ def summary(board: pd.DataFrame) -> str:
     show = board[[c for c in cols if c in board.columns]].copy()
     for c in show.columns:
         if c not in ("model", "T", "dataset", "n", "robust_min_by", "mCE_baseline", "c_source", "masking"):
-            show[c] = (100 * show[c]).round(1)
+            # Python's rounding of the float, as the job log, the HTML page and the README tables
+            # print it: numpy's .round(1) turns 607/2000 into 30.4 where they say 30.3
+            show[c] = [float(f"{100 * v:.1f}") for v in show[c]]
     return show.to_string(index=False) + note
