@@ -120,8 +120,11 @@ def test_a1_supported_paired_over_images(tmp_path):
     b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.70).model("fastnet_T50", 50, 0.30)
     a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
     assert a1.verdict == SUPPORTED
-    (c,) = a1.comparisons
+    c, cost = a1.comparisons
     assert (c.baseline, c.candidate, c.candidate_T) == ("fastnet_T1", "fastnet_T2", 2.0)  # T=50 is not "moderate"
+    # ... but it is the sweep's worst: shown as the cost side, a loss, not voting
+    assert (cost.candidate, cost.cost, cost.decides, cost.is_loss) == ("fastnet_T50", True, False, True)
+    assert math.isclose(cost.diff, -0.30) and "the worst of 2 temperatures" in cost.note
     assert c.se_kind == "paired" and c.n == 1000
     # nested per-image bits: 100 of 1000 images differ, all in the candidate's favour
     assert math.isclose(c.diff, 0.10) and math.isclose(c.se, np.std([1] * 100 + [0] * 900, ddof=1) / math.sqrt(1000))
@@ -340,6 +343,38 @@ def test_a_flip_between_the_two_arms_is_named(tmp_path):
     a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
     assert a1.verdict == SUPPORTED and "arms differ" not in a1.reason
     assert "arms agree on clean" in a1.reason
+
+
+def test_a_loss_at_fixed_lr_alone_is_named_as_the_step_size(tmp_path):
+    """T=50 at a fixed lr loses 8 pp of clean accuracy (two seeds), the loss x T arm loses nothing:
+    the cost side names the step size; when both arms lose, nothing is said."""
+    b = StoreBuilder(tmp_path, n=1000)
+    for s, (c1, c50, c50t) in enumerate([(0.80, 0.72, 0.80), (0.81, 0.73, 0.81)]):
+        sfx = f"_s{s}" if s else ""
+        b.model(f"fastnet_T1{sfx}", 1, c1, seed=s).model(f"fastnet_T2{sfx}", 2, c1, seed=s)
+        b.model(f"fastnet_T50{sfx}", 50, c50, seed=s).model(f"fastnet_T50_lrT{sfx}", 50, c50t, seed=s, lr_scale=True)
+        b.model(f"fastnet_T5_lrT{sfx}", 5, c1, seed=s, lr_scale=True)
+    a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
+    costs = {c.family: c for c in a1.comparisons if c.cost}
+    assert set(costs) == {"fastnet"}  # no loss x T temperature is below T=1: its best row speaks for it
+    assert costs["fastnet"].is_loss and math.isclose(costs["fastnet"].diff, -0.08)
+    assert ("the arms differ on the worst temperature's cost (fastnet clean: -8.0 pp at T=50 at fixed lr" in a1.reason
+            and "+0.0 pp at T=5 under loss x T" in a1.reason and "the loss rides on the step size" in a1.reason), \
+        a1.reason
+    assert a1.verdict == combine([c.verdict for c in a1.comparisons if not c.cost])[0] == NOT_SUPPORTED  # no vote
+    # a loss x T temperature slightly below T=1 becomes that arm's cost row, within the noise
+    b.model("fastnet_T20_lrT", 20, 0.795, seed=0, lr_scale=True).model("fastnet_T20_lrT_s1", 20, 0.805, seed=1,
+                                                                         lr_scale=True)
+    a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
+    lrt = next(c for c in a1.comparisons if c.cost and c.family == "fastnet (loss x T)")
+    assert lrt.candidate == "fastnet_T20_lrT +1 seeds" and not lrt.is_loss
+    assert "-0.5 pp at T=20 under loss x T" in a1.reason and "the loss rides on the step size" in a1.reason
+    b = StoreBuilder(tmp_path / "both", n=1000)
+    b.model("fastnet_T1", 1, 0.80).model("fastnet_T2", 2, 0.80).model("fastnet_T50", 50, 0.70)
+    b.model("fastnet_T20_lrT", 20, 0.80, lr_scale=True).model("fastnet_T50_lrT", 50, 0.70, lr_scale=True)
+    a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
+    assert all(c.is_loss for c in a1.comparisons if c.cost) and len([c for c in a1.comparisons if c.cost]) == 2
+    assert "cost" not in a1.reason
 
 
 def test_empty_store_gives_not_measured(tmp_path):

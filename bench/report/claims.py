@@ -57,6 +57,10 @@ is ruled out to beat a T=1 model. A claim's verdict combines its comparisons: "n
 entries are left out; if they all agree, that verdict; supported mixed with "supported only under
 a weak attack" gives the latter; any other mix is "inconclusive" (the families disagree).
 
+Beside the best temperature, A1-A3 show each family's worst one against T=1 (the cost side,
+Bonferroni over the whole sweep, not voting: the claims ask about gains); where one arm's worst
+temperature loses at least min_effect with its interval clear of zero and the other arm's does
+not, the claim's reason says so, the loss x T arm keeping T=1's step on the logits.
 All thresholds are in THRESHOLDS. Accuracies are fractions in [0, 1]; pp = percentage points.
 """
 from __future__ import annotations
@@ -142,6 +146,12 @@ class Comparison:
     decides: bool = True  # False: shown as evidence (a weak attack, a side test), not voting
     models: Tuple[str, ...] = ()  # every model behind the two numbers
     df: float = math.inf  # degrees of freedom z was taken at (finite: the seed spread is in se)
+    cost: bool = False  # the family's worst temperature against T=1 (worst_vs_t1), not the best
+
+    @property
+    def is_loss(self) -> bool:
+        """The candidate loses at least min_effect against the baseline, its interval clear of zero."""
+        return improvement_verdict(-self.diff, self.se, self.z) == SUPPORTED
 
     @property
     def interval(self) -> Tuple[float, float]:
@@ -153,6 +163,8 @@ class Comparison:
         """The critical value and its distribution, e.g. "z 1.96" or "t 4.30 (df 2.0)"."""
         if not math.isfinite(self.df):
             return f"z {self.z:.2f}"
+        if self.df >= 1000:  # the seed spread is a sliver of the error: t is the normal's here
+            return f"t {self.z:.2f} (df > 1000)"
         return f"t {self.z:.2f} (df {self.df:.1f})" if self.df < 100 else f"t {self.z:.2f} (df {self.df:.0f})"
 
     @property
@@ -438,6 +450,23 @@ def best_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str, 
                       models=tuple(base.model) + tuple(cand.model), df=df)
 
 
+def worst_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str) -> Optional[Comparison]:
+    """The cost side of an "improves" claim: T=1 against the family's worst temperature anywhere in
+    its sweep (Bonferroni over the sweep), shown beside the best one and not voting. A fixed-lr
+    arm that loses where its loss x T twin does not says the loss rides on the step size
+    (arm_costs)."""
+    others = rows[~np.isclose(rows["T"].astype(float), 1.0) & ~rows.model.map(is_tauto)]
+    c = best_vs_t1(ev, key, rows, metric, others, higher_is_better=False)
+    if c is None or not c.diff < 0:
+        return None
+    k = others["T"].nunique()
+    c.cost, c.decides = True, False
+    c.verdict = improvement_verdict(c.diff, c.se, c.z)  # as an improvement, which it is not
+    c.note = (f"the cost side: the worst of {k} temperature{'s' * (k > 1)} against T=1, shown, not voting; "
+              + ("a loss (the interval excludes zero)" if c.is_loss else "within the noise"))
+    return c
+
+
 def _elevated(rows: pd.DataFrame, t_max: float = math.inf) -> pd.DataFrame:
     T = rows["T"].astype(float)
     return rows[(T > 1.0) & (T <= t_max) & ~rows.model.map(is_tauto)]
@@ -452,8 +481,13 @@ def _improvement_claim(ev: Evidence, key: str, metrics: Sequence[str], regimes=(
     out = []
     families = ev.families(regimes)
     for metric in metrics:
-        found = [c for fam, rows in families.items()
-                 for c in [best_vs_t1(ev, fam, rows, metric, _elevated(rows, t_max))] if c is not None]
+        found = []
+        for fam, rows in families.items():
+            best = best_vs_t1(ev, fam, rows, metric, _elevated(rows, t_max))
+            worst = worst_vs_t1(ev, fam, rows, metric)  # over the whole sweep, A1's included
+            found += [c for c in (best, worst) if c is not None]
+            if best is not None and worst is not None and worst.candidate_T == best.candidate_T:
+                found.remove(worst)
         if not found:  # say which measurement is missing rather than leave it out silently
             out.append(Comparison("(all)", metric, "", 1.0, float("nan"), "", float("nan"), float("nan"),
                                   float("nan"), float("nan"), float("nan"), 0, "", NOT_MEASURED,
@@ -631,9 +665,9 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
                       "A3": "no natural-shift column (nat_*, cifar10.1) with a T=1 model and another T",
                       "A2": "no corruption results (mCA) with a T=1 model and another T"}.get(
                 key, "no family with a T=1 model and another temperature measures it")
-        flips = arm_flips(rows)
-        if flips:
-            reason = (reason + "; " if reason else "") + flips
+        for note in (arm_flips(rows), arm_costs(rows)):
+            if note:
+                reason = (reason + "; " if reason else "") + note
         if verdict == INCONCLUSIVE:
             seen = [c.detectable for c in rows if c.decides and math.isfinite(c.diff) and math.isfinite(c.se)]
             if seen:
@@ -655,8 +689,8 @@ def arm_flips(rows: Sequence[Comparison]) -> str:
     arms: Dict[Tuple[str, str], Dict[bool, str]] = {}
     for c in rows:
         if c.decides and c.verdict != NOT_MEASURED:
-            lrt = c.family.endswith(" (loss x T)") or " (loss x T) [" in c.family
-            arms.setdefault((c.family.replace(" (loss x T)", ""), c.metric), {})[lrt] = c.verdict
+            key, lrt = _arm_of(c)
+            arms.setdefault(key, {})[lrt] = c.verdict
     both = {k: v for k, v in arms.items() if len(v) == 2}
     out = [f"{fam} {metric}: {v[False]} at fixed lr, {v[True]} under loss x T"
            for (fam, metric), v in both.items() if v[False] != v[True]]
@@ -664,6 +698,33 @@ def arm_flips(rows: Sequence[Comparison]) -> str:
         return "the two arms differ (" + "; ".join(out) + ")"
     # agreement is a finding too: the effect (or its absence) does not ride on the step size alone
     return ("the fixed-lr and loss x T arms agree on " + ", ".join(sorted({m for _, m in both}))) if both else ""
+
+
+def _arm_of(c: Comparison) -> Tuple[Tuple[str, str], bool]:
+    lrt = c.family.endswith(" (loss x T)") or " (loss x T) [" in c.family
+    return (c.family.replace(" (loss x T)", ""), c.metric), lrt
+
+
+def arm_costs(rows: Sequence[Comparison]) -> str:
+    """Where one arm's worst temperature costs accuracy and the other arm's does not (worst_vs_t1):
+    the mechanism behind a loss, as arm_flips says it for a gain. An arm without a cost row has
+    its worst temperature in its best row (the same temperature, or none below T=1)."""
+    arms: Dict[Tuple[str, str], Dict[bool, Comparison]] = {}
+    for c in rows:
+        if (c.cost or c.decides) and math.isfinite(c.diff) and math.isfinite(c.se):
+            key, lrt = _arm_of(c)
+            seen = arms.setdefault(key, {}).get(lrt)
+            if seen is None or (c.cost, -c.diff) > (seen.cost, -seen.diff):
+                arms[key][lrt] = c
+    out = []
+    for (fam, metric), v in arms.items():
+        if len(v) < 2 or v[False].is_loss == v[True].is_loss:
+            continue
+        said = [f"{100 * c.diff:+.1f} pp at T={c.candidate_T:g} {arm} [{100 * c.interval[0]:+.1f}, "
+                f"{100 * c.interval[1]:+.1f}]" for c, arm in ((v[False], "at fixed lr"), (v[True], "under loss x T"))]
+        why = (": the loss rides on the step size (loss x T keeps T=1's logit step)" if v[False].is_loss else "")
+        out.append(f"{fam} {metric}: {said[0]}, {said[1]}{why}")
+    return ("the arms differ on the worst temperature's cost (" + "; ".join(out) + ")") if out else ""
 
 
 def claims_from_store(store) -> List[ClaimResult]:
