@@ -58,9 +58,10 @@ entries are left out; if they all agree, that verdict; supported mixed with "sup
 a weak attack" gives the latter; any other mix is "inconclusive" (the families disagree).
 
 Beside the best temperature, A1-A3 show each family's worst one against T=1 (the cost side,
-Bonferroni over the whole sweep, not voting: the claims ask about gains); where one arm's worst
-temperature loses at least min_effect with its interval clear of zero and the other arm's does
-not, the claim's reason says so, the loss x T arm keeping T=1's step on the logits.
+Bonferroni over the whole sweep, not voting: the claims ask about gains); and a fixed-lr family
+is compared directly with its loss x T twin at the highest temperature both have, where the two
+arms' steps on the logits differ most (1/T of T=1's against T=1's): the claim's reason says
+whether the 1/T step costs accuracy there.
 All thresholds are in THRESHOLDS. Accuracies are fractions in [0, 1]; pp = percentage points.
 """
 from __future__ import annotations
@@ -147,6 +148,7 @@ class Comparison:
     models: Tuple[str, ...] = ()  # every model behind the two numbers
     df: float = math.inf  # degrees of freedom z was taken at (finite: the seed spread is in se)
     cost: bool = False  # the family's worst temperature against T=1 (worst_vs_t1), not the best
+    arms: bool = False  # loss x T against the fixed lr at their highest shared temperature (arms_at_top)
 
     @property
     def is_loss(self) -> bool:
@@ -452,9 +454,8 @@ def best_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str, 
 
 def worst_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str) -> Optional[Comparison]:
     """The cost side of an "improves" claim: T=1 against the family's worst temperature anywhere in
-    its sweep (Bonferroni over the sweep), shown beside the best one and not voting. A fixed-lr
-    arm that loses where its loss x T twin does not says the loss rides on the step size
-    (arm_costs)."""
+    its sweep (Bonferroni over the sweep), shown beside the best one and not voting: what a
+    temperature costs, where the claims ask what it gains."""
     others = rows[~np.isclose(rows["T"].astype(float), 1.0) & ~rows.model.map(is_tauto)]
     c = best_vs_t1(ev, key, rows, metric, others, higher_is_better=False)
     if c is None or not c.diff < 0:
@@ -465,6 +466,33 @@ def worst_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str)
     c.note = (f"the cost side: the worst of {k} temperature{'s' * (k > 1)} against T=1, shown, not voting; "
               + ("a loss (the interval excludes zero)" if c.is_loss else "within the noise"))
     return c
+
+
+def arms_at_top(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str,
+                families: Dict[ModelFamily, pd.DataFrame]) -> Optional[Comparison]:
+    """A fixed-lr family's loss x T twin against it at the highest temperature both have, directly
+    (paired over images and seeds). The loss x T arm keeps T=1's step on the logits, the fixed lr
+    takes 1/T of it, so the two differ most at the highest T: fixed in advance, not picked as the
+    worst, so no correction for a choice is owed. Comparing each arm's loss against T=1 instead
+    would not separate them (a difference in significance is not a significant difference)."""
+    twin = families.get(key._replace(lr_scale=True)) if not key.lr_scale else None
+    if twin is None:
+        return None
+    pick = lambda r: r[~np.isclose(r["T"].astype(float), 1.0) & ~r.model.map(is_tauto)]  # noqa: E731
+    shared = set(pick(rows)["T"].astype(float)) & set(pick(twin)["T"].astype(float))
+    if not shared:
+        return None
+    T = max(shared)
+    fixed, lrt = (r[np.isclose(r["T"].astype(float), T) & ~r.model.map(is_tauto)] for r in (rows, twin))
+    diff, se, n, kind, df = difference(ev, lrt, fixed, metric, pool=pd.concat([rows, twin]))
+    if not np.isfinite(diff):
+        return None
+    z = z_crit(1, df)
+    value = lambda r: float(np.mean([ev.value(m, metric) for m in r.model]))  # noqa: E731
+    return Comparison(ev.label(key), metric, _name(fixed), T, value(fixed), _name(lrt), T, value(lrt), diff, se, z,
+                      n, kind, improvement_verdict(diff, se, z), decides=False, arms=True, df=df,
+                      note="the arms at their highest shared temperature: loss x T (T=1's logit step) against "
+                           "the fixed lr (1/T of it), shown, not voting", models=tuple(fixed.model) + tuple(lrt.model))
 
 
 def _elevated(rows: pd.DataFrame, t_max: float = math.inf) -> pd.DataFrame:
@@ -485,7 +513,8 @@ def _improvement_claim(ev: Evidence, key: str, metrics: Sequence[str], regimes=(
         for fam, rows in families.items():
             best = best_vs_t1(ev, fam, rows, metric, _elevated(rows, t_max))
             worst = worst_vs_t1(ev, fam, rows, metric)  # over the whole sweep, A1's included
-            found += [c for c in (best, worst) if c is not None]
+            arms = arms_at_top(ev, fam, rows, metric, families)
+            found += [c for c in (best, worst, arms) if c is not None]
             if best is not None and worst is not None and worst.candidate_T == best.candidate_T:
                 found.remove(worst)
         if not found:  # say which measurement is missing rather than leave it out silently
@@ -650,7 +679,7 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
         for c in [c for c in comps["A2"] if math.isfinite(c.diff)]:  # mCE and the relative drop: shown, not tested
             base_m, cand_m = c.baseline.split(" ")[0], c.candidate.split(" ")[0]
             extra = [f"{col} {100 * ev.value(m, col):.1f}% at T={T:g}"
-                     for col in ("mCE", "c_rel_drop") for m, T in ((base_m, 1.0), (cand_m, c.candidate_T))
+                     for col in ("mCE", "c_rel_drop") for m, T in ((base_m, c.baseline_T), (cand_m, c.candidate_T))
                      if np.isfinite(ev.value(m, col))]
             if extra:
                 c.note += "; " + ", ".join(extra)
@@ -706,25 +735,19 @@ def _arm_of(c: Comparison) -> Tuple[Tuple[str, str], bool]:
 
 
 def arm_costs(rows: Sequence[Comparison]) -> str:
-    """Where one arm's worst temperature costs accuracy and the other arm's does not (worst_vs_t1):
-    the mechanism behind a loss, as arm_flips says it for a gain. An arm without a cost row has
-    its worst temperature in its best row (the same temperature, or none below T=1)."""
-    arms: Dict[Tuple[str, str], Dict[bool, Comparison]] = {}
-    for c in rows:
-        if (c.cost or c.decides) and math.isfinite(c.diff) and math.isfinite(c.se):
-            key, lrt = _arm_of(c)
-            seen = arms.setdefault(key, {}).get(lrt)
-            if seen is None or (c.cost, -c.diff) > (seen.cost, -seen.diff):
-                arms[key][lrt] = c
+    """The arms compared at their highest shared temperature (arms_at_top): what the 1/T step
+    itself does, beside arm_flips' verdicts."""
     out = []
-    for (fam, metric), v in arms.items():
-        if len(v) < 2 or v[False].is_loss == v[True].is_loss:
+    for c in rows:
+        if not c.arms:
             continue
-        said = [f"{100 * c.diff:+.1f} pp at T={c.candidate_T:g} {arm} [{100 * c.interval[0]:+.1f}, "
-                f"{100 * c.interval[1]:+.1f}]" for c, arm in ((v[False], "at fixed lr"), (v[True], "under loss x T"))]
-        why = (": the loss rides on the step size (loss x T keeps T=1's logit step)" if v[False].is_loss else "")
-        out.append(f"{fam} {metric}: {said[0]}, {said[1]}{why}")
-    return ("the arms differ on the worst temperature's cost (" + "; ".join(out) + ")") if out else ""
+        lo, hi = c.interval
+        said = f"{c.family} {c.metric} at T={c.candidate_T:g}: loss x T {100 * c.diff:+.1f} pp against the fixed lr " \
+               f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        said += (": the 1/T step costs accuracy there" if lo > 0 else ": the 1/T step helps there" if hi < 0
+                 else ": no difference shown")
+        out.append(said)
+    return ("the arms at their highest shared temperature (" + "; ".join(out) + ")") if out else ""
 
 
 def claims_from_store(store) -> List[ClaimResult]:
