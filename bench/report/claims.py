@@ -694,7 +694,7 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
                       "A3": "no natural-shift column (nat_*, cifar10.1) with a T=1 model and another T",
                       "A2": "no corruption results (mCA) with a T=1 model and another T"}.get(
                 key, "no family with a T=1 model and another temperature measures it")
-        for note in (arm_flips(rows), arm_costs(rows)):
+        for note in (arm_flips(rows), arms_note(rows)):
             if note:
                 reason = (reason + "; " if reason else "") + note
         if verdict == INCONCLUSIVE:
@@ -734,7 +734,7 @@ def _arm_of(c: Comparison) -> Tuple[Tuple[str, str], bool]:
     return (c.family.replace(" (loss x T)", ""), c.metric), lrt
 
 
-def arm_costs(rows: Sequence[Comparison]) -> str:
+def arms_note(rows: Sequence[Comparison]) -> str:
     """The arms compared at their highest shared temperature (arms_at_top): what the 1/T step
     itself does, beside arm_flips' verdicts."""
     out = []
