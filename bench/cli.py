@@ -161,6 +161,8 @@ def make_plan(args, specs=None):
     if args.n_test is not None:
         if args.n_test < 1:
             raise BenchError(f"--n-test must be >= 1, got {args.n_test}")
+    if args.shift_n is not None and args.shift_n < 1:
+        raise BenchError(f"--shift-n must be >= 1, got {args.shift_n}")
         profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
     if specs is None:
         names = profile.models if args.model.strip() == "all" else _split_list(args.model, "--model")
@@ -176,7 +178,9 @@ def make_plan(args, specs=None):
         if ev.corruptions == "none":
             raise BenchError("--corruption-source needs corruptions to measure: add --attack corruptions")
         ev = replace(ev, corruptions=args.corruption_source)
-    if args.n_test is not None and ev.shift_n is not None:
+    if args.shift_n is not None:
+        ev = replace(ev, shift_n=args.shift_n)
+    elif args.n_test is not None and ev.shift_n is not None:
         ev = replace(ev, shift_n=min(ev.shift_n, args.n_test))
     if args.eps_sweep is not None:
         ev = replace(ev, eps_sweep=tuple(_split_list(args.eps_sweep, "--eps-sweep")))

@@ -145,7 +145,7 @@ def check_sizes(plan, data) -> None:
     split = data.split(ev.split)
     for key, n in (("n", ev.n), ("shift_n", ev.shift_n)):
         if n is not None and n > len(split):
-            flag = " (or --n-test)" if key == "n" else ""
+            flag = " (or --n-test)" if key == "n" else " (or --shift-n)"
             raise BenchError(f"[eval] {key}{flag} = {n} is more than the {len(split)} images of the {ev.split} split "
                              f"of {data.name}: lower it")
     for s in plan.models:
