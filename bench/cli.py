@@ -161,9 +161,9 @@ def make_plan(args, specs=None):
     if args.n_test is not None:
         if args.n_test < 1:
             raise BenchError(f"--n-test must be >= 1, got {args.n_test}")
+        profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
     if args.shift_n is not None and args.shift_n < 1:
         raise BenchError(f"--shift-n must be >= 1, got {args.shift_n}")
-        profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
     if specs is None:
         names = profile.models if args.model.strip() == "all" else _split_list(args.model, "--model")
         if not names:

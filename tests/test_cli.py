@@ -189,12 +189,12 @@ def test_one_model_and_attack_by_name(smoke_run, capsys, monkeypatch):
 def test_threats_by_name_corruptions(smoke_run, capsys, monkeypatch):
     base, args, _ = smoke_run
     out = in_process(capsys, monkeypatch, *args, "--model", "fastnetw8_T1", "--attack", "corruptions",
-                     "--corruptions", "gaussian_noise,fog", "--severities", "3,5", "--shift-n", "60",
+                     "--corruptions", "gaussian_noise,fog", "--severities", "3,5", "--n-test", "80", "--shift-n", "60",
                      "--results", str(base / "by_name_c"))
     assert out.returncode == 0, out.stderr
     tidy = pd.read_csv(base / "by_name_c" / "results.csv")
-    # --shift-n sizes the corrupted subset alone; clean accuracy keeps the profile's 100 images
-    assert set(tidy[tidy.threat == "corruption"].n) == {60} and set(tidy[tidy.threat == "clean"].n) == {100}
+    # --shift-n sizes the corrupted subset alone, --n-test the clean one
+    assert set(tidy[tidy.threat == "corruption"].n) == {60} and set(tidy[tidy.threat == "clean"].n) == {80}
     # no attack, no transform, no CIFAR-10.1; clean accuracy and calibration are always measured
     assert set(tidy.threat) == {"clean", "calibration", "corruption"}
     corr = tidy[tidy.threat == "corruption"]
