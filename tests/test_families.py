@@ -141,3 +141,22 @@ def test_job_keys_follow_what_is_measured(grid, mini_root, tmp_path):
               "--steps", "3"))), lambda m: None)
     other_keys = {j.key for j in build_jobs(other) if j.family == "attacks"}
     assert len(keys) == len(other_keys) == 2 and not keys & other_keys
+
+
+
+def test_the_eta_prices_each_kind_of_job_by_its_own(grid, monkeypatch):
+    """A training run of 100 s, then two calibrations of 1 s: the one training run left is 100 s
+    away, not the 34 s one pace for every job would say; with two jobs at a time, half of that."""
+    from bench.grid import executor
+    ctx, _ = grid
+    jobs = build_jobs(ctx)
+    train = [j for j in jobs if j.kind == "train"]
+    calib = [j for j in jobs if j.family == "calibration"]
+    for clocks, eta in (([0.0, 100.0, 101.0, 102.0], 100.0), ([0.0, 50.0, 50.5, 51.0], 50.0)):
+        clock = iter(clocks)
+        monkeypatch.setattr(executor.time, "perf_counter", lambda: next(clock))
+        lines = []
+        progress = executor.GridProgress(4, 0, lines.append, train + calib)
+        for job, wall in ((train[0], 100.0), (calib[0], 1.0), (calib[1], 1.0)):
+            progress.finished(job, wall, "ok")
+        assert lines[-1].startswith("[3/4] ") and lines[-1].endswith(f"ETA {executor._duration(eta)}"), lines

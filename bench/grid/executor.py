@@ -15,9 +15,10 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from bench.errors import BenchError
 from bench.grid.jobs import Context, Job, JobLog, execute
@@ -48,19 +49,44 @@ def _duration(s: float) -> str:
 
 
 class GridProgress:
-    """Jobs done / total and an ETA from the pace so far (wall clock, so it counts parallelism)."""
+    """Jobs done / total and an ETA.
 
-    def __init__(self, total: int, done: int, log: Callable[[str], None]):
+    Jobs of one grid differ in cost by a thousand times (a calibration in a second, a training
+    run or a model's corruptions in minutes), so one pace for all of them says "2 minutes" after
+    the cheap jobs and "2 hours" after a training run. Each kind of job (training, or an
+    evaluation family) is priced at the mean of its own finished jobs, a kind not yet seen at the
+    mean of all; the sum is scaled by the wall clock against the jobs' own times, which is how
+    many ran at once (Ray)."""
+
+    def __init__(self, total: int, done: int, log: Callable[[str], None], todo: Iterable[Job] = ()):
         self.total, self.done, self.log = total, done, log
-        self.start, self.ran = time.perf_counter(), 0
+        self.start = time.perf_counter()
+        self.left = Counter(_kind(j) for j in todo)
+        self.spent: Dict[str, List[float]] = {}
+
+    def eta_s(self) -> float:
+        walls = [w for ws in self.spent.values() for w in ws]
+        elapsed = time.perf_counter() - self.start
+        if not walls or sum(walls) <= 0:
+            return elapsed / max(len(walls), 1) * sum(self.left.values())
+        overall = sum(walls) / len(walls)
+        work = sum(n * (sum(self.spent[k]) / len(self.spent[k]) if k in self.spent else overall)
+                   for k, n in self.left.items())
+        return work * elapsed / sum(walls)
 
     def finished(self, job: Job, wall_s: float, summary: str):
         self.done += 1
-        self.ran += 1
+        kind = _kind(job)
+        self.spent.setdefault(kind, []).append(wall_s)
+        if self.left[kind] > 0:
+            self.left[kind] -= 1
         left = self.total - self.done
-        pace = (time.perf_counter() - self.start) / self.ran
-        eta = f"; ETA {_duration(pace * left)}" if left else ""
+        eta = f"; ETA {_duration(self.eta_s())}" if left else ""
         self.log(f"[{self.done}/{self.total}] {job.key} ({wall_s:.0f}s): {summary}{eta}")
+
+
+def _kind(job: Job) -> str:
+    return f"{job.kind}/{job.family}"
 
 
 class LocalExecutor:

@@ -36,7 +36,7 @@ def run(plan: Plan, log: Callable[[str], None] = _log, executor=None, pages: boo
         f"{len(jobs) - len(todo)} already done" + (" (--force re-evaluates)" if not plan.force else "") +
         f"; {len(todo)} to run; job logs in {plan.log_dir}")
     executor = executor or LocalExecutor()
-    executor.run(todo, ctx, GridProgress(len(jobs), len(jobs) - len(todo), log), plan.log_dir, log)
+    executor.run(todo, ctx, GridProgress(len(jobs), len(jobs) - len(todo), log, todo), plan.log_dir, log)
     board = write_reports(ctx.store, plan.results_dir, pages=pages, checkpoints=plan.kept_checkpoint_dir)
     log(f"done in {time.perf_counter() - started:.0f}s; {'reports' if pages else 'tables'} in {plan.results_dir}")
     return board
