@@ -488,11 +488,12 @@ def arms_at_top(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str,
     twin = families.get(key._replace(lr_scale=True)) if not key.lr_scale else None
     if twin is None:
         return None
-    shared = set(_swept(rows)["T"].astype(float)) & set(_swept(twin)["T"].astype(float))
+    swept = _swept(rows), _swept(twin)
+    shared = set(swept[0]["T"].astype(float)) & set(swept[1]["T"].astype(float))
     if not shared:
         return None
     T = max(shared)
-    fixed, lrt = (r[np.isclose(r["T"].astype(float), T)] for r in (_swept(rows), _swept(twin)))
+    fixed, lrt = (r[np.isclose(r["T"].astype(float), T)] for r in swept)
     diff, se, n, kind, df = difference(ev, lrt, fixed, metric, pool=pd.concat([rows, twin]))
     if not np.isfinite(diff):
         return None
