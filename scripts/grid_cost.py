@@ -1,0 +1,67 @@
+"""Where a results folder's compute went, from the wall times its checkpoint sidecars and records
+carry: training and evaluation hours by day and machine, and evaluation by family. The README's
+cost figures for the cpu profile come from this command, not from a hand.
+
+    python scripts/grid_cost.py results/cpu
+
+A record copied from a twin with the same weights (`same_weights_as`: fast AT's @last where the
+best epoch was the last) keeps its source's wall_s, although the copy took a second: counted
+apart, not as compute.
+"""
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def machine(meta: dict) -> str:
+    return f"{meta.get('cpu_model', '?')} ({meta.get('cpu_capability', '?')})"
+
+
+def main(folder: str) -> None:
+    root = Path(folder)
+    train, runs = defaultdict(float), defaultdict(int)
+    for sidecar in (root / "checkpoints").glob("*.json"):
+        meta = json.loads(sidecar.read_text())
+        where = (meta["timestamp"][:10], machine(meta))
+        train[where] += meta.get("wall_s", 0.0)
+        runs[where] += 1
+    evaluation, records = defaultdict(float), defaultdict(int)
+    measure, adversarial = defaultdict(float), defaultdict(float)  # by family/threat; AT models' part
+    copied, n_copied = 0.0, 0
+    for path in (root / "records").glob("*.json"):
+        rec = json.loads(path.read_text())
+        if rec.get("same_weights_as"):
+            copied += rec.get("wall_s", 0.0)
+            n_copied += 1
+            continue
+        where = (rec["timestamp"][:10], machine(rec))
+        evaluation[where] += rec.get("wall_s", 0.0)
+        records[where] += 1
+        what = f"{rec['family']}/{rec['threat']}"
+        measure[what] += rec.get("wall_s", 0.0)
+        if rec.get("regime", "std") != "std":
+            adversarial[what] += rec.get("wall_s", 0.0)
+    print(f"{root}: hours of wall time by day and machine (2 threads each, as the records say)")
+    print(f"  {'day':<11} {'machine':<42} {'training':>9} {'runs':>5} {'evaluation':>11} {'records':>8}")
+    for where in sorted(set(train) | set(evaluation)):
+        print(f"  {where[0]:<11} {where[1]:<42} {train[where] / 3600:9.2f} {runs[where]:5d} "
+              f"{evaluation[where] / 3600:11.2f} {records[where]:8d}")
+    total_t, total_e = sum(train.values()) / 3600, sum(evaluation.values()) / 3600
+    print(f"  {'total':<54} {total_t:9.2f} {sum(runs.values()):5d} {total_e:11.2f} {sum(records.values()):8d}"
+          f"   all: {total_t + total_e:.2f} h")
+    print(f"  not counted: {n_copied} records copied from a twin with the same weights "
+          f"(their source's wall_s: {copied / 3600:.2f} h)")
+    print("  evaluation by family/threat, hours (of them on adversarially trained models):")
+    for what, seconds in sorted(measure.items(), key=lambda kv: -kv[1]):
+        if seconds >= 180:
+            print(f"    {what:<36} {seconds / 3600:6.2f} ({adversarial[what] / 3600:.2f})")
+    rest = [s for s in measure.values() if s < 180]
+    print(f"    {f'{len(rest)} more, each under 0.05 h':<36} {sum(rest) / 3600:6.2f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "records").is_dir():
+        print("usage: python scripts/grid_cost.py RESULTS_FOLDER (one with records/ and checkpoints/)", file=sys.stderr)
+        sys.exit(2)
+    main(sys.argv[1])

@@ -1,0 +1,44 @@
+"""scripts/grid_cost.py, which the README's cost figures for the cpu profile come from: on a
+folder of sidecars and records with known wall times (one record copied from a twin)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+XEON = {"cpu_model": "Xeon", "cpu_capability": "AVX512"}
+EPYC = {"cpu_model": "EPYC", "cpu_capability": "AVX2"}
+
+
+def _write(folder: Path, name: str, **fields):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(fields))
+
+
+def test_hours_by_day_and_machine_without_the_copies(tmp_path):
+    _write(tmp_path / "checkpoints", "a", timestamp="2026-12-02T10:00:00", wall_s=3600, **XEON)
+    _write(tmp_path / "checkpoints", "b", timestamp="2026-12-03T10:00:00", wall_s=1800, **EPYC)
+    _write(tmp_path / "records", "r1", timestamp="2026-12-02T11:00:00", wall_s=7200, family="diagnostic",
+           threat="autoattack_crosscheck", regime="fat", **XEON)
+    _write(tmp_path / "records", "r2", timestamp="2026-12-03T11:00:00", wall_s=900, family="attack",
+           threat="apgd_t", regime="std", **EPYC)
+    _write(tmp_path / "records", "r3", timestamp="2026-12-03T11:00:00", wall_s=7200, family="diagnostic",
+           threat="autoattack_crosscheck", regime="fat", same_weights_as="x@best", **EPYC)
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert any(line.split()[:2] == ["2026-12-02", "Xeon"] and line.split()[-4:] == ["1.00", "1", "2.00", "1"]
+               for line in lines), out
+    assert any(line.split()[:2] == ["2026-12-03", "EPYC"] and line.split()[-4:] == ["0.50", "1", "0.25", "1"]
+               for line in lines), out
+    total = next(line for line in lines if line.split()[0] == "total").split()
+    assert total[1:5] == ["1.50", "2", "2.25", "2"] and total[-2:] == ["3.75", "h"], out
+    assert "1 records copied from a twin with the same weights (their source's wall_s: 2.00 h)" in out
+    crosscheck = next(line for line in lines if "diagnostic/autoattack_crosscheck" in line).split()
+    assert crosscheck[1:] == ["2.00", "(2.00)"], out
+
+
+def test_a_folder_without_records_is_one_line_and_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
