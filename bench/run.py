@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", default=None, help="comma list of attacks and shifts (corruptions, a corruption, "
                    "natural, a transform, cifar10.1), 'all', or 'none' for clean accuracy and calibration alone "
                    "(default: the profile's); see --list-attacks")
-    p.add_argument("--corruptions", default=None, help="comma list of CIFAR-10-C corruptions (default: all 19)")
-    p.add_argument("--severities", default=None, help="comma list of corruption severities, e.g. 3,5 (default 1..5)")
+    p.add_argument("--corruptions", default=None, help="comma list of CIFAR-10-C corruptions (default: the profile's; all 19 if it names none)")
+    p.add_argument("--severities", default=None, help="comma list of corruption severities, e.g. 3,5 (default: the profile's; 1..5 if it sets none)")
     p.add_argument("--corruption-source", default=None, choices=["auto", "generated", "real"],
                    help="real CIFAR-10-C files, generated on the fly, or auto (real when found; default)")
     p.add_argument("--view", default=None, help="comma list of views: raw, scaled (default: the profile's)")
