@@ -1,5 +1,5 @@
 """Where a results folder's compute went, from the wall times its checkpoint sidecars and records
-carry: training and evaluation hours by day and machine, and evaluation by family. The README's
+carry: training and evaluation hours by day and machine, and evaluation by family and threat. The README's
 cost figures for the cpu profile come from this command, not from a hand.
 
     python scripts/grid_cost.py results/cpu
@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def machine(meta: dict) -> str:
-    return f"{meta.get('cpu_model', '?')} ({meta.get('cpu_capability', '?')})"
+    return f"{meta.get('cpu_model', '?')} ({meta.get('cpu_capability', '?')}, {meta.get('threads', '?')} thr.)"
 
 
 def main(folder: str) -> None:
@@ -42,13 +42,13 @@ def main(folder: str) -> None:
         measure[what] += rec.get("wall_s", 0.0)
         if rec.get("regime", "std") != "std":
             adversarial[what] += rec.get("wall_s", 0.0)
-    print(f"{root}: hours of wall time by day and machine (2 threads each, as the records say)")
-    print(f"  {'day':<11} {'machine':<42} {'training':>9} {'runs':>5} {'evaluation':>11} {'records':>8}")
+    print(f"{root}: hours of wall time by day and machine (CPU, capability and thread count, as recorded)")
+    print(f"  {'day':<11} {'machine':<46} {'training':>9} {'runs':>5} {'evaluation':>11} {'records':>8}")
     for where in sorted(set(train) | set(evaluation)):
-        print(f"  {where[0]:<11} {where[1]:<42} {train[where] / 3600:9.2f} {runs[where]:5d} "
+        print(f"  {where[0]:<11} {where[1]:<46} {train[where] / 3600:9.2f} {runs[where]:5d} "
               f"{evaluation[where] / 3600:11.2f} {records[where]:8d}")
     total_t, total_e = sum(train.values()) / 3600, sum(evaluation.values()) / 3600
-    print(f"  {'total':<54} {total_t:9.2f} {sum(runs.values()):5d} {total_e:11.2f} {sum(records.values()):8d}"
+    print(f"  {'total':<58} {total_t:9.2f} {sum(runs.values()):5d} {total_e:11.2f} {sum(records.values()):8d}"
           f"   all: {total_t + total_e:.2f} h")
     print(f"  not counted: {n_copied} records copied from a twin with the same weights "
           f"(their source's wall_s: {copied / 3600:.2f} h)")
