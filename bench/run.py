@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-retries", type=int, default=None, help="Ray: times a job whose worker died is "
                    "retried (default 3)")
     p.add_argument("--force", action="store_true", help="re-evaluate measurements already in the store")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and, per model, the jobs the stores do "
+                   "not hold yet; run and write nothing (but the decoded data, if the cache lacks it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off when not a TTY)")
     p.add_argument("--tables-only", action="store_true", help="write results.csv and leaderboard.csv, not the "
                    "plots and index.html (most of a small run's time); `python -m bench.report.publish "
@@ -112,6 +114,10 @@ def main(argv=None) -> int:
             return 0
         executor = make_executor(args)
         plan = make_plan(args)
+        if args.dry_run:
+            from bench.grid.runner import preview
+            preview(plan)
+            return 0
         from bench.report.tables import summary
         from bench.grid.runner import run
         board = run(plan, executor=executor, pages=not args.tables_only)

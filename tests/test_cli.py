@@ -176,6 +176,28 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run, capsys, monk
     assert not after.duplicated(key).any()
 
 
+def test_dry_run_lists_what_is_left_and_writes_nothing(smoke_run, capsys, monkeypatch):
+    """--dry-run on the finished smoke store: nothing left; with a model the store lacks, its
+    training run and the families it would measure, the finished model not listed; and not a
+    file written, changed or removed under the run's folders."""
+    base, args, _ = smoke_run
+    env = {"BENCH_SHIFT_DATA": str(base / "shift")}
+
+    def snapshot():
+        return {p: p.stat().st_mtime_ns for p in base.rglob("*")}
+    before = snapshot()
+    done = in_process(capsys, monkeypatch, *args, "--dry-run", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "36 already done" in done.stderr and "; 0 to run" in done.stderr
+    assert done.stderr.rstrip().endswith("nothing to run")
+    new = in_process(capsys, monkeypatch, *args, "--dry-run", "--model", "fastnetw8_T1,fastnetw8_T5",
+                     "--attack", "pgd", env=env)
+    assert new.returncode == 0, new.stderr
+    listed = new.stderr.split("would run (--dry-run: nothing was run or written):\n")[1].splitlines()
+    assert listed == ["  fastnetw8_T5: train, attacks, calibration"], new.stderr
+    assert snapshot() == before
+
+
 def test_one_model_and_attack_by_name(smoke_run, capsys, monkeypatch):
     base, args, _ = smoke_run
     out = in_process(capsys, monkeypatch, *args, "--model", "fastnetw8_T1", "--attack", "fgsm", "--eps", "4/255",

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from dataclasses import replace
+from typing import Callable, Dict, List
 
 import pandas as pd
 
 from bench.grid.executor import GridProgress, LocalExecutor
-from bench.grid.jobs import Context, build_jobs, is_done
+from bench.grid.jobs import Context, Job, build_jobs, is_done
 from bench.grid.plan import Plan
 from bench.report.publish import write_reports
 
@@ -28,15 +29,38 @@ def run(plan: Plan, log: Callable[[str], None] = _log, executor=None, pages: boo
     stores what it measured as soon as it is done, so an interrupted run resumes where it stopped."""
     started = time.perf_counter()
     ctx = Context(plan, log)
-    jobs = build_jobs(ctx)
-    # --force re-evaluates; it never retrains (delete a checkpoint to retrain it)
-    todo = [j for j in jobs if (plan.force and j.kind == "eval") or not is_done(j, ctx)]
-    n_train = sum(j.kind == "train" for j in jobs)
-    log(f"grid: {len(jobs)} jobs ({n_train} training runs, {len(jobs) - n_train} evaluations); "
-        f"{len(jobs) - len(todo)} already done" + (" (--force re-evaluates)" if not plan.force else "") +
-        f"; {len(todo)} to run; job logs in {plan.log_dir}")
+    jobs, todo = _grid(ctx, log)
     executor = executor or LocalExecutor()
     executor.run(todo, ctx, GridProgress(len(jobs), len(jobs) - len(todo), log, todo), plan.log_dir, log)
     board = write_reports(ctx.store, plan.results_dir, pages=pages, checkpoints=plan.kept_checkpoint_dir)
     log(f"done in {time.perf_counter() - started:.0f}s; {'reports' if pages else 'tables'} in {plan.results_dir}")
     return board
+
+
+def preview(plan: Plan, log: Callable[[str], None] = _log) -> Dict[str, List[str]]:
+    """What ``run`` would do with the plan, without doing it (``--dry-run``): the grid, what the
+    stores already hold, and per model the jobs still to run (``train`` or a family's name). Reads
+    the stores; writes nothing but the decoded data, when the cache does not have it yet; fetches
+    no shift set."""
+    ctx = Context(replace(plan, fetch_shift_sets=False), log)
+    _, todo = _grid(ctx, log)
+    left: Dict[str, List[str]] = {}
+    for job in todo:
+        left.setdefault(job.spec.name, []).append("train" if job.kind == "train" else job.family)
+    log("would run (--dry-run: nothing was run or written):" if left else "nothing to run")
+    for name, parts in left.items():
+        log(f"  {name}: {', '.join(parts)}")
+    return left
+
+
+def _grid(ctx: Context, log: Callable[[str], None]):
+    """The plan's jobs and those the stores do not hold yet, announced in one line."""
+    plan = ctx.plan
+    jobs = build_jobs(ctx)
+    # --force re-evaluates; it never retrains (delete a checkpoint to retrain it)
+    todo: List[Job] = [j for j in jobs if (plan.force and j.kind == "eval") or not is_done(j, ctx)]
+    n_train = sum(j.kind == "train" for j in jobs)
+    log(f"grid: {len(jobs)} jobs ({n_train} training runs, {len(jobs) - n_train} evaluations); "
+        f"{len(jobs) - len(todo)} already done" + (" (--force re-evaluates)" if not plan.force else "") +
+        f"; {len(todo)} to run; job logs in {plan.log_dir}")
+    return jobs, todo
