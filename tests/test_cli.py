@@ -176,6 +176,12 @@ def test_rerun_reuses_checkpoints_and_duplicates_nothing(smoke_run, capsys, monk
     assert not after.duplicated(key).any()
 
 
+def device_of(base: Path) -> str:
+    """The machine the smoke run's records name, as the estimate line writes it."""
+    rec = json.loads(next((base / "results" / "records").glob("*.json")).read_text())
+    return f"{rec['cpu_model']} ({rec['cpu_capability']}, {rec['threads']} threads)"
+
+
 def test_dry_run_lists_what_is_left_and_writes_nothing(smoke_run, capsys, monkeypatch):
     """--dry-run on the finished smoke store: nothing left; with a model the store lacks, its
     training run and the families it would measure, the finished model not listed; and not a
@@ -194,7 +200,20 @@ def test_dry_run_lists_what_is_left_and_writes_nothing(smoke_run, capsys, monkey
                      "--attack", "pgd", env=env)
     assert new.returncode == 0, new.stderr
     listed = new.stderr.split("would run (--dry-run: nothing was run or written):\n")[1].splitlines()
-    assert listed == ["  fastnetw8_T5: train, attacks, calibration"], new.stderr
+    assert listed[0] == "  fastnetw8_T5: train, attacks, calibration", new.stderr
+    # priced from the smoke run's own training runs and measurements (the same arch, recipe,
+    # threats and images), all of them: nothing left unpriced
+    assert listed[1].startswith("estimate: ") and "training runs left, at the pace of the stores'" in listed[1]
+    assert "not counted" not in listed[1] and len(listed) == 2, new.stderr
+    # a radius no record has: the clean pass is priced, the FGSM measurements counted apart
+    other = in_process(capsys, monkeypatch, *args, "--dry-run", "--model", "fastnetw8_T1", "--attack", "fgsm",
+                       "--eps", "3/255", env=env)
+    assert other.returncode == 0, other.stderr
+    expected = ["  fastnetw8_T1: attacks",
+                "estimate: under a minute for 1 of the 3 measurements and training runs left, at the pace of the "
+                f"stores' own records (made on {device_of(base)}); the other 2 have nothing like them in the "
+                "stores: not counted"]
+    assert other.stderr.rstrip().splitlines()[-2:] == expected, other.stderr
     assert snapshot() == before
 
 

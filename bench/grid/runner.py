@@ -13,6 +13,7 @@ from typing import Callable, Dict, List
 
 import pandas as pd
 
+from bench.grid.estimate import estimate
 from bench.grid.executor import GridProgress, LocalExecutor
 from bench.grid.jobs import Context, Job, build_jobs, is_done
 from bench.grid.plan import Plan
@@ -39,7 +40,8 @@ def run(plan: Plan, log: Callable[[str], None] = _log, executor=None, pages: boo
 
 def preview(plan: Plan, log: Callable[[str], None] = _log) -> Dict[str, List[str]]:
     """What ``run`` would do with the plan, without doing it (``--dry-run``): the grid, what the
-    stores already hold, and per model the jobs still to run (``train`` or a family's name). Reads
+    stores already hold, per model the jobs still to run (``train`` or a family's name), and how
+    long they would take at the pace of the stores' own records (bench/grid/estimate.py). Reads
     the stores; writes nothing but the decoded data, when the cache does not have it yet; fetches
     no shift set."""
     ctx = Context(replace(plan, fetch_shift_sets=False), log)
@@ -50,6 +52,8 @@ def preview(plan: Plan, log: Callable[[str], None] = _log) -> Dict[str, List[str
     log("would run (--dry-run: nothing was run or written):" if left else "nothing to run")
     for name, parts in left.items():
         log(f"  {name}: {', '.join(parts)}")
+    if todo:
+        log(estimate(todo, ctx).line())
     return left
 
 

@@ -1,0 +1,91 @@
+"""How long the jobs a grid has left would take, at the pace of the store's own records: each
+planned measurement at the median wall time of the same measurement (threat, view, images,
+parameters) on models of the same architecture and kind (standard or adversarially trained,
+whose attacks cost far more: nothing stops early on a robust point), each training run at the
+median of the kept runs of the same architecture, regime and recipe. A measurement or run the
+store has never seen is counted, not guessed. The pace is that of the machines the records name,
+which the line says: on another box, scale by its `make perf` training figure.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from statistics import median
+from typing import Dict, List, Sequence, Tuple
+
+from bench.grid.jobs import Context, Job, planned_by
+
+
+@dataclass
+class Estimate:
+    seconds: float  # of the jobs with a record to go by
+    measured: int  # planned measurements and training runs priced from the store
+    unknown: int  # those the store has never seen
+    machines: Tuple[str, ...]  # the machines whose records set the pace
+
+    def line(self) -> str:
+        if not self.measured:
+            return "no estimate: the stores hold no run or measurement like these to go by"
+        minutes = self.seconds / 60
+        took = f"about {minutes / 60:.1f} h" if minutes >= 90 else f"about {minutes:.0f} min" if minutes >= 1 \
+            else "under a minute"
+        rest = ("; the other one has nothing like it in the stores: not counted" if self.unknown == 1 else
+                f"; the other {self.unknown} have nothing like them in the stores: not counted" if self.unknown else "")
+        return (f"estimate: {took} for {self.measured} of the {self.measured + self.unknown} measurements and "
+                f"training runs left, at the pace of the stores' own records (made on {'; '.join(self.machines)}){rest}")
+
+
+def _kind(regime: str) -> str:
+    return "standard" if regime in ("std", "zoo", "file", "python") else "adversarial"
+
+
+def _machine(meta: dict) -> str:
+    return f"{meta.get('cpu_model', '?')} ({meta.get('cpu_capability', '?')}, {meta.get('threads', '?')} threads)"
+
+
+def _measure_key(arch: str, regime: str, n, threat: str, view: str, params) -> tuple:
+    return arch, _kind(regime), int(n), threat, view, json.dumps(params, sort_keys=True, default=str)
+
+
+def _recipe(recipe) -> str:
+    return json.dumps(recipe, sort_keys=True, default=str)
+
+
+def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
+    walls: Dict[tuple, List[float]] = defaultdict(list)
+    machines: Dict[tuple, List[str]] = defaultdict(list)
+    for rec in ctx.store.records():
+        if rec.get("same_weights_as") or rec.get("wall_s") is None:
+            continue  # a copy from a twin carries its source's time, not its own
+        key = _measure_key(rec.get("arch", "?"), rec.get("regime", "std"), rec["n"], rec["threat"], rec["view"],
+                           rec.get("params", {}))
+        walls[key].append(float(rec["wall_s"]))
+        machines[key].append(_machine(rec))
+    runs: Dict[tuple, List[float]] = defaultdict(list)
+    for sidecar in ctx.ckpts.root.glob("*.json") if ctx.ckpts.root.is_dir() else ():
+        meta = json.loads(sidecar.read_text())
+        spec = meta.get("spec", {})
+        if "wall_s" in meta:
+            key = (spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
+                   _recipe(meta.get("recipe")), meta.get("data_fingerprint"))
+            runs[key].append(float(meta["wall_s"]))
+            machines[key].append(_machine(meta))
+    seconds, measured, unknown, used = 0.0, 0, 0, set()
+    for job in todo:
+        spec = job.spec
+        if job.kind == "train":
+            keys = [(spec.arch_name, spec.feature_dim, spec.bn_head, spec.regime,
+                     _recipe(asdict(ctx.plan.profile.recipe_for(spec))), ctx.data.fingerprint)]
+            table = runs
+        else:
+            keys = [_measure_key(spec.arch_name, spec.regime, *p) for p in planned_by(ctx.families[job.family], spec, ctx)]
+            table = walls
+        for key in keys:
+            if table.get(key):
+                seconds += median(table[key])
+                measured += 1
+                used.update(machines[key])
+            else:
+                unknown += 1
+    return Estimate(seconds, measured, unknown, tuple(sorted(used)))
