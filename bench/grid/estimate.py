@@ -1,6 +1,6 @@
 """How long the jobs a grid has left would take, at the pace of the store's own records: each
 planned measurement at the median wall time of the same measurement (threat, view, images,
-parameters) on models of the same architecture and kind (standard or adversarially trained,
+parameters but a surrogate's name) on models of the same architecture and kind (standard or adversarially trained,
 whose attacks cost far more: nothing stops early on a robust point), each training run at the
 median of the kept runs of the same architecture, regime and recipe. A measurement or run the
 store has never seen is counted, not guessed. The pace is that of the machines the records name,
@@ -44,8 +44,14 @@ def _machine(meta: dict) -> str:
     return f"{meta.get('cpu_model', '?')} ({meta.get('cpu_capability', '?')}, {meta.get('threads', '?')} threads)"
 
 
+# parameters that name another model rather than set the work: a transfer attack's surrogate
+# costs the same whichever seed it is
+_NOT_COST = ("surrogate", "surrogate_key")
+
+
 def _measure_key(arch: str, regime: str, n, threat: str, view: str, params) -> tuple:
-    return arch, _kind(regime), int(n), threat, view, json.dumps(params, sort_keys=True, default=str)
+    work = {k: v for k, v in (params or {}).items() if k not in _NOT_COST}
+    return arch, _kind(regime), int(n), threat, view, json.dumps(work, sort_keys=True, default=str)
 
 
 def _recipe(recipe) -> str:
