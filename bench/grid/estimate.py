@@ -1,8 +1,8 @@
 """How long the jobs a grid has left would take, at the pace of the store's own records: each
 planned measurement at the median wall time of the same measurement (threat, view, images,
-parameters but a surrogate's name) on models of the same architecture and kind (standard or adversarially trained,
-whose attacks cost far more: nothing stops early on a robust point), each training run at the
-median of the kept runs of the same architecture, regime and recipe. A measurement or run the
+parameters but a surrogate's name) on models of the same architecture and kind (standard or
+adversarially trained, whose attacks cost far more: nothing stops early on a robust point), each
+training run at the median of the kept runs of the same architecture, regime and recipe. A measurement or run the
 store has never seen is counted, not guessed. The pace is that of the machines the records name,
 which the line says: on another box, scale by its `make perf` training figure.
 """
