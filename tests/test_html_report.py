@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from bench.report.claims import NOT_MEASURED, VERDICTS, evaluate_claims
+from bench.report.publish import main as publish_main
 from bench.report.publish import write_reports
 from bench.store import ResultStore
 from tests.builders import PROV, StoreBuilder, sweep_store
@@ -162,8 +163,9 @@ def test_ece_columns_shown_when_present(built, tmp_path):
     assert page.tables["leaderboard"][0][cols.index("ece_raw")]["text"] == "5.0"
 
 
-def test_make_report_cli(tmp_path):
-    """`make report` = python -m bench.report --results DIR: everything from the store."""
+def test_make_report_cli(tmp_path, capsys):
+    """`make report` = python -m bench.report --results DIR: everything from the store; an empty
+    folder is one line and exit 2 (publish.main is what `python -m bench.report` exits with)."""
     root = tmp_path / "quick"
     sweep_store(root)
     r = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(root)], cwd=ROOT,
@@ -173,9 +175,11 @@ def test_make_report_cli(tmp_path):
               "model_cards/fastnet_T1.json"):
         assert (root / f).exists(), f
     empty = tmp_path / "empty"
-    r = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(empty)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no results" in r.stderr
+    capsys.readouterr()
+    code = publish_main(["--results", str(empty)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no results" in err and not empty.exists()
+    assert (ROOT / "bench" / "report" / "__main__.py").read_text().count("sys.exit(main())") == 1
     make = Path(ROOT / "Makefile").read_text()
     assert "python -m bench.report --results results/$(PROFILE)" in make.replace("$(PY)", "python")
 
