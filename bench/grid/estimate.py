@@ -54,6 +54,12 @@ def _measure_key(arch: str, regime: str, n, threat: str, view: str, params) -> t
     return arch, _kind(regime), int(n), threat, view, json.dumps(work, sort_keys=True, default=str)
 
 
+def _arch(spec) -> str:
+    """The arch column the spec's records carry: a grid model's arch name, a caller's model's
+    arch, a zoo model's own name (bench/grid/models.py)."""
+    return getattr(spec, "arch_name", None) or getattr(spec, "arch", None) or spec.name
+
+
 def _recipe(recipe) -> str:
     return json.dumps(recipe, sort_keys=True, default=str)
 
@@ -70,10 +76,13 @@ def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
         machines[key].append(_machine(rec))
     runs: Dict[tuple, List[float]] = defaultdict(list)
     for sidecar in ctx.ckpts.root.glob("*.json") if ctx.ckpts.root.is_dir() else ():
-        meta = json.loads(sidecar.read_text())
+        try:
+            meta = json.loads(sidecar.read_text())
+        except ValueError:
+            continue  # a torn sidecar is the training job's to report, not the estimate's
         spec = meta.get("spec", {})
         if "wall_s" in meta:
-            key = (spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
+            key = ("train", spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
                    _recipe(meta.get("recipe")), meta.get("data_fingerprint"))
             runs[key].append(float(meta["wall_s"]))
             machines[key].append(_machine(meta))
@@ -81,11 +90,12 @@ def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
     for job in todo:
         spec = job.spec
         if job.kind == "train":
-            keys = [(spec.arch_name, spec.feature_dim, spec.bn_head, spec.regime,
+            keys = [("train", spec.arch_name, spec.feature_dim, spec.bn_head, spec.regime,
                      _recipe(asdict(ctx.plan.profile.recipe_for(spec))), ctx.data.fingerprint)]
             table = runs
         else:
-            keys = [_measure_key(spec.arch_name, spec.regime, *p) for p in planned_by(ctx.families[job.family], spec, ctx)]
+            keys = [_measure_key(_arch(spec), getattr(spec, "regime", "zoo"), *p)
+                    for p in planned_by(ctx.families[job.family], spec, ctx)]
             table = walls
         for key in keys:
             if table.get(key):
