@@ -171,7 +171,7 @@ steps = 2
 """
 
 
-def test_zoo_model_through_the_cli(tmp_path, mini_root):
+def test_zoo_model_through_the_cli(tmp_path, mini_root, capsys):
     """`--model robustbench:<Name>` runs the profile's suite like any model of ours: loaded from
     where robustbench looks (<cache>/robustbench), never trained, no transfer surrogate, one
     leaderboard row, in the HTML page too."""
@@ -182,6 +182,8 @@ def test_zoo_model_through_the_cli(tmp_path, mini_root):
     (tmp_path / "zoo.toml").write_text(ZOO_PROFILE)
     args = ["--profile", str(tmp_path / "zoo.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "cache"),
             "--results", str(tmp_path / "out"), "--model", "robustbench:Addepalli2021Towards_RN18"]
+    # the dry run lists it and writes nothing; after the real run it is priced from its own records
+    assert main([*args, "--dry-run"]) == 0 and not (tmp_path / "out").exists()
     assert main(args) == 0
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     (row,) = board.itertuples()
@@ -192,3 +194,7 @@ def test_zoo_model_through_the_cli(tmp_path, mini_root):
     assert row.masking in ("none", "suspected", "likely")
     assert "robustbench:Addepalli2021Towards_RN18" in (tmp_path / "out" / "index.html").read_text()
     assert main([*args[:-1], "robustbench:NoSuchModel2099"]) == 2
+    capsys.readouterr()
+    assert main([*args, "--dry-run", "--force"]) == 0
+    last = capsys.readouterr().err.rstrip().splitlines()[-1]
+    assert last.startswith("estimate: ") and "not counted" not in last, last
