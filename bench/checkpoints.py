@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 from filelock import FileLock
@@ -138,16 +138,21 @@ class CheckpointStore:
         """{sha256: weights file name} of every saved run here, from the sidecars (the weights are
         not read): what a report links a row's weights_sha256 to."""
         out = {}
-        for sidecar in sorted(self.root.glob("*.json")):
-            try:
-                meta = json.loads(sidecar.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-                continue  # a report does not stop on a bad sidecar; loading it says what to do
+        for meta in self.sidecars():
             for name, sha in (("weights", "weights_sha256"), ("best_weights", "best_weights_sha256")):
                 if isinstance(meta.get(name), str) and isinstance(meta.get(sha), str) \
                         and (self.root / meta[name]).exists():
                     out[meta[sha]] = meta[name]
         return out
+
+    def sidecars(self) -> Iterator[dict]:
+        """Every readable sidecar here, parsed. A report or an estimate does not stop on a bad
+        one; loading its run says what to do."""
+        for sidecar in sorted(self.root.glob("*.json")):
+            try:
+                yield json.loads(sidecar.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+                continue
 
     def save(self, spec: ModelSpec, key: str, model: torch.nn.Module, meta: dict,
              best_state: Optional[dict] = None) -> dict:

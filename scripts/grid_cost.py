@@ -14,16 +14,12 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def machine(meta: dict) -> str:
-    return f"{meta.get('cpu_model', '?')} ({meta.get('cpu_capability', '?')}, {meta.get('threads', '?')} thr.)"
-
-
 def main(folder: str) -> None:
     root = Path(folder)
     train, runs = defaultdict(float), defaultdict(int)
     for sidecar in (root / "checkpoints").glob("*.json"):
         meta = json.loads(sidecar.read_text())
-        where = (meta["timestamp"][:10], machine(meta))
+        where = (meta["timestamp"][:10], meta.get("device", "?"))
         train[where] += meta.get("wall_s", 0.0)
         runs[where] += 1
     evaluation, records = defaultdict(float), defaultdict(int)
@@ -35,20 +31,20 @@ def main(folder: str) -> None:
             copied += rec.get("wall_s", 0.0)
             n_copied += 1
             continue
-        where = (rec["timestamp"][:10], machine(rec))
+        where = (rec["timestamp"][:10], rec.get("device", "?"))
         evaluation[where] += rec.get("wall_s", 0.0)
         records[where] += 1
         what = f"{rec['family']}/{rec['threat']}"
         measure[what] += rec.get("wall_s", 0.0)
         if rec.get("regime", "std") != "std":
             adversarial[what] += rec.get("wall_s", 0.0)
-    print(f"{root}: hours of wall time by day and machine (CPU, capability and thread count, as recorded)")
-    print(f"  {'day':<11} {'machine':<46} {'training':>9} {'runs':>5} {'evaluation':>11} {'records':>8}")
+    print(f"{root}: hours of wall time by day and machine (the device each sidecar and record names)")
+    print(f"  {'day':<11} {'machine':<52} {'training':>9} {'runs':>5} {'evaluation':>11} {'records':>8}")
     for where in sorted(set(train) | set(evaluation)):
-        print(f"  {where[0]:<11} {where[1]:<46} {train[where] / 3600:9.2f} {runs[where]:5d} "
+        print(f"  {where[0]:<11} {where[1]:<52} {train[where] / 3600:9.2f} {runs[where]:5d} "
               f"{evaluation[where] / 3600:11.2f} {records[where]:8d}")
     total_t, total_e = sum(train.values()) / 3600, sum(evaluation.values()) / 3600
-    print(f"  {'total':<58} {total_t:9.2f} {sum(runs.values()):5d} {total_e:11.2f} {sum(records.values()):8d}"
+    print(f"  {'total':<64} {total_t:9.2f} {sum(runs.values()):5d} {total_e:11.2f} {sum(records.values()):8d}"
           f"   all: {total_t + total_e:.2f} h")
     print(f"  not counted: {n_copied} records copied from a twin with the same weights "
           f"(their source's wall_s: {copied / 3600:.2f} h)")

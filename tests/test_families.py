@@ -143,7 +143,6 @@ def test_job_keys_follow_what_is_measured(grid, mini_root, tmp_path):
     assert len(keys) == len(other_keys) == 2 and not keys & other_keys
 
 
-
 def test_the_eta_prices_each_kind_of_job_by_its_own(grid, monkeypatch):
     """A training run of 100 s, then two calibrations of 1 s: the one training run left is 100 s
     away, not the 34 s one pace for every job would say; with two jobs at a time, half of that."""

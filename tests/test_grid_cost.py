@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-XEON = {"cpu_model": "Xeon", "cpu_capability": "AVX512"}
-EPYC = {"cpu_model": "EPYC", "cpu_capability": "AVX2"}
+XEON = {"device": "cpu Xeon (AVX512, 2 threads)"}
+EPYC = {"device": "cpu EPYC (AVX2, 2 threads)"}
 
 
 def _write(folder: Path, name: str, **fields):
@@ -27,9 +27,9 @@ def test_hours_by_day_and_machine_without_the_copies(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path)],
                          capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
-    assert any(line.split()[:2] == ["2026-12-02", "Xeon"] and line.split()[-4:] == ["1.00", "1", "2.00", "1"]
+    assert any(line.split()[:3] == ["2026-12-02", "cpu", "Xeon"] and line.split()[-4:] == ["1.00", "1", "2.00", "1"]
                for line in lines), out
-    assert any(line.split()[:2] == ["2026-12-03", "EPYC"] and line.split()[-4:] == ["0.50", "1", "0.25", "1"]
+    assert any(line.split()[:3] == ["2026-12-03", "cpu", "EPYC"] and line.split()[-4:] == ["0.50", "1", "0.25", "1"]
                for line in lines), out
     total = next(line for line in lines if line.split()[0] == "total").split()
     assert total[1:5] == ["1.50", "2", "2.25", "2"] and total[-2:] == ["3.75", "h"], out

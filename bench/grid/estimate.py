@@ -2,9 +2,10 @@
 planned measurement at the median wall time of the same measurement (threat, view, images,
 parameters but a surrogate's name) on models of the same architecture and kind (standard or
 adversarially trained, whose attacks cost far more: nothing stops early on a robust point), each
-training run at the median of the kept runs of the same architecture, regime and recipe. A measurement or run the
-store has never seen is counted, not guessed. The pace is that of the machines the records name,
-which the line says: on another box, scale by its `make perf` training figure.
+training run at the median of the kept runs of the same architecture, regime and recipe. A
+measurement or run the store has never seen is counted, not guessed. The pace is that of the
+machines the records name (their `device`), which the line says: on another box, scale by its
+`make perf` training figure.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Estimate:
     seconds: float  # of the jobs with a record to go by
     measured: int  # planned measurements and training runs priced from the store
     unknown: int  # those the store has never seen
-    machines: Tuple[str, ...]  # the machines whose records set the pace
+    machines: Tuple[str, ...]  # the devices whose records set the pace
 
     def line(self) -> str:
         if not self.measured:
@@ -40,10 +41,6 @@ def _kind(regime: str) -> str:
     return "standard" if regime in ("std", "zoo", "file", "python") else "adversarial"
 
 
-def _machine(meta: dict) -> str:
-    return f"{meta.get('cpu_model', '?')} ({meta.get('cpu_capability', '?')}, {meta.get('threads', '?')} threads)"
-
-
 # parameters that name another model rather than set the work: a transfer attack's surrogate
 # costs the same whichever seed it is
 _NOT_COST = ("surrogate", "surrogate_key")
@@ -51,7 +48,11 @@ _NOT_COST = ("surrogate", "surrogate_key")
 
 def _measure_key(arch: str, regime: str, n, threat: str, view: str, params) -> tuple:
     work = {k: v for k, v in (params or {}).items() if k not in _NOT_COST}
-    return arch, _kind(regime), int(n), threat, view, json.dumps(work, sort_keys=True, default=str)
+    return "eval", arch, _kind(regime), int(n), threat, view, json.dumps(work, sort_keys=True, default=str)
+
+
+def _train_key(arch: str, feature_dim, bn_head, regime: str, recipe, fingerprint) -> tuple:
+    return "train", arch, feature_dim, bn_head, regime, json.dumps(recipe, sort_keys=True, default=str), fingerprint
 
 
 def _arch(spec) -> str:
@@ -60,48 +61,34 @@ def _arch(spec) -> str:
     return getattr(spec, "arch_name", None) or getattr(spec, "arch", None) or spec.name
 
 
-def _recipe(recipe) -> str:
-    return json.dumps(recipe, sort_keys=True, default=str)
-
-
 def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
-    walls: Dict[tuple, List[float]] = defaultdict(list)
-    machines: Dict[tuple, List[str]] = defaultdict(list)
+    paces: Dict[tuple, List[Tuple[float, str]]] = defaultdict(list)  # (wall_s, device) by what was done
     for rec in ctx.store.records():
         if rec.get("same_weights_as") or rec.get("wall_s") is None:
             continue  # a copy from a twin carries its source's time, not its own
         key = _measure_key(rec.get("arch", "?"), rec.get("regime", "std"), rec["n"], rec["threat"], rec["view"],
                            rec.get("params", {}))
-        walls[key].append(float(rec["wall_s"]))
-        machines[key].append(_machine(rec))
-    runs: Dict[tuple, List[float]] = defaultdict(list)
-    for sidecar in ctx.ckpts.root.glob("*.json") if ctx.ckpts.root.is_dir() else ():
-        try:
-            meta = json.loads(sidecar.read_text())
-        except ValueError:
-            continue  # a torn sidecar is the training job's to report, not the estimate's
+        paces[key].append((float(rec["wall_s"]), rec.get("device", "?")))
+    for meta in ctx.ckpts.sidecars():
         spec = meta.get("spec", {})
         if "wall_s" in meta:
-            key = ("train", spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
-                   _recipe(meta.get("recipe")), meta.get("data_fingerprint"))
-            runs[key].append(float(meta["wall_s"]))
-            machines[key].append(_machine(meta))
+            key = _train_key(spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
+                             meta.get("recipe"), meta.get("data_fingerprint"))
+            paces[key].append((float(meta["wall_s"]), meta.get("device", "?")))
     seconds, measured, unknown, used = 0.0, 0, 0, set()
     for job in todo:
         spec = job.spec
         if job.kind == "train":
-            keys = [("train", spec.arch_name, spec.feature_dim, spec.bn_head, spec.regime,
-                     _recipe(asdict(ctx.plan.profile.recipe_for(spec))), ctx.data.fingerprint)]
-            table = runs
+            keys = [_train_key(spec.arch_name, spec.feature_dim, spec.bn_head, spec.regime,
+                               asdict(ctx.plan.profile.recipe_for(spec)), ctx.data.fingerprint)]
         else:
             keys = [_measure_key(_arch(spec), getattr(spec, "regime", "zoo"), *p)
                     for p in planned_by(ctx.families[job.family], spec, ctx)]
-            table = walls
         for key in keys:
-            if table.get(key):
-                seconds += median(table[key])
+            if paces.get(key):
+                seconds += median(wall for wall, _ in paces[key])
                 measured += 1
-                used.update(machines[key])
+                used.update(device for _, device in paces[key])
             else:
                 unknown += 1
     return Estimate(seconds, measured, unknown, tuple(sorted(used)))
