@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -161,9 +161,12 @@ def catastrophic_epoch(history: List[dict]) -> Optional[int]:
 
 
 def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
-          progress: bool = False, accel: Optional[Accel] = None) -> TrainResult:
+          progress: bool = False, accel: Optional[Accel] = None,
+          on_epoch: Optional[Callable[[dict], None]] = None) -> TrainResult:
     """Train ``spec`` with ``recipe``; seeded by spec.seed, so a CPU rerun gives the same weights.
-    ``accel``: bf16 autocast and torch.compile (default: Accel.for_device, on for CUDA only)."""
+    ``accel``: bf16 autocast and torch.compile (default: Accel.for_device, on for CUDA only).
+    ``on_epoch``: called after each epoch with its figures (epoch, epochs, train_loss, train_acc,
+    wall_s since the start, and an adversarial run's held-out clean_acc and pgd_acc)."""
     accel = accel or Accel.for_device(device)
     # At high T the softmax of the scaled logits holds probabilities below float32's normal
     # range; CPU arithmetic on such subnormals is microcoded and made high-T training 3.5x slower
@@ -173,14 +176,14 @@ def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     flushing = torch.set_flush_denormal(True)  # False where the CPU cannot
     try:
         with accel.training(device):
-            return _train(spec, recipe, data, device, progress, accel)
+            return _train(spec, recipe, data, device, progress, accel, on_epoch)
     finally:
         if flushing:
             torch.set_flush_denormal(False)  # torch's default (it has no getter to restore from)
 
 
 def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device, progress: bool,
-           accel: Accel) -> TrainResult:
+           accel: Accel, on_epoch: Optional[Callable[[dict], None]]) -> TrainResult:
     start = time.perf_counter()
     torch.manual_seed(spec.seed)
     # channels_last pays on CPU too (oneDNN convolutions: ~1.8x for fastnet on 2 cores)
@@ -255,6 +258,10 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
             result.catastrophic_overfitting_epoch = catastrophic_epoch(result.history)
         if progress:
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}")
+        if on_epoch is not None:
+            figures = dict(epoch=epoch + 1, epochs=recipe.epochs, train_loss=epoch_loss,
+                           train_acc=correct.item() / seen, wall_s=time.perf_counter() - start)
+            on_epoch({**figures, **(result.history[-1] if holdout is not None else {})})
     bar.close()
     model.eval()
     result.final_train_loss, result.final_train_acc = epoch_loss, correct.item() / seen

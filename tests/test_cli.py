@@ -112,6 +112,15 @@ def test_smoke_fast_at_trained_once_with_both_checkpoints(smoke_run):
     fat = board.set_index("model").loc[["fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last"]]
     assert list(fat.checkpoint) == ["best", "last"] and set(fat.regime) == {"fat"}
     assert first.stderr.count("trained in") == 3 and "held-out margin-PGD accuracy by epoch" in first.stderr
+    # no progress bar here (not a terminal), so a line an epoch, in the job's log file too; the
+    # held-out figures are those the sidecar keeps
+    (log,) = (base / "results" / "logs").glob("train__fastnetw8_T1_fat__*.log")
+    epochs = [line for line in log.read_text().splitlines() if line.startswith("    epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"], log.read_text()
+    (sidecar,) = (base / "cache" / "checkpoints").glob("fastnetw8_T1_fat-*.json")
+    history = json.loads(sidecar.read_text())["holdout_history"]
+    assert [line.split("margin-PGD ")[1] for line in epochs] == [f"{100 * h['pgd_acc']:.1f}%" for h in history]
+    assert sum(line.startswith("    epoch ") for line in first.stderr.splitlines()) == 2 * 3  # every training run
     assert len(list((base / "cache" / "checkpoints").glob("*.safetensors"))) == 4  # the fast-AT run: best + last
 
 

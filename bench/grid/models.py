@@ -63,10 +63,20 @@ def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore
     return key, found[0], found[1]
 
 
+def _epoch_line(e: dict) -> str:
+    """One line an epoch where no progress bar shows it (a log file, a background run): a long
+    training run is otherwise silent for its whole length."""
+    held_out = (f", held-out clean {100 * e['clean_acc']:.1f}%, margin-PGD {100 * e['pgd_acc']:.1f}%"
+                if "pgd_acc" in e else "")
+    return (f"    epoch {e['epoch']}/{e['epochs']} ({e['wall_s']:.0f}s): train loss {e['train_loss']:.3f}, "
+            f"train acc {100 * e['train_acc']:.1f}%{held_out}")
+
+
 def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
     n = min(recipe.train_subset or len(data.train), len(data.train))
     log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images")
-    result = train(spec.run, recipe, data, plan.device, progress=plan.progress)
+    result = train(spec.run, recipe, data, plan.device, progress=plan.progress,
+                   on_epoch=None if plan.progress else lambda e: log(_epoch_line(e)))
     test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
     meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
                 data_fingerprint=data.fingerprint, num_classes=data.num_classes, epochs=recipe.epochs,
