@@ -1,0 +1,56 @@
+"""scripts/compare_runs.py, which the README's seed-paired comparisons of two profiles come from: its
+arithmetic on leaderboards with known values, its refusals, and the README's figure for 15 against
+10 epochs of fast AT from the committed folders."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "compare_runs.py"), *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def board(folder: Path, regime: str, values):
+    """A leaderboard with one row per (seed, checkpoint): values[(seed, checkpoint)] = robust_min."""
+    folder.mkdir(parents=True)
+    pd.DataFrame([dict(model=f"m_s{s}@{c}", T=1.0, regime=regime, seed=s, checkpoint=c, robust_min=v, clean=0.6)
+                  for (s, c), v in values.items()]).to_csv(folder / "leaderboard.csv", index=False)
+
+
+def test_paired_difference_and_interval(tmp_path):
+    board(tmp_path / "a", "fat", {(0, "last"): 0.30, (1, "last"): 0.28, (2, "last"): 0.29, (0, "best"): 0.30,
+                                  (3, "last"): 0.5})  # seed 3 has no partner: left out
+    board(tmp_path / "b", "at", {(0, "last"): 0.32, (1, "last"): 0.31, (2, "last"): 0.30, (0, "best"): 0.33})
+    done = run(tmp_path / "a", tmp_path / "b", "--regime", "fat", "--cand-regime", "at", "--metric", "robust_min")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[1]: line.split() for line in done.stdout.splitlines()[1:]}
+    # differences 2, 3, 1 pp: mean 2, sd 1, t(0.975, 2) = 4.303 -> half-width 2.48
+    assert lines["@last"][2:5] == ["+2.0", "[-0.5,", "+4.5]"] and lines["@last"][6] == "2"
+    assert lines["@best"][2:4] == ["+3.0", "(one"]
+
+
+def test_refusals(tmp_path):
+    board(tmp_path / "a", "fat", {(0, "last"): 0.3})
+    board(tmp_path / "b", "at", {(0, "last"): 0.3})
+    for args in [(tmp_path / "a", tmp_path / "nothing"), (tmp_path / "a", tmp_path / "b", "--regime", "fat"),
+                 (tmp_path / "a", tmp_path / "b", "--regime", "fat", "--cand-regime", "at", "--metric", "nope")]:
+        done = run(*args)
+        assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_readme_figure_for_fifteen_epochs():
+    if not (REPO / "results" / "cpu_fat15" / "leaderboard.csv").is_file():
+        pytest.skip("results/cpu_fat15 is not in this checkout")
+    done = run(REPO / "results" / "cpu", REPO / "results" / "cpu_fat15", "--T", "1", "--regime", "fat")
+    assert done.returncode == 0, done.stderr
+    rows = {tuple(line.split()[:2]): line.split()[2:5] for line in done.stdout.splitlines()[1:]}
+    assert rows[("robust_min", "@last")] == ["+1.2", "[+0.3,", "+2.2]"]
+    assert rows[("clean", "@last")] == ["+2.7", "[+1.9,", "+3.5]"]
+    readme = (REPO / "README.md").read_text()
+    assert "`robust_min` @last **+1.2 pp [+0.3, +2.2]** and clean accuracy +2.7 pp [+1.9, +3.5]" in readme
