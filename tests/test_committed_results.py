@@ -13,7 +13,7 @@ from bench.store import ResultStore
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-@pytest.mark.parametrize("name", ["quick", "quick-seeds", "cpu", "cpu-fulltest", "cpu_fat15"])
+@pytest.mark.parametrize("name", ["quick", "quick-seeds", "cpu", "cpu-fulltest", "cpu_fat15", "cpu_at2"])
 def test_committed_tables_are_rebuilt_byte_for_byte(name, tmp_path):
     root = RESULTS / name
     if not (root / "records").is_dir():
