@@ -1,6 +1,6 @@
 """scripts/compare_runs.py, which the README's seed-paired comparisons of two profiles come from: its
-arithmetic on leaderboards with known values, its refusals, and the README's figure for 15 against
-10 epochs of fast AT from the committed folders."""
+arithmetic on leaderboards with known values, its refusals, and the README's figures (15 against 10
+epochs of fast AT; PGD-AT with two steps against fast AT) from the committed folders."""
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +54,18 @@ def test_readme_figure_for_fifteen_epochs():
     assert rows[("clean", "@last")] == ["+2.7", "[+1.9,", "+3.5]"]
     readme = (REPO / "README.md").read_text()
     assert "`robust_min` @last **+1.2 pp [+0.3, +2.2]** and clean accuracy +2.7 pp [+1.9, +3.5]" in readme
+
+
+def test_readme_figures_for_two_step_pgd_at():
+    if not (REPO / "results" / "cpu_at2" / "leaderboard.csv").is_file():
+        pytest.skip("results/cpu_at2 is not in this checkout")
+    done = run(REPO / "results" / "cpu_fat15", REPO / "results" / "cpu_at2", "--T", "1", "--regime", "fat",
+               "--cand-regime", "at")
+    assert done.returncode == 0, done.stderr
+    rows = {tuple(line.split()[:2]): " ".join(line.split()[2:5]) for line in done.stdout.splitlines()[1:]}
+    readme = " ".join((REPO / "README.md").read_text().split())
+    quoted = {("robust_min", "@last"): "`robust_min` @last {} pp {}", ("robust_min", "@best"): "@best {} {}",
+              ("clean", "@last"): "clean accuracy @last **{} pp {}**"}
+    for key, text in quoted.items():
+        mean, ci = rows[key].split(" ", 1)
+        assert text.format(mean, ci) in readme, (key, rows[key])
