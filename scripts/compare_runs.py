@@ -72,11 +72,12 @@ def main(argv=None) -> int:
               f"{args.cand} {len(cand)}; check --T, --regime and --cand-regime", file=sys.stderr)
         return 2
     print(f"{args.cand} - {args.base} at T={args.T:g}, paired by seed; pp, 95% Student t interval over the seeds")
+    width = max(len(m) for m in metrics)
     for metric in metrics:
         for c in compare(base, cand, metric):
             pairs = "  ".join(f"s{s} {100 * b:.2f}->{100 * a:.2f}" for s, b, a in zip(c["seeds"], c["base"], c["cand"]))
             ci = f"[{pp(c['mean'] - c['half'])}, {pp(c['mean'] + c['half'])}]" if c["half"] is not None else "(one seed)"
-            print(f"  {metric:12s} @{c['checkpoint'] or '-':5s} {pp(c['mean'])} {ci}  df {len(c['seeds']) - 1}  {pairs}")
+            print(f"  {metric:{width}s} @{c['checkpoint'] or '-':5s} {pp(c['mean'])} {ci}  df {len(c['seeds']) - 1}  {pairs}")
     return 0
 
 
