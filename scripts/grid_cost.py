@@ -6,22 +6,31 @@ cost figures for the cpu profile come from this command, not from a hand.
 
 A record copied from a twin with the same weights (`same_weights_as`: fast AT's @last where the
 best epoch was the last) keeps its source's wall_s, although the copy took a second: counted
-apart, not as compute.
+apart, not as compute. Checkpoints and records made under another profile and copied in (runs of the
+same recipe that one profile's grid shares with another) are compute this folder's grid used:
+counted, and split out by the profile they name when there is more than one.
 """
 import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+# as bench.grid.estimate counts them (not imported: it pulls in torch); any other regime is
+# adversarial training, whose attacks cost far more
+STANDARD_REGIMES = ("std", "zoo", "file", "python")
+
 
 def main(folder: str) -> None:
     root = Path(folder)
     train, runs = defaultdict(float), defaultdict(int)
+    by_profile = defaultdict(lambda: [0.0, 0, 0.0, 0])  # training h, runs, evaluation h, records
     for sidecar in (root / "checkpoints").glob("*.json"):
         meta = json.loads(sidecar.read_text())
         where = (meta["timestamp"][:10], meta.get("device", "?"))
         train[where] += meta.get("wall_s", 0.0)
         runs[where] += 1
+        by_profile[meta.get("profile", "?")][0] += meta.get("wall_s", 0.0) / 3600
+        by_profile[meta.get("profile", "?")][1] += 1
     evaluation, records = defaultdict(float), defaultdict(int)
     measure, adversarial = defaultdict(float), defaultdict(float)  # by family/threat; AT models' part
     copied, n_copied = 0.0, 0
@@ -34,9 +43,11 @@ def main(folder: str) -> None:
         where = (rec["timestamp"][:10], rec.get("device", "?"))
         evaluation[where] += rec.get("wall_s", 0.0)
         records[where] += 1
+        by_profile[rec.get("profile", "?")][2] += rec.get("wall_s", 0.0) / 3600
+        by_profile[rec.get("profile", "?")][3] += 1
         what = f"{rec['family']}/{rec['threat']}"
         measure[what] += rec.get("wall_s", 0.0)
-        if rec.get("regime", "std") != "std":
+        if rec.get("regime", "std") not in STANDARD_REGIMES:
             adversarial[what] += rec.get("wall_s", 0.0)
     print(f"{root}: hours of wall time by day and machine (the device each sidecar and record names)")
     print(f"  {'day':<11} {'machine':<52} {'training':>9} {'runs':>5} {'evaluation':>11} {'records':>8}")
@@ -46,6 +57,9 @@ def main(folder: str) -> None:
     total_t, total_e = sum(train.values()) / 3600, sum(evaluation.values()) / 3600
     print(f"  {'total':<64} {total_t:9.2f} {sum(runs.values()):5d} {total_e:11.2f} {sum(records.values()):8d}"
           f"   all: {total_t + total_e:.2f} h")
+    if len(by_profile) > 1:
+        for name, (t, n_runs, e, n_recs) in sorted(by_profile.items(), key=lambda kv: -kv[1][0] - kv[1][2]):
+            print(f"    made under profile {name:<43} {t:9.2f} {n_runs:5d} {e:11.2f} {n_recs:8d}")
     print(f"  not counted: {n_copied} records copied from a twin with the same weights "
           f"(their source's wall_s: {copied / 3600:.2f} h)")
     print("  evaluation by family/threat, hours (of them on adversarially trained models):")

@@ -159,3 +159,25 @@ def test_the_eta_prices_each_kind_of_job_by_its_own(grid, monkeypatch):
         for job, wall in ((train[0], 100.0), (calib[0], 1.0), (calib[1], 1.0)):
             progress.finished(job, wall, "ok")
         assert lines[-1].startswith("[3/4] ") and lines[-1].endswith(f"ETA {executor._duration(eta)}"), lines
+
+
+def test_the_eta_prices_what_the_stores_have_done_at_this_runs_pace(grid, monkeypatch):
+    """The stores price each training run at 50 s and each calibration at 10 s; here the first
+    training run took 100 s, so this machine runs at half their pace: the training run and two
+    calibrations left are 140 s away. A calibration done in a blink (its records copied from a
+    twin) says nothing about the pace (counted, it would halve the estimate): 120 s then."""
+    from bench.grid import executor
+    ctx, _ = grid
+    jobs = build_jobs(ctx)
+    train = [j for j in jobs if j.kind == "train"]
+    calib = [j for j in jobs if j.family == "calibration"]
+    assert len(train) == len(calib) == 2
+    prices = {**{j.key: 50.0 for j in train}, **{j.key: 10.0 for j in calib}}
+    clock = iter([0.0, 100.0, 100.1])
+    monkeypatch.setattr(executor.time, "perf_counter", lambda: next(clock))
+    lines = []
+    progress = executor.GridProgress(4, 0, lines.append, train + calib, prices)
+    progress.finished(train[0], 100.0, "ok")
+    assert lines[-1].endswith(f"ETA {executor._duration(140.0)}"), lines
+    progress.finished(calib[0], 0.1, "copied")
+    assert lines[-1].endswith(f"ETA {executor._duration(120.0)}"), lines

@@ -36,6 +36,25 @@ def test_hours_by_day_and_machine_without_the_copies(tmp_path):
     assert "1 records copied from a twin with the same weights (their source's wall_s: 2.00 h)" in out
     crosscheck = next(line for line in lines if "diagnostic/autoattack_crosscheck" in line).split()
     assert crosscheck[1:] == ["2.00", "(2.00)"], out
+    assert "made under profile" not in out  # one profile: nothing to split
+
+
+def test_work_copied_in_from_another_profile_is_counted_and_named(tmp_path):
+    _write(tmp_path / "checkpoints", "a", timestamp="2026-12-05T10:00:00", wall_s=3600, profile="cpu", **EPYC)
+    _write(tmp_path / "checkpoints", "b", timestamp="2026-12-05T10:00:00", wall_s=1800, profile="cpu_at2", **EPYC)
+    _write(tmp_path / "records", "r1", timestamp="2026-12-05T11:00:00", wall_s=900, family="attack",
+           threat="apgd_t", regime="at", profile="cpu_at2", **EPYC)
+    _write(tmp_path / "records", "r2", timestamp="2026-12-05T11:00:00", wall_s=1800, family="attack",
+           threat="apgd_t", regime="zoo", profile="cpu", **EPYC)
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    total = next(line for line in lines if line.split()[0] == "total").split()
+    assert total[1:5] == ["1.50", "2", "0.75", "2"], out
+    rows = {line.split()[3]: line.split()[4:] for line in lines if "made under profile" in line}
+    assert rows == {"cpu": ["1.00", "1", "0.50", "1"], "cpu_at2": ["0.50", "1", "0.25", "1"]}, out
+    # a zoo model is standard, as the grid's estimator counts it: only the PGD-AT record is adversarial
+    assert next(line for line in lines if "attack/apgd_t" in line).split()[1:] == ["0.75", "(0.25)"], out
 
 
 def test_a_folder_without_records_is_one_line_and_exit_2(tmp_path):

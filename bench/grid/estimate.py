@@ -61,8 +61,9 @@ def _arch(spec) -> str:
     return getattr(spec, "arch_name", None) or getattr(spec, "arch", None) or spec.name
 
 
-def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
-    paces: Dict[tuple, List[Tuple[float, str]]] = defaultdict(list)  # (wall_s, device) by what was done
+def _paces(ctx: Context) -> Dict[tuple, List[Tuple[float, str]]]:
+    """(wall_s, device) of every measurement and kept training run in the stores, by what was done."""
+    paces: Dict[tuple, List[Tuple[float, str]]] = defaultdict(list)
     for rec in ctx.store.records():
         if rec.get("same_weights_as") or rec.get("wall_s") is None:
             continue  # a copy from a twin carries its source's time, not its own
@@ -75,16 +76,23 @@ def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
             key = _train_key(spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
                              meta.get("recipe"), meta.get("data_fingerprint"))
             paces[key].append((float(meta["wall_s"]), meta.get("device", "?")))
+    return paces
+
+
+def _job_keys(job: Job, ctx: Context) -> List[tuple]:
+    spec = job.spec
+    if job.kind == "train":
+        return [_train_key(spec.arch_name, spec.feature_dim, spec.bn_head, spec.regime,
+                           asdict(ctx.plan.profile.recipe_for(spec)), ctx.data.fingerprint)]
+    return [_measure_key(_arch(spec), getattr(spec, "regime", "zoo"), *p)
+            for p in planned_by(ctx.families[job.family], spec, ctx)]
+
+
+def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
+    paces = _paces(ctx)
     seconds, measured, unknown, used = 0.0, 0, 0, set()
     for job in todo:
-        spec = job.spec
-        if job.kind == "train":
-            keys = [_train_key(spec.arch_name, spec.feature_dim, spec.bn_head, spec.regime,
-                               asdict(ctx.plan.profile.recipe_for(spec)), ctx.data.fingerprint)]
-        else:
-            keys = [_measure_key(_arch(spec), getattr(spec, "regime", "zoo"), *p)
-                    for p in planned_by(ctx.families[job.family], spec, ctx)]
-        for key in keys:
+        for key in _job_keys(job, ctx):
             if paces.get(key):
                 seconds += median(wall for wall, _ in paces[key])
                 measured += 1
@@ -92,3 +100,14 @@ def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
             else:
                 unknown += 1
     return Estimate(seconds, measured, unknown, tuple(sorted(used)))
+
+
+def job_prices(todo: Sequence[Job], ctx: Context) -> Dict[str, float]:
+    """Seconds per job key at the stores' pace, for the jobs whose every part the stores have
+    done before (the grid's ETA; bench/grid/executor.py scales them by this machine's pace)."""
+    paces, prices = _paces(ctx), {}
+    for job in todo:
+        walls = [median(wall for wall, _ in paces[key]) if paces.get(key) else None for key in _job_keys(job, ctx)]
+        if walls and None not in walls:
+            prices[job.key] = sum(walls)
+    return prices

@@ -15,9 +15,9 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from statistics import median
 from typing import Callable, Dict, Iterable, List, Optional
 
 from bench.errors import BenchError
@@ -52,34 +52,48 @@ class GridProgress:
     """Jobs done / total and an ETA.
 
     Jobs of one grid differ in cost by a thousand times (a calibration in a second, a training
-    run or a model's corruptions in minutes), so one pace for all of them says "2 minutes" after
-    the cheap jobs and "2 hours" after a training run. Each kind of job (training, or an
-    evaluation family) is priced at the mean of its own finished jobs, a kind not yet seen at the
-    mean of all; the sum is scaled by the wall clock against the jobs' own times, which is how
-    many ran at once (Ray)."""
+    run or a model's corruptions in minutes; an attack on an adversarially trained model ten
+    times the same attack on a standard one), so one pace for all of them says "2 minutes" after
+    the cheap jobs and "25 hours" after a training run. A job the stores have done before
+    (``prices``: seconds at the stores' own pace, bench/grid/estimate.py) is priced at that,
+    scaled by this run's pace against those prices (the median over its finished priced jobs);
+    any other at the mean of its kind's finished jobs (training, or an evaluation family), a kind
+    not yet seen at the mean of all. The sum is scaled by the wall clock against the jobs' own
+    times, which is how many ran at once (Ray)."""
 
-    def __init__(self, total: int, done: int, log: Callable[[str], None], todo: Iterable[Job] = ()):
+    # a priced job done in under this fraction of its price was not measured here (its records
+    # were copied from a twin with the same weights, or another process stored them first): no
+    # machine is twenty times faster than the stores' own, so it says nothing about the pace
+    SKIPPED = 0.05
+
+    def __init__(self, total: int, done: int, log: Callable[[str], None], todo: Iterable[Job] = (),
+                 prices: Optional[Dict[str, float]] = None):
         self.total, self.done, self.log = total, done, log
         self.start = time.perf_counter()
-        self.left = Counter(_kind(j) for j in todo)
+        self.left = {j.key: _kind(j) for j in todo}
+        self.prices = prices or {}
         self.spent: Dict[str, List[float]] = {}
+        self.pace: List[float] = []  # wall / price of the finished priced jobs
 
     def eta_s(self) -> float:
         walls = [w for ws in self.spent.values() for w in ws]
         elapsed = time.perf_counter() - self.start
         if not walls or sum(walls) <= 0:
-            return elapsed / max(len(walls), 1) * sum(self.left.values())
+            return elapsed / max(len(walls), 1) * len(self.left)
         overall = sum(walls) / len(walls)
-        work = sum(n * (sum(self.spent[k]) / len(self.spent[k]) if k in self.spent else overall)
-                   for k, n in self.left.items())
+        pace = median(self.pace) if self.pace else 1.0
+        work = sum(self.prices[key] * pace if key in self.prices else
+                   sum(self.spent[kind]) / len(self.spent[kind]) if kind in self.spent else overall
+                   for key, kind in self.left.items())
         return work * elapsed / sum(walls)
 
     def finished(self, job: Job, wall_s: float, summary: str):
         self.done += 1
-        kind = _kind(job)
-        self.spent.setdefault(kind, []).append(wall_s)
-        if self.left[kind] > 0:
-            self.left[kind] -= 1
+        self.spent.setdefault(_kind(job), []).append(wall_s)
+        self.left.pop(job.key, None)
+        price = self.prices.get(job.key)
+        if price and wall_s >= self.SKIPPED * price:
+            self.pace.append(wall_s / price)
         left = self.total - self.done
         eta = f"; ETA {_duration(self.eta_s())}" if left else ""
         self.log(f"[{self.done}/{self.total}] {job.key} ({wall_s:.0f}s): {summary}{eta}")
