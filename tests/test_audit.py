@@ -149,8 +149,8 @@ def _row(**kw):
     (dict(sweep_plateau=0.4, sweep_plateau_by="pgd/raw", sweep_max_eps="128/255"), "likely", "pgd/raw still 40.0%"),
     (dict(sweep_plateau=0.02, sweep_plateau_by="pgd/raw", sweep_max_eps="128/255"), "none", ""),
     (dict(fp64_gap=0.1), "suspected", "float64 CE-PGD"),
-    (dict(aa_gap=0.02, aa_gap_by="both", aa_min=0.01, aa_crosscheck_n=100, aa_crosscheck_robust_min=0.03,
-          aa_crosscheck_robust_min_by="pgd/scaled"), "likely",
+    (dict(aa_gap=0.02, aa_gap_by="both", aa_min=0.01, aa_crosscheck_n=100, suite_min_on_aa_images=0.03,
+          suite_min_on_aa_images_by="pgd/scaled"), "likely",
      "AutoAttack (both) leaves 1.0% robust on the 100 cross-check images, where the suite's best attack "
      "(pgd/scaled) leaves 3.0%"),
     (dict(aa_gap=0.01), "suspected", "robust_min is above an attack the harness ran"),

@@ -134,8 +134,8 @@ def test_robust_worst_counts_the_crosscheck_and_the_audit_fires(masked_run, tmp_
     assert board.robust_worst < board.robust_min
     assert worst[covered].mean() <= aa_best
     # the audit compares on the same images and says so, with the numbers
-    assert board.aa_crosscheck_robust_min == pytest.approx(fgsm_bits[covered].mean())
-    assert board.aa_crosscheck_robust_min_by == "fgsm/raw"
+    assert board.suite_min_on_aa_images == pytest.approx(fgsm_bits[covered].mean())
+    assert board.suite_min_on_aa_images_by == "fgsm/raw"
     assert board.masking == "likely"
     assert (f"leaves {100 * aa_best:.1f}% robust on the {N_CC} cross-check images, where the suite's best "
             f"attack (fgsm/raw) leaves {100 * fgsm_bits[covered].mean():.1f}%") in board.masking_reasons
@@ -153,7 +153,7 @@ def test_a_crosscheck_of_another_evaluation_split_is_not_counted(masked_run, tmp
     store.put(rec)
     board = leaderboard(store.table(), store.bits_table()).set_index("model").loc["fastnetw8_T1"]
     assert board.robust_worst == suite[1].metrics["robust_acc"]
-    assert pd.isna(board.aa_crosscheck_robust_min)
+    assert pd.isna(board.suite_min_on_aa_images)
 
 
 def test_an_attack_on_fewer_images_counts_where_it_ran(tiny_model, mini_data, tmp_path):

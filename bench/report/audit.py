@@ -92,7 +92,7 @@ def verdict(ev: pd.Series, chance: float) -> Tuple[str, str]:
     check(ev.get("aa_gap"), t["aa_gap_likely"], t["aa_gap_suspected"],
           f"AutoAttack ({ev.get('aa_gap_by', '?')}) leaves {_fmt(ev.get('aa_min', np.nan))}% robust on the "
           f"{_count(ev.get('aa_crosscheck_n'))} cross-check images, where the suite's best attack "
-          f"({ev.get('aa_crosscheck_robust_min_by', '?')}) leaves {_fmt(ev.get('aa_crosscheck_robust_min', np.nan))}%: "
+          f"({ev.get('suite_min_on_aa_images_by', '?')}) leaves {_fmt(ev.get('suite_min_on_aa_images', np.nan))}%: "
           f"robust_min is above an attack the harness ran")
     texts = ev.get("aa_warning_texts")
     check(ev.get("aa_warnings"), None, t["aa_warnings_suspected"],
@@ -161,15 +161,15 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
             ev["aa_warnings"] = cc["aa_warnings"]
         if "aa_warning_texts" in board:
             ev["aa_warning_texts"] = board["aa_warning_texts"]
-        if "aa_crosscheck_robust_min" in board:  # from the per-image bits (bench.report.tables.worst_case)
+        if "suite_min_on_aa_images" in board:  # from the per-image bits (bench.report.tables.worst_case)
             ta, py = cc["robust_acc_torchattacks"], cc["robust_acc_pyautoattack"]
             ev["aa_min"] = np.minimum(ta, py)
             ev["aa_gap_by"] = pd.Series(np.where(ta == py, "both", np.where(ta < py, "torchattacks", "pyautoattack")),
                                         index=cc.index)
-            ev["aa_crosscheck_robust_min"] = board["aa_crosscheck_robust_min"]
-            ev["aa_crosscheck_robust_min_by"] = board["aa_crosscheck_robust_min_by"]
+            ev["suite_min_on_aa_images"] = board["suite_min_on_aa_images"]
+            ev["suite_min_on_aa_images_by"] = board["suite_min_on_aa_images_by"]
             # rounded: 0.03 - 0.01 is 0.0199... in floats, and the gap is a whole number of images
-            ev["aa_gap"] = (ev["aa_crosscheck_robust_min"] - ev["aa_min"]).round(9)
+            ev["aa_gap"] = (ev["suite_min_on_aa_images"] - ev["aa_min"]).round(9)
     return ev
 
 

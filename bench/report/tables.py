@@ -25,8 +25,8 @@ def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.DataFrame:
     """Per model: robust_worst, the fraction of images that no attack at 8/255 (Linf) broke, image
     by image, over every attack and view and, on the images it covered, the AutoAttack cross-check
     (both AutoAttacks): at most robust_min. With it, for the audit, the suite's robust_min on the
-    cross-check's images (aa_crosscheck_robust_min, _by) and the authors' AutoAttack warnings."""
-    cols = ["robust_worst", "aa_crosscheck_robust_min", "aa_crosscheck_robust_min_by", "aa_warning_texts"]
+    cross-check's images (suite_min_on_aa_images, _by) and the authors' AutoAttack warnings."""
+    cols = ["robust_worst", "suite_min_on_aa_images", "suite_min_on_aa_images_by", "aa_warning_texts"]
     out = {}
     for model, rows in bits.groupby("model"):
         n = n_of.get(model)
@@ -37,11 +37,11 @@ def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.DataFrame:
         texts = [t for w in rows[rows.threat == "autoattack_crosscheck"].get("autoattack_warnings", [])
                  if isinstance(w, list) for t in w]
         out[model] = {"robust_worst": np.nan if worst is None else float(worst.mean()),
-                      "aa_crosscheck_robust_min": on_cc[0] if on_cc else np.nan,
-                      "aa_crosscheck_robust_min_by": on_cc[1] if on_cc else np.nan,
+                      "suite_min_on_aa_images": on_cc[0] if on_cc else np.nan,
+                      "suite_min_on_aa_images_by": on_cc[1] if on_cc else np.nan,
                       "aa_warning_texts": " | ".join(dict.fromkeys(texts)) if texts else np.nan}
     return pd.DataFrame.from_dict(out, orient="index", columns=cols).astype(
-        {"robust_worst": float, "aa_crosscheck_robust_min": float})
+        {"robust_worst": float, "suite_min_on_aa_images": float})
 
 
 def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.DataFrame:
