@@ -15,8 +15,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-# as bench.grid.estimate counts them (not imported: it pulls in torch); any other regime is
-# adversarial training, whose attacks cost far more
+# bench.grid.estimate.STANDARD_REGIMES (not imported: it pulls in torch; tests/test_grid_cost.py
+# holds the two equal); any other regime is adversarial training, whose attacks cost far more
 STANDARD_REGIMES = ("std", "zoo", "file", "python")
 
 

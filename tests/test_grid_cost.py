@@ -57,6 +57,15 @@ def test_work_copied_in_from_another_profile_is_counted_and_named(tmp_path):
     assert next(line for line in lines if "attack/apgd_t" in line).split()[1:] == ["0.75", "(0.25)"], out
 
 
+def test_standard_regimes_as_the_grid_estimator_counts_them():
+    import importlib.util
+    from bench.grid.estimate import STANDARD_REGIMES
+    spec = importlib.util.spec_from_file_location("grid_cost", REPO / "scripts" / "grid_cost.py")
+    grid_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid_cost)
+    assert grid_cost.STANDARD_REGIMES == STANDARD_REGIMES
+
+
 def test_a_folder_without_records_is_one_line_and_exit_2(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path)],
                        capture_output=True, text=True)

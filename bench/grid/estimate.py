@@ -37,8 +37,14 @@ class Estimate:
                 f"training runs left, at the pace of the stores' own records (made on {'; '.join(self.machines)}){rest}")
 
 
+# a grid's standard training and the store's names for a caller's or zoo model (bench/store.py);
+# any other regime is adversarial training. scripts/grid_cost.py keeps a copy (it imports no torch),
+# held equal by tests/test_grid_cost.py
+STANDARD_REGIMES = ("std", "zoo", "file", "python")
+
+
 def _kind(regime: str) -> str:
-    return "standard" if regime in ("std", "zoo", "file", "python") else "adversarial"
+    return "standard" if regime in STANDARD_REGIMES else "adversarial"
 
 
 # parameters that name another model rather than set the work: a transfer attack's surrogate
