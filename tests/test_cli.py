@@ -225,6 +225,56 @@ def test_dry_run_lists_what_is_left_and_writes_nothing(smoke_run, capsys, monkey
     assert snapshot() == before
 
 
+def test_the_estimate_prices_a_twin_checkpoint_at_the_odds_that_it_is_a_copy(smoke_run, tmp_path, capsys,
+                                                                              monkeypatch):
+    """Where an adversarial run's best epoch was its last, @last's records are @best's, copied:
+    nothing to measure. A trained run's second checkpoint is priced at nothing or in full as its
+    weights say (the smoke fast-AT run; a one-epoch run, whose best epoch can only be its last); a
+    run not trained yet at the odds the stores' runs of its recipe give (that one-epoch run: one of
+    one, so nothing)."""
+    import shutil
+    from bench.cli import make_plan
+    from bench.grid.estimate import estimate
+    from bench.grid.jobs import Context, build_jobs
+    from bench.run import build_parser
+    base, args, first = smoke_run
+    assert first.returncode == 0, first.stderr
+    for part in ("results", "cache"):  # the smoke store stays as the other tests expect it
+        shutil.copytree(base / part, tmp_path / part)
+    profile = tmp_path / "smoke_one_epoch.toml"
+    profile.write_text((REPO / "bench" / "profiles" / "smoke.toml").read_text() + """
+[[grid]]
+arch = "fastnetw8"
+T = [1, 10]
+seeds = [1]
+regime = "fat"
+recipe = {epochs = 1, at_holdout = 64, at_eval_steps = 2}
+""")
+    args = ["--profile", str(profile), "--data-root", args[args.index("--data-root") + 1],
+            "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    trained = in_process(capsys, monkeypatch, *args, "--model", "fastnetw8_T1_fat_s1", "--attack", "none",
+                         "--tables-only")
+    assert trained.returncode == 0, trained.stderr
+    ctx = Context(make_plan(build_parser().parse_args(args)), lambda m: None)
+    jobs = build_jobs(ctx)
+    runs = {m["spec"]["seed"]: m["best_weights_sha256"] == m["weights_sha256"]
+            for m in ctx.ckpts.sidecars() if m["spec"]["regime"] == "fat"}
+    assert runs[1]
+
+    def cost(*names):
+        return estimate([j for j in jobs if j.spec.name in names], ctx)
+    for run, same in (("fastnetw8_T1_fat", runs[0]), ("fastnetw8_T1_fat_s1", True)):
+        at_best, at_last = cost(f"{run}@best").seconds, cost(f"{run}@last").seconds
+        assert at_best > 0 and at_last > 0
+        assert cost(f"{run}@best", f"{run}@last").seconds == pytest.approx(at_best + (0 if same else at_last))
+    new = "fastnetw8_T10_fat_s1"
+    train, with_best, with_last = cost(new).seconds, cost(new, f"{new}@best").seconds, cost(new, f"{new}@last").seconds
+    assert train > 0 and with_last > train
+    both = cost(new, f"{new}@best", f"{new}@last")
+    assert both.seconds == pytest.approx(with_best)
+    assert "1 of the stores' 1 runs of the same recipe" in both.line(), both.line()
+
+
 def test_one_model_and_attack_by_name(smoke_run, capsys, monkeypatch):
     base, args, _ = smoke_run
     out = in_process(capsys, monkeypatch, *args, "--model", "fastnetw8_T1", "--attack", "fgsm", "--eps", "4/255",

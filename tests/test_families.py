@@ -7,8 +7,8 @@ import torch
 from bench.cli import make_plan
 from bench.data import to_float
 from bench.errors import BenchError
-from bench.grid.executor import ordered
-from bench.grid.jobs import Context, build_jobs, is_done
+from bench.grid.estimate import Price
+from bench.grid.jobs import Context, build_jobs, is_done, ordered
 from bench.measure import families
 from bench.measure.base import Family, Measurement
 from bench.run import build_parser, main
@@ -172,7 +172,7 @@ def test_the_eta_prices_what_the_stores_have_done_at_this_runs_pace(grid, monkey
     train = [j for j in jobs if j.kind == "train"]
     calib = [j for j in jobs if j.family == "calibration"]
     assert len(train) == len(calib) == 2
-    prices = {**{j.key: 50.0 for j in train}, **{j.key: 10.0 for j in calib}}
+    prices = {**{j.key: Price(50.0, 50.0) for j in train}, **{j.key: Price(10.0, 10.0) for j in calib}}
     clock = iter([0.0, 100.0, 100.1])
     monkeypatch.setattr(executor.time, "perf_counter", lambda: next(clock))
     lines = []
@@ -181,3 +181,21 @@ def test_the_eta_prices_what_the_stores_have_done_at_this_runs_pace(grid, monkey
     assert lines[-1].endswith(f"ETA {executor._duration(140.0)}"), lines
     progress.finished(calib[0], 0.1, "copied")
     assert lines[-1].endswith(f"ETA {executor._duration(120.0)}"), lines
+
+
+def test_a_job_priced_at_the_odds_of_a_copy_sets_the_pace_by_its_full_price(grid, monkeypatch):
+    """Calibrations priced at 10 s if measured and 4 s at the odds that they are a twin's copies:
+    one measured in 20 s says this machine runs at half the stores' pace (not a fifth), so the
+    training run of 50 s and the calibration left are 100 + 8 s away."""
+    from bench.grid import executor
+    ctx, _ = grid
+    jobs = build_jobs(ctx)
+    train = [j for j in jobs if j.kind == "train"]
+    calib = [j for j in jobs if j.family == "calibration"]
+    prices = {train[0].key: Price(50.0, 50.0), **{j.key: Price(10.0, 4.0) for j in calib}}
+    clock = iter([0.0, 20.0])
+    monkeypatch.setattr(executor.time, "perf_counter", lambda: next(clock))
+    lines = []
+    progress = executor.GridProgress(3, 0, lines.append, [train[0], *calib], prices)
+    progress.finished(calib[0], 20.0, "ok")
+    assert lines[-1].endswith(f"ETA {executor._duration(108.0)}"), lines

@@ -13,9 +13,9 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from statistics import median
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
-from bench.grid.jobs import Context, Job, planned_by
+from bench.grid.jobs import Context, Job, ordered, planned_by, stored_record, twin_of
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Estimate:
     measured: int  # planned measurements and training runs priced from the store
     unknown: int  # those the store has never seen
     machines: Tuple[str, ...]  # the devices whose records set the pace
+    odds: str = ""  # how twin checkpoints' copies were priced, when some were
 
     def line(self) -> str:
         if not self.measured:
@@ -34,7 +35,7 @@ class Estimate:
         rest = ("; the other one has nothing like it in the stores: not counted" if self.unknown == 1 else
                 f"; the other {self.unknown} have nothing like them in the stores: not counted" if self.unknown else "")
         return (f"estimate: {took} for {self.measured} of the {self.measured + self.unknown} measurements and "
-                f"training runs left, at the pace of the stores' own records (made on {'; '.join(self.machines)}){rest}")
+                f"training runs left, at the pace of the stores' own records (made on {'; '.join(self.machines)}){rest}{self.odds}")
 
 
 # a grid's standard training and the store's names for a caller's or zoo model (bench/store.py);
@@ -85,35 +86,112 @@ def _paces(ctx: Context) -> Dict[tuple, List[Tuple[float, str]]]:
     return paces
 
 
+def _train_key_of(spec, ctx: Context) -> tuple:
+    return _train_key(spec.arch_name, spec.feature_dim, spec.bn_head, spec.regime,
+                      asdict(ctx.plan.profile.recipe_for(spec)), ctx.data.fingerprint)
+
+
 def _job_keys(job: Job, ctx: Context) -> List[tuple]:
     spec = job.spec
     if job.kind == "train":
-        return [_train_key(spec.arch_name, spec.feature_dim, spec.bn_head, spec.regime,
-                           asdict(ctx.plan.profile.recipe_for(spec)), ctx.data.fingerprint)]
+        return [_train_key_of(spec, ctx)]
     return [_measure_key(_arch(spec), getattr(spec, "regime", "zoo"), *p)
             for p in planned_by(ctx.families[job.family], spec, ctx)]
 
 
+def _best_was_last(ctx: Context) -> Dict[tuple, List[bool]]:
+    """Per training key, whether each kept run that saved a best checkpoint saved its last weights
+    there (its best epoch was the last)."""
+    runs: Dict[tuple, List[bool]] = defaultdict(list)
+    for meta in ctx.ckpts.sidecars():
+        if meta.get("best_weights_sha256"):
+            spec = meta.get("spec", {})
+            key = _train_key(spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
+                             meta.get("recipe"), meta.get("data_fingerprint"))
+            runs[key].append(meta["best_weights_sha256"] == meta.get("weights_sha256"))
+    return runs
+
+
+class _Copies:
+    """The chance that a planned measurement of an adversarial run's @best or @last is copied
+    from its twin rather than measured (bench/grid/jobs.py: the two are one set of weights where
+    the best epoch was the last). Where the run is trained, 0 or 1; where not, the share of such
+    runs among the stores' kept runs of its training key, for the twin the executor measures
+    second. Priced in full, @last looked twice as dear as it mostly is."""
+
+    def __init__(self, todo: Sequence[Job], ctx: Context):
+        self.ctx, self.runs = ctx, _best_was_last(ctx)
+        self.order = {(j.spec.name, j.family): i for i, j in enumerate(ordered(list(todo))) if j.kind == "eval"}
+        self.odds_used: Dict[tuple, List[bool]] = {}
+
+    def shares(self, job: Job) -> Tuple[List[float], bool]:
+        """Per planned measurement of the job (planned_by's order), the chance it is copied; and
+        whether those chances are known (0 or 1) rather than odds."""
+        ctx = self.ctx
+        planned = planned_by(ctx.families[job.family], job.spec, ctx)
+        none = [0.0] * len(planned), True
+        twin = twin_of(job.spec)
+        if twin is None:
+            return none
+        first = self.order.get((twin.name, job.family), len(self.order)) < self.order[job.spec.name, job.family]
+        key = ctx.ckpt_key(job.spec)
+        mine, theirs = ctx.verified(job.spec, key), ctx.verified(twin, key)
+        if mine is not None and theirs is not None:
+            if mine["weights_sha256"] != theirs["weights_sha256"]:
+                return none
+            twin_key, version = ctx.weights_key(twin), ctx.families[job.family].version
+            return [1.0 if first or stored_record(ctx, twin_key, p, mine["weights_sha256"], version) else 0.0
+                    for p in planned], True
+        runs = self.runs.get(_train_key_of(job.spec, ctx))
+        if not first or not runs:
+            return none
+        self.odds_used[_train_key_of(job.spec, ctx)] = runs
+        return [sum(runs) / len(runs)] * len(planned), False
+
+
 def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
-    paces = _paces(ctx)
+    paces, copies = _paces(ctx), _Copies(todo, ctx)
     seconds, measured, unknown, used = 0.0, 0, 0, set()
     for job in todo:
-        for key in _job_keys(job, ctx):
+        shares = [0.0] if job.kind == "train" else copies.shares(job)[0]
+        for key, share in zip(_job_keys(job, ctx), shares):
             if paces.get(key):
-                seconds += median(wall for wall, _ in paces[key])
+                seconds += _price(paces, key) * (1 - share)
                 measured += 1
                 used.update(device for _, device in paces[key])
             else:
                 unknown += 1
-    return Estimate(seconds, measured, unknown, tuple(sorted(used)))
+    return Estimate(seconds, measured, unknown, tuple(sorted(used)), _odds_note(copies.odds_used))
 
 
-def job_prices(todo: Sequence[Job], ctx: Context) -> Dict[str, float]:
-    """Seconds per job key at the stores' pace, for the jobs whose every part the stores have
+def _price(paces, key) -> float:
+    return median(wall for wall, _ in paces[key])
+
+
+def _odds_note(odds: Dict[tuple, List[bool]]) -> str:
+    if not odds:
+        return ""
+    same = sum(sum(runs) for runs in odds.values())
+    total = sum(len(runs) for runs in odds.values())
+    return (f"; a run not trained yet has its second checkpoint priced at the odds that it holds the first's "
+            f"weights, its records then copies: {same} of the stores' {total} runs of the same recipe")
+
+
+class Price(NamedTuple):
+    measured: float  # seconds if every part not known to be a copy is measured
+    expected: float  # at the odds that a part is copied from a twin checkpoint instead
+
+
+def job_prices(todo: Sequence[Job], ctx: Context) -> Dict[str, Price]:
+    """Per job key, its price at the stores' pace, for the jobs whose every part the stores have
     done before (the grid's ETA; bench/grid/executor.py scales them by this machine's pace)."""
-    paces, prices = _paces(ctx), {}
+    paces, copies, prices = _paces(ctx), _Copies(todo, ctx), {}
     for job in todo:
-        walls = [median(wall for wall, _ in paces[key]) if paces.get(key) else None for key in _job_keys(job, ctx)]
-        if walls and None not in walls:
-            prices[job.key] = sum(walls)
+        keys = _job_keys(job, ctx)
+        if not keys or not all(paces.get(key) for key in keys):
+            continue
+        shares, known = ([0.0], True) if job.kind == "train" else copies.shares(job)
+        walls = [_price(paces, key) for key in keys]
+        prices[job.key] = Price(sum(w for w, s in zip(walls, shares) if not (known and s == 1)),
+                                sum(w * (1 - s) for w, s in zip(walls, shares)))
     return prices

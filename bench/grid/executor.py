@@ -21,26 +21,8 @@ from statistics import median
 from typing import Callable, Dict, Iterable, List, Optional
 
 from bench.errors import BenchError
-from bench.grid.jobs import Context, Job, JobLog, execute
-
-
-def ordered(jobs: List[Job]) -> List[Job]:
-    """The jobs, each after the dependencies it has among them (stable otherwise)."""
-    by_key = {j.key: j for j in jobs}
-    out, seen = [], set()
-
-    def visit(job: Job):
-        if job.key in seen:
-            return
-        seen.add(job.key)
-        for d in job.deps:
-            if d in by_key:
-                visit(by_key[d])
-        out.append(job)
-
-    for j in jobs:
-        visit(j)
-    return out
+from bench.grid.estimate import Price
+from bench.grid.jobs import Context, Job, JobLog, execute, ordered
 
 
 def _duration(s: float) -> str:
@@ -56,7 +38,9 @@ class GridProgress:
     times the same attack on a standard one), so one pace for all of them says "2 minutes" after
     the cheap jobs and "25 hours" after a training run. A job the stores have done before
     (``prices``: seconds at the stores' own pace, bench/grid/estimate.py) is priced at that,
-    scaled by this run's pace against those prices (the median over its finished priced jobs);
+    scaled by this run's pace against those prices (the median over its finished priced jobs; a
+    job that may be copied from a twin checkpoint at the odds that it is, its pace taken against
+    its price if measured);
     any other at the mean of its kind's finished jobs (training, or an evaluation family), a kind
     not yet seen at the mean of all. The sum is scaled by the wall clock against the jobs' own
     times, which is how many ran at once (Ray)."""
@@ -67,7 +51,7 @@ class GridProgress:
     SKIPPED = 0.05
 
     def __init__(self, total: int, done: int, log: Callable[[str], None], todo: Iterable[Job] = (),
-                 prices: Optional[Dict[str, float]] = None):
+                 prices: Optional[Dict[str, Price]] = None):
         self.total, self.done, self.log = total, done, log
         self.start = time.perf_counter()
         self.left = {j.key: _kind(j) for j in todo}
@@ -82,7 +66,7 @@ class GridProgress:
             return elapsed / max(len(walls), 1) * len(self.left)
         overall = sum(walls) / len(walls)
         pace = median(self.pace) if self.pace else 1.0
-        work = sum(self.prices[key] * pace if key in self.prices else
+        work = sum(self.prices[key].expected * pace if key in self.prices else
                    sum(self.spent[kind]) / len(self.spent[kind]) if kind in self.spent else overall
                    for key, kind in self.left.items())
         return work * elapsed / sum(walls)
@@ -91,7 +75,7 @@ class GridProgress:
         self.done += 1
         self.spent.setdefault(_kind(job), []).append(wall_s)
         self.left.pop(job.key, None)
-        price = self.prices.get(job.key)
+        price = self.prices[job.key].measured if job.key in self.prices else None
         if price and wall_s >= self.SKIPPED * price:
             self.pace.append(wall_s / price)
         left = self.total - self.done

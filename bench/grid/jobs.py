@@ -213,6 +213,25 @@ def build_jobs(ctx: Context) -> List[Job]:
     return list(jobs.values())
 
 
+def ordered(jobs: List[Job]) -> List[Job]:
+    """The jobs, each after the dependencies it has among them (stable otherwise)."""
+    by_key = {j.key: j for j in jobs}
+    out, seen = [], set()
+
+    def visit(job: Job):
+        if job.key in seen:
+            return
+        seen.add(job.key)
+        for d in job.deps:
+            if d in by_key:
+                visit(by_key[d])
+        out.append(job)
+
+    for j in jobs:
+        visit(j)
+    return out
+
+
 def is_done(job: Job, ctx: Context) -> bool:
     """True when the store already holds the job's outcome for these very weights: a checkpoint
     for a training run; every planned record, of the family's version, for an evaluation."""
@@ -235,10 +254,10 @@ def is_done(job: Job, ctx: Context) -> bool:
 
 def _missing(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> list:
     """The planned measurements the store does not hold for these weights (at this version)."""
-    return [p for p in planned if _stored(ctx, weights_key, p, sha, version) is None]
+    return [p for p in planned if stored_record(ctx, weights_key, p, sha, version) is None]
 
 
-def _stored(ctx: Context, weights_key: str, p, sha: Optional[str], version: int) -> Optional[dict]:
+def stored_record(ctx: Context, weights_key: str, p, sha: Optional[str], version: int) -> Optional[dict]:
     """The store's record of measurement ``p`` of these weights, if it is of this family version."""
     d = ctx.store.get(record_id(ctx.identity(weights_key, *p)))
     if d is None or d.get("weights_sha256") != sha or d.get("measure_version", 1) != version \
@@ -296,21 +315,29 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
     return family.summary(measurements)
 
 
+def twin_of(spec) -> Optional[ModelSpec]:
+    """The other checkpoint of an adversarial run (@best for @last and back), whose records this
+    one's copy where the two are one set of weights; None for a model without one."""
+    if not isinstance(spec, ModelSpec) or spec.checkpoint not in ("best", "last"):
+        return None
+    return replace(spec, checkpoint="last" if spec.checkpoint == "best" else "best")
+
+
 def _copy_from_twin(ctx: Context, spec: ModelSpec, wkey: str, family, missing, meta: dict, cols: dict):
     """(twin, the measurements copied): where an adversarial run's best epoch was its last, @best
     and @last are one set of weights, and a measurement of one is a measurement of the other (fast
     AT on the cpu profile: 30 minutes a checkpoint). The twin's records are copied under this
     checkpoint's name, each naming the run key it was measured as (`same_weights_as`) and keeping
     that measurement's provenance and wall time; what the twin lacks is measured here."""
-    if isinstance(spec, LoadedSpec) or spec.checkpoint not in ("best", "last"):
+    twin = twin_of(spec)
+    if twin is None:
         return None, []
-    twin = replace(spec, checkpoint="last" if spec.checkpoint == "best" else "best")
     twin_meta = ctx.verified(twin, ctx.ckpt_key(spec))
     if twin_meta is None or twin_meta["weights_sha256"] != meta["weights_sha256"]:
         return None, []
     twin_key, copied = ctx.weights_key(twin), []
     for p in missing:
-        rec = _stored(ctx, twin_key, p, meta["weights_sha256"], family.version)
+        rec = stored_record(ctx, twin_key, p, meta["weights_sha256"], family.version)
         if rec is None:
             continue
         rec = {k: v for k, v in rec.items() if k not in ("id", "schema")}
