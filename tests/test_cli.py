@@ -229,7 +229,8 @@ def test_the_estimate_prices_a_twin_checkpoint_at_the_odds_that_it_is_a_copy(smo
                                                                               monkeypatch):
     """Where an adversarial run's best epoch was its last, @last's records are @best's, copied:
     nothing to measure. A trained run's second checkpoint is priced at nothing or in full as its
-    weights say (the smoke fast-AT run; a one-epoch run, whose best epoch can only be its last); a
+    weights say (the smoke fast-AT run; a one-epoch run, whose best epoch can only be its last,
+    where only what its @best has measured, clean accuracy and calibration, is a copy already); a
     run not trained yet at the odds the stores' runs of its recipe give (that one-epoch run: one of
     one, so nothing)."""
     import shutil
@@ -263,9 +264,10 @@ recipe = {epochs = 1, at_holdout = 64, at_eval_steps = 2}
 
     def cost(*names):
         return estimate([j for j in jobs if j.spec.name in names], ctx)
+    # the smoke run's best epoch may be its last or not (its weights differ with the thread count)
     for run, same in (("fastnetw8_T1_fat", runs[0]), ("fastnetw8_T1_fat_s1", True)):
         at_best, at_last = cost(f"{run}@best").seconds, cost(f"{run}@last").seconds
-        assert at_best > 0 and at_last > 0
+        assert at_best > 0 and (at_last == 0) == (same and run == "fastnetw8_T1_fat")
         assert cost(f"{run}@best", f"{run}@last").seconds == pytest.approx(at_best + (0 if same else at_last))
     new = "fastnetw8_T10_fat_s1"
     train, with_best, with_last = cost(new).seconds, cost(new, f"{new}@best").seconds, cost(new, f"{new}@last").seconds
