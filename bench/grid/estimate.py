@@ -68,9 +68,15 @@ def _arch(spec) -> str:
     return getattr(spec, "arch_name", None) or getattr(spec, "arch", None) or spec.name
 
 
-def _paces(ctx: Context) -> Dict[tuple, List[Tuple[float, str]]]:
-    """(wall_s, device) of every measurement and kept training run in the stores, by what was done."""
-    paces: Dict[tuple, List[Tuple[float, str]]] = defaultdict(list)
+Paces = Dict[tuple, List[Tuple[float, str]]]
+
+
+def _history(ctx: Context) -> Tuple[Paces, Dict[tuple, List[bool]]]:
+    """From the stores: (wall_s, device) of every measurement and kept training run, by what was
+    done; and per training key, whether each kept run that saved a best checkpoint saved its last
+    weights there (its best epoch was the last)."""
+    paces: Paces = defaultdict(list)
+    best_was_last: Dict[tuple, List[bool]] = defaultdict(list)
     for rec in ctx.store.records():
         if rec.get("same_weights_as") or rec.get("wall_s") is None:
             continue  # a copy from a twin carries its source's time, not its own
@@ -79,11 +85,13 @@ def _paces(ctx: Context) -> Dict[tuple, List[Tuple[float, str]]]:
         paces[key].append((float(rec["wall_s"]), rec.get("device", "?")))
     for meta in ctx.ckpts.sidecars():
         spec = meta.get("spec", {})
+        key = _train_key(spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
+                         meta.get("recipe"), meta.get("data_fingerprint"))
         if "wall_s" in meta:
-            key = _train_key(spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
-                             meta.get("recipe"), meta.get("data_fingerprint"))
             paces[key].append((float(meta["wall_s"]), meta.get("device", "?")))
-    return paces
+        if meta.get("best_weights_sha256"):
+            best_was_last[key].append(meta["best_weights_sha256"] == meta.get("weights_sha256"))
+    return paces, best_was_last
 
 
 def _train_key_of(spec, ctx: Context) -> tuple:
@@ -99,19 +107,6 @@ def _job_keys(job: Job, ctx: Context) -> List[tuple]:
             for p in planned_by(ctx.families[job.family], spec, ctx)]
 
 
-def _best_was_last(ctx: Context) -> Dict[tuple, List[bool]]:
-    """Per training key, whether each kept run that saved a best checkpoint saved its last weights
-    there (its best epoch was the last)."""
-    runs: Dict[tuple, List[bool]] = defaultdict(list)
-    for meta in ctx.ckpts.sidecars():
-        if meta.get("best_weights_sha256"):
-            spec = meta.get("spec", {})
-            key = _train_key(spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
-                             meta.get("recipe"), meta.get("data_fingerprint"))
-            runs[key].append(meta["best_weights_sha256"] == meta.get("weights_sha256"))
-    return runs
-
-
 class _Copies:
     """The chance that a planned measurement of an adversarial run's @best or @last is copied
     from its twin rather than measured (bench/grid/jobs.py: the two are one set of weights where
@@ -119,14 +114,17 @@ class _Copies:
     runs among the stores' kept runs of its training key, for the twin the executor measures
     second. Priced in full, @last looked twice as dear as it mostly is."""
 
-    def __init__(self, todo: Sequence[Job], ctx: Context):
-        self.ctx, self.runs = ctx, _best_was_last(ctx)
+    def __init__(self, todo: Sequence[Job], ctx: Context, best_was_last: Dict[tuple, List[bool]]):
+        self.ctx, self.runs = ctx, best_was_last
         self.order = {(j.spec.name, j.family): i for i, j in enumerate(ordered(list(todo))) if j.kind == "eval"}
         self.odds_used: Dict[tuple, List[bool]] = {}
 
     def shares(self, job: Job) -> Tuple[List[float], bool]:
         """Per planned measurement of the job (planned_by's order), the chance it is copied; and
-        whether those chances are known (0 or 1) rather than odds."""
+        whether those chances are known (0 or 1) rather than odds. A training run is one part,
+        never a copy."""
+        if job.kind == "train":
+            return [0.0], True
         ctx = self.ctx
         planned = planned_by(ctx.families[job.family], job.spec, ctx)
         none = [0.0] * len(planned), True
@@ -142,19 +140,20 @@ class _Copies:
             twin_key, version = ctx.weights_key(twin), ctx.families[job.family].version
             return [1.0 if first or stored_record(ctx, twin_key, p, mine["weights_sha256"], version) else 0.0
                     for p in planned], True
-        runs = self.runs.get(_train_key_of(job.spec, ctx))
+        train_key = _train_key_of(job.spec, ctx)
+        runs = self.runs.get(train_key)
         if not first or not runs:
             return none
-        self.odds_used[_train_key_of(job.spec, ctx)] = runs
+        self.odds_used[train_key] = runs
         return [sum(runs) / len(runs)] * len(planned), False
 
 
 def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
-    paces, copies = _paces(ctx), _Copies(todo, ctx)
+    paces, best_was_last = _history(ctx)
+    copies = _Copies(todo, ctx, best_was_last)
     seconds, measured, unknown, used = 0.0, 0, 0, set()
     for job in todo:
-        shares = [0.0] if job.kind == "train" else copies.shares(job)[0]
-        for key, share in zip(_job_keys(job, ctx), shares):
+        for key, share in zip(_job_keys(job, ctx), copies.shares(job)[0]):
             if paces.get(key):
                 seconds += _price(paces, key) * (1 - share)
                 measured += 1
@@ -185,12 +184,13 @@ class Price(NamedTuple):
 def job_prices(todo: Sequence[Job], ctx: Context) -> Dict[str, Price]:
     """Per job key, its price at the stores' pace, for the jobs whose every part the stores have
     done before (the grid's ETA; bench/grid/executor.py scales them by this machine's pace)."""
-    paces, copies, prices = _paces(ctx), _Copies(todo, ctx), {}
+    paces, best_was_last = _history(ctx)
+    copies, prices = _Copies(todo, ctx, best_was_last), {}
     for job in todo:
         keys = _job_keys(job, ctx)
         if not keys or not all(paces.get(key) for key in keys):
             continue
-        shares, known = ([0.0], True) if job.kind == "train" else copies.shares(job)
+        shares, known = copies.shares(job)
         walls = [_price(paces, key) for key in keys]
         prices[job.key] = Price(sum(w for w, s in zip(walls, shares) if not (known and s == 1)),
                                 sum(w * (1 - s) for w, s in zip(walls, shares)))
