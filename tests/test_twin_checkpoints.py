@@ -1,10 +1,18 @@
 """An adversarial run whose best epoch was its last has one set of weights under two names
 (@best, @last): measured once, its records copied to the other name, each saying so."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 
-from bench.run import main
+from bench.cli import make_plan
+from bench.grid.jobs import Context, build_jobs
+from bench.run import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
 
 # one epoch: the best epoch is the last, whatever the CPU
 PROFILE = """
@@ -69,3 +77,34 @@ def test_one_set_of_weights_is_measured_once(mini_root, tmp_path, capsys):
     assert main(args + ["--force"]) == 0
     assert "the same weights as" not in capsys.readouterr().err
     assert all("same_weights_as" not in r for r in records(tmp_path / "out")["last"].values())
+
+
+def test_a_checkpoints_jobs_wait_for_its_twins(mini_root, tmp_path):
+    """Each family's job of @last depends on @best's, so that an executor running jobs at once
+    (Ray) measures one set of weights once: @last copies what @best measured."""
+    (tmp_path / "p.toml").write_text(PROFILE)
+    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "cache"),
+            "--results", str(tmp_path / "out"), "--no-progress"]
+    jobs = build_jobs(Context(make_plan(build_parser().parse_args(args)), lambda m: None))
+    evals = {(j.spec.checkpoint, j.family): j for j in jobs if j.kind == "eval"}
+    families = {f for _, f in evals}
+    assert len(families) >= 2 and {c for c, _ in evals} == {"best", "last"}
+    for family in families:
+        best, last = evals["best", family], evals["last", family]
+        assert best.key in last.deps and last.key not in best.deps and best.key not in best.deps
+
+
+def test_on_ray_the_twin_is_copied_not_measured_beside_it(mini_root, tmp_path):
+    """A real local Ray instance with a CPU per job: both checkpoints' jobs could start the moment
+    training ends; @last's wait for @best's and copy its records."""
+    (tmp_path / "p.toml").write_text(PROFILE)
+    out = subprocess.run([sys.executable, "-m", "bench.run", "--profile", str(tmp_path / "p.toml"), "--data-root",
+                          str(mini_root), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
+                          "--no-progress", "--tables-only", "--executor", "ray", "--cpus-per-job", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = records(tmp_path / "out")
+    assert got["best"].keys() == got["last"].keys() and len(got["last"]) >= 5
+    measured_twice = [ident for ident, r in got["last"].items() if "same_weights_as" not in r]
+    assert not measured_twice, measured_twice

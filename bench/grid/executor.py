@@ -4,7 +4,8 @@
 makes each job a Ray task with a resource request, its dependencies passed as object refs so Ray
 starts it only when they are done; a task whose worker dies is retried (Ray's ``max_retries``),
 which is safe because a job run twice writes the same records and trains under a lock. Both
-write to the same stores, so both give the same table for the same grid.
+write to the same stores, so both give the same table for the same grid. (An adversarial run's
+@last jobs depend on its @best ones, build_jobs says why.)
 
 Ray is imported only by ``RayExecutor``: the local executor never needs it.
 """

@@ -200,6 +200,10 @@ def build_jobs(ctx: Context) -> List[Job]:
         jobs.setdefault(key, Job(key, "train", run))
         return key
 
+    # (run, family) -> the first checkpoint's job: its twin's waits for it, so where the two are one
+    # set of weights the second copies the first's records instead of measuring them again beside
+    # it (on Ray both would otherwise start once training is done)
+    first_of_run: Dict[tuple, str] = {}
     for spec in map(ctx.resolve_T, ctx.plan.models):
         deps = () if isinstance(spec, LoadedSpec) else (train_job(spec),)
         wkey = ctx.weights_key(spec)
@@ -209,7 +213,9 @@ def build_jobs(ctx: Context) -> List[Job]:
                 continue
             fam_deps = deps + tuple(train_job(s) for s in family.needs(spec, ctx))
             key = f"eval/{spec.name}/{family.name.replace(' ', '_')}/{_digest([wkey, planned])}"
-            jobs[key] = Job(key, "eval", spec, family.name, tuple(dict.fromkeys(fam_deps)))
+            if twin_of(spec) is not None:
+                fam_deps += (first_of_run.setdefault((spec.run.name, family.name), key),)
+            jobs[key] = Job(key, "eval", spec, family.name, tuple(d for d in dict.fromkeys(fam_deps) if d != key))
     return list(jobs.values())
 
 
