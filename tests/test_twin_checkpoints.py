@@ -108,3 +108,35 @@ def test_on_ray_the_twin_is_copied_not_measured_beside_it(mini_root, tmp_path):
     assert got["best"].keys() == got["last"].keys() and len(got["last"]) >= 5
     measured_twice = [ident for ident, r in got["last"].items() if "same_weights_as" not in r]
     assert not measured_twice, measured_twice
+
+
+def test_the_eta_prices_a_trained_runs_twin_as_what_it_is(mini_root, tmp_path):
+    """A run not trained yet has its @last priced at the odds the stores give (here the T=2 run's:
+    one of one was its @best's weights), so its measured price, the one the pace is taken
+    against, is in full; once the run is trained, its @last is known to be a copy: nothing."""
+    from bench.grid.estimate import Pricer
+    from bench.grid.executor import GridProgress
+    from bench.grid.jobs import execute, is_done
+    (tmp_path / "p.toml").write_text(PROFILE)
+    args = ["--data-root", str(mini_root), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
+            "--no-progress"]
+    assert main(["--profile", str(tmp_path / "p.toml"), *args, "--tables-only"]) == 0
+    (tmp_path / "q.toml").write_text(PROFILE.replace("T = [2]", "T = [2, 3]"))
+    ctx = Context(make_plan(build_parser().parse_args(["--profile", str(tmp_path / "q.toml"), *args])),
+                  lambda m: None)
+    todo = [j for j in build_jobs(ctx) if not is_done(j, ctx)]
+    assert {j.spec.T for j in todo} == {3}
+    pricer = Pricer(todo, ctx)
+    before = pricer.prices(todo)
+    (train,) = [j for j in todo if j.kind == "train"]
+    last = [j.key for j in todo if j.spec.checkpoint == "last"]
+    best = [j.key for j in todo if j.spec.checkpoint == "best"]
+    assert last and set(last) | set(best) <= set(before)
+    assert all(before[k].expected == 0 < before[k].measured for k in last)
+    progress = GridProgress(len(todo), 0, lambda m: None, todo, dict(before), reprice=pricer.after_training)
+    execute(train, ctx, lambda m: None)
+    progress.finished(train, 1.0, "trained")
+    after = progress.prices
+    assert set(pricer.after_training(train)) == set(last) | set(best)
+    assert all(after[k].measured == after[k].expected == 0 for k in last)
+    assert all(after[k] == before[k] and after[k].measured > 0 for k in best)

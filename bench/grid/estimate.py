@@ -181,17 +181,30 @@ class Price(NamedTuple):
     expected: float  # at the odds that a part is copied from a twin checkpoint instead
 
 
-def job_prices(todo: Sequence[Job], ctx: Context) -> Dict[str, Price]:
-    """Per job key, its price at the stores' pace, for the jobs whose every part the stores have
-    done before (the grid's ETA; bench/grid/executor.py scales them by this machine's pace)."""
-    paces, best_was_last = _history(ctx)
-    copies, prices = _Copies(todo, ctx, best_was_last), {}
-    for job in todo:
-        keys = _job_keys(job, ctx)
-        if not keys or not all(paces.get(key) for key in keys):
-            continue
-        shares, known = copies.shares(job)
-        walls = [_price(paces, key) for key in keys]
-        prices[job.key] = Price(sum(w for w, s in zip(walls, shares) if not (known and s == 1)),
-                                sum(w * (1 - s) for w, s in zip(walls, shares)))
-    return prices
+class Pricer:
+    """Each job's price at the stores' pace, the stores read once: at the start of a grid, and again
+    for a run's checkpoints once it is trained, when whether @last is @best's weights is known
+    rather than a chance (bench/grid/executor.py's ETA)."""
+
+    def __init__(self, todo: Sequence[Job], ctx: Context):
+        self.ctx = ctx
+        self.paces, best_was_last = _history(ctx)
+        self.copies = _Copies(todo, ctx, best_was_last)
+        self.twins = [j for j in todo if j.kind == "eval" and twin_of(j.spec) is not None]
+
+    def after_training(self, job: Job) -> Dict[str, Price]:
+        """The prices of a training job's checkpoints' jobs, now that its weights are saved."""
+        return self.prices([j for j in self.twins if j.spec.run.name == job.spec.name])
+
+    def prices(self, jobs: Sequence[Job]) -> Dict[str, Price]:
+        """Per job key, for the jobs whose every part the stores have done before."""
+        out = {}
+        for job in jobs:
+            keys = _job_keys(job, self.ctx)
+            if not keys or not all(self.paces.get(key) for key in keys):
+                continue
+            shares, known = self.copies.shares(job)
+            walls = [_price(self.paces, key) for key in keys]
+            out[job.key] = Price(sum(w for w, s in zip(walls, shares) if not (known and s == 1)),
+                                 sum(w * (1 - s) for w, s in zip(walls, shares)))
+        return out

@@ -41,7 +41,8 @@ class GridProgress:
     (``prices``: seconds at the stores' own pace, bench/grid/estimate.py) is priced at that,
     scaled by this run's pace against those prices (the median over its finished priced jobs; a
     job that may be copied from a twin checkpoint at the odds that it is, its pace taken against
-    its price if measured);
+    its price if measured; once its run is trained, ``reprice`` prices the run's jobs again, as
+    a copy or not);
     any other at the mean of its kind's finished jobs (training, or an evaluation family), a kind
     not yet seen at the mean of all. The sum is scaled by the wall clock against the jobs' own
     times, which is how many ran at once (Ray)."""
@@ -52,8 +53,9 @@ class GridProgress:
     SKIPPED = 0.05
 
     def __init__(self, total: int, done: int, log: Callable[[str], None], todo: Iterable[Job] = (),
-                 prices: Optional[Dict[str, Price]] = None):
-        self.total, self.done, self.log = total, done, log
+                 prices: Optional[Dict[str, Price]] = None,
+                 reprice: Optional[Callable[[Job], Dict[str, Price]]] = None):
+        self.total, self.done, self.log, self.reprice = total, done, log, reprice
         self.start = time.perf_counter()
         self.left = {j.key: _kind(j) for j in todo}
         self.prices = prices or {}
@@ -79,6 +81,8 @@ class GridProgress:
         price = self.prices[job.key].measured if job.key in self.prices else None
         if price and wall_s >= self.SKIPPED * price:
             self.pace.append(wall_s / price)
+        if job.kind == "train" and self.reprice:
+            self.prices.update(self.reprice(job))
         left = self.total - self.done
         eta = f"; ETA {_duration(self.eta_s())}" if left else ""
         self.log(f"[{self.done}/{self.total}] {job.key} ({wall_s:.0f}s): {summary}{eta}")

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 
 import pandas as pd
 
-from bench.grid.estimate import estimate, job_prices
+from bench.grid.estimate import Pricer, estimate
 from bench.grid.executor import GridProgress, LocalExecutor
 from bench.grid.jobs import Context, Job, build_jobs, is_done
 from bench.grid.plan import Plan
@@ -32,7 +32,9 @@ def run(plan: Plan, log: Callable[[str], None] = _log, executor=None, pages: boo
     ctx = Context(plan, log)
     jobs, todo = _grid(ctx, log)
     executor = executor or LocalExecutor()
-    progress = GridProgress(len(jobs), len(jobs) - len(todo), log, todo, job_prices(todo, ctx))
+    pricer = Pricer(todo, ctx)
+    progress = GridProgress(len(jobs), len(jobs) - len(todo), log, todo, pricer.prices(todo),
+                            reprice=pricer.after_training)
     executor.run(todo, ctx, progress, plan.log_dir, log)
     board = write_reports(ctx.store, plan.results_dir, pages=pages, checkpoints=plan.kept_checkpoint_dir)
     log(f"done in {time.perf_counter() - started:.0f}s; {'reports' if pages else 'tables'} in {plan.results_dir}")
