@@ -67,7 +67,12 @@ def _grid(ctx: Context, log: Callable[[str], None]):
     # --force re-evaluates; it never retrains (delete a checkpoint to retrain it)
     todo: List[Job] = [j for j in jobs if (plan.force and j.kind == "eval") or not is_done(j, ctx)]
     n_train = sum(j.kind == "train" for j in jobs)
-    log(f"grid: {len(jobs)} jobs ({n_train} training runs, {len(jobs) - n_train} evaluations); "
+    n_eval = len(jobs) - n_train
+    log(f"grid: {_count(len(jobs), 'job')} ({_count(n_train, 'training run')}, {_count(n_eval, 'evaluation')}); "
         f"{len(jobs) - len(todo)} already done" + (" (--force re-evaluates)" if not plan.force else "") +
         f"; {len(todo)} to run; job logs in {plan.log_dir}")
     return jobs, todo
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
