@@ -71,6 +71,10 @@ def test_high_T_model_is_flagged_and_its_T1_twin_is_not(masking_run):
     assert hot.robust_min <= strongest_free and hot.ce_gap >= 0.05
     assert hot.masking in ("suspected", "likely") and "CE-PGD on raw logits" in hot.masking_reasons
     assert cold.masking == "none" and pd.isna(cold.masking_reasons)
+    # "none" of the checks this profile measures: it runs no black-box, targeted, float64 or
+    # AutoAttack check, and says so
+    for row in (hot, cold):
+        assert row.masking_unchecked == "black-box/transfer, targeted, float64, AutoAttack"
     # the per-image worst case never exceeds the per-attack minimum
     assert (board.robust_worst <= board.robust_min + 1e-9).all()
 

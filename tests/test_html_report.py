@@ -119,8 +119,10 @@ def test_write_reports_writes_the_page(built):
         assert cell["torch_version"]["text"] == PROV["torch_version"]
         assert cell["dataset"]["text"] == "cifar10-jpeg75" and cell["n"]["text"] == "500"
         assert cell["date"]["text"].startswith("2026-01-01")
-        if b.masking != "none":
-            assert cell["masking"]["title"] == b.masking_reasons  # reasons on hover (and in <details>)
+        # reasons on hover (and in <details>), then the checks without evidence
+        missing = b.masking_unchecked if isinstance(b.masking_unchecked, str) else ""
+        said = b.masking_reasons if b.masking != "none" else "no masking signal fired"
+        assert cell["masking"]["title"] == said + (f"; not checked (no evidence): {missing}" if missing else "")
 
 
 def test_page_is_self_contained(built):

@@ -19,7 +19,9 @@ et al. 2018; Carlini et al. 2019, "On evaluating adversarial robustness"):
 
 All thresholds live in THRESHOLDS; the README documents them. A verdict is "likely" when any
 strong signal fires, "suspected" when only weak ones do, "none" otherwise, and its reasons say
-which fired, with the numbers.
+which fired, with the numbers. A check needs its measurement (a black-box gap needs Square or
+the transfer attack, the sweep needs the eps sweep): ``masking_unchecked`` names those a model
+has no evidence for, so that "none" after a PGD-only run does not read as a full audit.
 """
 from __future__ import annotations
 
@@ -49,6 +51,26 @@ THRESHOLDS: Dict[str, float] = {
     "aa_gap_suspected": 0.0,
     "aa_warnings_suspected": 0.0,  # any warning of the authors' AutoAttack
 }
+
+
+# each check of the verdict by the evidence column that carries it (in verdict's order)
+CHECKS: Dict[str, str] = {
+    "CE gap": "ce_gap",
+    "zero gradients": "zero_grad_raw",
+    "saturation": "saturated_raw",
+    "black-box/transfer": "blackbox_gap",
+    "targeted": "targeted_gap",
+    "eps sweep": "sweep_plateau",
+    "float64": "fp64_gap",
+    "AutoAttack": "aa_gap",
+}
+
+
+def unchecked(ev: pd.Series) -> str:
+    """The checks this model's evidence row cannot make, comma-separated ("" when it makes all)."""
+    def have(v) -> bool:
+        return isinstance(v, (int, float, np.number)) and bool(np.isfinite(v))
+    return ", ".join(name for name, col in CHECKS.items() if not have(ev.get(col)))
 
 
 def _fmt(v: float) -> str:
@@ -182,6 +204,7 @@ def add_audit_columns(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.D
     verdicts = {m: verdict(ev.loc[m], 1.0 / classes[m]) for m in board.index if np.isfinite(board.loc[m, "robust_min"])}
     board["masking"] = pd.Series({m: v for m, (v, _) in verdicts.items()}, dtype=object)
     board["masking_reasons"] = pd.Series({m: r for m, (_, r) in verdicts.items()}, dtype=object)
+    board["masking_unchecked"] = pd.Series({m: unchecked(ev.loc[m]) for m in verdicts}, dtype=object)
     if "sweep_plateau" in ev:
         ev["sweep_reaches_chance"] = ev["sweep_plateau"] <= (1.0 / classes) + THRESHOLDS["plateau_likely"]
     new = [c for c in ev.columns if c not in board.columns]

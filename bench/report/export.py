@@ -99,9 +99,11 @@ def model_card(row, link: str = "", authors: str = "") -> dict:
             f"reported = robust_min ({row.get('robust_min_by', '?')}): the minimum over every Linf attack and view",
             aa_source]
     if isinstance(row.get("masking"), str):
+        missing = row.get("masking_unchecked")
         foot.append(f"gradient-masking audit: {row['masking']}" +
                     (f" ({row['masking_reasons']})" if isinstance(row.get("masking_reasons"), str)
-                     and row["masking_reasons"] else ""))
+                     and row["masking_reasons"] else "") +
+                    (f"; not checked (no evidence): {missing}" if isinstance(missing, str) and missing else ""))
     source = row.get("source", "grid")
     if isinstance(source, str) and source != "grid":  # not trained here: say only what is known
         how = f"a {source} model, T={T:g} ({row.get('T_source', 'given')})" if T is not None else f"a {source} model"

@@ -156,9 +156,13 @@ def leaderboard_rows(board: pd.DataFrame, tidy: pd.DataFrame, weight_files: Opti
             elif kind == "mask":
                 verdict = v if isinstance(v, str) else ""
                 reasons = r.get("masking_reasons") if isinstance(r.get("masking_reasons"), str) else ""
-                cells.append({"text": verdict, "sort": str(MASKING_ORDER.get(verdict, "")), "kind": kind,
-                              "tip": reasons or ("no masking signal fired" if verdict == "none" else ""),
-                              "reasons": [s.strip() for s in reasons.split(";") if s.strip()]})
+                missing = r.get("masking_unchecked") if isinstance(r.get("masking_unchecked"), str) else ""
+                tip = reasons or ("no masking signal fired" if verdict == "none" else "")
+                if missing and verdict:
+                    tip += f"; not checked (no evidence): {missing}"
+                cells.append({"text": verdict, "sort": str(MASKING_ORDER.get(verdict, "")), "kind": kind, "tip": tip,
+                              "reasons": [s.strip() for s in reasons.split(";") if s.strip()] +
+                              ([f"not checked (no evidence): {missing}"] if missing and verdict else [])})
             elif kind == "num":
                 text = _fmt_num(v)
                 cells.append({"text": text, "sort": _sort_key(pd.to_numeric(v, errors="coerce")), "kind": kind,

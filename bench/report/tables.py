@@ -92,7 +92,8 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
                                    timestamp=("timestamp", "max"), weights_sha256=("weights_sha256", "last"))
     board = board.join(prov)
     front = ID_COLS + [c for c in ["source", "T_source", "clean", "robust_min", "robust_min_by", "robust_worst",
-                                   "autoattack", "masking", "masking_reasons"] if c in board.columns]
+                                   "autoattack", "masking", "masking_reasons", "masking_unchecked"]
+                       if c in board.columns]
     board = board[front + [c for c in board.columns if c not in front]]
     return board.sort_values(["robust_min", "clean"], ascending=False, na_position="last").reset_index(drop=True)
 
@@ -223,6 +224,14 @@ def summary(board: pd.DataFrame) -> str:
         cols[cols.index("robust_min") + 1:cols.index("robust_min") + 1] = other
         note = (f"\nrobust_min is defined at {format_eps(HEADLINE_EPS)}; this run measured "
                 f"{', '.join(c.split('@', 1)[1] for c in other)}: see {', '.join(other)}")
+    if "masking_unchecked" in board.columns:
+        cleared = board[(board["masking"] == "none") & board["masking_unchecked"].fillna("").astype(bool)]
+        if len(cleared):
+            names = [n for n in audit.CHECKS if any(n in u.split(", ") for u in cleared["masking_unchecked"])]
+            some = "" if len(cleared) == len(board) else f" for {len(cleared)} of these models"
+            note += (f"\nmasking none: no signal fired among the checks with evidence; not checked{some} "
+                     f"(nothing measured for them): {', '.join(names)} (masking_unchecked in leaderboard.csv; "
+                     f"--attack suite measures them)")
     show = board[[c for c in cols if c in board.columns]].copy()
     for c in show.columns:
         if c not in ("model", "T", "dataset", "n", "robust_min_by", "mCE_baseline", "c_source", "masking"):
