@@ -149,8 +149,10 @@ class _Copies:
 
 
 def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
-    paces, best_was_last = _history(ctx)
-    copies = _Copies(todo, ctx, best_was_last)
+    """The grid's time left (``--dry-run``), part by part: a job the stores know only in part is
+    priced for those parts, the rest counted."""
+    pricer = Pricer(todo, ctx)
+    paces, copies = pricer.paces, pricer.copies
     seconds, measured, unknown, used = 0.0, 0, 0, set()
     for job in todo:
         for key, share in zip(_job_keys(job, ctx), copies.shares(job)[0]):
