@@ -203,6 +203,11 @@ def test_a4_supported_under_robust_min(tmp_path):
     strong = next(c for c in a4.comparisons if c.metric == "robust_min")
     assert math.isclose(strong.candidate_value, 0.20)  # Square was the strongest attack
     assert strong.se_kind == "paired"
+    # what the audit of the two models could not check (no eps sweep here), said with the verdict
+    board = b.tables()[1].set_index("model")
+    gap = board.loc["fastnet_T1", "masking_unchecked"]
+    assert "eps sweep" in gap and board.loc["fastnet_T5", "masking_unchecked"] == gap
+    assert f"the masking audit had no evidence for {gap} on fastnet_T1, fastnet_T5" in strong.note, strong.note
 
 
 def test_a5_and_b_not_measured_without_their_models(tmp_path):

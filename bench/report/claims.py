@@ -535,6 +535,19 @@ def _improvement_claim(ev: Evidence, key: str, metrics: Sequence[str], regimes=(
     return out
 
 
+def _unchecked_note(ev: Evidence, models: Sequence[str]) -> str:
+    """The checks the masking audit could not make on the models a robustness comparison rests on
+    (bench/report/audit.py, masking_unchecked), grouped by what is missing; "" when it made all."""
+    if "masking_unchecked" not in ev.board.columns:
+        return ""
+    by_gap: Dict[str, List[str]] = {}
+    for m in dict.fromkeys(models):
+        gap = ev.board.loc[m, "masking_unchecked"] if m in ev.board.index else None
+        if isinstance(gap, str) and gap:
+            by_gap.setdefault(gap, []).append(str(m))
+    return "".join(f"; the masking audit had no evidence for {gap} on {', '.join(ms)}" for gap, ms in by_gap.items())
+
+
 def _robustness_claim(ev: Evidence, regimes: Sequence[str]) -> List[Comparison]:
     """A4/A5: robust_min decides; PGD on the raw logits says whether a weak attack would have
     supported the claim."""
@@ -556,6 +569,8 @@ def _robustness_claim(ev: Evidence, regimes: Sequence[str]) -> List[Comparison]:
             strong.verdict = INCONCLUSIVE
             strong.note += (f"; the masking audit says 'likely' for {', '.join(masked)}: its robust_min is an "
                             f"upper bound, not evidence of robustness")
+        strong.note += _unchecked_note(ev, list(ev.baseline_rows(fam).model) +
+                                       list(rows[rows["T"] == strong.candidate_T].model))
         if weak is not None:
             if strong.verdict != SUPPORTED and weak.verdict == SUPPORTED:
                 strong.verdict = WEAK_ONLY
