@@ -13,7 +13,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -24,9 +24,11 @@ from bench.errors import BenchError
 # The tidy table: one row per measurement and metric. `corruption` and `severity` are set for
 # threat "corruption", `magnitude` for the natural transforms' sweeps; `same_weights_as` for a
 # checkpoint whose weights are another's (an adversarial run's last epoch was its best): the run
-# key the measurement was made as, whose provenance and wall time the row keeps.
+# key the measurement was made as, whose provenance and wall time the row keeps; `eval_n` for a
+# measurement on part of the evaluation's images that says which (part_of).
 COLUMNS = ["run_key", "model", "model_source", "arch", "T", "T_source", "head", "regime", "lr_scale", "seed",
-           "checkpoint", "feature_dim", "dataset", "num_classes", "split", "source", "n", "family", "threat", "view",
+           "checkpoint", "feature_dim", "dataset", "num_classes", "split", "source", "n", "eval_n", "family", "threat",
+           "view",
            "eps", "steps", "corruption", "severity", "magnitude", "params", "metric", "value", "best_epoch",
            "catastrophic_overfitting_epoch", "code_version", "torch_version", "device", "timestamp", "wall_s",
            "weights_sha256", "same_weights_as"]
@@ -35,6 +37,14 @@ COLUMNS = ["run_key", "model", "model_source", "arch", "T", "T_source", "head", 
 # threat names; the table leaves them out rather than show them twice, and the next run of their
 # model measures them again.
 SCHEMA = 2
+
+
+def part_of(record: dict) -> Optional[int]:
+    """The n of the evaluation a measurement on part of its images belongs to (Square on attack_n
+    of them, the AutoAttack cross-check: their records say which images, and of what); None for
+    one that does not say (most ran on all the evaluation's images)."""
+    pos = record.get("positions")
+    return int(pos["eval_n"]) if isinstance(pos, dict) and pos.get("eval_n") is not None else None
 
 
 def model_source(record: dict) -> str:
@@ -167,8 +177,9 @@ class ResultStore:
         for rec in self.records():
             if rec.get("schema", 1) < SCHEMA:
                 continue
-            base = {c: rec.get(c) for c in COLUMNS if c not in ("metric", "value", "params")}
+            base = {c: rec.get(c) for c in COLUMNS if c not in ("metric", "value", "params", "eval_n")}
             base["params"] = json.dumps(rec.get("params", {}), sort_keys=True)
+            base["eval_n"] = part_of(rec)
             # T_source: "estimated" for a caller's model whose T was not given, else the T is the training T
             base.update(model_source=model_source(rec), T_source=rec.get("T_source") or "given")
             for metric, value in rec["metrics"].items():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attacks import make_attack
-from bench.report.audit import THRESHOLDS, verdict
+from bench.report.audit import CHECKS, THRESHOLDS, unchecked, verdict
 from bench.data import stratified_indices, to_float
 from bench.measure.adversarial import evaluate
 from bench.measure.fp64 import fp64_check
@@ -181,3 +181,14 @@ def test_thresholds_are_documented():
     for key, value in THRESHOLDS.items():
         assert key in documented, f"README does not document the audit threshold {key}"
         assert documented[key] == ("any" if value == 0 else f"{100 * value:g}"), (key, documented[key], value)
+
+
+def test_unchecked_names_the_checks_without_evidence():
+    """A check with no number behind it is named; AutoAttack run as one of the attacks (so inside
+    robust_min: no gap left to find) counts as its check, as the cross-check does."""
+    everything = pd.Series({col: 0.0 for col in CHECKS.values()})
+    assert unchecked(everything) == ""
+    pgd_only = pd.Series({"ce_gap": 0.0, "zero_grad_raw": 0.0, "saturated_raw": 0.01, "blackbox_gap": np.nan})
+    assert unchecked(pgd_only) == "black-box/transfer, targeted, eps sweep, float64, AutoAttack"
+    assert unchecked(pgd_only, autoattack=0.06) == "black-box/transfer, targeted, eps sweep, float64"
+    assert unchecked(pgd_only, autoattack=np.nan).endswith("AutoAttack")

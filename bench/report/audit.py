@@ -66,11 +66,14 @@ CHECKS: Dict[str, str] = {
 }
 
 
-def unchecked(ev: pd.Series) -> str:
-    """The checks this model's evidence row cannot make, comma-separated ("" when it makes all)."""
+def unchecked(ev: pd.Series, autoattack=None) -> str:
+    """The checks this model's evidence row cannot make, comma-separated ("" when it makes all).
+    ``autoattack``: its accuracy under AutoAttack run as one of the attacks (``--attack
+    autoattack``), which robust_min then includes: no gap left to check, so it is checked."""
     def have(v) -> bool:
         return isinstance(v, (int, float, np.number)) and bool(np.isfinite(v))
-    return ", ".join(name for name, col in CHECKS.items() if not have(ev.get(col)))
+    return ", ".join(name for name, col in CHECKS.items()
+                     if not have(ev.get(col)) and not (col == "aa_gap" and have(autoattack)))
 
 
 def _fmt(v: float) -> str:
@@ -204,7 +207,8 @@ def add_audit_columns(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.D
     verdicts = {m: verdict(ev.loc[m], 1.0 / classes[m]) for m in board.index if np.isfinite(board.loc[m, "robust_min"])}
     board["masking"] = pd.Series({m: v for m, (v, _) in verdicts.items()}, dtype=object)
     board["masking_reasons"] = pd.Series({m: r for m, (_, r) in verdicts.items()}, dtype=object)
-    board["masking_unchecked"] = pd.Series({m: unchecked(ev.loc[m]) for m in verdicts}, dtype=object)
+    board["masking_unchecked"] = pd.Series({m: unchecked(ev.loc[m], board.loc[m].get("autoattack"))
+                                            for m in verdicts}, dtype=object)
     if "sweep_plateau" in ev:
         ev["sweep_reaches_chance"] = ev["sweep_plateau"] <= (1.0 / classes) + THRESHOLDS["plateau_likely"]
     new = [c for c in ev.columns if c not in board.columns]

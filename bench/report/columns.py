@@ -12,14 +12,48 @@ ID_COLS = ["model", "arch", "T", "head", "regime", "lr_scale", "seed", "checkpoi
            "n"]
 
 
+# what makes two rows one measurement, but for the number of images it ran on
+_MEASUREMENT = ["family", "threat", "view", "eps", "params", "metric", "corruption", "severity", "magnitude"]
+
+
 def latest_runs(tidy: pd.DataFrame) -> pd.DataFrame:
     """Keep, per model and dataset, the rows of its most recently measured run key (a changed
-    recipe gives a new key; the older run stays in results.csv but not in the leaderboard)."""
+    recipe gives a new key; the older run stays in results.csv but not in the leaderboard), and of
+    one evaluation: the largest n its clean accuracy was measured on. A model evaluated again
+    with another --n-test keeps both in the store (results.csv shows all); before, its row
+    averaged the two, under an n that named one of them. Kept: what ran on those n images, the
+    parts of that evaluation that ran on fewer (Square on attack_n of them, the AutoAttack
+    cross-check: their eval_n says so), and shifts and checks on other numbers of images
+    (shift_n, which may be more, fp64_n), a measurement on more images superseding the same one
+    on fewer (the stratified subsets are nested). Left out: attacks on fewer images that are not part of it (another evaluation's:
+    robust_min is a minimum over one set of images and the parts of it that say which), and
+    whatever says it is part of another. Works on the bits table too (its eval_n is in
+    ``positions``)."""
     if tidy.empty:
         return tidy
     last = tidy.groupby(["model", "dataset", "run_key"])["timestamp"].max().reset_index()
     last = last.sort_values("timestamp").groupby(["model", "dataset"]).tail(1)
-    return tidy.merge(last[["model", "dataset", "run_key"]], on=["model", "dataset", "run_key"])
+    out = tidy.merge(last[["model", "dataset", "run_key"]], on=["model", "dataset", "run_key"])
+    clean = out[out.threat == "clean"]
+    if "metric" in clean.columns:
+        clean = clean[clean.metric == "accuracy"]
+    if clean.empty:
+        return out
+    n_eval = clean.groupby(["model", "dataset"])["n"].max()
+    at = pd.Series(list(zip(out.model, out.dataset)), index=out.index).map(n_eval)
+    if "eval_n" in out.columns:
+        part = pd.to_numeric(out["eval_n"], errors="coerce")
+    elif "positions" in out.columns:
+        part = pd.to_numeric(out["positions"].map(lambda p: p.get("eval_n") if isinstance(p, dict) else None),
+                             errors="coerce")
+    else:
+        part = pd.Series(float("nan"), index=out.index)
+    fewer = out.n < at
+    drop = (part.notna() & (part != at)) | (fewer & (out.family == "attack") & part.isna())
+    out = out[~drop.fillna(False)]
+    ident = [c for c in _MEASUREMENT if c in out.columns]
+    key = pd.Series(list(zip(*(out[c].map(str) for c in ["model", "dataset"] + ident))), index=out.index)
+    return out[out.n == out.n.groupby(key).transform("max")].reset_index(drop=True)
 
 
 def threat_norm(threat: str) -> str:

@@ -55,7 +55,10 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
     ids = df.groupby("model")[ID_COLS + ["model_source", "T_source"]].first().rename(
         columns={"model_source": "source"})
     board = ids.copy()
-    clean = df[(df.threat == "clean") & (df.metric == "accuracy")].groupby("model")["value"].mean()
+    clean_rows = df[(df.threat == "clean") & (df.metric == "accuracy")]
+    # the row's n is its evaluation's (latest_runs), not whichever measurement came first
+    board["n"] = clean_rows.groupby("model")["n"].max().reindex(board.index).fillna(board["n"]).astype(int)
+    clean = clean_rows.groupby("model")["value"].mean()
     board["clean"] = clean
     attacked = df[(df.family == "attack") & (df.metric == "robust_acc")].copy()
     if not attacked.empty:
