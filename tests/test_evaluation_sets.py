@@ -22,7 +22,6 @@ attacks = ["pgd"]
 views = ["raw", "scaled"]
 [attack.pgd]
 steps = 2
-[attack.fgsm]
 [[grid]]
 arch = "fastnetw8"
 T = [1]
