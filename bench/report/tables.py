@@ -64,7 +64,7 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
     if not attacked.empty:
         attacked["norm"] = attacked.threat.map(threat_norm)
         attacked["col"] = [threat_column(t, v, e) for t, v, e in zip(attacked.threat, attacked.view, attacked.eps)]
-        wide = attacked.pivot_table(index="model", columns="col", values="value", aggfunc="mean")
+        wide = attacked.pivot_table(index="model", columns="col", values="value", aggfunc="min")
         linf = attacked[attacked.norm == "linf"]
         head = linf[np.isclose(linf.eps, HEADLINE_EPS)]
         if not head.empty:
