@@ -93,6 +93,7 @@ class StoreBuilder:
         self.store = ResultStore(root)
         self.n, self.dataset = n, dataset
         self.minute = 0
+        self.specs = {}
 
     def _put(self, spec: dict, family: str, threat: str, view: str, metrics: dict, *, eps=0.0, steps=0, params=None,
              n=None, bits=None, source=None, corruption=None, severity=None, magnitude=None):
@@ -117,6 +118,7 @@ class StoreBuilder:
         is named."""
         spec = {"run_key": f"key_{name}", "model": name, "arch": arch, "T": float(T), "head": head, "regime": regime,
                 "lr_scale": lr_scale, "seed": seed, "feature_dim": feature_dim, "checkpoint": checkpoint}
+        self.specs[name] = spec
         n = self.n
         self._put(spec, "clean", "clean", "none", {"accuracy": clean}, bits=_bits(clean, n))
         floor = min(pgd_raw, pgd_scaled)
@@ -142,14 +144,7 @@ class StoreBuilder:
                        "abs_diff": 0.0}, eps=EPS, steps=100, n=100,
                       params={"attacks": ["autoattack", "autoattack_ref"], "eps": EPS, "version": "standard"})
         if mca is not None:
-            self._put(spec, "corruption", "corruption", "none", {"accuracy": clean}, n=500,
-                      params={"corruption": "none", "severity": 0, "source": "cifar10c-generated"},
-                      source="cifar10c-generated", corruption="none", severity=0)
-            for c in BENCH_CORRUPTIONS:
-                for sev in (1, 5):
-                    self._put(spec, "corruption", "corruption", "none", {"accuracy": mca}, n=500,
-                              params={"corruption": c, "severity": sev, "source": "cifar10c-generated"},
-                              source="cifar10c-generated", corruption=c, severity=sev)
+            self.corruptions(name, clean, mca)
         if nat is not None:
             for mag in (-10, 10):
                 self._put(spec, "natural", "rotate", "none", {"accuracy": nat}, n=500, params={"magnitude": mag},
@@ -159,6 +154,15 @@ class StoreBuilder:
                       params={"rotations": [-30, 0, 30], "shifts": [-3, 0, 3]})
         if cifar101 is not None:
             self._put(spec, "shift", "cifar10.1", "none", {"accuracy": cifar101}, n=2000, source="cifar10.1")
+        return self
+
+    def corruptions(self, name: str, clean: float, acc: float, n: int = 500, source: str = "cifar10c-generated"):
+        """A model's corruption records: clean accuracy on their images, then every benchmark
+        corruption of BENCH_CORRUPTIONS at severities 1 and 5 at ``acc``."""
+        for c, sev, value in [("none", 0, clean)] + [(c, s, acc) for c in BENCH_CORRUPTIONS for s in (1, 5)]:
+            self._put(self.specs[name], "corruption", "corruption", "none", {"accuracy": value}, n=n,
+                      params={"corruption": c, "severity": sev, "source": source}, source=source, corruption=c,
+                      severity=sev)
         return self
 
     def tables(self):

@@ -1,10 +1,13 @@
-"""One model evaluated twice with another --n-test in one store: results.csv keeps both, and its
-leaderboard row is one evaluation (the larger), never an average of two image sets under an n
-that names one of them (it was: clean accuracy 43.8% from 45.5% on 400 images and 42.0% on 100)."""
+"""A store that holds a model's measurements twice: evaluated with another --n-test, an attack at
+another budget, corruptions from both sources. results.csv keeps everything; the leaderboard row is
+one evaluation, one budget (the stronger), one source (the real CIFAR-10-C), never an average of
+two under a name that says one (it was: clean accuracy 43.8% from 45.5% on 400 images and 42.0% on
+100, shown as n=100)."""
 import pandas as pd
 import pytest
 
 from bench.run import main
+from tests.builders import StoreBuilder
 
 PROFILE = """
 name = "nsets"
@@ -86,3 +89,14 @@ def test_an_attack_at_two_budgets_counts_once_at_its_strongest(store):
         assert sorted(runs.steps) == [1, 2] and runs.value.nunique() == 2, runs.value
         assert row[f"pgd_{view}@8/255"] == runs.value.min()
     assert row["robust_worst"] <= row["robust_min"]
+
+
+def test_corruptions_from_one_source(tmp_path):
+    """Generated corruptions on 500 images, then the real CIFAR-10-C on 10,000 (a later run with
+    --corruption-source real): mCA is the real one's, not the mean of both under one c_source."""
+    b = StoreBuilder(tmp_path, n=1000).model("fastnet_T1", 1, 0.80, mca=0.50)
+    b.corruptions("fastnet_T1", 0.80, 0.70, n=10000, source="cifar10c")
+    tidy, board, _ = b.tables()
+    assert set(tidy[tidy.family == "corruption"].source) == {"cifar10c", "cifar10c-generated"}
+    row = board.set_index("model").loc["fastnet_T1"]
+    assert row["c_source"] == "cifar10c" and row["mCA"] == pytest.approx(0.70) and row["c_n"] == 10000

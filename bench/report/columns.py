@@ -54,7 +54,22 @@ def latest_runs(tidy: pd.DataFrame) -> pd.DataFrame:
     out = out[~drop.fillna(False)]
     ident = [c for c in _MEASUREMENT if c in out.columns]
     key = _key(out, ["model", "dataset"] + ident)
-    return _strongest_budget(out[out.n == out.n.groupby(key).transform("max")]).reset_index(drop=True)
+    out = _strongest_budget(out[out.n == out.n.groupby(key).transform("max")])
+    return _one_corruption_source(out).reset_index(drop=True)
+
+
+def _one_corruption_source(df: pd.DataFrame) -> pd.DataFrame:
+    """A model's corruptions from one source: the real CIFAR-10-C where the store has it and the
+    generated ones too (a later run with --corruption-source real), rather than an mCA averaged
+    over both under the one c_source it names; the generated stay in results.csv."""
+    if "source" not in df.columns or "family" not in df.columns:
+        return df
+    corr = df.family == "corruption"
+    real = corr & (df.source == "cifar10c")
+    if not real.any():
+        return df
+    has_real = real.groupby([df.model, df.dataset]).transform("any")
+    return df[~(corr & has_real & ~real)]
 
 
 def _key(df: pd.DataFrame, cols) -> pd.Series:
