@@ -96,7 +96,7 @@ class StoreBuilder:
         self.specs = {}
 
     def _put(self, spec: dict, family: str, threat: str, view: str, metrics: dict, *, eps=0.0, steps=0, params=None,
-             n=None, bits=None, source=None, corruption=None, severity=None, magnitude=None):
+             n=None, bits=None, source=None, corruption=None, severity=None, magnitude=None, positions=None):
         n = n or self.n
         self.minute += 1
         rec = dict(spec, run_key=spec["run_key"], dataset=self.dataset, split="test", n=n, subset_seed=0,
@@ -107,6 +107,8 @@ class StoreBuilder:
                    timestamp=f"2026-01-01T{10 + self.minute // 60:02d}:{self.minute % 60:02d}:00+00:00", **PROV)
         if bits is not None:
             rec["bits"] = bits
+        if positions is not None:  # a measurement on part of the evaluation's images: which, of how many
+            rec["positions"] = positions
         self.store.put(rec)
 
     def model(self, name: str, T: float, clean: float, *, arch="fastnet", head="plain", regime="std", lr_scale=False,

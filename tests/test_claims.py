@@ -425,3 +425,18 @@ def test_families_do_not_cross_datasets(tmp_path):
     assert {c.family for c in a1.comparisons} == {"fastnet [cifar10]", "fastnet [cifar10-jpeg75]"}
     assert {(c.baseline, c.candidate) for c in a1.comparisons} == {("fastnet_T1", "fastnet_T2"),
                                                                    ("fastnet_T1_s1", "fastnet_T2_s1")}
+
+
+def test_a_robust_min_set_on_part_of_the_images_counts_those_images(tmp_path):
+    """Square on 200 of the 1,000 images sets robust_min: the binomial error of that number is
+    over 200 images, not the 1,000 the other attacks ran on."""
+    from bench.report.claims import Evidence
+    b = StoreBuilder(tmp_path, n=1000).model("fastnet_T1", 1, 0.62, pgd_raw=0.30, pgd_scaled=0.30, margin=0.30,
+                                             square=0.30, targeted_raw=0.30, targeted_scaled=0.30)
+    b._put(b.specs["fastnet_T1"], "attack", "square", "any",
+           {"clean_acc": 0.62, "robust_acc": 0.10, "success_rate": 0.8}, eps=8 / 255, n=200,
+           params={"eps": 8 / 255, "n_queries": 5000}, positions={"eval_n": 1000, "index": list(range(0, 1000, 5))})
+    tidy, board, bits = b.tables()
+    ev = Evidence(tidy, board, bits)
+    assert board.set_index("model").loc["fastnet_T1", "robust_min_by"] == "square/any"
+    assert ev.n("fastnet_T1", "robust_min") == 200 and ev.n("fastnet_T1", "clean") == 1000

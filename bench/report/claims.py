@@ -276,6 +276,12 @@ class Evidence:
             t = t[t.family == "natural"]
         elif metric == "cifar10.1":
             t = t[t.threat == "cifar10.1"]
+        elif metric == "robust_min" and isinstance(self.board.loc[model].get("robust_min_by"), str):
+            # the attack that set it may have run on part of the images (Square on attack_n of them)
+            threat, _, view = self.board.loc[model, "robust_min_by"].partition("/")
+            t = t[(t.family == "attack") & (t.threat == threat) & (t.view == view) & (t.metric == "robust_acc") &
+                  np.isclose(t.eps.astype(float), HEADLINE_EPS)]
+            return int(t.loc[t.value.idxmin(), "n"]) if len(t) else int(self.board.loc[model, "n"])
         else:
             return int(self.board.loc[model, "n"])
         return int(t.n.max()) if len(t) else int(self.board.loc[model, "n"])
