@@ -100,3 +100,17 @@ def test_corruptions_from_one_source(tmp_path):
     assert set(tidy[tidy.family == "corruption"].source) == {"cifar10c", "cifar10c-generated"}
     row = board.set_index("model").loc["fastnet_T1"]
     assert row["c_source"] == "cifar10c" and row["mCA"] == pytest.approx(0.70) and row["c_n"] == 10000
+
+
+def test_one_model_name_on_two_datasets_is_two_rows(tmp_path):
+    """fastnet_T1 measured on the JPEG copy and on CIFAR-10 (another --data-root, one store): a row
+    each, named by its dataset, each with its own numbers; the leaderboard had one row averaging
+    the two under one dataset's name."""
+    StoreBuilder(tmp_path, n=1000, dataset="cifar10").model("fastnet_T1", 1, 0.60, pgd_raw=0.2, pgd_scaled=0.2)
+    b = StoreBuilder(tmp_path, n=1000).model("fastnet_T1", 1, 0.80, pgd_raw=0.1, pgd_scaled=0.1)
+    b.model("fastnet_T5", 5, 0.82, pgd_raw=0.1, pgd_scaled=0.1)
+    board = b.tables()[1].set_index("model")
+    assert sorted(board.index) == ["fastnet_T1 [cifar10-jpeg75]", "fastnet_T1 [cifar10]", "fastnet_T5"]
+    assert board.loc["fastnet_T1 [cifar10]", ["dataset", "clean", "robust_min"]].tolist() == ["cifar10", 0.60, 0.2]
+    assert board.loc["fastnet_T1 [cifar10-jpeg75]", ["dataset", "clean", "robust_min"]].tolist() == \
+        ["cifar10-jpeg75", 0.80, 0.1]

@@ -55,7 +55,20 @@ def latest_runs(tidy: pd.DataFrame) -> pd.DataFrame:
     ident = [c for c in _MEASUREMENT if c in out.columns]
     key = _key(out, ["model", "dataset"] + ident)
     out = _strongest_budget(out[out.n == out.n.groupby(key).transform("max")])
-    return _one_corruption_source(out).reset_index(drop=True)
+    return _one_name_a_dataset(_one_corruption_source(out)).reset_index(drop=True)
+
+
+def _one_name_a_dataset(df: pd.DataFrame) -> pd.DataFrame:
+    """A model name measured on two datasets (another --data-root into the same store) is two
+    models, "fastnet_T1 [cifar10]" and "fastnet_T1 [cifar10-jpeg75]": one row each, where the
+    leaderboard had one row averaging both under one dataset's name."""
+    datasets = df.groupby("model")["dataset"].nunique()
+    shared = df.model.isin(datasets[datasets > 1].index)
+    if not shared.any():
+        return df
+    df = df.copy()
+    df.loc[shared, "model"] = df.loc[shared, "model"] + " [" + df.loc[shared, "dataset"].astype(str) + "]"
+    return df
 
 
 def _one_corruption_source(df: pd.DataFrame) -> pd.DataFrame:
