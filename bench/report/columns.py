@@ -18,57 +18,46 @@ _MEASUREMENT = ["family", "threat", "view", "eps", "params", "metric", "corrupti
 
 
 def latest_runs(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Keep, per model and dataset, the rows of its most recently measured run key (a changed
-    recipe gives a new key; the older run stays in results.csv but not in the leaderboard), and of
-    one evaluation: the largest n its clean accuracy was measured on. A model evaluated again
-    with another --n-test keeps both in the store (results.csv shows all); before, its row
-    averaged the two, under an n that named one of them. Kept: what ran on those n images, the
-    parts of that evaluation that ran on fewer (Square on attack_n of them, the AutoAttack
-    cross-check: their eval_n says so), and shifts and checks on other numbers of images
-    (shift_n, which may be more, fp64_n), a measurement on more images superseding the same one
-    on fewer (the stratified subsets are nested). Left out: attacks on fewer images that are not part of it (another evaluation's:
-    robust_min is a minimum over one set of images and the parts of it that say which), and
-    whatever says it is part of another. Works on the bits table too (its eval_n is in
-    ``positions``)."""
+    """The rows the reports count: of each thing measured on a model, one measurement
+    (results.csv keeps every row). Per model and dataset its most recently measured run key (a
+    changed recipe gives a new key); of that, one evaluation (_one_evaluation), each attack at one
+    budget (_strongest_budget), the corruptions of one source (_one_corruption_source), and a
+    model name on two datasets as two models (_one_name_a_dataset). Each of these was an average
+    of two under one name in the leaderboard before. Works on the bits table too."""
     if tidy.empty:
         return tidy
     last = tidy.groupby(["model", "dataset", "run_key"])["timestamp"].max().reset_index()
     last = last.sort_values("timestamp").groupby(["model", "dataset"]).tail(1)
     out = tidy.merge(last[["model", "dataset", "run_key"]], on=["model", "dataset", "run_key"])
-    clean = out[out.threat == "clean"]
-    if "metric" in clean.columns:
-        clean = clean[clean.metric == "accuracy"]
-    if clean.empty:
-        return out
-    n_eval = clean.groupby(["model", "dataset"])["n"].max()
-    at = pd.Series(list(zip(out.model, out.dataset)), index=out.index).map(n_eval)
-    if "eval_n" in out.columns:
-        part = pd.to_numeric(out["eval_n"], errors="coerce")
-    elif "positions" in out.columns:
-        part = pd.to_numeric(out["positions"].map(lambda p: p.get("eval_n") if isinstance(p, dict) else None),
-                             errors="coerce")
-    else:
-        part = pd.Series(float("nan"), index=out.index)
-    fewer = out.n < at
-    drop = (part.notna() & (part != at)) | (fewer & (out.family == "attack") & part.isna())
-    out = out[~drop.fillna(False)]
-    ident = [c for c in _MEASUREMENT if c in out.columns]
-    key = _key(out, ["model", "dataset"] + ident)
-    out = _strongest_budget(out[out.n == out.n.groupby(key).transform("max")])
+    out = _strongest_budget(_one_evaluation(out))
     return _one_name_a_dataset(_one_corruption_source(out)).reset_index(drop=True)
 
 
-def _one_name_a_dataset(df: pd.DataFrame) -> pd.DataFrame:
-    """A model name measured on two datasets (another --data-root into the same store) is two
-    models, "fastnet_T1 [cifar10]" and "fastnet_T1 [cifar10-jpeg75]": one row each, where the
-    leaderboard had one row averaging both under one dataset's name."""
-    datasets = df.groupby("model")["dataset"].nunique()
-    shared = df.model.isin(datasets[datasets > 1].index)
-    if not shared.any():
+def _one_evaluation(df: pd.DataFrame) -> pd.DataFrame:
+    """The evaluation on the largest n a model's clean accuracy was measured on (a model evaluated
+    again with another --n-test keeps both in the store). Kept: what ran on those n images, the
+    parts of it on fewer (Square on attack_n of them, the AutoAttack cross-check: their eval_n,
+    from the records' positions, says so), shifts and checks on their own n (shift_n, which may be
+    more; fp64_n), and of a measurement on several n the one on the most (the stratified subsets
+    are nested). Left out: attacks on fewer images that are not part of it (robust_min is a
+    minimum over one set of images and parts of it), and whatever says it is part of another."""
+    clean = df[df.threat == "clean"]
+    if "metric" in clean.columns:
+        clean = clean[clean.metric == "accuracy"]
+    if clean.empty:
         return df
-    df = df.copy()
-    df.loc[shared, "model"] = df.loc[shared, "model"] + " [" + df.loc[shared, "dataset"].astype(str) + "]"
-    return df
+    at = pd.Series(list(zip(df.model, df.dataset)), index=df.index).map(clean.groupby(["model", "dataset"])["n"].max())
+    if "eval_n" in df.columns:
+        part = pd.to_numeric(df["eval_n"], errors="coerce")
+    elif "positions" in df.columns:
+        part = pd.to_numeric(df["positions"].map(lambda p: p.get("eval_n") if isinstance(p, dict) else None),
+                             errors="coerce")
+    else:
+        part = pd.Series(float("nan"), index=df.index)
+    other = (part.notna() & (part != at)) | ((df.n < at) & (df.family == "attack") & part.isna())
+    df = df[~other.fillna(False)]
+    key = _key(df, ["model", "dataset"] + [c for c in _MEASUREMENT if c in df.columns])
+    return df[df.n == df.n.groupby(key).transform("max")]
 
 
 def _one_corruption_source(df: pd.DataFrame) -> pd.DataFrame:
@@ -83,6 +72,19 @@ def _one_corruption_source(df: pd.DataFrame) -> pd.DataFrame:
         return df
     has_real = real.groupby([df.model, df.dataset]).transform("any")
     return df[~(corr & has_real & ~real)]
+
+
+def _one_name_a_dataset(df: pd.DataFrame) -> pd.DataFrame:
+    """A model name measured on two datasets (another --data-root into the same store) is two
+    models, "fastnet_T1 [cifar10]" and "fastnet_T1 [cifar10-jpeg75]": one row each, where the
+    leaderboard had one row averaging both under one dataset's name."""
+    datasets = df.groupby("model")["dataset"].nunique()
+    shared = df.model.isin(datasets[datasets > 1].index)
+    if not shared.any():
+        return df
+    df = df.copy()
+    df.loc[shared, "model"] = df.loc[shared, "model"] + " [" + df.loc[shared, "dataset"].astype(str) + "]"
+    return df
 
 
 def _key(df: pd.DataFrame, cols) -> pd.Series:
