@@ -50,15 +50,22 @@ from bench.errors import BenchError
 
 
 def parse_eps(value) -> float:
-    """'8/255' -> 0.0313..., '0.03' -> 0.03; a float passes through."""
+    """'8/255' -> 0.0313..., '0.5/255' -> 0.00196..., '0.03' -> 0.03; a float passes through."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         out = float(value)
     else:
         text = str(value).strip()
         try:
-            out = float(Fraction(text)) if "/" in text else float(text)
+            if "/" not in text:
+                out = float(text)
+            else:
+                try:
+                    out = float(Fraction(text))  # exact: 8/255 rounded once
+                except ValueError:  # Fraction reads whole numbers only: 0.5/255
+                    top, bottom = text.split("/")
+                    out = float(top) / float(bottom)
         except (ValueError, ZeroDivisionError):
-            raise BenchError(f"cannot read {value!r} as a number: write e.g. 8/255 or 0.031") from None
+            raise BenchError(f"cannot read {value!r} as a number: write e.g. 8/255, 0.5/255 or 0.031") from None
     return out
 
 

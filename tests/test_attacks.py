@@ -58,15 +58,20 @@ def test_saturated_softmax_masks_ce_pgd_on_the_raw_view(tiny_model, test_split):
     assert scaled["robust_acc"] == pytest.approx(by(ref, "pgd", "raw").metrics["robust_acc"], abs=0.05)
 
 
-@pytest.mark.parametrize("value,expected", [("8/255", 8 / 255), ("0.5", 0.5), (0.25, 0.25), ("0", 0.0)])
+@pytest.mark.parametrize("value,expected", [("8/255", 8 / 255), ("0.5", 0.5), (0.25, 0.25), ("0", 0.0),
+                                            ("0.5/255", 0.5 / 255), (" 1e-3/2 ", 0.0005)])
 def test_parse_eps(value, expected):
     assert parse_eps(value) == pytest.approx(expected)
+    if value == "8/255":
+        assert parse_eps(value) == 8 / 255  # exactly: the same float as the division, so keys do not move
 
 
 @pytest.mark.parametrize("name,params,fragment", [
     ("pgd", {"eps": "-1/255"}, "non-negative"),
     ("pgd", {"eps": "nan"}, "finite"),
     ("pgd", {"eps": "eight"}, "cannot read"),
+    ("pgd", {"eps": "1/2/3"}, "cannot read"),
+    ("pgd", {"alpha": "0.5/0"}, "cannot read"),
     ("pgd", {"steps": 0}, ">= 1"),
     ("pgd", {"steps": "2.5"}, "whole number"),
     ("pgd", {"alpha": 0}, "positive"),
