@@ -28,8 +28,7 @@ from bench.errors import BenchError
 # measurement on part of the evaluation's images that says which (part_of).
 COLUMNS = ["run_key", "model", "model_source", "arch", "T", "T_source", "head", "regime", "lr_scale", "seed",
            "checkpoint", "feature_dim", "dataset", "num_classes", "split", "source", "n", "eval_n", "family", "threat",
-           "view",
-           "eps", "steps", "corruption", "severity", "magnitude", "params", "metric", "value", "best_epoch",
+           "view", "eps", "steps", "corruption", "severity", "magnitude", "params", "metric", "value", "best_epoch",
            "catastrophic_overfitting_epoch", "code_version", "torch_version", "device", "timestamp", "wall_s",
            "weights_sha256", "same_weights_as"]
 
