@@ -3,6 +3,7 @@ change to the report code that moves a committed number fails here until the fol
 (`python -m bench.report --results results/NAME`), so the README never quotes a table the code
 would no longer write."""
 import filecmp
+import math
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,26 @@ def test_committed_tables_are_rebuilt_byte_for_byte(name, tmp_path):
     for table in ("leaderboard.csv", "results.csv"):
         assert filecmp.cmp(tmp_path / table, root / table, shallow=False), \
             f"results/{name}/{table} is stale: python -m bench.report --results results/{name}"
+
+
+def test_the_readmes_findings_are_the_claims_of_results_cpu():
+    """The README's findings table says what bench.report.claims computes from results/cpu today:
+    each claim's verdict, and the numbers its row quotes among that claim's comparisons."""
+    import re
+
+    from bench.report.claims import claims_from_store
+    root = RESULTS / "cpu"
+    if not (root / "records").is_dir():
+        pytest.skip("results/cpu is not in this checkout")
+    readme = (RESULTS.parent / "README.md").read_text()
+    section = readme.split("## Findings at a glance", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1): (m.group(2), m.group(3)) for m in
+            re.finditer(r"^\| (A\d|B) [^|]*\| ([^|]+) \| ([^|]+) \|$", section, re.M)}
+    claims = {c.key: c for c in claims_from_store(ResultStore(root))}
+    assert set(rows) == set(claims)
+    for key, (verdict, numbers) in rows.items():
+        assert verdict.strip() == claims[key].verdict, key
+        computed = {f"[{100 * c.interval[0]:+.1f}, {100 * c.interval[1]:+.1f}]"
+                    for c in claims[key].comparisons if math.isfinite(c.diff)}
+        for interval in re.findall(r"\[[+-]\d+\.\d, [+-]\d+\.\d\]", numbers):
+            assert interval in computed, (key, interval, computed)
