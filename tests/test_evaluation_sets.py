@@ -5,8 +5,10 @@ two under a name that says one (it was: clean accuracy 43.8% from 45.5% on 400 i
 100, shown as n=100)."""
 import pandas as pd
 import pytest
+import torch
 
 from bench.run import main
+from bench.store import pack_bits
 from tests.builders import StoreBuilder
 
 PROFILE = """
@@ -114,3 +116,17 @@ def test_one_model_name_on_two_datasets_is_two_rows(tmp_path):
     assert board.loc["fastnet_T1 [cifar10]", ["dataset", "clean", "robust_min"]].tolist() == ["cifar10", 0.60, 0.2]
     assert board.loc["fastnet_T1 [cifar10-jpeg75]", ["dataset", "clean", "robust_min"]].tolist() == \
         ["cifar10-jpeg75", 0.80, 0.1]
+
+
+def test_the_worst_case_counts_every_budget(tmp_path):
+    """Two runs of one attack on the same images, each breaking images the other did not: the
+    column is the stronger's, and robust_worst counts an image robust only if neither broke it."""
+    b = StoreBuilder(tmp_path, n=10).model("fastnet_T1", 1, 1.0, pgd_raw=0.5, pgd_scaled=0.5)
+    # model() leaves the first 5 images robust under every attack; this PGD-50, 6 others and 2 of those
+    other = torch.tensor([True, True, False, False, False, False, True, True, True, True])
+    b._put(b.specs["fastnet_T1"], "attack", "pgd", "raw", {"clean_acc": 1.0, "robust_acc": 0.6}, eps=8 / 255,
+           steps=50, params={"eps": 8 / 255, "alpha": 2 / 255, "steps": 50, "random_start": True},
+           bits=pack_bits(other))
+    row = b.tables()[1].set_index("model").loc["fastnet_T1"]
+    assert row["pgd_raw@8/255"] == 0.5  # the stronger run's
+    assert row["robust_worst"] == pytest.approx(0.2)  # images 0 and 1 survive both runs

@@ -241,9 +241,10 @@ class Evidence:
         self.board = board.set_index("model", drop=False) if len(board) else board
         self.tidy = latest_runs(tidy) if len(tidy) else tidy
         self._bits: Dict[Tuple[str, str, str, float], np.ndarray] = {}
-        self._bit_rows = latest_runs(bits) if bits is not None and len(bits) else None
+        # every budget of an attack for the worst case; its strongest for the attack's own bits
+        self._bit_rows = latest_runs(bits, one_budget=False) if bits is not None and len(bits) else None
         if self._bit_rows is not None:
-            for r in self._bit_rows.itertuples():
+            for r in latest_runs(bits).itertuples():
                 self._bits[(r.model, r.threat, r.view, round(float(r.eps), 6))] = unpack_bits(r.bits, int(r.n))
         self.several_datasets = len(board) > 0 and board["dataset"].nunique() > 1
 

@@ -17,19 +17,23 @@ ID_COLS = ["model", "arch", "T", "head", "regime", "lr_scale", "seed", "checkpoi
 _MEASUREMENT = ["family", "threat", "view", "eps", "params", "metric", "corruption", "severity", "magnitude"]
 
 
-def latest_runs(tidy: pd.DataFrame) -> pd.DataFrame:
+def latest_runs(tidy: pd.DataFrame, one_budget: bool = True) -> pd.DataFrame:
     """The rows the reports count: of each thing measured on a model, one measurement
     (results.csv keeps every row). Per model and dataset its most recently measured run key (a
     changed recipe gives a new key); of that, one evaluation (_one_evaluation), each attack at one
-    budget (_strongest_budget), the corruptions of one source (_one_corruption_source), and a
-    model name on two datasets as two models (_one_name_a_dataset). Each of these was an average
-    of two under one name in the leaderboard before. Works on the bits table too."""
+    budget (_strongest_budget; ``one_budget=False`` keeps every budget, as the per-image worst
+    case must: an image is robust only if no attack the harness ran broke it), the corruptions of
+    one source (_one_corruption_source), and a model name on two datasets as two models
+    (_one_name_a_dataset). Each of these was an average of two under one name in the leaderboard
+    before. Works on the bits table too."""
     if tidy.empty:
         return tidy
     last = tidy.groupby(["model", "dataset", "run_key"])["timestamp"].max().reset_index()
     last = last.sort_values("timestamp").groupby(["model", "dataset"]).tail(1)
     out = tidy.merge(last[["model", "dataset", "run_key"]], on=["model", "dataset", "run_key"])
-    out = _strongest_budget(_one_evaluation(out))
+    out = _one_evaluation(out)
+    if one_budget:
+        out = _strongest_budget(out)
     return _one_name_a_dataset(_one_corruption_source(out)).reset_index(drop=True)
 
 

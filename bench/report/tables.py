@@ -70,7 +70,7 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None) -> pd.Data
         if not head.empty:
             board["robust_min"], board["robust_min_by"] = _min_over(head)
         if bits is not None:
-            board = board.join(worst_case(latest_runs(bits), board["n"]))
+            board = board.join(worst_case(latest_runs(bits, one_budget=False), board["n"]))
         aa = head[head.threat == "autoattack"]
         if not aa.empty:
             board["autoattack"] = aa.groupby("model")["value"].min()
