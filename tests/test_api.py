@@ -133,6 +133,8 @@ def test_the_readme_example_runs(tiny_model, mini_root, mini_cache, tmp_path, ca
     exec(code.replace("from bench.api import audit\n", ""), dict(namespace, audit=quick))
     out = capsys.readouterr().out
     assert "robust_min" in out and "masking_reasons" in out and "clean" in out
+    # the smoke profile's FGSM and PGD check no black-box attack, and the row says so
+    assert "masking_unchecked" in out and "black-box/transfer" in out
 
 
 def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cache, tmp_path, capsys):
