@@ -106,6 +106,7 @@ def test_noisy_sweep_with_seeds_ci_covers_the_truth(tmp_path):
     put_sweep(tmp_path / "store", t_stars, seeds=(0, 1, 2), seed_noise=0.002, rng=rng)
     points, fit, _ = run([str(tmp_path / "store")])
     assert set(points.n_seeds) == {3}
+    assert all(all(part.endswith(":3") for part in s.split()) for s in points.seeds_per_T)
     # per seed the accuracy noise is far below the curvature: the mean over seeds peaks at T*
     assert np.allclose(points.sort_values("feature_dim").best_T, [t_stars[m] for m in dims])
     for t, v in (("alpha", ALPHA), ("beta", BETA)):

@@ -118,8 +118,10 @@ def best_temperatures(acc: pd.DataFrame, interpolate: bool = False) -> Tuple[pd.
                          best_T=_parabola_peak(t, a, i) if interpolate else float(t[i]), grid_best_T=float(t[i]),
                          best_acc=float(a[i]), n_T=len(t), n_seeds=int(g["n_seeds"].min()),
                          edge=bool(i in (0, len(t) - 1)),
-                         grid=" ".join(f"{v:.4g}" for v in t)))
-    cols = GROUP + ["num_classes", "best_T", "grid_best_T", "best_acc", "n_T", "n_seeds", "edge", "grid"]
+                         grid=" ".join(f"{v:.4g}" for v in t),
+                         # n_seeds is the fewest; a sweep with seeds at some T has them here
+                         seeds_per_T=" ".join(f"{v:.4g}:{k}" for v, k in zip(t, g["n_seeds"]))))
+    cols = GROUP + ["num_classes", "best_T", "grid_best_T", "best_acc", "n_T", "n_seeds", "edge", "grid", "seeds_per_T"]
     out = pd.DataFrame(rows, columns=cols)
     return out.sort_values(["dataset", "head", "feature_dim", "arch"]).reset_index(drop=True), skipped
 
