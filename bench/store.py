@@ -164,9 +164,9 @@ class ResultStore:
 
     def bits_table(self) -> pd.DataFrame:
         """The per-image results (hex bitmaps) of the measurements that have them."""
-        cols = ["run_key", "model", "dataset", "n", "family", "threat", "view", "eps", "timestamp", "bits",
+        cols = ["run_key", "model", "dataset", "n", "eval_n", "family", "threat", "view", "eps", "timestamp", "bits",
                 "positions", "autoattack_warnings"]  # the AutoAttack cross-check's (bench/measure/crosscheck.py)
-        rows = [{c: rec.get(c) for c in cols} for rec in self.records()
+        rows = [dict({c: rec.get(c) for c in cols}, eval_n=part_of(rec)) for rec in self.records()
                 if rec.get("bits") and rec.get("schema", 1) >= SCHEMA]
         return pd.DataFrame(rows, columns=cols)
 

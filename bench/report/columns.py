@@ -25,7 +25,7 @@ def latest_runs(tidy: pd.DataFrame, one_budget: bool = True) -> pd.DataFrame:
     case must: an image is robust only if no attack the harness ran broke it), the corruptions of
     one source (_one_corruption_source), and a model name on two datasets as two models
     (_one_name_a_dataset). Each of these was an average of two under one name in the leaderboard
-    before. Works on the bits table too."""
+    before. Takes the store's tidy table or its bits table (both carry eval_n)."""
     if tidy.empty:
         return tidy
     last = tidy.groupby(["model", "dataset", "run_key"])["timestamp"].max().reset_index()
@@ -40,8 +40,8 @@ def latest_runs(tidy: pd.DataFrame, one_budget: bool = True) -> pd.DataFrame:
 def _one_evaluation(df: pd.DataFrame) -> pd.DataFrame:
     """The evaluation on the largest n a model's clean accuracy was measured on (a model evaluated
     again with another --n-test keeps both in the store). Kept: what ran on those n images, the
-    parts of it on fewer (Square on attack_n of them, the AutoAttack cross-check: their eval_n,
-    from the records' positions, says so), shifts and checks on their own n (shift_n, which may be
+    parts of it on fewer (Square on attack_n of them, the AutoAttack cross-check: their eval_n
+    says so), shifts and checks on their own n (shift_n, which may be
     more; fp64_n), and of a measurement on several n the one on the most (the stratified subsets
     are nested). Left out: attacks on fewer images that are not part of it (robust_min is a
     minimum over one set of images and parts of it), and whatever says it is part of another."""
@@ -51,13 +51,7 @@ def _one_evaluation(df: pd.DataFrame) -> pd.DataFrame:
     if clean.empty:
         return df
     at = pd.Series(list(zip(df.model, df.dataset)), index=df.index).map(clean.groupby(["model", "dataset"])["n"].max())
-    if "eval_n" in df.columns:
-        part = pd.to_numeric(df["eval_n"], errors="coerce")
-    elif "positions" in df.columns:
-        part = pd.to_numeric(df["positions"].map(lambda p: p.get("eval_n") if isinstance(p, dict) else None),
-                             errors="coerce")
-    else:
-        part = pd.Series(float("nan"), index=df.index)
+    part = pd.to_numeric(df["eval_n"], errors="coerce")  # bench.store.part_of, in both tables
     other = (part.notna() & (part != at)) | ((df.n < at) & (df.family == "attack") & part.isna())
     df = df[~other.fillna(False)]
     key = _key(df, ["model", "dataset"] + [c for c in _MEASUREMENT if c in df.columns])

@@ -15,8 +15,7 @@ def _covered(row, n: int, crosscheck_only: bool = False) -> bool:
     """A row of the bits table that ran on part of the ``n``-image evaluation split and says which
     images (one of an earlier run with another n says nothing about these): the AutoAttack
     cross-check, or a Linf attack of the suite on fewer images ([eval] attack_n)."""
-    pos = getattr(row, "positions", None)
-    if not (isinstance(pos, dict) and pos.get("eval_n") == n):
+    if getattr(row, "eval_n", None) != n:  # bench.store.part_of: None where positions do not say
         return False
     return row.threat == "autoattack_crosscheck" or (
         not crosscheck_only and row.family == "attack" and threat_norm(row.threat) == "linf")
