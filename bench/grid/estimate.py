@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from statistics import median
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from bench.grid.jobs import Context, Job, ordered, planned_by, stored_record, twin_of
 
@@ -99,12 +99,16 @@ def _train_key_of(spec, ctx: Context) -> tuple:
                       asdict(ctx.plan.profile.recipe_for(spec)), ctx.data.fingerprint)
 
 
-def _job_keys(job: Job, ctx: Context) -> List[tuple]:
+def _planned(job: Job, ctx: Context) -> Optional[list]:
+    """An evaluation job's planned measurements (planned_by); None for a training job."""
+    return None if job.kind == "train" else planned_by(ctx.families[job.family], job.spec, ctx)
+
+
+def _job_keys(job: Job, ctx: Context, planned: Optional[list]) -> List[tuple]:
     spec = job.spec
-    if job.kind == "train":
+    if planned is None:
         return [_train_key_of(spec, ctx)]
-    return [_measure_key(_arch(spec), getattr(spec, "regime", "zoo"), *p)
-            for p in planned_by(ctx.families[job.family], spec, ctx)]
+    return [_measure_key(_arch(spec), getattr(spec, "regime", "zoo"), *p) for p in planned]
 
 
 class _Copies:
@@ -119,14 +123,13 @@ class _Copies:
         self.order = {(j.spec.name, j.family): i for i, j in enumerate(ordered(list(todo))) if j.kind == "eval"}
         self.odds_used: Dict[tuple, List[bool]] = {}
 
-    def shares(self, job: Job) -> Tuple[List[float], bool]:
-        """Per planned measurement of the job (planned_by's order), the chance it is copied; and
-        whether those chances are known (0 or 1) rather than odds. A training run is one part,
+    def shares(self, job: Job, planned: Optional[list]) -> Tuple[List[float], bool]:
+        """Per planned measurement of the job (``planned``, _planned's), the chance it is copied;
+        and whether those chances are known (0 or 1) rather than odds. A training run is one part,
         never a copy."""
-        if job.kind == "train":
+        if planned is None:
             return [0.0], True
         ctx = self.ctx
-        planned = planned_by(ctx.families[job.family], job.spec, ctx)
         none = [0.0] * len(planned), True
         twin = twin_of(job.spec)
         if twin is None:
@@ -152,17 +155,16 @@ def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
     """The grid's time left (``--dry-run``), part by part: a job the stores know only in part is
     priced for those parts, the rest counted."""
     pricer = Pricer(todo, ctx)
-    paces, copies = pricer.paces, pricer.copies
     seconds, measured, unknown, used = 0.0, 0, 0, set()
     for job in todo:
-        for key, share in zip(_job_keys(job, ctx), copies.shares(job)[0]):
-            if paces.get(key):
-                seconds += _price(paces, key) * (1 - share)
-                measured += 1
-                used.update(device for _, device in paces[key])
-            else:
+        for key, wall, share in pricer.parts(job)[0]:
+            if wall is None:
                 unknown += 1
-    return Estimate(seconds, measured, unknown, tuple(sorted(used)), _odds_note(copies.odds_used))
+                continue
+            seconds += wall * (1 - share)
+            measured += 1
+            used.update(device for _, device in pricer.paces[key])
+    return Estimate(seconds, measured, unknown, tuple(sorted(used)), _odds_note(pricer.copies.odds_used))
 
 
 def _price(paces, key) -> float:
@@ -198,15 +200,22 @@ class Pricer:
         """The prices of a training job's checkpoints' jobs, now that its weights are saved."""
         return self.prices([j for j in self.twins if j.spec.run.name == job.spec.name])
 
+    def parts(self, job: Job) -> Tuple[List[Tuple[tuple, Optional[float], float]], bool]:
+        """(key, seconds at the stores' pace or None where they never did it, chance it is a copy)
+        per part of the job (a training run, or each planned measurement); and whether those
+        chances are known rather than odds."""
+        planned = _planned(job, self.ctx)
+        shares, known = self.copies.shares(job, planned)
+        return [(key, _price(self.paces, key) if self.paces.get(key) else None, share)
+                for key, share in zip(_job_keys(job, self.ctx, planned), shares)], known
+
     def prices(self, jobs: Sequence[Job]) -> Dict[str, Price]:
         """Per job key, for the jobs whose every part the stores have done before."""
         out = {}
         for job in jobs:
-            keys = _job_keys(job, self.ctx)
-            if not keys or not all(self.paces.get(key) for key in keys):
+            parts, known = self.parts(job)
+            if not parts or any(wall is None for _, wall, _ in parts):
                 continue
-            shares, known = self.copies.shares(job)
-            walls = [_price(self.paces, key) for key in keys]
-            out[job.key] = Price(sum(w for w, s in zip(walls, shares) if not (known and s == 1)),
-                                 sum(w * (1 - s) for w, s in zip(walls, shares)))
+            out[job.key] = Price(sum(w for _, w, s in parts if not (known and s == 1)),
+                                 sum(w * (1 - s) for _, w, s in parts))
         return out
