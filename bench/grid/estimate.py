@@ -140,8 +140,8 @@ class _Copies:
         if mine is not None and theirs is not None:
             if mine["weights_sha256"] != theirs["weights_sha256"]:
                 return none
-            twin_key, version = ctx.weights_key(twin), ctx.families[job.family].version
-            return [1.0 if first or stored_record(ctx, twin_key, p, mine["weights_sha256"], version) else 0.0
+            twin_key, family = ctx.weights_key(twin), ctx.families[job.family]
+            return [1.0 if first or stored_record(ctx, twin_key, p, mine["weights_sha256"], family) else 0.0
                     for p in planned], True
         train_key = _train_key_of(job.spec, ctx)
         runs = self.runs.get(train_key)

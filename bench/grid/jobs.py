@@ -246,7 +246,7 @@ def is_done(job: Job, ctx: Context) -> bool:
     if isinstance(job.spec, ExternalSpec):
         family = ctx.families[job.family]
         return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), job.spec.weights_sha256,
-                             family.version)
+                             family)
     key = ctx.ckpt_key(job.spec)
     meta = ctx.verified(job.spec, key)  # a corrupt checkpoint stops the run here, before it writes
     if meta is None:
@@ -255,25 +255,26 @@ def is_done(job: Job, ctx: Context) -> bool:
         return not meta.get("best_weights") or ctx.verified(replace(job.spec, checkpoint="best"), key) is not None
     sha = meta["weights_sha256"]
     family = ctx.families[job.family]
-    return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), sha, family.version)
+    return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), sha, family)
 
 
-def _missing(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> list:
-    """The planned measurements the store does not hold for these weights (at this version)."""
-    return [p for p in planned if stored_record(ctx, weights_key, p, sha, version) is None]
+def _missing(ctx: Context, weights_key: str, planned, sha: Optional[str], family) -> list:
+    """The planned measurements the store does not hold for these weights (at their version)."""
+    return [p for p in planned if stored_record(ctx, weights_key, p, sha, family) is None]
 
 
-def stored_record(ctx: Context, weights_key: str, p, sha: Optional[str], version: int) -> Optional[dict]:
-    """The store's record of measurement ``p`` of these weights, if it is of this family version."""
+def stored_record(ctx: Context, weights_key: str, p, sha: Optional[str], family) -> Optional[dict]:
+    """The store's record of measurement ``p`` of these weights, if it is of the version ``family``
+    measures ``p`` at now."""
     d = ctx.store.get(record_id(ctx.identity(weights_key, *p)))
-    if d is None or d.get("weights_sha256") != sha or d.get("measure_version", 1) != version \
+    if d is None or d.get("weights_sha256") != sha or d.get("measure_version", 1) != family.version_of(p) \
             or d.get("schema") != SCHEMA:
         return None
     return d
 
 
-def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], version: int) -> bool:
-    return not _missing(ctx, weights_key, planned, sha, version)
+def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], family) -> bool:
+    return not _missing(ctx, weights_key, planned, sha, family)
 
 
 def spec_columns(spec: ModelSpec, meta: dict) -> dict:
@@ -293,7 +294,7 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
         return f"checkpoint {wkey}, test acc {100 * meta.get('test_acc', float('nan')):.1f}%"
     spec, family = job.spec, ctx.families[job.family]
     planned = planned_by(family, spec, ctx)
-    missing = planned if plan.force else _missing(ctx, wkey, planned, meta["weights_sha256"], family.version)
+    missing = planned if plan.force else _missing(ctx, wkey, planned, meta["weights_sha256"], family)
     if not missing:
         return "already in the store (--force re-evaluates)"
     twin, copied = (None, []) if plan.force else _copy_from_twin(ctx, spec, wkey, family, missing, meta, cols)
@@ -313,7 +314,7 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
                       corruption=m.corruption or None, severity=m.severity, magnitude=m.magnitude, eps=m.eps,
                       steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
                       weights_sha256=meta["weights_sha256"], profile=plan.profile.name,
-                      measure_version=family.version)
+                      measure_version=family.version_of(m.identity))
         if m.bits:
             record["bits"] = m.bits
         record.update(m.extra)
@@ -343,7 +344,7 @@ def _copy_from_twin(ctx: Context, spec: ModelSpec, wkey: str, family, missing, m
         return None, []
     twin_key, copied = ctx.weights_key(twin), []
     for p in missing:
-        rec = stored_record(ctx, twin_key, p, meta["weights_sha256"], family.version)
+        rec = stored_record(ctx, twin_key, p, meta["weights_sha256"], family)
         if rec is None:
             continue
         rec = {k: v for k, v in rec.items() if k not in ("id", "schema")}

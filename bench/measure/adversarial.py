@@ -102,7 +102,9 @@ def adversarial_batches(model, temperature: float, split: Split, mask: torch.Ten
             x_adv = attack.build(target, n_classes=n_classes, seed=batch_seed)(x, y)
         delta = (x_adv - x).flatten(1)
         bound = delta.abs().amax(1) if attack.info.norm == "linf" else delta.norm(dim=1)
-        if x_adv.min() < 0 or x_adv.max() > 1 or bound.max() > attack.eps * (1 + 1e-5) + 1e-6:
+        # NaN fails every comparison: it would pass the bounds below and count as class 0
+        if not torch.isfinite(x_adv).all() or x_adv.min() < 0 or x_adv.max() > 1 \
+                or bound.max() > attack.eps * (1 + 1e-5) + 1e-6:
             raise RuntimeError(f"{attack.name} left its threat model ({attack.info.norm} <= {attack.eps:g}, "
                                f"[0,1]): {bound.max().item():g}, range [{x_adv.min().item():g}, "
                                f"{x_adv.max().item():g}]")

@@ -2,7 +2,7 @@
 (``--attack``, the profile's ``attacks`` and ``views``), on the evaluation subset."""
 from __future__ import annotations
 
-from attacks import HEADLINE_EPS, format_eps
+from attacks import ATTACKS, HEADLINE_EPS, format_eps
 from bench.data import stratified_indices
 from bench.measure.adversarial import attack_view, evaluate
 from bench.measure.base import Family, pct
@@ -10,6 +10,13 @@ from bench.measure.base import Family, pct
 
 def attack_identities(n: int, configs, views) -> list:
     return [(n, a.name, v, a.kwargs) for a in configs for v in attack_view(a, views)]
+
+
+def attack_revision(identity) -> int:
+    """A record's version: its attack's revision (the clean pass: 1), so that a change to one
+    attack re-measures that attack alone."""
+    threat = identity[1]
+    return ATTACKS[threat].revision if threat in ATTACKS else 1
 
 
 def attack_summary(ms) -> str:
@@ -25,6 +32,8 @@ class AttackSuite(Family):
 
     def __init__(self, attacks, views):
         self.attacks, self.views = list(attacks), list(views)
+
+    version_of = staticmethod(attack_revision)
 
     @classmethod
     def prepare(cls, ctx, log):

@@ -120,6 +120,11 @@ class Family:
     # TRAINER_VERSION for checkpoints; a change of layout, wording or speed keeps the records.
     version: ClassVar[int] = 1
 
+    def version_of(self, identity: Identity) -> int:
+        """The version of one planned measurement's record: the family's, or finer where a
+        family's parts change alone (an attack's ``revision``: one attack re-measured, not all)."""
+        return self.version
+
     describe: ClassVar[str] = ""  # one line for --list-attacks
 
     @classmethod

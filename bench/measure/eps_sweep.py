@@ -7,7 +7,7 @@ from typing import List
 
 from attacks import AttackConfig
 from bench.measure.adversarial import evaluate
-from bench.measure.attack_suite import attack_identities, attack_summary
+from bench.measure.attack_suite import attack_identities, attack_revision, attack_summary
 from bench.measure.base import Family
 
 
@@ -34,6 +34,8 @@ class EpsSweep(Family):
 
     def __init__(self, configs, views):
         self.configs, self.views = configs, views
+
+    version_of = staticmethod(attack_revision)
 
     @classmethod
     def prepare(cls, ctx, log):

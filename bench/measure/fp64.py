@@ -38,6 +38,7 @@ def fp64_params(pgd: AttackConfig) -> dict:
 
 class Fp64Check(Family):
     name = "fp64 check"
+    version = 2  # 2: CE-PGD sums its loss over the batch (attacks/adversarial.py LossPGD)
 
     def __init__(self, split: Split, pgd: AttackConfig):
         self.split, self.pgd = split, pgd

@@ -68,6 +68,7 @@ def evaluate_transfer(model, temperature: float, split: Split, x_adv: torch.Tens
 
 class Transfer(Family):
     name = "transfer"
+    version = 2  # 2: crafted with the loss summed over the batch (attacks/adversarial.py LossPGD)
 
     def __init__(self, attack: AttackConfig):
         self.attack = attack
