@@ -192,3 +192,30 @@ def test_unchecked_names_the_checks_without_evidence():
     assert unchecked(pgd_only) == "black-box/transfer, targeted, eps sweep, float64, AutoAttack"
     assert unchecked(pgd_only, autoattack=0.06) == "black-box/transfer, targeted, eps sweep, float64"
     assert unchecked(pgd_only, autoattack=np.nan).endswith("AutoAttack")
+
+
+def test_two_cross_checks_of_a_model_give_the_strongest_not_their_mean():
+    """A model cross-checked at a reduced budget and then at the full one holds two records (their
+    params differ): the audit reads the stronger, as the leaderboard does for an attack at two
+    budgets. Their mean (25%) was a number no run gave."""
+    from bench.report.audit import evidence
+    eps, rows = 8 / 255, []
+
+    def add(threat, metric, value, view="raw", family="attack", params="{}"):
+        rows.append(dict(model="m", threat=threat, metric=metric, value=value, view=view, family=family, n=100,
+                         eps=eps, params=params))
+    add("pgd_margin", "robust_acc", 0.30, view="any")
+    for steps, acc, fp32 in ((10, 0.30, 0.45), (100, 0.20, 0.30)):
+        for metric, value in (("robust_acc_torchattacks", acc), ("robust_acc_pyautoattack", acc + 0.01),
+                              ("abs_diff", 0.01), ("aa_warnings", 0.0)):
+            add("autoattack_crosscheck", metric, value, family="diagnostic", params=f'{{"steps": {steps}}}')
+        for metric, value in (("robust_acc_fp32", fp32), ("robust_acc_fp64", acc), ("zero_grad_frac_fp32", 0.0),
+                              ("zero_grad_frac_fp64", 0.0)):
+            add("pgd_fp64", metric, value, family="diagnostic", params=f'{{"steps": {steps}}}')
+    board = pd.DataFrame({"robust_min": [0.30], "suite_min_on_aa_images": [0.30],
+                          "suite_min_on_aa_images_by": ["pgd_margin/any"]}, index=["m"])
+    ev = evidence(pd.DataFrame(rows), board, eps).loc["m"]
+    assert ev["aa_torchattacks"] == pytest.approx(0.20) and ev["aa_min"] == pytest.approx(0.20)
+    assert ev["aa_gap"] == pytest.approx(0.10) and ev["aa_crosscheck_n"] == 100
+    assert ev["fp64_gap"] == pytest.approx(0.15)  # the larger of the two records' gaps, not 0.125
+    assert verdict(ev, 0.1)[0] == "likely" and "leaves 20.0% robust" in verdict(ev, 0.1)[1]
