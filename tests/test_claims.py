@@ -105,6 +105,9 @@ def test_improvement_rule():
     assert improvement_verdict(0.005, 0.0001, z) == NOT_SUPPORTED  # real, but a gain of min_effect is ruled out
     assert improvement_verdict(0.015, 0.01, z) == INCONCLUSIVE  # a gain of min_effect is neither shown nor ruled out
     assert improvement_verdict(float("nan"), 0.01, z) == NOT_MEASURED
+    # three seeds gaining 2, 29 and 29 images of 2,000 (60 in all) gain 1 pp; their float mean is 0.00999...
+    gain = sum(a / 2000 - 1500 / 2000 for a in (1502, 1529, 1529)) / 3
+    assert gain < 0.01 and improvement_verdict(gain, 0.002, z) == SUPPORTED
 
 
 def test_combine():
