@@ -204,10 +204,11 @@ def perf_model(name: str, data, device, train_images: int):
 
 def early_stop_timings(models, test, repeats: int) -> None:
     """PGD-20 (eps 8/255) through the evaluator, early-stopped, against a plain torchattacks PGD-20
-    loop on the same model (the harness's channels_last one: only the early stop differs) and the
-    same images, alternating, median of ``repeats``. The evaluator skips the points misclassified
-    clean and drops each attacked point at its first misclassified iterate (or a zero gradient);
-    the plain loop runs 20 steps on every image. A masked model's raw view keeps many points to
+    loop on the same model (the harness's channels_last one: only the early stop differs, and the
+    harness's summed loss, which breaks more of a saturated model's points) and the same images,
+    alternating, median of ``repeats``. The evaluator skips the points misclassified clean and
+    drops each attacked point at its first misclassified iterate (or a zero gradient); the plain
+    loop runs 20 steps on every image. A masked model's raw view keeps many points to
     the end, which is why its scaled view (where robust_min comes from) is shown too. Once per
     model and view, the same PGD-20 without the early stop, through the evaluator with the same
     seeds, checks image by image that every point robust with the early stop is robust to the last
