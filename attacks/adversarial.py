@@ -270,7 +270,7 @@ class LossPGD(torchattacks.PGD):
     """torchattacks.PGD with its loss as a method, and an early stop.
 
     Without the early stop, ``forward`` is torchattacks.PGD.forward line for line (3.5.1) except
-    for the cost, because there the CE loss is a local of ``forward`` and cannot be overridden
+    for the cost (and a random start drawn in float32 for float64 images), because there the CE loss is a local of ``forward`` and cannot be overridden
     alone; random start, step, projection, clamping, targeted modes and the model-mode handling
     stay torchattacks'. tests/test_attack_suite.py checks that this class with the CE cost gives
     torchattacks.PGD's output bit for bit one image at a time (where the sum is the mean).
@@ -296,6 +296,12 @@ class LossPGD(torchattacks.PGD):
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
         self.early_stop = early_stop
 
+    def uniform_start(self, images):
+        """torchattacks' uniform random start, drawn in float32 whatever the images' precision: a
+        float64 draw gives other numbers from the same seed, and the fp64 check's two runs must
+        start from the same points for their gap to be the precision's alone."""
+        return torch.empty_like(images, dtype=torch.float32).uniform_(-self.eps, self.eps).to(images.dtype)
+
     def losses(self, logits, labels, target_labels):
         """The loss of each image, ascended by the attack."""
         if self.targeted:
@@ -317,7 +323,7 @@ class LossPGD(torchattacks.PGD):
         adv_images = images.clone().detach()
 
         if self.random_start:
-            adv_images = adv_images + torch.empty_like(adv_images).uniform_(-self.eps, self.eps)
+            adv_images = adv_images + self.uniform_start(adv_images)
             adv_images = torch.clamp(adv_images, min=0, max=1).detach()
 
         for _ in range(self.steps):
@@ -338,7 +344,7 @@ class LossPGD(torchattacks.PGD):
         target_labels = self.get_target_label(images, labels) if self.targeted else None
         adv = images.clone().detach()
         if self.random_start:
-            adv = adv + torch.empty_like(adv).uniform_(-self.eps, self.eps)
+            adv = adv + self.uniform_start(adv)
             adv = torch.clamp(adv, min=0, max=1).detach()
 
         def grad_of(adv, y, t):

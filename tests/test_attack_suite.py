@@ -339,3 +339,15 @@ def test_an_attack_that_returns_nan_is_stopped(tiny_model, test_split, monkeypat
     ok = torch.ones(len(test_split), dtype=torch.bool)
     with pytest.raises(RuntimeError, match="left its threat model"):
         run_attack(model, 1.0, test_split, ok, make_attack("nan_attack"), "raw", 50, 0, 10)
+
+
+def test_the_random_start_is_the_same_in_float64(batch):
+    """The fp64 check runs CE-PGD on a float64 copy of the model with the seeds of the float32
+    run: its random start must be the same points, or the gap between the two would include the
+    draw's noise (a float64 uniform_ gives other numbers from the same seed)."""
+    x, y = batch
+    start = LossPGD(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)), eps=8 / 255, steps=0,
+                    random_start=True)  # no step: the start alone
+    x32, x64 = run(start, x, y), run(start, x.double(), y)
+    assert x64.dtype == torch.float64 and (x64.float() - x32).abs().max() < 1e-7
+    assert (x32 - x).abs().max() > 4 / 255  # a start was drawn
