@@ -4,6 +4,7 @@ Every input is checked here before anything is written (bench/run.py parses; ben
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import replace
@@ -130,12 +131,18 @@ def resolve_device(name: str) -> torch.device:
 def _floats(text: Optional[str], flag: str):
     if text is None:
         return None
+    example = "0.4914,0.4822,0.4465" if flag == "--mean" else "0.2470,0.2435,0.2616"
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise BenchError(f"{flag} takes 3 numbers like 0.4914,0.4822,0.4465, got {text!r}") from None
+        raise BenchError(f"{flag} takes 3 numbers like {example}, got {text!r}") from None
     if len(values) != 3:
         raise BenchError(f"{flag} takes 3 numbers (one per channel), got {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise BenchError(f"{flag} takes finite numbers like {example}, got {text!r}")
+    # the model divides by std: 0 makes every logit inf or NaN, found only after the data is decoded
+    if flag == "--std" and not all(v > 0 for v in values):
+        raise BenchError(f"--std values must be > 0 (one per channel, e.g. {example}), got {text!r}")
     return values
 
 
@@ -146,8 +153,9 @@ def _spec(name: str, args):
         mean, std = _floats(args.mean, "--mean"), _floats(args.std, "--std")
         if (mean is None) != (std is None):
             raise BenchError("give --mean and --std together, or neither")
-        if args.temperature is not None and not args.temperature > 0:
-            raise BenchError(f"--temperature must be > 0, got {args.temperature}")
+        if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
+            raise BenchError(f"--temperature must be a finite number > 0, got {args.temperature}: give the T the "
+                             f"weights were trained at, or leave --temperature out to estimate it")
         return file_spec(name, args.arch, args.temperature, mean, std)
     if args.arch or args.temperature is not None or args.mean or args.std:
         raise BenchError("--arch, --temperature, --mean and --std are for --model file:PATH")

@@ -103,6 +103,17 @@ CASES = [
     Case("ray address", ["--executor", "ray", "--address", "nohost"], "is not HOST:PORT"),
     Case("store url", ["--store", "s3://bucket/grid"], "--store takes a folder"),
     Case("store under a file", ["--store", "a_file/store"], "store folder a_file/store cannot be written"),
+    # --model file:PATH (net.safetensors: an untrained fastnetw8): values its run would divide by
+    Case("file T inf", ["--model", "file:net.safetensors", "--arch", "fastnetw8", "--temperature", "inf"],
+         "--temperature must be a finite number > 0"),
+    Case("file T nan", ["--model", "file:net.safetensors", "--arch", "fastnetw8", "--temperature", "nan"],
+         "--temperature must be a finite number > 0"),
+    Case("file std 0", ["--model", "file:net.safetensors", "--arch", "fastnetw8", "--mean", "0.5,0.5,0.5",
+                        "--std", "0,0,0"], "--std values must be > 0"),
+    Case("file mean nan", ["--model", "file:net.safetensors", "--arch", "fastnetw8", "--mean", "nan,0.5,0.5",
+                           "--std", "1,1,1"], "--mean takes finite numbers"),
+    Case("file std inf", ["--model", "file:net.safetensors", "--arch", "fastnetw8", "--mean", "0.5,0.5,0.5",
+                          "--std", "1,inf,1"], "--std takes finite numbers"),
     # profile values of the wrong type or range: the message names the key
     Case("epochs 1.5", [], "[recipe]: epochs must be a whole number, got 1.5", tiny(**{"epochs = 1": "epochs = 1.5"})),
     Case("epochs string", [], "[recipe]: epochs must be a whole number, got '1'",
@@ -196,11 +207,23 @@ def warm_cache(warm: Path, workdir: Path) -> None:
     shutil.copytree(warm, workdir / "cache" / "data", copy_function=os.link)
 
 
+@pytest.fixture(scope="module")
+def net_file(tmp_path_factory) -> Path:
+    """An untrained fastnetw8 as a safetensors file, for --model file:PATH."""
+    from safetensors.torch import save_file
+
+    from models import build_model, parse_name
+    path = tmp_path_factory.mktemp("net") / "net.safetensors"
+    save_file(build_model(parse_name("fastnetw8_T1"), num_classes=10).state_dict(), str(path))
+    return path
+
+
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(tmp_path, monkeypatch, net_file):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "typo.toml").write_text(SMOKE.replace("epochs", "epohcs"))
     (tmp_path / "a_file").write_text("")
+    os.link(net_file, tmp_path / "net.safetensors")
     return tmp_path
 
 
