@@ -35,6 +35,15 @@ def checkpoint_key(spec: ModelSpec, recipe: Recipe, data_fingerprint: str, num_c
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def sidecar_problem(meta) -> Optional[str]:
+    """What makes parsed JSON unusable as a sidecar (its readers call .get on it and its spec), or None."""
+    if not isinstance(meta, dict):
+        return f"a JSON {type(meta).__name__}, not an object"
+    if not isinstance(meta.get("spec", {}), dict):
+        return f"not a sidecar (its spec is a JSON {type(meta['spec']).__name__}, not an object)"
+    return None
+
+
 class CheckpointStore:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -69,9 +78,13 @@ class CheckpointStore:
 
     def _read_sidecar(self, weights: Path, sidecar: Path) -> dict:
         try:
-            return json.loads(sidecar.read_text())
+            meta = json.loads(sidecar.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BenchError(f"checkpoint sidecar {sidecar} is not valid JSON: {self._fix(weights, sidecar)}") from None
+        problem = sidecar_problem(meta)
+        if problem:
+            raise BenchError(f"checkpoint sidecar {sidecar} is {problem}: {self._fix(weights, sidecar)}")
+        return meta
 
     def _find(self, spec: ModelSpec, key: str) -> Optional[Tuple[Path, Path, dict]]:
         """(weights, sidecar, its content) of a saved run, or None; the sidecar is checked against
@@ -150,9 +163,11 @@ class CheckpointStore:
         one; loading its run says what to do."""
         for sidecar in sorted(self.root.glob("*.json")):
             try:
-                yield json.loads(sidecar.read_text())
+                meta = json.loads(sidecar.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError, OSError):
                 continue
+            if sidecar_problem(meta) is None:
+                yield meta
 
     def save(self, spec: ModelSpec, key: str, model: torch.nn.Module, meta: dict,
              best_state: Optional[dict] = None) -> dict:

@@ -79,6 +79,20 @@ def test_checkpoint_of_another_spec_is_refused(saved):
         store.load(other, key, 10, torch.device("cpu"))
 
 
+def test_a_sidecar_that_is_not_an_object_is_refused(saved):
+    """Valid JSON of the wrong shape (a list; a spec that is not an object) is a bad file like
+    invalid JSON, not an AttributeError; a report or an estimate reading every sidecar skips it."""
+    import json
+    store, spec, key, _, meta = saved
+    sidecar = store.paths(spec, key)[1]
+    for content, phrase in (([], "is a JSON list, not an object"),
+                            (dict(meta, spec=["x"]), r"its spec is a JSON list, not an object\)")):
+        sidecar.write_text(json.dumps(content))
+        with pytest.raises(BenchError, match=f"{phrase}: delete .* to retrain"):
+            store.load(spec, key, 10, torch.device("cpu"))
+        assert store.files_by_sha256() == {} and list(store.sidecars()) == []
+
+
 class Payload:
     def __reduce__(self):
         return (exec, ("open('PWNED', 'w').write('x')",))

@@ -27,3 +27,9 @@ def test_recheck_repeats_a_stored_measurement_and_names_a_changed_verdict(mini_r
     path.write_text(json.dumps(dict(rec, bits=flipped)))
     assert recheck(args) == 1
     assert "1 run again: 1 with a changed verdict" in capsys.readouterr().out
+
+    (sidecar,) = (res / "checkpoints").glob("*.json")
+    sidecar.write_text("[]")  # valid JSON, not a sidecar: one line, not an AttributeError
+    assert recheck(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: checkpoint sidecar {sidecar} is a JSON list"), err
