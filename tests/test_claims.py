@@ -386,6 +386,30 @@ def test_the_cost_side_and_the_arms_at_their_highest_shared_temperature(tmp_path
     assert [c.candidate_T for c in a1.comparisons if c.cost] == [20.0, 50.0]
 
 
+def test_the_command_line_refuses_a_folder_without_records(tmp_path, capsys):
+    """`python -m bench.report.claims --results DIR` on a mistyped or empty folder printed every
+    claim NOT MEASURED with exit code 0, and a damaged record gave a traceback: one line and
+    exit code 2 now, as bench.report.publish does."""
+    import subprocess
+    import sys
+
+    from bench.report.claims import main
+    proc = subprocess.run([sys.executable, "-m", "bench.report.claims", "--results", str(tmp_path / "nope")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: no results in {tmp_path / 'nope'}/records")
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    b = every_claim_store(tmp_path / "store")
+    damaged = next((tmp_path / "store" / "records").glob("*.json"))
+    damaged.write_text('{"run_key": ')
+    for folder, phrase in (("empty", "no results in"), ("store", f"result record {damaged} is not valid JSON")):
+        assert main(["--results", str(tmp_path / folder)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and phrase in err, err
+    damaged.unlink()
+    assert main(["--results", str(b.store.root)]) == 0 and "A1: " in capsys.readouterr().out
+
+
 def test_empty_store_gives_not_measured(tmp_path):
     b = StoreBuilder(tmp_path)
     claims = evaluate_claims(*b.tables())

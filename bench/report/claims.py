@@ -802,12 +802,27 @@ def format_text(results: Sequence[ClaimResult]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    import sys
+
+    from bench.errors import BenchError
     p = argparse.ArgumentParser(description="Claim-by-claim verdicts from a results store (measures nothing).")
     p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
     args = p.parse_args(argv)
-    print(format_text(claims_from_store(ResultStore(Path(args.results)))))
+    store = ResultStore(Path(args.results))
+    # as bench.report.publish: a mistyped folder would otherwise read as every claim NOT MEASURED
+    if not store.records_dir.is_dir() or not any(store.records_dir.glob("*.json")):
+        print(f"error: no results in {args.results}/records: pass --results DIR of a run (or run `make bench` first)",
+              file=sys.stderr)
+        return 2
+    try:
+        print(format_text(claims_from_store(store)))
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    sys.exit(main())
