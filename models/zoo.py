@@ -56,7 +56,11 @@ class ZooSpec(LoadedSpec):
     """A RobustBench zoo model (robustbench:<Name>): T = 1, so the raw and scaled views coincide."""
 
     def __post_init__(self):
-        zoo_name(self.name)  # a malformed name fails here, before anything runs
+        # a malformed or unknown name fails here, at planning (--dry-run too), not when its job
+        # runs after the results folder, logs and data cache are written; the zoo's list ships
+        # with robustbench, so this reads no network. The grid loads every zoo model as
+        # cifar10/Linf (load_zoo_model's defaults): the same list is checked here.
+        _entry(_robustbench_utils(), zoo_name(self.name), "cifar10", "Linf")
 
 
 def zoo_name(name: str) -> str:
@@ -146,7 +150,9 @@ def _entry(utils, bare: str, dataset: str, threat_model: str) -> dict:
     if bare not in zoo:
         near = difflib.get_close_matches(bare, list(zoo), n=3, cutoff=0.5)
         raise BenchError(f"unknown RobustBench model {bare!r} for {dataset}/{threat_model}"
-                         + (f" (nearest: {', '.join(near)})" if near else f" ({len(zoo)} models, e.g. Standard)"))
+                         + (f" (nearest: {', '.join(near)})" if near else f" ({len(zoo)} models, e.g. Standard)")
+                         + f"; list them with: python -c \"from models.zoo import zoo_models; "
+                           f"print(*zoo_models({dataset!r}, {threat_model!r}), sep='\\n')\"")
     return zoo[bare]
 
 

@@ -93,6 +93,20 @@ def test_unknown_model_and_threat():
         load_zoo_model("robustbench:Standard", "/nonexistent", "cpu", threat_model="Lfoo")
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_an_unknown_zoo_name_stops_before_anything_is_written(dry_run, tmp_path, mini_root, capsys):
+    """robustbench:<Name> is checked against the zoo's list (shipped with robustbench: no network)
+    when the plan is made: it used to pass --dry-run, and a run stopped only at its job, after
+    the results folder, the logs and the data cache were written."""
+    from bench.run import main
+    args = ["--profile", "smoke", "--model", "robustbench:Bogus", "--data-root", str(mini_root),
+            "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"), "--no-progress"]
+    assert main(args + ["--dry-run"] * dry_run) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown RobustBench model 'Bogus' for cifar10/Linf"), err
+    assert "from models.zoo import zoo_models" in err[0] and not list(tmp_path.iterdir())
+
+
 def test_pickle_payload_is_refused(tmp_path, monkeypatch):
     """robustbench calls torch.load without weights_only; a checkpoint that would run code on
     unpickling is refused, even where torch's default has been switched back to full unpickling."""
