@@ -24,7 +24,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
@@ -257,12 +257,26 @@ def _load_cache(path: Path) -> Dataset:
         raise BenchError(f"dataset cache {path} is corrupt ({e}); delete it and rerun to rebuild it") from None
 
 
+def _undecoded(name: str, classes, labels: dict) -> Dataset:
+    """The data as far as its sizes go: class names and labels, every image a view of one zero
+    image (no memory, nothing decoded). What ``load_dataset``'s ``check`` sees."""
+    def split(targets):
+        y = torch.as_tensor(targets, dtype=torch.int64)
+        return Split(torch.zeros((1, 3, 32, 32), dtype=torch.uint8).expand(len(y), -1, -1, -1), y)
+    return Dataset(name, "", list(classes), split(labels["train"]), split(labels["test"]))
+
+
 def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = None,
-                 progress: bool = False, dataset: Optional[str] = None) -> Dataset:
+                 progress: bool = False, dataset: Optional[str] = None,
+                 check: Optional[Callable[[Dataset], None]] = None) -> Dataset:
     """Find the data, decode it once into ``<cache>/data/<name>-<stamp>.safetensors``, load it.
 
     ``dataset`` (``cifar10`` or ``cifar100``) chooses between torchvision folders that share a
-    root; None takes the only one there. Naming ``cifar100`` is what allows its download."""
+    root; None takes the only one there. Naming ``cifar100`` is what allows its download.
+    ``check`` is called with the data's names and labels (its images not decoded, see
+    ``_undecoded``) before the cache is written, so that sizes that do not fit the data (a subset
+    larger than its split) stop the caller before a file is written; it is not called when the
+    cache already exists (the caller checks the loaded data)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if dataset is not None and dataset not in TORCHVISION_CIFAR:
         raise BenchError(f"unknown dataset {dataset!r}; known: {', '.join(TORCHVISION_CIFAR)} "
@@ -283,6 +297,8 @@ def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = No
         cache = cache_dir / "data" / f"{name}-{_tree_stamp(root)}.safetensors"
         if not cache.exists():
             folders = _imagefolder_files(root)
+            if check is not None:  # the file listing has the labels: no need to decode 60,000 images first
+                check(_undecoded(name, folders["train"].classes, {s: f.targets for s, f in folders.items()}))
             n_images = sum(len(f.samples) for f in folders.values())
             _check_cache_folder(cache.parent, cache_dir, n_images * 3 * 32 * 32)
             arrays = _decode_imagefolder(folders, progress)
@@ -297,6 +313,8 @@ def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = No
         if not cache.exists():
             _check_cache_folder(cache.parent, cache_dir)
             arrays, classes = _load_torchvision_cifar(root, name, download=False)
+            if check is not None:
+                check(_undecoded(name, classes, {s: y for s, (_, y) in arrays.items()}))
             _save_cache(cache, cache_dir, name, classes, arrays)
         return _load_cache(cache)
     if not default_root:
@@ -307,7 +325,7 @@ def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = No
     _check_cache_folder(root, cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     _load_torchvision_cifar(root, dataset, download=True)
-    return load_dataset(str(root), cache_dir, progress, dataset=dataset)
+    return load_dataset(str(root), cache_dir, progress, dataset=dataset, check=check)
 
 
 # --- subsets and augmentation -------------------------------------------------------------------

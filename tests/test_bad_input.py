@@ -261,6 +261,41 @@ def test_the_size_check_runs_before_the_data_is_trained_on(workdir, roots, monke
     assert "  training " not in err and "grid:" not in err and not (workdir / "out").exists()
 
 
+@pytest.mark.parametrize("args, phrase", [
+    (["--n-test", "600"], "[eval] n (or --n-test) = 600 is more than the 100 images"),
+    (["--shift-n", "700", "--attack", "natural"], "[eval] shift_n (or --shift-n) = 700 is more than the 100"),
+])
+def test_a_size_error_stops_before_the_data_is_decoded(args, phrase, workdir, roots, monkeypatch, capsys):
+    """With a cold cache the sizes are checked on the tree's file listing: the decoded data (177 MB
+    for CIFAR-10) used to be written to the cache before the error."""
+    root, _ = roots["small"]
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    before = listing(workdir)
+    assert main(["--profile", "smoke", "--results", "out", "--cache", "cache", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and phrase in err[0], err
+    assert listing(workdir) == before
+
+
+def test_ray_auto_without_a_cluster_stops_before_anything_is_written(workdir, roots, monkeypatch, capsys):
+    """--address auto with no cluster to find (none running here, no RAY_ADDRESS, no `ray start`
+    recorded: Ray's own lookup is told so, whatever else runs on this machine) stopped only when the
+    jobs were to start, after the data was decoded into the cache."""
+    pytest.importorskip("ray")
+    from ray._private import services
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: frozenset())
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
+    root, _ = roots["small"]
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    before = listing(workdir)
+    assert main(["--profile", "smoke", "--results", "out", "--cache", "cache", "--no-progress", "--executor", "ray",
+                 "--address", "auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --address auto found no running Ray cluster"), err
+    assert listing(workdir) == before
+
+
 @pytest.mark.parametrize("var", ["BENCH_COMPILE", "BENCH_BF16"])
 def test_a_bad_accelerator_setting_stops_before_anything_is_written(var, workdir, roots, monkeypatch, capsys):
     """BENCH_COMPILE / BENCH_BF16 (bench/accel.py) are read at plan time, not when training starts."""

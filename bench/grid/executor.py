@@ -136,6 +136,27 @@ def _probe(address: str, timeout_s: float = 5.0):
                          f"`ray start --head` there, or leave out --address for a local one") from None
 
 
+def _auto_address() -> Optional[str]:
+    """The cluster ``--address auto`` joins, looked up as ray.init does (RAY_ADDRESS, the last
+    `ray start` on this machine, a running GCS process), none of it over the network; None where
+    this Ray's lookup is not the one known here (ray.init then says what is wrong, at run time)."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env:
+        return env
+    try:
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+    except ImportError:  # a private function: another Ray may not have it
+        return None
+    try:
+        return canonicalize_bootstrap_address_or_die("auto")
+    except ConnectionError:
+        raise BenchError("--address auto found no running Ray cluster on this machine (nor RAY_ADDRESS): start "
+                         "one with `ray start --head`, pass --address HOST:PORT, or leave out --address for a "
+                         "local one") from None
+    except Exception:  # noqa: BLE001 - anything else: leave the verdict to ray.init
+        return None
+
+
 @contextlib.contextmanager
 def equal_share_workers():
     """Around ray.init of a new local instance: Ray starts its workers at nice 15, so beside any
@@ -163,7 +184,11 @@ class RayExecutor:
 
     def check(self):
         """Fail now, in one line, where the cluster cannot be reached (before anything runs)."""
-        if self.address not in (None, "auto", "local"):
+        if self.address == "auto":
+            address = _auto_address()
+            if address is not None:
+                _probe(address)
+        elif self.address not in (None, "local"):
             _probe(self.address)
 
     def _init(self, log):

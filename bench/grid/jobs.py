@@ -57,7 +57,10 @@ class Context:
 
     def __init__(self, plan, log: Callable[[str], None]):
         self.plan = plan
-        data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress, dataset=plan.dataset)
+        # sizes are checked on the labels before the data is decoded into the cache (hundreds of MB),
+        # and again on the data loaded (a cache built earlier skips the first check)
+        data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress, dataset=plan.dataset,
+                            check=lambda undecoded: check_sizes(plan, undecoded))
         log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, "
             f"test {len(data.test)}")
         check_sizes(plan, data)
