@@ -393,3 +393,31 @@ def test_reports_are_replaced_only_once_all_are_written(tmp_path, capsys):
     assert report_main(["--results", str(tmp_path)]) == 0
     assert "fastnet_T50" in set(pd.read_csv(tmp_path / "results.csv").model)
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+# --- the tools ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--sections", "bogus", "--repeats", "0"], "--sections 'bogus': unknown bogus"),
+    (["--sections", ","], "--sections ',': names none"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--train-images", "64"], "--train-images must be at least one training batch (128 images), got 64"),
+    (["--train-images", "0"], "--train-images must be at least one training batch"),
+    (["--eval-images", "0"], "--eval-images must be >= 1"),
+    (["--model", "resnet81_T5"], "unknown model 'resnet81_T5'"),
+    (["--train-images", "5000"], "--train-images 5000 does not fit cifar10-mini"),
+    (["--sections", "corruptions", "--train-images", "1000", "--eval-images", "100", "--corruption-images", "600"],
+     "--corruption-images 600 does not fit"),
+])
+def test_perf_arguments_are_checked_before_the_data_is_decoded(args, phrase, mini_root, tmp_path, monkeypatch,
+                                                                capsys):
+    """`python -m bench.tools.perf` did nothing with exit code 0 for an unknown section or zero
+    repeats, raised a ValueError for fewer training images than a batch, and said the rest only
+    once the data was decoded into the cache."""
+    from bench.tools.perf import main as perf_main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    assert perf_main(["--data-root", str(mini_root), *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and phrase in err, err
+    assert not list(tmp_path.iterdir())

@@ -112,12 +112,62 @@ def main(argv=None) -> int:
     p.add_argument("--corruption-images", type=int, default=10000,
                    help="test images to corrupt (19 corruptions x 5 severities)")
     args = p.parse_args(argv)
-    sections = set(args.sections.split(","))
+    try:
+        return run(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
+
+SECTIONS = ("train", "pgd", "early-stop", "cost", "corruptions")
+TRAIN_BATCH = 128  # the batch of section train's runs; the quick recipe's is perf_model's
+
+
+def check_args(args) -> set:
+    """The sections asked for, once every argument is checked: before the data is decoded into
+    the cache (a typo would otherwise cost that, then do nothing or stop mid-way)."""
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    unknown = sorted(sections - set(SECTIONS))
+    if unknown or not sections:
+        raise BenchError(f"--sections {args.sections!r}: {'unknown ' + ', '.join(unknown) if unknown else 'names none'}"
+                         f"; give a comma list of {', '.join(SECTIONS)}")
+    if args.repeats < 1:
+        raise BenchError(f"--repeats must be >= 1 (the runs whose median is printed), got {args.repeats}")
+    if args.workers < 0:
+        raise BenchError(f"--workers must be >= 0, got {args.workers}")
+    batch = max(TRAIN_BATCH, load_profile("quick").recipe.batch_size)
+    if args.train_images < batch:
+        raise BenchError(f"--train-images must be at least one training batch ({batch} images), "
+                         f"got {args.train_images}")
+    for flag, n in (("--eval-images", args.eval_images), ("--cost-images", args.cost_images),
+                    ("--corruption-images", args.corruption_images)):
+        if n < 1:
+            raise BenchError(f"{flag} must be >= 1, got {n}")
+    parse_name(args.model)  # an unknown name stops here, with the registry's own message
+    return sections
+
+
+def check_sizes(args, sections: set, data) -> None:
+    """The image counts the sections use against the data's splits (``data``'s labels are enough)."""
+    used = [("--train-images", args.train_images, data.train), ("--eval-images", args.eval_images, data.test)]
+    if sections & {"early-stop", "cost"}:
+        used.append(("--cost-images", args.cost_images, data.test))
+    if "corruptions" in sections:
+        used.append(("--corruption-images", args.corruption_images, data.test))
+    for flag, n, split in used:
+        try:
+            stratified_indices(split.labels, n, 0)
+        except BenchError as e:
+            raise BenchError(f"{flag} {n} does not fit {data.name} ({e}): lower it") from None
+
+
+def run(args) -> int:
+    sections = check_args(args)
     device = torch.device("cpu")
-    data = load_dataset(args.data_root)
+    data = load_dataset(args.data_root, check=lambda undecoded: check_sizes(args, sections, undecoded))
+    check_sizes(args, sections, data)
     spec = parse_name(args.model)
-    recipe = Recipe(epochs=1, batch_size=128, lr=0.1, train_subset=args.train_images)
+    recipe = Recipe(epochs=1, batch_size=TRAIN_BATCH, lr=0.1, train_subset=args.train_images)
     subset = data.train.subset(stratified_indices(data.train.labels, args.train_images, 0))
     print(f"perf on {device_name(device)}, torch {torch.__version__}, {spec.name}, {data.name}; "
           f"median of {args.repeats} alternating runs", flush=True)
@@ -332,8 +382,4 @@ def corruption_timings(data, n: int, device) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())
