@@ -90,10 +90,22 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+FIELD_TYPES = (
+    (("subset_seed", "attack_seed", "T", "eps", "steps"), _is_number, "a number"),
+    (("seed", "feature_dim", "num_classes", "severity", "magnitude"), lambda v: v is None or _is_number(v),
+     "a number or null"),
+    (("run_key", "dataset", "split", "threat", "view", "arch", "head", "regime", "checkpoint", "family"),
+     lambda v: isinstance(v, str), "a string"),
+    (("corruption", "source"), lambda v: v is None or isinstance(v, str), "a string or null"),
+    (("params",), lambda v: isinstance(v, dict), "an object"),
+    (("lr_scale",), lambda v: isinstance(v, bool), "true or false"),
+)
+
+
 def record_problem(rec) -> str | None:
     """What makes parsed JSON unusable as a record, or None. A record of an older SCHEMA only
     needs to be an object (the table counts it as stale); a current one needs its identity, its
-    model and numeric metrics (null: not measured)."""
+    model and numeric metrics (null: not measured), and the fields it has of FIELD_TYPES' types."""
     if not isinstance(rec, dict):
         return f"a JSON {type(rec).__name__}, not an object"
     if not rec:
@@ -114,6 +126,11 @@ def record_problem(rec) -> str | None:
         return f"metric {', '.join(f'{k}={v!r}' for k, v in bad.items())} is not a number"
     if not _is_number(rec["n"]) or not isinstance(rec["model"], str):
         return "its n is not a number or its model not a name"
+    # the tables compare, sort and format these: a wrong type there is a traceback in every report
+    for keys, ok, what in FIELD_TYPES:
+        for k in keys:
+            if k in rec and not ok(rec[k]):
+                return f"{k} is {rec[k]!r}, not {what}"
     return None
 
 

@@ -328,6 +328,12 @@ BAD_RECORDS = {
     "a text metric": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, metrics={"accuracy": "abc"}),
     "a text n": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, n="ten"),
     "schema text": {"schema": "2"},
+    # fields the tables compare, sort or format (a TypeError in every report, the claims too)
+    "a text T": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, T="abc"),
+    "a null T": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, T=None),
+    "a text eps": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, eps="8/255"),
+    "params a list": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, params=[]),
+    "a numeric view": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, view=1),
 }
 
 
@@ -349,6 +355,12 @@ def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
     assert list(tidy.model) == ["fastnet_T1"] and (tmp_path / "index.html").is_file()
     # the planner reads a malformed record as missing: the measurement is made again
     assert store.get(f"{0:020d}") is None and store.get(rid)["metrics"] == {"accuracy": 0.51}
+    # the claims read the same store the same way
+    from bench.report.claims import main as claims_main
+    capsys.readouterr()
+    assert claims_main(["--results", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(bad) and all(line.startswith("warning: result record ") for line in err), err
 
 
 FSIZE_LIMIT = 20_000  # bytes: the tables fit, a figure does not
