@@ -323,9 +323,40 @@ def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = No
         raise BenchError(f"{root} holds {what}: {HOW_TO_GET_DATA}")
     # Only the default root downloads: CIFAR-10 by default, CIFAR-100 only when named.
     _check_cache_folder(root, cache_dir)
+    created = [p for p in (root, *root.parents) if not p.exists()]  # deepest first
+    written = [p for p in _download_paths(root, dataset) if not p.exists()]
     root.mkdir(parents=True, exist_ok=True)
-    _load_torchvision_cifar(root, dataset, download=True)
+    try:
+        _load_torchvision_cifar(root, dataset, download=True)
+    except BaseException:
+        # a failed download (offline, say) leaves nothing behind: an empty downloads/ folder
+        # or a partial archive there would be the only trace of a run that stopped in one line
+        _undo_download(written, created)
+        raise
     return load_dataset(str(root), cache_dir, progress, dataset=dataset, check=check)
+
+
+def _download_paths(root: Path, dataset: str) -> List[Path]:
+    """What torchvision's download of ``dataset`` writes in ``root``: the archive and the folder
+    extracted from it."""
+    import torchvision.datasets
+    cls = getattr(torchvision.datasets, TORCHVISION_CIFAR[dataset][0])
+    return [root / cls.filename, root / cls.base_folder]
+
+
+def _undo_download(written, created) -> None:
+    """Remove ``written`` (paths that were not there before the download), then the folders in
+    ``created`` (deepest first) while they are empty: one another process wrote into stays."""
+    for path in written:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 # --- subsets and augmentation -------------------------------------------------------------------

@@ -106,12 +106,23 @@ def test_cifar10_download_path_offline(tmp_path, monkeypatch, http_server):
 
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch, http_server):
+    """... and leaves nothing behind: neither the folders made for it (an empty <cache>/downloads
+    was all a failed offline run left) nor a downloaded archive that fails its md5 check; what
+    was in the cache before stays."""
     from torchvision.datasets import CIFAR10
     monkeypatch.setattr(CIFAR10, "url", f"{http_server[1]}/missing.tar.gz")  # 404
     monkeypatch.delenv("BENCH_DATA", raising=False)
     with pytest.raises(BenchError) as e:
         load_dataset(None, tmp_path / "cache")
     assert "could not be downloaded" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "cache").exists()
+    www, base = http_server
+    (www / "bad.tar.gz").write_bytes(b"not the archive" * 100)
+    monkeypatch.setattr(CIFAR10, "url", f"{base}/bad.tar.gz")
+    (tmp_path / "cache" / "data").mkdir(parents=True)
+    with pytest.raises(BenchError, match="fails its md5 check"):
+        load_dataset(None, tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["data"]
 
 
 # --- torchvision's CIFAR-100 python format, offline --------------------------------------------
