@@ -229,6 +229,12 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert "different embeddings" in error(["--results", str(tmp_path / "ok"), "--csg-json",
                                             str(tmp_path / "mixed.json")])
     assert "does not exist" in error(["--results", str(tmp_path / "ok"), "--csg-json", str(tmp_path / "x.json")])
+    # an output under a file, or a folder as the output: checked before the fit, so --plot is not written either
+    (tmp_path / "a_file").write_text("")
+    assert "is not a writable folder" in error(["--results", str(tmp_path / "ok"), "--plot", str(tmp_path / "p.png"),
+                                                "--json", str(tmp_path / "a_file" / "fit.json")])
+    assert "is a folder" in error(["--results", str(tmp_path / "ok"), "--json", str(tmp_path / "ok")])
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_parse_csg_sources():

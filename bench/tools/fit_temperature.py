@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +389,19 @@ def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dic
     return points, fit, text
 
 
+def _check_output(flag: str, path: Path) -> None:
+    """Before the fit (and before --plot is written, should --json be the bad one): ``path`` must be
+    a file, or a new one, in a writable folder or one that can be made."""
+    if path.is_dir():
+        example = path / ("tstar.png" if flag == "--plot" else "fit.json")
+        raise BenchError(f"{flag} {path} is a folder: give a file path, e.g. {example}")
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"{flag} {path} cannot be written ({probe} is not a writable folder): give another path")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.tools.fit_temperature",
@@ -405,6 +419,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="write the fit and the points as JSON")
     args = ap.parse_args(argv)
     try:
+        for flag, path in (("--plot", args.plot), ("--json", args.json)):
+            if path:
+                _check_output(flag, Path(path))
         csg = parse_csg(args.csg, args.csg_json)
         _, _, text = run(args.results or ["results/quick"], head=None if args.head == "all" else args.head,
                          csg=csg or None, interpolate=args.interpolate, plot=args.plot, json_out=args.json)
