@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from attacks import ATTACKS, VIEWS
+from attacks import ATTACKS, VIEWS, make_attack
 from attacks.adversarial import check_attack_name, check_overrides
 from attacks.corruptions import BENCHMARK, EXTRA
 from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
@@ -173,7 +173,12 @@ def make_plan(args, specs=None):
     if args.shift_n is not None and args.shift_n < 1:
         raise BenchError(f"--shift-n must be >= 1, got {args.shift_n}")
     if specs is None:
-        names = profile.models if args.model.strip() == "all" else _split_list(args.model, "--model")
+        names = _split_list(args.model, "--model")
+        if names == ["all"]:
+            names = profile.models
+        elif "all" in names:
+            raise BenchError(f"--model {args.model!r}: 'all' (the profile's grid) cannot be combined with model "
+                             f"names: give --model all alone, or list the names")
         if not names:
             raise BenchError(f"profile {profile.name!r} has no [[grid]] models: give --model NAME[,NAME...]")
         # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
@@ -193,7 +198,17 @@ def make_plan(args, specs=None):
     if args.eps_sweep is not None:
         ev = replace(ev, eps_sweep=tuple(_split_list(args.eps_sweep, "--eps-sweep")))
     profile = replace(profile, eval=ev, attack_params=_attack_params(profile, args))
-    for name in ATTACKS:  # every attack the run may build, checked now rather than mid-run
+    # the attacks asked for first, so that an error names one of them rather than the registry's first
+    order = [*ev.attacks, *(a for a in ATTACKS if a not in ev.attacks)]
+    for key, value in (("eps", args.eps), ("alpha", args.alpha), ("steps", args.steps)):
+        # a bad --eps/--alpha/--steps is the flag's mistake, whichever attack would have met it first
+        takes = [a for a in order if key in ATTACKS[a].params and (key == "steps" or ATTACKS[a].norm == "linf")]
+        if value is not None and takes:
+            try:
+                check_radius(make_attack(takes[0], {key: value}))
+            except BenchError as e:
+                raise BenchError(f"--{key}: {str(e).removeprefix(f'{takes[0]}: ')}") from None
+    for name in order:  # every attack the run may build, checked now rather than mid-run
         try:
             check_radius(profile.attack(name))
         except BenchError as e:

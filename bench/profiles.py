@@ -411,6 +411,9 @@ def check_radius(config: AttackConfig):
 def resolve_profile_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise BenchError(f"profile {path} is a folder: give a profile name ({', '.join(available_profiles())}) "
+                             f"or a .toml file")
         if not path.is_file():
             raise BenchError(f"profile file {path} not found")
         return path

@@ -103,6 +103,10 @@ CASES = [
     Case("ray address", ["--executor", "ray", "--address", "nohost"], "is not HOST:PORT"),
     Case("store url", ["--store", "s3://bucket/grid"], "--store takes a folder"),
     Case("store under a file", ["--store", "a_file/store"], "store folder a_file/store cannot be written"),
+    Case("eps of another attack", ["--attack", "pgd", "--eps=-1"], "--eps: eps must be a non-negative"),
+    Case("steps of another attack", ["--attack", "fgsm", "--steps", "abc"], "--steps: steps must be a whole number"),
+    Case("profile a folder", ["--profile", "."], "profile . is a folder: give a profile name"),
+    Case("all and names", ["--model", "all,fastnetw8_T1"], "'all' (the profile's grid) cannot be combined"),
     # --model file:PATH (net.safetensors: an untrained fastnetw8): values its run would divide by
     Case("file T inf", ["--model", "file:net.safetensors", "--arch", "fastnetw8", "--temperature", "inf"],
          "--temperature must be a finite number > 0"),
