@@ -270,9 +270,9 @@ class LossPGD(torchattacks.PGD):
     """torchattacks.PGD with its loss as a method, and an early stop.
 
     Without the early stop, ``forward`` is torchattacks.PGD.forward line for line (3.5.1) except
-    for the cost (and a random start drawn in float32 for float64 images), because there the CE loss is a local of ``forward`` and cannot be overridden
-    alone; random start, step, projection, clamping, targeted modes and the model-mode handling
-    stay torchattacks'. tests/test_attack_suite.py checks that this class with the CE cost gives
+    for the cost, because there the CE loss is a local of ``forward`` and cannot be overridden
+    alone, and a random start drawn in float32 for float64 images; step, projection, clamping,
+    targeted modes and the model-mode handling stay torchattacks'. tests/test_attack_suite.py checks that this class with the CE cost gives
     torchattacks.PGD's output bit for bit one image at a time (where the sum is the mean).
 
     With ``early_stop`` (as AutoAttack's APGD does), each point leaves the batch at the first
@@ -287,10 +287,10 @@ class LossPGD(torchattacks.PGD):
     The loss is summed over the batch, not averaged as torchattacks does: on a saturated softmax
     a point's CE gradient is near float32's smallest value, and torchattacks' division by the
     batch size flushes it to exactly zero, so the point stops moving and counts as robust. Which
-    points do depended on the batch size (fastnet_T50, PGD-10 raw, 300 images: 43.3% robust one
-    image a batch, 45.7% in one batch of 300); summed, each point's gradient is its own and the
-    result is the same at any batch size. The sign step drops the scale, so elsewhere nothing
-    changes."""
+    points do depended on the batch size (fastnet_T50, PGD-10 raw from the clean point, 300
+    images: 43.3% robust one image a batch, 45.7% in one batch of 300); summed, each point's
+    gradient is its own (the random start is still drawn per batch, as the evaluator seeds it).
+    The sign step drops the scale, so elsewhere nothing changes."""
 
     def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, early_stop=False):
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
@@ -462,7 +462,7 @@ class PGDL2(torchattacks.PGDL2):
 
         def step(adv, x, grad):
             grad_norms = grad.flatten(1).norm(p=2, dim=1) + self.eps_for_division
-            delta = adv + self.alpha * grad / grad_norms.view(-1, 1, 1, 1) - x
+            delta = adv + self.alpha * (grad / grad_norms.view(-1, 1, 1, 1)) - x  # torchattacks' rounding
             factor = torch.clamp(self.eps / delta.flatten(1).norm(p=2, dim=1), max=1.0)
             return torch.clamp(x + delta * factor.view(-1, 1, 1, 1), min=0, max=1).detach()
 

@@ -1,6 +1,8 @@
 """Early-stopped PGD and the cost of every measurement, on the tiny model trained by conftest
 (real torchattacks, no mocks). The early-stopped attack is compared with the same attack run to
-its last iterate (torchattacks' own PGD for CE) from the same seed, image by image."""
+its last iterate (torchattacks' loop for CE, the loss summed) from the same seed, image by image."""
+import copy
+
 import pytest
 import torch
 import torchattacks
@@ -51,11 +53,17 @@ def test_early_stop_is_never_weaker_and_cheaper(tiny_model, correct_batch, name)
 
 def test_plain_registry_pgd_is_torchattacks_pgd(tiny_model, correct_batch):
     """early_stop off is torchattacks' PGD loop: the same iterates, one image at a time (where
-    the summed loss is torchattacks' mean)."""
+    the summed loss is torchattacks' mean). PGD-L2's too, on a model torchattacks' PGDL2 can run
+    (NCHW: it cannot flatten a channels_last gradient)."""
     _, model = tiny_model
     x, y = correct_batch
     atk = make_attack("pgd", {"steps": 3, "early_stop": False}).build(model)
     ref = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=3, random_start=True)
+    for i in range(0, len(y), 8):
+        assert torch.equal(run(atk, x[i:i + 1], y[i:i + 1]), run(ref, x[i:i + 1], y[i:i + 1]))
+    nchw = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    atk = make_attack("pgd_l2", {"steps": 3, "early_stop": False}).build(nchw)
+    ref = torchattacks.PGDL2(nchw, eps=0.5, alpha=0.1, steps=3, random_start=True)
     for i in range(0, len(y), 8):
         assert torch.equal(run(atk, x[i:i + 1], y[i:i + 1]), run(ref, x[i:i + 1], y[i:i + 1]))
 
@@ -168,8 +176,8 @@ def test_the_other_families_carry_their_cost_too(tiny_model, test_split):
     assert scaled.metrics["forward_passes"] == posthoc.metrics["forward_passes"] == 0
     pgd = make_attack("pgd", {"steps": 3, "early_stop": False})
     fp64 = fp64_check(model, spec.T, split, pgd, 16, 0, 10).metrics
-    n_ok = round(fp64["clean_acc_fp32"] * n) + round(fp64["clean_acc_fp64"] * n)
-    assert fp64["backward_passes"] == 2 * n + 3 * n_ok  # two clean passes with gradients, then PGD-3
+    n_ok = round(fp64["clean_acc_fp32"] * n)  # both precisions attack the points float32 gets right
+    assert fp64["backward_passes"] == 2 * n + 3 * 2 * n_ok  # two clean passes with gradients, then PGD-3 twice
     aa = [make_attack(a, {"steps": 2, "n_queries": 5}) for a in ("autoattack", "autoattack_ref")]
     cc = autoattack_crosscheck(model, spec.T, split, *aa, 16, 0, 10).metrics
     each = [round(cc[f"forward_per_image_{t}"] * n) for t in ("torchattacks", "pyautoattack")]
@@ -178,7 +186,7 @@ def test_the_other_families_carry_their_cost_too(tiny_model, test_split):
 
 
 def test_early_stopped_pgd_l2_is_never_weaker_and_cheaper(tiny_model, correct_batch):
-    """The L2 PGD's early stop, against torchattacks' PGDL2 loop from the same seed: a point the early
+    """The L2 PGD's early stop, against the same PGD-L2 to its last iterate from the same seed: a point the early
     stop leaves robust is robust at the last iterate and got there by the same steps (up to the
     rounding of a gradient normalised over fewer images), inside the L2 ball and the box."""
     _, model = tiny_model
@@ -189,7 +197,7 @@ def test_early_stopped_pgd_l2_is_never_weaker_and_cheaper(tiny_model, correct_ba
         cfg = make_attack("pgd_l2", {"eps": eps, "alpha": 0.03, "steps": STEPS, "early_stop": early})
         pair.append((cfg.build(PassCounter(model, count)), count))
     (early, c_early), (plain, c_plain) = pair
-    adv_e, adv_p = run(early, x, y), run(plain, x, y)  # plain: torchattacks.PGDL2.forward itself
+    adv_e, adv_p = run(early, x, y), run(plain, x, y)  # plain: torchattacks' PGDL2 loop, the loss summed
     robust_e, robust_p = correct(model, adv_e, y), correct(model, adv_p, y)
     assert 0 < int(robust_p.sum()) < len(y)
     assert not (robust_e & ~robust_p).any()

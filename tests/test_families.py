@@ -1,5 +1,7 @@
 """The measurement families and the grid built from them: a new family is one class and one line,
 a family's run is held to its plan, job keys and dependencies are deterministic."""
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -199,3 +201,34 @@ def test_a_job_priced_at_the_odds_of_a_copy_sets_the_pace_by_its_full_price(grid
     progress = executor.GridProgress(3, 0, lines.append, [train[0], *calib], prices)
     progress.finished(calib[0], 20.0, "ok")
     assert lines[-1].endswith(f"ETA {executor._duration(108.0)}"), lines
+
+
+def test_a_revised_attack_is_measured_again_alone(monkeypatch, tmp_path, mini_root, capsys):
+    """An attack whose revision is bumped (a change to its numbers, as the CE attacks' summed loss)
+    has its records measured again on the next run, in the attack suite and in the eps sweep; the
+    other attacks' records and the calibration stay as they were, byte for byte (the clean pass,
+    which picks the points attacked, runs again: the same accuracy, a new timestamp)."""
+    from dataclasses import replace
+
+    from attacks import ATTACKS
+    sweep = 'eps_sweep = ["2/255", "8/255"]\nsweep_attacks = ["pgd", "pgd_margin"]\n'
+    args = _args(tmp_path, mini_root, "--model", "fastnetw8_T1", "--attack", "fgsm,pgd,eps_sweep", "--steps", "2",
+                 "--tables-only")
+    (tmp_path / "p.toml").write_text(PROFILE + sweep)  # over the plain profile _args wrote
+    assert main(args) == 0
+    records = tmp_path / "results" / "records"
+    before = {p.name: p.read_text() for p in records.glob("*.json")}
+    monkeypatch.setitem(ATTACKS, "pgd", replace(ATTACKS["pgd"], revision=ATTACKS["pgd"].revision + 1))
+    capsys.readouterr()
+    assert main(args) == 0
+    after = {p.name: p.read_text() for p in records.glob("*.json")}
+    assert after.keys() == before.keys()
+    changed = {json.loads(after[k])["threat"] for k in after if after[k] != before[k]}
+    kept = {json.loads(after[k])["threat"] for k in after if after[k] == before[k]}
+    assert changed == {"pgd", "clean"} and {"calibration", "fgsm", "pgd_margin"} <= kept
+    for k in after:
+        new, old = json.loads(after[k]), json.loads(before[k])
+        if new["threat"] == "pgd":
+            assert new["measure_version"] == ATTACKS["pgd"].revision and old["measure_version"] == new["measure_version"] - 1
+        if new["threat"] == "clean":
+            assert new["metrics"]["accuracy"] == old["metrics"]["accuracy"]

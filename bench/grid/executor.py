@@ -140,8 +140,10 @@ def _auto_address() -> Optional[str]:
     """The cluster ``--address auto`` joins, looked up as ray.init does (RAY_ADDRESS, the last
     `ray start` on this machine, a running GCS process), none of it over the network; None where
     this Ray's lookup is not the one known here (ray.init then says what is wrong, at run time)."""
-    env = os.environ.get("RAY_ADDRESS")
-    if env:
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env == "local":  # ray.init starts a local instance for it: nothing to probe
+        return None
+    if env and env != "auto":  # "auto" there means what --address auto does: the lookup below
         return env
     try:
         from ray._private.services import canonicalize_bootstrap_address_or_die

@@ -12,11 +12,11 @@ def attack_identities(n: int, configs, views) -> list:
     return [(n, a.name, v, a.kwargs) for a in configs for v in attack_view(a, views)]
 
 
-def attack_revision(identity) -> int:
-    """A record's version: its attack's revision (the clean pass: 1), so that a change to one
-    attack re-measures that attack alone."""
-    threat = identity[1]
-    return ATTACKS[threat].revision if threat in ATTACKS else 1
+def record_version(version: int, attack: str) -> int:
+    """The version of a record of ``attack`` (or the clean pass) in a family of ``version``: the
+    family's plus the attack's revisions since its first, so that a change to one attack
+    re-measures that attack's records alone, and either bump moves the number (both only grow)."""
+    return version + (ATTACKS[attack].revision - 1 if attack in ATTACKS else 0)
 
 
 def attack_summary(ms) -> str:
@@ -33,7 +33,8 @@ class AttackSuite(Family):
     def __init__(self, attacks, views):
         self.attacks, self.views = list(attacks), list(views)
 
-    version_of = staticmethod(attack_revision)
+    def version_of(self, identity):
+        return record_version(self.version, identity[1])
 
     @classmethod
     def prepare(cls, ctx, log):

@@ -7,7 +7,7 @@ from typing import List
 
 from attacks import AttackConfig
 from bench.measure.adversarial import evaluate
-from bench.measure.attack_suite import attack_identities, attack_revision, attack_summary
+from bench.measure.attack_suite import attack_identities, attack_summary, record_version
 from bench.measure.base import Family
 
 
@@ -35,7 +35,8 @@ class EpsSweep(Family):
     def __init__(self, configs, views):
         self.configs, self.views = configs, views
 
-    version_of = staticmethod(attack_revision)
+    def version_of(self, identity):
+        return record_version(self.version, identity[1])
 
     @classmethod
     def prepare(cls, ctx, log):
@@ -48,8 +49,17 @@ class EpsSweep(Family):
         return attack_identities(len(ctx.eval_split), self.configs, self.views)
 
     def run(self, model, spec, ctx, log):
+        return self._run(model, spec, ctx, self.configs)
+
+    def run_missing(self, model, spec, ctx, log, missing):
+        """The sweep's attacks at the radii with a record missing (or of an older version) alone:
+        a revised attack costs its own curve, not the others'."""
+        todo = [a for a in self.configs if any(p[1] == a.name and p[3] == a.kwargs for p in missing)]
+        return self._run(model, spec, ctx, todo)
+
+    def _run(self, model, spec, ctx, configs):
         ev = ctx.plan.profile.eval
-        return evaluate(model, spec.T, ctx.eval_split, self.configs, self.views, batch_size=ev.batch_size,
+        return evaluate(model, spec.T, ctx.eval_split, configs, self.views, batch_size=ev.batch_size,
                         seed=ev.attack_seed, progress=ctx.plan.progress, desc=f"sweep {spec.name}",
                         n_classes=ctx.data.num_classes)[1:]  # the clean pass is the attack suite's record
 

@@ -13,6 +13,7 @@ from attacks import AttackConfig
 from attacks.views import PassCount, PassCounter
 from bench.data import Split, to_float
 from bench.measure.adversarial import adversarial_batches, attack_metrics, clean_pass, predict
+from bench.measure.attack_suite import record_version
 from bench.measure.base import Family, Measurement, pct
 from bench.store import pack_bits
 from models import ModelSpec, parse_name
@@ -68,11 +69,13 @@ def evaluate_transfer(model, temperature: float, split: Split, x_adv: torch.Tens
 
 class Transfer(Family):
     name = "transfer"
-    version = 2  # 2: crafted with the loss summed over the batch (attacks/adversarial.py LossPGD)
 
     def __init__(self, attack: AttackConfig):
         self.attack = attack
         self._crafted: Dict[str, torch.Tensor] = {}  # per surrogate key: crafted once per process
+
+    def version_of(self, identity):  # the crafting PGD's revisions (2: its loss summed over the batch)
+        return record_version(self.version, self.attack.name)
 
     @classmethod
     def prepare(cls, ctx, log):
