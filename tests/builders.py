@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.measure.families import attack_record_version
 from bench.report.tables import leaderboard
 from bench.store import ResultStore, pack_bits
 
@@ -105,6 +106,7 @@ class StoreBuilder:
                    severity=severity, magnitude=magnitude, eps=eps, steps=steps, metrics=metrics, wall_s=0.1,
                    weights_sha256="0" * 64, profile="test",
                    timestamp=f"2026-01-01T{10 + self.minute // 60:02d}:{self.minute % 60:02d}:00+00:00", **PROV)
+        rec["measure_version"] = attack_record_version(rec)  # as this code measures it
         if bits is not None:
             rec["bits"] = bits
         if positions is not None:  # a measurement on part of the evaluation's images: which, of how many

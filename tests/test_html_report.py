@@ -243,3 +243,23 @@ def test_rows_link_their_kept_weights(tmp_path):
     write_reports(b.store, other, checkpoints=kept)
     assert [a["href"] for a in parse(other / "index.html").links if "safetensors" in a.get("href", "")] == [
         "../checkpoints/fastnetw8_T1-k.safetensors"]
+
+
+def test_records_of_an_older_attack_revision_are_named(tmp_path, capsys):
+    """A store holding records an older revision of their attack made (the CE attacks' batch mean,
+    before revision 2) still reports, and says so on the page and on stderr: numbers this code
+    would not give until the grid measures them again."""
+    import json
+    root = tmp_path / "r"
+    b = StoreBuilder(root, n=100)
+    b.model("fastnet_T1", 1, 0.6, pgd_raw=0.1, pgd_scaled=0.1)
+    assert publish_main(["--results", str(root)]) == 0
+    assert "outdated" not in (root / "index.html").read_text() and "warning" not in capsys.readouterr().err
+    for path in b.store.records_dir.glob("*.json"):
+        rec = json.loads(path.read_text())
+        if rec["threat"] == "pgd":
+            path.write_text(json.dumps(dict(rec, measure_version=1)))
+    assert publish_main(["--results", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 measurements (pgd 2) were made by an older revision" in err
+    assert "2 measurements (pgd 2) were made by an older revision" in (root / "index.html").read_text()

@@ -1,5 +1,6 @@
 """Every measurement family, in the order a model's jobs run: the one place a new family is listed."""
-from bench.measure.attack_suite import AttackSuite
+from attacks import ATTACKS
+from bench.measure.attack_suite import AttackSuite, record_version
 from bench.measure.base import Family
 from bench.measure.calibration import Calibration
 from bench.measure.cifar101 import Cifar101
@@ -17,3 +18,23 @@ def by_name() -> dict:
     """The families switched on by name alone (``[eval] measure``, ``--attack NAME``): those
     without a setting of their own, i.e. that keep ``Family.prepare``."""
     return {F.name: F for F in FAMILIES if F.prepare.__func__ is Family.prepare.__func__}
+
+
+def attack_record_version(record: dict) -> int:
+    """The version this code writes a record of an attack, or of a check built on one, at (the
+    others: 1, their families' versions not being bumped yet)."""
+    threat, params = record.get("threat"), record.get("params") or {}
+    if threat == "pgd_fp64":
+        return record_version(Fp64Check.version, params.get("attack", "pgd"))
+    if threat == "transfer":
+        return record_version(Transfer.version, params.get("attack", "pgd"))
+    if threat in ATTACKS and record.get("family") == "attack":
+        return record_version(AttackSuite.version, threat)
+    return 1
+
+
+def outdated(record: dict) -> bool:
+    """A stored record made by an older revision of its attack (or of the PGD a check is built on)
+    than this code's: the grid measures it again on its next run; until then a report says it holds
+    numbers this code would not give (the CE attacks' batch-averaged loss, before revision 2)."""
+    return record.get("measure_version", 1) < attack_record_version(record)

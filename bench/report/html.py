@@ -23,6 +23,7 @@ import pandas as pd
 
 from bench.atomic import write_bytes_atomic
 from bench.checkpoints import CheckpointStore
+from bench.measure.families import outdated
 from bench.report.claims import POWER, THRESHOLDS, evaluate_claims
 from bench.report.columns import latest_runs
 
@@ -253,7 +254,7 @@ def claim_view(results) -> tuple:
 
 
 def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_records: int,
-           weight_files: Optional[Dict[str, str]] = None) -> str:
+           weight_files: Optional[Dict[str, str]] = None, outdated: str = "") -> str:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
@@ -265,8 +266,21 @@ def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_rec
     return env.get_template("report.html.j2").render(
         title=f"tempbench: {out_dir.name}", profile=out_dir.name, cols=cols, rows=rows, prov_cols=PROVENANCE_COLUMNS, full_cols=full_cols,
         full_rows=full_rows, claims=claim_rows, thresholds=thresholds, plots=plot_sections(out_dir / "plots"),
-        prov=provenance_summary(tidy), n_records=n_records, exports=exports,
+        prov=provenance_summary(tidy), n_records=n_records, exports=exports, outdated=outdated,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def outdated_summary(store) -> str:
+    """'' or which records an older revision of their attack made (bench.measure.families.outdated):
+    numbers this code would not give, until the grid measures them again."""
+    counts: Dict[str, int] = {}
+    for rec in store.records():
+        if outdated(rec):
+            counts[rec["threat"]] = counts.get(rec["threat"], 0) + 1
+    if not counts:
+        return ""
+    return (f"{sum(counts.values())} measurements ({', '.join(f'{t} {k}' for t, k in sorted(counts.items()))}) were "
+            f"made by an older revision of their attack than this code's; rerun the grid to measure them again")
 
 
 def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bits=None,
@@ -283,7 +297,8 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
     bits = store.bits_table() if bits is None else bits
     claims = evaluate_claims(tidy, board, bits)
     html = render(out_dir, board, tidy, claims, n_records=len(tidy.drop_duplicates(
-        ["run_key", "dataset", "threat", "view", "params", "n"])) if len(tidy) else 0, weight_files=weight_files)
+        ["run_key", "dataset", "threat", "view", "params", "n"])) if len(tidy) else 0, weight_files=weight_files,
+        outdated=outdated_summary(store))
     path = out_dir / "index.html"
     write_bytes_atomic(path, html.encode())
     return path

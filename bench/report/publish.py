@@ -19,7 +19,7 @@ from bench.atomic import write_bytes_atomic
 from bench.report.columns import latest_runs
 from bench.errors import BenchError
 from bench.report.export import write_exports
-from bench.report.html import write_page
+from bench.report.html import outdated_summary, write_page
 from bench.report.plots import (
     plot_accuracy_vs_T,
     plot_attacks_vs_T,
@@ -118,6 +118,9 @@ def main(argv: Optional[list] = None) -> int:
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    stale = outdated_summary(ResultStore(Path(args.results)))
+    if stale:
+        print(f"warning: {stale}", file=sys.stderr)
     print(path)
     return 0
 
