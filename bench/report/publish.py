@@ -91,10 +91,10 @@ def _move_in(stage: Path, out_dir: Path, prune: bool = True):
                 old.unlink()
 
 
-def regenerate(results_dir: Path, checkpoints: Optional[Path] = None) -> Path:
+def regenerate(results_dir: Path, checkpoints: Optional[Path] = None, store: Optional[ResultStore] = None) -> Path:
     """Rebuild every report of a results folder from its store, measuring nothing."""
     results_dir = Path(results_dir)
-    store = ResultStore(results_dir)
+    store = store or ResultStore(results_dir)
     if not store.records_dir.is_dir() or not any(store.records_dir.glob("*.json")):
         raise BenchError(f"no results in {results_dir}/records: run `make bench` (or bench.run --results "
                          f"{results_dir}) first")
@@ -113,12 +113,13 @@ def main(argv: Optional[list] = None) -> int:
                    help="the kept checkpoints the page links (default <results>/checkpoints; e.g. the "
                         "--store folder's checkpoints for a run that evaluated another folder's models)")
     args = p.parse_args(argv)
+    store = ResultStore(Path(args.results))  # one store: a malformed record is warned about once
     try:
-        path = regenerate(Path(args.results), None if args.checkpoints is None else Path(args.checkpoints))
+        path = regenerate(Path(args.results), None if args.checkpoints is None else Path(args.checkpoints), store)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stale = outdated_summary(ResultStore(Path(args.results)))
+    stale = outdated_summary(store)
     if stale:
         print(f"warning: {stale}", file=sys.stderr)
     print(path)
