@@ -117,7 +117,9 @@ class Family:
     name: ClassVar[str] = ""  # the job's family, in job keys and logs
     # What resume compares (with the weights and the record schema): a record of another version
     # is measured again. Bump it with any change that alters this family's numbers, as
-    # TRAINER_VERSION for checkpoints; a change of layout, wording or speed keeps the records.
+    # TRAINER_VERSION for checkpoints; a change of layout, wording or speed keeps the records. A
+    # change to one attack bumps that attack's ``revision`` instead (attacks/adversarial.py), which
+    # the attack families add to this (``version_of``).
     version: ClassVar[int] = 1
 
     def version_of(self, identity: Identity) -> int:
