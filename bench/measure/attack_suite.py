@@ -33,8 +33,9 @@ class AttackSuite(Family):
     def __init__(self, attacks, views):
         self.attacks, self.views = list(attacks), list(views)
 
-    def version_of(self, identity):
-        return record_version(self.version, identity[1])
+    @classmethod
+    def version_of(cls, identity):
+        return record_version(cls.version, identity[1])
 
     @classmethod
     def prepare(cls, ctx, log):

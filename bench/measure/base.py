@@ -122,10 +122,12 @@ class Family:
     # the attack families add to this (``version_of``).
     version: ClassVar[int] = 1
 
-    def version_of(self, identity: Identity) -> int:
+    @classmethod
+    def version_of(cls, identity: Identity) -> int:
         """The version of one planned measurement's record: the family's, or finer where a
-        family's parts change alone (an attack's ``revision``: one attack re-measured, not all)."""
-        return self.version
+        family's parts change alone (an attack's ``revision``: one attack re-measured, not all).
+        From the identity alone, so that a stored record can be judged without a run's plan."""
+        return cls.version
 
     describe: ClassVar[str] = ""  # one line for --list-attacks
 

@@ -35,8 +35,9 @@ class EpsSweep(Family):
     def __init__(self, configs, views):
         self.configs, self.views = configs, views
 
-    def version_of(self, identity):
-        return record_version(self.version, identity[1])
+    @classmethod
+    def version_of(cls, identity):
+        return record_version(cls.version, identity[1])
 
     @classmethod
     def prepare(cls, ctx, log):

@@ -1,6 +1,6 @@
 """Every measurement family, in the order a model's jobs run: the one place a new family is listed."""
 from attacks import ATTACKS
-from bench.measure.attack_suite import AttackSuite, record_version
+from bench.measure.attack_suite import AttackSuite
 from bench.measure.base import Family
 from bench.measure.calibration import Calibration
 from bench.measure.cifar101 import Cifar101
@@ -21,16 +21,14 @@ def by_name() -> dict:
 
 
 def attack_record_version(record: dict) -> int:
-    """The version this code writes a record of an attack, or of a check built on one, at (the
-    others: 1, their families' versions not being bumped yet)."""
-    threat, params = record.get("threat"), record.get("params") or {}
-    if threat == "pgd_fp64":
-        return record_version(Fp64Check.version, params.get("attack", "pgd"))
-    if threat == "transfer":
-        return record_version(Transfer.version, params.get("attack", "pgd"))
-    if threat in ATTACKS and record.get("family") == "attack":
-        return record_version(AttackSuite.version, threat)
-    return 1
+    """The version this code writes a record of an attack, or of a check built on one, at: its
+    family's ``version_of`` its identity (the others: 1, their families' versions not being bumped
+    yet)."""
+    identity = (record.get("n"), record.get("threat"), record.get("view"), record.get("params") or {})
+    family = {"pgd_fp64": Fp64Check, "transfer": Transfer}.get(identity[1])
+    if family is None and identity[1] in ATTACKS and record.get("family") == "attack":
+        family = AttackSuite  # the eps sweep's records too: its version and rule are the suite's
+    return family.version_of(identity) if family else 1
 
 
 def outdated(record: dict) -> bool:

@@ -47,8 +47,9 @@ class Fp64Check(Family):
     # the PGD's own revisions: 3 with its summed loss)
     version = 2
 
-    def version_of(self, identity):
-        return record_version(self.version, self.pgd.name)
+    @classmethod
+    def version_of(cls, identity):
+        return record_version(cls.version, identity[3]["attack"])  # fp64_params names its PGD
 
     def __init__(self, split: Split, pgd: AttackConfig):
         self.split, self.pgd = split, pgd

@@ -74,8 +74,9 @@ class Transfer(Family):
         self.attack = attack
         self._crafted: Dict[str, torch.Tensor] = {}  # per surrogate key: crafted once per process
 
-    def version_of(self, identity):  # the crafting PGD's revisions (2: its loss summed over the batch)
-        return record_version(self.version, self.attack.name)
+    @classmethod
+    def version_of(cls, identity):  # the crafting PGD's revisions (2: its loss summed over the batch)
+        return record_version(cls.version, identity[3]["attack"])
 
     @classmethod
     def prepare(cls, ctx, log):
