@@ -170,6 +170,11 @@ class ResultStore:
                   file=sys.stderr)
         return None
 
+    def has_records(self) -> bool:
+        """Whether the folder holds any record file: a report of none would read as every claim
+        unmeasured, so the readers stop on a mistyped folder instead."""
+        return self.records_dir.is_dir() and any(self.records_dir.glob("*.json"))
+
     def records(self) -> Iterator[dict]:
         """Every well-formed record; a malformed one is skipped with one warning naming its file."""
         if not self.records_dir.is_dir():

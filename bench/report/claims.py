@@ -69,6 +69,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -78,6 +79,7 @@ import numpy as np
 import pandas as pd
 
 from attacks import ATTACKS
+from bench.errors import BenchError
 from bench.report.columns import HEADLINE_EPS, ModelFamily, latest_runs
 from bench.report.tables import leaderboard
 from bench.report.worst_case import worst_case_bits
@@ -803,15 +805,11 @@ def format_text(results: Sequence[ClaimResult]) -> str:
 
 
 def main(argv=None) -> int:
-    import sys
-
-    from bench.errors import BenchError
     p = argparse.ArgumentParser(description="Claim-by-claim verdicts from a results store (measures nothing).")
     p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
     args = p.parse_args(argv)
     store = ResultStore(Path(args.results))
-    # as bench.report.publish: a mistyped folder would otherwise read as every claim NOT MEASURED
-    if not store.records_dir.is_dir() or not any(store.records_dir.glob("*.json")):
+    if not store.has_records():
         print(f"error: no results in {args.results}/records: pass --results DIR of a run (or run `make bench` first)",
               file=sys.stderr)
         return 2
@@ -824,5 +822,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
     sys.exit(main())

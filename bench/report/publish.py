@@ -95,7 +95,7 @@ def regenerate(results_dir: Path, checkpoints: Optional[Path] = None, store: Opt
     """Rebuild every report of a results folder from its store, measuring nothing."""
     results_dir = Path(results_dir)
     store = store or ResultStore(results_dir)
-    if not store.records_dir.is_dir() or not any(store.records_dir.glob("*.json")):
+    if not store.has_records():
         raise BenchError(f"no results in {results_dir}/records: run `make bench` (or bench.run --results "
                          f"{results_dir}) first")
     if checkpoints is not None and not Path(checkpoints).is_dir():
