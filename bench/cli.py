@@ -89,6 +89,12 @@ def _split_list(text: str, flag: str):
     return items
 
 
+def _takes_flag(info, key: str) -> bool:
+    """Whether --eps, --alpha or --steps (``key``) applies to an attack: steps to any that has
+    them, a radius or step size to the Linf ones only (an L2 radius is another unit)."""
+    return key in info.params and (key == "steps" or info.norm == "linf")
+
+
 def _attack_params(profile, args) -> dict:
     """The profile's [attack.*] tables with the command line on top: --eps and --alpha for every
     Linf attack (an L2 radius is another unit: --param pgd_l2.eps=0.5), --steps for every attack
@@ -96,8 +102,7 @@ def _attack_params(profile, args) -> dict:
     merged = {a: dict(profile.attack_params.get(a, {})) for a in ATTACKS}
     shared = {k: v for k, v in (("eps", args.eps), ("alpha", args.alpha), ("steps", args.steps)) if v is not None}
     for a, info in ATTACKS.items():
-        merged[a].update({k: v for k, v in shared.items()
-                          if k in info.params and (k == "steps" or info.norm == "linf")})
+        merged[a].update({k: v for k, v in shared.items() if _takes_flag(info, k)})
     for item in args.param:
         target, _, value = item.partition("=")
         attack, _, key = target.partition(".")
@@ -202,7 +207,7 @@ def make_plan(args, specs=None):
     order = [*ev.attacks, *(a for a in ATTACKS if a not in ev.attacks)]
     for key, value in (("eps", args.eps), ("alpha", args.alpha), ("steps", args.steps)):
         # a bad --eps/--alpha/--steps is the flag's mistake, whichever attack would have met it first
-        takes = [a for a in order if key in ATTACKS[a].params and (key == "steps" or ATTACKS[a].norm == "linf")]
+        takes = [a for a in order if _takes_flag(ATTACKS[a], key)]
         if value is not None and takes:
             try:
                 check_radius(make_attack(takes[0], {key: value}))
