@@ -54,3 +54,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_json_atomic(path: Path, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists: where the folders for a new file would be
+    made from, so where its writability is checked before anything is written."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe

@@ -19,6 +19,7 @@ from attacks.corruptions import BENCHMARK, EXTRA
 from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
 from bench import threats
 from bench.accel import Accel
+from bench.atomic import existing_ancestor
 from bench.data import default_cache_dir
 from bench.errors import BenchError
 from bench.grid.executor import LocalExecutor, RayExecutor
@@ -115,9 +116,7 @@ def _attack_params(profile, args) -> dict:
 
 
 def _check_writable(path: Path, flag: str = "--results"):
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
+    probe = existing_ancestor(path)
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise BenchError(f"{flag[2:]} folder {path} cannot be written ({probe} is not a writable folder): "
                          f"pass {flag} DIR")

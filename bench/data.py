@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.atomic import write_atomic
+from bench.atomic import existing_ancestor, write_atomic
 from bench.errors import BenchError
 
 HOW_TO_GET_DATA = ("pass --data-root DIR (an ImageFolder tree DIR/{train,test}/<class>/*.png|jpg, or a folder "
@@ -212,9 +212,7 @@ def _pick_torchvision(root: Path, dataset: Optional[str]) -> Optional[str]:
 def _check_cache_folder(folder: Path, cache_dir: Path, nbytes: int = 0):
     """Before the cache is built (or a download starts): ``folder`` must be, or be creatable in,
     a writable folder with ``nbytes`` free."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = existing_ancestor(folder)
     if not probe.is_dir():
         raise BenchError(f"cache folder {cache_dir} cannot be written ({probe} is a file): {HOW_TO_SET_CACHE}")
     if not os.access(probe, os.W_OK | os.X_OK):

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from bench.atomic import write_atomic, write_json_atomic
+from bench.atomic import existing_ancestor, write_atomic, write_json_atomic
 from bench.report.columns import latest_runs
 from bench.errors import BenchError
 from bench.store import ResultStore
@@ -395,9 +395,7 @@ def _check_output(flag: str, path: Path) -> None:
     if path.is_dir():
         example = path / ("tstar.png" if flag == "--plot" else "fit.json")
         raise BenchError(f"{flag} {path} is a folder: give a file path, e.g. {example}")
-    probe = path.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = existing_ancestor(path.parent)
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise BenchError(f"{flag} {path} cannot be written ({probe} is not a writable folder): give another path")
 
