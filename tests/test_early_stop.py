@@ -70,27 +70,38 @@ def test_plain_registry_pgd_is_torchattacks_pgd(tiny_model, correct_batch):
 
 CE_ATTACKS = [("fgsm", {}), ("pgd", {"early_stop": False}), ("pgd", {"early_stop": True}),
               ("pgd_target_ll", {"early_stop": False}), ("pgd_l2", {"early_stop": False})]
+REPEATS = 30  # the large batch: the correct test images 30 times over
+
+
+def near_saturation(tiny_model, correct_batch):
+    """The last layer x 100: a point's CE gradient is near float32's smallest value."""
+    x, y = correct_batch
+    return scaled_last_layer(tiny_model[1], 100), x, y
+
+
+def test_torchattacks_pgd_depends_on_the_batch_size(tiny_model, correct_batch):
+    """The artefact the harness's CE attacks avoid, on torchattacks' own PGD (one step, no random
+    start): its loss, a mean over the batch, flushes some near-saturated points' gradients to
+    zero in a large batch and not in a small one, so a point's adversarial example depends on the
+    batch it is attacked in."""
+    big, x, y = near_saturation(tiny_model, correct_batch)
+
+    def one_step_pgd():
+        return torchattacks.PGD(big, eps=8 / 255, alpha=8 / 255, steps=1, random_start=False)
+    large = run(one_step_pgd(), x.repeat(REPEATS, 1, 1, 1), y.repeat(REPEATS))[:len(y)]
+    assert not torch.equal(large, run(one_step_pgd(), x, y))
 
 
 @pytest.mark.parametrize("name,params", CE_ATTACKS)
 def test_ce_attacks_do_not_depend_on_the_batch_size(tiny_model, correct_batch, name, params):
-    """Near saturation (the last layer x 100) a point's CE gradient is near float32's smallest
-    value: torchattacks' loss, a mean, flushes some of them to zero in a large batch and not in a
-    small one, so a point's adversarial example depended on the batch it was attacked in. The
-    harness's CE attacks sum the loss: the same images come out of a batch 30 times as large (bit
-    for bit under sign steps; to float rounding under PGD-L2's normalised steps, whose gradients a
+    """On the same near-saturated model as the torchattacks artefact above, the harness's CE
+    attacks, which sum the loss, give the same images out of a batch 30 times as large (bit for
+    bit under sign steps; to float rounding under PGD-L2's normalised steps, whose gradients a
     larger batch's kernels round differently)."""
-    _, model = tiny_model
-    big = scaled_last_layer(model, 100)
-    x, y = correct_batch
-    xr, yr = x.repeat(30, 1, 1, 1), y.repeat(30)
-
-    def one_step_pgd():  # the artefact, shown on torchattacks' own PGD (one step, no random start)
-        return torchattacks.PGD(big, eps=8 / 255, alpha=8 / 255, steps=1, random_start=False)
-    assert not torch.equal(run(one_step_pgd(), xr, yr)[:len(y)], run(one_step_pgd(), x, y))
+    big, x, y = near_saturation(tiny_model, correct_batch)
     steps = {} if name == "fgsm" else {"steps": 2, "random_start": False}
     atk = make_attack(name, dict(params, **steps)).build(big)
-    large, small = run(atk, xr, yr)[:len(y)], run(atk, x, y)
+    large, small = run(atk, x.repeat(REPEATS, 1, 1, 1), y.repeat(REPEATS))[:len(y)], run(atk, x, y)
     if name == "pgd_l2":
         assert (large - small).abs().max() < 1e-6
     else:
