@@ -204,6 +204,12 @@ def test_dry_run_lists_what_is_left_and_writes_nothing(smoke_run, capsys, monkey
     assert done.returncode == 0, done.stderr
     assert "36 already done" in done.stderr and "; 0 to run" in done.stderr
     assert done.stderr.rstrip().endswith("nothing to run")
+    # an empty cache (a fresh clone of a committed store): every training run to do again, and the
+    # line says that the evaluations' records are there for the same runs
+    fresh = in_process(capsys, monkeypatch, *args, "--dry-run", "--cache", str(base.parent / "fresh_cache"), env=env)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "0 already done (--force re-evaluates); 36 to run (33 of them evaluations the store holds from an " \
+           "earlier training of the same run" in fresh.stderr
     new = in_process(capsys, monkeypatch, *args, "--dry-run", "--model", "fastnetw8_T1,fastnetw8_T5",
                      "--attack", "pgd", env=env)
     assert new.returncode == 0, new.stderr

@@ -269,11 +269,31 @@ def _missing(ctx: Context, weights_key: str, planned, sha: Optional[str], family
 def stored_record(ctx: Context, weights_key: str, p, sha: Optional[str], family) -> Optional[dict]:
     """The store's record of measurement ``p`` of these weights, if it is of the version ``family``
     measures ``p`` at now."""
+    d = _current_record(ctx, weights_key, p, family)
+    return d if d is not None and d.get("weights_sha256") == sha else None
+
+
+def _current_record(ctx: Context, weights_key: str, p, family) -> Optional[dict]:
+    """The store's record of measurement ``p`` under ``weights_key``, of the version ``family``
+    measures ``p`` at now, whichever weights it was made on."""
     d = ctx.store.get(record_id(ctx.identity(weights_key, *p)))
-    if d is None or d.get("weights_sha256") != sha or d.get("measure_version", 1) != family.version_of(p) \
-            or d.get("schema") != SCHEMA:
+    if d is None or d.get("measure_version", 1) != family.version_of(p) or d.get("schema") != SCHEMA:
         return None
     return d
+
+
+def held_for_retraining(job: Job, ctx: Context) -> bool:
+    """An evaluation whose model has no checkpoint here (a fresh clone of a committed store, an
+    emptied cache) while the store holds every record it plans, at today's versions, from one
+    earlier training of the same run: training again finds them if it gives the same weights (the
+    same CPU capability and thread count), and the job measures anew if not. Said before the run,
+    so that "to run" does not read as "to measure"."""
+    if job.kind != "eval" or isinstance(job.spec, (ZooSpec, ExternalSpec)) \
+            or ctx.verified(job.spec, ctx.ckpt_key(job.spec)) is not None:
+        return False
+    family, wkey = ctx.families[job.family], ctx.weights_key(job.spec)
+    records = [_current_record(ctx, wkey, p, family) for p in planned_by(family, job.spec, ctx)]
+    return bool(records) and all(records) and len({d.get("weights_sha256") for d in records}) == 1
 
 
 def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], family) -> bool:
