@@ -282,18 +282,20 @@ def _current_record(ctx: Context, weights_key: str, p, family) -> Optional[dict]
     return d
 
 
-def held_for_retraining(job: Job, ctx: Context) -> bool:
-    """An evaluation whose model has no checkpoint here (a fresh clone of a committed store, an
-    emptied cache) while the store holds every record it plans, at today's versions, from one
-    earlier training of the same run: training again finds them if it gives the same weights (the
-    same CPU capability and thread count), and the job measures anew if not. Said before the run,
-    so that "to run" does not read as "to measure"."""
+def held_for_retraining(job: Job, ctx: Context) -> Optional[str]:
+    """For an evaluation whose model has no checkpoint here (a fresh clone of a committed store,
+    an emptied cache) while the store holds every record it plans, at today's versions, from one
+    earlier training of the same run: the device those records name. Training again finds them if
+    it gives the same weights (the same CPU capability and thread count), and the job measures anew
+    if not. Said before the run, so that "to run" does not read as "to measure". None otherwise."""
     if job.kind != "eval" or isinstance(job.spec, (ZooSpec, ExternalSpec)) \
             or ctx.verified(job.spec, ctx.ckpt_key(job.spec)) is not None:
-        return False
+        return None
     family, wkey = ctx.families[job.family], ctx.weights_key(job.spec)
     records = [_current_record(ctx, wkey, p, family) for p in planned_by(family, job.spec, ctx)]
-    return bool(records) and all(records) and len({d.get("weights_sha256") for d in records}) == 1
+    if not records or not all(records) or len({d.get("weights_sha256") for d in records}) != 1:
+        return None
+    return records[0].get("device") or "an unnamed device"
 
 
 def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], family) -> bool:

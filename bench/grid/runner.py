@@ -17,6 +17,7 @@ from bench.grid.estimate import Pricer, estimate
 from bench.grid.executor import GridProgress, LocalExecutor
 from bench.grid.jobs import Context, Job, build_jobs, held_for_retraining, is_done
 from bench.grid.plan import Plan
+from bench.provenance import device_name
 from bench.report.publish import write_reports
 
 
@@ -68,14 +69,20 @@ def _grid(ctx: Context, log: Callable[[str], None]):
     todo: List[Job] = [j for j in jobs if (plan.force and j.kind == "eval") or not is_done(j, ctx)]
     n_train = sum(j.kind == "train" for j in jobs)
     n_eval = len(jobs) - n_train
-    held = 0 if plan.force else sum(held_for_retraining(j, ctx) for j in todo)
+    held = [] if plan.force else [d for d in (held_for_retraining(j, ctx) for j in todo) if d]
     log(f"grid: {_count(len(jobs), 'job')} ({_count(n_train, 'training run')}, {_count(n_eval, 'evaluation')}); "
         f"{len(jobs) - len(todo)} already done" + (" (--force re-evaluates)" if not plan.force else "") +
-        f"; {len(todo)} to run" +
-        (f" ({held} of them {'an evaluation' if held == 1 else 'evaluations'} the store holds from an earlier "
-         "training of the same run: found again if training gives the same weights, as on the same CPU "
-         "capability and thread count)" if held else "") + f"; job logs in {plan.log_dir}")
+        f"; {len(todo)} to run" + (_held_note(held, ctx) if held else "") + f"; job logs in {plan.log_dir}")
     return jobs, todo
+
+
+def _held_note(devices: List[str], ctx: Context) -> str:
+    """The grid line's note on evaluations held for a training run to redo (jobs.held_for_retraining):
+    whether they come back depends on the machine, so it names the records' and this one."""
+    n = len(devices)
+    return (f" ({n} of them {'an evaluation' if n == 1 else 'evaluations'} the store holds from an earlier training "
+            f"of the same run, on {'; '.join(sorted(set(devices)))}: found again if training here gives the same "
+            f"weights, as on the same CPU capability and thread count; this machine: {device_name(ctx.plan.device)})")
 
 
 def _count(n: int, noun: str) -> str:
