@@ -140,3 +140,27 @@ def test_the_eta_prices_a_trained_runs_twin_as_what_it_is(mini_root, tmp_path):
     assert set(pricer.after_training(train)) == set(last) | set(best)
     assert all(after[k].measured == after[k].expected == 0 for k in last)
     assert all(after[k] == before[k] and after[k].measured > 0 for k in best)
+
+
+def test_the_eta_prices_evaluations_the_store_holds_for_the_retrained_weights_at_nothing(mini_root, tmp_path):
+    """A store whose checkpoints are gone (a fresh clone of committed results): every evaluation is
+    priced in full before training, since other weights would be measured again; once its run
+    trains to the weights the records name (the same machine and threads here), nothing."""
+    from bench.grid.estimate import Pricer
+    from bench.grid.jobs import execute, held_for_retraining, is_done
+    (tmp_path / "p.toml").write_text(PROFILE.replace('regime = "fat"', 'regime = "std"').replace(
+        "recipe = {at_holdout = 64, at_eval_steps = 2}\n", ""))
+    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--results", str(tmp_path / "out"),
+            "--no-progress"]
+    assert main([*args, "--cache", str(tmp_path / "cache"), "--tables-only"]) == 0
+    ctx = Context(make_plan(build_parser().parse_args([*args, "--cache", str(tmp_path / "fresh")])), lambda m: None)
+    todo = [j for j in build_jobs(ctx) if not is_done(j, ctx)]
+    (train,) = [j for j in todo if j.kind == "train"]
+    evals = [j for j in todo if j.kind == "eval"]
+    assert evals and all(held_for_retraining(j, ctx) for j in evals)
+    pricer = Pricer(todo, ctx)
+    before = pricer.prices(evals)
+    assert set(before) == {j.key for j in evals} and all(p.measured > 0 for p in before.values())
+    execute(train, ctx, lambda m: None)
+    after = pricer.after_training(train)
+    assert set(after) == set(before) and all(p.measured == p.expected == 0 for p in after.values())

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from bench.grid.jobs import Context, Job, ordered, planned_by, stored_record, twin_of
+from bench.grid.jobs import Context, Job, is_done, ordered, planned_by, stored_record, twin_of
 
 
 @dataclass
@@ -194,11 +194,17 @@ class Pricer:
         self.ctx = ctx
         self.paces, best_was_last = _history(ctx)
         self.copies = _Copies(todo, ctx, best_was_last)
-        self.twins = [j for j in todo if j.kind == "eval" and twin_of(j.spec) is not None]
+        self.evals = [j for j in todo if j.kind == "eval"]
+        self.twins = [j for j in self.evals if twin_of(j.spec) is not None]
 
     def after_training(self, job: Job) -> Dict[str, Price]:
-        """The prices of a training job's checkpoints' jobs, now that its weights are saved."""
-        return self.prices([j for j in self.twins if j.spec.run.name == job.spec.name])
+        """The prices of a training job's checkpoints' jobs, now that its weights are saved: a
+        twin's as a copy or not, and nothing for those whose records the store already holds for
+        these very weights (a committed store whose runs trained here to the same weights again)."""
+        of_run = [j for j in self.evals if j.spec.run.name == job.spec.name]
+        prices = self.prices([j for j in self.twins if j in of_run])
+        prices.update({j.key: Price(0.0, 0.0) for j in of_run if is_done(j, self.ctx)})
+        return prices
 
     def parts(self, job: Job) -> Tuple[List[Tuple[tuple, Optional[float], float]], bool]:
         """(key, seconds at the stores' pace or None where they never did it, chance it is a copy)
