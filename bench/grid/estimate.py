@@ -195,14 +195,13 @@ class Pricer:
         self.paces, best_was_last = _history(ctx)
         self.copies = _Copies(todo, ctx, best_was_last)
         self.evals = [j for j in todo if j.kind == "eval"]
-        self.twins = [j for j in self.evals if twin_of(j.spec) is not None]
 
     def after_training(self, job: Job) -> Dict[str, Price]:
         """The prices of a training job's checkpoints' jobs, now that its weights are saved: a
         twin's as a copy or not, and nothing for those whose records the store already holds for
         these very weights (a committed store whose runs trained here to the same weights again)."""
         of_run = [j for j in self.evals if j.spec.run.name == job.spec.name]
-        prices = self.prices([j for j in self.twins if j in of_run])
+        prices = self.prices([j for j in of_run if twin_of(j.spec) is not None])
         prices.update({j.key: Price(0.0, 0.0) for j in of_run if is_done(j, self.ctx)})
         return prices
 
