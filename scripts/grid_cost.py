@@ -1,6 +1,6 @@
 """Where a results folder's compute went, from the wall times its checkpoint sidecars and records
-carry: training and evaluation hours by day and machine, and evaluation by family and threat. The README's
-cost figures for the cpu profile come from this command, not from a hand.
+carry: training and evaluation hours by day and machine, and evaluation by family and threat. The cost
+figures of the cpu profile (README.md, results/cpu/README.md) come from this command, not from a hand.
 
     python scripts/grid_cost.py results/cpu
 

@@ -1,6 +1,6 @@
-"""scripts/compare_runs.py, which the README's seed-paired comparisons of two profiles come from: its
-arithmetic on leaderboards with known values, its refusals, and the README's figures (15 against 10
-epochs of fast AT; PGD-AT with two steps against fast AT) from the committed folders."""
+"""scripts/compare_runs.py, which the seed-paired comparisons of two profiles in results/cpu/README.md
+come from: its arithmetic on leaderboards with known values, its refusals, and that page's figures
+(15 against 10 epochs of fast AT; PGD-AT with two steps against fast AT) from the committed folders."""
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +52,7 @@ def test_readme_figure_for_fifteen_epochs():
     rows = {tuple(line.split()[:2]): line.split()[2:5] for line in done.stdout.splitlines()[1:]}
     assert rows[("robust_min", "@last")] == ["+1.2", "[+0.3,", "+2.2]"]
     assert rows[("clean", "@last")] == ["+2.7", "[+1.9,", "+3.5]"]
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "results" / "cpu" / "README.md").read_text()
     assert "`robust_min` @last **+1.2 pp [+0.3, +2.2]** and clean accuracy +2.7 pp [+1.9, +3.5]" in readme
 
 
@@ -63,7 +63,7 @@ def test_readme_figures_for_two_step_pgd_at():
                "--cand-regime", "at")
     assert done.returncode == 0, done.stderr
     rows = {tuple(line.split()[:2]): " ".join(line.split()[2:5]) for line in done.stdout.splitlines()[1:]}
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((REPO / "results" / "cpu" / "README.md").read_text().split())
     quoted = {("robust_min", "@last"): "`robust_min` @last {} pp {}", ("robust_min", "@best"): "@best {} {}",
               ("clean", "@last"): "clean accuracy @last **{} pp {}**"}
     for key, text in quoted.items():

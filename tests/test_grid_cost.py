@@ -1,5 +1,6 @@
-"""scripts/grid_cost.py, which the README's cost figures for the cpu profile come from: on a
-folder of sidecars and records with known wall times (one record copied from a twin)."""
+"""scripts/grid_cost.py, which the cost figures of the cpu profile (README, results/cpu/README.md)
+come from: on a folder of sidecars and records with known wall times (one record copied from a
+twin)."""
 import json
 import subprocess
 import sys
