@@ -211,6 +211,9 @@ def test_dry_run_lists_what_is_left_and_writes_nothing(smoke_run, capsys, monkey
     assert "0 already done (--force re-evaluates); 36 to run (33 of them evaluations the store holds from an " \
            f"earlier training of the same run, on {device_of(base)}: found again if training here gives the same " \
            "weights" in fresh.stderr and "; this machine: cpu " in fresh.stderr
+    # made on this machine's CPU and threads, they are priced as found again, not measured
+    assert "priced at nothing: 33 evaluations the store holds from an earlier training on this machine's CPU " \
+           "and thread count" in fresh.stderr.splitlines()[-1], fresh.stderr
     new = in_process(capsys, monkeypatch, *args, "--dry-run", "--model", "fastnetw8_T1,fastnetw8_T5",
                      "--attack", "pgd", env=env)
     assert new.returncode == 0, new.stderr

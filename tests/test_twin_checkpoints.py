@@ -142,25 +142,51 @@ def test_the_eta_prices_a_trained_runs_twin_as_what_it_is(mini_root, tmp_path):
     assert all(after[k] == before[k] and after[k].measured > 0 for k in best)
 
 
-def test_the_eta_prices_evaluations_the_store_holds_for_the_retrained_weights_at_nothing(mini_root, tmp_path):
-    """A store whose checkpoints are gone (a fresh clone of committed results): every evaluation is
-    priced in full before training, since other weights would be measured again; once its run
-    trains to the weights the records name (the same machine and threads here), nothing."""
-    from bench.grid.estimate import Pricer
+def test_the_eta_prices_evaluations_held_for_a_retraining_here_at_nothing(mini_root, tmp_path):
+    """A store whose checkpoints are gone (a fresh clone of committed results), its records made
+    on this machine's CPU and thread count: each evaluation is expected to be found again once its
+    run trains to the same weights, so priced at nothing (and in full if measured); after training,
+    at nothing where the weights are the records' and in full where they are not. Records made on
+    another machine are priced in full from the start."""
+    from bench.grid.estimate import Pricer, estimate
     from bench.grid.jobs import execute, held_for_retraining, is_done
+    from bench.provenance import device_name
     (tmp_path / "p.toml").write_text(PROFILE.replace('regime = "fat"', 'regime = "std"').replace(
         "recipe = {at_holdout = 64, at_eval_steps = 2}\n", ""))
     args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--results", str(tmp_path / "out"),
             "--no-progress"]
     assert main([*args, "--cache", str(tmp_path / "cache"), "--tables-only"]) == 0
-    ctx = Context(make_plan(build_parser().parse_args([*args, "--cache", str(tmp_path / "fresh")])), lambda m: None)
-    todo = [j for j in build_jobs(ctx) if not is_done(j, ctx)]
-    (train,) = [j for j in todo if j.kind == "train"]
-    evals = [j for j in todo if j.kind == "eval"]
-    assert evals and all(held_for_retraining(j, ctx) for j in evals)
-    pricer = Pricer(todo, ctx)
+
+    def fresh_clone(cache: str):
+        ctx = Context(make_plan(build_parser().parse_args([*args, "--cache", str(tmp_path / cache)])), lambda m: None)
+        todo = [j for j in build_jobs(ctx) if not is_done(j, ctx)]
+        (train,) = [j for j in todo if j.kind == "train"]
+        return ctx, todo, train, [j for j in todo if j.kind == "eval"], Pricer(todo, ctx)
+
+    def rewrite(**fields):
+        for f in (tmp_path / "out" / "records").glob("*.json"):
+            f.write_text(json.dumps({**json.loads(f.read_text()), **fields}))
+
+    ctx, todo, train, evals, pricer = fresh_clone("fresh")
+    assert evals and all(held_for_retraining(j, ctx) == device_name(ctx.plan.device) for j in evals)
     before = pricer.prices(evals)
-    assert set(before) == {j.key for j in evals} and all(p.measured > 0 for p in before.values())
+    assert set(before) == {j.key for j in evals} and all(p.expected == 0 < p.measured for p in before.values())
+    assert f"priced at nothing: {len(evals)} evaluations the store holds from an earlier training on this " \
+           "machine's CPU and thread count" in estimate(todo, ctx).line()
     execute(train, ctx, lambda m: None)
     after = pricer.after_training(train)
     assert set(after) == set(before) and all(p.measured == p.expected == 0 for p in after.values())
+
+    # records of other weights, as a machine whose training differs leaves: measured after all
+    rewrite(weights_sha256="0" * 64)
+    ctx, todo, train, evals, pricer = fresh_clone("fresh2")
+    assert all(p.expected == 0 < p.measured for p in pricer.prices(evals).values())
+    execute(train, ctx, lambda m: None)
+    assert all(p.expected == p.measured > 0 for p in pricer.after_training(train).values())
+
+    # records made on another machine: in full before training too
+    rewrite(device="cpu Another CPU (AVX512, 64 threads)")
+    ctx, todo, train, evals, pricer = fresh_clone("fresh3")
+    assert all(held_for_retraining(j, ctx) for j in evals)
+    assert all(p.expected == p.measured > 0 for p in pricer.prices(evals).values())
+    assert "priced at nothing" not in estimate(todo, ctx).line()

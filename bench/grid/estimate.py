@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from bench.grid.jobs import Context, Job, is_done, ordered, planned_by, stored_record, twin_of
+from bench.grid.jobs import Context, Job, held_for_retraining, is_done, ordered, planned_by, stored_record, twin_of
+from bench.provenance import device_name
 
 
 @dataclass
@@ -25,17 +26,32 @@ class Estimate:
     unknown: int  # those the store has never seen
     machines: Tuple[str, ...]  # the devices whose records set the pace
     odds: str = ""  # how twin checkpoints' copies were priced, when some were
+    held: int = 0  # evaluations expected to be found again once their run is retrained here
+    held_seconds: float = 0.0  # what they cost if training here gives other weights
 
     def line(self) -> str:
         if not self.measured:
             return "no estimate: the stores hold no run or measurement like these to go by"
-        minutes = self.seconds / 60
-        took = f"about {minutes / 60:.1f} h" if minutes >= 90 else f"about {minutes:.0f} min" if minutes >= 1 \
-            else "under a minute"
+        took = _took(self.seconds)
         rest = ("; the other one has nothing like it in the stores: not counted" if self.unknown == 1 else
                 f"; the other {self.unknown} have nothing like them in the stores: not counted" if self.unknown else "")
         return (f"estimate: {took} for {self.measured} of the {self.measured + self.unknown} measurements and "
-                f"training runs left, at the pace of the stores' own records (made on {'; '.join(self.machines)}){rest}{self.odds}")
+                f"training runs left, at the pace of the stores' own records (made on {'; '.join(self.machines)}){rest}"
+                f"{self.odds}{self._held_note()}")
+
+    def _held_note(self) -> str:
+        if not self.held:
+            return ""
+        these = "evaluation" if self.held == 1 else "evaluations"
+        return (f"; priced at nothing: {self.held} {these} the store holds from an earlier training on this machine's "
+                f"CPU and thread count, found again when training here gives the same weights "
+                f"({_took(self.held_seconds)} more if it does not)")
+
+
+def _took(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"about {minutes / 60:.1f} h" if minutes >= 90 else f"about {minutes:.0f} min" if minutes >= 1 \
+        else "under a minute"
 
 
 # a grid's standard training and the store's names for a caller's or zoo model (bench/store.py);
@@ -155,16 +171,20 @@ def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
     """The grid's time left (``--dry-run``), part by part: a job the stores know only in part is
     priced for those parts, the rest counted."""
     pricer = Pricer(todo, ctx)
-    seconds, measured, unknown, used = 0.0, 0, 0, set()
+    seconds, measured, unknown, used, held, held_seconds = 0.0, 0, 0, set(), 0, 0.0
     for job in todo:
+        found = pricer.found_again(job)
+        held += found
         for key, wall, share in pricer.parts(job)[0]:
             if wall is None:
                 unknown += 1
                 continue
             seconds += wall * (1 - share)
+            held_seconds += wall if found else 0.0
             measured += 1
             used.update(device for _, device in pricer.paces[key])
-    return Estimate(seconds, measured, unknown, tuple(sorted(used)), _odds_note(pricer.copies.odds_used))
+    return Estimate(seconds, measured, unknown, tuple(sorted(used)), _odds_note(pricer.copies.odds_used), held,
+                    held_seconds)
 
 
 def _price(paces, key) -> float:
@@ -195,21 +215,35 @@ class Pricer:
         self.paces, best_was_last = _history(ctx)
         self.copies = _Copies(todo, ctx, best_was_last)
         self.evals = [j for j in todo if j.kind == "eval"]
+        # Evaluations held for their run's retraining (a fresh clone of a committed store) whose
+        # records name this machine's CPU and thread count: seeded training gives the same weights
+        # there, so they are expected to be found, not measured. Read once: after the run trains,
+        # found_again is False either way (its checkpoint is here).
+        here = device_name(ctx.plan.device)
+        self.held_here = {j.key for j in self.evals if held_for_retraining(j, ctx) == here}
+
+    def found_again(self, job: Job) -> bool:
+        """Whether ``job`` is held for a retraining here that is expected to give its records' weights."""
+        return job.key in self.held_here and self.ctx.verified(job.spec, self.ctx.ckpt_key(job.spec)) is None
 
     def after_training(self, job: Job) -> Dict[str, Price]:
         """The prices of a training job's checkpoints' jobs, now that its weights are saved: a
-        twin's as a copy or not, and nothing for those whose records the store already holds for
-        these very weights (a committed store whose runs trained here to the same weights again)."""
+        twin's as a copy or not, one held for this retraining at its full price (it was priced as
+        found again: where it is, nothing, as for those whose records the store already holds for
+        these very weights)."""
         of_run = [j for j in self.evals if j.spec.run.name == job.spec.name]
-        prices = self.prices([j for j in of_run if twin_of(j.spec) is not None])
+        prices = self.prices([j for j in of_run if twin_of(j.spec) is not None or j.key in self.held_here])
         prices.update({j.key: Price(0.0, 0.0) for j in of_run if is_done(j, self.ctx)})
         return prices
 
     def parts(self, job: Job) -> Tuple[List[Tuple[tuple, Optional[float], float]], bool]:
-        """(key, seconds at the stores' pace or None where they never did it, chance it is a copy)
-        per part of the job (a training run, or each planned measurement); and whether those
-        chances are known rather than odds."""
+        """(key, seconds at the stores' pace or None where they never did it, chance it is a copy
+        or found again) per part of the job (a training run, or each planned measurement); and
+        whether those chances are known rather than odds."""
         planned = _planned(job, self.ctx)
+        if self.found_again(job):
+            return [(key, _price(self.paces, key) if self.paces.get(key) else None, 1.0)
+                    for key in _job_keys(job, self.ctx, planned)], False
         shares, known = self.copies.shares(job, planned)
         return [(key, _price(self.paces, key) if self.paces.get(key) else None, share)
                 for key, share in zip(_job_keys(job, self.ctx, planned), shares)], known
