@@ -211,8 +211,11 @@ def test_a_single_model_run(tmp_path):
     b.model("fastnetw8_T1", 1, 0.16, mca=0.15, nat=0.15, worst_grid=0.0)
     claims = evaluate_claims(*b.tables())
     assert [c.verdict for c in claims] == [NOT_MEASURED] * 7
+    account = tmp_path / "README.md"  # a results folder's hand-written account (results/cpu has one)
+    account.write_text("# how this run was made\n")
     write_reports(b.store, tmp_path)
     assert len(parse(tmp_path / "index.html").tables["leaderboard"]) == 1
+    assert account.read_text() == "# how this run was made\n"  # the reports neither write nor remove it
 
 
 def test_rows_link_their_kept_weights(tmp_path):
