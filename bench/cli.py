@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -26,6 +26,7 @@ from bench.grid.executor import LocalExecutor, RayExecutor
 from bench.grid.plan import Plan
 from bench.measure import families
 from bench.profiles import check_radius, load_profile
+from bench.store import ResultStore
 from models import ARCHS, REGIMES, parse_name
 from models.external import file_spec, is_file_name
 from models.zoo import ZooSpec, is_zoo_name
@@ -231,6 +232,7 @@ def make_plan(args, specs=None):
         _check_writable(store, "--store")
     results = Path(args.results) if args.results else store or Path("results") / profile.name
     _check_writable(results)
+    pace_dirs = _pace_dirs(args.pace_from, results)
     cache = Path(args.cache) if args.cache else default_cache_dir()
     _check_writable(cache, "--cache")  # decoded data, checkpoints (without --store) and downloads go there
     # a Ray driver only plans: the workers run on the devices Ray gives them
@@ -238,8 +240,23 @@ def make_plan(args, specs=None):
     Accel.for_device(device)  # a bad BENCH_BF16 / BENCH_COMPILE value stops here, before a file is written
     return Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
                 cache_dir=cache, data_root=args.data_root, device=device, force=args.force,
-                fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store,
+                fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store, pace_dirs=pace_dirs,
                 progress=sys.stderr.isatty() and not args.no_progress and args.executor == "local")
+
+
+def _pace_dirs(value: Optional[str], results: Path) -> Tuple[Path, ...]:
+    """--pace-from's folders, each one holding records (read only: nothing there is written)."""
+    if value is None:
+        return ()
+    dirs = []
+    for name in _split_list(value, "--pace-from"):
+        d = Path(name)
+        if not ResultStore(d).has_records():
+            raise BenchError(f"--pace-from {name}: no records in {d / 'records'}: give a results folder that has "
+                             f"some, e.g. results/cpu")
+        if d.resolve() != results.resolve() and d.resolve() not in (x.resolve() for x in dirs):
+            dirs.append(d)  # the run's own store prices it already
+    return tuple(dirs)
 
 
 def make_executor(args):

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the grid, per model the jobs the stores do not "
                    "hold yet, and their time at the pace of the stores' own records; run and write nothing (but "
                    "the decoded data, if the cache lacks it)")
+    p.add_argument("--pace-from", default=None, metavar="DIRS", help="comma list of results folders (their "
+                   "records and checkpoints/ sidecars) whose wall times also price --dry-run's estimate and the "
+                   "ETA, e.g. --pace-from results/cpu before a fresh run of that profile")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off when not a TTY)")
     p.add_argument("--tables-only", action="store_true", help="write results.csv and leaderboard.csv, not the "
                    "plots and index.html (most of a small run's time); `python -m bench.report.publish "

@@ -102,6 +102,8 @@ CASES = [
     Case("no ray cluster", ["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
     Case("ray address", ["--executor", "ray", "--address", "nohost"], "is not HOST:PORT"),
     Case("store url", ["--store", "s3://bucket/grid"], "--store takes a folder"),
+    Case("pace from an empty folder", ["--pace-from", "no/such/results", "--dry-run"],
+         "--pace-from no/such/results: no records in no/such/results/records"),
     Case("store under a file", ["--store", "a_file/store"], "store folder a_file/store cannot be written"),
     Case("eps of another attack", ["--attack", "pgd", "--eps=-1"], "--eps: eps must be a non-negative"),
     Case("steps of another attack", ["--attack", "fgsm", "--steps", "abc"], "--steps: steps must be a whole number"),

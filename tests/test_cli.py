@@ -232,6 +232,18 @@ def test_dry_run_lists_what_is_left_and_writes_nothing(smoke_run, capsys, monkey
                 f"stores' own records (made on {device_of(base)}); the other 2 have nothing like them in the "
                 "stores: not counted"]
     assert other.stderr.rstrip().splitlines()[-2:] == expected, other.stderr
+    # a new results folder has nothing to go by; --pace-from prices its grid from the smoke store
+    results = args[args.index("--results") + 1]
+    empty = [*args[:args.index("--results")], "--results", str(base.parent / "new_results"),
+             *args[args.index("--results") + 2:], "--dry-run"]
+    alone = in_process(capsys, monkeypatch, *empty, env=env)
+    assert alone.returncode == 0 and alone.stderr.rstrip().splitlines()[-1].startswith("no estimate:"), alone.stderr
+    paced = in_process(capsys, monkeypatch, *empty, "--pace-from", results, env=env)
+    assert paced.returncode == 0, paced.stderr
+    line = paced.stderr.rstrip().splitlines()[-1]
+    assert line.startswith("estimate: ") and f"at the pace of the stores' own records and those of {results} " \
+        f"(made on {device_of(base)})" in line and "not counted" not in line, paced.stderr
+    assert not (base.parent / "new_results").exists()
     assert snapshot() == before
 
 

@@ -5,18 +5,23 @@ adversarially trained, whose attacks cost far more: nothing stops early on a rob
 training run at the median of the kept runs of the same architecture, regime and recipe. A
 measurement or run the store has never seen is counted, not guessed. The pace is that of the
 machines the records name (their `device`), which the line says: on another box, scale by its
-`make perf` training figure.
+`make perf` training figure. ``--pace-from`` adds other results folders' records and checkpoint
+sidecars to the run's own, so that a grid can be priced before its store holds anything (a fresh
+run of a committed profile, or a new grid of the same models).
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from statistics import median
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from bench.checkpoints import CheckpointStore
 from bench.grid.jobs import Context, Job, held_for_retraining, is_done, ordered, planned_by, stored_record, twin_of
 from bench.provenance import device_name
+from bench.store import ResultStore
 
 
 @dataclass
@@ -26,6 +31,7 @@ class Estimate:
     unknown: int  # those the store has never seen
     machines: Tuple[str, ...]  # the devices whose records set the pace
     odds: str = ""  # how twin checkpoints' copies were priced, when some were
+    sources: str = "the stores' own records"  # whose wall times set the pace
     held: int = 0  # evaluations expected to be found again once their run is retrained here
     held_seconds: float = 0.0  # what they cost if training here gives other weights
 
@@ -36,7 +42,7 @@ class Estimate:
         rest = ("; the other one has nothing like it in the stores: not counted" if self.unknown == 1 else
                 f"; the other {self.unknown} have nothing like them in the stores: not counted" if self.unknown else "")
         return (f"estimate: {took} for {self.measured} of the {self.measured + self.unknown} measurements and "
-                f"training runs left, at the pace of the stores' own records (made on {'; '.join(self.machines)}){rest}"
+                f"training runs left, at the pace of {self.sources} (made on {'; '.join(self.machines)}){rest}"
                 f"{self.odds}{self._held_note()}")
 
     def _held_note(self) -> str:
@@ -87,19 +93,30 @@ def _arch(spec) -> str:
 Paces = Dict[tuple, List[Tuple[float, str]]]
 
 
+def _sources(ctx: Context) -> Tuple[list, list]:
+    """The result stores and checkpoint stores whose wall times set the pace: the run's own, and
+    each --pace-from folder's (its records and its checkpoints/ sidecars), read only."""
+    stores, ckpts = [ctx.store], [ctx.ckpts]
+    for d in ctx.plan.pace_dirs:
+        stores.append(ResultStore(d))
+        ckpts.append(CheckpointStore(Path(d) / "checkpoints"))
+    return stores, ckpts
+
+
 def _history(ctx: Context) -> Tuple[Paces, Dict[tuple, List[bool]]]:
     """From the stores: (wall_s, device) of every measurement and kept training run, by what was
     done; and per training key, whether each kept run that saved a best checkpoint saved its last
     weights there (its best epoch was the last)."""
     paces: Paces = defaultdict(list)
     best_was_last: Dict[tuple, List[bool]] = defaultdict(list)
-    for rec in ctx.store.records():
+    stores, ckpts = _sources(ctx)
+    for rec in (r for store in stores for r in store.records()):
         if rec.get("same_weights_as") or rec.get("wall_s") is None:
             continue  # a copy from a twin carries its source's time, not its own
         key = _measure_key(rec.get("arch", "?"), rec.get("regime", "std"), rec["n"], rec["threat"], rec["view"],
                            rec.get("params", {}))
         paces[key].append((float(rec["wall_s"]), rec.get("device", "?")))
-    for meta in ctx.ckpts.sidecars():
+    for meta in (m for store in ckpts if store.root.is_dir() for m in store.sidecars()):
         spec = meta.get("spec", {})
         key = _train_key(spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
                          meta.get("recipe"), meta.get("data_fingerprint"))
@@ -183,8 +200,10 @@ def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
             held_seconds += wall if found else 0.0
             measured += 1
             used.update(device for _, device in pricer.paces[key])
-    return Estimate(seconds, measured, unknown, tuple(sorted(used)), _odds_note(pricer.copies.odds_used), held,
-                    held_seconds)
+    sources = "the stores' own records" + (f" and those of {', '.join(str(d) for d in ctx.plan.pace_dirs)}"
+                                            if ctx.plan.pace_dirs else "")
+    return Estimate(seconds, measured, unknown, tuple(sorted(used)), _odds_note(pricer.copies.odds_used), sources,
+                    held, held_seconds)
 
 
 def _price(paces, key) -> float:

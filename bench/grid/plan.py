@@ -31,6 +31,7 @@ class Plan:
     fetch_shift_sets: bool = False  # download a shifted test set (CIFAR-10.1) that is missing, else skip it
     dataset: Optional[str] = None  # cifar10 / cifar100 where the data root holds both
     store_dir: Optional[Path] = None  # checkpoints (and job logs) here, e.g. a cluster's shared folder
+    pace_dirs: Sequence[Path] = ()  # other results folders whose wall times also price the estimate and ETA
 
     @property
     def checkpoint_dir(self) -> Path:
