@@ -157,8 +157,9 @@ def test_the_eta_prices_evaluations_held_for_a_retraining_here_at_nothing(mini_r
             "--no-progress"]
     assert main([*args, "--cache", str(tmp_path / "cache"), "--tables-only"]) == 0
 
-    def fresh_clone(cache: str):
-        ctx = Context(make_plan(build_parser().parse_args([*args, "--cache", str(tmp_path / cache)])), lambda m: None)
+    def fresh_clone(cache: str, *more: str):
+        ctx = Context(make_plan(build_parser().parse_args([*args, "--cache", str(tmp_path / cache), *more])),
+                      lambda m: None)
         todo = [j for j in build_jobs(ctx) if not is_done(j, ctx)]
         (train,) = [j for j in todo if j.kind == "train"]
         return ctx, todo, train, [j for j in todo if j.kind == "eval"], Pricer(todo, ctx)
@@ -167,6 +168,9 @@ def test_the_eta_prices_evaluations_held_for_a_retraining_here_at_nothing(mini_r
         for f in (tmp_path / "out" / "records").glob("*.json"):
             f.write_text(json.dumps({**json.loads(f.read_text()), **fields}))
 
+    # --force measures every evaluation again: nothing is expected to be found
+    _, _, _, forced, pricer = fresh_clone("fresh", "--force")
+    assert forced and all(p.expected == p.measured > 0 for p in pricer.prices(forced).values())
     ctx, todo, train, evals, pricer = fresh_clone("fresh")
     assert evals and all(held_for_retraining(j, ctx) == device_name(ctx.plan.device) for j in evals)
     before = pricer.prices(evals)

@@ -19,7 +19,7 @@ from statistics import median
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from bench.checkpoints import CheckpointStore
-from bench.grid.jobs import Context, Job, held_for_retraining, is_done, ordered, planned_by, stored_record, twin_of
+from bench.grid.jobs import Context, Job, held_evaluations, is_done, ordered, planned_by, stored_record, twin_of
 from bench.provenance import device_name
 from bench.store import ResultStore
 
@@ -184,10 +184,10 @@ class _Copies:
         return [sum(runs) / len(runs)] * len(planned), False
 
 
-def estimate(todo: Sequence[Job], ctx: Context) -> Estimate:
+def estimate(todo: Sequence[Job], ctx: Context, held: Optional[Dict[str, str]] = None) -> Estimate:
     """The grid's time left (``--dry-run``), part by part: a job the stores know only in part is
-    priced for those parts, the rest counted."""
-    pricer = Pricer(todo, ctx)
+    priced for those parts, the rest counted. ``held``: as for Pricer."""
+    pricer = Pricer(todo, ctx, held)
     seconds, measured, unknown, used, held, held_seconds = 0.0, 0, 0, set(), 0, 0.0
     for job in todo:
         found = pricer.found_again(job)
@@ -229,7 +229,9 @@ class Pricer:
     for a run's checkpoints once it is trained, when whether @last is @best's weights is known
     rather than a chance (bench/grid/executor.py's ETA)."""
 
-    def __init__(self, todo: Sequence[Job], ctx: Context):
+    def __init__(self, todo: Sequence[Job], ctx: Context, held: Optional[Dict[str, str]] = None):
+        """``held``: jobs.held_evaluations(todo, ctx), where the caller has it already (the grid's
+        first line reads it); read here otherwise."""
         self.ctx = ctx
         self.paces, best_was_last = _history(ctx)
         self.copies = _Copies(todo, ctx, best_was_last)
@@ -238,8 +240,9 @@ class Pricer:
         # records name this machine's CPU and thread count: seeded training gives the same weights
         # there, so they are expected to be found, not measured. Read once: after the run trains,
         # found_again is False either way (its checkpoint is here).
+        held = held_evaluations(todo, ctx) if held is None else held
         here = device_name(ctx.plan.device)
-        self.held_here = {j.key for j in self.evals if held_for_retraining(j, ctx) == here}
+        self.held_here = {key for key, device in held.items() if device == here}
 
     def found_again(self, job: Job) -> bool:
         """Whether ``job`` is held for a retraining here that is expected to give its records' weights."""

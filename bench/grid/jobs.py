@@ -19,7 +19,7 @@ import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import load_dataset, stratified_indices
@@ -296,6 +296,14 @@ def held_for_retraining(job: Job, ctx: Context) -> Optional[str]:
     if not records or not all(records) or len({d.get("weights_sha256") for d in records}) != 1:
         return None
     return records[0].get("device") or "an unnamed device"
+
+
+def held_evaluations(todo: Sequence[Job], ctx: Context) -> Dict[str, str]:
+    """held_for_retraining over a grid's jobs left, read once at its start: job key -> the device
+    its records name. None under --force, which measures every evaluation again."""
+    if ctx.plan.force:
+        return {}
+    return {j.key: d for j in todo if (d := held_for_retraining(j, ctx))}
 
 
 def _records_done(ctx: Context, weights_key: str, planned, sha: Optional[str], family) -> bool:

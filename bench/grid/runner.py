@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.grid.estimate import Pricer, estimate
 from bench.grid.executor import GridProgress, LocalExecutor
-from bench.grid.jobs import Context, Job, build_jobs, held_for_retraining, is_done
+from bench.grid.jobs import Context, Job, build_jobs, held_evaluations, is_done
 from bench.grid.plan import Plan
 from bench.provenance import device_name
 from bench.report.publish import write_reports
@@ -31,9 +31,9 @@ def run(plan: Plan, log: Callable[[str], None] = _log, executor=None, pages: boo
     stores what it measured as soon as it is done, so an interrupted run resumes where it stopped."""
     started = time.perf_counter()
     ctx = Context(plan, log)
-    jobs, todo = _grid(ctx, log)
+    jobs, todo, held = _grid(ctx, log)
     executor = executor or LocalExecutor()
-    pricer = Pricer(todo, ctx)
+    pricer = Pricer(todo, ctx, held)
     progress = GridProgress(len(jobs), len(jobs) - len(todo), log, todo, pricer.prices(todo),
                             reprice=pricer.after_training)
     executor.run(todo, ctx, progress, plan.log_dir, log)
@@ -49,7 +49,7 @@ def preview(plan: Plan, log: Callable[[str], None] = _log) -> Dict[str, List[str
     the stores; writes nothing but the decoded data, when the cache does not have it yet; fetches
     no shift set."""
     ctx = Context(replace(plan, fetch_shift_sets=False), log)
-    _, todo = _grid(ctx, log)
+    _, todo, held = _grid(ctx, log)
     left: Dict[str, List[str]] = {}
     for job in todo:
         left.setdefault(job.spec.name, []).append("train" if job.kind == "train" else job.family)
@@ -57,27 +57,29 @@ def preview(plan: Plan, log: Callable[[str], None] = _log) -> Dict[str, List[str
     for name, parts in left.items():
         log(f"  {name}: {', '.join(parts)}")
     if todo:
-        log(estimate(todo, ctx).line())
+        log(estimate(todo, ctx, held).line())
     return left
 
 
 def _grid(ctx: Context, log: Callable[[str], None]):
-    """The plan's jobs and those the stores do not hold yet, announced in one line."""
+    """The plan's jobs, those the stores do not hold yet, and of these the evaluations held for
+    their run's retraining (job key -> the device their records name), announced in one line."""
     plan = ctx.plan
     jobs = build_jobs(ctx)
     # --force re-evaluates; it never retrains (delete a checkpoint to retrain it)
     todo: List[Job] = [j for j in jobs if (plan.force and j.kind == "eval") or not is_done(j, ctx)]
     n_train = sum(j.kind == "train" for j in jobs)
     n_eval = len(jobs) - n_train
-    held = [] if plan.force else [d for d in (held_for_retraining(j, ctx) for j in todo) if d]
+    held = held_evaluations(todo, ctx)
     log(f"grid: {_count(len(jobs), 'job')} ({_count(n_train, 'training run')}, {_count(n_eval, 'evaluation')}); "
         f"{len(jobs) - len(todo)} already done" + (" (--force re-evaluates)" if not plan.force else "") +
-        f"; {len(todo)} to run" + (_held_note(held, ctx) if held else "") + f"; job logs in {plan.log_dir}")
-    return jobs, todo
+        f"; {len(todo)} to run" + (_held_note(list(held.values()), ctx) if held else "") +
+        f"; job logs in {plan.log_dir}")
+    return jobs, todo, held
 
 
 def _held_note(devices: List[str], ctx: Context) -> str:
-    """The grid line's note on evaluations held for a training run to redo (jobs.held_for_retraining):
+    """The grid line's note on evaluations held for a training run to redo (jobs.held_evaluations):
     whether they come back depends on the machine, so it names the records' and this one."""
     n = len(devices)
     return (f" ({n} of them {'an evaluation' if n == 1 else 'evaluations'} the store holds from an earlier training "
