@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.cli import make_plan
-from bench.grid.jobs import Context, build_jobs
+from bench.grid.jobs import Context, build_jobs, is_done
 from bench.run import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_the_eta_prices_a_trained_runs_twin_as_what_it_is(mini_root, tmp_path):
     against, is in full; once the run is trained, its @last is known to be a copy: nothing."""
     from bench.grid.estimate import Pricer
     from bench.grid.executor import GridProgress
-    from bench.grid.jobs import execute, is_done
+    from bench.grid.jobs import execute
     (tmp_path / "p.toml").write_text(PROFILE)
     args = ["--data-root", str(mini_root), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
             "--no-progress"]
@@ -142,6 +142,31 @@ def test_the_eta_prices_a_trained_runs_twin_as_what_it_is(mini_root, tmp_path):
     assert all(after[k] == before[k] and after[k].measured > 0 for k in best)
 
 
+def test_under_force_the_eta_prices_every_twin_in_full(mini_root, tmp_path):
+    """--force measures each checkpoint's name itself, copying nothing from its twin: every @last
+    is priced in full, before its run is trained and after (where its records are also held)."""
+    from bench.grid.estimate import Pricer
+    from bench.grid.jobs import execute
+    (tmp_path / "p.toml").write_text(PROFILE)
+    args = ["--data-root", str(mini_root), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
+            "--no-progress"]
+    assert main(["--profile", str(tmp_path / "p.toml"), *args, "--tables-only"]) == 0
+    (tmp_path / "q.toml").write_text(PROFILE.replace("T = [2]", "T = [2, 3]"))
+    ctx = Context(make_plan(build_parser().parse_args(["--profile", str(tmp_path / "q.toml"), *args, "--force"])),
+                  lambda m: None)
+    todo = [j for j in build_jobs(ctx) if j.kind == "eval" or not is_done(j, ctx)]
+    assert {j.spec.T for j in todo if j.kind == "train"} == {3} and {j.spec.T for j in todo} == {2, 3}
+    pricer = Pricer(todo, ctx)
+    before = pricer.prices(todo)
+    last = [j.key for j in todo if j.spec.checkpoint == "last"]
+    assert len(last) >= 4 and all(before[k].expected == before[k].measured > 0 for k in last)
+    (train,) = [j for j in todo if j.kind == "train"]
+    execute(train, ctx, lambda m: None)
+    after = pricer.after_training(train)
+    assert all(p.expected == p.measured > 0 for p in after.values())
+    assert {k for k in after if k in last} == {j.key for j in todo if j.spec.checkpoint == "last" and j.spec.T == 3}
+
+
 def test_the_eta_prices_evaluations_held_for_a_retraining_here_at_nothing(mini_root, tmp_path):
     """A store whose checkpoints are gone (a fresh clone of committed results), its records made
     on this machine's CPU and thread count: each evaluation is expected to be found again once its
@@ -149,7 +174,7 @@ def test_the_eta_prices_evaluations_held_for_a_retraining_here_at_nothing(mini_r
     at nothing where the weights are the records' and in full where they are not. Records made on
     another machine are priced in full from the start."""
     from bench.grid.estimate import Pricer, estimate
-    from bench.grid.jobs import execute, held_for_retraining, is_done
+    from bench.grid.jobs import execute, held_for_retraining
     from bench.provenance import device_name
     (tmp_path / "p.toml").write_text(PROFILE.replace('regime = "fat"', 'regime = "std"').replace(
         "recipe = {at_holdout = 64, at_eval_steps = 2}\n", ""))
@@ -168,9 +193,13 @@ def test_the_eta_prices_evaluations_held_for_a_retraining_here_at_nothing(mini_r
         for f in (tmp_path / "out" / "records").glob("*.json"):
             f.write_text(json.dumps({**json.loads(f.read_text()), **fields}))
 
-    # --force measures every evaluation again: nothing is expected to be found
-    _, _, _, forced, pricer = fresh_clone("fresh", "--force")
+    # --force measures every evaluation again: nothing is expected to be found, before training or after
+    ctx, _, train, forced, pricer = fresh_clone("forced", "--force")
     assert forced and all(p.expected == p.measured > 0 for p in pricer.prices(forced).values())
+    execute(train, ctx, lambda m: None)
+    assert all(is_done(j, ctx) for j in forced)
+    # a run's reprices replace its jobs' prices; those it leaves out keep their full ones
+    assert all(p.expected == p.measured > 0 for p in pricer.after_training(train).values())
     ctx, todo, train, evals, pricer = fresh_clone("fresh")
     assert evals and all(held_for_retraining(j, ctx) == device_name(ctx.plan.device) for j in evals)
     before = pricer.prices(evals)

@@ -165,7 +165,7 @@ class _Copies:
         ctx = self.ctx
         none = [0.0] * len(planned), True
         twin = twin_of(job.spec)
-        if twin is None:
+        if twin is None or ctx.plan.force:  # --force measures each name itself, copying nothing
             return none
         first = self.order.get((twin.name, job.family), len(self.order)) < self.order[job.spec.name, job.family]
         key = ctx.ckpt_key(job.spec)
@@ -252,10 +252,11 @@ class Pricer:
         """The prices of a training job's checkpoints' jobs, now that its weights are saved: a
         twin's as a copy or not, one held for this retraining at its full price (it was priced as
         found again: where it is, nothing, as for those whose records the store already holds for
-        these very weights)."""
+        these very weights; under --force, which measures those again, in full)."""
         of_run = [j for j in self.evals if j.spec.run.name == job.spec.name]
         prices = self.prices([j for j in of_run if twin_of(j.spec) is not None or j.key in self.held_here])
-        prices.update({j.key: Price(0.0, 0.0) for j in of_run if is_done(j, self.ctx)})
+        if not self.ctx.plan.force:
+            prices.update({j.key: Price(0.0, 0.0) for j in of_run if is_done(j, self.ctx)})
         return prices
 
     def parts(self, job: Job) -> Tuple[List[Tuple[tuple, Optional[float], float]], bool]:
