@@ -110,9 +110,13 @@ def _keys(seed: int, name: str, severity: int, indices: Sequence[int]) -> List[i
     """A stable seed per image (blake2b, not Python's salted hash()). torch's CPU generator keeps
     the low 32 bits (mt19937's seed), so two images of one corruption and severity share their
     draws with probability about n^2 / 2^33 (none among the 10,000 test images at seed 0)."""
-    head = f"cifar10c/{int(seed)}/{name}/{int(severity)}/".encode()
-    return [int.from_bytes(hashlib.blake2b(head + str(int(i)).encode(), digest_size=8).digest(), "little") >> 1
-            for i in indices]
+    head = hashlib.blake2b(f"cifar10c/{int(seed)}/{name}/{int(severity)}/".encode(), digest_size=8)
+    keys = []
+    for i in indices:  # the head's state copied: a third faster than hashing head + index afresh
+        h = head.copy()
+        h.update(str(int(i)).encode())
+        keys.append(int.from_bytes(h.digest(), "little") >> 1)
+    return keys
 
 
 _POOLS: Dict[int, ThreadPoolExecutor] = {}
@@ -156,8 +160,8 @@ def _unit(x: torch.Tensor, dtype=F64) -> torch.Tensor:
 
 
 def _finish(y: torch.Tensor) -> torch.Tensor:
-    """The reference's closing ``np.clip(y, 0, 1) * 255`` then np.uint8."""
-    return y.clamp(0, 1).mul_(255).to(torch.uint8)  # truncates, as _u8
+    """The reference's closing ``np.clip(y, 0, 1) * 255`` then np.uint8, in place: y is spent."""
+    return y.clamp_(0, 1).mul_(255).to(torch.uint8)  # truncates, as _u8
 
 
 # ----------------------------------------------------------------------------------------------
