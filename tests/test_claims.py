@@ -467,3 +467,38 @@ def test_a_robust_min_set_on_part_of_the_images_counts_those_images(tmp_path):
     ev = Evidence(tidy, board, bits)
     assert board.set_index("model").loc["fastnet_T1", "robust_min_by"] == "square/any"
     assert ev.n("fastnet_T1", "robust_min") == 200 and ev.n("fastnet_T1", "clean") == 1000
+
+
+def test_seeds_measured_on_the_same_images_are_not_counted_as_more_images(tmp_path):
+    """Two seeds whose per-image differences are the very same images (+1 on 4% of them): the
+    images' part of the error is one seed's, not one seed's over sqrt(2) as independent images
+    would give; the seeds agree, so it is all of the error."""
+    b = StoreBuilder(tmp_path, n=1000)
+    for s in (0, 1):
+        suffix = f"_s{s}" if s else ""
+        b.model(f"fastnet_T1{suffix}", 1, 0.60, seed=s).model(f"fastnet_T2{suffix}", 2, 0.64, seed=s)
+    (c,) = verdict_of(evaluate_claims(*b.tables()), "A1").comparisons
+    one_seed = np.std(np.r_[np.ones(40), np.zeros(960)], ddof=1) / math.sqrt(1000)
+    assert math.isclose(c.diff, 0.04) and math.isclose(c.se, one_seed, rel_tol=1e-9)
+
+
+def test_the_detectable_effect_clears_the_minimum_effect_then_the_power_margin(tmp_path):
+    """Supported needs d - z*se > 0 and d >= min_effect: where z*se is below min_effect, the true
+    effect found with probability POWER is min_effect + z_power*se, not (z + z_power)*se."""
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("fastnet_T1", 1, 0.80).model("fastnet_T2", 2, 0.82)
+    (c,) = verdict_of(evaluate_claims(*b.tables()), "A1").comparisons
+    assert c.z * c.se < THRESHOLDS["min_effect"] < (c.z + 0.8416) * c.se
+    assert math.isclose(c.detectable, THRESHOLDS["min_effect"] + 0.8416 * c.se, rel_tol=1e-3)
+
+
+def test_b_without_a_plain_t1_model_is_at_most_inconclusive(tmp_path):
+    """The claim asks T* to beat both T=1 models: beating the BN-head one alone is not support."""
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("resnet18_bn_T1", 1, 0.78, arch="resnet18", head="bn", feature_dim=512)
+    b.model("resnet18_bn_Tauto", 11.67, 0.86, arch="resnet18", head="bn", feature_dim=512)
+    b.model("resnet18_bn_T20", 20, 0.84, arch="resnet18", head="bn", feature_dim=512)
+    claim = verdict_of(evaluate_claims(*b.tables()), "B")
+    first = claim.comparisons[0]
+    assert claim.verdict == INCONCLUSIVE and first.verdict == INCONCLUSIVE
+    assert "this test alone: supported" in first.note and "without a plain T=1 model, at most inconclusive" in first.note

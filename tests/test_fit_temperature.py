@@ -239,3 +239,18 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
 
 def test_parse_csg_sources():
     assert parse_csg(["a=1.5", "b = 2"], None) == {"a": 1.5, "b": 2.0}
+
+
+def test_three_points_get_no_bootstrap_interval():
+    """A resample of 3 points is an exact fit through 2 of the widths: its spread is no interval
+    (on results/cpu's points it excluded the fit's own alpha). Ten points get one."""
+    rng = np.random.default_rng(3)
+
+    def points(m):
+        return pd.DataFrame({"feature_dim": m, "num_classes": 10, "dataset": "d",
+                             "best_T": ALPHA * np.sqrt(m) + BETA + rng.normal(0, 1.0, len(m))})
+    few = fit_tstar(points(np.array([16, 64, 256])))
+    assert few.bootstrap_ci == {} and few.n_bootstrap == 0 and few.ci["alpha"][0] < few.coef["alpha"]
+    assert any(n.startswith("no bootstrap interval: 3 points for 2 terms") for n in few.notes)
+    enough = fit_tstar(points(np.linspace(16, 1024, 10)))
+    assert enough.n_bootstrap > 1900 and not any("bootstrap" in n for n in enough.notes)

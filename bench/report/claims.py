@@ -27,14 +27,19 @@ natural transforms, shifted test sets) it is the unpaired binomial one,
 sqrt(p1 q1 / n1 + p2 q2 / n2), with p = (k+1)/(n+2) so that 0% and 100% do not give a zero error.
 The binomial error ignores the pairing and, for a mean over many corrupted copies of the same
 images, uses the number of images: both make it conservative. With several seeds per temperature,
-the spread of the per-seed differences is added (sqrt(se_images^2 + se_seeds^2)). A standard error
+measured on the same images, each image's difference is averaged over the seeds before its sd is
+taken (the seeds' per-image differences correlate), and the spread of the per-seed differences is
+added (sqrt(se_images^2 + se_seeds^2), which counts their interaction twice). A standard error
 is never below one image (1/n). A side with one seed (T=2 against three seeds of T=1) takes the
 seed-to-seed variance pooled over the family's temperatures that have seeds, rather than none.
 A spread from k seeds is itself a noisy estimate (k - 1 degrees of freedom: two seeds give one),
 so a comparison with seeds holds its difference to Student's t instead of the normal, at the
 Welch-Satterthwaite degrees of freedom of the sum (the image part counted as exact): df =
 se^4 / (se_seeds^4 / (k - 1)). With 2-3 seeds a side this widens the interval by up to 6.5x where
-the seeds dominate, and not at all where they agree.
+the seeds dominate, and not at all where they agree. That df is itself estimated from the seeds:
+with 3 seeds, a 95% interval covers about 93-94% where the seeds dominate (simulated), a
+Bonferroni 99.2% one about 97%: slightly optimistic there, where df = k - 1 alone would turn 3
+seeds' intervals 2-5x wider than the seeds' own spread warrants.
 
 Verdicts, from a fixed vocabulary (VERDICTS). For one "improves" comparison, with
 d = candidate - baseline and z the critical value:
@@ -51,7 +56,8 @@ the claim reports, the one gradient masking fools): robust_min decides; when onl
 masked does not count as support (inconclusive, or the weak-attack verdict when PGD-raw supports
 it). A6 is an equivalence test: targeted success at a high T
 counts as "still succeeds" when its drop from T=1 is below targeted_margin (drop + z*se < margin:
-supported; drop - z*se > margin: not supported). B is supported when T* beats both T=1 models and
+supported; drop - z*se > margin: not supported). B is supported when T* beats both T=1 models (a
+family without a plain T=1 model is at most inconclusive) and
 no other BN-head temperature beats T*; not supported when another temperature does, or when T*
 is ruled out to beat a T=1 model. A claim's verdict combines its comparisons: "not measured"
 entries are left out; if they all agree, that verdict; supported mixed with "supported only under
@@ -173,9 +179,10 @@ class Comparison:
 
     @property
     def detectable(self) -> float:
-        """The smallest true improvement this comparison calls supported with probability POWER:
-        (z + z_power) * se, and never below min_effect."""
-        return max(THRESHOLDS["min_effect"], (self.z + _quantile(POWER, self.df)) * self.se)
+        """The smallest true improvement this comparison calls supported with probability POWER.
+        Supported needs d - z*se > 0 and d >= min_effect, i.e. d >= max(z*se, min_effect); the
+        true effect must sit z_power*se above that bar."""
+        return max(THRESHOLDS["min_effect"], self.z * self.se) + _quantile(POWER, self.df) * self.se
 
 
 @dataclass
@@ -391,20 +398,26 @@ def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str
         return float("nan"), float("nan"), 0, "", math.inf
     diff = float(np.mean(vc) - np.mean(vb))
     n = min(ev.n(m, metric) for m in list(cand.model) + list(base.model))
-    kinds, var_img = set(), []
+    kinds, var_img, per_image = set(), [], []
     pairs = list(zip(cand.model, base.model)) if len(cand) == len(base) else []
     for mc, mb in pairs:
         bc, bb = ev.bits(mc, metric), ev.bits(mb, metric)
         if bc is not None and bb is not None and len(bc) == len(bb):
-            d = bc.astype(float) - bb.astype(float)
-            se = max(float(d.std(ddof=1)) / math.sqrt(len(d)), 1 / len(d)) if len(d) > 1 else 1.0
+            per_image.append(bc.astype(float) - bb.astype(float))
             kinds.add("paired")
         else:
-            se = math.hypot(_binomial_se(ev.value(mc, metric), ev.n(mc, metric)),
-                            _binomial_se(ev.value(mb, metric), ev.n(mb, metric)))
+            var_img.append(_binomial_se(ev.value(mc, metric), ev.n(mc, metric)) ** 2
+                           + _binomial_se(ev.value(mb, metric), ev.n(mb, metric)) ** 2)
             kinds.add("binomial")
-        var_img.append(se ** 2)
-    if pairs:
+    if per_image and not var_img and len({len(d) for d in per_image}) == 1:
+        # every seed on the same images: each image's difference averaged over the seeds first,
+        # since the seeds' per-image differences correlate (0.7 for PGD at T=50 against T=1):
+        # summed as independent, they made this part up to 1.5x too small
+        d = np.mean(per_image, axis=0)
+        se_img = max(float(d.std(ddof=1)) / math.sqrt(len(d)), 1 / len(d)) if len(d) > 1 else 1.0
+    elif pairs:
+        var_img += [max(float(d.std(ddof=1)) / math.sqrt(len(d)), 1 / len(d)) ** 2 if len(d) > 1 else 1.0
+                    for d in per_image]
         se_img = math.sqrt(sum(var_img)) / len(pairs)
     else:  # unmatched seeds: pool the images of every seed
         se_img = math.hypot(_binomial_se(float(np.mean(vc)), n * len(vc)), _binomial_se(float(np.mean(vb)), n * len(vb)))
@@ -681,14 +694,15 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
             continue
         if (rival is not None and rival.verdict == SUPPORTED) or any(t.verdict == NOT_SUPPORTED for t in tests):
             verdict = NOT_SUPPORTED
-        elif all(t.verdict == SUPPORTED for t in tests):
+        elif len(tests) == 2 and all(t.verdict == SUPPORTED for t in tests):  # the claim asks for both
             verdict = SUPPORTED
         else:
             verdict = INCONCLUSIVE
         # the first test carries the family's verdict (its own is in the note); the rest are evidence
         for i, t in enumerate(tests + ([rival] if rival else [])):
             if i == 0:
-                t.note += f" (this test alone: {t.verdict}; the family's verdict combines all three)"
+                t.note += f" (this test alone: {t.verdict}; the family's verdict combines all three" + \
+                    ("" if len(tests) == 2 else "; without a plain T=1 model, at most inconclusive") + ")"
                 t.verdict = verdict
             else:
                 t.decides = False
@@ -740,7 +754,8 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
                 span = f"{100 * lo:.1f} pp" if round(100 * lo, 1) == round(100 * hi, 1) else \
                     f"{100 * lo:.1f}-{100 * hi:.1f} pp"
                 reason = (reason + "; " if reason else "") + \
-                    f"power: an improvement of {span} would be found with {100 * POWER:g}% probability"
+                    f"power: an improvement of {span} would be found with {100 * POWER:g}% probability" + \
+                    (" by each comparison (by the claim, which needs them all, with less)" if len(seen) > 1 else "")
         models = sorted({m for c in rows for m in c.models})
         out.append(ClaimResult(key, claim, measurement.format(**fmt), verdict, reason, rows, models))
     return out

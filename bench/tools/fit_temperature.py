@@ -12,8 +12,10 @@ the best grid point and its two neighbours (a coarse grid such as 1, 2, 5, 10 ot
 answer to grid points).
 
 The least-squares fit reports each coefficient with a 95% interval from the OLS standard errors
-(Student t), and, when there are few points (at most ``BOOTSTRAP_MAX_POINTS``), also a percentile
-bootstrap over the points. gamma and delta enter only where the data can identify them: CSG
+(Student t), and, when there are few points (``BOOTSTRAP_MIN_POINTS`` to ``BOOTSTRAP_MAX_POINTS``,
+with at least ``BOOTSTRAP_MIN_DOF`` residual degrees of freedom), also a percentile bootstrap over
+the points. Below that a resample of the points is mostly an exact fit through as many distinct
+widths as there are terms, whose spread is no interval (3 points gave one excluding the fit itself). gamma and delta enter only where the data can identify them: CSG
 values for every dataset (given by the user, never computed here: see ``python -m bench.csg``)
 and at least two distinct values, the same for the class counts; a term collinear with the
 others is left out, with a note.
@@ -41,6 +43,7 @@ from models.registry import TAUTO_MIN
 PUBLISHED = {"alpha": 0.7239, "beta": -4.706}  # Hasegawa & Sakai 2025; gamma, delta unpublished
 MIN_TEMPERATURES = 3  # per group: fewer cannot show an interior maximum
 BOOTSTRAP_MAX_POINTS = 30
+BOOTSTRAP_MIN_POINTS, BOOTSTRAP_MIN_DOF = 10, 5
 GROUP = ["arch", "feature_dim", "dataset", "head"]
 TERMS = {  # name -> (column of the design matrix, how it prints)
     "alpha": ("sqrt_M", "sqrt(M)"),
@@ -212,6 +215,10 @@ def fit_tstar(points: pd.DataFrame, csg: Optional[Dict[str, float]] = None, *, n
               n, math.sqrt(s2), 1 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan"), notes=notes)
     if bootstrap is None:
         bootstrap = n <= BOOTSTRAP_MAX_POINTS
+    if bootstrap and (n < BOOTSTRAP_MIN_POINTS or dof < BOOTSTRAP_MIN_DOF):
+        bootstrap = False
+        fit.notes.append(f"no bootstrap interval: {n} points for {p} terms (it needs {BOOTSTRAP_MIN_POINTS} points "
+                         f"and {BOOTSTRAP_MIN_DOF} to spare)")
     if bootstrap:
         rng = np.random.default_rng(seed)
         draws = []
