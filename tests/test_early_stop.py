@@ -276,3 +276,24 @@ def test_transfer_is_crafted_to_the_last_iterate(test_split):
     assert transfer.attack.name == "pgd" and transfer.attack.kwargs["early_stop"] is False
     assert transfer.attack.steps == profile.attack("pgd").steps  # the profile's PGD otherwise
     assert all(a.kwargs["early_stop"] for a in sweep.configs)  # the sweep is white-box: it stops early
+
+
+@pytest.mark.parametrize("k", [40.0, 80.0])
+def test_pgd_l2_takes_a_full_step_on_a_tiny_gradient(tiny_model, correct_batch, k):
+    """A softmax saturated far enough that a point's CE gradient is tiny but not zero: divided by
+    its norm + 1e-10 (torchattacks' guard), its normalised step is next to nothing, so the point
+    stays where it was and counts as robust. The harness's PGD-L2 steps it a full alpha, as any
+    other point."""
+    import torch.nn.functional as F
+    big = scaled_last_layer(tiny_model[1], k)
+    x, y = correct_batch
+    xx = x.clone().requires_grad_()
+    g = torch.autograd.grad(F.cross_entropy(big(xx), y, reduction="sum"), xx)[0].flatten(1)
+    tiny = (g.abs().amax(1) > 0) & (g.norm(dim=1) < 1e-10)
+    assert int(tiny.sum()) >= 3
+    params = {"eps": 0.5, "alpha": 0.1, "steps": 1, "random_start": False}
+    moved = (run(make_attack("pgd_l2", dict(params, early_stop=False)).build(big), x, y) - x).flatten(1).norm(dim=1)
+    assert (moved[tiny] > 0.05).all(), moved[tiny]
+    nchw = copy.deepcopy(big).to(memory_format=torch.contiguous_format)
+    stock = run(torchattacks.PGDL2(nchw, eps=0.5, alpha=0.1, steps=1, random_start=False), x, y)
+    assert ((stock - x).flatten(1).norm(dim=1)[tiny] < 1e-3).all()
