@@ -187,7 +187,7 @@ class ResultStore:
     def bits_table(self) -> pd.DataFrame:
         """The per-image results (hex bitmaps) of the measurements that have them."""
         cols = ["run_key", "model", "dataset", "n", "eval_n", "family", "threat", "view", "eps", "timestamp", "bits",
-                "positions", "autoattack_warnings"]  # the AutoAttack cross-check's (bench/measure/crosscheck.py)
+                "positions", "autoattack_warnings", "weights_sha256"]  # the AutoAttack cross-check's (bench/measure/crosscheck.py)
         rows = [dict({c: rec.get(c) for c in cols}, eval_n=part_of(rec)) for rec in self.records()
                 if rec.get("bits") and rec.get("schema", 1) >= SCHEMA]
         return pd.DataFrame(rows, columns=cols)

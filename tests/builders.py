@@ -95,6 +95,7 @@ class StoreBuilder:
         self.n, self.dataset = n, dataset
         self.minute = 0
         self.specs = {}
+        self.weights = "0" * 64  # the weights_sha256 of the records put from now on (a retraining: another)
 
     def _put(self, spec: dict, family: str, threat: str, view: str, metrics: dict, *, eps=0.0, steps=0, params=None,
              n=None, bits=None, source=None, corruption=None, severity=None, magnitude=None, positions=None):
@@ -104,7 +105,7 @@ class StoreBuilder:
                    attack_seed=0, threat=threat, view=view, params=params or {}, family=family,
                    source=source or f"{self.dataset}:test", num_classes=10, corruption=corruption,
                    severity=severity, magnitude=magnitude, eps=eps, steps=steps, metrics=metrics, wall_s=0.1,
-                   weights_sha256="0" * 64, profile="test",
+                   weights_sha256=self.weights, profile="test",
                    timestamp=f"2026-01-01T{10 + self.minute // 60:02d}:{self.minute % 60:02d}:00+00:00", **PROV)
         rec["measure_version"] = attack_record_version(rec)  # as this code measures it
         if bits is not None:

@@ -196,3 +196,22 @@ def test_quick_suite_has_a_scale_invariant_multi_targeted_attack():
     for profile in ("quick", "smoke"):
         attacks = load_profile(profile).eval.attacks
         assert any(ATTACKS[a].targeted == "multi" and ATTACKS[a].view_invariant for a in attacks), profile
+
+
+def test_a_retraining_to_other_weights_leaves_the_earlier_weights_out(tmp_path):
+    """A run key retrained to other weights (another CPU or thread count) and measured again in
+    part (clean accuracy and CE-PGD only): the leaderboard row is the new weights' alone, not
+    their clean accuracy beside the old weights' robust_min under the new hash."""
+    from tests.builders import StoreBuilder
+    b = StoreBuilder(tmp_path, n=200)
+    b.model("fastnet_T1", 1, 0.80, pgd_raw=0.30, pgd_scaled=0.30, margin=0.10)
+    spec = b.specs["fastnet_T1"]
+    b.weights = "1" * 64
+    b._put(spec, "clean", "clean", "none", {"accuracy": 0.70}, bits=None)
+    b._put(spec, "attack", "pgd", "raw", {"clean_acc": 0.70, "robust_acc": 0.25, "success_rate": 0.6},
+           eps=8 / 255, steps=10, params={"eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "random_start": True})
+    tidy, board, _ = b.tables()
+    row = board.set_index("model").loc["fastnet_T1"]
+    assert row["weights_sha256"] == "1" * 64 and row["clean"] == pytest.approx(0.70)
+    assert row["robust_min"] == pytest.approx(0.25)  # the old weights' margin PGD (10%) left out
+    assert set(tidy.weights_sha256) == {"0" * 64, "1" * 64}  # results.csv keeps every row

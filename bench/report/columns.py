@@ -25,12 +25,18 @@ def latest_runs(tidy: pd.DataFrame, one_budget: bool = True) -> pd.DataFrame:
     case must: an image is robust only if no attack the harness ran broke it), the corruptions of
     one source (_one_corruption_source), and a model name on two datasets as two models
     (_one_name_a_dataset). Each of these was an average of two under one name in the leaderboard
-    before. Takes the store's tidy table or its bits table (both carry eval_n)."""
+    before. A run key's weights are its latest ones: a retraining under the same key that gave other
+    weights (another CPU or thread count) leaves the earlier weights' rows out, rather than one
+    row mixing two networks under the newer one's hash. Takes the store's tidy table or its bits
+    table (both carry eval_n and weights_sha256)."""
     if tidy.empty:
         return tidy
-    last = tidy.groupby(["model", "dataset", "run_key"])["timestamp"].max().reset_index()
+    run = ["model", "dataset", "run_key", "weights_sha256"]
+    weights = tidy.weights_sha256.fillna("")  # a record without a hash is its run key's
+    last = tidy.assign(weights_sha256=weights).groupby(run)["timestamp"].max().reset_index()
     last = last.sort_values("timestamp").groupby(["model", "dataset"]).tail(1)
-    out = tidy.merge(last[["model", "dataset", "run_key"]], on=["model", "dataset", "run_key"])
+    out = tidy[pd.MultiIndex.from_frame(tidy[run[:3]].assign(weights_sha256=weights)).isin(
+        pd.MultiIndex.from_frame(last[run]))]
     out = _one_evaluation(out)
     if one_budget:
         out = _strongest_budget(out)
