@@ -176,3 +176,29 @@ def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cach
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert code == 2 and len(errors) == 1 and phrase in errors[0], (model_args, err)
         assert not out.exists()
+
+
+def test_two_weights_files_of_one_stem_do_not_share_a_row(tiny_model, mini_root, mini_cache, tmp_path, capsys):
+    """A file's model is named by its stem: a second net.safetensors (other weights) into a store
+    that holds the first's records would take its leaderboard row, the first dropped without a
+    word. Refused, one line, exit 2, nothing written; the same file again is a resume."""
+    from safetensors.torch import save_file
+
+    from bench.run import main
+    _, trained = tiny_model
+    state = {k: v.contiguous() for k, v in trained.state_dict().items()}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    save_file(state, str(tmp_path / "a" / "net.safetensors"))
+    save_file(dict(state, **{"fc.bias": state["fc.bias"] + 1}), str(tmp_path / "b" / "net.safetensors"))
+    out = tmp_path / "r"
+    common = ["--arch", "fastnetw8", "--temperature", "1", "--profile", "smoke", "--attack", "none", "--data-root",
+              str(mini_root), "--cache", str(mini_cache), "--n-test", "100", "--no-progress", "--results", str(out)]
+    assert main(["--model", f"file:{tmp_path / 'a' / 'net.safetensors'}", *common]) == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    capsys.readouterr()
+    assert main(["--model", f"file:{tmp_path / 'b' / 'net.safetensors'}", *common]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "already holds another network named net" in errors[0], errors
+    assert sorted(p.name for p in out.rglob("*")) == before
+    assert main(["--model", f"file:{tmp_path / 'a' / 'net.safetensors'}", *common]) == 0

@@ -32,7 +32,7 @@ from bench.measure.base import Family, check_planned
 from bench.measure.calibration import estimate_temperature
 from bench.measure.transfer import surrogate_of
 from bench.provenance import provenance
-from bench.store import SCHEMA, ResultStore, record_id
+from bench.store import SCHEMA, ResultStore, model_source, record_id
 from models import ModelSpec
 from models.external import ExternalSpec
 from models.registry import LoadedSpec
@@ -61,14 +61,15 @@ class Context:
         # and again on the data loaded (a cache built earlier skips the first check)
         data = load_dataset(plan.data_root, plan.cache_dir, progress=plan.progress, dataset=plan.dataset,
                             check=lambda undecoded: check_sizes(plan, undecoded))
+        check_sizes(plan, data)  # before the data line: bad sizes are one line, as every bad input
         log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, "
             f"test {len(data.test)}")
-        check_sizes(plan, data)
         self.data = data.to(plan.device)
         ev = plan.profile.eval
         self.split = self.data.split(ev.split)
         self.eval_split = self.split.subset(stratified_indices(self.split.labels, ev.n, ev.subset_seed))
         self.store = ResultStore(plan.results_dir)
+        check_file_names(plan, self.store)
         self.ckpts = CheckpointStore(plan.checkpoint_dir)
         self.families: Dict[str, Family] = {f.name: f for f in (F.prepare(self, log) for F in families.FAMILIES) if f}
         self._tauto = TautoResolver(plan.profile.tauto, self.data, log)
@@ -135,6 +136,21 @@ class Context:
     def load(self, spec: ModelSpec, log: Callable[[str], None]):
         """Another model of the grid (a transfer attack's surrogate), trained first if missing."""
         return get_model(spec, self.plan, self.data, self.ckpts, self.eval_split, log)[1]
+
+
+def check_file_names(plan, store: ResultStore) -> None:
+    """A network given as a file is named by the file's stem: another file of that stem (other
+    weights) whose records the store holds would share its leaderboard row, the newer taking it
+    and the first left out without a word. Refused before anything is written."""
+    files = {s.name: s for s in plan.models if isinstance(s, ExternalSpec)}
+    if not files:
+        return
+    for rec in store.records():
+        s = files.get(rec.get("model"))
+        if s is not None and model_source(rec) == "file" and rec.get("weights_sha256") not in (None, s.weights_sha256):
+            raise BenchError(f"{plan.results_dir} already holds another network named {s.name} (weights "
+                             f"{rec['weights_sha256'][:12]}, from {rec.get('weights_source')}): a file's model is "
+                             f"named by its stem, so rename {s.source} or use another --results")
 
 
 def check_sizes(plan, data) -> None:
