@@ -69,6 +69,16 @@ def test_one_set_of_weights_is_measured_once(mini_root, tmp_path, capsys):
     tidy = pd.read_csv(tmp_path / "out" / "results.csv")
     assert set(tidy[tidy.checkpoint == "last"].same_weights_as) == {best["run_key"]}
     assert tidy[tidy.checkpoint == "best"].same_weights_as.isna().all()
+    # one network, ranked once where RobustBench's table would list it twice; the page counts
+    # what was measured, the copies apart
+    from bench.report.export import robustbench_leaderboard
+    from bench.report.html import write_page
+    from bench.store import ResultStore
+    assert list(robustbench_leaderboard(board.reset_index()).Method) == ["fastnetw8_T2_fat@best (= @last)"]
+    store = ResultStore(tmp_path / "out")
+    page = write_page(store, tmp_path / "page", board.reset_index(), store.table()).read_text()
+    made = len(got["best"])
+    assert f"({made} measurements, and {len(got['last'])} copied to a checkpoint of the same weights)" in page
 
     # resumed: both complete, nothing measured or copied again
     assert main(args) == 0

@@ -141,12 +141,25 @@ def model_card(row, link: str = "", authors: str = "") -> dict:
 
 
 def robustbench_leaderboard(board: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard in RobustBench's column order and ranking (best known robust accuracy)."""
+    """The leaderboard in RobustBench's column order and ranking (best known robust accuracy).
+    One row per set of weights: an adversarial run whose best epoch was its last has one network
+    under two names (@best, @last), ranked once as "X@best (= @last)", where RobustBench would
+    otherwise list one model twice."""
     rows = []
+    names = {}
+    if "weights_sha256" in board.columns:
+        for sha, models in board.groupby("weights_sha256", sort=False)["model"]:
+            if len(models) > 1:
+                first, *rest = sorted(models, key=lambda m: (not str(m).endswith("@best"), str(m)))
+                names[first] = f"{first} (= {', '.join('@' + str(m).rsplit('@', 1)[-1] for m in rest)})"
+                names.update({m: None for m in rest})
     for _, r in board.iterrows():
+        method = names.get(r["model"], r["model"])
+        if method is None:
+            continue
         aa, _ = autoattack(r)
         bk = best_known(r)
-        rows.append({"Method": r["model"],
+        rows.append({"Method": method,
                      "Standard accuracy": round(100 * _num(r.get("clean")), 2) if _num(r.get("clean")) is not None else None,
                      "AutoAttack robust accuracy": round(100 * aa, 2) if aa is not None else None,
                      "Best known robust accuracy": round(100 * bk, 2) if bk is not None else None,

@@ -254,7 +254,9 @@ def claim_view(results) -> tuple:
 
 
 def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_records: int,
-           weight_files: Optional[Dict[str, str]] = None, outdated: str = "") -> str:
+           weight_files: Optional[Dict[str, str]] = None, outdated: str = "", n_copied: int = 0) -> str:
+    """The page. ``n_records``: the measurements made; ``n_copied``: those copied from a twin
+    checkpoint's (the same weights under another name), not made again."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
@@ -266,7 +268,7 @@ def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_rec
     return env.get_template("report.html.j2").render(
         title=f"tempbench: {out_dir.name}", profile=out_dir.name, cols=cols, rows=rows, prov_cols=PROVENANCE_COLUMNS, full_cols=full_cols,
         full_rows=full_rows, claims=claim_rows, thresholds=thresholds, plots=plot_sections(out_dir / "plots"),
-        prov=provenance_summary(tidy), n_records=n_records, exports=exports, outdated=outdated,
+        prov=provenance_summary(tidy), n_records=n_records, n_copied=n_copied, exports=exports, outdated=outdated,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
@@ -296,9 +298,11 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
     weight_files = {sha: f"{base}/{name}" for sha, name in CheckpointStore(folder).files_by_sha256().items()}
     bits = store.bits_table() if bits is None else bits
     claims = evaluate_claims(tidy, board, bits)
-    html = render(out_dir, board, tidy, claims, n_records=len(tidy.drop_duplicates(
-        ["run_key", "dataset", "threat", "view", "params", "n"])) if len(tidy) else 0, weight_files=weight_files,
-        outdated=outdated_summary(store))
+    ident = ["run_key", "dataset", "threat", "view", "params", "n"]
+    copied = tidy.same_weights_as.notna() if len(tidy) else pd.Series(dtype=bool)
+    html = render(out_dir, board, tidy, claims, n_records=len(tidy[~copied].drop_duplicates(ident)) if len(tidy) else 0,
+                  n_copied=len(tidy[copied].drop_duplicates(ident)) if len(tidy) else 0, weight_files=weight_files,
+                  outdated=outdated_summary(store))
     path = out_dir / "index.html"
     write_bytes_atomic(path, html.encode())
     return path
