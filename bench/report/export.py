@@ -148,7 +148,9 @@ def robustbench_leaderboard(board: pd.DataFrame) -> pd.DataFrame:
     rows = []
     names = {}
     if "weights_sha256" in board.columns:
-        for sha, models in board.groupby("weights_sha256", sort=False)["model"]:
+        run = board.model.astype(str).str.rsplit("@", n=1).str[0]  # X of X@best and X@last
+        for _, models in board[board.model.astype(str).str.contains("@")].groupby(
+                [board.weights_sha256, run], sort=False)["model"]:
             if len(models) > 1:
                 first, *rest = sorted(models, key=lambda m: (not str(m).endswith("@best"), str(m)))
                 names[first] = f"{first} (= {', '.join('@' + str(m).rsplit('@', 1)[-1] for m in rest)})"
