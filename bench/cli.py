@@ -97,6 +97,29 @@ def _takes_flag(info, key: str) -> bool:
     return key in info.params and (key == "steps" or info.norm == "linf")
 
 
+def _built_attacks(ev) -> list:
+    """The attacks a run builds: those chosen, and those its chosen audit parts run on."""
+    names = list(ev.attacks)
+    if ev.transfer or ev.fp64_n:
+        names.append("pgd")
+    if ev.crosscheck_n:
+        names += ["autoattack", "autoattack_ref"]
+    if ev.eps_sweep:
+        names += ev.sweep_attacks
+    return list(dict.fromkeys(names))
+
+
+def _check_flag_used(key: str, value: str, built: list):
+    """A flag that no attack of the run takes would be ignored, the run made at the defaults."""
+    if any(_takes_flag(ATTACKS[a], key) for a in built):
+        return
+    what = "the attacks with steps" if key == "steps" else "the Linf attacks"
+    other = [a for a in built if key in ATTACKS[a].params]  # an L2 radius or step: another unit, by name only
+    fix = ("use " + " ".join(f"--param {a}.{key}={value}" for a in other)) if other else \
+        f"leave --{key} out, or choose one of them with --attack (see --list-attacks)"
+    raise BenchError(f"--{key} applies to {what}, none of which is chosen: {fix}")
+
+
 def _attack_params(profile, args) -> dict:
     """The profile's [attack.*] tables with the command line on top: --eps and --alpha for every
     Linf attack (an L2 radius is another unit: --param pgd_l2.eps=0.5), --steps for every attack
@@ -116,11 +139,15 @@ def _attack_params(profile, args) -> dict:
     return {a: p for a, p in merged.items() if p}
 
 
-def _check_writable(path: Path, flag: str = "--results"):
+def _check_writable(path: Path, flag: str = "--results", name: Optional[str] = None):
+    """``name``: a folder inside the one ``flag`` gives (which is checked first)."""
     probe = existing_ancestor(path)
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise BenchError(f"{flag[2:]} folder {path} cannot be written ({probe} is not a writable folder): "
-                         f"pass {flag} DIR")
+        fix = f"pass {flag} DIR"
+        if name is not None and probe.exists() and not probe.is_dir():
+            fix = f"move the file {probe} away, or {fix}"
+        raise BenchError(f"{name or flag[2:] + ' folder'} {path} cannot be written ({probe} is not a writable "
+                         f"folder): {fix}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -213,6 +240,8 @@ def make_plan(args, specs=None):
                 check_radius(make_attack(takes[0], {key: value}))
             except BenchError as e:
                 raise BenchError(f"--{key}: {str(e).removeprefix(f'{takes[0]}: ')}") from None
+        if value is not None:
+            _check_flag_used(key, value, _built_attacks(ev))
     for name in order:  # every attack the run may build, checked now rather than mid-run
         try:
             check_radius(profile.attack(name))
@@ -238,10 +267,17 @@ def make_plan(args, specs=None):
     # a Ray driver only plans: the workers run on the devices Ray gives them
     device = resolve_device("cpu" if args.executor == "ray" and args.device in ("auto", "cuda") else args.device)
     Accel.for_device(device)  # a bad BENCH_BF16 / BENCH_COMPILE value stops here, before a file is written
-    return Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
+    plan = Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
                 cache_dir=cache, data_root=args.data_root, device=device, force=args.force,
                 fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store, pace_dirs=pace_dirs,
                 progress=sys.stderr.isatty() and not args.no_progress and args.executor == "local")
+    # the folders a run writes into, as well: a blocked one was found only after a model had trained
+    own = "--store" if store is not None else "--results"
+    _check_writable(ResultStore(results).records_dir, "--results", "records folder")
+    _check_writable(plan.log_dir, own, "job log folder")
+    _check_writable(plan.checkpoint_dir, own if store is not None or profile.keep_checkpoints else "--cache",
+                    "checkpoint folder")
+    return plan
 
 
 def _pace_dirs(value: Optional[str], results: Path) -> Tuple[Path, ...]:

@@ -107,6 +107,13 @@ CASES = [
     Case("store under a file", ["--store", "a_file/store"], "store folder a_file/store cannot be written"),
     Case("eps of another attack", ["--attack", "pgd", "--eps=-1"], "--eps: eps must be a non-negative"),
     Case("steps of another attack", ["--attack", "fgsm", "--steps", "abc"], "--steps: steps must be a whole number"),
+    # a flag no chosen attack takes was ignored: the run was made at the attacks' defaults, exit 0
+    Case("eps of no chosen attack", ["--attack", "pgd_l2", "--eps", "0.25"],
+         "--eps applies to the Linf attacks, none of which is chosen: use --param pgd_l2.eps=0.25", tiny()),
+    Case("alpha of no chosen attack", ["--attack", "natural", "--alpha", "1/255"],
+         "--alpha applies to the Linf attacks, none of which is chosen: leave --alpha out", tiny()),
+    Case("steps of no chosen attack", ["--attack", "fgsm", "--steps", "5"],
+         "--steps applies to the attacks with steps, none of which is chosen: leave --steps out", tiny()),
     Case("profile a folder", ["--profile", "."], "profile . is a folder: give a profile name"),
     Case("all and names", ["--model", "all,fastnetw8_T1"], "'all' (the profile's grid) cannot be combined"),
     # --model file:PATH (net.safetensors: an untrained fastnetw8): values its run would divide by
@@ -302,6 +309,31 @@ def test_ray_auto_without_a_cluster_stops_before_anything_is_written(workdir, ro
     assert listing(workdir) == before
 
 
+@pytest.mark.parametrize("blocked, args, phrase", [
+    ("out/records", [], "records folder out/records cannot be written"),
+    ("out/logs", [], "job log folder out/logs cannot be written"),
+    ("cache/checkpoints", [], "checkpoint folder cache/checkpoints cannot be written"),
+    ("out/checkpoints", ["--profile", "keep.toml"], "checkpoint folder out/checkpoints cannot be written"),
+    ("store/logs", ["--store", "store"], "job log folder store/logs cannot be written"),
+], ids=["records", "logs", "cache checkpoints", "kept checkpoints", "store logs"])
+def test_a_file_in_place_of_a_folder_the_run_writes_stops_before_anything_is_written(
+        blocked, args, phrase, workdir, roots, monkeypatch, capsys):
+    """A file where the run's records, job logs or checkpoints go (its folder writable) was found
+    only once a model had trained and its checkpoint was written: a traceback, exit 1."""
+    root, warm = roots["mini"]
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    warm_cache(warm, workdir)
+    (workdir / "p.toml").write_text(tiny())
+    (workdir / "keep.toml").write_text("keep_checkpoints = true\n" + tiny())
+    (workdir / blocked).parent.mkdir(exist_ok=True)
+    (workdir / blocked).write_text("")
+    before = listing(workdir)
+    assert main(["--profile", "p.toml", "--results", "out", "--cache", "cache", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {phrase}") and f"move the file {blocked} away" in err[0], err
+    assert listing(workdir) == before
+
+
 @pytest.mark.parametrize("var", ["BENCH_COMPILE", "BENCH_BF16"])
 def test_a_bad_accelerator_setting_stops_before_anything_is_written(var, workdir, roots, monkeypatch, capsys):
     """BENCH_COMPILE / BENCH_BF16 (bench/accel.py) are read at plan time, not when training starts."""
@@ -410,6 +442,29 @@ def test_reports_are_replaced_only_once_all_are_written(tmp_path, capsys):
     # with room again, the same command completes the report
     assert report_main(["--results", str(tmp_path)]) == 0
     assert "fastnet_T50" in set(pd.read_csv(tmp_path / "results.csv").model)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_two_reports_published_into_one_folder_at_once_both_succeed(tmp_path):
+    """Two runs finishing at once (two processes) each removed the stale plots of an earlier grid:
+    one unlinked a file the other had just removed and stopped with exit 2 and 'free space there'."""
+    import subprocess
+    import sys
+    from bench.store import ResultStore
+    store = ResultStore(tmp_path)
+    for t in (1.0, 5.0):
+        store.put(record(f"fastnet_T{t:g}", t))
+    (tmp_path / "plots").mkdir()
+    for i in range(10_000):  # enough that the two prunes overlap
+        (tmp_path / "plots" / f"old_{i:05d}.png").write_bytes(b"")
+    cmd = [sys.executable, "-m", "bench.report.publish", "--results", str(tmp_path)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    done = [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    for out, err, code in done:
+        assert code == 0 and err == "" and out.strip() == str(tmp_path / "index.html"), err
+    assert not list((tmp_path / "plots").glob("old_*")) and list((tmp_path / "plots").glob("*.png"))
+    assert set(pd.read_csv(tmp_path / "results.csv").model) == {"fastnet_T1", "fastnet_T5"}
     assert not list(tmp_path.glob(".tmp-*"))
 
 

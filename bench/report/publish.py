@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+from filelock import FileLock
 
 from bench.atomic import write_bytes_atomic
 from bench.report.columns import latest_runs
@@ -79,16 +80,18 @@ def _move_in(stage: Path, out_dir: Path, prune: bool = True):
     """Each staged file over its published one (a rename each: readers never see a torn file),
     then (``prune``) the files of the report's folders that this report did not write are removed."""
     staged = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
-    for rel in staged:
-        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(stage / rel, out_dir / rel)
-    if not prune:
-        return
-    keep = set(staged)
-    for folder, pattern in REPORT_FOLDERS.items():
-        for old in (out_dir / folder).rglob(pattern) if (out_dir / folder).is_dir() else []:
-            if old.relative_to(out_dir) not in keep:
-                old.unlink()
+    # two runs finishing into one folder move in one after the other: one report's files, never a mix
+    with FileLock(str(out_dir / ".report.lock")):
+        for rel in staged:
+            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / rel, out_dir / rel)
+        if not prune:
+            return
+        keep = set(staged)
+        for folder, pattern in REPORT_FOLDERS.items():
+            for old in (out_dir / folder).rglob(pattern) if (out_dir / folder).is_dir() else []:
+                if old.relative_to(out_dir) not in keep:
+                    old.unlink(missing_ok=True)  # gone already (a person, or an older writer without the lock)
 
 
 def regenerate(results_dir: Path, checkpoints: Optional[Path] = None, store: Optional[ResultStore] = None) -> Path:
