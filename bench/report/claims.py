@@ -127,6 +127,7 @@ CLAIMS: Dict[str, Tuple[str, str]] = {
            "As A4, in the adversarially trained families (regimes " + ", ".join(AT_REGIMES) + ")."),
     "A6": ("Targeted attacks still succeed against high-T models.",
            "Success rate (among correctly classified points) of the strongest targeted attack on the raw logits, "
+           "success meaning misclassified (into its target class or another: the store does not record which), "
            "at every T >= {high_T_min:g} against T=1 of the family; equivalence margin {targeted_margin_pp:g} pp."),
     "B": ("With a BN head, T* = 0.7239 sqrt(M) - 4.706 is the best training temperature.",
           "Clean accuracy of <arch>_bn_Tauto against the BN-head T=1 model, the plain T=1 model and the best "
