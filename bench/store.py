@@ -162,6 +162,9 @@ class ResultStore:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BenchError(f"result record {path} is not valid JSON: delete it and rerun that measurement") from None
         problem = record_problem(rec)
+        if problem is None and rec.get("schema", 1) >= SCHEMA and path.stem != record_id(rec):
+            # a copy saved under another name (a backup) would count its measurement twice
+            problem = f"its identity makes it {record_id(rec)}.json, not {path.name}"
         if problem is None:
             return rec
         if path not in self.skipped:

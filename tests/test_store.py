@@ -84,6 +84,18 @@ def test_a_damaged_record_is_named(tmp_path):
         store.table()
 
 
+def test_a_record_copied_under_another_name_counts_once(tmp_path, capsys):
+    """A backup of a record beside it (records/backup.json) is the same measurement: read, it
+    would be a second row of it in every table. Skipped, with a warning naming the file."""
+    store = ResultStore(tmp_path)
+    rec = {"run_key": "k", "model": "m", "dataset": "d", "split": "test", "n": 5, "subset_seed": 0, "attack_seed": 0,
+           "threat": "clean", "view": "none", "params": {}, "metrics": {"accuracy": 0.1}}
+    rid = store.put(rec)
+    (tmp_path / "records" / "backup.json").write_text(store.path(rid).read_text())
+    assert [r["id"] for r in store.records()] == [rid]
+    assert f"backup.json skipped: its identity makes it {rid}.json" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664)])
 def test_written_files_respect_the_umask(tmp_path, umask, mode):
     """A store on a shared file system and a report served to colleagues must be readable by them:
