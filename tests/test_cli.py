@@ -491,3 +491,34 @@ def test_an_attack_added_to_a_profile_costs_that_attack_alone(mini_root, tmp_pat
     assert set(after) - set(before) == {("pgd", "raw")}
     assert after[("fgsm", "raw")] == before[("fgsm", "raw")]  # not measured again: the same record, timestamp included
     assert after[("clean", "none")]["metrics"]["accuracy"] == before[("clean", "none")]["metrics"]["accuracy"]
+
+
+def test_a_report_keeps_the_reliability_figures_drawn_from_the_same_bins(smoke_run, tmp_path):
+    """Rebuilding the reports copies each reliability figure whose bins have not changed (its
+    digest in plots/reliability/digests.json) instead of drawing it again, and draws the one whose
+    bins have."""
+    import json
+    import shutil
+
+    from bench.report.plots import _slug
+    from bench.report.publish import write_reports
+    from bench.store import ResultStore
+    base, _, _ = smoke_run
+    out = tmp_path / "results"
+    shutil.copytree(base / "results" / "records", out / "records")
+    write_reports(ResultStore(out), out)
+    folder = out / "plots" / "reliability"
+    digests = json.loads((folder / "digests.json").read_text())
+    assert sorted(digests) == sorted(p.name for p in folder.glob("*.png")) and len(digests) == 4
+    kept, redrawn = sorted(digests)[:2]
+    for name in (kept, redrawn):  # a mark no drawing makes: it survives a copy only
+        (folder / name).write_bytes((folder / name).read_bytes() + b"kept")
+    rec_path = next(p for p in (out / "records").glob("*.json") if json.loads(p.read_text()).get("threat") ==
+                    "calibration" and f"{_slug(json.loads(p.read_text())['model'])}.png" == redrawn)
+    rec = json.loads(rec_path.read_text())
+    rec["reliability"]["count"][0] += 1
+    rec_path.write_text(json.dumps(rec))
+    write_reports(ResultStore(out), out)
+    assert (folder / kept).read_bytes().endswith(b"kept")
+    assert not (folder / redrawn).read_bytes().endswith(b"kept")
+    assert json.loads((folder / "digests.json").read_text())[redrawn] != digests[redrawn]

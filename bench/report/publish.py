@@ -64,7 +64,7 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
             plot_eps_sweeps(latest, plots)
             plot_corruption_heatmaps(latest, plots)
             plot_natural_sweeps(latest, plots)
-            plot_reliability_diagrams(store, latest, plots / "reliability")
+            plot_reliability_diagrams(store, latest, plots / "reliability", drawn=out_dir / "plots" / "reliability")
             # the RobustBench exports, then the page that links them, from the same tables
             write_exports(board, stage)
             write_page(store, stage, board, tidy, checkpoints=checkpoints, page_dir=out_dir)
