@@ -95,14 +95,40 @@ def download_cifar10c(dest: Path, url: str = CIFAR10C_URL, md5: str = CIFAR10C_M
 
 
 def download_cifar101(dest: Path, base_url: Optional[str] = None) -> Path:
+    """The two files into a temporary folder, checked, then moved into ``dest``/CIFAR-10.1: a
+    failed download (offline, say) leaves neither a partial file there nor an empty folder."""
+    import shutil
+    import tempfile
+
     from torchvision.datasets.utils import download_url
     base_url = base_url or CIFAR101_URL
+    dest = Path(dest)
     folder = dest / CIFAR101_DIR
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # removed again on failure
+    done = False
     try:
-        for f in CIFAR101_FILES:
-            download_url(base_url + f, str(folder), filename=f)
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar10.1-", dir=dest))
+        try:
+            for f in CIFAR101_FILES:
+                download_url(base_url + f, str(tmp), filename=f)
+            load_cifar101(tmp)  # checked now, not mid-run
+            folder.mkdir(exist_ok=True)
+            for f in CIFAR101_FILES:
+                os.replace(tmp / f, folder / f)
+            done = True
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     except OSError as e:
         raise BenchError(f"could not download CIFAR-10.1 from {base_url} ({e.__class__.__name__}); put "
                          f"{' and '.join(CIFAR101_FILES)} in {folder}") from None
-    load_cifar101(folder)  # validate now, not mid-run
+    finally:
+        if not done:
+            for p in made:  # innermost first; a folder something else has written into stays
+                try:
+                    p.rmdir()
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    break
     return folder

@@ -83,7 +83,15 @@ def test_cifar101_download_over_http(tmp_path, http_server):
     folder = download_cifar101(tmp_path / "dl", base_url=base + "/")
     assert load_cifar101(folder)[0].shape == (30, 3, 32, 32)
     with pytest.raises(BenchError, match="could not download CIFAR-10.1"):
-        download_cifar101(tmp_path / "dl2", base_url=base + "/missing/")
+        download_cifar101(tmp_path / "cache" / "downloads", base_url=base + "/missing/")
+    assert not (tmp_path / "cache").exists()  # a failed download leaves no folder behind
+    (www / "bad").mkdir()
+    (www / "bad" / "cifar10.1_v6_data.npy").write_bytes(b"not numpy")
+    (www / "bad" / "cifar10.1_v6_labels.npy").write_bytes(b"not numpy")
+    (tmp_path / "cache").mkdir()
+    with pytest.raises(BenchError, match="not a readable"):
+        download_cifar101(tmp_path / "cache" / "downloads", base_url=base + "/bad/")
+    assert list((tmp_path / "cache").iterdir()) == []  # nor a file that fails its check
 
 
 # --- CIFAR-10-C ---------------------------------------------------------------------------------
