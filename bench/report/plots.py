@@ -343,11 +343,14 @@ def plot_reliability_diagrams(store, latest: pd.DataFrame, out_dir: Path, drawn:
         order = [views[v] for v in ("raw", "scaled", "posthoc") if v in views]
         name = f"{_slug(model)}.png"
         digests[name] = _panels_digest(order)
-        if before.get(name) == digests[name] and (drawn / name).is_file():
-            write_atomic(out_dir / name, lambda tmp, src=drawn / name: shutil.copyfile(src, tmp))
-            written.append(out_dir / name)
-        else:
-            written.append(plot_bins(order, out_dir / name))
+        if before.get(name) == digests[name]:
+            try:
+                write_atomic(out_dir / name, lambda tmp, src=drawn / name: shutil.copyfile(src, tmp))
+                written.append(out_dir / name)
+                continue
+            except FileNotFoundError:  # gone (removed by hand, or by another report's prune): drawn
+                pass
+        written.append(plot_bins(order, out_dir / name))
     if digests:
         write_atomic(out_dir / DIGESTS, lambda tmp: tmp.write_text(json.dumps(digests, indent=0, sort_keys=True)))
     return written
