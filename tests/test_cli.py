@@ -505,11 +505,14 @@ def test_a_report_keeps_the_reliability_figures_drawn_from_the_same_bins(smoke_r
     from bench.store import ResultStore
     base, _, _ = smoke_run
     out = tmp_path / "results"
-    shutil.copytree(base / "results" / "records", out / "records")
+    (out / "records").mkdir(parents=True)
+    for path in (base / "results" / "records").glob("*.json"):  # two of the smoke run's models: quicker
+        if json.loads(path.read_text())["model"] in ("fastnetw8_T1", "fastnetw8_T10"):
+            shutil.copy(path, out / "records" / path.name)
     write_reports(ResultStore(out), out)
     folder = out / "plots" / "reliability"
     digests = json.loads((folder / "digests.json").read_text())
-    assert sorted(digests) == sorted(p.name for p in folder.glob("*.png")) and len(digests) == 4
+    assert sorted(digests) == sorted(p.name for p in folder.glob("*.png")) and len(digests) == 2
     kept, redrawn = sorted(digests)[:2]
     for name in (kept, redrawn):  # a mark no drawing makes: it survives a copy only
         (folder / name).write_bytes((folder / name).read_bytes() + b"kept")
