@@ -98,15 +98,8 @@ def _takes_flag(info, key: str) -> bool:
 
 
 def _built_attacks(ev) -> list:
-    """The attacks a run builds: those chosen, and those its chosen audit parts run on."""
-    names = list(ev.attacks)
-    if ev.transfer or ev.fp64_n:
-        names.append("pgd")
-    if ev.crosscheck_n:
-        names += ["autoattack", "autoattack_ref"]
-    if ev.eps_sweep:
-        names += ev.sweep_attacks
-    return list(dict.fromkeys(names))
+    """The attacks a run builds: those chosen, and those its measurement families run on."""
+    return list(dict.fromkeys([*ev.attacks, *(a for F in families.FAMILIES for a in F.attacks_of(ev))]))
 
 
 def _check_flag_used(key: str, value: str, built: list):
@@ -232,6 +225,7 @@ def make_plan(args, specs=None):
     profile = replace(profile, eval=ev, attack_params=_attack_params(profile, args))
     # the attacks asked for first, so that an error names one of them rather than the registry's first
     order = [*ev.attacks, *(a for a in ATTACKS if a not in ev.attacks)]
+    built = _built_attacks(ev)
     for key, value in (("eps", args.eps), ("alpha", args.alpha), ("steps", args.steps)):
         # a bad --eps/--alpha/--steps is the flag's mistake, whichever attack would have met it first
         takes = [a for a in order if _takes_flag(ATTACKS[a], key)]
@@ -241,7 +235,7 @@ def make_plan(args, specs=None):
             except BenchError as e:
                 raise BenchError(f"--{key}: {str(e).removeprefix(f'{takes[0]}: ')}") from None
         if value is not None:
-            _check_flag_used(key, value, _built_attacks(ev))
+            _check_flag_used(key, value, built)
     for name in order:  # every attack the run may build, checked now rather than mid-run
         try:
             check_radius(profile.attack(name))

@@ -132,6 +132,12 @@ class Family:
     describe: ClassVar[str] = ""  # one line for --list-attacks
 
     @classmethod
+    def attacks_of(cls, ev) -> Tuple[str, ...]:
+        """The registry attacks this family builds under the ``[eval]`` settings ``ev`` (beside the
+        chosen ones): the plan checks a command-line --eps/--alpha/--steps against them."""
+        return ()
+
+    @classmethod
     def prepare(cls, ctx, log: Callable[[str], None]) -> Optional["Family"]:
         """This run's family, with whatever it shares across models, or None when not asked for.
         By default: on when named in the profile's ``[eval] measure`` or by ``--attack``; a

@@ -57,6 +57,10 @@ class CrossCheck(Family):
         self.split, self.positions, self.ours, self.ref = split, positions, ours, ref
 
     @classmethod
+    def attacks_of(cls, ev):
+        return ("autoattack", "autoattack_ref") if ev.crosscheck_n else ()
+
+    @classmethod
     def prepare(cls, ctx, log):
         ev = ctx.plan.profile.eval
         if not ev.crosscheck_n:

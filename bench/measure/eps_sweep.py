@@ -40,6 +40,10 @@ class EpsSweep(Family):
         return record_version(cls.version, identity[1])
 
     @classmethod
+    def attacks_of(cls, ev):
+        return tuple(ev.sweep_attacks) if ev.eps_sweep else ()
+
+    @classmethod
     def prepare(cls, ctx, log):
         ev = ctx.plan.profile.eval
         if not ev.eps_sweep:

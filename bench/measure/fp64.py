@@ -55,6 +55,10 @@ class Fp64Check(Family):
         self.split, self.pgd = split, pgd
 
     @classmethod
+    def attacks_of(cls, ev):
+        return ("pgd",) if ev.fp64_n else ()
+
+    @classmethod
     def prepare(cls, ctx, log):
         ev = ctx.plan.profile.eval
         if not ev.fp64_n:

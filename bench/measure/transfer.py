@@ -79,6 +79,10 @@ class Transfer(Family):
         return record_version(cls.version, identity[3]["attack"])
 
     @classmethod
+    def attacks_of(cls, ev):
+        return ("pgd",) if ev.transfer else ()
+
+    @classmethod
     def prepare(cls, ctx, log):
         if not ctx.plan.profile.eval.transfer:
             return None
