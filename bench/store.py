@@ -162,9 +162,9 @@ class ResultStore:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BenchError(f"result record {path} is not valid JSON: delete it and rerun that measurement") from None
         problem = record_problem(rec)
-        if problem is None and rec.get("schema", 1) >= SCHEMA and path.stem != record_id(rec):
+        if problem is None and rec.get("schema", 1) >= SCHEMA and path.stem != (rid := record_id(rec)):
             # a copy saved under another name (a backup) would count its measurement twice
-            problem = f"its identity makes it {record_id(rec)}.json, not {path.name}"
+            problem = f"its identity makes it {rid}.json, not {path.name}"
         if problem is None:
             return rec
         if path not in self.skipped:
@@ -190,7 +190,8 @@ class ResultStore:
     def bits_table(self) -> pd.DataFrame:
         """The per-image results (hex bitmaps) of the measurements that have them."""
         cols = ["run_key", "model", "dataset", "n", "eval_n", "family", "threat", "view", "eps", "timestamp", "bits",
-                "positions", "autoattack_warnings", "weights_sha256"]  # the AutoAttack cross-check's (bench/measure/crosscheck.py)
+                "positions", "autoattack_warnings",  # the AutoAttack cross-check's (bench/measure/crosscheck.py)
+                "weights_sha256"]  # which weights: a run key retrained to others (bench/report/columns.py)
         rows = [dict({c: rec.get(c) for c in cols}, eval_n=part_of(rec)) for rec in self.records()
                 if rec.get("bits") and rec.get("schema", 1) >= SCHEMA]
         return pd.DataFrame(rows, columns=cols)

@@ -299,9 +299,9 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
     bits = store.bits_table() if bits is None else bits
     claims = evaluate_claims(tidy, board, bits)
     ident = ["run_key", "dataset", "threat", "view", "params", "n"]
-    copied = tidy.same_weights_as.notna() if len(tidy) else pd.Series(dtype=bool)
-    html = render(out_dir, board, tidy, claims, n_records=len(tidy[~copied].drop_duplicates(ident)) if len(tidy) else 0,
-                  n_copied=len(tidy[copied].drop_duplicates(ident)) if len(tidy) else 0, weight_files=weight_files,
+    copied = tidy.same_weights_as.notna()  # the store's table has its columns even when empty
+    html = render(out_dir, board, tidy, claims, n_records=len(tidy[~copied].drop_duplicates(ident)),
+                  n_copied=len(tidy[copied].drop_duplicates(ident)), weight_files=weight_files,
                   outdated=outdated_summary(store))
     path = out_dir / "index.html"
     write_bytes_atomic(path, html.encode())

@@ -16,7 +16,7 @@ import pandas as pd
 from attacks import format_eps
 from attacks.corruptions import BENCHMARK, EXTRA
 from attacks.natural import NATURAL, identity_magnitude
-from bench.atomic import write_atomic
+from bench.atomic import write_atomic, write_json_atomic
 from bench.calibration import N_BINS, ReliabilityBins, plot_bins
 from bench.report.columns import HEADLINE_EPS, ModelFamily, threat_column, threat_norm
 
@@ -352,7 +352,7 @@ def plot_reliability_diagrams(store, latest: pd.DataFrame, out_dir: Path, drawn:
                 pass
         written.append(plot_bins(order, out_dir / name))
     if digests:
-        write_atomic(out_dir / DIGESTS, lambda tmp: tmp.write_text(json.dumps(digests, indent=0, sort_keys=True)))
+        write_json_atomic(out_dir / DIGESTS, digests)
     return written
 
 

@@ -15,7 +15,8 @@ The least-squares fit reports each coefficient with a 95% interval from the OLS 
 (Student t), and, when there are few points (``BOOTSTRAP_MIN_POINTS`` to ``BOOTSTRAP_MAX_POINTS``,
 with at least ``BOOTSTRAP_MIN_DOF`` residual degrees of freedom), also a percentile bootstrap over
 the points. Below that a resample of the points is mostly an exact fit through as many distinct
-widths as there are terms, whose spread is no interval (3 points gave one excluding the fit itself). gamma and delta enter only where the data can identify them: CSG
+widths as there are terms, whose spread is no interval (3 points gave one excluding the fit
+itself). gamma and delta enter only where the data can identify them: CSG
 values for every dataset (given by the user, never computed here: see ``python -m bench.csg``)
 and at least two distinct values, the same for the class counts; a term collinear with the
 others is left out, with a note.
