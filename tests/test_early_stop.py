@@ -296,4 +296,8 @@ def test_pgd_l2_takes_a_full_step_on_a_tiny_gradient(tiny_model, correct_batch, 
     assert (moved[tiny] > 0.05).all(), moved[tiny]
     nchw = copy.deepcopy(big).to(memory_format=torch.contiguous_format)
     stock = run(torchattacks.PGDL2(nchw, eps=0.5, alpha=0.1, steps=1, random_start=False), x, y)
-    assert ((stock - x).flatten(1).norm(dim=1)[tiny] < 1e-3).all()
+    # torchattacks steps alpha * n / (n + 1e-10), n the norm of the batch-mean loss's gradient,
+    # under about 1e-12 here: about 1e-3 at most (the NCHW model's gradient differs from the
+    # channels_last one's in the last bits, so not a bound to assert at 1e-3; it failed there on
+    # an AVX-512 box), against the harness's full alpha of 0.1
+    assert ((stock - x).flatten(1).norm(dim=1)[tiny] < 0.005).all()
