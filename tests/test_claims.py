@@ -71,6 +71,12 @@ def a6_store(path, T, targeted_raw):
     return b.model(f"fastnet_T{T:g}", T, 0.60, pgd_raw=max(targeted_raw, 0.2), targeted_raw=targeted_raw).tables()
 
 
+def b_near_1_store(path, rival):
+    """M = 64's BN head: T* = 1.085 and T=1 (both heads) at 82%, T=2 at ``rival``."""
+    b = StoreBuilder(path, n=1000).model("fastnet_T1", 1, 0.82).model("fastnet_bn_T1", 1, 0.82, head="bn")
+    return b.model("fastnet_bn_Tauto", 1.085, 0.82, head="bn").model("fastnet_bn_T2", 2, rival, head="bn").tables()
+
+
 # threshold: (another value, a store, the claim it moves, verdict at the default, verdict at the other value)
 THRESHOLD_CASES = {
     # +3 pp on 1000 paired images: z*se is 1 pp at z=1.96, 3.8 pp at alpha=1e-12 (z=7.1)
@@ -79,6 +85,8 @@ THRESHOLD_CASES = {
     "moderate_T_max": (50.0, lambda p: a1_store(p, 20, 0.70), "A1", NOT_MEASURED, SUPPORTED),
     "high_T_min": (20.0, lambda p: a6_store(p, 10, 0.01), "A6", SUPPORTED, NOT_MEASURED),
     "targeted_margin": (0.9, lambda p: a6_store(p, 10, 0.40), "A6", NOT_SUPPORTED, SUPPORTED),
+    # T* = 1.085 no longer T=1's: T* ties T=1, so the gain the claim then asks of it is ruled out
+    "tstar_near_1": (1.05, lambda p: b_near_1_store(p, 0.80), "B", SUPPORTED, NOT_SUPPORTED),
 }
 
 
@@ -295,6 +303,22 @@ def test_b_tstar_with_bn_head(tmp_path):
     # T* is not used as an "elevated T" candidate elsewhere
     a1 = verdict_of(evaluate_claims(*store(tmp_path / "ok2", 0.86, 0.84)), "A1")
     assert all("Tauto" not in c.candidate for c in a1.comparisons)
+
+
+def test_b_with_tstar_near_1_stands_on_the_other_temperatures(tmp_path):
+    """M = 64 puts T* at 1.085: T=1 is T* to the sweep's resolution, and "T* beats T=1 by a
+    point" is not what the claim predicts there. The T=1 comparisons are shown, not voting; the
+    best other temperature against T* decides (a gain ruled out: supported; found: not)."""
+    def claim(path, rival):
+        return verdict_of(evaluate_claims(*b_near_1_store(path, rival)), "B")
+    flat = claim(tmp_path / "flat", 0.80)
+    assert flat.verdict == SUPPORTED
+    t1, plain, rival = flat.comparisons
+    assert t1.verdict == plain.verdict == NOT_SUPPORTED and not t1.decides and not plain.decides
+    assert "within a factor 1.41 of 1" in t1.note and rival.decides
+    assert rival.candidate == "fastnet_bn_T2" and "this test alone: not supported" in rival.note
+    assert claim(tmp_path / "beaten", 0.88).verdict == NOT_SUPPORTED
+    assert claim(tmp_path / "close", 0.828).verdict == INCONCLUSIVE
 
 
 def test_seeds_are_averaged_and_their_spread_counted(tmp_path):

@@ -59,7 +59,11 @@ counts as "still succeeds" when its drop from T=1 is below targeted_margin (drop
 supported; drop - z*se > margin: not supported). B is supported when T* beats both T=1 models (a
 family without a plain T=1 model is at most inconclusive) and
 no other BN-head temperature beats T*; not supported when another temperature does, or when T*
-is ruled out to beat a T=1 model. A claim's verdict combines its comparisons: "not measured"
+is ruled out to beat a T=1 model. Where T* is within a factor tstar_near_1 of 1 (M = 64: T* =
+1.085), T=1 is T* to the resolution of the sweep and the claim predicts no gain over it: the T=1
+comparisons are shown, not voting, and the family stands on the best other temperature against
+T* (supported when a gain of min_effect is ruled out, not supported when one is found). A claim's
+verdict combines its comparisons: "not measured"
 entries are left out; if they all agree, that verdict; supported mixed with "supported only under
 a weak attack" gives the latter; any other mix is "inconclusive" (the families disagree).
 
@@ -104,6 +108,9 @@ THRESHOLDS: Dict[str, float] = {
     "moderate_T_max": 10.0,  # A1: "moderate" T is in (1, 10]
     "high_T_min": 5.0,  # A6: "high" T is T >= 5
     "targeted_margin": 0.10,  # A6: targeted success may drop up to 10 pp from T=1 and still "succeed"
+    # B: a T* within this factor of 1 is T=1 to the sweep's resolution (its temperatures are 2-2.5x
+    # apart), so "T* beats T=1" is not what the claim predicts there
+    "tstar_near_1": 2 ** 0.5,
 }
 # The "detectable" effect of a comparison is found supported with this probability (not a verdict
 # threshold: it says what an inconclusive verdict could have seen)
@@ -674,7 +681,10 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
                                     _mean(ev, star.model, "clean"), diff, se, z, n, kind,
                                     improvement_verdict(diff, se, z), note=f"T* against {label}",
                                     models=tuple(base.model) + tuple(star.model), df=df))
+        near_1 = max(T_star, 1 / T_star) < THRESHOLDS["tstar_near_1"]
         others = rows[~rows.model.map(is_tauto) & ~np.isclose(rows["T"].astype(float), T_star)]
+        if near_1:  # T=1 is T* there: compared above, not a rival
+            others = others[~np.isclose(others["T"].astype(float), 1.0)]
         rival = None
         if len(others):
             vals = others.groupby("T").model.apply(lambda ms: _mean(ev, ms, "clean"))
@@ -693,6 +703,9 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
                                   NOT_MEASURED, note="no T=1 model (BN head or plain) to compare T* with",
                                   models=tuple(star.model)))
             continue
+        if near_1:
+            out.extend(_tstar_near_1(tests, rival, T_star))
+            continue
         if (rival is not None and rival.verdict == SUPPORTED) or any(t.verdict == NOT_SUPPORTED for t in tests):
             verdict = NOT_SUPPORTED
         elif len(tests) == 2 and all(t.verdict == SUPPORTED for t in tests):  # the claim asks for both
@@ -709,6 +722,25 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
                 t.decides = False
             out.append(t)
     return out
+
+
+def _tstar_near_1(tests: List[Comparison], rival: Optional[Comparison], T_star: float) -> List[Comparison]:
+    """A family whose T* is T=1 to the sweep's resolution: its T=1 comparisons test nothing the
+    claim predicts, so the best other temperature against T* carries the family's verdict (a gain
+    over T* ruled out: supported; found: not supported); without one, inconclusive."""
+    why = (f"T* = {T_star:.4g} is within a factor {THRESHOLDS['tstar_near_1']:.3g} of 1: T=1 is T* to the "
+           f"sweep's resolution")
+    for t in tests:
+        t.note += f" ({why}; shown, not voting)"
+        t.decides = False
+    if rival is None:
+        tests[0].note += "; no other BN-head temperature to test T* against: inconclusive"
+        tests[0].verdict, tests[0].decides = INCONCLUSIVE, True
+        return tests
+    alone = rival.verdict
+    rival.verdict = {SUPPORTED: NOT_SUPPORTED, NOT_SUPPORTED: SUPPORTED}.get(alone, INCONCLUSIVE)
+    rival.note += f" (this test alone: {alone}; it carries the family's verdict: {why})"
+    return tests + [rival]
 
 
 def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame] = None) -> List[ClaimResult]:
