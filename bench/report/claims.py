@@ -681,7 +681,7 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
                                     _mean(ev, star.model, "clean"), diff, se, z, n, kind,
                                     improvement_verdict(diff, se, z), note=f"T* against {label}",
                                     models=tuple(base.model) + tuple(star.model), df=df))
-        near_1 = max(T_star, 1 / T_star) < THRESHOLDS["tstar_near_1"]
+        near_1 = T_star > 0 and max(T_star, 1 / T_star) < THRESHOLDS["tstar_near_1"]
         others = rows[~rows.model.map(is_tauto) & ~np.isclose(rows["T"].astype(float), T_star)]
         if near_1:  # T=1 is T* there: compared above, not a rival
             others = others[~np.isclose(others["T"].astype(float), 1.0)]
