@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html.parser
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -246,6 +247,16 @@ def test_rows_link_their_kept_weights(tmp_path):
     write_reports(b.store, other, checkpoints=kept)
     assert [a["href"] for a in parse(other / "index.html").links if "safetensors" in a.get("href", "")] == [
         "../checkpoints/fastnetw8_T1-k.safetensors"]
+    # rebuilt without --checkpoints (make report), such a folder finds them in its siblings by
+    # sha256, as results/cpu-fulltest does results/cpu's; a sibling's other weights link nothing
+    shutil.copytree(kept, tmp_path / "cpu" / "checkpoints")
+    (tmp_path / "quick" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "quick" / "checkpoints" / "fastnetw8_T1-j.safetensors").write_bytes(b"other weights")
+    (tmp_path / "quick" / "checkpoints" / "fastnetw8_T1-j.json").write_text(json.dumps(
+        {"weights": "fastnetw8_T1-j.safetensors", "weights_sha256": "1" * 64}))
+    write_reports(b.store, tmp_path / "cpu-fulltest")
+    assert [a["href"] for a in parse(tmp_path / "cpu-fulltest" / "index.html").links
+            if "safetensors" in a.get("href", "")] == ["../cpu/checkpoints/fastnetw8_T1-k.safetensors"]
 
 
 def test_records_of_an_older_attack_revision_are_named(tmp_path, capsys):

@@ -289,13 +289,20 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
                checkpoints: Optional[Path] = None, page_dir: Optional[Path] = None) -> Path:
     """results/<profile>/index.html from the leaderboard and the tidy table (already built).
     ``checkpoints``: where a profile keeps its checkpoints (keep_checkpoints; default
-    <page_dir>/checkpoints), whose weights the rows link to, relative to ``page_dir``, the folder
-    the page will be read in (default ``out_dir``; the publisher writes into a staging folder)."""
+    <page_dir>/checkpoints, else its sibling results folders' checkpoints: a folder that evaluated
+    another profile's models with --store, results/cpu-fulltest of results/cpu), whose weights the
+    rows link to by sha256, relative to ``page_dir``, the folder the page will be read in (default
+    ``out_dir``; the publisher writes into a staging folder)."""
     out_dir = Path(out_dir)
     page_dir = Path(page_dir or out_dir)
-    folder = Path(checkpoints) if checkpoints else page_dir / "checkpoints"
-    base = Path(os.path.relpath(folder.resolve(), page_dir.resolve())).as_posix()
-    weight_files = {sha: f"{base}/{name}" for sha, name in CheckpointStore(folder).files_by_sha256().items()}
+    folders = [Path(checkpoints) if checkpoints else page_dir / "checkpoints"]
+    if not checkpoints and not folders[0].is_dir():
+        folders = sorted(page_dir.resolve().parent.glob("*/checkpoints"))
+    weight_files: Dict[str, str] = {}
+    for folder in folders:
+        base = Path(os.path.relpath(folder.resolve(), page_dir.resolve())).as_posix()
+        for sha, name in CheckpointStore(folder).files_by_sha256().items():
+            weight_files.setdefault(sha, f"{base}/{name}")
     bits = store.bits_table() if bits is None else bits
     claims = evaluate_claims(tidy, board, bits)
     ident = ["run_key", "dataset", "threat", "view", "params", "n"]
