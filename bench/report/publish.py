@@ -44,7 +44,8 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
     once it is complete, so a failure (a full disk, say) leaves the previous reports as they were;
     the records are never touched. ``pages=False`` writes the two tables alone (the plots are
     most of a report's time) and leaves the other files as they were. ``checkpoints``: the kept
-    checkpoints whose weights the page links (default ``out_dir``/checkpoints)."""
+    checkpoints whose weights the page links (default ``out_dir``/checkpoints, else its sibling
+    folders')."""
     out_dir = Path(out_dir)
     tidy = store.table()
     board = leaderboard(tidy, store.bits_table())
@@ -113,8 +114,9 @@ def main(argv: Optional[list] = None) -> int:
                                             "exports and index.html from a results store (measures nothing).")
     p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
     p.add_argument("--checkpoints", default=None,
-                   help="the kept checkpoints the page links (default <results>/checkpoints; e.g. the "
-                        "--store folder's checkpoints for a run that evaluated another folder's models)")
+                   help="the kept checkpoints the page links (default <results>/checkpoints, else those of "
+                        "<results>'s sibling folders, matched by sha256; e.g. the --store folder's checkpoints "
+                        "for a run that evaluated another folder's models)")
     args = p.parse_args(argv)
     store = ResultStore(Path(args.results))  # one store: a malformed record is warned about once
     try:
