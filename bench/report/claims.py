@@ -372,6 +372,11 @@ def _binomial_se(p: float, n: int) -> float:
     return math.sqrt(p_ * (1 - p_) / n)
 
 
+def _paired_se(d: np.ndarray) -> float:
+    """The standard error of a mean per-image difference, never below one image (1/n)."""
+    return max(float(d.std(ddof=1)) / math.sqrt(len(d)), 1 / len(d)) if len(d) > 1 else 1.0
+
+
 def _pooled_seed_var(ev: Evidence, pool: Optional[pd.DataFrame], metric: str) -> Tuple[float, int]:
     """(the seed-to-seed variance of ``metric``, its degrees of freedom) pooled over the
     (family, temperature) groups of ``pool`` that have two seeds or more, as one-way ANOVA pools
@@ -422,10 +427,9 @@ def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str
         # since the seeds' per-image differences correlate (0.7 for PGD at T=50 against T=1):
         # summed as independent, they made this part up to 1.5x too small
         d = np.mean(per_image, axis=0)
-        se_img = max(float(d.std(ddof=1)) / math.sqrt(len(d)), 1 / len(d)) if len(d) > 1 else 1.0
+        se_img = _paired_se(d)
     elif pairs:
-        var_img += [max(float(d.std(ddof=1)) / math.sqrt(len(d)), 1 / len(d)) ** 2 if len(d) > 1 else 1.0
-                    for d in per_image]
+        var_img += [_paired_se(d) ** 2 for d in per_image]
         se_img = math.sqrt(sum(var_img)) / len(pairs)
     else:  # unmatched seeds: pool the images of every seed
         se_img = math.hypot(_binomial_se(float(np.mean(vc)), n * len(vc)), _binomial_se(float(np.mean(vb)), n * len(vb)))
