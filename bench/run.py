@@ -7,7 +7,10 @@ line on stderr and exit code 2, before anything is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -105,19 +108,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def sigint_held():
+    """Hold a Ctrl-C (or `timeout --signal=INT`) that arrives inside the block and raise it as
+    KeyboardInterrupt when the block ends. Raised in the middle of torch's and the libraries' imports,
+    an interrupt was once swallowed there (the grid then ran to its end under a time limit) and once
+    came out as a RecursionError; after the imports it stops the run like any other."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live there alone
+        yield
+        return
+    held = []
+
+    def hold(signum, frame):
+        held.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is hold:  # unless the block installed its own
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        # imported after parsing, on purpose: it loads torch (seconds), which --help never needs
-        from bench.cli import list_attacks, list_models, load_profile, make_executor, make_plan
-        if args.list_models:
-            print(list_models(load_profile(args.profile)))
-            return 0
-        if args.list_attacks:
-            print(list_attacks())
-            return 0
-        executor = make_executor(args)
-        plan = make_plan(args)
+        with sigint_held():
+            # imported after parsing, on purpose: it loads torch (seconds), which --help never needs
+            from bench.cli import list_attacks, list_models, load_profile, make_executor, make_plan
+            if args.list_models:
+                print(list_models(load_profile(args.profile)))
+                return 0
+            if args.list_attacks:
+                print(list_attacks())
+                return 0
+            executor = make_executor(args)
+            plan = make_plan(args)
         if args.dry_run:
             from bench.grid.runner import preview
             preview(plan)

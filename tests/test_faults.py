@@ -214,6 +214,30 @@ def test_sigkill_at_random_points_then_resume(grid):
     pd.testing.assert_frame_equal(measured(store), reference)
 
 
+def test_an_interrupt_during_start_up_is_held_until_the_imports_end():
+    """A real SIGINT inside bench.run's start-up block (the imports, the plan) does not land in
+    whatever library code is running then: it is raised as KeyboardInterrupt when the block ends,
+    and the handler before it is back; an error of the block itself still comes out as itself."""
+    import threading
+    from bench.errors import BenchError
+    from bench.run import sigint_held
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread alone")
+    before, reached = signal.getsignal(signal.SIGINT), []
+    with pytest.raises(KeyboardInterrupt):
+        with sigint_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python runs the handler here, between two bytecodes
+            reached.append("after the signal")
+    assert reached == ["after the signal"] and signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(BenchError):
+        with sigint_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            raise BenchError("bad input")
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_two_grids_write_to_one_store_at_once(grid):
     """Two overlapping grids at once on one store: the shared training run is trained once
     (the other waits on its lock and loads it), the shared measurements are there once, none is
