@@ -187,29 +187,24 @@ def _spec(name: str, args):
     return parse_name(name)
 
 
-def make_plan(args, specs=None):
-    """The run's Plan from the parsed command line; ``specs`` (the Python API's models) stand in
-    for --model."""
-    profile = load_profile(args.profile)
-    if args.n_test is not None:
-        if args.n_test < 1:
-            raise BenchError(f"--n-test must be >= 1, got {args.n_test}")
-        profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
-    if args.shift_n is not None and args.shift_n < 1:
-        raise BenchError(f"--shift-n must be >= 1, got {args.shift_n}")
-    if specs is None:
-        names = _split_list(args.model, "--model")
-        if names == ["all"]:
-            names = profile.models
-        elif "all" in names:
-            raise BenchError(f"--model {args.model!r}: 'all' (the profile's grid) cannot be combined with model "
-                             f"names: give --model all alone, or list the names")
-        if not names:
-            raise BenchError(f"profile {profile.name!r} has no [[grid]] models: give --model NAME[,NAME...]")
-        # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
-        # is a zoo model, loaded, not trained
-        specs = list({s.name: s for n in names for s in _spec(n, args).checkpoints()}.values())
-    ev = threats.select(profile.eval, None if args.attack is None else _split_list(args.attack, "--attack"),
+def _model_specs(args, profile) -> list:
+    """--model's specs: the profile's grid for 'all'."""
+    names = _split_list(args.model, "--model")
+    if names == ["all"]:
+        names = profile.models
+    elif "all" in names:
+        raise BenchError(f"--model {args.model!r}: 'all' (the profile's grid) cannot be combined with model "
+                         f"names: give --model all alone, or list the names")
+    if not names:
+        raise BenchError(f"profile {profile.name!r} has no [[grid]] models: give --model NAME[,NAME...]")
+    # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
+    # is a zoo model, loaded, not trained
+    return list({s.name: s for n in names for s in _spec(n, args).checkpoints()}.values())
+
+
+def _evaluation(args, ev):
+    """The profile's [eval] with the command line's choice of threats, sizes and sweep on top."""
+    ev = threats.select(ev, None if args.attack is None else _split_list(args.attack, "--attack"),
                         None if args.corruptions is None else _split_list(args.corruptions, "--corruptions"),
                         None if args.severities is None else threats.parse_severities(args.severities))
     if args.corruption_source is not None:
@@ -222,7 +217,12 @@ def make_plan(args, specs=None):
         ev = replace(ev, shift_n=min(ev.shift_n, args.n_test))
     if args.eps_sweep is not None:
         ev = replace(ev, eps_sweep=tuple(_split_list(args.eps_sweep, "--eps-sweep")))
-    profile = replace(profile, eval=ev, attack_params=_attack_params(profile, args))
+    return ev
+
+
+def _check_attacks(profile, args) -> None:
+    """Every attack the run may build, with its parameters, checked now rather than mid-run."""
+    ev = profile.eval
     # the attacks asked for first, so that an error names one of them rather than the registry's first
     order = [*ev.attacks, *(a for a in ATTACKS if a not in ev.attacks)]
     built = _built_attacks(ev)
@@ -236,11 +236,28 @@ def make_plan(args, specs=None):
                 raise BenchError(f"--{key}: {str(e).removeprefix(f'{takes[0]}: ')}") from None
         if value is not None:
             _check_flag_used(key, value, built)
-    for name in order:  # every attack the run may build, checked now rather than mid-run
+    for name in order:
         try:
             check_radius(profile.attack(name))
         except BenchError as e:
             raise BenchError(f"{e} (--eps, --alpha, --param or the profile's [attack.{name}])") from None
+
+
+def make_plan(args, specs=None):
+    """The run's Plan from the parsed command line; ``specs`` (the Python API's models) stand in
+    for --model."""
+    profile = load_profile(args.profile)
+    if args.n_test is not None:
+        if args.n_test < 1:
+            raise BenchError(f"--n-test must be >= 1, got {args.n_test}")
+        profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
+    if args.shift_n is not None and args.shift_n < 1:
+        raise BenchError(f"--shift-n must be >= 1, got {args.shift_n}")
+    if specs is None:
+        specs = _model_specs(args, profile)
+    profile = replace(profile, eval=_evaluation(args, profile.eval), attack_params=_attack_params(profile, args))
+    _check_attacks(profile, args)
+    ev = profile.eval
     attacks = [profile.attack(a) for a in ev.attacks]
     views = ev.views if args.view is None else _split_list(args.view, "--view")
     for v in views:
