@@ -34,9 +34,14 @@ def test_rerun_replaces_its_row(tmp_path):
     rec = {"run_key": "k", "dataset": "d", "split": "test", "n": 5, "subset_seed": 0, "attack_seed": 0,
            "threat": "clean", "view": "none", "params": {}, "model": "m", "metrics": {"accuracy": 0.1}}
     store.put(rec)
+    assert store.table().value.tolist() == [0.1]
+    # rewritten at once to the same size (within the clock tick of an mtime, maybe on the same
+    # inode): the store, which keeps what it parsed, reads it again
     store.put(dict(rec, metrics={"accuracy": 0.2}))
     table = store.table()
     assert len(table) == 1 and table.value.iloc[0] == 0.2
+    next(store.records())["model"] = "changed"  # a reader's change to a record it was given stays its own
+    assert store.table().model.tolist() == ["m"]
     store.put(dict(rec, n=6, metrics={"accuracy": 0.3}))  # another subset: another measurement
     assert len(store.table()) == 2
 
