@@ -115,12 +115,12 @@ def _per_model(tidy: pd.DataFrame, col: str, how: str = "last") -> pd.Series:
     return tidy.groupby("model")[col].agg(how)
 
 
-def leaderboard_rows(board: pd.DataFrame, tidy: pd.DataFrame, weight_files: Optional[Dict[str, str]] = None) -> tuple:
+def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Optional[Dict[str, str]] = None) -> tuple:
     """(columns, rows) of the page's leaderboard: one row per model of the leaderboard, each cell
-    a dict with the shown text, its sort key and a tooltip; ``weight_files`` ({sha256: path
-    relative to the page}) links a row's weights."""
+    a dict with the shown text, its sort key and a tooltip; ``latest``: the tidy table's rows
+    that count (latest_runs); ``weight_files`` ({sha256: path relative to the page}) links a
+    row's weights."""
     weight_files = weight_files or {}
-    latest = latest_runs(tidy) if len(tidy) else tidy
     b = board.copy()
     if b.empty:
         return [], []
@@ -215,11 +215,10 @@ def plot_sections(plots_dir: Path) -> List[dict]:
     return sections
 
 
-def provenance_summary(tidy: pd.DataFrame) -> Dict[str, str]:
-    """Where the page's numbers come from, in one block."""
-    if tidy.empty:
+def provenance_summary(latest: pd.DataFrame) -> Dict[str, str]:
+    """Where the page's numbers come from (the rows that count, latest_runs), in one block."""
+    if latest.empty:
         return {}
-    latest = latest_runs(tidy)
 
     def uniq(col):
         return ", ".join(sorted(str(v) for v in latest[col].dropna().unique())) if col in latest else ""
@@ -260,7 +259,8 @@ def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_rec
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
-    cols, rows = leaderboard_rows(board, tidy, weight_files)
+    latest = latest_runs(tidy) if len(tidy) else tidy  # once: 0.8 s a call on results/cpu
+    cols, rows = leaderboard_rows(board, latest, weight_files)
     full_cols, full_rows = full_table(board)
     claim_rows, thresholds = claim_view(claims)
     exports = [p for p in ("leaderboard.csv", "results.csv", "leaderboard_robustbench.csv", "model_cards")
@@ -268,7 +268,7 @@ def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_rec
     return env.get_template("report.html.j2").render(
         title=f"tempbench: {out_dir.name}", profile=out_dir.name, cols=cols, rows=rows, prov_cols=PROVENANCE_COLUMNS, full_cols=full_cols,
         full_rows=full_rows, claims=claim_rows, thresholds=thresholds, plots=plot_sections(out_dir / "plots"),
-        prov=provenance_summary(tidy), n_records=n_records, n_copied=n_copied, exports=exports, outdated=outdated,
+        prov=provenance_summary(latest), n_records=n_records, n_copied=n_copied, exports=exports, outdated=outdated,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
