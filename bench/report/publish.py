@@ -47,8 +47,8 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
     checkpoints whose weights the page links (default ``out_dir``/checkpoints, else its sibling
     folders')."""
     out_dir = Path(out_dir)
-    tidy = store.table()
-    board = leaderboard(tidy, store.bits_table())
+    tidy, bits = store.table(), store.bits_table()
+    board = leaderboard(tidy, bits)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".tmp-report-", dir=out_dir) as tmp:
@@ -68,7 +68,7 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
             plot_reliability_diagrams(store, latest, plots / "reliability", drawn=out_dir / "plots" / "reliability")
             # the RobustBench exports, then the page that links them, from the same tables
             write_exports(board, stage)
-            write_page(store, stage, board, tidy, checkpoints=checkpoints, page_dir=out_dir)
+            write_page(store, stage, board, tidy, bits, checkpoints=checkpoints, page_dir=out_dir)
             _move_in(stage, out_dir)
     except OSError as e:
         raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): free space there, then rebuild "
