@@ -92,8 +92,9 @@ def _one_name_a_dataset(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _key(df: pd.DataFrame, cols) -> pd.Series:
-    """A hashable row key over ``cols`` (params are dicts or JSON text; NaNs compare as text)."""
-    return pd.Series(list(zip(*(df[c].map(str) for c in cols))), index=df.index)
+    """A hashable row key over ``cols`` (params are dicts or JSON text; NaNs compare as text).
+    Zipped from numpy object arrays: element by element, pandas' string arrays took twice as long."""
+    return pd.Series(list(zip(*(df[c].map(str).to_numpy(object) for c in cols))), index=df.index)
 
 
 # an attack on one view, at one radius, on one set of images
