@@ -42,7 +42,7 @@ def test_the_readme_command_lines_run_as_written(mini_data, mini_root, mini_cach
     _save(torchvision.models.get_model("mobilenet_v3_small", num_classes=10), tmp_path / "my_mobilenet.safetensors")
     # the README's lines, on the mini tree and the smoke profile's budget
     budget = ["--profile", "smoke", "--data-root", str(mini_root), "--cache", str(mini_cache), "--n-test", "100",
-              "--results", str(tmp_path / "r"), "--no-progress"]
+              "--tables-only", "--results", str(tmp_path / "r"), "--no-progress"]
     for command in commands:
         assert main(shlex.split(command)[3:] + budget) == 0, command
     board = pd.read_csv(tmp_path / "r" / "leaderboard.csv").set_index("model")

@@ -169,7 +169,7 @@ def test_real_cifar10c_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BENCH_SHIFT_DATA", str(tmp_path / "shift"))
     (tmp_path / "real.toml").write_text(REAL_PROFILE)
     args = ["--profile", str(tmp_path / "real.toml"), "--data-root", str(tmp_path / "root"),
-            "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out")]
+            "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"), "--tables-only"]
     assert main(args) == 0, capsys.readouterr().err
     tidy = pd.read_csv(tmp_path / "out" / "results.csv")
     corr = tidy[tidy.family == "corruption"]
