@@ -256,9 +256,10 @@ class Evidence:
     """The leaderboard, the tidy table and the per-image bits of the latest run of every model,
     indexed for the comparisons."""
 
-    def __init__(self, tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame]):
+    def __init__(self, tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame],
+                 latest: Optional[pd.DataFrame] = None):
         self.board = board.set_index("model", drop=False) if len(board) else board
-        self.tidy = latest_runs(tidy) if len(tidy) else tidy
+        self.tidy = latest_runs(tidy) if latest is None else latest
         self._bits: Dict[Tuple[str, str, str, float], np.ndarray] = {}
         # every budget of an attack for the worst case; its strongest for the attack's own bits
         self._bit_rows = latest_runs(bits, one_budget=False) if bits is not None and len(bits) else None
@@ -761,9 +762,11 @@ def _tstar_near_1(tests: List[Comparison], rival: Optional[Comparison], T_star: 
     return tests + [rival]
 
 
-def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame] = None) -> List[ClaimResult]:
-    """Every claim of science.md, from the latest run of every model in the store."""
-    ev = Evidence(tidy, board, bits)
+def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame] = None,
+                    latest: Optional[pd.DataFrame] = None) -> List[ClaimResult]:
+    """Every claim of science.md, from the latest run of every model in the store (``latest``:
+    latest_runs(tidy), where the caller has it already)."""
+    ev = Evidence(tidy, board, bits, latest)
     fmt = dict(THRESHOLDS, targeted_margin_pp=100 * THRESHOLDS["targeted_margin"])
     if board.empty:
         comps: Dict[str, List[Comparison]] = {k: [] for k in CLAIMS}
@@ -850,7 +853,8 @@ def arms_note(rows: Sequence[Comparison]) -> str:
 def claims_from_store(store) -> List[ClaimResult]:
     tidy = store.table()
     bits = store.bits_table()
-    return evaluate_claims(tidy, leaderboard(tidy, bits), bits)
+    latest = latest_runs(tidy)
+    return evaluate_claims(tidy, leaderboard(tidy, bits, latest), bits, latest)
 
 
 def format_text(results: Sequence[ClaimResult]) -> str:

@@ -253,13 +253,16 @@ def claim_view(results) -> tuple:
 
 
 def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_records: int,
-           weight_files: Optional[Dict[str, str]] = None, outdated: str = "", n_copied: int = 0) -> str:
+           weight_files: Optional[Dict[str, str]] = None, outdated: str = "", n_copied: int = 0,
+           latest: Optional[pd.DataFrame] = None) -> str:
     """The page. ``n_records``: the measurements made; ``n_copied``: those copied from a twin
-    checkpoint's (the same weights under another name), not made again."""
+    checkpoint's (the same weights under another name), not made again; ``latest``:
+    latest_runs(tidy), where the caller has it already."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
-    latest = latest_runs(tidy) if len(tidy) else tidy  # once: 0.8 s a call on results/cpu
+    if latest is None:
+        latest = latest_runs(tidy)
     cols, rows = leaderboard_rows(board, latest, weight_files)
     full_cols, full_rows = full_table(board)
     claim_rows, thresholds = claim_view(claims)
@@ -286,13 +289,15 @@ def outdated_summary(store) -> str:
 
 
 def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bits=None,
-               checkpoints: Optional[Path] = None, page_dir: Optional[Path] = None) -> Path:
+               checkpoints: Optional[Path] = None, page_dir: Optional[Path] = None,
+               latest: Optional[pd.DataFrame] = None) -> Path:
     """results/<profile>/index.html from the leaderboard and the tidy table (already built).
     ``checkpoints``: where a profile keeps its checkpoints (keep_checkpoints; default
     <page_dir>/checkpoints, else its sibling results folders' checkpoints: a folder that evaluated
     another profile's models with --store, results/cpu-fulltest of results/cpu), whose weights the
     rows link to by sha256, relative to ``page_dir``, the folder the page will be read in (default
-    ``out_dir``; the publisher writes into a staging folder)."""
+    ``out_dir``; the publisher writes into a staging folder). ``latest``: latest_runs(tidy), where
+    the caller has it already."""
     out_dir = Path(out_dir)
     page_dir = Path(page_dir or out_dir)
     folders = [Path(checkpoints) if checkpoints else page_dir / "checkpoints"]
@@ -304,12 +309,13 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
         for sha, name in CheckpointStore(folder).files_by_sha256().items():
             weight_files.setdefault(sha, f"{base}/{name}")
     bits = store.bits_table() if bits is None else bits
-    claims = evaluate_claims(tidy, board, bits)
+    latest = latest_runs(tidy) if latest is None else latest
+    claims = evaluate_claims(tidy, board, bits, latest)
     ident = ["run_key", "dataset", "threat", "view", "params", "n"]
     copied = tidy.same_weights_as.notna()  # the store's table has its columns even when empty
     html = render(out_dir, board, tidy, claims, n_records=len(tidy[~copied].drop_duplicates(ident)),
                   n_copied=len(tidy[copied].drop_duplicates(ident)), weight_files=weight_files,
-                  outdated=outdated_summary(store))
+                  outdated=outdated_summary(store), latest=latest)
     path = out_dir / "index.html"
     write_bytes_atomic(path, html.encode())
     return path

@@ -48,7 +48,8 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
     folders')."""
     out_dir = Path(out_dir)
     tidy, bits = store.table(), store.bits_table()
-    board = leaderboard(tidy, bits)
+    latest = latest_runs(tidy)  # the rows that count, for the tables, plots, claims and page alike
+    board = leaderboard(tidy, bits, latest)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".tmp-report-", dir=out_dir) as tmp:
@@ -58,7 +59,6 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
             if not pages:
                 _move_in(stage, out_dir, prune=False)
                 return board
-            latest = latest_runs(tidy)
             plots = stage / "plots"
             plot_accuracy_vs_T(board, plots)
             plot_attacks_vs_T(latest, board, plots)
@@ -68,7 +68,7 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
             plot_reliability_diagrams(store, latest, plots / "reliability", drawn=out_dir / "plots" / "reliability")
             # the RobustBench exports, then the page that links them, from the same tables
             write_exports(board, stage)
-            write_page(store, stage, board, tidy, bits, checkpoints=checkpoints, page_dir=out_dir)
+            write_page(store, stage, board, tidy, bits, checkpoints=checkpoints, page_dir=out_dir, latest=latest)
             _move_in(stage, out_dir)
     except OSError as e:
         raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): free space there, then rebuild "
