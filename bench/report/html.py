@@ -252,17 +252,14 @@ def claim_view(results) -> tuple:
                     for k, v in THRESHOLDS.items()}, "power": f"{100 * POWER:g}%"}
 
 
-def render(out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, claims, n_records: int,
-           weight_files: Optional[Dict[str, str]] = None, outdated: str = "", n_copied: int = 0,
-           latest: Optional[pd.DataFrame] = None) -> str:
-    """The page. ``n_records``: the measurements made; ``n_copied``: those copied from a twin
-    checkpoint's (the same weights under another name), not made again; ``latest``:
-    latest_runs(tidy), where the caller has it already."""
+def render(out_dir: Path, board: pd.DataFrame, latest: pd.DataFrame, claims, n_records: int,
+           weight_files: Optional[Dict[str, str]] = None, outdated: str = "", n_copied: int = 0) -> str:
+    """The page. ``latest``: the tidy table's rows that count (latest_runs); ``n_records``: the
+    measurements made; ``n_copied``: those copied from a twin checkpoint's (the same weights under
+    another name), not made again."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
-    if latest is None:
-        latest = latest_runs(tidy)
     cols, rows = leaderboard_rows(board, latest, weight_files)
     full_cols, full_rows = full_table(board)
     claim_rows, thresholds = claim_view(claims)
@@ -313,9 +310,9 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
     claims = evaluate_claims(tidy, board, bits, latest)
     ident = ["run_key", "dataset", "threat", "view", "params", "n"]
     copied = tidy.same_weights_as.notna()  # the store's table has its columns even when empty
-    html = render(out_dir, board, tidy, claims, n_records=len(tidy[~copied].drop_duplicates(ident)),
+    html = render(out_dir, board, latest, claims, n_records=len(tidy[~copied].drop_duplicates(ident)),
                   n_copied=len(tidy[copied].drop_duplicates(ident)), weight_files=weight_files,
-                  outdated=outdated_summary(store), latest=latest)
+                  outdated=outdated_summary(store))
     path = out_dir / "index.html"
     write_bytes_atomic(path, html.encode())
     return path
