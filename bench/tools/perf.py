@@ -220,6 +220,7 @@ def run(args) -> int:
     if h_train:
         print(f"plain training: torchvision transforms per sample, DataLoader with {args.workers} workers; "
               "each side warmed up by one unmeasured run")
+        print(budget_scale(h_train))
     if h_pgd:
         print("plain PGD: torchattacks.PGD loop on the NCHW model, then on the harness's channels_last model; "
               f"the attacked model has {100 * clean:.1f}% clean accuracy and the harness attacks only those points")
@@ -235,6 +236,25 @@ def run(args) -> int:
     if "corruptions" in sections:
         corruption_timings(data, args.corruption_images, device)
     return 0
+
+
+# issue 17's budgets are set on a 2-core AVX2 box whose harness training figure was about this
+BUDGET_BOX_IMG_S = 1000.0
+# runs further apart than this: the box's pace moved while it measured (shared hosts do, 2x in an
+# hour), and a time scaled by the median is no better known than the runs' range
+SPREAD_WARN = 1.25
+
+
+def budget_scale(h_train) -> str:
+    """The factor that turns a time measured on this box into the budget box's, with the range of
+    the runs behind it, and a warning when they are far apart."""
+    med, lo, hi = statistics.median(h_train), min(h_train), max(h_train)
+    line = (f"scale a time measured here to the budget's box ({BUDGET_BOX_IMG_S:,.0f} img/s): "
+            f"x {med / BUDGET_BOX_IMG_S:.2f} (runs x {lo / BUDGET_BOX_IMG_S:.2f}-{hi / BUDGET_BOX_IMG_S:.2f})")
+    if hi / lo > SPREAD_WARN:
+        line += (f"; the runs are {hi / lo:.2f}x apart, the box's pace moved while it measured: "
+                 "run it again idle before scaling by it")
+    return line
 
 
 def perf_model(name: str, data, device, train_images: int):

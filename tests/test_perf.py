@@ -1,0 +1,17 @@
+"""`make perf`'s own output: a real (tiny) training comparison and the budget-scaling line."""
+from bench.tools.perf import budget_scale, main
+
+
+def test_budget_scale_gives_the_factor_its_range_and_warns_when_the_runs_disagree():
+    steady = budget_scale([1900.0, 2000.0, 2100.0])
+    assert "x 2.00 (runs x 1.90-2.10)" in steady and "moved" not in steady
+    # one hour of a shared host, as docs/speed.md records: 1,194 to 2,629 img/s
+    swung = budget_scale([1194.0, 2629.0, 1617.0])
+    assert "x 1.62 (runs x 1.19-2.63)" in swung and "2.20x apart" in swung and "again idle" in swung
+
+
+def test_the_training_section_runs_and_prints_its_scale(mini_root, capsys):
+    assert main(["--data-root", str(mini_root), "--sections", "train", "--repeats", "1",
+                 "--train-images", "128", "--eval-images", "100", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "training (img/s)" in out and "scale a time measured here to the budget's box (1,000 img/s): x " in out
