@@ -149,7 +149,11 @@ def check_args(args) -> set:
 
 def check_sizes(args, sections: set, data) -> None:
     """The image counts the sections use against the data's splits (``data``'s labels are enough)."""
-    used = [("--train-images", args.train_images, data.train), ("--eval-images", args.eval_images, data.test)]
+    used = []
+    if sections & {"train", "early-stop", "cost"}:  # the last two train their models on as many
+        used.append(("--train-images", args.train_images, data.train))
+    if sections & {"pgd", "early-stop"}:
+        used.append(("--eval-images", args.eval_images, data.test))
     if sections & {"early-stop", "cost"}:
         used.append(("--cost-images", args.cost_images, data.test))
     if "corruptions" in sections:
@@ -168,13 +172,13 @@ def run(args) -> int:
     check_sizes(args, sections, data)
     spec = parse_name(args.model)
     recipe = Recipe(epochs=1, batch_size=TRAIN_BATCH, lr=0.1, train_subset=args.train_images)
-    subset = data.train.subset(stratified_indices(data.train.labels, args.train_images, 0))
     print(f"perf on {device_name(device)}, torch {torch.__version__}, {spec.name}, {data.name}; "
           f"median of {args.repeats} alternating runs", flush=True)
 
     rows = []
     h_train, p_train = [], []
     if "train" in sections:
+        subset = data.train.subset(stratified_indices(data.train.labels, args.train_images, 0))
         # one unmeasured run of each first: a process's first training run also pays one-time
         # costs (torch._dynamo's import at the first optimizer step, oneDNN's kernel setup) that
         # an 8-epoch run pays once in minutes, and 5,120 images pay in a second or two
@@ -183,7 +187,8 @@ def run(args) -> int:
     for _ in range(args.repeats if "train" in sections else 0):
         h_train.append(args.train_images / train(spec, recipe, data, device).wall_s)
         p_train.append(args.train_images / plain_train(spec, recipe, subset, args.workers))
-    test = data.test.subset(stratified_indices(data.test.labels, args.eval_images, 0))
+    if sections & {"pgd", "early-stop"}:
+        test = data.test.subset(stratified_indices(data.test.labels, args.eval_images, 0))
     # A model as accurate as the quick profile's (the harness attacks only correctly classified
     # points, so its speed depends on accuracy): its checkpoint if `make bench` made one, else
     # trained now with the quick recipe. channels_last, as the checkpoint store loads it.
