@@ -150,7 +150,7 @@ def check_args(args) -> set:
 def check_sizes(args, sections: set, data) -> None:
     """The image counts the sections use against the data's splits (``data``'s labels are enough)."""
     used = []
-    if sections & {"train", "early-stop", "cost"}:  # the last two train their models on as many
+    if sections & {"train", "early-stop", "cost"}:  # early-stop and cost train their models on as many
         used.append(("--train-images", args.train_images, data.train))
     if sections & {"pgd", "early-stop"}:
         used.append(("--eval-images", args.eval_images, data.test))
