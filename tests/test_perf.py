@@ -16,3 +16,13 @@ def test_the_training_section_runs_and_prints_its_scale(mini_root, capsys):
                  "--train-images", "128", "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "training (img/s)" in out and "scale a time measured here to the budget's box (1,000 img/s): x " in out
+
+
+def test_a_section_checks_only_the_image_counts_it_uses(mini_root, capsys):
+    # neither --train-images (below a batch) nor --eval-images (default 1,000, the split has 500)
+    # matters to the corruption table
+    assert main(["--data-root", str(mini_root), "--sections", "corruptions", "--corruption-images", "20",
+                 "--train-images", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "corruptions on 20 test images" in out and "total" in out and "training (img/s)" not in out
+    assert main(["--data-root", str(mini_root), "--sections", "train", "--train-images", "64"]) == 2

@@ -120,6 +120,8 @@ def main(argv=None) -> int:
 
 
 SECTIONS = ("train", "pgd", "early-stop", "cost", "corruptions")
+TRAINING_SECTIONS = {"train", "early-stop", "cost"}  # the last two train their models on --train-images
+EVAL_SECTIONS = {"pgd", "early-stop"}  # on --eval-images test images
 TRAIN_BATCH = 128  # the batch of section train's runs; the quick recipe's is perf_model's
 
 
@@ -136,7 +138,7 @@ def check_args(args) -> set:
     if args.workers < 0:
         raise BenchError(f"--workers must be >= 0, got {args.workers}")
     batch = max(TRAIN_BATCH, load_profile("quick").recipe.batch_size)
-    if args.train_images < batch:
+    if sections & TRAINING_SECTIONS and args.train_images < batch:
         raise BenchError(f"--train-images must be at least one training batch ({batch} images), "
                          f"got {args.train_images}")
     for flag, n in (("--eval-images", args.eval_images), ("--cost-images", args.cost_images),
@@ -150,9 +152,9 @@ def check_args(args) -> set:
 def check_sizes(args, sections: set, data) -> None:
     """The image counts the sections use against the data's splits (``data``'s labels are enough)."""
     used = []
-    if sections & {"train", "early-stop", "cost"}:  # early-stop and cost train their models on as many
+    if sections & TRAINING_SECTIONS:
         used.append(("--train-images", args.train_images, data.train))
-    if sections & {"pgd", "early-stop"}:
+    if sections & EVAL_SECTIONS:
         used.append(("--eval-images", args.eval_images, data.test))
     if sections & {"early-stop", "cost"}:
         used.append(("--cost-images", args.cost_images, data.test))
@@ -187,7 +189,7 @@ def run(args) -> int:
     for _ in range(args.repeats if "train" in sections else 0):
         h_train.append(args.train_images / train(spec, recipe, data, device).wall_s)
         p_train.append(args.train_images / plain_train(spec, recipe, subset, args.workers))
-    if sections & {"pgd", "early-stop"}:
+    if sections & EVAL_SECTIONS:
         test = data.test.subset(stratified_indices(data.test.labels, args.eval_images, 0))
     # A model as accurate as the quick profile's (the harness attacks only correctly classified
     # points, so its speed depends on accuracy): its checkpoint if `make bench` made one, else
