@@ -120,7 +120,8 @@ def main(argv=None) -> int:
 
 
 SECTIONS = ("train", "pgd", "early-stop", "cost", "corruptions")
-TRAINING_SECTIONS = {"train", "early-stop", "cost"}  # the last two train their models on --train-images
+MODEL_SECTIONS = {"early-stop", "cost"}  # on perf_model's two models, and --cost-images test images
+TRAINING_SECTIONS = {"train"} | MODEL_SECTIONS  # on --train-images (perf_model trains on as many)
 EVAL_SECTIONS = {"pgd", "early-stop"}  # on --eval-images test images
 TRAIN_BATCH = 128  # the batch of section train's runs; the quick recipe's is perf_model's
 
@@ -156,7 +157,7 @@ def check_sizes(args, sections: set, data) -> None:
         used.append(("--train-images", args.train_images, data.train))
     if sections & EVAL_SECTIONS:
         used.append(("--eval-images", args.eval_images, data.test))
-    if sections & {"early-stop", "cost"}:
+    if sections & MODEL_SECTIONS:
         used.append(("--cost-images", args.cost_images, data.test))
     if "corruptions" in sections:
         used.append(("--corruption-images", args.corruption_images, data.test))
@@ -231,7 +232,7 @@ def run(args) -> int:
     if h_pgd:
         print("plain PGD: torchattacks.PGD loop on the NCHW model, then on the harness's channels_last model; "
               f"the attacked model has {100 * clean:.1f}% clean accuracy and the harness attacks only those points")
-    if sections & {"early-stop", "cost"}:
+    if sections & MODEL_SECTIONS:
         models = [perf_model(name, data, device, args.train_images) for name in ("fastnet_T1", "fastnet_T50_lrT")]
         if "early-stop" in sections:
             early_stop_timings(models, test, args.repeats)
