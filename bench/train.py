@@ -139,7 +139,7 @@ def holdout_check(model, spec: ModelSpec, recipe: Recipe, holdout, num_classes: 
     model.eval()
     pgd = make_attack("pgd_margin", {"eps": recipe.at_eps, "alpha": recipe.at_alpha, "steps": recipe.at_eval_steps})
     ok, _, _ = clean_pass(model, holdout, 500, [], spec.T)
-    robust, *_ = run_attack(model, spec.T, holdout, ok, pgd, "any", 500, seed=0, n_classes=num_classes)
+    robust = run_attack(model, spec.T, holdout, ok, pgd, "any", 500, seed=0, n_classes=num_classes).robust_ok
     model.train(was_training)
     return {"clean_acc": frac(ok), "pgd_acc": frac(robust)}
 

@@ -117,10 +117,11 @@ class StoreBuilder:
     def model(self, name: str, T: float, clean: float, *, arch="fastnet", head="plain", regime="std", lr_scale=False,
               seed=0, checkpoint="last", pgd_raw=0.0, pgd_scaled=0.0, margin=None, square=None, targeted_raw=None,
               targeted_scaled=None, mca=None, nat=None, worst_grid=None, cifar101=None, crosscheck=None, zero_grad=0.0,
-              saturated=0.0, feature_dim=64):
+              saturated=0.0, feature_dim=64, target_hits="success"):
         """One model's measurements at 8/255 (accuracies as fractions). Attacks not given default to
         the model's weakest result, so robust_min is min(pgd_raw, pgd_scaled) unless a stronger one
-        is named."""
+        is named. ``target_hits``: the targeted attacks' target_hit_rate, by default their success
+        rate (every break in the target class); None leaves it out (a record before revision 3)."""
         spec = {"run_key": f"key_{name}", "model": name, "arch": arch, "T": float(T), "head": head, "regime": regime,
                 "lr_scale": lr_scale, "seed": seed, "feature_dim": feature_dim, "checkpoint": checkpoint}
         self.specs[name] = spec
@@ -131,6 +132,8 @@ class StoreBuilder:
         def attack(threat, view, robust, extra=None):
             m = {"clean_acc": clean, "robust_acc": robust, "success_rate": 1 - robust / clean if clean else float("nan"),
                  "max_linf": EPS, "max_l2": 1.5}
+            if threat.startswith("pgd_target") and target_hits is not None:
+                m["target_hit_rate"] = m["success_rate"] if target_hits == "success" else target_hits
             if view in ("raw", "scaled"):
                 m.update(zero_grad_frac=zero_grad if view == "raw" else 0.0,
                          saturated_frac=saturated if view == "raw" else 0.0)

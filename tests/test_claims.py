@@ -267,10 +267,26 @@ def test_a6_targeted_attacks(tmp_path):
     b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T10", 10, 0.60, pgd_raw=0.20, targeted_raw=0.01)
     a6 = verdict_of(evaluate_claims(*b.tables()), "A6")
     assert a6.verdict == SUPPORTED
-    assert a6.comparisons[0].metric == "targeted success (raw)"
+    assert a6.comparisons[0].metric == "target hits (raw)"
     b = StoreBuilder(tmp_path / "fails", n=1000)
     b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T10", 10, 0.60, pgd_raw=0.40, targeted_raw=0.40)
     assert verdict_of(evaluate_claims(*b.tables()), "A6").verdict == NOT_SUPPORTED
+
+
+def test_a6_reads_target_hits_not_misclassifications(tmp_path):
+    """Every point misclassified at T=10 as at T=1, but only a third of them into the target
+    class: targeted attacks do not "still succeed"; a store whose targeted records do not count
+    their hits (before revision 3) does not measure the claim."""
+    b = StoreBuilder(tmp_path / "hits", n=1000)
+    b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T10", 10, 0.60, pgd_raw=0.20, targeted_raw=0.0,
+                                                          target_hits=0.30)
+    (c,) = verdict_of(evaluate_claims(*b.tables()), "A6").comparisons
+    assert c.verdict == NOT_SUPPORTED and math.isclose(c.diff, -0.70)
+    b = StoreBuilder(tmp_path / "old", n=1000)
+    b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0, target_hits=None)
+    b.model("fastnet_T10", 10, 0.60, pgd_raw=0.20, targeted_raw=0.0, target_hits=None)
+    a6 = verdict_of(evaluate_claims(*b.tables()), "A6")
+    assert a6.verdict == NOT_MEASURED and "revision 3" in a6.reason
 
 
 def test_a6_pools_the_seeds_of_each_temperature(tmp_path):

@@ -10,7 +10,7 @@ and per image of its split (attacks/views.py PassCount), beside its wall time.
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,9 +78,10 @@ def attack_view(attack: AttackConfig, views: Sequence[str]) -> List[str]:
 def adversarial_batches(model, temperature: float, split: Split, mask: torch.Tensor, attack: AttackConfig,
                         view: str, batch_size: int, seed: int, n_classes: int, dtype=None, on_batch=None,
                         cost: PassCount | None = None):
-    """Yield (positions, x, x_adv) for the points of ``split`` where ``mask`` is set, batch by
-    batch, attacked under ``view``. The threat model is checked, not assumed. The attack's passes
-    are added to ``cost`` when given."""
+    """Yield (positions, x, x_adv, targets) for the points of ``split`` where ``mask`` is set,
+    batch by batch, attacked under ``view`` (``targets``: the target class of each point for an
+    attack with one per point, else None). The threat model is checked, not assumed. The
+    attack's passes are added to ``cost`` when given."""
     device = split.labels.device
     target = make_view(model, "raw" if view == "any" else view, temperature)
     if cost is not None:
@@ -99,7 +100,8 @@ def adversarial_batches(model, temperature: float, split: Split, mask: torch.Ten
         # that seed themselves get the batch's seed (else every batch would repeat the same draws).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(batch_seed)
-            x_adv = attack.build(target, n_classes=n_classes, seed=batch_seed)(x, y)
+            atk = attack.build(target, n_classes=n_classes, seed=batch_seed)
+            x_adv = atk(x, y)
         delta = (x_adv - x).flatten(1)
         bound = delta.abs().amax(1) if attack.info.norm == "linf" else delta.norm(dim=1)
         # NaN fails every comparison: it would pass the bounds below and count as class 0
@@ -108,28 +110,47 @@ def adversarial_batches(model, temperature: float, split: Split, mask: torch.Ten
             raise RuntimeError(f"{attack.name} left its threat model ({attack.info.norm} <= {attack.eps:g}, "
                                f"[0,1]): {bound.max().item():g}, range [{x_adv.min().item():g}, "
                                f"{x_adv.max().item():g}]")
-        yield todo, x, x_adv
+        targets = getattr(atk, "last_targets", None) if attack.info.targeted in ("random", "least_likely") else None
+        yield todo, x, x_adv, targets
+
+
+class AttackRun(NamedTuple):
+    robust_ok: torch.Tensor  # per image of the split: correct clean and under attack
+    max_linf: float
+    max_l2: float
+    cost: PassCount
+    target_hit: Optional[torch.Tensor]  # per image, in the target class (single-target attacks; else None)
 
 
 def run_attack(model, temperature: float, split: Split, clean_ok: torch.Tensor, attack: AttackConfig, view: str,
-               batch_size: int, seed: int, n_classes: int, dtype=None, on_batch=None):
+               batch_size: int, seed: int, n_classes: int, dtype=None, on_batch=None) -> AttackRun:
     """Attack the clean-correct points of ``split`` (only they can count as robust, so only they
-    are attacked, as AutoAttack does); per image: robust or not; the largest Linf and L2; the
-    passes spent, the final check of every adversarial example included."""
-    robust_ok = torch.zeros(len(split), dtype=torch.bool, device=split.labels.device)
+    are attacked, as AutoAttack does); per image: robust or not, and for a single-target attack
+    whether it reached its target; the largest Linf and L2; the passes spent, the final check of
+    every adversarial example included."""
+    device = split.labels.device
+    robust_ok = torch.zeros(len(split), dtype=torch.bool, device=device)
+    target_hit = None
     max_linf = max_l2 = 0.0
     cost = PassCount()
     check = PassCounter(model, cost)
-    for todo, x, x_adv in adversarial_batches(model, temperature, split, clean_ok, attack, view, batch_size, seed,
-                                              n_classes, dtype, on_batch, cost=cost):
-        robust_ok[todo] = predict(check, x_adv) == split.labels[todo]
+    for todo, x, x_adv, targets in adversarial_batches(model, temperature, split, clean_ok, attack, view, batch_size,
+                                                       seed, n_classes, dtype, on_batch, cost=cost):
+        pred = predict(check, x_adv)
+        robust_ok[todo] = pred == split.labels[todo]
+        if targets is not None:
+            target_hit = torch.zeros(len(split), dtype=torch.bool, device=device) if target_hit is None else target_hit
+            target_hit[todo] = pred == targets.to(device)
         delta = (x_adv - x).flatten(1)
         max_linf = max(max_linf, delta.abs().max().item())
         max_l2 = max(max_l2, delta.norm(dim=1).max().item())
-    return robust_ok, max_linf, max_l2, cost
+    return AttackRun(robust_ok, max_linf, max_l2, cost, target_hit)
 
 
-def attack_metrics(clean_ok, robust_ok, max_linf, max_l2, zero=None, sat=None) -> Dict[str, float]:
+def attack_metrics(clean_ok, robust_ok, max_linf, max_l2, zero=None, sat=None, target_hit=None) -> Dict[str, float]:
+    """``target_hit`` (a single-target attack's): its target_hit_rate is, as success_rate, a
+    fraction of the clean-correct points: those whose adversarial example is in the target class
+    (the targeted attack's own success criterion; success_rate counts any misclassification)."""
     n_ok = int(clean_ok.sum())
     metrics = {
         "clean_acc": frac(clean_ok),
@@ -138,6 +159,8 @@ def attack_metrics(clean_ok, robust_ok, max_linf, max_l2, zero=None, sat=None) -
         "max_linf": max_linf,
         "max_l2": max_l2,
     }
+    if target_hit is not None:
+        metrics["target_hit_rate"] = (int((clean_ok & target_hit).sum()) / n_ok) if n_ok else float("nan")
     if zero is not None:
         metrics.update(zero_grad_frac=frac(zero), saturated_frac=frac(sat))
     return metrics
@@ -171,15 +194,16 @@ def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: 
         if pos is not None:
             pos = pos.to(split.labels.device)
         on, ok = (split, clean_ok) if pos is None else (split.subset(pos), clean_ok[pos])
-        robust_ok, max_linf, max_l2, cost = run_attack(model, temperature, on, ok, attack, view,
-                                                       batch_size, seed, n_classes, on_batch=bar.update)
+        run = run_attack(model, temperature, on, ok, attack, view, batch_size, seed, n_classes, on_batch=bar.update)
         diag = (zero[view], sat[view]) if view in zero else (None, None)
         if pos is not None and diag[0] is not None:
             diag = (diag[0][pos], diag[1][pos])
-        metrics = attack_metrics(ok, robust_ok, max_linf, max_l2, *diag)
+        metrics = attack_metrics(ok, run.robust_ok, run.max_linf, run.max_l2, *diag, target_hit=run.target_hit)
         extra = {} if pos is None else {"positions": {"eval_n": n, "index": [int(i) for i in pos]}}
+        if run.target_hit is not None:
+            extra["bits_target_hit"] = pack_bits(run.target_hit)
         out.append(Measurement(attack.name, view, attack.eps, attack.steps, attack.kwargs, len(on),
-                               dict(metrics, **cost.metrics(len(on))), time.perf_counter() - t0,
-                               bits=pack_bits(robust_ok), extra=extra))
+                               dict(metrics, **run.cost.metrics(len(on))), time.perf_counter() - t0,
+                               bits=pack_bits(run.robust_ok), extra=extra))
     bar.close()
     return out

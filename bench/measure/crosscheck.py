@@ -34,7 +34,8 @@ def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackC
     robust = {}
     with collect_warnings() as warnings:
         for tag, cfg in (("torchattacks", ours), ("pyautoattack", ref)):
-            robust[tag], *_, spent = run_attack(model, temperature, split, ok, cfg, "raw", batch_size, seed, n_classes)
+            run = run_attack(model, temperature, split, ok, cfg, "raw", batch_size, seed, n_classes)
+            robust[tag], spent = run.robust_ok, run.cost
             cost.add(spent)
             metrics[f"robust_acc_{tag}"] = frac(robust[tag])
             metrics.update({f"{k}_{tag}": v for k, v in spent.metrics(len(split)).items() if k.endswith("per_image")})

@@ -27,8 +27,8 @@ def fp64_check(model, temperature: float, split: Split, pgd: AttackConfig, batch
         m.eval()
         ok, zero, sat = clean_pass(m, split, batch_size, ["raw"], temperature, dtype=dtype, cost=cost)
         attacked = ok if attacked is None else attacked
-        robust, *_, spent = run_attack(m, temperature, split, attacked, pgd, "raw", batch_size, seed, n_classes,
-                                       dtype=dtype)
+        run = run_attack(m, temperature, split, attacked, pgd, "raw", batch_size, seed, n_classes, dtype=dtype)
+        robust, spent = run.robust_ok, run.cost
         cost.add(spent)
         metrics.update({f"clean_acc_{tag}": frac(ok), f"robust_acc_{tag}": frac(robust),
                         f"zero_grad_frac_{tag}": frac(zero["raw"]), f"saturated_frac_{tag}": frac(sat["raw"])})

@@ -41,8 +41,8 @@ def craft(surrogate, split: Split, attack: AttackConfig, batch_size: int, seed: 
     surrogate.eval()
     out = torch.empty(split.images.shape, dtype=torch.float32, device=split.labels.device)
     everything = torch.ones(len(split), dtype=torch.bool, device=split.labels.device)
-    for todo, _, x_adv in adversarial_batches(surrogate, 1.0, split, everything, attack, "raw", batch_size, seed,
-                                              n_classes):
+    for todo, _, x_adv, _ in adversarial_batches(surrogate, 1.0, split, everything, attack, "raw", batch_size, seed,
+                                                 n_classes):
         out[todo] = x_adv
     return out
 

@@ -13,8 +13,8 @@ the same loss).
   A4  elevated T improves PGD robustness        robust_min (the minimum over every Linf attack and
                                                 view at 8/255) and PGD on the raw logits; T > 1
   A5  higher T helps adversarial training       as A4, in the families of regimes at/atT1/trades/fat
-  A6  targeted attacks still succeed at high T  success rate of the strongest targeted attack on the
-                                                raw logits, at every T >= high_T_min, against T=1
+  A6  targeted attacks still succeed at high T  target-hit rate of the strongest single-target attack
+                                                on the raw logits, at every T >= high_T_min, against T=1
   B   T* = 0.7239 sqrt(M) - 4.706 with a BN     clean accuracy of <arch>_bn_Tauto against the BN-head
       head is the best temperature              T=1 model, the plain T=1 model, and the best other
                                                 T of the BN-head family
@@ -54,7 +54,7 @@ level). A4/A5 run the test twice, on robust_min and on CE-PGD against the raw lo
 the claim reports, the one gradient masking fools): robust_min decides; when only PGD-raw supports the claim, the verdict is
 "supported only under a weak attack". A robust_min on a model the masking audit calls "likely"
 masked does not count as support (inconclusive, or the weak-attack verdict when PGD-raw supports
-it). A6 is an equivalence test: targeted success at a high T
+it). A6 is an equivalence test: targeted success (the target class reached) at a high T
 counts as "still succeeds" when its drop from T=1 is below targeted_margin (drop + z*se < margin:
 supported; drop - z*se > margin: not supported). B is supported when T* beats both T=1 models (a
 family without a plain T=1 model is at most inconclusive) and
@@ -133,9 +133,9 @@ CLAIMS: Dict[str, Tuple[str, str]] = {
     "A5": ("Higher T helps adversarial training.",
            "As A4, in the adversarially trained families (regimes " + ", ".join(AT_REGIMES) + ")."),
     "A6": ("Targeted attacks still succeed against high-T models.",
-           "Success rate (among correctly classified points) of the strongest targeted attack on the raw logits, "
-           "success meaning misclassified (into its target class or another: the store does not record which), "
-           "at every T >= {high_T_min:g} against T=1 of the family; equivalence margin {targeted_margin_pp:g} pp."),
+           "Target-hit rate (the share of correctly classified points the attack takes into its target class) "
+           "of the strongest single-target attack (pgd_target_ll, pgd_target_random) on the raw logits, at every "
+           "T >= {high_T_min:g} against T=1 of the family; equivalence margin {targeted_margin_pp:g} pp."),
     "B": ("With a BN head, T* = 0.7239 sqrt(M) - 4.706 is the best training temperature.",
           "Clean accuracy of <arch>_bn_Tauto against the BN-head T=1 model, the plain T=1 model and the best "
           "other temperature of the BN-head family; paired over images."),
@@ -334,18 +334,22 @@ class Evidence:
         return None
 
     def targeted_success(self, model: str) -> Tuple[float, int, str]:
-        """(success rate among the correctly classified points, how many there were, attack/view) of
-        the strongest targeted attack on the raw logits (or view-invariant) at 8/255."""
+        """(target-hit rate among the correctly classified points, how many there were, attack/view)
+        of the strongest single-target attack on the raw logits (or view-invariant) at 8/255. The
+        multi-target ones (APGD-T) count any misclassification, not a target, and are not read."""
         t = self._tidy_of.get(model, self.tidy.iloc[:0])
         t = t[(t.family == "attack") & np.isclose(t.eps.astype(float), HEADLINE_EPS) & t.view.isin(["raw", "any"])]
-        t = t[t.threat.map(lambda a: a in ATTACKS and bool(ATTACKS[a].targeted))]
+        t = t[t.threat.map(lambda a: a in ATTACKS and ATTACKS[a].targeted in ("random", "least_likely"))]
         if t.empty:
             return float("nan"), 0, ""
         wide = t.pivot_table(index=["threat", "view", "n"], columns="metric", values="value", aggfunc="mean")
-        if "success_rate" not in wide or "clean_acc" not in wide:
+        if "target_hit_rate" not in wide or "clean_acc" not in wide:
             return float("nan"), 0, ""
-        (threat, view, n), row = max(wide.iterrows(), key=lambda kv: kv[1]["success_rate"])
-        return float(row["success_rate"]), int(round(row["clean_acc"] * n)), f"{threat}/{view}"
+        wide = wide[np.isfinite(wide["target_hit_rate"])]
+        if wide.empty:
+            return float("nan"), 0, ""
+        (threat, view, n), row = max(wide.iterrows(), key=lambda kv: kv[1]["target_hit_rate"])
+        return float(row["target_hit_rate"]), int(round(row["clean_acc"] * n)), f"{threat}/{view}"
 
     # --- families
 
@@ -670,9 +674,9 @@ def _targeted_claim(ev: Evidence) -> List[Comparison]:
             else:
                 verdict = INCONCLUSIVE
             kind = "binomial" + (f", seeds pooled ({len(grp)} vs {len(base)})" if max(len(grp), len(base)) > 1 else "")
-            out.append(Comparison(ev.label(fam), "targeted success (raw)", _name(base), 1.0, s1, _name(grp),
+            out.append(Comparison(ev.label(fam), "target hits (raw)", _name(base), 1.0, s1, _name(grp),
                                   float(T), s, s - s1, se, z, n, kind, verdict,
-                                  note=f"{by} vs {by1}; success among the {n} correctly classified points "
+                                  note=f"{by} vs {by1}; in the target class, of the {n} correctly classified points "
                                        f"(T=1: {n1})", models=tuple(base.model) + tuple(grp.model)))
     return out
 
@@ -796,6 +800,9 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
                             "another T in the store",
                       "B": "no BN-head model at T=auto (<arch>_bn_Tauto) in the store",
                       "A3": "no natural-shift column (nat_*, cifar10.1) with a T=1 model and another T",
+                      "A6": "no single-target attack (pgd_target_ll, pgd_target_random) counted its target hits "
+                            "for a T=1 model and a T >= {:g} one (their records before revision 3 do not: rerun "
+                            "the grid)".format(THRESHOLDS["high_T_min"]),
                       "A2": "no corruption results (mCA) with a T=1 model and another T"}.get(
                 key, "no family with a T=1 model and another temperature measures it")
         for note in (arm_flips(rows), arms_note(rows)):
