@@ -24,6 +24,8 @@ needs to judge it against gradient masking:
 The PGD family (pgd, pgd_l2, pgd_margin, pgd_target_*) stops early by default (``early_stop``, see
 LossPGD): a point is robust only if no iterate broke it, so its robust accuracy is at most that of
 the same attack judged at its last iterate, and most points of a non-robust model cost 1-3 steps.
+A single-target attack (pgd_target_*) is judged twice: robust accuracy counts any misclassification,
+the record's target_hit_rate the target class, which its early stop waits for.
 ``early_stop = false`` gives torchattacks' PGD loop, judged at its last iterate. The CE attacks
 (FGSM, the PGDs) sum their loss over the batch where torchattacks averages it, so that a result
 does not depend on the batch size (LossPGD says why).

@@ -290,16 +290,22 @@ def test_a6_reads_target_hits_not_misclassifications(tmp_path):
 
 
 def test_a6_pools_the_seeds_of_each_temperature(tmp_path):
-    """One comparison per temperature, its successes pooled over the seeds (one seed's
-    failure is not hidden behind a name that says "+1 seeds")."""
-    b = StoreBuilder(tmp_path, n=1000)
+    """One comparison per temperature, its hits pooled over the seeds (one seed's failure is not
+    hidden behind a name that says "+1 seeds"), its interval widened by the seeds' spread: two
+    seeds that disagree as much as 1/6 and 1 leave the claim open; two that agree do not."""
+    b = StoreBuilder(tmp_path / "apart", n=1000)
     b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T1_s1", 1, 0.60, targeted_raw=0.0, seed=1)
     b.model("fastnet_T10", 10, 0.60, targeted_raw=0.0).model("fastnet_T10_s1", 10, 0.60, targeted_raw=0.50, seed=1)
     (c,) = verdict_of(evaluate_claims(*b.tables()), "A6").comparisons
     assert c.candidate == "fastnet_T10 +1 seeds" and c.baseline == "fastnet_T1 +1 seeds"
-    assert c.n == 1200 and "seeds pooled (2 vs 2)" in c.se_kind
+    assert c.n == 1200 and "+ seeds (2 vs 2)" in c.se_kind and math.isfinite(c.df)
     # success 1 - 0.50/0.60 = 1/6 on seed 1, 1 on seed 0: pooled 7/12
-    assert math.isclose(c.diff, 7 / 12 - 1, abs_tol=0.01) and c.verdict == NOT_SUPPORTED
+    assert math.isclose(c.diff, 7 / 12 - 1, abs_tol=0.01) and c.verdict == INCONCLUSIVE
+    b = StoreBuilder(tmp_path / "agree", n=1000)
+    b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T1_s1", 1, 0.60, targeted_raw=0.0, seed=1)
+    b.model("fastnet_T10", 10, 0.60, targeted_raw=0.30).model("fastnet_T10_s1", 10, 0.60, targeted_raw=0.31, seed=1)
+    (c,) = verdict_of(evaluate_claims(*b.tables()), "A6").comparisons
+    assert c.verdict == NOT_SUPPORTED and math.isclose(c.diff, (0.5 + 1 - 0.31 / 0.6) / 2 - 1, abs_tol=0.001)
 
 
 def test_b_tstar_with_bn_head(tmp_path):

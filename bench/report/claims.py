@@ -56,7 +56,8 @@ the claim reports, the one gradient masking fools): robust_min decides; when onl
 masked does not count as support (inconclusive, or the weak-attack verdict when PGD-raw supports
 it). A6 is an equivalence test: targeted success (the target class reached) at a high T
 counts as "still succeeds" when its drop from T=1 is below targeted_margin (drop + z*se < margin:
-supported; drop - z*se > margin: not supported). B is supported when T* beats both T=1 models (a
+supported; drop - z*se > margin: not supported); the hits are pooled over the seeds, their error
+binomial with the seed spread added as above. B is supported when T* beats both T=1 models (a
 family without a plain T=1 model is at most inconclusive) and
 no other BN-head temperature beats T*; not supported when another temperature does, or when T*
 is ruled out to beat a T=1 model. Where T* is within a factor tstar_near_1 of 1 (M = 64: T* =
@@ -280,6 +281,8 @@ class Evidence:
     # --- per-model numbers
 
     def value(self, model: str, metric: str) -> float:
+        if metric == "target_hits":  # A6's, not a leaderboard column
+            return self.targeted_success(model)[0]
         if metric == "nat_mean":
             cols = [c for c in self.board.columns if c.startswith("nat_") and c != "nat_worst_grid"]
             if model not in self.board.index:
@@ -453,10 +456,21 @@ def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str
     else:  # unmatched seeds: pool the images of every seed
         se_img = math.hypot(_binomial_se(float(np.mean(vc)), n * len(vc)), _binomial_se(float(np.mean(vb)), n * len(vb)))
         kinds.add("binomial")
+    se, df, seeds = with_seed_spread(ev, se_img, vc, vb, pool, metric, paired=bool(pairs))
+    kind = ("binomial" if "binomial" in kinds else "paired") + seeds
+    return diff, se, n * max(len(vc), 1), kind, df
+
+
+def with_seed_spread(ev: Evidence, se_img: float, vc, vb, pool: Optional[pd.DataFrame], metric: str,
+                     paired: bool) -> Tuple[float, float, str]:
+    """(the standard error with the seed-to-seed part added to the images' ``se_img``, its
+    degrees of freedom, how: " + seeds (k vs k)" and the pooling, or ''), from the per-seed values
+    of the two sides (``paired``: seeds matched in order; else Welch). A side with one seed
+    takes the spread pooled over ``pool``'s temperatures with seeds."""
     se_seed, df_seed = 0.0, math.inf
-    if len(pairs) >= 2:
-        se_seed = float(np.std(np.subtract(vc, vb), ddof=1)) / math.sqrt(len(pairs))
-        df_seed = len(pairs) - 1
+    if paired and len(vc) >= 2:
+        se_seed = float(np.std(np.subtract(vc, vb), ddof=1)) / math.sqrt(len(vc))
+        df_seed = len(vc) - 1
     elif len(vc) >= 2 and len(vb) >= 2:
         vac, vab = np.var(vc, ddof=1) / len(vc), np.var(vb, ddof=1) / len(vb)
         se_seed = math.sqrt(vac + vab)
@@ -467,14 +481,12 @@ def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str
         var, dfp = _pooled_seed_var(ev, pool, metric)
         if dfp:
             se_seed, df_seed, pooled = math.sqrt(var * (1 / len(vc) + 1 / len(vb))), dfp, True
-    kind = "binomial" if "binomial" in kinds else "paired"
-    if max(len(vc), len(vb)) >= 2:
-        kind += f" + seeds ({len(vc)} vs {len(vb)})"
+    how = f" + seeds ({len(vc)} vs {len(vb)})" if max(len(vc), len(vb)) >= 2 else ""
     if pooled:
-        kind += f", seed spread pooled (df {df_seed})"
+        how += f", seed spread pooled (df {df_seed})"
     se = math.hypot(se_img, se_seed)
     df = se ** 4 / (se_seed ** 4 / df_seed) if se_seed > 0 and math.isfinite(df_seed) else math.inf
-    return diff, se, n * max(len(vc), 1), kind, df
+    return se, df, how
 
 
 def _mean(ev: Evidence, models, metric: str) -> float:
@@ -660,24 +672,29 @@ def _targeted_claim(ev: Evidence) -> List[Comparison]:
         s1, n1, by1 = _pooled_targeted(ev, base.model)
         if not np.isfinite(s1):
             continue
-        z = z_crit(high["T"].nunique())
+        k = high["T"].nunique()
+        vb = [ev.value(m, "target_hits") for m in base.sort_values("seed").model]
         for T, grp in sorted(high.groupby("T"), key=lambda kv: float(kv[0])):
             s, n, by = _pooled_targeted(ev, grp.model)
             if not np.isfinite(s):
                 continue
             drop = s1 - s
-            se = math.hypot(_binomial_se(s, n), _binomial_se(s1, n1))
+            # the hits pooled over the seeds, their spread from seed to seed added (one seed's
+            # failure is not averaged away, nor taken for the temperature's)
+            vc = [ev.value(m, "target_hits") for m in grp.sort_values("seed").model]
+            se, df, seeds = with_seed_spread(ev, math.hypot(_binomial_se(s, n), _binomial_se(s1, n1)), vc, vb,
+                                             pd.concat([rows, base]), "target_hits", paired=len(vc) == len(vb))
+            z = z_crit(k, df)
             if drop + z * se < margin:
                 verdict = SUPPORTED
             elif drop - z * se > margin:
                 verdict = NOT_SUPPORTED
             else:
                 verdict = INCONCLUSIVE
-            kind = "binomial" + (f", seeds pooled ({len(grp)} vs {len(base)})" if max(len(grp), len(base)) > 1 else "")
             out.append(Comparison(ev.label(fam), "target hits (raw)", _name(base), 1.0, s1, _name(grp),
-                                  float(T), s, s - s1, se, z, n, kind, verdict,
+                                  float(T), s, s - s1, se, z, n, "binomial, seeds pooled" + seeds, verdict,
                                   note=f"{by} vs {by1}; in the target class, of the {n} correctly classified points "
-                                       f"(T=1: {n1})", models=tuple(base.model) + tuple(grp.model)))
+                                       f"(T=1: {n1})", models=tuple(base.model) + tuple(grp.model), df=df))
     return out
 
 
