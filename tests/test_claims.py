@@ -301,6 +301,8 @@ def test_a6_pools_the_seeds_of_each_temperature(tmp_path):
     assert c.n == 1200 and "+ seeds (2 vs 2)" in c.se_kind and math.isfinite(c.df)
     # success 1 - 0.50/0.60 = 1/6 on seed 1, 1 on seed 0: pooled 7/12
     assert math.isclose(c.diff, 7 / 12 - 1, abs_tol=0.01) and c.verdict == INCONCLUSIVE
+    a6 = verdict_of(evaluate_claims(*b.tables()), "A6")
+    assert "power: each comparison resolves a drop to" in a6.reason and "against the 10 pp margin" in a6.reason
     b = StoreBuilder(tmp_path / "agree", n=1000)
     b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T1_s1", 1, 0.60, targeted_raw=0.0, seed=1)
     b.model("fastnet_T10", 10, 0.60, targeted_raw=0.30).model("fastnet_T10_s1", 10, 0.60, targeted_raw=0.31, seed=1)

@@ -827,7 +827,13 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
                 reason = (reason + "; " if reason else "") + note
         if verdict == INCONCLUSIVE:
             seen = [c.detectable for c in rows if c.decides and math.isfinite(c.diff) and math.isfinite(c.se)]
-            if seen:
+            if seen and key == "A6":  # an equivalence test: what matters is how finely a drop is resolved
+                res = [(c.z + _quantile(POWER, c.df)) * c.se for c in rows
+                       if c.decides and math.isfinite(c.diff) and math.isfinite(c.se)]
+                reason = (reason + "; " if reason else "") + \
+                    f"power: each comparison resolves a drop to {100 * min(res):.1f}-{100 * max(res):.1f} pp " \
+                    f"({100 * POWER:g}%), against the {100 * THRESHOLDS['targeted_margin']:g} pp margin"
+            elif seen:
                 lo, hi = min(seen), max(seen)
                 span = f"{100 * lo:.1f} pp" if round(100 * lo, 1) == round(100 * hi, 1) else \
                     f"{100 * lo:.1f}-{100 * hi:.1f} pp"
