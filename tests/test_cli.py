@@ -247,6 +247,29 @@ def test_dry_run_lists_what_is_left_and_writes_nothing(smoke_run, capsys, monkey
     assert snapshot() == before
 
 
+def test_the_estimate_prices_only_what_a_revised_attack_measures_again(smoke_run, tmp_path, capsys, monkeypatch):
+    """One FGSM record of an older revision: the job measures the clean pass and FGSM on both
+    views again (AttackSuite.remeasures), and the estimate prices those 3, not the suite's 7."""
+    import shutil
+    base, args, _ = smoke_run
+    results = tmp_path / "results"
+    shutil.copytree(base / "results", results)
+    for path in (results / "records").glob("*.json"):
+        rec = json.loads(path.read_text())
+        if rec["model"] == "fastnetw8_T1" and rec["threat"] == "fgsm" and rec["view"] == "raw":
+            path.write_text(json.dumps(dict(rec, measure_version=0)))
+            break
+    else:
+        raise AssertionError("the smoke store has no FGSM record of fastnetw8_T1")
+    at = args.index("--results")
+    out = in_process(capsys, monkeypatch, *args[:at], "--results", str(results), *args[at + 2:], "--dry-run",
+                     env={"BENCH_SHIFT_DATA": str(base / "shift")})
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.rstrip().splitlines()
+    assert lines[-2] == "  fastnetw8_T1: attacks", out.stderr
+    assert lines[-1].startswith("estimate: ") and " for 3 of the 3 measurements " in lines[-1], out.stderr
+
+
 def test_the_estimate_prices_a_twin_checkpoint_at_the_odds_that_it_is_a_copy(smoke_run, tmp_path, capsys,
                                                                               monkeypatch):
     """Where an adversarial run's best epoch was its last, @last's records are @best's, copied:

@@ -19,7 +19,8 @@ from statistics import median
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from bench.checkpoints import CheckpointStore
-from bench.grid.jobs import Context, Job, held_evaluations, is_done, ordered, planned_by, stored_record, twin_of
+from bench.grid.jobs import (Context, Job, held_evaluations, is_done, ordered, stored_record, to_measure,
+                             twin_of)
 from bench.provenance import device_name
 from bench.store import ResultStore
 
@@ -133,8 +134,9 @@ def _train_key_of(spec, ctx: Context) -> tuple:
 
 
 def _planned(job: Job, ctx: Context) -> Optional[list]:
-    """An evaluation job's planned measurements (planned_by); None for a training job."""
-    return None if job.kind == "train" else planned_by(ctx.families[job.family], job.spec, ctx)
+    """What an evaluation job will measure (to_measure: an attack revised since the store's
+    records costs that attack, not the job's whole suite); None for a training job."""
+    return None if job.kind == "train" else to_measure(job, ctx)
 
 
 def _job_keys(job: Job, ctx: Context, planned: Optional[list]) -> List[tuple]:

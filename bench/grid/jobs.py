@@ -277,6 +277,22 @@ def is_done(job: Job, ctx: Context) -> bool:
     return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), sha, family)
 
 
+def to_measure(job: Job, ctx: Context) -> list:
+    """What running evaluation ``job`` now would measure of its planned measurements: where its
+    checkpoint is here and the store holds some of them for these weights, what its family
+    measures again with the missing ones (Family.remeasures: one revised attack, not the suite);
+    else all of them."""
+    family = ctx.families[job.family]
+    planned = planned_by(family, job.spec, ctx)
+    if ctx.plan.force or isinstance(job.spec, (ZooSpec, ExternalSpec)):
+        return planned
+    meta = ctx.verified(job.spec, ctx.ckpt_key(job.spec))
+    if meta is None:
+        return planned
+    missing = _missing(ctx, ctx.weights_key(job.spec), planned, meta["weights_sha256"], family)
+    return family.remeasures(planned, missing) if missing else planned
+
+
 def _missing(ctx: Context, weights_key: str, planned, sha: Optional[str], family) -> list:
     """The planned measurements the store does not hold for these weights (at their version)."""
     return [p for p in planned if stored_record(ctx, weights_key, p, sha, family) is None]

@@ -68,6 +68,12 @@ class AttackSuite(Family):
         names = {p[1] for p in missing}
         return self._run(model, spec, ctx, [a for a in self.attacks_for(spec, ctx) if a.name in names])
 
+    def remeasures(self, planned, missing):
+        """The clean pass (it picks the attacked points) and the missing attacks' measurements on
+        every view (run_missing runs an attack on all its views)."""
+        names = {p[1] for p in missing}
+        return [p for p in planned if p[1] == "clean" or p[1] in names]
+
     def _run(self, model, spec, ctx, attacks):
         ev = ctx.plan.profile.eval
         return evaluate(model, spec.T, ctx.eval_split, attacks, self.views, batch_size=ev.batch_size,

@@ -157,6 +157,12 @@ class Family:
         alone (the attack suite) measures only what is missing."""
         return self.run(model, spec, ctx, log)
 
+    def remeasures(self, planned: Sequence[Identity], missing: Sequence[Identity]) -> List[Identity]:
+        """What ``run_missing(missing)`` measures of ``planned``: all of it, as ``run`` does, by
+        default; a family that measures only what is missing says so here, so that a grid's
+        estimate prices what its run will do."""
+        return list(planned)
+
     def needs(self, spec, ctx) -> List:
         """Other models ``run`` uses (trained first): a transfer attack's surrogate."""
         return []

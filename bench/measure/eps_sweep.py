@@ -62,6 +62,10 @@ class EpsSweep(Family):
         todo = [a for a in self.configs if any(p[1] == a.name and p[3] == a.kwargs for p in missing)]
         return self._run(model, spec, ctx, todo)
 
+    def remeasures(self, planned, missing):
+        """The radii with a record missing, on every view (as run_missing runs them)."""
+        return [p for p in planned if any(p[1] == q[1] and p[3] == q[3] for q in missing)]
+
     def _run(self, model, spec, ctx, configs):
         ev = ctx.plan.profile.eval
         return evaluate(model, spec.T, ctx.eval_split, configs, self.views, batch_size=ev.batch_size,
