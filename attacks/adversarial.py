@@ -244,18 +244,19 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return others - own
 
 
-def early_stopped_ascent(images, labels, targets, adv, steps, grad_of, step, logits_of=None):
+def early_stopped_ascent(images, labels, targets, adv, steps, grad_of, step, logits_of):
     """The early-stopped loop LossPGD and PGDL2 share: from the start ``adv``, each point leaves
     at its first misclassified iterate (targeted, ``targets`` given: at its first iterate in the
     target class), or at an exactly zero gradient (whose step is zero, so every later iterate is
     this one); the rest come back at their last iterate. ``grad_of(adv, y, t)`` gives (logits,
     input gradient) on the points still attacked, ``step(adv, x, grad)`` the next iterate,
-    projected and clamped, ``logits_of(adv)`` (targeted) the logits alone.
+    projected and clamped, ``logits_of(adv)`` the logits alone (used when targeted).
 
     What comes back per point: the iterate that hit its target (the last one included, checked
-    with one more forward pass), else its first misclassified iterate, else the one it left at. A targeted attack goes on past a misclassification (the
-    target is what it is judged by), but the point still counts as broken by the first iterate
-    that misclassified it, so robust accuracy is what stopping there would give."""
+    with one more forward pass), else its first misclassified iterate, else the one it left at.
+    A targeted attack goes on past a misclassification (the target is what it is judged by), but
+    the point still counts as broken by the first iterate that misclassified it, so robust
+    accuracy is what stopping there would give."""
     out = adv.clone()
     broken = torch.zeros(len(images), dtype=torch.bool, device=images.device)
     live = torch.arange(len(images), device=images.device)  # the points still attacked
