@@ -110,6 +110,12 @@ class AttackInfo:
     # the early stop waits for the target class and the record counts its hits)
     revision: int = 1
 
+    @property
+    def single_target(self) -> bool:
+        """One target class per point (random or least-likely): its hits can be counted, unlike
+        a multi-target attack's, whose success is any misclassification."""
+        return self.targeted in ("random", "least_likely")
+
 
 ATTACKS: Dict[str, AttackInfo] = {}
 

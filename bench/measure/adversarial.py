@@ -110,7 +110,7 @@ def adversarial_batches(model, temperature: float, split: Split, mask: torch.Ten
             raise RuntimeError(f"{attack.name} left its threat model ({attack.info.norm} <= {attack.eps:g}, "
                                f"[0,1]): {bound.max().item():g}, range [{x_adv.min().item():g}, "
                                f"{x_adv.max().item():g}]")
-        targets = getattr(atk, "last_targets", None) if attack.info.targeted in ("random", "least_likely") else None
+        targets = getattr(atk, "last_targets", None) if attack.info.single_target else None
         yield todo, x, x_adv, targets
 
 

@@ -135,7 +135,7 @@ def _is_black_box(threat: str) -> bool:
 
 
 def _targeted(threat: str) -> bool:
-    return threat in ATTACKS and ATTACKS[threat].targeted in ("random", "least_likely")
+    return threat in ATTACKS and ATTACKS[threat].single_target
 
 
 def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:

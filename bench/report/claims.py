@@ -342,7 +342,7 @@ class Evidence:
         multi-target ones (APGD-T) count any misclassification, not a target, and are not read."""
         t = self._tidy_of.get(model, self.tidy.iloc[:0])
         t = t[(t.family == "attack") & np.isclose(t.eps.astype(float), HEADLINE_EPS) & t.view.isin(["raw", "any"])]
-        t = t[t.threat.map(lambda a: a in ATTACKS and ATTACKS[a].targeted in ("random", "least_likely"))]
+        t = t[t.threat.map(lambda a: a in ATTACKS and ATTACKS[a].single_target)]
         if t.empty:
             return float("nan"), 0, ""
         wide = t.pivot_table(index=["threat", "view", "n"], columns="metric", values="value", aggfunc="mean")
@@ -651,14 +651,15 @@ def _robustness_claim(ev: Evidence, regimes: Sequence[str]) -> List[Comparison]:
     return out
 
 
-def _pooled_targeted(ev: Evidence, models: Sequence[str]) -> Tuple[float, int, str]:
-    """Targeted success over the seeds of one temperature: successes over correctly classified points, pooled."""
+def _pooled_targeted(ev: Evidence, models: Sequence[str]) -> Tuple[float, int, str, List[float]]:
+    """Target hits over the seeds of one temperature (``models``, in seed order): hits over
+    correctly classified points, pooled; and each seed's rate."""
     got = [ev.targeted_success(str(m)) for m in models]
     got = [g for g in got if np.isfinite(g[0]) and g[1] > 0]
     if not got:
-        return float("nan"), 0, ""
+        return float("nan"), 0, "", []
     n = sum(g[1] for g in got)
-    return sum(g[0] * g[1] for g in got) / n, n, "/".join(sorted({g[2] for g in got}))
+    return sum(g[0] * g[1] for g in got) / n, n, "/".join(sorted({g[2] for g in got})), [g[0] for g in got]
 
 
 def _targeted_claim(ev: Evidence) -> List[Comparison]:
@@ -669,19 +670,17 @@ def _targeted_claim(ev: Evidence) -> List[Comparison]:
         high = rows[(rows["T"].astype(float) >= THRESHOLDS["high_T_min"]) & ~rows.model.map(is_tauto)]
         if base.empty or high.empty:
             continue
-        s1, n1, by1 = _pooled_targeted(ev, base.model)
+        s1, n1, by1, vb = _pooled_targeted(ev, base.sort_values("seed").model)
         if not np.isfinite(s1):
             continue
         k = high["T"].nunique()
-        vb = [ev.value(m, "target_hits") for m in base.sort_values("seed").model]
         for T, grp in sorted(high.groupby("T"), key=lambda kv: float(kv[0])):
-            s, n, by = _pooled_targeted(ev, grp.model)
+            s, n, by, vc = _pooled_targeted(ev, grp.sort_values("seed").model)
             if not np.isfinite(s):
                 continue
             drop = s1 - s
             # the hits pooled over the seeds, their spread from seed to seed added (one seed's
             # failure is not averaged away, nor taken for the temperature's)
-            vc = [ev.value(m, "target_hits") for m in grp.sort_values("seed").model]
             se, df, seeds = with_seed_spread(ev, math.hypot(_binomial_se(s, n), _binomial_se(s1, n1)), vc, vb,
                                              pd.concat([rows, base]), "target_hits", paired=len(vc) == len(vb))
             z = z_crit(k, df)
