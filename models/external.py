@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -81,7 +82,11 @@ def build_arch(arch: str, num_classes: int) -> torch.nn.Module:
                              f"see torchvision.models.list_models()") from None
     if arch.startswith("timm:"):
         try:
-            import timm  # noqa: PLC0415 - an optional dependency
+            # timm's hrnet module calls torch.jit.interface at import, which torch 2.14 deprecates:
+            # a warning about timm's code that the user of --arch can do nothing about
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="`torch.jit.interface` is deprecated", category=FutureWarning)
+                import timm  # noqa: PLC0415 - an optional dependency
         except ImportError:
             raise BenchError(f"--arch {arch} needs timm: pip install timm") from None
         name = arch[len("timm:"):]
