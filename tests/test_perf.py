@@ -1,5 +1,9 @@
 """`make perf`'s own output: a real (tiny) training comparison and the budget-scaling line."""
-from bench.tools.perf import budget_scale, main
+from dataclasses import replace
+
+import torch
+
+from bench.tools.perf import budget_scale, early_stop_timings, main
 
 
 def test_budget_scale_gives_the_factor_its_range_and_warns_when_the_runs_disagree():
@@ -26,3 +30,24 @@ def test_a_section_checks_only_the_image_counts_it_uses(mini_root, capsys):
     out = capsys.readouterr().out
     assert "corruptions on 20 test images" in out and "total" in out and "training (img/s)" not in out
     assert main(["--data-root", str(mini_root), "--sections", "train", "--train-images", "64"]) == 2
+
+
+
+def test_the_early_stop_table_varies_both_sides_random_starts(tiny_model, test_split, capsys):
+    # the early-stop section's PGD-20 table on the suite's tiny model (seen once at its own T=1,
+    # once as if trained at T=50, for the scaled view's row); what is checked is the table, not
+    # the speed
+    spec, model = tiny_model
+    hot = replace(spec, temperature=50.0, lr_scale=True)
+    early_stop_timings([(spec, model, "tiny"), (hot, model, "tiny")], test_split.subset(torch.arange(100)), 2)
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith((f"  {spec.name} ", f"  {hot.name} "))]
+    assert [r[:2] for r in rows] == [[spec.name, "raw"], [hot.name, "raw"], [hot.name, "scaled"]]
+    for r in rows:
+        # robust accuracy on each side as "mean% (lo-hi)" over the runs' random starts; the
+        # early-stopped points robust only where the last iterate leaves them robust too
+        for mean, spread in ((r[5], r[6]), (r[7], r[8])):
+            lo, hi = (float(v) for v in spread.strip("()").split("-"))
+            assert lo <= float(mean.rstrip("%")) <= hi
+        assert r[11] == "yes"
+    assert "seed 0; an image robust in the first and not the second would say NO" in out

@@ -280,6 +280,11 @@ def perf_model(name: str, data, device, train_images: int):
     return spec, model, f"trained now, quick recipe on {train_images} images"
 
 
+def _name_width(models) -> int:
+    """The model column of a per-model table: the longest name and two spaces, 17 at least."""
+    return max(17, *(len(spec.name) + 2 for spec, _, _ in models))
+
+
 def early_stop_timings(models, test, repeats: int) -> None:
     """PGD-20 (eps 8/255) through the evaluator, early-stopped, against a plain torchattacks PGD-20
     loop on the same model (the harness's channels_last one: only the early stop differs, and the
@@ -292,15 +297,14 @@ def early_stop_timings(models, test, repeats: int) -> None:
     seed, checks image by image that every point robust with the early stop is robust to the last
     iterate too (column "subset": images robust with / without the early stop). Run r draws its
     random starts from seed r on both sides: one start moves robust accuracy by a few images
-    either way (fastnet_T1 on an Intel Xeon, six seeds: 1.4-1.8% with the early stop, 1.4-1.7%
-    plain, the same 1.6% mean), so the columns give the mean over the runs' starts and their
+    either way (docs/speed.md), so the columns give the mean over the runs' starts and their
     range, not one seed's draw."""
     pgd = make_attack("pgd", {"steps": 20})
     last = make_attack("pgd", {"steps": 20, "early_stop": False})
-    n = len(test)
+    n, w = len(test), _name_width(models)
     print(f"early stop: PGD-20 on {n} test images, seconds (median of {repeats}), robust accuracy (mean over the "
           f"runs' random starts, range), backward passes per image")
-    print(f"  {'model':<17}{'view':<8}{'harness':>9}{'plain':>9}{'ratio':>7}{'robust':>19}{'plain':>19}"
+    print(f"  {'model':<{w}}{'view':<8}{'harness':>9}{'plain':>9}{'ratio':>7}{'robust':>19}{'plain':>19}"
           f"{'bwd/img':>9}{'plain':>7}{'subset':>12}   runs (harness | plain)")
     for spec, model, origin in models:
         views = ["raw"] if spec.T == 1 else ["raw", "scaled"]
@@ -324,7 +328,7 @@ def early_stop_timings(models, test, repeats: int) -> None:
             subset = f"{'yes' if not (early & ~full).any() else 'NO'} {early.sum()}/{full.sum()}"
             runs = " ".join(f"{x:.1f}" for x in h[v]) + " | " + " ".join(f"{x:.1f}" for x in plain)
             bwd = statistics.mean(x.metrics["backward_per_image"] for x in ms[v])
-            print(f"  {spec.name:<17}{v:<8}{hm:>9.1f}{pm:>9.1f}{pm / hm:>7.2f}"
+            print(f"  {spec.name:<{w}}{v:<8}{hm:>9.1f}{pm:>9.1f}{pm / hm:>7.2f}"
                   f"{_spread([x.metrics['robust_acc'] for x in ms[v]]):>19}{_spread(robust_plain):>19}"
                   f"{bwd:>9.2f}{20:>7}{subset:>12}   {runs}")
         print(f"  ({spec.name}: {origin}; clean accuracy {100 * ms[views[0]][0].metrics['clean_acc']:.1f}%)")
@@ -345,9 +349,10 @@ def apgd_timings(models, test, repeats: int) -> None:
     leave the same images robust."""
     import torchattacks
 
+    w = _name_width(models)
     print(f"early stop: APGD-T on the clean-correct of {len(test)} test images, seconds (median of {repeats}), "
           "robust accuracy, backward passes per image")
-    print(f"  {'model':<17}{'harness':>9}{'plain':>9}{'ratio':>7}{'robust':>9}{'plain':>8}{'bwd/img':>9}{'plain':>8}"
+    print(f"  {'model':<{w}}{'harness':>9}{'plain':>9}{'ratio':>7}{'robust':>9}{'plain':>8}{'bwd/img':>9}{'plain':>8}"
           f"{'same':>6}   runs (harness | plain)")
     x_all, y_all = to_float(test.images), test.labels
     for spec, model, _ in models:
@@ -369,7 +374,7 @@ def apgd_timings(models, test, repeats: int) -> None:
                 bwd[cls] = count.backward / len(y)
         (h, hr, hb), (p, pr, pb) = ((statistics.median(times[c]), robust[c], bwd[c]) for c in times)
         runs = " | ".join(" ".join(f"{v:.1f}" for v in times[c]) for c in times)
-        print(f"  {spec.name:<17}{h:>9.1f}{p:>9.1f}{p / h:>7.1f}{100 * hr.float().mean():>8.1f}%"
+        print(f"  {spec.name:<{w}}{h:>9.1f}{p:>9.1f}{p / h:>7.1f}{100 * hr.float().mean():>8.1f}%"
               f"{100 * pr.float().mean():>7.1f}%{hb:>9.1f}{pb:>8.1f}{'yes' if torch.equal(hr, pr) else 'NO':>6}   {runs}")
 
 
@@ -384,8 +389,9 @@ def cost_table(models, test, num_classes: int) -> None:
     attacks = [profile.attack(a) for a in ev.attacks]
     sweep = sweep_configs(profile)
     aa = profile.attack("autoattack", {"steps": 100, "n_queries": 5000})
+    w = _name_width(models)
     print(f"cost: passes per image on {len(test)} test images (forward / backward), robust accuracy at 8/255, seconds")
-    print(f"  {'model':<17}{'what':<24}{'fwd/img':>9}{'bwd/img':>9}{'robust':>9}{'s':>8}")
+    print(f"  {'model':<{w}}{'what':<24}{'fwd/img':>9}{'bwd/img':>9}{'robust':>9}{'s':>8}")
     for spec, model, _ in models:
         rows = []
         for what, configs, views in (("quick suite: attacks", attacks, list(ev.views)),
@@ -400,7 +406,7 @@ def cost_table(models, test, num_classes: int) -> None:
                     m.threat != "pgd_l2"]
             rows.append((what, fwd, bwd, min(head) if head else float("nan"), dt))
         for what, fwd, bwd, robust, dt in rows:
-            print(f"  {spec.name:<17}{what:<24}{fwd:>9.1f}{bwd:>9.1f}{100 * robust:>8.1f}%{dt:>8.1f}")
+            print(f"  {spec.name:<{w}}{what:<24}{fwd:>9.1f}{bwd:>9.1f}{100 * robust:>8.1f}%{dt:>8.1f}")
     print("  (each line includes its own clean pass: one forward, and one backward per view for the masking "
           "diagnostics)")
 
