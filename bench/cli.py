@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 
 from attacks import ATTACKS, VIEWS, make_attack
-from attacks.adversarial import check_attack_name, check_overrides
+from attacks.registry import check_attack_name, check_overrides
 from attacks.corruptions import BENCHMARK, EXTRA
 from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
 from bench import threats

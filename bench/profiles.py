@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from attacks.adversarial import ATTACKS, AttackConfig, check_attack_name, check_overrides, make_attack, parse_eps
+from attacks.registry import ATTACKS, AttackConfig, check_attack_name, check_overrides, make_attack, parse_eps
 from attacks.corruptions import CORRUPTIONS
 from attacks.natural import check_natural
 from attacks.views import VIEWS

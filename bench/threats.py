@@ -1,7 +1,7 @@
 """What a run measures, chosen by name: ``--attack`` takes adversarial attacks and the names of
 the other threats alike, so ``--attack pgd,corruptions,rotate,cifar10.1`` is one list.
 
-  <attack>        an adversarial attack of the registry (attacks/adversarial.py)
+  <attack>        an adversarial attack of the registry (attacks/registry.py)
   corruptions     the CIFAR-10-C corruptions (all 19, or those of --corruptions) at --severities
   natural         every natural transform and the rotation/translation worst case
   <transform>     one of them, e.g. rotate, or worst_grid
@@ -26,7 +26,7 @@ import difflib
 from dataclasses import replace
 from typing import Optional, Sequence
 
-from attacks.adversarial import ATTACKS
+from attacks.registry import ATTACKS
 from attacks.corruptions import CORRUPTIONS
 from attacks.natural import NATURAL
 from bench.errors import BenchError

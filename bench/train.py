@@ -12,10 +12,9 @@ from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
-import torchattacks
 from tqdm import tqdm
 
-from attacks.adversarial import make_attack, parse_eps
+from attacks.registry import make_attack, parse_eps
 from attacks.views import make_view
 from bench.accel import Accel
 from bench.data import Dataset, augment, stratified_indices, to_float
@@ -100,6 +99,7 @@ class AdversarialStep:
     PGD-AT and fast AT, eval mode for TRADES."""
 
     def __init__(self, spec: ModelSpec, recipe: Recipe, model: torch.nn.Module):
+        import torchattacks  # here, not with the module: the checkpoint store and the reports import it
         self.regime, self.T = spec.regime, spec.T
         self.beta = recipe.trades_beta
         eps, alpha = parse_eps(recipe.at_eps), parse_eps(recipe.at_alpha)

@@ -80,3 +80,22 @@ def test_parse_eps(value, expected):
 def test_bad_attack_parameters(name, params, fragment):
     with pytest.raises(BenchError, match=fragment):
         make_attack(name, params)
+
+
+def test_the_registry_imports_no_attack_until_one_is_built():
+    """As timm's registry imports no model file: what reads the attack registry alone (the
+    reports, the checkpoint store, a profile's checks, the CLI's parser) loads neither
+    torchattacks nor scipy nor the attack classes; building an attack does."""
+    import subprocess
+    import sys
+    probe = ("import sys, bench.report.publish, bench.checkpoints, bench.profiles, bench.cli\n"
+             "from attacks import ATTACKS, make_attack\n"
+             "heavy = ('torchattacks', 'scipy', 'attacks.adversarial', 'attacks.apgd')\n"
+             "print(sorted(m for m in heavy if m in sys.modules))\n"
+             "make_attack('pgd').build(__import__('torch').nn.Linear(3, 10))\n"
+             "print(sorted(m for m in heavy if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after = out.stdout.splitlines()
+    assert before == "[]"
+    assert "'torchattacks'" in after and "'attacks.adversarial'" in after

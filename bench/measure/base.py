@@ -118,7 +118,7 @@ class Family:
     # What resume compares (with the weights and the record schema): a record of another version
     # is measured again. Bump it with any change that alters this family's numbers, as
     # TRAINER_VERSION for checkpoints; a change of layout, wording or speed keeps the records. A
-    # change to one attack bumps that attack's ``revision`` instead (attacks/adversarial.py), which
+    # change to one attack bumps that attack's ``revision`` instead (attacks/registry.py), which
     # the attack families add to this (``version_of``).
     version: ClassVar[int] = 1
 
