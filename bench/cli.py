@@ -14,9 +14,9 @@ from typing import Optional, Tuple
 import torch
 
 from attacks import ATTACKS, VIEWS, make_attack
-from attacks.registry import check_attack_name, check_overrides
 from attacks.corruptions import BENCHMARK, EXTRA
 from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
+from attacks.registry import check_attack_name, check_overrides
 from bench import threats
 from bench.accel import Accel
 from bench.atomic import existing_ancestor

@@ -19,9 +19,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from attacks.registry import ATTACKS, AttackConfig, check_attack_name, check_overrides, make_attack, parse_eps
 from attacks.corruptions import CORRUPTIONS
 from attacks.natural import check_natural
+from attacks.registry import ATTACKS, AttackConfig, check_attack_name, check_overrides, make_attack, parse_eps
 from attacks.views import VIEWS
 from bench.measure import families
 from bench.errors import BenchError
