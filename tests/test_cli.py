@@ -117,6 +117,7 @@ def test_smoke_fast_at_trained_once_with_both_checkpoints(smoke_run):
     (log,) = (base / "results" / "logs").glob("train__fastnetw8_T1_fat__*.log")
     epochs = [line for line in log.read_text().splitlines() if line.startswith("    epoch ")]
     assert [line.split()[1] for line in epochs] == ["1/2", "2/2"], log.read_text()
+    assert "; ETA " in epochs[0] and "ETA" not in epochs[1]  # the run's own ETA while epochs are left
     (sidecar,) = (base / "cache" / "checkpoints").glob("fastnetw8_T1_fat-*.json")
     history = json.loads(sidecar.read_text())["holdout_history"]
     assert [line.split("margin-PGD ")[1] for line in epochs] == [f"{100 * h['pgd_acc']:.1f}%" for h in history]

@@ -24,11 +24,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 from bench.errors import BenchError
 from bench.grid.estimate import Price
 from bench.grid.jobs import Context, Job, JobLog, execute, ordered
-
-
-def _duration(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+from bench.grid.models import duration
 
 
 class GridProgress:
@@ -84,7 +80,7 @@ class GridProgress:
         if job.kind == "train" and self.reprice:
             self.prices.update(self.reprice(job))
         left = self.total - self.done
-        eta = f"; ETA {_duration(self.eta_s())}" if left else ""
+        eta = f"; ETA {duration(self.eta_s())}" if left else ""
         self.log(f"[{self.done}/{self.total}] {job.key} ({wall_s:.0f}s): {summary}{eta}")
 
 

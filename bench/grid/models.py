@@ -65,11 +65,21 @@ def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore
 
 def _epoch_line(e: dict) -> str:
     """One line an epoch where no progress bar shows it (a log file, a background run): a long
-    training run is otherwise silent for its whole length."""
+    training run is otherwise silent for its whole length, and the grid's estimate leaves out a run
+    its stores have never seen (a new architecture): the line gives the run's own ETA at its pace
+    so far."""
     held_out = (f", held-out clean {100 * e['clean_acc']:.1f}%, margin-PGD {100 * e['pgd_acc']:.1f}%"
                 if "pgd_acc" in e else "")
-    return (f"    epoch {e['epoch']}/{e['epochs']} ({e['wall_s']:.0f}s): train loss {e['train_loss']:.3f}, "
+    left = e["epochs"] - e["epoch"]
+    eta = f"; ETA {duration(e['wall_s'] / e['epoch'] * left)}" if left else ""
+    return (f"    epoch {e['epoch']}/{e['epochs']} ({e['wall_s']:.0f}s{eta}): train loss {e['train_loss']:.3f}, "
             f"train acc {100 * e['train_acc']:.1f}%{held_out}")
+
+
+def duration(s: float) -> str:
+    """An ETA as the grid's progress lines print it: 5m36s, 2h05m."""
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
