@@ -161,7 +161,7 @@ def test_the_eta_prices_each_kind_of_job_by_its_own(grid, monkeypatch):
         progress = executor.GridProgress(4, 0, lines.append, train + calib)
         for job, wall in ((train[0], 100.0), (calib[0], 1.0), (calib[1], 1.0)):
             progress.finished(job, wall, "ok")
-        assert lines[-1].startswith("[3/4] ") and lines[-1].endswith(f"ETA {executor._duration(eta)}"), lines
+        assert lines[-1].startswith("[3/4] ") and lines[-1].endswith(f"ETA {executor.duration(eta)}"), lines
 
 
 def test_the_eta_prices_what_the_stores_have_done_at_this_runs_pace(grid, monkeypatch):
@@ -181,9 +181,9 @@ def test_the_eta_prices_what_the_stores_have_done_at_this_runs_pace(grid, monkey
     lines = []
     progress = executor.GridProgress(4, 0, lines.append, train + calib, prices)
     progress.finished(train[0], 100.0, "ok")
-    assert lines[-1].endswith(f"ETA {executor._duration(140.0)}"), lines
+    assert lines[-1].endswith(f"ETA {executor.duration(140.0)}"), lines
     progress.finished(calib[0], 0.1, "copied")
-    assert lines[-1].endswith(f"ETA {executor._duration(120.0)}"), lines
+    assert lines[-1].endswith(f"ETA {executor.duration(120.0)}"), lines
 
 
 def test_a_job_priced_at_the_odds_of_a_copy_sets_the_pace_by_its_full_price(grid, monkeypatch):
@@ -201,7 +201,7 @@ def test_a_job_priced_at_the_odds_of_a_copy_sets_the_pace_by_its_full_price(grid
     lines = []
     progress = executor.GridProgress(3, 0, lines.append, [train[0], *calib], prices)
     progress.finished(calib[0], 20.0, "ok")
-    assert lines[-1].endswith(f"ETA {executor._duration(108.0)}"), lines
+    assert lines[-1].endswith(f"ETA {executor.duration(108.0)}"), lines
 
 
 def test_a_revised_attack_is_measured_again_alone(monkeypatch, tmp_path, mini_root, capsys):
