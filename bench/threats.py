@@ -26,9 +26,9 @@ import difflib
 from dataclasses import replace
 from typing import Optional, Sequence
 
-from attacks.registry import ATTACKS
 from attacks.corruptions import CORRUPTIONS
 from attacks.natural import NATURAL
+from attacks.registry import ATTACKS
 from bench.errors import BenchError
 from bench.measure import families
 from bench.profiles import EvalSetup

@@ -99,7 +99,7 @@ class AdversarialStep:
     PGD-AT and fast AT, eval mode for TRADES."""
 
     def __init__(self, spec: ModelSpec, recipe: Recipe, model: torch.nn.Module):
-        import torchattacks  # here, not with the module: the checkpoint store and the reports import it
+        import torchattacks  # here: the checkpoint store and the reports import this module
         self.regime, self.T = spec.regime, spec.T
         self.beta = recipe.trades_beta
         eps, alpha = parse_eps(recipe.at_eps), parse_eps(recipe.at_alpha)
