@@ -32,7 +32,6 @@ def test_a_section_checks_only_the_image_counts_it_uses(mini_root, capsys):
     assert main(["--data-root", str(mini_root), "--sections", "train", "--train-images", "64"]) == 2
 
 
-
 def test_the_early_stop_table_varies_both_sides_random_starts(tiny_model, test_split, capsys):
     # the early-stop section's PGD-20 table on the suite's tiny model (seen once at its own T=1,
     # once as if trained at T=50, for the scaled view's row); what is checked is the table, not
