@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -63,3 +64,17 @@ def existing_ancestor(path: Path) -> Path:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return probe
+
+
+def can_write_in(folder: Path) -> bool:
+    """Whether new files can be made in the existing ``folder``. ``os.access`` alone is not enough:
+    it answers yes to root everywhere, also in /proc or on a file system that refuses new files,
+    so a folder is made there and removed again."""
+    folder = Path(folder)
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tempbench-probe-", dir=folder))
+    except OSError:
+        return False
+    return True

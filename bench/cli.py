@@ -5,7 +5,6 @@ Every input is checked here before anything is written (bench/run.py parses; ben
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from attacks.natural import NATURAL, WORST_GRID_ROTATIONS, WORST_GRID_SHIFTS
 from attacks.registry import check_attack_name, check_overrides
 from bench import threats
 from bench.accel import Accel
-from bench.atomic import existing_ancestor
+from bench.atomic import can_write_in, existing_ancestor
 from bench.data import default_cache_dir
 from bench.errors import BenchError
 from bench.grid.executor import LocalExecutor, RayExecutor
@@ -135,7 +134,7 @@ def _attack_params(profile, args) -> dict:
 def _check_writable(path: Path, flag: str = "--results", name: Optional[str] = None):
     """``name``: a folder inside the one ``flag`` gives (which is checked first)."""
     probe = existing_ancestor(path)
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not can_write_in(probe):
         fix = f"pass {flag} DIR"
         if name is not None and probe.exists() and not probe.is_dir():
             fix = f"move the file {probe} away, or {fix}"

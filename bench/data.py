@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.atomic import existing_ancestor, write_atomic
+from bench.atomic import can_write_in, existing_ancestor, write_atomic
 from bench.errors import BenchError
 
 HOW_TO_GET_DATA = ("pass --data-root DIR (an ImageFolder tree DIR/{train,test}/<class>/*.png|jpg, or a folder "
@@ -215,8 +215,9 @@ def _check_cache_folder(folder: Path, cache_dir: Path, nbytes: int = 0):
     probe = existing_ancestor(folder)
     if not probe.is_dir():
         raise BenchError(f"cache folder {cache_dir} cannot be written ({probe} is a file): {HOW_TO_SET_CACHE}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise BenchError(f"cache folder {cache_dir} cannot be written ({probe} is read-only): {HOW_TO_SET_CACHE}")
+    if not can_write_in(probe):
+        raise BenchError(f"cache folder {cache_dir} cannot be written ({probe} is read-only: no file can be "
+                         f"made there): {HOW_TO_SET_CACHE}")
     free = shutil.disk_usage(probe).free
     if free < nbytes:
         raise BenchError(f"cache folder {cache_dir} is on a full disk ({free / 2**20:.1f} MiB free, the decoded "

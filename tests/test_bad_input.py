@@ -84,6 +84,10 @@ CASES = [
     Case("profile typo", ["--profile", "typo.toml"], "unknown key epohcs"),
     Case("no data root", ["--data-root", "no/such/folder"], "does not exist"),
     Case("results under a file", ["--results", "a_file/results"], "cannot be written"),
+    # os.access says yes to root in /proc, where no folder can be made: that was a traceback, exit 1
+    *([Case("results in /proc", ["--results", "/proc/tempbench"], "results folder /proc/tempbench cannot be written"),
+       Case("cache in /proc", ["--cache", "/proc/tempbench"], "cache folder /proc/tempbench cannot be written")]
+      if Path("/proc/self").is_dir() else []),
     Case("n-test 0", ["--n-test", "0"], "--n-test must be >= 1"),
     Case("shift-n 0", ["--shift-n", "0"], "--shift-n must be >= 1"),
     Case("unknown device", ["--device", "tpu"], "unknown device"),

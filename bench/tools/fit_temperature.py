@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from bench.atomic import existing_ancestor, write_atomic, write_json_atomic
+from bench.atomic import can_write_in, existing_ancestor, write_atomic, write_json_atomic
 from bench.report.columns import latest_runs
 from bench.errors import BenchError
 from bench.store import ResultStore
@@ -404,7 +403,7 @@ def _check_output(flag: str, path: Path) -> None:
         example = path / ("tstar.png" if flag == "--plot" else "fit.json")
         raise BenchError(f"{flag} {path} is a folder: give a file path, e.g. {example}")
     probe = existing_ancestor(path.parent)
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not can_write_in(probe):
         raise BenchError(f"{flag} {path} cannot be written ({probe} is not a writable folder): give another path")
 
 
