@@ -2,6 +2,7 @@
 and read back by content hash."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -69,12 +70,17 @@ def existing_ancestor(path: Path) -> Path:
 def can_write_in(folder: Path) -> bool:
     """Whether new files can be made in the existing ``folder``. ``os.access`` alone is not enough:
     it answers yes to root everywhere, also in /proc or on a file system that refuses new files,
-    so a folder is made there and removed again."""
+    so a folder is made there and removed again, and the folder's times are put back: a run
+    refused after this check leaves everything as it found it."""
     folder = Path(folder)
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         return False
+    st = os.stat(folder)
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".tempbench-probe-", dir=folder))
     except OSError:
         return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
     return True
