@@ -414,7 +414,6 @@ def test_corrupt_dataset_cache_exits_2(mini_root, tmp_path, capsys, monkeypatch)
     assert not (tmp_path / "out").exists()
 
 
-
 def _summary_store(tmp_path, clean: float, n: int = 10):
     """A store holding one model's clean accuracy, and the fields every record of it shares."""
     from bench.store import ResultStore
@@ -453,6 +452,27 @@ def test_summary_says_where_robust_min_is_when_the_run_measured_another_eps(tmp_
     assert text.splitlines()[-1] == ("robust_min is defined at 8/255; this run measured 4/255: "
                                      "see robust_min@4/255")
     assert "robust_min@4/255" in text.splitlines()[0] and "20.0" in text.splitlines()[1]
+
+
+def test_summary_points_to_another_eps_only_for_the_rows_attacked_there(tmp_path):
+    """A clean-only model beside one with an eps sweep (results/cpu's BN-head arm beside its
+    sweeps) has no robust_min anywhere: the note and seven sweep columns of NaN were printed for
+    it. A model attacked only at 4/255 beside one attacked at 8/255 gets the note, for that row."""
+    from bench.report.tables import leaderboard, summary
+    store, base = _summary_store(tmp_path, clean=0.6)
+    for eps, acc in ((8 / 255, 0.1), (4 / 255, 0.3)):
+        store.put(dict(base, threat="pgd", view="raw", params={"eps": eps}, family="attack", eps=eps,
+                       metrics={"robust_acc": acc}))
+    other = dict(base, run_key="k2", model="fastnet_T5", T=5.0)
+    store.put(dict(other, threat="clean", view="none", params={}, family="clean", eps=0.0, metrics={"accuracy": 0.5}))
+    text = summary(leaderboard(store.table()))
+    assert "is defined at" not in text and "robust_min@" not in text.splitlines()[0], text
+    store.put(dict(other, threat="fgsm", view="raw", params={"eps": 2 / 255}, family="attack", eps=2 / 255,
+                   metrics={"robust_acc": 0.25}))
+    text = summary(leaderboard(store.table()))
+    assert ("robust_min is defined at 8/255; this run measured 2/255 for 1 of these models: see "
+            "robust_min@2/255") in text.splitlines(), text
+    assert "robust_min@2/255" in text.splitlines()[0] and "robust_min@4/255" not in text.splitlines()[0]
 
 
 def test_help_loads_no_torch():

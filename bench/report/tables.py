@@ -225,10 +225,15 @@ def summary(board: pd.DataFrame) -> str:
         cols += [c for c in board.columns if "@" in c and not c.startswith("robust_min") and c not in cols]
     note = ""
     other = [c for c in board.columns if c.startswith("robust_min@")]
-    if board["robust_min"].isna().any() and other:  # e.g. --eps 4/255: no attack at the headline radius
+    # e.g. --eps 4/255: rows attacked, but not at the headline radius. A row attacked nowhere (a
+    # clean-only arm) or one beside an eps sweep has nothing to point to
+    elsewhere = board["robust_min"].isna() & board[other].notna().any(axis=1) if other else None
+    if elsewhere is not None and elsewhere.any():
+        other = [c for c in other if board.loc[elsewhere, c].notna().any()]
         cols[cols.index("robust_min") + 1:cols.index("robust_min") + 1] = other
+        some = "" if elsewhere.all() else f" for {int(elsewhere.sum())} of these models"
         note = (f"\nrobust_min is defined at {format_eps(HEADLINE_EPS)}; this run measured "
-                f"{', '.join(c.split('@', 1)[1] for c in other)}: see {', '.join(other)}")
+                f"{', '.join(c.split('@', 1)[1] for c in other)}{some}: see {', '.join(other)}")
     if "masking_unchecked" in board.columns:
         cleared = board[(board["masking"] == "none") & board["masking_unchecked"].fillna("").astype(bool)]
         if len(cleared):
