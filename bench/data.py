@@ -10,7 +10,8 @@ Sources, in the order they are tried for a data root:
     (``<cache>/downloads``), where ``cifar10`` stays the default.
 
 The data root comes from ``--data-root``, else ``$BENCH_DATA``, else ``<cache>/downloads``. Only
-the default root downloads: CIFAR-10 when it is empty, CIFAR-100 when asked for by name.
+the default root downloads: CIFAR-10 when it is empty, CIFAR-100 when asked for by name. The
+commands put the project's offline copy (``default_data_root``) before the download.
 Every split stays in memory as uint8 [N,3,32,32] (on the GPU when there is one); augmentation
 runs on batches on that device.
 """
@@ -85,6 +86,21 @@ class Dataset:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BENCH_CACHE", ".cache"))
+
+
+# The project's offline copy of CIFAR-10 beside the checkout, which the Makefile's BENCH_DATA
+# names too: a command typed without --data-root or BENCH_DATA reads what `make bench` reads,
+# on a machine that cannot download
+OFFLINE_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg75"
+
+
+def default_data_root(dataset: Optional[str] = None) -> Optional[str]:
+    """The commands' data root when --data-root is not given: $BENCH_DATA, else the offline copy
+    when it is there and no torchvision dataset is named (CIFAR-100 downloads only into the
+    download root), else None: download into ``<cache>/downloads``."""
+    if os.environ.get("BENCH_DATA"):
+        return os.environ["BENCH_DATA"]
+    return str(OFFLINE_COPY) if dataset is None and (OFFLINE_COPY / "train").is_dir() else None
 
 
 def resolve_data_root(data_root: Optional[str], cache_dir: Path) -> Path:

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-n", type=int, default=None,
                    help="corruptions and natural transforms on a stratified subset of this size (default: the "
                         "profile's shift_n, at most --n-test)")
-    p.add_argument("--data-root", default=None, help="data folder (default: $BENCH_DATA, else download CIFAR-10)")
+    p.add_argument("--data-root", default=None,
+                   help="data folder (default: $BENCH_DATA, else the offline copy ../shared/data/cifar10-jpeg75 "
+                        "beside the checkout when it is there, else download CIFAR-10)")
     p.add_argument("--dataset", default=None, choices=["cifar10", "cifar100"],
                    help="which torchvision CIFAR folder of the data root (needed when it holds both; "
                         "cifar100 downloads when online)")

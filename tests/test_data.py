@@ -209,6 +209,27 @@ def test_choosing_between_cifar10_and_cifar100_in_one_root(tmp_path, monkeypatch
         load_dataset(str(make_imagefolder(tmp_path / "toy")), cache, dataset="cifar100")
 
 
+def test_the_commands_read_the_offline_copy_beside_the_checkout(tmp_path, monkeypatch, mini_root, mini_cache,
+                                                               mini_data, capsys):
+    """`python -m bench.run --model resnet18_T5 --attack pgd` with neither --data-root nor
+    BENCH_DATA tried to download CIFAR-10 and, offline, stopped, where `make bench` reads the copy
+    beside the checkout; now the commands read it too (here the mini tree stands in for it). A
+    named torchvision dataset still downloads, and without the copy the download is the default."""
+    import bench.data
+    from bench.run import main
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    monkeypatch.setattr(bench.data, "OFFLINE_COPY", mini_root)
+    assert bench.data.default_data_root() == str(mini_root) and bench.data.default_data_root("cifar100") is None
+    assert main(["--profile", "smoke", "--model", "fastnetw8_T1", "--attack", "fgsm", "--cache", str(mini_cache),
+                 "--results", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert "data: cifar10-mini (" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "elsewhere"))
+    assert bench.data.default_data_root() == str(tmp_path / "elsewhere")
+    monkeypatch.delenv("BENCH_DATA")
+    monkeypatch.setattr(bench.data, "OFFLINE_COPY", tmp_path / "no_copy")
+    assert bench.data.default_data_root() is None
+
+
 def test_cifar100_downloads_only_when_named(tmp_path, monkeypatch, http_server):
     """The default root downloads CIFAR-100 when it is asked for by name (over real HTTP from a
     local server), and a plain run there still means CIFAR-10."""

@@ -30,7 +30,7 @@ from attacks import apgd, make_attack
 from attacks.corruptions import BENCHMARK, EXTRA, corrupt_severities
 from attacks.views import PassCount, PassCounter
 from bench.checkpoints import CheckpointStore, checkpoint_key
-from bench.data import default_cache_dir, load_dataset, stratified_indices, to_float
+from bench.data import default_cache_dir, default_data_root, load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
 from bench.measure.adversarial import evaluate
 from bench.measure.eps_sweep import sweep_configs
@@ -171,7 +171,8 @@ def check_sizes(args, sections: set, data) -> None:
 def run(args) -> int:
     sections = check_args(args)
     device = torch.device("cpu")
-    data = load_dataset(args.data_root, check=lambda undecoded: check_sizes(args, sections, undecoded))
+    data = load_dataset(args.data_root or default_data_root(),
+                        check=lambda undecoded: check_sizes(args, sections, undecoded))
     check_sizes(args, sections, data)
     spec = parse_name(args.model)
     recipe = Recipe(epochs=1, batch_size=TRAIN_BATCH, lr=0.1, train_subset=args.train_images)

@@ -22,7 +22,7 @@ import torch
 
 from attacks import ATTACKS, format_eps, make_attack
 from bench.checkpoints import CheckpointStore
-from bench.data import load_dataset, stratified_indices
+from bench.data import default_data_root, load_dataset, stratified_indices
 from bench.errors import BenchError
 from bench.measure.adversarial import evaluate
 from bench.profiles import load_profile
@@ -82,7 +82,7 @@ def recheck(argv) -> int:
         raise BenchError(f"no {args.attack} records in {results / 'records'}"
                          + (f" for {', '.join(args.model)}" if args.model else ""))
     profiles = {name: load_profile(name) for name in {args.profile or r["profile"] for r in recs}}
-    data = load_dataset(args.data_root)
+    data = load_dataset(args.data_root or default_data_root())
     if {r["dataset"] for r in recs} != {data.name}:
         raise BenchError(f"the records are on {sorted({r['dataset'] for r in recs})}, the data is {data.name}: "
                          f"pass --data-root")

@@ -21,7 +21,7 @@ from typing import Callable, List, Optional
 import torch
 
 from bench.api import audit
-from bench.data import load_dataset
+from bench.data import default_data_root, load_dataset
 from bench.errors import BenchError
 from bench.profiles import Recipe
 from bench.train import train
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=200, help="test images each case is audited on")
     args = p.parse_args(argv)
     try:
-        outcomes = run_battery(args.data_root, args.n)
+        outcomes = run_battery(args.data_root or default_data_root(), args.n)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
