@@ -222,6 +222,8 @@ def add_audit_columns(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.D
     board["masking_unchecked"] = pd.Series({m: unchecked(ev.loc[m], board.loc[m].get("autoattack"))
                                             for m in verdicts}, dtype=object)
     if "sweep_plateau" in ev:
-        ev["sweep_reaches_chance"] = ev["sweep_plateau"] <= (1.0 / classes) + THRESHOLDS["plateau_likely"]
+        # a model without a sweep (NaN) compares False, as it should; numpy may flag that NaN as invalid
+        with np.errstate(invalid="ignore"):
+            ev["sweep_reaches_chance"] = ev["sweep_plateau"] <= (1.0 / classes) + THRESHOLDS["plateau_likely"]
     new = [c for c in ev.columns if c not in board.columns]
     return board.join(ev[new])
