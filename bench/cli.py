@@ -278,7 +278,8 @@ def make_plan(args, specs=None):
     device = resolve_device("cpu" if args.executor == "ray" and args.device in ("auto", "cuda") else args.device)
     Accel.for_device(device)  # a bad BENCH_BF16 / BENCH_COMPILE value stops here, before a file is written
     plan = Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
-                cache_dir=cache, data_root=args.data_root or default_data_root(args.dataset), device=device, force=args.force,
+                cache_dir=cache, data_root=args.data_root or default_data_root(args.dataset), device=device,
+                force=args.force,
                 fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store, pace_dirs=pace_dirs,
                 progress=sys.stderr.isatty() and not args.no_progress and args.executor == "local")
     # the folders a run writes into, as well: a blocked one was found only after a model had trained
