@@ -164,6 +164,33 @@ def test_the_eta_prices_each_kind_of_job_by_its_own(grid, monkeypatch):
         assert lines[-1].startswith("[3/4] ") and lines[-1].endswith(f"ETA {executor.duration(eta)}"), lines
 
 
+def test_an_evaluation_nothing_finished_can_price_is_counted_not_guessed(grid, monkeypatch):
+    """`bench.run --model resnet18_T5 --attack pgd` on a fresh store: the training run took 265 s
+    and the two evaluations left were priced at the mean of all finished jobs, "ETA 8m50s"; they
+    took 26 s. Until an evaluation has finished, one the stores cannot price is counted; then one
+    of another family is priced at the finished evaluations' mean (here 10 s each)."""
+    from bench.grid import executor
+    ctx, _ = grid
+    jobs = build_jobs(ctx)
+    train = [j for j in jobs if j.kind == "train"]
+    calib = [j for j in jobs if j.family == "calibration"]
+    attacks = [j for j in jobs if j.family == "attacks"]
+    clock = iter([0.0, 100.0, 110.0])
+    monkeypatch.setattr(executor.time, "perf_counter", lambda: next(clock))
+    lines = []
+    progress = executor.GridProgress(4, 0, lines.append, [train[0], attacks[0], *calib])
+    progress.finished(train[0], 100.0, "ok")
+    assert lines[-1].endswith("; ETA unknown: 3 jobs not yet timed"), lines
+    progress.finished(attacks[0], 10.0, "ok")
+    assert lines[-1].endswith(f"; ETA {executor.duration(20.0)}"), lines
+    # a training run left has its price (the finished jobs' mean) beside the evaluations that have none
+    clock = iter([0.0, 100.0])
+    lines = []
+    progress = executor.GridProgress(4, 0, lines.append, [train[0], calib[0], train[1], attacks[0]])
+    progress.finished(train[0], 100.0, "ok")
+    assert lines[-1].endswith(f"; ETA {executor.duration(100.0)} and 2 jobs not yet timed"), lines
+
+
 def test_the_eta_prices_what_the_stores_have_done_at_this_runs_pace(grid, monkeypatch):
     """The stores price each training run at 50 s and each calibration at 10 s; here the first
     training run took 100 s, so this machine runs at half their pace: the training run and two

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 from statistics import median
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from bench.errors import BenchError
 from bench.grid.estimate import Price
@@ -39,9 +39,12 @@ class GridProgress:
     job that may be copied from a twin checkpoint at the odds that it is, its pace taken against
     its price if measured; once its run is trained, ``reprice`` prices the run's jobs again, as
     a copy or not);
-    any other at the mean of its kind's finished jobs (training, or an evaluation family), a kind
-    not yet seen at the mean of all. The sum is scaled by the wall clock against the jobs' own
-    times, which is how many ran at once (Ray)."""
+    any other at the mean of its kind's finished jobs (training, or an evaluation family), an
+    evaluation of a family not yet seen at the mean of the finished evaluations. Before any
+    evaluation has finished, such a job has no price: the training runs say nothing about it (a
+    ResNet-18 trained in 265 s priced its attacks and calibration at 8m50s; they took 26 s), so
+    the line counts it instead ("ETA 2m10s and 2 jobs not yet timed"). The sum is scaled by the
+    wall clock against the jobs' own times, which is how many ran at once (Ray)."""
 
     # a priced job done in under this fraction of its price was not measured here (its records
     # were copied from a twin with the same weights, or another process stored them first): no
@@ -58,17 +61,26 @@ class GridProgress:
         self.spent: Dict[str, List[float]] = {}
         self.pace: List[float] = []  # wall / price of the finished priced jobs
 
-    def eta_s(self) -> float:
+    def eta(self) -> Tuple[float, int]:
+        """Seconds left for the jobs with a price, and how many jobs left have none."""
         walls = [w for ws in self.spent.values() for w in ws]
         elapsed = time.perf_counter() - self.start
         if not walls or sum(walls) <= 0:
-            return elapsed / max(len(walls), 1) * len(self.left)
-        overall = sum(walls) / len(walls)
+            return elapsed / max(len(walls), 1) * len(self.left), 0
+        evals = [w for kind, ws in self.spent.items() if not kind.startswith("train/") for w in ws]
         pace = median(self.pace) if self.pace else 1.0
-        work = sum(self.prices[key].expected * pace if key in self.prices else
-                   sum(self.spent[kind]) / len(self.spent[kind]) if kind in self.spent else overall
-                   for key, kind in self.left.items())
-        return work * elapsed / sum(walls)
+
+        def price(key: str, kind: str) -> Optional[float]:
+            if key in self.prices:
+                return self.prices[key].expected * pace
+            if kind in self.spent:
+                return sum(self.spent[kind]) / len(self.spent[kind])
+            if kind.startswith("train/"):
+                return sum(walls) / len(walls)
+            return sum(evals) / len(evals) if evals else None
+        prices = [price(key, kind) for key, kind in self.left.items()]
+        work = sum(p for p in prices if p is not None)
+        return work * elapsed / sum(walls), sum(p is None for p in prices)
 
     def finished(self, job: Job, wall_s: float, summary: str):
         self.done += 1
@@ -79,8 +91,12 @@ class GridProgress:
             self.pace.append(wall_s / price)
         if job.kind == "train" and self.reprice:
             self.prices.update(self.reprice(job))
-        left = self.total - self.done
-        eta = f"; ETA {duration(self.eta_s())}" if left else ""
+        eta = ""
+        if self.total > self.done:
+            seconds, untimed = self.eta()
+            jobs = f"{untimed} job{'s' * (untimed > 1)} not yet timed"
+            eta = (f"; ETA {duration(seconds)}" if not untimed else
+                   f"; ETA {duration(seconds)} and {jobs}" if untimed < len(self.left) else f"; ETA unknown: {jobs}")
         self.log(f"[{self.done}/{self.total}] {job.key} ({wall_s:.0f}s): {summary}{eta}")
 
 
