@@ -95,8 +95,12 @@ class GridProgress:
         if self.total > self.done:
             seconds, untimed = self.eta()
             jobs = f"{untimed} job{'s' * (untimed > 1)} not yet timed"
-            eta = (f"; ETA {duration(seconds)}" if not untimed else
-                   f"; ETA {duration(seconds)} and {jobs}" if untimed < len(self.left) else f"; ETA unknown: {jobs}")
+            if not untimed:
+                eta = f"; ETA {duration(seconds)}"
+            elif untimed < len(self.left):
+                eta = f"; ETA {duration(seconds)} and {jobs}"
+            else:
+                eta = f"; ETA unknown: {jobs}"
         self.log(f"[{self.done}/{self.total}] {job.key} ({wall_s:.0f}s): {summary}{eta}")
 
 

@@ -227,8 +227,8 @@ def summary(board: pd.DataFrame) -> str:
     other = [c for c in board.columns if c.startswith("robust_min@")]
     # e.g. --eps 4/255: rows attacked, but not at the headline radius. A row attacked nowhere (a
     # clean-only arm) or one beside an eps sweep has nothing to point to
-    elsewhere = board["robust_min"].isna() & board[other].notna().any(axis=1) if other else None
-    if elsewhere is not None and elsewhere.any():
+    elsewhere = board["robust_min"].isna() & board[other].notna().any(axis=1)
+    if elsewhere.any():
         other = [c for c in other if board.loc[elsewhere, c].notna().any()]
         cols[cols.index("robust_min") + 1:cols.index("robust_min") + 1] = other
         some = "" if elsewhere.all() else f" for {int(elsewhere.sum())} of these models"
