@@ -308,16 +308,17 @@ def _pace_dirs(value: Optional[str], results: Path) -> Tuple[Path, ...]:
 
 def make_executor(args):
     if args.executor == "local":
-        for flag, value in (("--address", args.address), ("--gpus-per-job", args.gpus_per_job),
-                            ("--max-retries", args.max_retries)):
+        for flag, value in (("--address", args.address), ("--cpus-per-job", args.cpus_per_job),
+                            ("--gpus-per-job", args.gpus_per_job), ("--max-retries", args.max_retries)):
             if value is not None:
                 raise BenchError(f"{flag} is for --executor ray")
         return LocalExecutor()
     import importlib.util
     if importlib.util.find_spec("ray") is None:
         raise BenchError("--executor ray needs Ray: pip install -e '.[ray]'")
-    if not args.cpus_per_job > 0:
-        raise BenchError(f"--cpus-per-job must be > 0, got {args.cpus_per_job}")
+    cpus = 1 if args.cpus_per_job is None else args.cpus_per_job
+    if not cpus > 0:
+        raise BenchError(f"--cpus-per-job must be > 0, got {cpus:g}")
     gpus = args.gpus_per_job
     if gpus is not None and not gpus >= 0:
         raise BenchError(f"--gpus-per-job must be >= 0, got {gpus}")
@@ -330,7 +331,7 @@ def make_executor(args):
     retries = 3 if args.max_retries is None else args.max_retries
     if retries < 0:
         raise BenchError(f"--max-retries must be >= 0, got {retries}")
-    executor = RayExecutor(address=args.address, cpus_per_job=args.cpus_per_job, gpus_per_job=gpus,
+    executor = RayExecutor(address=args.address, cpus_per_job=cpus, gpus_per_job=gpus,
                            max_retries=retries)
     executor.check()
     return executor

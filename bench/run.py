@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default with --executor ray: a local Ray instance for this run)")
     p.add_argument("--store", default=None, help="a folder every worker can reach (e.g. on a shared file "
                    "system) for the records, reports, checkpoints and job logs")
-    p.add_argument("--cpus-per-job", type=float, default=1, help="Ray: CPUs each job asks for (default 1)")
+    p.add_argument("--cpus-per-job", type=float, help="Ray: CPUs each job asks for (default 1)")
     p.add_argument("--gpus-per-job", type=float, default=None, help="Ray: GPUs each job asks for (default: 1 "
                    "when the cluster has GPUs and --device is not cpu, else 0)")
     p.add_argument("--max-retries", type=int, default=None, help="Ray: times a job whose worker died is "

@@ -102,6 +102,7 @@ CASES = [
     Case("address without ray", ["--address", "auto"], "--address is for --executor ray"),
     Case("zero cpus per job", ["--executor", "ray", "--cpus-per-job", "0"], "--cpus-per-job must be > 0"),
     Case("retries without ray", ["--max-retries", "2"], "--max-retries is for --executor ray"),
+    Case("cpus per job without ray", ["--cpus-per-job", "2"], "--cpus-per-job is for --executor ray"),
     Case("negative retries", ["--executor", "ray", "--max-retries", "-1"], "--max-retries must be >= 0"),
     Case("no ray cluster", ["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
     Case("ray address", ["--executor", "ray", "--address", "nohost"], "is not HOST:PORT"),
