@@ -2,7 +2,7 @@
 import torch
 
 from bench.profiles import Recipe
-from bench.tools.selfcheck import base_recipe, run_battery, table
+from bench.tools.selfcheck import base_recipe, main, run_battery, table
 from tests.conftest import TINY_MODEL, TINY_RECIPE
 
 
@@ -29,3 +29,11 @@ def test_known_answer_battery(mini_root, mini_cache, mini_data, tiny_model, tmp_
     refused = {o.case.name: o.reasons for o in outcomes if o.verdict == "refused"}
     assert "probabilities" in refused["returns softmax probabilities"]
     assert "changes between two passes" in refused["random at eval (Gaussian noise on the input)"]
+
+
+def test_a_bad_image_count_is_one_line_before_any_training(mini_root, capsys):
+    # checked against the data once, not by each case's audit after the base model's training
+    for n in ("0", "2501"):  # the mini tree has 500 test images
+        assert main(["--data-root", str(mini_root), "--n", n]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: --n must lie in 1..500 (the test images), got {n}\n"

@@ -904,7 +904,8 @@ def format_text(results: Sequence[ClaimResult]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Claim-by-claim verdicts from a results store (measures nothing).")
+    p = argparse.ArgumentParser(prog="python -m bench.report.claims",
+                                description="Claim-by-claim verdicts from a results store (measures nothing).")
     p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
     args = p.parse_args(argv)
     store = ResultStore(Path(args.results))

@@ -110,7 +110,8 @@ def regenerate(results_dir: Path, checkpoints: Optional[Path] = None, store: Opt
 
 
 def main(argv: Optional[list] = None) -> int:
-    p = argparse.ArgumentParser(description="Rebuild results.csv, leaderboard.csv, the plots, the RobustBench "
+    p = argparse.ArgumentParser(prog="python -m bench.report",
+                                description="Rebuild results.csv, leaderboard.csv, the plots, the RobustBench "
                                             "exports and index.html from a results store (measures nothing).")
     p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
     p.add_argument("--checkpoints", default=None,
