@@ -277,3 +277,29 @@ def test_records_of_an_older_attack_revision_are_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: 2 measurements (pgd 2) were made by an older revision" in err
     assert "2 measurements (pgd 2) were made by an older revision" in (root / "index.html").read_text()
+
+
+@pytest.mark.parametrize("cols", [1, 3])
+def test_temperature_tick_labels_do_not_overlap(cols):
+    """A fitted T beside a grid T (results/cpu's 1.0852 beside 1) printed as one run of digits
+    ("11.0852"): labels that would touch are left out once the figure is laid out, the grid's
+    round T first; measured on the drawn labels' extents."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bench.report.plots import _log_T_axis, _margins
+    temps = [0.5, 1, 1.0852, 2, 3.484, 5, 10, 20, 50]
+    fig, axes = plt.subplots(1, cols, figsize=(5 * cols, 3.8), squeeze=False)
+    try:
+        for ax in axes.flat:
+            ax.plot(temps, range(len(temps)))
+            _log_T_axis(ax, temps)
+        _margins(fig, wspace=0.8)
+        renderer = fig.canvas.get_renderer()
+        for ax in axes.flat:
+            shown = [(t.get_text(), t.get_window_extent(renderer)) for t in ax.get_xticklabels() if t.get_text()]
+            assert [s for s, _ in shown] == ["0.5", "1", "2", "3.484", "5", "10", "20", "50"]
+            assert all(a.x1 < b.x0 for (_, a), (_, b) in zip(shown, shown[1:]))  # left to right, apart
+            assert len(ax.get_xticks()) == len(temps)  # every T keeps its tick
+    finally:
+        plt.close(fig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -54,10 +55,14 @@ def _margins(fig, left=0.75, right=0.25, top=0.6, bottom=0.6, wspace=0.0, hspace
     cell_h = (h - top - bottom - hspace * (rows - 1)) / rows
     fig.subplots_adjust(left=left / w, right=1 - right / w, top=1 - top / h, bottom=bottom / h,
                         wspace=wspace / cell_w, hspace=hspace / cell_h)
+    for ax in fig.axes:
+        if getattr(ax, "_temperature_ticks", None):
+            ax.set_xticklabels(_spaced_labels(ax._temperature_ticks, ax.get_position().width * w, fontsize=8))
 
 
 def _log_T_axis(ax, temps):
-    """A log T axis with one tick, labelled plainly, at each T measured. Matplotlib's own log
+    """A log T axis with one tick, labelled plainly, at each T measured (labels that would overlap
+    are thinned once the figure is laid out, _margins). Matplotlib's own log
     ticks label minor ticks in mathtext where few decades show; laying those labels out was most
     of a report's time."""
     from matplotlib.ticker import NullLocator
@@ -66,6 +71,23 @@ def _log_T_axis(ax, temps):
     ax.set_xticks(ts, [f"{t:g}" for t in ts], fontsize=8)
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("training temperature T")
+    ax._temperature_ticks = ts  # thinned by _margins, once the axis has its width
+
+
+def _spaced_labels(ts: List[float], width_in: float, fontsize: float) -> List[str]:
+    """Each tick's label, or "" where it would overlap one kept before it: a fitted T beside a
+    grid T (1.0852 beside 1) printed as one run of digits. Short labels (the grid's round T) are
+    kept first; the positions assume matplotlib's 5% axis margins on a log axis."""
+    labels = [f"{t:g}" for t in ts]
+    lo, hi = math.log10(ts[0]), math.log10(ts[-1])
+    span = max(hi - lo, 1e-9)
+    pos = [(math.log10(t) - lo) / span * width_in / 1.1 for t in ts]
+    half = [len(s) * 0.6 * fontsize / 72 / 2 for s in labels]  # about 0.6 em a digit
+    kept: List[int] = []
+    for i in sorted(range(len(ts)), key=lambda i: (len(labels[i]), i)):
+        if all(abs(pos[i] - pos[j]) >= half[i] + half[j] + 0.05 for j in kept):
+            kept.append(i)
+    return [s if i in kept else "" for i, s in enumerate(labels)]
 
 
 def _subtitle(df: pd.DataFrame) -> str:
