@@ -240,8 +240,8 @@ def summary(board: pd.DataFrame) -> str:
             names = [n for n in audit.CHECKS if any(n in u.split(", ") for u in cleared["masking_unchecked"])]
             some = "" if len(cleared) == len(board) else f" for {len(cleared)} of these models"
             note += (f"\nmasking none: no signal fired among the checks with evidence; not checked{some} "
-                     f"(each needs a measurement this run lacks): {', '.join(names)} (masking_unchecked in leaderboard.csv; "
-                     f"--attack suite measures them)")
+                     f"(each needs a measurement this run lacks): {', '.join(names)} "
+                     f"(masking_unchecked in leaderboard.csv; --attack suite measures them)")
     show = board[[c for c in cols if c in board.columns]].copy()
     for c in show.columns:
         if c not in ("model", "T", "dataset", "n", "robust_min_by", "mCE_baseline", "c_source", "masking"):
