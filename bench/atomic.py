@@ -45,6 +45,11 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
                 os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        if e.filename is None and e.errno is not None:  # a write or close that failed names no file
+            raise OSError(e.errno, e.strerror, str(tmp_path)) from e
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 from filelock import FileLock
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from bench.atomic import sha256_files, write_atomic, write_json_atomic
@@ -42,6 +44,18 @@ def sidecar_problem(meta) -> Optional[str]:
     if not isinstance(meta.get("spec", {}), dict):
         return f"not a sidecar (its spec is a JSON {type(meta['spec']).__name__}, not an object)"
     return None
+
+
+def _save_file(state: Dict[str, torch.Tensor], path: Path, metadata: Dict[str, str]) -> None:
+    """safetensors' save_file, its writer's I/O errors raised as the OSError a Python write gives
+    (a full disk is errno 28 either way, and the CLI says so in one line: bench.errors.disk_stop)."""
+    try:
+        save_file(state, str(path), metadata=metadata)
+    except SafetensorError as e:
+        code = re.search(r"\(os error (\d+)\)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from e
 
 
 class CheckpointStore:
@@ -179,7 +193,7 @@ class CheckpointStore:
             state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
             # one metadata entry: safetensors writes a map of several in a per-process random
             # order, and the same weights would get another sha256 in each process
-            write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"run": f"{run.name}-{key}"}))
+            write_atomic(path, lambda tmp: _save_file(state, tmp, {"run": f"{run.name}-{key}"}))
             return sha256_files([path])
 
         meta = dict(meta, key=key, spec=run.to_dict(), weights=weights.name,

@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, disk_stop
 
 # the shipped profiles, listed without importing bench.profiles (which loads torch)
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -163,6 +163,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished measurements are kept; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        message = disk_stop(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2  # as a report that cannot be written, or a job that failed on Ray
 
 
 if __name__ == "__main__":

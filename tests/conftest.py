@@ -122,11 +122,11 @@ def http_server(tmp_path):
 # audit 111-159, cli 107-120, adversarial_training 98-108, attack_suite 98-105, selfcheck 89-91.
 # On an Intel Xeon, 2026-12-06, test_twin_checkpoints.py (25 s) was handed out last and one
 # worker ended 26 s after the other two: it and the next-longest unranked files come before
-# the short ones now.)
+# the short ones now; test_store.py since its two file-system tests, about 25 s.)
 LONGEST_FIRST = ("test_faults.py", "test_gpu_paths.py", "test_audit.py", "test_cli.py", "test_adversarial_training.py",
                  "test_attack_suite.py", "test_selfcheck.py", "test_api.py", "test_html_report.py",
-                 "test_twin_checkpoints.py", "test_fit_temperature.py", "test_claims.py", "test_early_stop.py",
-                 "test_committed_results.py", "test_bad_input.py", "test_zoo.py", "test_apgd.py")
+                 "test_twin_checkpoints.py", "test_store.py", "test_fit_temperature.py", "test_claims.py",
+                 "test_early_stop.py", "test_committed_results.py", "test_bad_input.py", "test_zoo.py", "test_apgd.py")
 
 
 def pytest_configure(config):

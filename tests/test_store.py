@@ -1,4 +1,7 @@
-"""The results store under concurrent writers and writers killed mid-run (real processes)."""
+"""The results store under concurrent writers, writers killed mid-run and a file system that
+refuses a write midway (real processes)."""
+import errno
+import json
 import os
 import signal
 import subprocess
@@ -125,3 +128,60 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
     files = [store.path(record_id(rec)), *ckpts.paths(spec, "k"), *(tmp_path / "cache" / "data").iterdir()]
     assert len(files) == 4
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: oct(mode) for f in files}
+
+
+# bench.run under a file size limit: a write past it fails with EFBIG (the signal that would kill
+# the process ignored), as a write to a full disk fails with ENOSPC
+LIMITED = r"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+from bench.run import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_refused_record_write_names_its_folder_and_leaves_no_temp_file(tmp_path):
+    """Python's write names no file when it fails: the atomic write names its temp file, so the
+    run's one line can say which folder has no room."""
+    script = r"""
+import json, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+from bench.errors import disk_stop
+from bench.store import ResultStore
+try:
+    ResultStore(sys.argv[1]).put({"run_key": "k", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0,
+                                  "attack_seed": 0, "threat": "pgd", "view": "raw", "params": {}, "model": "m",
+                                  "metrics": {"robust_acc": 0.1}, "padding": "x" * 20000})
+except OSError as e:
+    print(json.dumps([e.errno, e.filename, disk_stop(e)]))
+"""
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    code, filename, line = json.loads(out.stdout)
+    assert code == errno.EFBIG and Path(filename).parent == tmp_path / "records"
+    assert line.startswith(f"File too large in {tmp_path / 'records'}: what finished is kept")
+    assert list((tmp_path / "records").iterdir()) == []
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_resumes(mini_data, mini_root, mini_cache, tmp_path):
+    """A checkpoint larger than the file system allows (safetensors' own writer fails, under a
+    64 KB file size limit: the decoded images are already in the cache): one line that names the
+    folder, exit 2, no traceback and no temp file left; with room again the same command finishes."""
+    store = tmp_path / "s"
+    args = ["--profile", "smoke", "--model", "fastnetw8_T1", "--attack", "none", "--data-root", str(mini_root),
+            "--cache", str(mini_cache), "--store", str(store), "--no-progress", "--tables-only"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", LIMITED, str(64 * 1024), *args], cwd=REPO, capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: File too large in {store / 'checkpoints'}: "), last
+    assert "rerun the same command to resume" in last and "Traceback" not in r.stderr
+    assert not list(store.rglob(".tmp-*")) and not list(store.rglob("*.safetensors"))
+    r = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=REPO, capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list(store.rglob("*.safetensors"))) == 1 and ResultStore(store).has_records()
