@@ -110,12 +110,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a batch scheduler's time limit), raised where a Ctrl-C is: the run stops
+    the same way, its writes' cleanup runs, and it exits with 143 rather than dying mid-write."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 @contextlib.contextmanager
-def sigint_held():
-    """Hold a Ctrl-C (or `timeout --signal=INT`) that arrives inside the block and raise it as
-    KeyboardInterrupt when the block ends. Raised in the middle of torch's and the libraries' imports,
-    an interrupt was once swallowed there (the grid then ran to its end under a time limit) and once
-    came out as a RecursionError; after the imports it stops the run like any other."""
+def stop_signals():
+    """SIGTERM raised as Terminated for the whole run; the handler before it is put back after."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live there alone
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold a Ctrl-C (or `timeout --signal=INT`) or a SIGTERM that arrives inside the block and
+    raise it (KeyboardInterrupt, Terminated) when the block ends. Raised in the middle of torch's
+    and the libraries' imports, an interrupt was once swallowed there (the grid then ran to its end
+    under a time limit) and once came out as a RecursionError; after the imports it stops the run
+    like any other."""
     if threading.current_thread() is not threading.main_thread():  # signal handlers live there alone
         yield
         return
@@ -124,20 +147,28 @@ def sigint_held():
     def hold(signum, frame):
         held.append(signum)
 
-    previous = signal.signal(signal.SIGINT, hold)
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGINT) is hold:  # unless the block installed its own
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is hold:  # unless the block installed its own
+                signal.signal(sig, handler)
+    if signal.SIGTERM in held:
+        raise Terminated
     if held:
         raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    with stop_signals():
+        return _main(args)
+
+
+def _main(args) -> int:
     try:
-        with sigint_held():
+        with signals_held():
             # imported after parsing, on purpose: it loads torch (seconds), which --help never needs
             from bench.cli import list_attacks, list_models, load_profile, make_executor, make_plan
             if args.list_models:
@@ -160,9 +191,10 @@ def main(argv=None) -> int:
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished measurements are kept; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"{what}: finished measurements are kept; rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except OSError as e:
         message = disk_stop(e)
         if message is None:

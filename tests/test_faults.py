@@ -1,6 +1,6 @@
 """Faults, with real processes: a real local Ray cluster whose worker is killed mid-job, the
-local executor SIGKILLed at random points, two grids writing to one store at once, and bad
-checkpoints placed in a store. The grid is tiny (two fastnets, four measurement families and a
+local executor SIGKILLed at random points and sent a SIGTERM, two grids writing to one store at
+once, and bad checkpoints placed in a store. The grid is tiny (two fastnets, four measurement families and a
 transfer attack, so jobs have dependencies); one of its training runs is long enough to be
 killed in the middle."""
 import json
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from bench.checkpoints import CheckpointStore
 from bench.store import ResultStore
@@ -214,28 +215,74 @@ def test_sigkill_at_random_points_then_resume(grid):
     pd.testing.assert_frame_equal(measured(store), reference)
 
 
-def test_an_interrupt_during_start_up_is_held_until_the_imports_end():
-    """A real SIGINT inside bench.run's start-up block (the imports, the plan) does not land in
-    whatever library code is running then: it is raised as KeyboardInterrupt when the block ends,
-    and the handler before it is back; an error of the block itself still comes out as itself."""
+@pytest.mark.parametrize("signum, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, "Terminated")])
+def test_an_interrupt_during_start_up_is_held_until_the_imports_end(signum, raised):
+    """A real SIGINT or SIGTERM inside bench.run's start-up block (the imports, the plan) does not
+    land in whatever library code is running then: it is raised (KeyboardInterrupt, Terminated)
+    when the block ends, and the handlers before it are back; an error of the block itself still
+    comes out as itself."""
     import threading
     from bench.errors import BenchError
-    from bench.run import sigint_held
+    from bench.run import Terminated, signals_held
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers run in the main thread alone")
-    before, reached = signal.getsignal(signal.SIGINT), []
-    with pytest.raises(KeyboardInterrupt):
-        with sigint_held():
-            os.kill(os.getpid(), signal.SIGINT)
+    raised = Terminated if raised == "Terminated" else raised
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    reached = []
+    with pytest.raises(raised) as caught:
+        with signals_held():
+            os.kill(os.getpid(), signum)
             time.sleep(0.05)  # Python runs the handler here, between two bytecodes
             reached.append("after the signal")
-    assert reached == ["after the signal"] and signal.getsignal(signal.SIGINT) is before
+    assert reached == ["after the signal"] and caught.type is raised
+    assert {sig: signal.getsignal(sig) for sig in before} == before
     with pytest.raises(BenchError):
-        with sigint_held():
-            os.kill(os.getpid(), signal.SIGINT)
+        with signals_held():
+            os.kill(os.getpid(), signum)
             time.sleep(0.05)
             raise BenchError("bad input")
-    assert signal.getsignal(signal.SIGINT) is before
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_sigterm_mid_grid_stops_cleanly_with_143_and_the_rerun_resumes(grid, tmp_path, monkeypatch, capsys):
+    """A SIGTERM (a scheduler's time limit) in the middle of the grid, here as the third job
+    starts: the run stops with one line and exit code 143, its two finished jobs kept and nothing
+    torn; the same command then finishes the grid, equal to the uninterrupted run. In this
+    process, the signal sent to itself: a job begins at a known point, not at a guessed instant."""
+    import threading
+    import bench.grid.executor as executor
+    from bench.run import main
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread alone")
+    root, reference = grid
+    store = tmp_path / "store"
+    started, real = [], executor.execute
+
+    def execute(job, ctx, log):
+        started.append(job.key)
+        if len(started) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler raises here, in the job, as it would in any code it runs
+        return real(job, ctx, log)
+
+    before, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+    torch.set_num_threads(1)  # the reference's arithmetic (ENV): equal tables need it
+    try:
+        monkeypatch.setattr(executor, "execute", execute)
+        assert main(run_args(root, store)) == 143
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1] == ("terminated (SIGTERM): finished measurements are kept; rerun the "
+                                                "same command to resume")
+        assert signal.getsignal(signal.SIGTERM) is before and len(started) == 3
+        assert "[2/9] " in err and "[3/9] " not in err
+        assert not list(store.rglob(".tmp-*"))
+        check_store(store)
+        monkeypatch.undo()
+        assert main(run_args(root, store)) == 0
+        assert "2 already done" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+    pd.testing.assert_frame_equal(measured(store), reference)
 
 
 def test_two_grids_write_to_one_store_at_once(grid):
