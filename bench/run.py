@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import List
 
 from bench.errors import BenchError, disk_stop
 
@@ -160,8 +162,25 @@ def signals_held():
         raise KeyboardInterrupt
 
 
+# The flags that take a radius as a fraction: argparse reads "-8/255" after them as an option and
+# says only "expected one argument"; joined as --eps=-8/255, the value gets the range check's line
+_FRACTION_FLAGS = ("--eps", "--alpha", "--eps-sweep")
+
+
+def _joined_fractions(argv: List[str]) -> List[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in _FRACTION_FLAGS and i + 1 < len(argv) and re.fullmatch(r"-\.?\d.*", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_joined_fractions(sys.argv[1:] if argv is None else list(argv)))
     with stop_signals():
         return _main(args)
 
