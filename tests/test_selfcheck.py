@@ -38,3 +38,4 @@ def test_a_bad_image_count_is_one_line_before_any_training(mini_root, tmp_path, 
         assert main(["--data-root", str(mini_root), "--n", n]) == 2
         err = capsys.readouterr().err
         assert err == f"error: --n must lie in 1..500 (the test images), got {n}\n"
+        assert not (tmp_path / "cache").exists()  # stopped before the decoded images were written

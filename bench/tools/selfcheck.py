@@ -123,9 +123,12 @@ def run_battery(data_root: Optional[str] = None, n: int = 200, cache: Optional[s
                 results: Optional[str] = None, cases: List[Case] = CASES,
                 base: Optional[torch.nn.Module] = None) -> List[Outcome]:
     """``base``: base_model(data) when the caller has already trained it (the tests have)."""
-    data = load_dataset(data_root, None if cache is None else Path(cache))
-    if not 1 <= n <= len(data.test):  # checked here, before the training runs, not once per case
-        raise BenchError(f"--n must lie in 1..{len(data.test)} (the test images), got {n}")
+    def check_n(data):  # once, before the cache is written and the base model trains, not once per case
+        if not 1 <= n <= len(data.test):
+            raise BenchError(f"--n must lie in 1..{len(data.test)} (the test images), got {n}")
+
+    data = load_dataset(data_root, None if cache is None else Path(cache), check=check_n)
+    check_n(data)  # a cached load does not call it
     base = base_model(data) if base is None else base.eval()
     out = []
     for case in cases:
