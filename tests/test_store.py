@@ -130,34 +130,31 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: oct(mode) for f in files}
 
 
-# bench.run under a file size limit: a write past it fails with EFBIG (the signal that would kill
-# the process ignored), as a write to a full disk fails with ENOSPC
-LIMITED = r"""
-import resource, signal, sys
+# A process under a file size limit of sys.argv[1] bytes: a write past it fails with EFBIG (the
+# signal that would kill the process ignored), as a write to a full disk fails with ENOSPC;
+# LIMITED is bench.run under it
+LIMIT = r"""
+import json, resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
-from bench.run import main
-sys.exit(main(sys.argv[2:]))
 """
+LIMITED = LIMIT + "from bench.run import main\nsys.exit(main(sys.argv[2:]))\n"
 
 
 def test_a_refused_record_write_names_its_folder_and_leaves_no_temp_file(tmp_path):
     """Python's write names no file when it fails: the atomic write names its temp file, so the
     run's one line can say which folder has no room."""
-    script = r"""
-import json, resource, signal, sys
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+    script = LIMIT + r"""
 from bench.errors import disk_stop
 from bench.store import ResultStore
 try:
-    ResultStore(sys.argv[1]).put({"run_key": "k", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0,
+    ResultStore(sys.argv[2]).put({"run_key": "k", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0,
                                   "attack_seed": 0, "threat": "pgd", "view": "raw", "params": {}, "model": "m",
                                   "metrics": {"robust_acc": 0.1}, "padding": "x" * 20000})
 except OSError as e:
     print(json.dumps([e.errno, e.filename, disk_stop(e)]))
 """
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", script, "1024", str(tmp_path)], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     code, filename, line = json.loads(out.stdout)
