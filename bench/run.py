@@ -117,7 +117,13 @@ class Terminated(KeyboardInterrupt):
     the same way, its writes' cleanup runs, and it exits with 143 rather than dying mid-write."""
 
 
+# Set by the SIGTERM handler as it raises: a library may catch the KeyboardInterrupt on its way up
+# and raise a plain one of its own (Ray's ray.wait does), and the run must still say which it was
+_sigterm_received = threading.Event()
+
+
 def _terminate(signum, frame):
+    _sigterm_received.set()
     raise Terminated
 
 
@@ -127,6 +133,7 @@ def stop_signals():
     if threading.current_thread() is not threading.main_thread():  # signal handlers live there alone
         yield
         return
+    _sigterm_received.clear()
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
@@ -211,9 +218,10 @@ def _main(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        term = isinstance(e, Terminated) or _sigterm_received.is_set()
+        what = "terminated (SIGTERM)" if term else "interrupted"
         print(f"{what}: finished measurements are kept; rerun the same command to resume", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+        return 143 if term else 130
     except OSError as e:
         message = disk_stop(e)
         if message is None:

@@ -193,6 +193,26 @@ def test_ray_worker_lost_for_good_stops_the_run_and_it_resumes_locally(grid, ray
     pd.testing.assert_frame_equal(measured(store), reference)
 
 
+def test_sigterm_stops_a_ray_run_as_it_stops_a_local_one(grid, ray_address):
+    """ray.init installs its own SIGTERM handler (sys.exit(15), no line); the driver puts the
+    run's back, so that a SIGTERM once the jobs are under way stops a Ray run with the local run's
+    line and exit code 143, and nothing torn."""
+    root, _ = grid
+    store = root / "ray_term"
+    proc = subprocess.Popen(command(root, store, "--executor", "ray", "--address", ray_address), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **ENV))
+    deadline = time.time() + 300  # a job's log: ray.init has returned and the first job begun
+    while time.time() < deadline and proc.poll() is None and not list(store.glob("logs/*.log")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == ("terminated (SIGTERM): finished measurements are kept; rerun the "
+                                            "same command to resume")
+    assert not list(store.rglob(".tmp-*"))
+    check_store(store)
+
+
 def test_sigkill_at_random_points_then_resume(grid):
     """The local executor SIGKILLed at random instants, again and again: after each kill the
     store validates; a final rerun completes the grid with each measurement once, equal to the

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -217,6 +219,9 @@ class RayExecutor:
         if ray.is_initialized():
             return ray, False
         self.check()
+        # ray.init installs its own SIGTERM handler (sys.exit(15), no line): the run's own is put
+        # back, so that a SIGTERM stops a Ray run as it does a local one (bench.run: one line, 143)
+        sigterm = signal.getsignal(signal.SIGTERM)
         try:
             with equal_share_workers() if self.address is None else contextlib.nullcontext():
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
@@ -225,6 +230,9 @@ class RayExecutor:
             where = self.address or "a new local instance"
             raise BenchError(f"cannot reach a Ray cluster at {where} ({str(e).splitlines()[0]}): start one with "
                              f"`ray start --head` or leave out --address") from None
+        finally:
+            if sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)
         res = ray.cluster_resources()
         if self.gpus is None:  # --device auto: a GPU per job where the cluster has them
             self.gpus = 1 if res.get("GPU") else 0
