@@ -3,7 +3,6 @@ told apart by the sha256 of its weights (two different networks never share reco
 from __future__ import annotations
 
 import hashlib
-import pickle
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -11,8 +10,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from bench.atomic import sha256_files
 from bench.errors import BenchError
@@ -47,24 +46,49 @@ def is_file_name(name: str) -> bool:
     return str(name).startswith(PREFIX)
 
 
+# The entries a training script's checkpoint keeps its weights under, beside the optimizer, the
+# epoch and the like (torch.save({"state_dict": model.state_dict(), "epoch": ...})); the one that
+# holds a state dict is read, as RobustBench's loader reads its zoo's checkpoints
+WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "state")
+
+
+def _tensors(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
 def read_state_dict(path: Path) -> dict:
     """A state dict from safetensors, or from a .pt/.pth with ``weights_only=True`` (tensors and
-    containers, never a pickled module or code)."""
+    containers, never a pickled module or code). A training checkpoint's weights are read from
+    its one WRAPPERS entry that holds them, and DataParallel's ``module.`` prefix is dropped."""
     if not path.is_file():
         raise BenchError(f"{path}: no such file (--model file:PATH names a safetensors or .pt state dict)")
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise BenchError(f"{path}: give a .safetensors, .pt or .pth state dict")
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path))
-        if path.suffix in (".pt", ".pth"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
         else:
-            raise BenchError(f"{path}: give a .safetensors, .pt or .pth state dict")
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    # bytes that are not a torch file fail anywhere in the unpickler (a KeyError for a memo it
+    # never wrote, an EOFError, ...); the restricted unpickler never runs what it reads
+    except Exception as e:  # noqa: BLE001
         raise BenchError(f"{path} is not a state dict this harness reads ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160]}); save model.state_dict() with safetensors or torch.save, "
-                         f"not the pickled model") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise BenchError(f"{path} holds a {type(state).__name__}, not a state dict of tensors: save model.state_dict()")
+                         f"{(str(e).splitlines() or [''])[0][:160]}); save model.state_dict() with safetensors or "
+                         f"torch.save, not the pickled model") from None
+    if isinstance(state, dict) and not _tensors(state):
+        inner = [k for k in WRAPPERS if _tensors(state.get(k))]
+        if len(inner) > 1:
+            raise BenchError(f"{path} holds state dicts under {', '.join(map(repr, inner))}: save the one to "
+                             f"evaluate alone, e.g. torch.save(checkpoint[{inner[0]!r}], 'weights.pt')")
+        if inner:
+            state = state[inner[0]]
+    if not _tensors(state):
+        what = (f"a dict of {', '.join(map(repr, list(state)[:5]))}" if isinstance(state, dict)
+                else f"a {type(state).__name__}")
+        raise BenchError(f"{path} holds {what}, not a state dict of tensors: save model.state_dict()")
+    state = dict(state)
+    if state and all(k.startswith("module.") for k in state):  # a DataParallel or DDP model's names
+        consume_prefix_in_state_dict_if_present(state, "module.")
     return state
 
 

@@ -139,7 +139,9 @@ def test_the_readme_example_runs(tiny_model, mini_root, mini_cache, tmp_path, ca
 
 def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cache, tmp_path, capsys):
     """--model file:PATH --arch ARCH: a safetensors or .pt state dict audited like a grid model,
-    its T estimated when not given; every bad file stops with one line, exit 2, nothing written."""
+    its T estimated when not given; a training script's checkpoint (the weights under
+    "state_dict", a DataParallel model's "module." names) read as its weights; every bad file
+    stops with one line, exit 2, nothing written."""
     import pandas as pd
     from safetensors.torch import save_file
 
@@ -150,6 +152,11 @@ def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cach
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
     torch.save(trained.state_dict(), tmp_path / "state.pt")
     torch.save(trained, tmp_path / "pickled.pt")
+    wrapped = {f"module.{k}": v for k, v in trained.state_dict().items()}
+    torch.save({"state_dict": wrapped, "epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "checkpoint.pt")
+    torch.save({"model": wrapped, "state_dict": wrapped}, tmp_path / "two.pt")
+    torch.save({"epoch": 3}, tmp_path / "epoch.pt")
+    (tmp_path / "noise.pt").write_bytes(b"not a torch file")
     save_file(build_model(parse_name("fastnetw8_T1"), num_classes=5).state_dict(), str(tmp_path / "five.safetensors"))
     common = ["--profile", "smoke", "--attack", "fgsm", "--data-root", str(mini_root), "--cache", str(mini_cache),
               "--n-test", "100", "--no-progress"]
@@ -159,10 +166,16 @@ def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cach
     assert main(["--model", f"file:{tmp_path / 'state.pt'}", "--arch", "fastnetw8", "--temperature", "1",
                  "--results", str(tmp_path / "r2"), *common]) == 0
     assert pd.read_csv(tmp_path / "r2" / "leaderboard.csv").clean.iloc[0] == row.clean  # the same weights
+    assert main(["--model", f"file:{tmp_path / 'checkpoint.pt'}", "--arch", "fastnetw8", "--temperature", "1",
+                 "--results", str(tmp_path / "r3"), *common]) == 0
+    assert pd.read_csv(tmp_path / "r3" / "leaderboard.csv").clean.iloc[0] == row.clean
     capsys.readouterr()
     for model_args, phrase in [
         ([f"file:{tmp_path / 'missing.safetensors'}", "--arch", "fastnetw8"], "no such file"),
         ([f"file:{tmp_path / 'pickled.pt'}", "--arch", "fastnetw8"], "not the pickled model"),
+        ([f"file:{tmp_path / 'noise.pt'}", "--arch", "fastnetw8"], "is not a state dict this harness reads"),
+        ([f"file:{tmp_path / 'two.pt'}", "--arch", "fastnetw8"], "holds state dicts under 'state_dict', 'model'"),
+        ([f"file:{tmp_path / 'epoch.pt'}", "--arch", "fastnetw8"], "holds a dict of 'epoch', not a state dict"),
         ([f"file:{path}", "--arch", "resnet18"], "does not fit --arch resnet18"),
         ([f"file:{path}", "--arch", "nonet"], "not a registry architecture"),
         ([f"file:{path}"], "give --arch"),
