@@ -9,7 +9,8 @@ The contract, checked before anything is measured: ``model`` is a torch module t
 pixels in [0, 1] (give ``mean``/``std`` if it expects normalised input: it is wrapped in the
 registry models' own first-layer normalisation) and returns raw logits of shape (N, classes). A
 model that returns probabilities or log-probabilities is refused, not attacked through a second
-softmax. The model is measured in eval mode and given back in the mode it came in, its
+softmax; so is one whose forward cuts the input out of the autograd graph (no attack could take a
+gradient through it). The model is measured in eval mode and given back in the mode it came in, its
 parameters untouched. Without ``temperature`` the training T (the scaled view's divisor) is
 estimated by post-hoc temperature scaling on test images outside the evaluation subset, and the
 records say so (``T_source``).
@@ -108,6 +109,7 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
     try:
         wrapped.eval()
         _check_outputs(wrapped, data, plan.device)
+        _check_input_gradient(wrapped, data, plan.device)
         sha = weights_sha256(model)
         if mean is not None:  # the same weights behind another normalisation are another model
             sha = hashlib.sha256(f"{sha}:{list(mean)}:{list(std)}".encode()).hexdigest()
@@ -167,3 +169,18 @@ def _check_outputs(model, data: Dataset, device) -> None:
     if (out <= 0).all() and torch.allclose(out.logsumexp(1), torch.zeros(len(x), dtype=out.dtype), atol=1e-4):
         raise BenchError("the model returns log-probabilities (log-sum-exp 0): give it raw logits (drop the final "
                          "log_softmax)")
+
+
+def _check_input_gradient(model, data: Dataset, device) -> None:
+    """The logits reach back to the input: every white-box attack and the masking diagnostics
+    take the gradient of a loss with respect to the input, and torch cannot give one where the
+    forward cut the input out of the graph."""
+    x = to_float(data.test.images[:8].to(device)).requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x)
+        grad = torch.autograd.grad(out.sum(), x, allow_unused=True)[0] if out.requires_grad else None
+    if grad is None:
+        raise BenchError("the model's logits have no gradient with respect to its input (a .detach(), torch.no_grad() "
+                         "or a step like a cast to integers in its forward): every gradient attack would stall on it "
+                         "and report robustness by construction (obfuscated gradients, Athalye et al. 2018); give that "
+                         "step a differentiable stand-in on the backward pass (BPDA) before auditing it")

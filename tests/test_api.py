@@ -100,8 +100,21 @@ def test_the_estimate_tracks_the_training_temperature_of_the_grid_models(tiny_mo
     assert all(1 / 1.5 < r < 1.5 for r in ratios.values()), ratios
 
 
+class NoGrad(torch.nn.Module):
+    """The network run under torch.no_grad(): logits with no autograd graph at all."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.model(x)
+
+
 @pytest.mark.parametrize("make, phrase", [
     (lambda m: Scaled(m, out=torch.softmax), "returns probabilities"),
+    (lambda m: NoGrad(m), "no gradient with respect to its input"),
     (lambda m: Scaled(m, out=torch.log_softmax), "returns log-probabilities"),
     (lambda m: torch.nn.Sequential(m, torch.nn.Linear(10, 5)), "logits of shape (N, 10)"),
     (lambda m: "not a model", "must be a torch.nn.Module"),

@@ -29,6 +29,7 @@ def test_known_answer_battery(mini_root, mini_cache, mini_data, tiny_model, tmp_
     refused = {o.case.name: o.reasons for o in outcomes if o.verdict == "refused"}
     assert "probabilities" in refused["returns softmax probabilities"]
     assert "changes between two passes" in refused["random at eval (Gaussian noise on the input)"]
+    assert "no gradient with respect to its input" in refused["input quantised outside autograd (no input gradient)"]
 
 
 def test_a_bad_image_count_is_one_line_before_any_training(mini_root, tmp_path, monkeypatch, capsys):

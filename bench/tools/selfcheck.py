@@ -82,6 +82,10 @@ CASES = [
     Case("returns softmax probabilities", "refused", lambda m, d: Output(m, lambda z: torch.softmax(z, 1))),
     Case("random at eval (Gaussian noise on the input)", "refused",
          lambda m, d: Input(m, lambda x: (x + 0.03 * torch.randn_like(x)).clamp(0, 1))),
+    # the same quantiser with its output detached, as one done in numpy or PIL would be: no input
+    # gradient at all, where every white-box attack would fail by construction
+    Case("input quantised outside autograd (no input gradient)", "refused",
+         lambda m, d: Input(m, lambda x: (torch.round(x * 3) / 3).detach())),
     Case("input quantised to 4 levels (round: zero gradient)", "flagged",
          lambda m, d: Input(m, lambda x: torch.round(x * 3) / 3)),
     # the harness's own masked case: loss x T keeps the logit-space steps of T=1, so z grows ~T-fold.
