@@ -150,11 +150,20 @@ def _device_of(model: torch.nn.Module) -> str:
 def _check_outputs(model, data: Dataset, device) -> None:
     """Raw logits of shape (N, classes), not probabilities nor log-probabilities, the same twice."""
     x = to_float(data.test.images[:8].to(device))
+    given = x.clone()
     try:
         out = model(x)
     except Exception as e:  # noqa: BLE001 - whatever the model raises, the user needs one line
         raise BenchError(f"the model fails on a batch of 8 images of shape {tuple(x.shape)} in [0, 1] "
                          f"({type(e).__name__}: {e})") from None
+    if not torch.equal(x, given):  # an attack's iterate or the images it checks would change under it
+        raise BenchError("the model changes its input in place (e.g. x.sub_(mean) in its forward): every attack and "
+                         "accuracy would see other images than it was given; use out-of-place operations "
+                         "(x = x - mean), or pass mean= and std= and leave the normalisation to the audit")
+    if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
+        bad = int((~torch.isfinite(out)).any(1).sum()) if out.dim() == 2 else "some"
+        raise BenchError(f"the model returns NaN or infinite logits on {bad} of {len(x)} test images: every loss "
+                         f"and accuracy on them would be undefined; fix its forward before auditing it")
     if isinstance(out, torch.Tensor) and not torch.equal(out, model(x)):
         raise BenchError("the model's output changes between two passes on the same input (noise or dropout at "
                          "eval time): an attack on a random function measures its luck, not robustness; make it "

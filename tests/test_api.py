@@ -112,9 +112,18 @@ class NoGrad(torch.nn.Module):
             return self.model(x)
 
 
+class InPlace(NoGrad):
+    """The network behind an in-place normalisation of its input (the input is left changed)."""
+
+    def forward(self, x):
+        return self.model(x.sub_(0.5) + 0.5)
+
+
 @pytest.mark.parametrize("make, phrase", [
     (lambda m: Scaled(m, out=torch.softmax), "returns probabilities"),
     (lambda m: NoGrad(m), "no gradient with respect to its input"),
+    (lambda m: InPlace(m), "changes its input in place"),
+    (lambda m: Scaled(m, k=float("nan")), "NaN or infinite logits on 8 of 8 test images"),
     (lambda m: Scaled(m, out=torch.log_softmax), "returns log-probabilities"),
     (lambda m: torch.nn.Sequential(m, torch.nn.Linear(10, 5)), "logits of shape (N, 10)"),
     (lambda m: "not a model", "must be a torch.nn.Module"),
