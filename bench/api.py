@@ -29,7 +29,6 @@ import pandas as pd
 import torch
 
 from bench.cli import make_plan
-from bench.data import Dataset, load_dataset, to_float
 from bench.errors import BenchError
 from bench.grid.runner import run
 from bench.report.export import model_card
@@ -103,13 +102,10 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
     if _device_of(model) != plan.device.type:
         raise BenchError(f"the model is on {_device_of(model)} and the audit runs on {plan.device}: move the model "
                          f"(model.to(...)) or pass device={_device_of(model)!r}")
-    data = load_dataset(plan.data_root, plan.cache_dir, dataset=plan.dataset)
     modes = {m: m.training for m in model.modules()}  # each module's own: a mixed model comes back mixed
     wrapped = model if mean is None else torch.nn.Sequential(Normalize(mean, std), model).to(plan.device)
     try:
         wrapped.eval()
-        _check_outputs(wrapped, data, plan.device)
-        _check_input_gradient(wrapped, data, plan.device)
         sha = weights_sha256(model)
         if mean is not None:  # the same weights behind another normalisation are another model
             sha = hashlib.sha256(f"{sha}:{list(mean)}:{list(std)}".encode()).hexdigest()
@@ -144,52 +140,3 @@ def _default_device(model: torch.nn.Module) -> str:
 def _device_of(model: torch.nn.Module) -> str:
     p = next(iter(model.parameters()), None)
     return "cpu" if p is None else p.device.type
-
-
-@torch.no_grad()
-def _check_outputs(model, data: Dataset, device) -> None:
-    """Raw logits of shape (N, classes), not probabilities nor log-probabilities, the same twice."""
-    x = to_float(data.test.images[:8].to(device))
-    given = x.clone()
-    try:
-        out = model(x)
-    except Exception as e:  # noqa: BLE001 - whatever the model raises, the user needs one line
-        raise BenchError(f"the model fails on a batch of 8 images of shape {tuple(x.shape)} in [0, 1] "
-                         f"({type(e).__name__}: {e})") from None
-    if not torch.equal(x, given):  # an attack's iterate or the images it checks would change under it
-        raise BenchError("the model changes its input in place (e.g. x.sub_(mean) in its forward): every attack and "
-                         "accuracy would see other images than it was given; use out-of-place operations "
-                         "(x = x - mean), or pass mean= and std= and leave the normalisation to the audit")
-    if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
-        bad = int((~torch.isfinite(out)).any(1).sum()) if out.dim() == 2 else "some"
-        raise BenchError(f"the model returns NaN or infinite logits on {bad} of {len(x)} test images: every loss "
-                         f"and accuracy on them would be undefined; fix its forward before auditing it")
-    if isinstance(out, torch.Tensor) and not torch.equal(out, model(x)):
-        raise BenchError("the model's output changes between two passes on the same input (noise or dropout at "
-                         "eval time): an attack on a random function measures its luck, not robustness; make it "
-                         "deterministic in eval mode, or average its randomness away (EOT) before auditing it")
-    if not isinstance(out, torch.Tensor) or out.shape != (len(x), data.num_classes):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise BenchError(f"the model must return logits of shape (N, {data.num_classes}) for {data.name}, got {shape}")
-    out = out.double()
-    if (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(x), dtype=out.dtype), atol=1e-4):
-        raise BenchError("the model returns probabilities (rows sum to 1): give it raw logits (drop the final "
-                         "softmax), or every attack would see a second softmax")
-    if (out <= 0).all() and torch.allclose(out.logsumexp(1), torch.zeros(len(x), dtype=out.dtype), atol=1e-4):
-        raise BenchError("the model returns log-probabilities (log-sum-exp 0): give it raw logits (drop the final "
-                         "log_softmax)")
-
-
-def _check_input_gradient(model, data: Dataset, device) -> None:
-    """The logits reach back to the input: every white-box attack and the masking diagnostics
-    take the gradient of a loss with respect to the input, and torch cannot give one where the
-    forward cut the input out of the graph."""
-    x = to_float(data.test.images[:8].to(device)).requires_grad_(True)
-    with torch.enable_grad():
-        out = model(x)
-        grad = torch.autograd.grad(out.sum(), x, allow_unused=True)[0] if out.requires_grad else None
-    if grad is None:
-        raise BenchError("the model's logits have no gradient with respect to its input (a .detach(), torch.no_grad() "
-                         "or a step like a cast to integers in its forward): every gradient attack would stall on it "
-                         "and report robustness by construction (obfuscated gradients, Athalye et al. 2018); give that "
-                         "step a differentiable stand-in on the backward pass (BPDA) before auditing it")

@@ -164,3 +164,52 @@ def file_spec(name: str, arch: Optional[str], temperature: Optional[float], mean
         sha = hashlib.sha256(f"{sha}:{list(mean)}:{list(std)}".encode()).hexdigest()
     return ExternalSpec(name=stem if stem[:1].isalpha() else f"m{stem}", T=temperature, model=model.eval(),
                         weights_sha256=sha, arch=arch, source=str(path), num_classes=num_classes)
+
+
+def check_contract(name: str, model: torch.nn.Module, x: torch.Tensor, num_classes: int, data_name: str) -> None:
+    """A network from outside the harness, on ``x`` (a few test images in [0, 1], on its device),
+    against what every measurement assumes of it: raw logits of shape (N, classes), finite, the
+    same twice, its input left as it was given and in the autograd graph. Each failure is one
+    sentence that says what to change."""
+    given = x.clone()
+    with torch.no_grad():
+        try:
+            out = model(x)
+        except Exception as e:  # noqa: BLE001 - whatever the model raises, the user needs one line
+            raise BenchError(f"{name}: the model fails on a batch of {len(x)} images of shape {tuple(x.shape)} in "
+                             f"[0, 1] ({type(e).__name__}: {e})") from None
+        if not torch.equal(x, given):  # an attack's iterate, or the images it checks, would change under it
+            raise BenchError(f"{name}: the model changes its input in place (e.g. x.sub_(mean) in its forward): every "
+                             f"attack and accuracy would see other images than it was given; use out-of-place "
+                             f"operations (x = x - mean), or give the normalisation to the harness (mean=/std=, "
+                             f"--mean/--std)")
+        if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
+            bad = int((~torch.isfinite(out)).flatten(1).any(1).sum()) if out.dim() else len(x)
+            raise BenchError(f"{name}: the model returns NaN or infinite logits on {bad} of {len(x)} test images: "
+                             f"every loss and accuracy on them would be undefined; fix its weights or its forward")
+        if isinstance(out, torch.Tensor) and not torch.equal(out, model(x)):
+            raise BenchError(f"{name}: the model's output changes between two passes on the same input (noise or "
+                             f"dropout at eval time): an attack on a random function measures its luck, not "
+                             f"robustness; make it deterministic in eval mode, or average its randomness away (EOT)")
+        if not isinstance(out, torch.Tensor) or out.shape != (len(x), num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise BenchError(f"{name}: the model must return logits of shape (N, {num_classes}) for {data_name}, "
+                             f"got {shape}")
+        out = out.double()
+        if (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(x), dtype=out.dtype), atol=1e-4):
+            raise BenchError(f"{name}: the model returns probabilities (rows sum to 1): give it raw logits (drop the "
+                             f"final softmax), or every attack would see a second softmax")
+        if (out <= 0).all() and torch.allclose(out.logsumexp(1), torch.zeros(len(x), dtype=out.dtype), atol=1e-4):
+            raise BenchError(f"{name}: the model returns log-probabilities (log-sum-exp 0): give it raw logits (drop "
+                             f"the final log_softmax)")
+    # every white-box attack and the masking diagnostics take a loss's gradient with respect to
+    # the input, which torch cannot give where the forward cut the input out of the graph
+    x = given.requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x)
+        grad = torch.autograd.grad(out.sum(), x, allow_unused=True)[0] if out.requires_grad else None
+    if grad is None:
+        raise BenchError(f"{name}: the model's logits have no gradient with respect to its input (a .detach(), "
+                         f"torch.no_grad() or a step like a cast to integers in its forward): every gradient attack "
+                         f"would stall on it and report robustness by construction (obfuscated gradients, Athalye "
+                         f"et al. 2018); give that step a differentiable stand-in on the backward pass (BPDA)")

@@ -179,6 +179,8 @@ def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cach
     torch.save({"model": wrapped, "state_dict": wrapped}, tmp_path / "two.pt")
     torch.save({"epoch": 3}, tmp_path / "epoch.pt")
     (tmp_path / "noise.pt").write_bytes(b"not a torch file")
+    torch.save({k: v * float("nan") if k == "fc.weight" else v for k, v in trained.state_dict().items()},
+               tmp_path / "diverged.pt")
     save_file(build_model(parse_name("fastnetw8_T1"), num_classes=5).state_dict(), str(tmp_path / "five.safetensors"))
     common = ["--profile", "smoke", "--attack", "fgsm", "--data-root", str(mini_root), "--cache", str(mini_cache),
               "--n-test", "100", "--no-progress"]
@@ -198,6 +200,7 @@ def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cach
         ([f"file:{tmp_path / 'noise.pt'}", "--arch", "fastnetw8"], "is not a state dict this harness reads"),
         ([f"file:{tmp_path / 'two.pt'}", "--arch", "fastnetw8"], "holds state dicts under 'state_dict', 'model'"),
         ([f"file:{tmp_path / 'epoch.pt'}", "--arch", "fastnetw8"], "holds a dict of 'epoch', not a state dict"),
+        ([f"file:{tmp_path / 'diverged.pt'}", "--arch", "fastnetw8"], "diverged: the model returns NaN or infinite"),
         ([f"file:{path}", "--arch", "resnet18"], "does not fit --arch resnet18"),
         ([f"file:{path}", "--arch", "nonet"], "not a registry architecture"),
         ([f"file:{path}"], "give --arch"),

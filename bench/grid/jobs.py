@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from bench.checkpoints import CheckpointStore, checkpoint_key
-from bench.data import load_dataset, stratified_indices
+from bench.data import load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
 from bench.grid.models import get_external_model, get_model, get_zoo_model
 from bench.grid.plan import TautoResolver
@@ -34,7 +34,7 @@ from bench.measure.transfer import surrogate_of
 from bench.provenance import provenance
 from bench.store import SCHEMA, ResultStore, model_source, record_id
 from models import ModelSpec
-from models.external import ExternalSpec
+from models.external import ExternalSpec, check_contract
 from models.registry import LoadedSpec
 from models.zoo import ZooSpec
 
@@ -65,6 +65,12 @@ class Context:
         log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, "
             f"test {len(data.test)}")
         self.data = data.to(plan.device)
+        probe = to_float(self.data.test.images[:8])
+        for s in plan.models:  # a network from outside, on a few test images, before anything is written
+            if isinstance(s, ExternalSpec):
+                if s.source != "python":  # a file's, built on the CPU (audit()'s is on the device already)
+                    s.model.to(plan.device)
+                check_contract(s.name, s.model, probe, data.num_classes, data.name)
         ev = plan.profile.eval
         self.split = self.data.split(ev.split)
         self.eval_split = self.split.subset(stratified_indices(self.split.labels, ev.n, ev.subset_seed))
