@@ -342,6 +342,11 @@ def _check_grid_entry(entry, where: str):
                 raise BenchError(f"{where}: {key} must be {what} or a list of them, got {entry[key]!r}")
     if not _is_kind("Tuple[str, ...]", entry.get("models", [])):
         raise BenchError(f"{where}: models must be a list of model names, got {entry['models']!r}")
+    loaded = [n for n in entry.get("models", []) if n.startswith(("file:", "robustbench:"))]
+    if loaded:  # a grid is trained from its names: loaded networks are named on the command line
+        raise BenchError(f"{where}: models lists {loaded[0]!r}, which a profile's grid cannot hold (it trains the "
+                         f"registry's models): give it on the command line, --model {loaded[0]}"
+                         f"{' --arch ARCH' if loaded[0].startswith('file:') else ''}, with the profile")
     if not isinstance(entry.get("recipe", {}), dict):
         raise BenchError(f"{where}: recipe must be a table, e.g. recipe = {{epochs = 2}}, got {entry['recipe']!r}")
 

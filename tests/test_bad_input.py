@@ -146,6 +146,8 @@ CASES = [
     Case("bn_head string", [], "bn_head must be true or false",
          tiny('[[grid]]\narch = "fastnetw8"\nbn_head = "yes"\n')),
     Case("models string", [], "models must be a list of model names", tiny('[[grid]]\nmodels = "fastnetw8_T1"\n')),
+    Case("zoo model in a profile", [], "models lists 'robustbench:Standard', which a profile's grid cannot hold",
+         tiny('[[grid]]\nmodels = ["robustbench:Standard"]\n')),
     Case("recipe 5", [], "[recipe] must be a table", "recipe = 5\n"),
     Case("grid recipe 5", [], "recipe must be a table", tiny('[[grid]]\narch = "fastnetw8"\nrecipe = 5\n')),
     Case("grid 5", [], "grid must be [[grid]] tables", "grid = 5\n" + tiny("")),
