@@ -247,8 +247,9 @@ def make_plan(args, specs=None):
     for --model."""
     profile = load_profile(args.profile)
     if args.n_test is not None:
-        if args.n_test < 1:
-            raise BenchError(f"--n-test must be >= 1, got {args.n_test}")
+        if args.n_test < 2:  # calibration's post-hoc T is fitted on one half and scored on the other
+            raise BenchError(f"--n-test must be >= 2 (the post-hoc temperature is cross-fitted on two halves), "
+                             f"got {args.n_test}")
         profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
     if args.shift_n is not None and args.shift_n < 1:
         raise BenchError(f"--shift-n must be >= 1, got {args.shift_n}")

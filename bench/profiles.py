@@ -182,9 +182,11 @@ class EvalSetup:
         if self.split not in ("train", "test"):
             raise BenchError(f"split must be train or test, got {self.split!r}")
         # n and shift_n: left out means the whole split, as without --n-test; 0 is not a size
-        for key in ("n", "shift_n"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise BenchError(f"{key} must be >= 1 (leave it out for the whole split), got {getattr(self, key)}")
+        # n >= 2: calibration's post-hoc T is fitted on one half of the images and scored on the other
+        for key, least in (("n", 2), ("shift_n", 1)):
+            if getattr(self, key) is not None and getattr(self, key) < least:
+                raise BenchError(f"{key} must be >= {least} (leave it out for the whole split), got "
+                                 f"{getattr(self, key)}")
         if self.batch_size < 1:
             raise BenchError(f"batch_size must be >= 1, got {self.batch_size}")
         _check_seed("subset_seed", self.subset_seed)

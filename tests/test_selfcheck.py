@@ -35,8 +35,8 @@ def test_known_answer_battery(mini_root, mini_cache, mini_data, tiny_model, tmp_
 def test_a_bad_image_count_is_one_line_before_any_training(mini_root, tmp_path, monkeypatch, capsys):
     # checked against the data once, not by each case's audit after the base model's training
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # the command's cache, not the checkout's
-    for n in ("0", "501"):  # the mini tree has 500 test images
+    for n in ("1", "501"):  # the mini tree has 500 test images
         assert main(["--data-root", str(mini_root), "--n", n]) == 2
         err = capsys.readouterr().err
-        assert err == f"error: --n must lie in 1..500 (the test images), got {n}\n"
+        assert err == f"error: --n must lie in 2..500 (the test images), got {n}\n"
         assert not (tmp_path / "cache").exists()  # stopped before the decoded images were written

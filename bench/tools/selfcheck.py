@@ -128,8 +128,8 @@ def run_battery(data_root: Optional[str] = None, n: int = 200, cache: Optional[s
                 base: Optional[torch.nn.Module] = None) -> List[Outcome]:
     """``base``: base_model(data) when the caller has already trained it (the tests have)."""
     def check_n(data):  # once, before the cache is written and the base model trains, not once per case
-        if not 1 <= n <= len(data.test):
-            raise BenchError(f"--n must lie in 1..{len(data.test)} (the test images), got {n}")
+        if not 2 <= n <= len(data.test):  # 2: each audit's post-hoc T is cross-fitted on two halves
+            raise BenchError(f"--n must lie in 2..{len(data.test)} (the test images), got {n}")
 
     data = load_dataset(data_root, None if cache is None else Path(cache), check=check_n)
     check_n(data)  # a cached load does not call it
