@@ -206,7 +206,12 @@ def check_contract(name: str, model: torch.nn.Module, x: torch.Tensor, num_class
     # the input, which torch cannot give where the forward cut the input out of the graph
     x = given.requires_grad_(True)
     with torch.enable_grad():
-        out = model(x)
+        try:
+            out = model(x)
+        except RuntimeError as e:  # e.g. an in-place op on the input, which autograd refuses on a leaf
+            raise BenchError(f"{name}: the model fails when its input requires a gradient, as every gradient attack's "
+                             f"does ({type(e).__name__}: {str(e).splitlines()[0]}): use out-of-place operations on "
+                             f"the input (x = x.clamp(0, 1), not x.clamp_(0, 1))") from None
         grad = torch.autograd.grad(out.sum(), x, allow_unused=True)[0] if out.requires_grad else None
     if grad is None:
         raise BenchError(f"{name}: the model's logits have no gradient with respect to its input (a .detach(), "

@@ -113,16 +113,22 @@ class NoGrad(torch.nn.Module):
 
 
 class InPlace(NoGrad):
-    """The network behind an in-place normalisation of its input (the input is left changed)."""
+    """The network behind an in-place step on its input: a normalisation (the input is left
+    changed), or a clamp to [0, 1] (the values kept, but autograd refuses it on a leaf)."""
+
+    def __init__(self, model, clamp=False):
+        super().__init__(model)
+        self.clamp = clamp
 
     def forward(self, x):
-        return self.model(x.sub_(0.5) + 0.5)
+        return self.model(x.clamp_(0, 1) if self.clamp else x.sub_(0.5) + 0.5)
 
 
 @pytest.mark.parametrize("make, phrase", [
     (lambda m: Scaled(m, out=torch.softmax), "returns probabilities"),
     (lambda m: NoGrad(m), "no gradient with respect to its input"),
     (lambda m: InPlace(m), "changes its input in place"),
+    (lambda m: InPlace(m, clamp=True), "fails when its input requires a gradient"),
     (lambda m: Scaled(m, k=float("nan")), "NaN or infinite logits on 8 of 8 test images"),
     (lambda m: Scaled(m, out=torch.log_softmax), "returns log-probabilities"),
     (lambda m: torch.nn.Sequential(m, torch.nn.Linear(10, 5)), "logits of shape (N, 10)"),
