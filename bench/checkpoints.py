@@ -3,7 +3,9 @@
 Key = hash(spec, recipe, data fingerprint, class count, trainer version): a found checkpoint is reused, never
 retrained. The weights are written first and the sidecar (which holds their sha256) last, each
 atomically, so a sidecar vouches for complete weights; a weights file without a sidecar is an
-interrupted save and is simply redone. Nothing here is ever unpickled.
+interrupted save and is simply redone. A run in training keeps its state after each epoch under
+``in-progress/`` (the same two-file pattern), so that a killed run goes on from its last epoch;
+the state goes once the checkpoint is saved. Nothing here is ever unpickled.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from bench.atomic import sha256_files, write_atomic, write_json_atomic
 from bench.errors import BenchError
 from bench.profiles import Recipe
-from bench.train import TRAINER_VERSION
+from bench.train import TRAINER_VERSION, TrainState
 from models import ModelSpec, build_model
 
 FORMAT = 1
@@ -182,6 +184,45 @@ class CheckpointStore:
                 continue
             if sidecar_problem(meta) is None:
                 yield meta
+
+    def _partial_paths(self, spec: ModelSpec, key: str) -> Tuple[Path, Path]:
+        """Where a run in progress keeps its last epoch's TrainState: a folder of their own, so
+        that nothing that reads the finished runs' sidecars (reports, estimates) meets them."""
+        stem = self.root / "in-progress" / f"{spec.run.name}-{key}"
+        return stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
+
+    def save_partial(self, spec: ModelSpec, key: str, state: TrainState) -> None:
+        """The run's state after an epoch (its tensors, then the JSON that vouches for them, each
+        atomically), replacing the previous epoch's."""
+        tensors, info = self._partial_paths(spec, key)
+        tensors.parent.mkdir(parents=True, exist_ok=True)
+        data = {k: v.detach().to("cpu").contiguous() for k, v in state.tensors.items()}
+        write_atomic(tensors, lambda tmp: _save_file(data, tmp, {"run": f"{spec.run.name}-{key}"}))
+        write_json_atomic(info, dict(state.info, key=key, spec=spec.run.to_dict(),
+                                     tensors_sha256=sha256_files([tensors])))
+
+    def load_partial(self, spec: ModelSpec, key: str) -> Optional[TrainState]:
+        """The state an interrupted run of (spec, key) left, or None: none saved, or one whose
+        files do not match (a process killed between the two writes), which is then retrained."""
+        tensors, info = self._partial_paths(spec, key)
+        try:
+            meta = json.loads(info.read_text())
+            if meta.get("key") != key or sha256_files([tensors]) != meta.get("tensors_sha256"):
+                return None
+            return TrainState(int(meta["epoch"]), load_file(str(tensors)), meta)
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+            return None
+
+    def drop_partial(self, spec: ModelSpec, key: str) -> None:
+        """Once the run's checkpoint is saved (its lock held: no other process writes these)."""
+        for path in self._partial_paths(spec, key):
+            path.unlink(missing_ok=True)
+            for stale in path.parent.glob(f".tmp-{path.name}.*"):  # a write that a kill cut short
+                stale.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()  # when no other run is in progress
+        except OSError:
+            pass
 
     def save(self, spec: ModelSpec, key: str, model: torch.nn.Module, meta: dict,
              best_state: Optional[dict] = None) -> dict:

@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +88,63 @@ class TrainResult:
     catastrophic_overfitting_epoch: Optional[int] = None
 
 
+@dataclass
+class TrainState:
+    """A training run at the end of an epoch, enough to go on from there bit for bit: the
+    weights, the optimizer's momentum, the schedule's step, both generators (the batch order and
+    augmentation's, and the global one adversarial training's random starts draw from) and an
+    adversarial run's held-out history and best weights. ``tensors`` go to safetensors, ``info``
+    to JSON (bench/checkpoints.py): nothing of it is pickled."""
+    epoch: int  # epochs done
+    tensors: Dict[str, torch.Tensor]
+    info: dict
+
+
+def _snapshot(epoch: int, model, optimizer, schedule, gen, result: TrainResult, wall_s: float) -> TrainState:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars = {}
+    for i, state in opt["state"].items():
+        for name, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{i}.{name}"] = v
+            else:
+                scalars[f"{i}.{name}"] = v
+    tensors["rng.batches"] = gen.get_state()
+    tensors["rng.global"] = torch.get_rng_state()
+    if gen.device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(gen.device)
+    for k, v in (result.best_state or {}).items():
+        tensors[f"best.{k}"] = v
+    info = {"epoch": epoch, "param_groups": opt["param_groups"], "opt_scalars": scalars,
+            "schedule": {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"},
+            "history": result.history, "best_epoch": result.best_epoch, "wall_s": wall_s}
+    return TrainState(epoch, tensors, info)
+
+
+def _restore(state: TrainState, model, optimizer, schedule, gen, result: TrainResult) -> None:
+    t, info = state.tensors, state.info
+    model.load_state_dict({k[len("model."):]: v for k, v in t.items() if k.startswith("model.")}, strict=True)
+    opt: dict = {"state": {}, "param_groups": info["param_groups"]}
+    for k, v in t.items():
+        if k.startswith("opt."):
+            i, name = k[len("opt."):].split(".", 1)
+            opt["state"].setdefault(int(i), {})[name] = v
+    for k, v in info["opt_scalars"].items():
+        i, name = k.split(".", 1)
+        opt["state"].setdefault(int(i), {})[name] = v
+    optimizer.load_state_dict(opt)
+    schedule.load_state_dict({**schedule.state_dict(), **info["schedule"]})
+    gen.set_state(t["rng.batches"])
+    torch.set_rng_state(t["rng.global"])
+    if "rng.cuda" in t:
+        torch.cuda.set_rng_state(t["rng.cuda"], gen.device)
+    best = {k[len("best."):]: v for k, v in t.items() if k.startswith("best.")}
+    result.best_state = best or None
+    result.history, result.best_epoch = list(info["history"]), info["best_epoch"]
+    result.catastrophic_overfitting_epoch = catastrophic_epoch(result.history)
+
+
 class AdversarialStep:
     """The inner maximisation and outer loss of an adversarial regime, on a batch.
 
@@ -162,11 +219,15 @@ def catastrophic_epoch(history: List[dict]) -> Optional[int]:
 
 def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
           progress: bool = False, accel: Optional[Accel] = None,
-          on_epoch: Optional[Callable[[dict], None]] = None) -> TrainResult:
+          on_epoch: Optional[Callable[[dict], None]] = None,
+          snapshot: Optional[Callable[[TrainState], None]] = None,
+          resume: Optional[TrainState] = None) -> TrainResult:
     """Train ``spec`` with ``recipe``; seeded by spec.seed, so a CPU rerun gives the same weights.
     ``accel``: bf16 autocast and torch.compile (default: Accel.for_device, on for CUDA only).
     ``on_epoch``: called after each epoch with its figures (epoch, epochs, train_loss, train_acc,
-    wall_s since the start, and an adversarial run's held-out clean_acc and pgd_acc)."""
+    wall_s since the start, and an adversarial run's held-out clean_acc and pgd_acc).
+    ``snapshot``: called with the run's TrainState after each epoch but the last; ``resume``: such
+    a state, to go on from (the weights come out as the uninterrupted run's)."""
     accel = accel or Accel.for_device(device)
     # At high T the softmax of the scaled logits holds probabilities below float32's normal
     # range; CPU arithmetic on such subnormals is microcoded and made high-T training 3.5x slower
@@ -176,14 +237,15 @@ def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     flushing = torch.set_flush_denormal(True)  # False where the CPU cannot
     try:
         with accel.training(device):
-            return _train(spec, recipe, data, device, progress, accel, on_epoch)
+            return _train(spec, recipe, data, device, progress, accel, on_epoch, snapshot, resume)
     finally:
         if flushing:
             torch.set_flush_denormal(False)  # torch's default (it has no getter to restore from)
 
 
 def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device, progress: bool,
-           accel: Accel, on_epoch: Optional[Callable[[dict], None]]) -> TrainResult:
+           accel: Accel, on_epoch: Optional[Callable[[dict], None]], snapshot: Optional[Callable[[TrainState], None]],
+           resume: Optional[TrainState]) -> TrainResult:
     start = time.perf_counter()
     torch.manual_seed(spec.seed)
     # channels_last pays on CPU too (oneDNN convolutions: ~1.8x for fastnet on 2 cores)
@@ -216,11 +278,15 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     # float, as ever, so that CPU runs keep their bit-exact weights
     T_step = torch.tensor(T, device=device) if accel.compile else T
     result = TrainResult(model, float("nan"), float("nan"), len(idx), 0.0)
+    first, before = 0, 0.0  # epochs done and seconds spent before this process: a resumed run's
+    if resume is not None:
+        _restore(resume, model, optimizer, schedule, gen, result)
+        first, before = resume.epoch, resume.info["wall_s"]
     model.train()
-    bar = tqdm(total=recipe.epochs * steps_per_epoch, disable=not progress, desc=f"train {spec.name}",
-               unit="step", leave=False, dynamic_ncols=True)
+    bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=first * steps_per_epoch, disable=not progress,
+               desc=f"train {spec.name}", unit="step", leave=False, dynamic_ncols=True)
     loss_sum = correct = seen = 0
-    for epoch in range(recipe.epochs):
+    for epoch in range(first, recipe.epochs):
         order = torch.randperm(n, generator=gen, device=device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -260,10 +326,13 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}")
         if on_epoch is not None:
             figures = dict(epoch=epoch + 1, epochs=recipe.epochs, train_loss=epoch_loss,
-                           train_acc=correct.item() / seen, wall_s=time.perf_counter() - start)
+                           train_acc=correct.item() / seen, wall_s=before + time.perf_counter() - start)
             on_epoch({**figures, **(result.history[-1] if holdout is not None else {})})
+        if snapshot is not None and epoch + 1 < recipe.epochs:
+            snapshot(_snapshot(epoch + 1, model, optimizer, schedule, gen, result,
+                               before + time.perf_counter() - start))
     bar.close()
     model.eval()
     result.final_train_loss, result.final_train_acc = epoch_loss, correct.item() / seen
-    result.wall_s = time.perf_counter() - start
+    result.wall_s = before + time.perf_counter() - start
     return result

@@ -125,7 +125,8 @@ def http_server(tmp_path):
 # the short ones now; test_store.py since its two file-system tests, about 25 s.)
 LONGEST_FIRST = ("test_faults.py", "test_gpu_paths.py", "test_audit.py", "test_cli.py", "test_adversarial_training.py",
                  "test_attack_suite.py", "test_selfcheck.py", "test_api.py", "test_html_report.py",
-                 "test_twin_checkpoints.py", "test_store.py", "test_fit_temperature.py", "test_claims.py",
+                 "test_twin_checkpoints.py", "test_training_resume.py", "test_store.py", "test_fit_temperature.py",
+                 "test_claims.py",
                  "test_early_stop.py", "test_committed_results.py", "test_bad_input.py", "test_zoo.py", "test_apgd.py")
 
 

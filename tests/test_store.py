@@ -165,8 +165,10 @@ except OSError as e:
 
 def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_resumes(mini_data, mini_root, mini_cache, tmp_path):
     """A checkpoint larger than the file system allows (safetensors' own writer fails, under a
-    64 KB file size limit: the decoded images are already in the cache): one line that names the
-    folder, exit 2, no traceback and no temp file left; with room again the same command finishes."""
+    64 KB file size limit: the decoded images are already in the cache; the first such write is
+    the training state after epoch 1, in the checkpoint folder's in-progress/): one line that names
+    the folder, exit 2, no traceback and no temp file left; with room again the same command
+    finishes."""
     store = tmp_path / "s"
     args = ["--profile", "smoke", "--model", "fastnetw8_T1", "--attack", "none", "--data-root", str(mini_root),
             "--cache", str(mini_cache), "--store", str(store), "--no-progress", "--tables-only"]
@@ -175,7 +177,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_resumes(mini_data, 
                        text=True, env=env, timeout=300)
     assert r.returncode == 2, r.stderr[-3000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: File too large in {store / 'checkpoints'}: "), last
+    assert last.startswith(f"error: File too large in {store / 'checkpoints' / 'in-progress'}: "), last
     assert "rerun the same command to resume" in last and "Traceback" not in r.stderr
     assert not list(store.rglob(".tmp-*")) and not list(store.rglob("*.safetensors"))
     from bench.run import main  # the rerun in this process: a second process would add its imports

@@ -84,19 +84,25 @@ def duration(s: float) -> str:
 
 def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
     n = min(recipe.train_subset or len(data.train), len(data.train))
-    log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images")
+    resume = ckpts.load_partial(spec, key)  # an interrupted run goes on from its last epoch
+    log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images"
+        + (f", from epoch {resume.epoch} (an interrupted run's state)" if resume is not None else ""))
     result = train(spec.run, recipe, data, plan.device, progress=plan.progress,
-                   on_epoch=None if plan.progress else lambda e: log(_epoch_line(e)))
+                   on_epoch=None if plan.progress else lambda e: log(_epoch_line(e)),
+                   snapshot=lambda state: ckpts.save_partial(spec, key, state), resume=resume)
     test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
     meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
                 data_fingerprint=data.fingerprint, num_classes=data.num_classes, epochs=recipe.epochs,
                 train_n=result.train_n, final_train_loss=result.final_train_loss,
                 final_train_acc=result.final_train_acc, test_acc=test_acc, test_n=len(eval_split),
                 wall_s=result.wall_s)
+    if resume is not None:
+        meta.update(resumed_from_epoch=resume.epoch)
     if spec.adversarial:
         meta.update(best_epoch=result.best_epoch, holdout_history=result.history,
                     catastrophic_overfitting_epoch=result.catastrophic_overfitting_epoch)
     ckpts.save(spec, key, result.model, meta, best_state=result.best_state)
+    ckpts.drop_partial(spec, key)
     log(f"  trained in {result.wall_s:.0f}s: train loss {result.final_train_loss:.3f}, "
         f"train acc {100 * result.final_train_acc:.1f}%, test acc (last) {100 * test_acc:.1f}% -> {key}")
     if spec.adversarial:

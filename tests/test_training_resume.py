@@ -1,0 +1,106 @@
+"""A training run interrupted after an epoch goes on from its saved state (bench/train.py
+TrainState, kept by the checkpoint store) to the weights the uninterrupted run gives, bit for bit;
+through the grid, the rerun of an interrupted run says so and its checkpoint is the same."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bench.checkpoints import CheckpointStore
+from bench.profiles import Recipe
+from bench.train import train
+from models import parse_name
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+class Stop(Exception):
+    pass
+
+
+def interrupted_then_resumed(spec, recipe, data, store, stop_after: int):
+    """Train, saving each epoch's state to ``store`` and stopping after epoch ``stop_after``
+    (as a kill would); then go on from what the store holds."""
+    def snapshot(state):
+        store.save_partial(spec, "k", state)
+        if state.epoch == stop_after:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(spec, recipe, data, CPU, snapshot=snapshot)
+    state = store.load_partial(spec, "k")
+    assert state is not None and state.epoch == stop_after
+    return train(spec, recipe, data, CPU, resume=state)
+
+
+@pytest.mark.parametrize("name, recipe", [
+    ("fastnetw8_T5", dict(epochs=3, batch_size=64, lr=0.1, train_subset=512)),
+    # fast AT: its random starts draw from the global generator, and @best and the held-out
+    # history carry over the interruption
+    ("fastnetw8_T1_fat", dict(epochs=3, batch_size=64, lr=0.1, train_subset=512, at_holdout=64, at_eval_steps=2)),
+])
+def test_a_resumed_run_gives_the_uninterrupted_runs_weights(name, recipe, mini_data, tmp_path):
+    spec, recipe = parse_name(name), Recipe(**recipe)
+    whole = train(spec, recipe, mini_data, CPU)
+    store = CheckpointStore(tmp_path)
+    resumed = interrupted_then_resumed(spec, recipe, mini_data, store, stop_after=1)
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert (resumed.final_train_loss, resumed.final_train_acc) == (whole.final_train_loss, whole.final_train_acc)
+    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
+    if spec.adversarial:
+        assert all(torch.equal(v, resumed.best_state[k]) for k, v in whole.best_state.items())
+    store.drop_partial(spec, "k")
+    assert not (tmp_path / "in-progress").exists()
+
+
+def test_a_state_whose_files_do_not_match_is_not_resumed(mini_data, tmp_path):
+    spec, recipe = parse_name("fastnetw8_T1"), Recipe(epochs=2, batch_size=64, lr=0.1, train_subset=256)
+    store = CheckpointStore(tmp_path)
+    train(spec, recipe, mini_data, CPU, snapshot=lambda state: store.save_partial(spec, "k", state))
+    assert store.load_partial(spec, "k").epoch == 1
+    assert store.load_partial(spec, "other") is None
+    tensors = next((tmp_path / "in-progress").glob("*.safetensors"))
+    tensors.write_bytes(tensors.read_bytes()[:-10])  # killed between the tensors and the JSON
+    assert store.load_partial(spec, "k") is None
+    assert not list(store.sidecars())  # reports and estimates never meet a run in progress
+
+
+def test_a_grid_run_killed_mid_training_resumes_from_its_last_epoch(mini_root, tmp_path):
+    """The CLI: SIGKILL once the first epoch's state is saved; the rerun goes on from it and saves
+    the checkpoint the uninterrupted run saves (the same sha256)."""
+    profile = tmp_path / "p.toml"
+    profile.write_text('[recipe]\nepochs = 6\nbatch_size = 64\nlr = 0.1\ntrain_subset = 2000\n'
+                       '[eval]\nn = 20\nbatch_size = 20\nattacks = ["fgsm"]\nviews = ["raw"]\n'
+                       '[[grid]]\narch = "fastnetw8"\nT = [2]\n')
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def command(store):
+        return [sys.executable, "-m", "bench.run", "--profile", str(profile), "--data-root", str(mini_root),
+                "--cache", str(tmp_path / "cache"), "--store", str(store), "--no-progress", "--tables-only"]
+
+    whole = subprocess.run(command(tmp_path / "whole"), cwd=REPO, capture_output=True, text=True, env=env)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen(command(tmp_path / "cut"), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    saved = tmp_path / "cut" / "checkpoints" / "in-progress"
+    while time.time() < deadline and proc.poll() is None and not list(saved.glob("*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before its first epoch's state was saved"
+    rerun = subprocess.run(command(tmp_path / "cut"), cwd=REPO, capture_output=True, text=True, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "(an interrupted run's state)" in rerun.stderr
+    (a,), (b,) = (list(tmp_path.glob(f"{s}/checkpoints/*.safetensors")) for s in ("whole", "cut"))
+    assert load_file(str(a)).keys() == load_file(str(b)).keys()
+    assert all(torch.equal(v, load_file(str(b))[k]) for k, v in load_file(str(a)).items())
+    assert not (tmp_path / "cut" / "checkpoints" / "in-progress").exists()
