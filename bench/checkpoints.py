@@ -191,14 +191,15 @@ class CheckpointStore:
         stem = self.root / "in-progress" / f"{spec.run.name}-{key}"
         return stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
 
-    def save_partial(self, spec: ModelSpec, key: str, state: TrainState) -> None:
+    def save_partial(self, spec: ModelSpec, key: str, state: TrainState, made_by: Optional[dict] = None) -> None:
         """The run's state after an epoch (its tensors, then the JSON that vouches for them, each
-        atomically), replacing the previous epoch's."""
+        atomically), replacing the previous epoch's; ``made_by``: the provenance of the process
+        that trained it, for the resumed run's sidecar to name."""
         tensors, info = self._partial_paths(spec, key)
         tensors.parent.mkdir(parents=True, exist_ok=True)
         data = {k: v.detach().to("cpu").contiguous() for k, v in state.tensors.items()}
         write_atomic(tensors, lambda tmp: _save_file(data, tmp, {"run": f"{spec.run.name}-{key}"}))
-        write_json_atomic(info, dict(state.info, key=key, spec=spec.run.to_dict(),
+        write_json_atomic(info, dict(state.info, key=key, spec=spec.run.to_dict(), made_by=made_by or {},
                                      tensors_sha256=sha256_files([tensors])))
 
     def load_partial(self, spec: ModelSpec, key: str) -> Optional[TrainState]:

@@ -1,6 +1,7 @@
 """A training run interrupted after an epoch goes on from its saved state (bench/train.py
 TrainState, kept by the checkpoint store) to the weights the uninterrupted run gives, bit for bit;
 through the grid, the rerun of an interrupted run says so and its checkpoint is the same."""
+import json
 import os
 import signal
 import subprocess
@@ -103,4 +104,7 @@ def test_a_grid_run_killed_mid_training_resumes_from_its_last_epoch(mini_root, t
     (a,), (b,) = (list(tmp_path.glob(f"{s}/checkpoints/*.safetensors")) for s in ("whole", "cut"))
     assert load_file(str(a)).keys() == load_file(str(b)).keys()
     assert all(torch.equal(v, load_file(str(b))[k]) for k, v in load_file(str(a)).items())
+    meta = json.loads(b.with_suffix(".json").read_text())
+    assert meta["resumed_from_epoch"] >= 1 and meta["resumed_from_threads"] == 1
+    assert meta["resumed_from_device"] == meta["device"]  # the same machine here
     assert not (tmp_path / "cut" / "checkpoints" / "in-progress").exists()

@@ -89,15 +89,18 @@ def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
         + (f", from epoch {resume.epoch} (an interrupted run's state)" if resume is not None else ""))
     result = train(spec.run, recipe, data, plan.device, progress=plan.progress,
                    on_epoch=None if plan.progress else lambda e: log(_epoch_line(e)),
-                   snapshot=lambda state: ckpts.save_partial(spec, key, state), resume=resume)
+                   snapshot=lambda state: ckpts.save_partial(spec, key, state, provenance(plan.device)),
+                   resume=resume)
     test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
     meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
                 data_fingerprint=data.fingerprint, num_classes=data.num_classes, epochs=recipe.epochs,
                 train_n=result.train_n, final_train_loss=result.final_train_loss,
                 final_train_acc=result.final_train_acc, test_acc=test_acc, test_n=len(eval_split),
                 wall_s=result.wall_s)
-    if resume is not None:
-        meta.update(resumed_from_epoch=resume.epoch)
+    if resume is not None:  # the epochs before it ran in another process, maybe on another machine
+        made_by = resume.info.get("made_by", {})
+        meta.update(resumed_from_epoch=resume.epoch, resumed_from_device=made_by.get("device"),
+                    resumed_from_threads=made_by.get("threads"))
     if spec.adversarial:
         meta.update(best_epoch=result.best_epoch, holdout_history=result.history,
                     catastrophic_overfitting_epoch=result.catastrophic_overfitting_epoch)
