@@ -214,6 +214,15 @@ class CheckpointStore:
         except (OSError, ValueError, KeyError, TypeError, SafetensorError):
             return None
 
+    def partial_epoch(self, spec: ModelSpec, key: str) -> Optional[int]:
+        """The epochs an interrupted run of (spec, key) has saved, from its JSON alone (what
+        --dry-run says; load_partial checks the tensors against it before they are used)."""
+        try:
+            meta = json.loads(self._partial_paths(spec, key)[1].read_text())
+            return int(meta["epoch"]) if meta.get("key") == key else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def drop_partial(self, spec: ModelSpec, key: str) -> None:
         """Once the run's checkpoint is saved (its lock held: no other process writes these)."""
         for path in self._partial_paths(spec, key):

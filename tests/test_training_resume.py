@@ -75,8 +75,8 @@ def test_a_state_whose_files_do_not_match_is_not_resumed(mini_data, tmp_path):
 
 
 def test_a_grid_run_killed_mid_training_resumes_from_its_last_epoch(mini_root, tmp_path):
-    """The CLI: SIGKILL once the first epoch's state is saved; the rerun goes on from it and saves
-    the checkpoint the uninterrupted run saves (the same sha256)."""
+    """The CLI: SIGKILL once the first epoch's state is saved; --dry-run says the training goes on
+    from it, and the rerun does and saves the checkpoint the uninterrupted run saves."""
     profile = tmp_path / "p.toml"
     profile.write_text('[recipe]\nepochs = 6\nbatch_size = 64\nlr = 0.1\ntrain_subset = 2000\n'
                        '[eval]\nn = 20\nbatch_size = 20\nattacks = ["fgsm"]\nviews = ["raw"]\n'
@@ -98,6 +98,8 @@ def test_a_grid_run_killed_mid_training_resumes_from_its_last_epoch(mini_root, t
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before its first epoch's state was saved"
+    dry = subprocess.run([*command(tmp_path / "cut"), "--dry-run"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert dry.returncode == 0 and "fastnetw8_T2: train (from epoch " in dry.stderr, dry.stderr
     rerun = subprocess.run(command(tmp_path / "cut"), cwd=REPO, capture_output=True, text=True, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert "(an interrupted run's state)" in rerun.stderr

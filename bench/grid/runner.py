@@ -52,7 +52,11 @@ def preview(plan: Plan, log: Callable[[str], None] = _log) -> Dict[str, List[str
     _, todo, held = _grid(ctx, log)
     left: Dict[str, List[str]] = {}
     for job in todo:
-        left.setdefault(job.spec.name, []).append("train" if job.kind == "train" else job.family)
+        part = job.family
+        if job.kind == "train":
+            done = ctx.ckpts.partial_epoch(job.spec.run, job.key.rsplit("/", 1)[1])
+            part = "train" + (f" (from epoch {done}, an interrupted run's state)" if done else "")
+        left.setdefault(job.spec.name, []).append(part)
     log("would run (--dry-run: nothing was run or written):" if left else "nothing to run")
     for name, parts in left.items():
         log(f"  {name}: {', '.join(parts)}")
