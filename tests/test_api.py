@@ -112,13 +112,13 @@ class NoGrad(torch.nn.Module):
             return self.model(x)
 
 
-class InPlace(NoGrad):
+class InPlace(torch.nn.Module):
     """The network behind an in-place step on its input: a normalisation (the input is left
     changed), or a clamp to [0, 1] (the values kept, but autograd refuses it on a leaf)."""
 
     def __init__(self, model, clamp=False):
-        super().__init__(model)
-        self.clamp = clamp
+        super().__init__()
+        self.model, self.clamp = model, clamp
 
     def forward(self, x):
         return self.model(x.clamp_(0, 1) if self.clamp else x.sub_(0.5) + 0.5)
