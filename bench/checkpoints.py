@@ -60,6 +60,15 @@ def _save_file(state: Dict[str, torch.Tensor], path: Path, metadata: Dict[str, s
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from e
 
 
+def _write_tensors(path: Path, state: Dict[str, torch.Tensor], run: str) -> str:
+    """Tensors to ``path`` as safetensors, atomically; their sha256. One metadata entry:
+    safetensors writes a map of several in a per-process random order, and the same weights
+    would get another sha256 in each process."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    write_atomic(path, lambda tmp: _save_file(state, tmp, {"run": run}))
+    return sha256_files([path])
+
+
 class CheckpointStore:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -197,10 +206,9 @@ class CheckpointStore:
         that trained it, for the resumed run's sidecar to name."""
         tensors, info = self._partial_paths(spec, key)
         tensors.parent.mkdir(parents=True, exist_ok=True)
-        data = {k: v.detach().to("cpu").contiguous() for k, v in state.tensors.items()}
-        write_atomic(tensors, lambda tmp: _save_file(data, tmp, {"run": f"{spec.run.name}-{key}"}))
+        sha = _write_tensors(tensors, state.tensors, f"{spec.run.name}-{key}")
         write_json_atomic(info, dict(state.info, key=key, spec=spec.run.to_dict(), made_by=made_by or {},
-                                     tensors_sha256=sha256_files([tensors])))
+                                     tensors_sha256=sha))
 
     def load_partial(self, spec: ModelSpec, key: str) -> Optional[TrainState]:
         """The state an interrupted run of (spec, key) left, or None: none saved, or one whose
@@ -239,18 +247,11 @@ class CheckpointStore:
         """Save the last weights (and an adversarial run's best ones), then the sidecar."""
         run = spec.run
         weights, sidecar = self.paths(run, key)
-
-        def write(path, state):
-            state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-            # one metadata entry: safetensors writes a map of several in a per-process random
-            # order, and the same weights would get another sha256 in each process
-            write_atomic(path, lambda tmp: _save_file(state, tmp, {"run": f"{run.name}-{key}"}))
-            return sha256_files([path])
-
         meta = dict(meta, key=key, spec=run.to_dict(), weights=weights.name,
-                    weights_sha256=write(weights, model.state_dict()))
+                    weights_sha256=_write_tensors(weights, model.state_dict(), f"{run.name}-{key}"))
         if best_state is not None:
             best = self.paths(replace(run, checkpoint="best"), key)[0]
-            meta.update(best_weights=best.name, best_weights_sha256=write(best, best_state))
+            meta.update(best_weights=best.name,
+                        best_weights_sha256=_write_tensors(best, best_state, f"{run.name}-{key}"))
         write_json_atomic(sidecar, meta)
         return meta

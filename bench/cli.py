@@ -24,7 +24,7 @@ from bench.errors import BenchError
 from bench.grid.executor import LocalExecutor, RayExecutor
 from bench.grid.plan import Plan
 from bench.measure import families
-from bench.profiles import check_radius, load_profile
+from bench.profiles import MIN_EVAL_N, check_radius, load_profile
 from bench.store import ResultStore
 from models import ARCHS, REGIMES, parse_name
 from models.external import file_spec, is_file_name
@@ -247,9 +247,9 @@ def make_plan(args, specs=None):
     for --model."""
     profile = load_profile(args.profile)
     if args.n_test is not None:
-        if args.n_test < 2:  # calibration's post-hoc T is fitted on one half and scored on the other
-            raise BenchError(f"--n-test must be >= 2 (the post-hoc temperature is cross-fitted on two halves), "
-                             f"got {args.n_test}")
+        if args.n_test < MIN_EVAL_N:
+            raise BenchError(f"--n-test must be >= {MIN_EVAL_N} (the post-hoc temperature is cross-fitted on two "
+                             f"halves), got {args.n_test}")
         profile = replace(profile, eval=replace(profile.eval, n=args.n_test))
     if args.shift_n is not None and args.shift_n < 1:
         raise BenchError(f"--shift-n must be >= 1, got {args.shift_n}")

@@ -138,6 +138,11 @@ def _check_seed(key: str, v: int):
         raise BenchError(f"{key} must lie in 0..{MAX_SEED}, got {v}")
 
 
+# The fewest images an evaluation can have: calibration's post-hoc T is fitted on one half of them
+# and scored on the other
+MIN_EVAL_N = 2
+
+
 @dataclass(frozen=True)
 class EvalSetup:
     split: str = "test"
@@ -182,8 +187,7 @@ class EvalSetup:
         if self.split not in ("train", "test"):
             raise BenchError(f"split must be train or test, got {self.split!r}")
         # n and shift_n: left out means the whole split, as without --n-test; 0 is not a size
-        # n >= 2: calibration's post-hoc T is fitted on one half of the images and scored on the other
-        for key, least in (("n", 2), ("shift_n", 1)):
+        for key, least in (("n", MIN_EVAL_N), ("shift_n", 1)):
             if getattr(self, key) is not None and getattr(self, key) < least:
                 raise BenchError(f"{key} must be >= {least} (leave it out for the whole split), got "
                                  f"{getattr(self, key)}")

@@ -65,12 +65,11 @@ class Context:
         log(f"data: {data.name} (fingerprint {data.fingerprint[:12]}), train {len(data.train)}, "
             f"test {len(data.test)}")
         self.data = data.to(plan.device)
-        probe = to_float(self.data.test.images[:8])
         for s in plan.models:  # a network from outside, on a few test images, before anything is written
             if isinstance(s, ExternalSpec):
                 if s.source != "python":  # a file's, built on the CPU (audit()'s is on the device already)
                     s.model.to(plan.device)
-                check_contract(s.name, s.model, probe, data.num_classes, data.name)
+                check_contract(s.name, s.model, to_float(self.data.test.images[:8]), data.num_classes, data.name)
         ev = plan.profile.eval
         self.split = self.data.split(ev.split)
         self.eval_split = self.split.subset(stratified_indices(self.split.labels, ev.n, ev.subset_seed))

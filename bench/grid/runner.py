@@ -54,7 +54,7 @@ def preview(plan: Plan, log: Callable[[str], None] = _log) -> Dict[str, List[str
     for job in todo:
         part = job.family
         if job.kind == "train":
-            done = ctx.ckpts.partial_epoch(job.spec.run, job.key.rsplit("/", 1)[1])
+            done = ctx.ckpts.partial_epoch(job.spec.run, ctx.ckpt_key(job.spec.run))
             part = "train" + (f" (from epoch {done}, an interrupted run's state)" if done else "")
         left.setdefault(job.spec.name, []).append(part)
     log("would run (--dry-run: nothing was run or written):" if left else "nothing to run")

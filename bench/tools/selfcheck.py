@@ -23,7 +23,7 @@ import torch
 from bench.api import audit
 from bench.data import default_data_root, load_dataset
 from bench.errors import BenchError
-from bench.profiles import Recipe
+from bench.profiles import MIN_EVAL_N, Recipe
 from bench.train import train
 from models import parse_name
 
@@ -128,8 +128,8 @@ def run_battery(data_root: Optional[str] = None, n: int = 200, cache: Optional[s
                 base: Optional[torch.nn.Module] = None) -> List[Outcome]:
     """``base``: base_model(data) when the caller has already trained it (the tests have)."""
     def check_n(data):  # once, before the cache is written and the base model trains, not once per case
-        if not 2 <= n <= len(data.test):  # 2: each audit's post-hoc T is cross-fitted on two halves
-            raise BenchError(f"--n must lie in 2..{len(data.test)} (the test images), got {n}")
+        if not MIN_EVAL_N <= n <= len(data.test):  # each audit's post-hoc T is cross-fitted on two halves
+            raise BenchError(f"--n must lie in {MIN_EVAL_N}..{len(data.test)} (the test images), got {n}")
 
     data = load_dataset(data_root, None if cache is None else Path(cache), check=check_n)
     check_n(data)  # a cached load does not call it
