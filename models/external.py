@@ -166,6 +166,17 @@ def file_spec(name: str, arch: Optional[str], temperature: Optional[float], mean
                         weights_sha256=sha, arch=arch, source=str(path), num_classes=num_classes)
 
 
+def _dtype_advice(model: torch.nn.Module, x: torch.Tensor) -> str:
+    """What to do when a model's weights are not in the dtype the harness feeds (a half-precision
+    or float64 network fails on float32 pixels with a bare dtype mismatch)."""
+    other = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()}
+                   - {str(x.dtype).removeprefix("torch.")})
+    if not other:
+        return ""
+    return (f": its parameters are {' and '.join(other)} and the harness feeds {str(x.dtype).removeprefix('torch.')} "
+            f"pixels; give it model.float(), or cast the input to its dtype inside its forward")
+
+
 def check_contract(name: str, model: torch.nn.Module, x: torch.Tensor, num_classes: int, data_name: str) -> None:
     """A network from outside the harness, on ``x`` (a few test images in [0, 1], on its device),
     against what every measurement assumes of it: raw logits of shape (N, classes), finite, the
@@ -177,7 +188,7 @@ def check_contract(name: str, model: torch.nn.Module, x: torch.Tensor, num_class
             out = model(x)
         except Exception as e:  # noqa: BLE001 - whatever the model raises, the user needs one line
             raise BenchError(f"{name}: the model fails on a batch of {len(x)} images of shape {tuple(x.shape)} in "
-                             f"[0, 1] ({type(e).__name__}: {e})") from None
+                             f"[0, 1] ({type(e).__name__}: {e}){_dtype_advice(model, x)}") from None
         if not torch.equal(x, given):  # an attack's iterate, or the images it checks, would change under it
             raise BenchError(f"{name}: the model changes its input in place (e.g. x.sub_(mean) in its forward): every "
                              f"attack and accuracy would see other images than it was given; use out-of-place "

@@ -132,6 +132,7 @@ class InPlace(torch.nn.Module):
     (lambda m: Scaled(m, k=float("nan")), "NaN or infinite logits on 8 of 8 test images"),
     (lambda m: Scaled(m, out=torch.log_softmax), "returns log-probabilities"),
     (lambda m: torch.nn.Sequential(m, torch.nn.Linear(10, 5)), "logits of shape (N, 10)"),
+    (lambda m: copy.deepcopy(m).to(torch.bfloat16), "its parameters are bfloat16 and the harness feeds float32"),
     (lambda m: "not a model", "must be a torch.nn.Module"),
     (lambda m: copy.deepcopy(m).to("meta"), "the model is on meta"),
 ])
