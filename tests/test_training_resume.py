@@ -78,7 +78,7 @@ def test_a_grid_run_killed_mid_training_resumes_from_its_last_epoch(mini_root, t
     """The CLI: SIGKILL once the first epoch's state is saved; --dry-run says the training goes on
     from it, and the rerun does and saves the checkpoint the uninterrupted run saves."""
     profile = tmp_path / "p.toml"
-    profile.write_text('[recipe]\nepochs = 6\nbatch_size = 64\nlr = 0.1\ntrain_subset = 2000\n'
+    profile.write_text('[recipe]\nepochs = 3\nbatch_size = 64\nlr = 0.1\ntrain_subset = 1000\n'
                        '[eval]\nn = 20\nbatch_size = 20\nattacks = ["fgsm"]\nviews = ["raw"]\n'
                        '[[grid]]\narch = "fastnetw8"\nT = [2]\n')
     env = dict(os.environ, OMP_NUM_THREADS="1")
