@@ -107,6 +107,24 @@ def test_an_unknown_zoo_name_stops_before_anything_is_written(dry_run, tmp_path,
     assert "from models.zoo import zoo_models" in err[0] and not list(tmp_path.iterdir())
 
 
+def test_a_zoo_checkpoint_that_breaks_the_contract_stops_before_anything_is_written(tmp_path, mini_root, capsys):
+    """A zoo model is loaded and put through the outside-model contract when the run is planned:
+    weights that give NaN logits (a corrupt or diverged file) stop it in one line, exit 2, before
+    the results folder and its job logs exist (it used to fail in its first job, after both)."""
+    from bench.run import main
+    net = _place_checkpoint("Addepalli2021Towards_RN18", tmp_path / "cache" / "robustbench")
+    (path,) = checkpoint_paths("robustbench:Addepalli2021Towards_RN18", tmp_path / "cache" / "robustbench")
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in net.state_dict().items()}, path)
+    args = ["--profile", "smoke", "--model", "robustbench:Addepalli2021Towards_RN18", "--attack", "fgsm",
+            "--data-root", str(mini_root), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
+            "--no-progress"]
+    assert main(args) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: robustbench:Addepalli2021Towards_RN18: the model returns NaN or infinite"), last
+    assert not (tmp_path / "out").exists()
+
+
 def test_pickle_payload_is_refused(tmp_path, monkeypatch):
     """robustbench calls torch.load without weights_only; a checkpoint that would run code on
     unpickling is refused, even where torch's default has been switched back to full unpickling."""

@@ -83,6 +83,20 @@ class Context:
         self._last_model: Optional[tuple] = None  # (spec name, what model() returned) of the last job
         self._verified: Dict[tuple, dict] = {}
 
+    def load_zoo_models(self, log: Callable[[str], None]) -> None:
+        """Each RobustBench model of the plan loaded (downloaded first when its checkpoint is
+        missing) and put through the outside-model contract before anything is written: offline
+        without its file, or with weights that give NaN logits, the run stops in one line rather
+        than in its first job, after the results folder and the job's log exist. The driver calls
+        it (not --dry-run, which downloads nothing, nor a Ray worker); the last model loaded is
+        kept for its first job."""
+        for s in self.plan.models:
+            if isinstance(s, ZooSpec):
+                loaded = get_zoo_model(s, self.plan, self.data, log)
+                check_contract(s.name, loaded[1], to_float(self.data.test.images[:8]), self.data.num_classes,
+                               self.data.name)
+                self._last_model = (s.name, loaded)
+
     def resolve_T(self, spec: ModelSpec) -> ModelSpec:
         """The T a spec does not state: a _Tauto model's from its formula; a caller's own model's
         estimated once, by post-hoc temperature scaling on held-out test images."""

@@ -31,6 +31,7 @@ def run(plan: Plan, log: Callable[[str], None] = _log, executor=None, pages: boo
     stores what it measured as soon as it is done, so an interrupted run resumes where it stopped."""
     started = time.perf_counter()
     ctx = Context(plan, log)
+    ctx.load_zoo_models(log)
     jobs, todo, held = _grid(ctx, log)
     executor = executor or LocalExecutor()
     pricer = Pricer(todo, ctx, held)
