@@ -80,10 +80,12 @@ def test_smoke_masking_audit_columns(smoke_run):
 
 
 def test_smoke_transfer_from_the_t1_surrogate(smoke_run):
-    """The transfer attack is crafted on the T=1 model and measured on the others, not onto itself."""
+    """The transfer attack is crafted on the T=1 model and measured on the others, not onto itself;
+    the run says so rather than leave the column empty without a word."""
     board, _ = smoke_tables(smoke_run)
     t1, t10 = board.set_index("model").loc["fastnetw8_T1"], board.set_index("model").loc["fastnetw8_T10"]
     assert pd.isna(t1["transfer@8/255"]) and pd.notna(t10["transfer@8/255"])
+    assert "transfer: not measured on fastnetw8_T1 (the surrogate would be the model itself)" in smoke_run[2].stderr
 
 
 def test_smoke_tidy_table_identity_and_provenance_columns(smoke_run):

@@ -217,6 +217,8 @@ def test_zoo_model_through_the_cli(tmp_path, mini_root, capsys):
     # the dry run lists it and writes nothing; after the real run it is priced from its own records
     assert main([*args, "--dry-run"]) == 0 and not (tmp_path / "out").exists()
     assert main(args) == 0
+    assert "transfer: not measured on robustbench:Addepalli2021Towards_RN18 (from outside the grid" in \
+        capsys.readouterr().err
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     (row,) = board.itertuples()
     assert row.model == "robustbench:Addepalli2021Towards_RN18" and row.regime == "zoo" and row.T == 1.0

@@ -84,8 +84,16 @@ class Transfer(Family):
 
     @classmethod
     def prepare(cls, ctx, log):
-        if not ctx.plan.profile.eval.transfer:
+        ev = ctx.plan.profile.eval
+        if not ev.transfer:
             return None
+        # the run's table would show an empty transfer column with no word of why
+        own = [s.name for s in ctx.plan.models if not isinstance(s, LoadedSpec) and surrogate_of(s, ev) is None]
+        outside = [s.name for s in ctx.plan.models if isinstance(s, LoadedSpec)]
+        if own or outside:
+            why = ([f"{', '.join(own)} (the surrogate would be the model itself)"] * bool(own) +
+                   [f"{', '.join(outside)} (from outside the grid: no surrogate of its kind)"] * bool(outside))
+            log(f"transfer: not measured on {'; '.join(why)}")
         # crafted to the last iterate: an early-stopped example sits just past the surrogate's
         # boundary and transfers far worse (fastnet_T1 -> fastnet_T1_s1, PGD-10: 41% robust, not 27%)
         return cls(ctx.plan.profile.attack("pgd", {"early_stop": False}))
