@@ -112,13 +112,16 @@ def test_a_zoo_checkpoint_that_breaks_the_contract_stops_before_anything_is_writ
     weights that give NaN logits (a corrupt or diverged file) stop it in one line, exit 2, before
     the results folder and its job logs exist (it used to fail in its first job, after both)."""
     from bench.run import main
-    net = _place_checkpoint("Addepalli2021Towards_RN18", tmp_path / "cache" / "robustbench")
-    (path,) = checkpoint_paths("robustbench:Addepalli2021Towards_RN18", tmp_path / "cache" / "robustbench")
-    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                for k, v in net.state_dict().items()}, path)
     args = ["--profile", "smoke", "--model", "robustbench:Addepalli2021Towards_RN18", "--attack", "fgsm",
             "--data-root", str(mini_root), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
             "--no-progress"]
+    (path,) = checkpoint_paths("robustbench:Addepalli2021Towards_RN18", tmp_path / "cache" / "robustbench")
+    assert main([*args, "--dry-run"]) == 0  # which downloads nothing, but says the run will
+    assert f"robustbench:Addepalli2021Towards_RN18: no checkpoint at {path}: the run downloads it first" in \
+        capsys.readouterr().err
+    net = _place_checkpoint("Addepalli2021Towards_RN18", tmp_path / "cache" / "robustbench")
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in net.state_dict().items()}, path)
     assert main(args) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: robustbench:Addepalli2021Towards_RN18: the model returns NaN or infinite"), last

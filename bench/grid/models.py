@@ -2,7 +2,7 @@
 missing) or a RobustBench zoo model. One place decides "load or train", for every executor."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, List
 
 import torch
 
@@ -14,7 +14,7 @@ from bench.provenance import provenance
 from bench.train import train
 from models import ModelSpec
 from models.external import ExternalSpec
-from models.zoo import ZooSpec, load_zoo_model
+from models.zoo import ZooSpec, checkpoint_paths, load_zoo_model
 
 
 @torch.no_grad()
@@ -35,6 +35,18 @@ def get_zoo_model(spec: ZooSpec, plan: Plan, data: Dataset, log: Callable[[str],
     cols = {k: info[k] for k in ("model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim",
                                  "checkpoint")}
     return info["run_key"], model, {"weights_sha256": info["weights_sha256"]}, cols
+
+
+def zoo_downloads(plan: Plan) -> List[str]:
+    """--dry-run's word on each zoo model whose checkpoint the run would download first (the run
+    loads them when it starts: Context.load_zoo_models)."""
+    lines = []
+    for spec in (s for s in plan.models if isinstance(s, ZooSpec)):
+        missing = [str(p) for p in checkpoint_paths(spec.name, plan.cache_dir / "robustbench") if not p.is_file()]
+        if missing:
+            lines.append(f"{spec.name}: no checkpoint at {', '.join(missing)}: the run downloads it first (offline, "
+                         f"put RobustBench's file there)")
+    return lines
 
 
 def get_external_model(spec: ExternalSpec, key: str, plan: Plan):

@@ -16,6 +16,7 @@ import pandas as pd
 from bench.grid.estimate import Pricer, estimate
 from bench.grid.executor import GridProgress, LocalExecutor
 from bench.grid.jobs import Context, Job, build_jobs, held_evaluations, is_done
+from bench.grid.models import zoo_downloads
 from bench.grid.plan import Plan
 from bench.provenance import device_name
 from bench.report.publish import write_reports
@@ -50,6 +51,8 @@ def preview(plan: Plan, log: Callable[[str], None] = _log) -> Dict[str, List[str
     the stores; writes nothing but the decoded data, when the cache does not have it yet; fetches
     no shift set."""
     ctx = Context(replace(plan, fetch_shift_sets=False), log)
+    for line in zoo_downloads(plan):
+        log(line)
     _, todo, held = _grid(ctx, log)
     left: Dict[str, List[str]] = {}
     for job in todo:
