@@ -477,6 +477,24 @@ def test_summary_points_to_another_eps_only_for_the_rows_attacked_there(tmp_path
     assert "robust_min@2/255" in text.splitlines()[0] and "robust_min@4/255" not in text.splitlines()[0]
 
 
+def test_summary_shows_the_column_robust_min_comes_from(tmp_path):
+    """A run with more columns than the small-run rule shows every attack for: the table named
+    apgd_t as where robust_min came from but printed no apgd_t column."""
+    from bench.report.tables import leaderboard, summary
+    store, base = _summary_store(tmp_path, clean=0.6)
+    for threat, view, acc in (("pgd", "raw", 0.3), ("pgd", "scaled", 0.25), ("fgsm", "raw", 0.4),
+                              ("apgd_t", "any", 0.1)):
+        store.put(dict(base, threat=threat, view=view, params={"eps": 8 / 255}, family="attack", eps=8 / 255,
+                       metrics={"robust_acc": acc, "zero_grad_frac": 0.0, "saturated_frac": 0.0}))
+    store.put(dict(base, threat="corruption", view="none", params={"name": "fog", "severity": 3}, family="corruption",
+                   eps=0.0, metrics={"accuracy": 0.5}))
+    board = leaderboard(store.table())
+    head, row = (line.split() for line in summary(board).splitlines()[:2])
+    assert list(board.robust_min_by) == ["apgd_t/any"]
+    assert "apgd_t@8/255" in head and row[head.index("apgd_t@8/255")] == "10.0"
+    assert "fgsm_raw@8/255" not in head  # the other attacks stay in leaderboard.csv
+
+
 def test_help_loads_no_torch():
     """--help answers without loading torch (seconds on a slow box): the parser imports nothing heavy."""
     import subprocess

@@ -223,6 +223,10 @@ def summary(board: pd.DataFrame) -> str:
              "cifar10.1"]
     if len([c for c in cols if c in board.columns]) <= 12:  # a small run: show every attack
         cols += [c for c in board.columns if "@" in c and not c.startswith("robust_min") and c not in cols]
+    # and, whatever the run's size, the column of each attack robust_min_by names: the table says
+    # "mifgsm/raw" set the minimum, so it shows mifgsm_raw@8/255 beside it
+    by = board["robust_min_by"].dropna().unique() if "robust_min_by" in board.columns else []
+    cols += [c for c in dict.fromkeys(threat_column(*b.split("/", 1), HEADLINE_EPS) for b in by) if c not in cols]
     note = ""
     other = [c for c in board.columns if c.startswith("robust_min@")]
     # e.g. --eps 4/255: rows attacked, but not at the headline radius. A row attacked nowhere (a
