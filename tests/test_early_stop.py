@@ -310,7 +310,8 @@ def test_transfer_is_crafted_to_the_last_iterate(test_split):
     from bench.measure.transfer import Transfer
     from bench.profiles import load_profile
     profile = load_profile("quick")
-    ctx = SimpleNamespace(plan=SimpleNamespace(profile=profile, attacks=[], views=["raw"]), eval_split=test_split)
+    ctx = SimpleNamespace(plan=SimpleNamespace(profile=profile, attacks=[], views=["raw"], models=[]),
+                          eval_split=test_split)
     transfer, sweep = Transfer.prepare(ctx, print), EpsSweep.prepare(ctx, print)
     assert transfer.attack.name == "pgd" and transfer.attack.kwargs["early_stop"] is False
     assert transfer.attack.steps == profile.attack("pgd").steps  # the profile's PGD otherwise
