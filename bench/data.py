@@ -158,7 +158,11 @@ def _imagefolder_files(root: Path):
             raise BenchError(f"{root / split} is not a usable ImageFolder tree ({e}): {HOW_TO_GET_DATA}") from None
         out[split] = folder
     if out["train"].classes != out["test"].classes:
-        raise BenchError(f"{root}: train and test have different class folders")
+        train, test = set(out["train"].classes), set(out["test"].classes)
+        only = [f"only {split} has {', '.join(sorted(a - b))}" for split, a, b in (("train", train, test),
+                                                                                 ("test", test, train)) if a - b]
+        raise BenchError(f"{root}: train and test have different class folders ({'; '.join(only)}): give both "
+                         f"splits the same classes, a folder each")
     return out
 
 

@@ -1,5 +1,6 @@
 import hashlib
 import pickle
+import shutil
 import subprocess
 import tarfile
 
@@ -52,6 +53,14 @@ def test_wrong_image_size_is_reported(tmp_path):
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "test" / "a" / "0000.png")
     with pytest.raises(BenchError, match="expected a 32x32"):
         load_dataset(str(root), tmp_path / "cache")
+
+
+def test_a_class_folder_missing_from_one_split_is_named(tmp_path):
+    root = make_imagefolder(tmp_path / "toy")
+    shutil.rmtree(root / "test" / "b")
+    with pytest.raises(BenchError, match=r"different class folders \(only train has b\): give both splits"):
+        load_dataset(str(root), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
 
 
 def test_missing_data_root_is_one_line(tmp_path, monkeypatch):
