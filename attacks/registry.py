@@ -113,6 +113,12 @@ class AttackInfo:
     revision: int = 1
 
     @property
+    def min_classes(self) -> int:
+        """Classes the attack's loss needs: DLR divides by z_pi1 - z_pi3 (three), its targeted form
+        by z_pi1 - (z_pi3 + z_pi4) / 2 (four), and AutoAttack runs the targeted form."""
+        return {"dlr": 3, "dlr_targeted": 4, "mixed": 4}.get(self.loss, 2)
+
+    @property
     def single_target(self) -> bool:
         """One target class per point (random or least-likely): its hits can be counted, unlike
         a multi-target attack's, whose success is any misclassification."""

@@ -96,11 +96,6 @@ def _takes_flag(info, key: str) -> bool:
     return key in info.params and (key == "steps" or info.norm == "linf")
 
 
-def _built_attacks(ev) -> list:
-    """The attacks a run builds: those chosen, and those its measurement families run on."""
-    return list(dict.fromkeys([*ev.attacks, *(a for F in families.FAMILIES for a in F.attacks_of(ev))]))
-
-
 def _check_flag_used(key: str, value: str, built: list):
     """A flag that no attack of the run takes would be ignored, the run made at the defaults."""
     if any(_takes_flag(ATTACKS[a], key) for a in built):
@@ -224,7 +219,7 @@ def _check_attacks(profile, args) -> None:
     ev = profile.eval
     # the attacks asked for first, so that an error names one of them rather than the registry's first
     order = [*ev.attacks, *(a for a in ATTACKS if a not in ev.attacks)]
-    built = _built_attacks(ev)
+    built = families.built_attacks(ev)
     for key, value in (("eps", args.eps), ("alpha", args.alpha), ("steps", args.steps)):
         # a bad --eps/--alpha/--steps is the flag's mistake, whichever attack would have met it first
         takes = [a for a in order if _takes_flag(ATTACKS[a], key)]

@@ -54,7 +54,8 @@ class Case:
     args: List[str]
     phrase: str
     profile: Optional[str] = None  # TOML text, run as --profile p.toml
-    root: str = "mini"  # the data tree: mini (2000 train, 500 test), small (200, 100), one_class
+    root: str = "mini"  # the data tree: mini (2000 train, 500 test), small (200, 100), one_class, two_class,
+    # three_class
     may_write: List[str] = field(default_factory=list)  # path prefixes a failing run may leave (a job log)
 
 
@@ -187,6 +188,12 @@ CASES = [
          tiny('[[grid]]\narch = "fastnetw8"\nT = [5]\nrecipe = {train_subset = 64}\n',
               **{"n = 20": "n = 20\ntransfer = true", "train_subset = 128": "train_subset = 16"})),
     Case("one class", ["--profile", "smoke"], "has 1 class (airplane)", root="one_class"),
+    # an attack whose loss needs more classes than the data has: it failed at its first evaluation
+    # job, after the training run had saved its checkpoint
+    Case("apgd_t on three classes", ["--profile", "smoke"],
+         "apgd_t needs at least 4 classes (dlr_targeted loss) and three_class has 3", root="three_class"),
+    Case("apgd_dlr on two classes", ["--attack", "apgd_dlr"], "apgd_dlr needs at least 3 classes (dlr loss) and "
+         "two_class has 2", tiny(), root="two_class"),
     # a run that starts, and stops at its first epoch: nothing saved but its job log and lock
     Case("diverged", [], "fastnetw8_T0.000000000000000000000000000001: training diverged at epoch 1",
          tiny('[[grid]]\narch = "fastnetw8"\nT = [1e-30]\n'),
@@ -217,7 +224,9 @@ def roots(mini_root, tmp_path_factory):
     classes = sorted(p.name for p in (mini_root / "train").iterdir())
     trees = {"mini": mini_root,
              "small": _tree(mini_root, base / "small", classes, {"train": 20, "test": 10}),
-             "one_class": _tree(mini_root, base / "one_class", classes[:1], {"train": 200, "test": 50})}
+             "one_class": _tree(mini_root, base / "one_class", classes[:1], {"train": 200, "test": 50}),
+             "two_class": _tree(mini_root, base / "two_class", classes[:2], {"train": 100, "test": 20}),
+             "three_class": _tree(mini_root, base / "three_class", classes[:3], {"train": 200, "test": 40})}
     out = {}
     for name, root in trees.items():
         cache = base / f"cache_{name}"

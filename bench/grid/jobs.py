@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from attacks import ATTACKS
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
@@ -180,6 +181,12 @@ def check_sizes(plan, data) -> None:
         raise BenchError(f"data {data.name} has {data.num_classes} class ({', '.join(data.classes)}): a classifier "
                          f"needs at least 2; point --data-root at a tree with two or more class folders")
     ev = plan.profile.eval
+    for name in families.built_attacks(ev):
+        need = ATTACKS[name].min_classes
+        if data.num_classes < need:
+            raise BenchError(f"{name} needs at least {need} classes ({ATTACKS[name].loss} loss) and {data.name} has "
+                             f"{data.num_classes}: leave it out of the run (--attack, or the profile's [eval]), or use "
+                             f"data with more classes")
     split = data.split(ev.split)
     for key, n in (("n", ev.n), ("shift_n", ev.shift_n)):
         if n is not None and n > len(split):

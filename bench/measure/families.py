@@ -20,6 +20,11 @@ def by_name() -> dict:
     return {F.name: F for F in FAMILIES if F.prepare.__func__ is Family.prepare.__func__}
 
 
+def built_attacks(ev) -> list:
+    """The attacks a run builds: those chosen, and those its measurement families run on."""
+    return list(dict.fromkeys([*ev.attacks, *(a for F in FAMILIES for a in F.attacks_of(ev))]))
+
+
 def attack_record_version(record: dict) -> int:
     """The version this code writes a record of an attack, or of a check built on one, at: its
     family's ``version_of`` its identity (the others: 1, their families' versions not being bumped
