@@ -115,6 +115,7 @@ def _attack_params(profile, args) -> dict:
     shared = {k: v for k, v in (("eps", args.eps), ("alpha", args.alpha), ("steps", args.steps)) if v is not None}
     for a, info in ATTACKS.items():
         merged[a].update({k: v for k, v in shared.items() if _takes_flag(info, k)})
+    given: dict = {}
     for item in args.param:
         target, _, value = item.partition("=")
         attack, _, key = target.partition(".")
@@ -122,6 +123,8 @@ def _attack_params(profile, args) -> dict:
             raise BenchError(f"--param takes ATTACK.KEY=VALUE, e.g. square.n_queries=1000; got {item!r}")
         check_attack_name(attack, "--param: ")
         check_overrides(attack, {key: value})
+        if given.setdefault(target, value) != value:
+            raise BenchError(f"--param {target} is given twice ({given[target]}, {value}): give it once")
         merged[attack][key] = value
     return {a: p for a, p in merged.items() if p}
 
@@ -235,6 +238,11 @@ def _check_attacks(profile, args) -> None:
             check_radius(profile.attack(name))
         except BenchError as e:
             raise BenchError(f"{e} (--eps, --alpha, --param or the profile's [attack.{name}])") from None
+    for item in args.param:  # its form and names checked by _attack_params, its values above
+        attack = item.partition(".")[0]
+        if attack not in built:
+            raise BenchError(f"--param {item}: {attack} is not among this run's attacks "
+                             f"({', '.join(built) or 'none'}): add it with --attack, or leave the --param out")
 
 
 def make_plan(args, specs=None):

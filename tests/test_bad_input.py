@@ -76,6 +76,11 @@ CASES = [
     Case("eps above 1", ["--eps", "2"], "eps = 2 is more than 1", tiny()),
     Case("alpha above 1", ["--alpha", "2"], "alpha = 2 is more than 1", tiny()),
     Case("eps above 1 by --param", ["--param", "pgd_margin.eps=3"], "pgd_margin: eps = 3 is more than 1", tiny()),
+    # a --param the run would ignore, or give two values
+    Case("param of an attack not run", ["--param", "square.n_queries=10"],
+         "--param square.n_queries=10: square is not among this run's attacks (fgsm): add it with --attack", tiny()),
+    Case("param twice", ["--param", "fgsm.eps=2/255", "--param", "fgsm.eps=4/255"],
+         "--param fgsm.eps is given twice (2/255, 4/255): give it once", tiny()),
     Case("eps sweep above 1", ["--eps-sweep", "8/255,2"], "eps sweep values must lie in (0, 1]", tiny()),
     Case("zero steps", ["--steps", "0"], "steps must be >= 1"),
     Case("unknown attack", ["--attack", "pgdd"], "unknown attack 'pgdd'"),
