@@ -79,6 +79,10 @@ CASES = [
     # a --param the run would ignore, or give two values
     Case("param of an attack not run", ["--param", "square.n_queries=10"],
          "--param square.n_queries=10: square is not among this run's attacks (fgsm): add it with --attack", tiny()),
+    Case("shift-n without shifts", ["--shift-n", "50"], "--shift-n sizes the corruptions and natural transforms, "
+         "which this run does not measure", tiny()),
+    Case("view without attacks", ["--attack", "none", "--view", "raw"], "--view picks the views the attacks see, "
+         "and this run has no attack", tiny()),
     Case("param twice", ["--param", "fgsm.eps=2/255", "--param", "fgsm.eps=4/255"],
          "--param fgsm.eps is given twice (2/255, 4/255): give it once", tiny()),
     Case("eps sweep above 1", ["--eps-sweep", "8/255,2"], "eps sweep values must lie in (0, 1]", tiny()),
