@@ -166,7 +166,7 @@ def test_ece_columns_shown_when_present(built, tmp_path):
     assert page.tables["leaderboard"][0][cols.index("ece_raw")]["text"] == "5.0"
 
 
-def test_make_report_cli(tmp_path, capsys):
+def test_make_report_cli(tmp_path, capsys, monkeypatch):
     """`make report` = python -m bench.report --results DIR: everything from the store; an empty
     folder is one line and exit 2 (publish.main is what `python -m bench.report` exits with)."""
     root = tmp_path / "quick"
@@ -177,6 +177,13 @@ def test_make_report_cli(tmp_path, capsys):
     for f in ("index.html", "results.csv", "leaderboard.csv", "leaderboard_robustbench.csv", "plots/acc_vs_T.png",
               "model_cards/fastnet_T1.json"):
         assert (root / f).exists(), f
+    # the page names its own folder and the command that rebuilds it (not results/<folder name>,
+    # which is only where a profile's own folder lies), whatever staging folder it was built in
+    page = (root / "index.html").read_text()
+    assert f"results store of <code>{root}</code>" in page and f"python -m bench.report --results {root}</code>" in page
+    from bench.report.html import page_source
+    monkeypatch.chdir(ROOT)  # where make report runs
+    assert page_source(ROOT / "results" / "quick") == ("results/quick", "make report PROFILE=quick")
     empty = tmp_path / "empty"
     capsys.readouterr()
     code = publish_main(["--results", str(empty)])

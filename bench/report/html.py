@@ -252,11 +252,27 @@ def claim_view(results) -> tuple:
                     for k, v in THRESHOLDS.items()}, "power": f"{100 * POWER:g}%"}
 
 
+def page_source(out_dir: Path) -> tuple:
+    """(the folder as the page names it, the command that rebuilds the page): `make report` for a
+    profile's own folder under results/, `python -m bench.report --results DIR` for any other (the
+    page said "results/<folder name>" and "make report PROFILE=<folder name>" for any folder)."""
+    where = Path(os.path.abspath(out_dir))
+    try:
+        where = where.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    if where == Path("results") / where.name:
+        return str(where), f"make report PROFILE={where.name}"
+    return str(where), f"python -m bench.report --results {where}"
+
+
 def render(out_dir: Path, board: pd.DataFrame, latest: pd.DataFrame, claims, n_records: int,
-           weight_files: Optional[Dict[str, str]] = None, outdated: str = "", n_copied: int = 0) -> str:
+           weight_files: Optional[Dict[str, str]] = None, outdated: str = "", n_copied: int = 0,
+           page_dir: Optional[Path] = None) -> str:
     """The page. ``latest``: the tidy table's rows that count (latest_runs); ``n_records``: the
     measurements made; ``n_copied``: those copied from a twin checkpoint's (the same weights under
-    another name), not made again."""
+    another name), not made again; ``page_dir``: the folder the page is for (default ``out_dir``,
+    which may be a staging folder)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
@@ -265,8 +281,10 @@ def render(out_dir: Path, board: pd.DataFrame, latest: pd.DataFrame, claims, n_r
     claim_rows, thresholds = claim_view(claims)
     exports = [p for p in ("leaderboard.csv", "results.csv", "leaderboard_robustbench.csv", "model_cards")
                if (out_dir / p).exists()]
+    folder, command = page_source(page_dir or out_dir)
     return env.get_template("report.html.j2").render(
-        title=f"tempbench: {out_dir.name}", profile=out_dir.name, cols=cols, rows=rows, prov_cols=PROVENANCE_COLUMNS, full_cols=full_cols,
+        title=f"tempbench: {out_dir.name}", folder=folder, command=command, cols=cols, rows=rows,
+        prov_cols=PROVENANCE_COLUMNS, full_cols=full_cols,
         full_rows=full_rows, claims=claim_rows, thresholds=thresholds, plots=plot_sections(out_dir / "plots"),
         prov=provenance_summary(latest), n_records=n_records, n_copied=n_copied, exports=exports, outdated=outdated,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
@@ -312,7 +330,7 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
     copied = tidy.same_weights_as.notna()  # the store's table has its columns even when empty
     html = render(out_dir, board, latest, claims, n_records=len(tidy[~copied].drop_duplicates(ident)),
                   n_copied=len(tidy[copied].drop_duplicates(ident)), weight_files=weight_files,
-                  outdated=outdated_summary(store))
+                  outdated=outdated_summary(store), page_dir=page_dir)
     path = out_dir / "index.html"
     write_bytes_atomic(path, html.encode())
     return path
