@@ -61,7 +61,8 @@ def read_state_dict(path: Path) -> dict:
     containers, never a pickled module or code). A training checkpoint's weights are read from
     its one WRAPPERS entry that holds them, and DataParallel's ``module.`` prefix is dropped."""
     if not path.is_file():
-        raise BenchError(f"{path}: no such file (--model file:PATH names a safetensors or .pt state dict)")
+        what = "is a folder, not a file" if path.is_dir() else "no such file"
+        raise BenchError(f"{path}: {what} (--model file:PATH names a safetensors or .pt state dict)")
     if path.suffix not in (".safetensors", ".pt", ".pth"):
         raise BenchError(f"{path}: give a .safetensors, .pt or .pth state dict")
     try:

@@ -203,6 +203,7 @@ def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cach
     capsys.readouterr()
     for model_args, phrase in [
         ([f"file:{tmp_path / 'missing.safetensors'}", "--arch", "fastnetw8"], "no such file"),
+        ([f"file:{tmp_path}", "--arch", "fastnetw8"], "is a folder, not a file"),
         ([f"file:{tmp_path / 'pickled.pt'}", "--arch", "fastnetw8"], "not the pickled model"),
         ([f"file:{tmp_path / 'noise.pt'}", "--arch", "fastnetw8"], "is not a state dict this harness reads"),
         ([f"file:{tmp_path / 'two.pt'}", "--arch", "fastnetw8"], "holds state dicts under 'state_dict', 'model'"),
