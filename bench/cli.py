@@ -5,6 +5,7 @@ Every input is checked here before anything is written (bench/run.py parses; ben
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -129,15 +130,16 @@ def _attack_params(profile, args) -> dict:
     return {a: p for a, p in merged.items() if p}
 
 
-def _check_writable(path: Path, flag: str = "--results", name: Optional[str] = None):
-    """``name``: a folder inside the one ``flag`` gives (which is checked first)."""
+def _check_writable(path: Path, flag: str = "--results", name: Optional[str] = None, env: Optional[str] = None):
+    """``name``: a folder inside the one ``flag`` gives (which is checked first); ``env``: the
+    variable that gave ``path`` when the flag did not."""
     probe = existing_ancestor(path)
     if not can_write_in(probe):
-        fix = f"pass {flag} DIR"
+        fix = f"pass {flag} DIR" + (f" or set {env} to a writable folder" if env else "")
         if name is not None and probe.exists() and not probe.is_dir():
             fix = f"move the file {probe} away, or {fix}"
-        raise BenchError(f"{name or flag[2:] + ' folder'} {path} cannot be written ({probe} is not a writable "
-                         f"folder): {fix}")
+        raise BenchError(f"{name or flag[2:] + ' folder'} {path}{f' (from ${env})' if env else ''} cannot be written "
+                         f"({probe} is not a writable folder): {fix}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -284,7 +286,8 @@ def make_plan(args, specs=None):
     _check_writable(results)
     pace_dirs = _pace_dirs(args.pace_from, results)
     cache = Path(args.cache) if args.cache else default_cache_dir()
-    _check_writable(cache, "--cache")  # decoded data, checkpoints (without --store) and downloads go there
+    # decoded data, checkpoints (without --store) and downloads go there
+    _check_writable(cache, "--cache", env=None if args.cache or "BENCH_CACHE" not in os.environ else "BENCH_CACHE")
     # a Ray driver only plans: the workers run on the devices Ray gives them
     device = resolve_device("cpu" if args.executor == "ray" and args.device in ("auto", "cuda") else args.device)
     Accel.for_device(device)  # a bad BENCH_BF16 / BENCH_COMPILE value stops here, before a file is written

@@ -109,7 +109,8 @@ def resolve_data_root(data_root: Optional[str], cache_dir: Path) -> Path:
         return cache_dir / "downloads"
     path = Path(root).expanduser()
     if not path.exists():
-        raise BenchError(f"data root {path} does not exist: {HOW_TO_GET_DATA}")
+        source = " (from $BENCH_DATA)" if root == os.environ.get("BENCH_DATA") else ""
+        raise BenchError(f"data root {path}{source} does not exist: {HOW_TO_GET_DATA}")
     return path
 
 

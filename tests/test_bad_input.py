@@ -364,6 +364,21 @@ def test_a_file_in_place_of_a_folder_the_run_writes_stops_before_anything_is_wri
     assert listing(workdir) == before
 
 
+def test_a_bad_folder_from_the_environment_is_named_as_such(workdir, monkeypatch, capsys):
+    """$BENCH_DATA and $BENCH_CACHE stand in for --data-root and --cache: an error about the
+    folder one of them gave says so, or the user looks for a flag they never typed."""
+    monkeypatch.setenv("BENCH_DATA", str(workdir / "nowhere"))
+    assert main(["--profile", "smoke", "--results", "out", "--no-progress", "--dry-run"]) == 2
+    assert f"error: data root {workdir / 'nowhere'} (from $BENCH_DATA) does not exist" in capsys.readouterr().err
+    monkeypatch.setenv("BENCH_CACHE", "a_file")
+    before = listing(workdir)
+    assert main(["--profile", "smoke", "--results", "out", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: cache folder a_file (from $BENCH_CACHE) cannot be written (a_file is not a writable "
+                   "folder): pass --cache DIR or set BENCH_CACHE to a writable folder"], err
+    assert listing(workdir) == before
+
+
 @pytest.mark.parametrize("var", ["BENCH_COMPILE", "BENCH_BF16"])
 def test_a_bad_accelerator_setting_stops_before_anything_is_written(var, workdir, roots, monkeypatch, capsys):
     """BENCH_COMPILE / BENCH_BF16 (bench/accel.py) are read at plan time, not when training starts."""
