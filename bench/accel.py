@@ -26,15 +26,17 @@ crafted in bf16 and judged in float32 lands within 0.2 pp of float32 crafting, b
 PGD (the harness's default) came out 1.6 pp weaker at eps 1/255 and 2/255 (0.3 pp at 8/255):
 its stop decisions are made on bf16 logits, which call borderline points misclassified that
 float32 calls correct. APGD's best-iterate choice and AutoAttack's hand-over between its attacks
-decide the same way. So the attacks run in float32 on CUDA too; BENCH_ATTACK_BF16=1 opts in.
+decide the same way. So the attacks run in float32 on CUDA too. attacks/precision.py holds the
+bf16 view, which the evaluator does not call: a run with BENCH_ATTACK_BF16=1 stops (bench/cli.py)
+rather than ignore it.
 
 Not switched, but worth knowing when reading GPU numbers: PyTorch runs float32 convolutions on
 CUDA as TF32 by default (``torch.backends.cudnn.allow_tf32``): a 10-bit mantissa (8 times finer
 than bf16's) with float32's exponent range. The float64 recomputation of the audit is
 unaffected; the provenance of a GPU run records the flag.
 
-``BENCH_BF16``, ``BENCH_ATTACK_BF16`` and ``BENCH_COMPILE`` (``auto``, ``1`` or ``0``) override
-the defaults, e.g. ``BENCH_COMPILE=0`` if a device's compiler stack fails.
+``BENCH_BF16`` and ``BENCH_COMPILE`` (``auto``, ``1`` or ``0``) override the defaults, e.g.
+``BENCH_COMPILE=0`` if a device's compiler stack fails.
 """
 from __future__ import annotations
 

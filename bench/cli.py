@@ -290,7 +290,10 @@ def make_plan(args, specs=None):
     _check_writable(cache, "--cache", env=None if args.cache or "BENCH_CACHE" not in os.environ else "BENCH_CACHE")
     # a Ray driver only plans: the workers run on the devices Ray gives them
     device = resolve_device("cpu" if args.executor == "ray" and args.device in ("auto", "cuda") else args.device)
-    Accel.for_device(device)  # a bad BENCH_BF16 / BENCH_COMPILE value stops here, before a file is written
+    # a bad BENCH_BF16 / BENCH_COMPILE value stops here, before a file is written
+    if Accel.for_device(device).attack_bf16:  # attacks/precision.py exists, the evaluator does not call it
+        raise BenchError("BENCH_ATTACK_BF16=1: the evaluator does not run attacks in bf16 (its early stops would be "
+                         "decided on bf16 logits, up to 1.6 pp weaker; its records would not say so): unset it")
     plan = Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
                 cache_dir=cache, data_root=args.data_root or default_data_root(args.dataset), device=device,
                 force=args.force,

@@ -29,7 +29,7 @@
 #   GPU_CARRY       the carried folder (.whl)
 #   PYTHON          the interpreter (python3: on the device, the one that has torch)
 #   BENCH_DATA      data root, used when the carried folder holds no data pack
-#   BENCH_COMPILE, BENCH_BF16, BENCH_ATTACK_BF16   bench/accel.py (compile: off here unless 1)
+#   BENCH_COMPILE, BENCH_BF16   bench/accel.py (compile: off here unless 1)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -391,6 +391,19 @@ def test_a_bad_accelerator_setting_stops_before_anything_is_written(var, workdir
     assert err[-1].startswith(f"error: {var}='maybe'") and not (workdir / "out").exists()
 
 
+def test_bf16_attacks_asked_for_stop_the_run_rather_than_be_ignored(workdir, roots, monkeypatch, capsys):
+    """BENCH_ATTACK_BF16=1 asks for a view of the model the evaluator never builds: the run made
+    float32 attacks without a word."""
+    root, warm = roots["mini"]
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    monkeypatch.setenv("BENCH_ATTACK_BF16", "1")
+    assert main(["--profile", "smoke", "--results", "out", "--cache", "cache", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: BENCH_ATTACK_BF16=1: the evaluator does not run attacks in bf16 (its early stops would "
+                   "be decided on bf16 logits, up to 1.6 pp weaker; its records would not say so): unset it"], err
+    assert not (workdir / "out").exists()
+
+
 # --- the results store and the reports ------------------------------------------------------------
 
 def record(model: str, T: float, **over) -> dict:
