@@ -240,6 +240,9 @@ def _check_attacks(profile, args) -> None:
             check_radius(profile.attack(name))
         except BenchError as e:
             raise BenchError(f"{e} (--eps, --alpha, --param or the profile's [attack.{name}])") from None
+    if args.view is not None and not built:  # a flag this run would ignore, as _check_flag_used says
+        raise BenchError("--view picks the views the attacks see, and this run has no attack: leave --view out, or "
+                         "choose attacks with --attack")
     for item in args.param:  # its form and names checked by _attack_params, its values above
         attack = item.partition(".")[0]
         if attack not in built:
@@ -263,13 +266,10 @@ def make_plan(args, specs=None):
     profile = replace(profile, eval=_evaluation(args, profile.eval), attack_params=_attack_params(profile, args))
     _check_attacks(profile, args)
     ev = profile.eval
-    # flags this run would ignore, as _check_flag_used says of --eps, --alpha and --steps
+    # a flag this run would ignore, as _check_flag_used says of --eps, --alpha and --steps
     if args.shift_n is not None and ev.corruptions == "none" and not ev.natural:
         raise BenchError("--shift-n sizes the corruptions and natural transforms, which this run does not measure: "
                          "add --attack corruptions or natural, or leave --shift-n out")
-    if args.view is not None and not families.built_attacks(ev):
-        raise BenchError("--view picks the views the attacks see, and this run has no attack: leave --view out, or "
-                         "choose attacks with --attack")
     attacks = [profile.attack(a) for a in ev.attacks]
     views = ev.views if args.view is None else _split_list(args.view, "--view")
     for v in views:

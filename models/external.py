@@ -170,12 +170,12 @@ def file_spec(name: str, arch: Optional[str], temperature: Optional[float], mean
 def _dtype_advice(model: torch.nn.Module, x: torch.Tensor) -> str:
     """What to do when a model's weights are not in the dtype the harness feeds (a half-precision
     or float64 network fails on float32 pixels with a bare dtype mismatch)."""
-    other = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()}
-                   - {str(x.dtype).removeprefix("torch.")})
+    fed = str(x.dtype).removeprefix("torch.")
+    other = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()} - {fed})
     if not other:
         return ""
-    return (f": its parameters are {' and '.join(other)} and the harness feeds {str(x.dtype).removeprefix('torch.')} "
-            f"pixels; give it model.float(), or cast the input to its dtype inside its forward")
+    return (f": its parameters are {' and '.join(other)} and the harness feeds {fed} pixels; give it model.float(), "
+            f"or cast the input to its dtype inside its forward")
 
 
 def check_contract(name: str, model: torch.nn.Module, x: torch.Tensor, num_classes: int, data_name: str) -> None:

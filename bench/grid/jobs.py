@@ -70,7 +70,7 @@ class Context:
             if isinstance(s, ExternalSpec):
                 if s.source != "python":  # a file's, built on the CPU (audit()'s is on the device already)
                     s.model.to(plan.device)
-                check_contract(s.name, s.model, to_float(self.data.test.images[:8]), data.num_classes, data.name)
+                self._check_contract(s.name, s.model)
         ev = plan.profile.eval
         self.split = self.data.split(ev.split)
         self.eval_split = self.split.subset(stratified_indices(self.split.labels, ev.n, ev.subset_seed))
@@ -94,9 +94,12 @@ class Context:
         for s in self.plan.models:
             if isinstance(s, ZooSpec):
                 loaded = get_zoo_model(s, self.plan, self.data, log)
-                check_contract(s.name, loaded[1], to_float(self.data.test.images[:8]), self.data.num_classes,
-                               self.data.name)
+                self._check_contract(s.name, loaded[1])
                 self._last_model = (s.name, loaded)
+
+    def _check_contract(self, name: str, model) -> None:
+        """models.external's contract for a network from outside the grid, on 8 test images."""
+        check_contract(name, model, to_float(self.data.test.images[:8]), self.data.num_classes, self.data.name)
 
     def resolve_T(self, spec: ModelSpec) -> ModelSpec:
         """The T a spec does not state: a _Tauto model's from its formula; a caller's own model's

@@ -90,9 +90,12 @@ class Transfer(Family):
         # the run's table would show an empty transfer column with no word of why
         own = [s.name for s in ctx.plan.models if not isinstance(s, LoadedSpec) and surrogate_of(s, ev) is None]
         outside = [s.name for s in ctx.plan.models if isinstance(s, LoadedSpec)]
-        if own or outside:
-            why = ([f"{', '.join(own)} (the surrogate would be the model itself)"] * bool(own) +
-                   [f"{', '.join(outside)} (from outside the grid: no surrogate of its kind)"] * bool(outside))
+        why = []
+        if own:
+            why.append(f"{', '.join(own)} (the surrogate would be the model itself)")
+        if outside:
+            why.append(f"{', '.join(outside)} (from outside the grid: no surrogate of its kind)")
+        if why:
             log(f"transfer: not measured on {'; '.join(why)}")
         # crafted to the last iterate: an early-stopped example sits just past the surrogate's
         # boundary and transfers far worse (fastnet_T1 -> fastnet_T1_s1, PGD-10: 41% robust, not 27%)
