@@ -26,6 +26,7 @@ from bench.grid.executor import LocalExecutor, RayExecutor
 from bench.grid.plan import Plan
 from bench.measure import families
 from bench.profiles import MIN_EVAL_N, check_radius, load_profile
+from bench.report.publish import check_report_paths
 from bench.store import ResultStore
 from models import ARCHS, REGIMES, parse_name
 from models.external import file_spec, is_file_name
@@ -305,6 +306,7 @@ def make_plan(args, specs=None):
     _check_writable(plan.log_dir, own, "job log folder")
     _check_writable(plan.checkpoint_dir, own if store is not None or profile.keep_checkpoints else "--cache",
                     "checkpoint folder")
+    check_report_paths(results)  # else found only when the run's reports move in, after every job
     return plan
 
 

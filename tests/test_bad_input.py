@@ -123,6 +123,11 @@ CASES = [
     Case("store url", ["--store", "s3://bucket/grid"], "--store takes a folder"),
     Case("pace from an empty folder", ["--pace-from", "no/such/results", "--dry-run"],
          "--pace-from no/such/results: no records in no/such/results/records"),
+    # found only when the reports moved in, after every job, and told to "free space there"
+    Case("a file where the report's plots go", ["--results", "plots_a_file"],
+         "plots_a_file/plots is a file where the report writes its plots folder: move it away", tiny()),
+    Case("a folder where the report's page goes", ["--results", "page_a_folder"],
+         "page_a_folder/index.html is a folder where the report writes its index.html", tiny()),
     Case("store under a file", ["--store", "a_file/store"], "store folder a_file/store cannot be written"),
     Case("eps of another attack", ["--attack", "pgd", "--eps=-1"], "--eps: eps must be a non-negative"),
     Case("steps of another attack", ["--attack", "fgsm", "--steps", "abc"], "--steps: steps must be a whole number"),
@@ -266,6 +271,9 @@ def workdir(tmp_path, monkeypatch, net_file):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "typo.toml").write_text(SMOKE.replace("epochs", "epohcs"))
     (tmp_path / "a_file").write_text("")
+    (tmp_path / "plots_a_file").mkdir()
+    (tmp_path / "plots_a_file" / "plots").write_text("")
+    (tmp_path / "page_a_folder" / "index.html").mkdir(parents=True)
     os.link(net_file, tmp_path / "net.safetensors")
     return tmp_path
 
@@ -501,6 +509,21 @@ def test_reports_are_replaced_only_once_all_are_written(tmp_path, capsys):
     assert report_main(["--results", str(tmp_path)]) == 0
     assert "fastnet_T50" in set(pd.read_csv(tmp_path / "results.csv").model)
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_a_report_blocked_by_a_file_is_named_before_it_is_built(tmp_path, capsys):
+    """A file where the report puts its plots folder failed after the whole report was built, with
+    "free space there"; now it is named first, and nothing is written."""
+    from bench.report.publish import main as report_main
+    from bench.store import ResultStore
+    ResultStore(tmp_path).put(record("fastnet_T1", 1.0))
+    (tmp_path / "plots").write_text("mine")
+    before = listing(tmp_path)
+    assert report_main(["--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'plots'} is a file where the report writes its plots folder: move it away, "
+                   f"or give another --results folder"]
+    assert listing(tmp_path) == before
 
 
 def test_two_reports_published_into_one_folder_at_once_both_succeed(tmp_path):

@@ -7,6 +7,7 @@ and index.html. Nothing here measures anything.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import tempfile
@@ -35,6 +36,23 @@ from bench.store import ResultStore
 # The folders a report owns, with what it writes there: a file of an earlier grid (which would
 # contradict the new tables) is removed when the new report moves in.
 REPORT_FOLDERS = {"plots": "*.png", "model_cards": "*.json"}
+# and the files it replaces; with plots/reliability, the paths that must be free for its move-in
+REPORT_FILES = ("results.csv", "leaderboard.csv", "leaderboard_robustbench.csv", "index.html")
+
+
+def check_report_paths(out_dir: Path) -> None:
+    """A report moves in only once it is built (a minute on a large store, and at the end of a
+    run): a file standing where it puts a folder, or a folder where it puts a file, is named
+    before that."""
+    out_dir = Path(out_dir)
+    for folder in (*REPORT_FOLDERS, "plots/reliability"):
+        if (out_dir / folder).exists() and not (out_dir / folder).is_dir():
+            raise BenchError(f"{out_dir / folder} is a file where the report writes its {folder} folder: move it "
+                             f"away, or give another --results folder")
+    for name in REPORT_FILES:
+        if (out_dir / name).is_dir():
+            raise BenchError(f"{out_dir / name} is a folder where the report writes its {name}: move it away, or "
+                             f"give another --results folder")
 
 
 def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
@@ -47,6 +65,7 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
     checkpoints whose weights the page links (default ``out_dir``/checkpoints, else its sibling
     folders')."""
     out_dir = Path(out_dir)
+    check_report_paths(out_dir)
     tidy, bits = store.table(), store.bits_table()
     latest = latest_runs(tidy)  # the rows that count, for the tables, plots, claims and page alike
     board = leaderboard(tidy, bits, latest)
@@ -71,10 +90,18 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
             write_page(store, stage, board, tidy, bits, checkpoints=checkpoints, page_dir=out_dir, latest=latest)
             _move_in(stage, out_dir)
     except OSError as e:
-        raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): free space there, then rebuild "
-                         f"them with `python -m bench.report.publish --results {out_dir}` (the records in "
-                         f"{store.records_dir} are kept; the previous reports are unchanged)") from None
+        raise BenchError(f"cannot write the reports in {out_dir} ({e.strerror or e}): {_remedy(e)}, then rebuild them "
+                         f"with `python -m bench.report --results {out_dir}` (the records in {store.records_dir} are "
+                         f"kept; the previous reports are unchanged)") from None
     return board
+
+
+def _remedy(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: a file-size limit fails a write as a full disk
+        return "free space there"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the folder writable"
+    return f"mend {e.filename}" if e.filename else "mend that"
 
 
 def _move_in(stage: Path, out_dir: Path, prune: bool = True):
