@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
+from bench.errors import BenchError
+
 
 def sha256_files(paths: Iterable[Path]) -> str:
     """One sha256 over the files' bytes, in order (a checkpoint, or a zoo model's parts)."""
@@ -89,3 +91,15 @@ def can_write_in(folder: Path) -> bool:
         with contextlib.suppress(OSError):
             os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
     return True
+
+
+def check_output_file(flag: str, path: Path, example: str) -> None:
+    """Before the work that ends in writing ``path`` (a fit, a pass over a dataset): it must be a
+    file, or a new one, in a writable folder or one that can be made. ``example``: a file name
+    to suggest where ``path`` is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"{flag} {path} is a folder: give a file path, e.g. {path / example}")
+    probe = existing_ancestor(path.parent)
+    if not can_write_in(probe):
+        raise BenchError(f"{flag} {path} cannot be written ({probe} is not a writable folder): give another path")

@@ -69,7 +69,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from bench.atomic import write_json_atomic
+from bench.atomic import check_output_file, write_json_atomic
 from bench.data import load_dataset, stratified_indices
 from bench.errors import BenchError
 
@@ -221,13 +221,18 @@ def csg(features, labels, *, m_per_class: int = 250, k: int = 3, seed: int = 0, 
 _EMBED_RE = re.compile(r"^(raw|pca([0-9]+))$")
 
 
+def check_embedding(embedding: str) -> re.Match:
+    m = _EMBED_RE.match(embedding)
+    if not m:
+        raise BenchError(f"unknown embedding {embedding!r}; use raw or pca<d> (e.g. pca32)")
+    return m
+
+
 def embed(images: torch.Tensor, embedding: str = DEFAULT_EMBEDDING, seed: int = 0) -> torch.Tensor:
     """Features [N, d] of uint8 images [N, 3, H, W]: ``raw`` = flattened pixels in [0, 1];
     ``pca<d>`` = their projection on the first d principal components (centred), from
     torch.pca_lowrank under a fixed seed, so the same images give the same features."""
-    m = _EMBED_RE.match(embedding)
-    if not m:
-        raise BenchError(f"unknown embedding {embedding!r}; use raw or pca<d> (e.g. pca32)")
+    m = check_embedding(embedding)
     x = images.reshape(len(images), -1).float().div_(255)
     if embedding == "raw":
         return x
@@ -257,13 +262,29 @@ def dataset_csg(split, embedding: str = DEFAULT_EMBEDDING, *, n: Optional[int] =
 
 # --- the command line ---------------------------------------------------------------------------
 
+def _json_table(path) -> dict:
+    """--json's table as it is now. Read before the data is too (decoding and the neighbour search
+    take minutes on CIFAR-10's 50,000 images): a path that cannot take the table is named first."""
+    import json
+    check_output_file("--json", path, "csg.json")
+    if not path.exists():
+        return {}
+    try:
+        table = json.loads(path.read_text())
+    except ValueError:
+        raise BenchError(f"--json {path} is not a JSON file: give a new path, or a file that python -m bench.csg "
+                         f"--json wrote") from None
+    if not isinstance(table, dict):
+        raise BenchError(f"--json {path} holds a JSON {type(table).__name__}, not the {{dataset: result}} table "
+                         f"that python -m bench.csg --json writes: give another path")
+    return table
+
+
 def main(argv=None) -> int:
     import argparse
-    import json
     import sys
     import time
     from pathlib import Path
-
 
     ap = argparse.ArgumentParser(prog="python -m bench.csg",
                                  description="Cumulative Spectral Gradient of a dataset (Branchaud-Charron et al.)")
@@ -280,6 +301,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="merge {dataset: result} into this JSON file (bench.tools.fit_temperature --csg-json)")
     args = ap.parse_args(argv)
     try:
+        check_embedding(args.embedding)
+        for flag, value, least in (("--n", args.n, 2), ("--m-per-class", args.m_per_class, 1), ("--k", args.k, 1)):
+            if value is not None and value < least:
+                raise BenchError(f"{flag} must be >= {least}, got {value}")
+        if args.json:
+            _json_table(Path(args.json))
         data = load_dataset(args.data_root, Path(args.cache) if args.cache else None, dataset=args.dataset)
         t0 = time.perf_counter()
         res = dataset_csg(data.split(args.split), args.embedding, n=args.n, m_per_class=args.m_per_class, k=args.k,
@@ -290,7 +317,7 @@ def main(argv=None) -> int:
               f"{', parzen' if args.parzen else ''}; {wall:.1f}s")
         if args.json:
             path = Path(args.json)
-            table = json.loads(path.read_text()) if path.exists() else {}
+            table = _json_table(path)  # as it is now: another run may have added its dataset meanwhile
             entry = {key: v for key, v in res.to_dict().items() if key not in ("similarity", "adjacency", "classes")}
             entry.update(split=args.split, fingerprint=data.fingerprint, wall_s=round(wall, 2))
             table[data.name] = entry

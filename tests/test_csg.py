@@ -178,3 +178,28 @@ def test_cli_merges_into_a_json_file(tmp_path, capsys):
     assert 1.0 < entry["value"] <= 2 + 1e-9 and len(entry["eigenvalues"]) == 3
     assert main(["--data-root", str(tmp_path / "nope"), "--cache", str(tmp_path / "cache")]) == 2
     assert capsys.readouterr().err.startswith("error: data root")
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--json", "{folder}"], "is a folder: give a file path"),
+    (["--json", "{listing}"], "holds a JSON list, not the {dataset: result} table"),
+    (["--json", "{garbled}"], "is not a JSON file"),
+    (["--k", "0"], "--k must be >= 1, got 0"),
+    (["--m-per-class", "-3"], "--m-per-class must be >= 1, got -3"),
+    (["--n", "0"], "--n must be >= 2, got 0"),
+    (["--embedding", "pcaX"], "unknown embedding 'pcaX'"),
+])
+def test_cli_bad_input_is_named_before_the_data_is_decoded(args, phrase, tmp_path, capsys):
+    """A --json that could not take the table failed after the pass over the data (minutes on
+    CIFAR-10), with a traceback for a JSON list; --n 0 silently meant every image."""
+    root = make_imagefolder(tmp_path / "toyset", n_train=30, n_test=3)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "listing").write_text("[1, 2]")
+    (tmp_path / "garbled").write_text("{not json")
+    paths = {name: str(tmp_path / name) for name in ("folder", "listing", "garbled")}
+    args = [a.format(**paths) for a in args]
+    assert main(["--data-root", str(root), "--cache", str(tmp_path / "cache"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and phrase in err[0], err
+    assert not (tmp_path / "cache").exists()  # refused before the images were decoded
+    assert (tmp_path / "listing").read_text() == "[1, 2]"

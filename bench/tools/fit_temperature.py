@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from bench.atomic import can_write_in, existing_ancestor, write_atomic, write_json_atomic
+from bench.atomic import check_output_file, write_atomic, write_json_atomic
 from bench.report.columns import latest_runs
 from bench.errors import BenchError
 from bench.store import ResultStore
@@ -396,17 +396,6 @@ def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dic
     return points, fit, text
 
 
-def _check_output(flag: str, path: Path) -> None:
-    """Before the fit (and before --plot is written, should --json be the bad one): ``path`` must be
-    a file, or a new one, in a writable folder or one that can be made."""
-    if path.is_dir():
-        example = path / ("tstar.png" if flag == "--plot" else "fit.json")
-        raise BenchError(f"{flag} {path} is a folder: give a file path, e.g. {example}")
-    probe = existing_ancestor(path.parent)
-    if not can_write_in(probe):
-        raise BenchError(f"{flag} {path} cannot be written ({probe} is not a writable folder): give another path")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.tools.fit_temperature",
@@ -426,7 +415,7 @@ def main(argv=None) -> int:
     try:
         for flag, path in (("--plot", args.plot), ("--json", args.json)):
             if path:
-                _check_output(flag, Path(path))
+                check_output_file(flag, Path(path), "tstar.png" if flag == "--plot" else "fit.json")
         csg = parse_csg(args.csg, args.csg_json)
         _, _, text = run(args.results or ["results/quick"], head=None if args.head == "all" else args.head,
                          csg=csg or None, interpolate=args.interpolate, plot=args.plot, json_out=args.json)
