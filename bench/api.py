@@ -28,9 +28,11 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 import torch
 
-from bench.cli import make_plan
+from bench.cli import check_normalisation, make_plan
+from bench.data import TORCHVISION_CIFAR
 from bench.errors import BenchError
 from bench.grid.runner import run
+from bench.profiles import MIN_EVAL_N
 from bench.report.export import model_card
 from bench.report.publish import regenerate
 from bench.report.tables import leaderboard
@@ -85,23 +87,54 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
         raise BenchError(f"name {name!r}: use a letter, then letters, digits, '.', '_' or '-' (64 at most)")
     if (mean is None) != (std is None):
         raise BenchError("give mean and std together (the per-channel normalisation the model expects), or neither")
-    if temperature is not None and not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+    if isinstance(temperature, bool) or not (temperature is None or isinstance(temperature, (int, float))
+                                             and 0 < temperature < float("inf")):
         raise BenchError(f"temperature must be a positive number, got {temperature!r}")
-    argv = ["--profile", profile, "--no-progress", "--model", name,
-            "--results", str(results or tempfile.mkdtemp(prefix="tempbench-audit-"))]
+    # what argparse would refuse, said in this function's words (it printed its usage, then failed)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < MIN_EVAL_N):
+        raise BenchError(f"n must be a whole number of test images, at least {MIN_EVAL_N}; got {n!r}")
+    if dataset is not None and dataset not in TORCHVISION_CIFAR:
+        raise BenchError(f"dataset must be one of {', '.join(TORCHVISION_CIFAR)} (or None: the only one under "
+                         f"data_root), got {dataset!r}")
+    if mean is not None:  # as floats: a tensor's elements would print into the weights' hash as "tensor(0.4914)"
+        mean, std = check_normalisation(mean, "mean"), check_normalisation(std, "std")
+    if isinstance(attacks, str):  # one name, or a comma-separated list as --attack takes; not its letters
+        attacks = [attacks]
+    made = None if results else Path(tempfile.mkdtemp(prefix="tempbench-audit-"))
+    # FLAG=VALUE: a value that starts with '-' (a folder, say) is not read as a flag
+    argv = ["--profile=" + profile, "--no-progress", "--model=" + name, f"--results={results or made}"]
     for flag, value in (("--data-root", data_root), ("--dataset", dataset), ("--cache", cache),
                         ("--device", device or _default_device(model)), ("--n-test", n),
                         ("--attack", ",".join(attacks) if attacks is not None else None)):
         if value is not None:
-            argv += [flag, str(value)]
+            argv.append(f"{flag}={value}")
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit:  # argparse has printed why
-        raise BenchError(f"bad argument among {argv}") from None
-    plan = make_plan(args, specs=[])  # checks every setting before anything is loaded or written
-    if _device_of(model) != plan.device.type:
-        raise BenchError(f"the model is on {_device_of(model)} and the audit runs on {plan.device}: move the model "
-                         f"(model.to(...)) or pass device={_device_of(model)!r}")
+        plan = make_plan(build_parser().parse_args(argv), specs=[])  # every setting, before a file is written
+        if _device_of(model) != plan.device.type:
+            raise BenchError(f"the model is on {_device_of(model)} and the audit runs on {plan.device}: move the "
+                             f"model (model.to(...)) or pass device={_device_of(model)!r}")
+        board, sha = _measure(model, name, temperature, mean, std, plan, pages, log)
+    except BaseException:
+        if made is not None and not any(made.iterdir()):
+            made.rmdir()  # refused before anything was written (the model's contract, say): its folder goes too
+        raise
+    key = f"{name}:{sha[:16]}"
+    rows = board[(board.model == name) & (board.weights_sha256 == sha)]
+    tidy = pd.read_csv(plan.results_dir / "results.csv")
+    tidy = tidy[tidy.run_key == key]
+    if rows.empty:
+        # the folder holds another model under this name, measured later (or in the same second):
+        # the leaderboard shows that one; this model's row comes from its own run's records alone
+        store = ResultStore(plan.results_dir)
+        bits = store.bits_table()
+        rows = leaderboard(store.table().query("run_key == @key"), bits[bits.run_key == key])
+    source = "given" if temperature is not None else "estimated"
+    return AuditResult(name, plan.results_dir, rows.iloc[0], tidy.reset_index(drop=True), float(rows.iloc[0]["T"]),
+                       source)
+
+
+def _measure(model, name, temperature, mean, std, plan, pages, log):
+    """The audit's run, with the model in eval mode and given back in the mode it came in."""
     modes = {m: m.training for m in model.modules()}  # each module's own: a mixed model comes back mixed
     wrapped = model if mean is None else torch.nn.Sequential(Normalize(mean, std), model).to(plan.device)
     try:
@@ -117,19 +150,7 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
     finally:
         for m, training in modes.items():
             m.training = training
-    key = f"{name}:{sha[:16]}"
-    rows = board[(board.model == name) & (board.weights_sha256 == sha)]
-    tidy = pd.read_csv(plan.results_dir / "results.csv")
-    tidy = tidy[tidy.run_key == key]
-    if rows.empty:
-        # the folder holds another model under this name, measured later (or in the same second):
-        # the leaderboard shows that one; this model's row comes from its own run's records alone
-        store = ResultStore(plan.results_dir)
-        bits = store.bits_table()
-        rows = leaderboard(store.table().query("run_key == @key"), bits[bits.run_key == key])
-    source = "given" if temperature is not None else "estimated"
-    return AuditResult(name, plan.results_dir, rows.iloc[0], tidy.reset_index(drop=True), float(rows.iloc[0]["T"]),
-                       source)
+    return board, sha
 
 
 def _default_device(model: torch.nn.Module) -> str:

@@ -154,20 +154,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _floats(text: Optional[str], flag: str):
-    if text is None:
-        return None
-    example = "0.4914,0.4822,0.4465" if flag == "--mean" else "0.2470,0.2435,0.2616"
+    return None if text is None else check_normalisation(text.split(","), flag, text)
+
+
+_EXAMPLE = {"mean": "0.4914,0.4822,0.4465", "std": "0.2470,0.2435,0.2616"}
+
+
+def check_normalisation(values, flag: str, given=None) -> list:
+    """A per-channel mean or std (``flag``: --mean/--std, or audit()'s mean/std) as 3 finite
+    floats, std's > 0. ``given``: what the user typed, to quote."""
+    example, given = _EXAMPLE[flag.lstrip("-")], values if given is None else given
     try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise BenchError(f"{flag} takes 3 numbers like {example}, got {text!r}") from None
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise BenchError(f"{flag} takes 3 numbers like {example}, got {given!r}") from None
     if len(values) != 3:
-        raise BenchError(f"{flag} takes 3 numbers (one per channel), got {text!r}")
+        raise BenchError(f"{flag} takes 3 numbers (one per channel), got {given!r}")
     if not all(math.isfinite(v) for v in values):
-        raise BenchError(f"{flag} takes finite numbers like {example}, got {text!r}")
+        raise BenchError(f"{flag} takes finite numbers like {example}, got {given!r}")
     # the model divides by std: 0 makes every logit inf or NaN, found only after the data is decoded
-    if flag == "--std" and not all(v > 0 for v in values):
-        raise BenchError(f"--std values must be > 0 (one per channel, e.g. {example}), got {text!r}")
+    if flag.lstrip("-") == "std" and not all(v > 0 for v in values):
+        raise BenchError(f"{flag} values must be > 0 (one per channel, e.g. {example}), got {given!r}")
     return values
 
 

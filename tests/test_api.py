@@ -1,6 +1,8 @@
 """bench.api.audit on a network of the caller's own: the suite runs on it as on a grid model, the
 model comes back untouched, an unknown temperature is estimated, bad models are refused."""
 import copy
+import re
+import tempfile
 import json
 
 import pytest
@@ -142,6 +144,34 @@ def test_bad_models_are_refused_before_anything_is_written(tiny_model, mini_root
         audit(make(trained), name="bad", temperature=1.0, data_root=str(mini_root), cache=str(mini_cache), n=100,
               profile="smoke", attacks=["fgsm"], results=str(tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("kwargs, phrase", [
+    ({"n": 1.5}, "n must be a whole number of test images, at least 2; got 1.5"),
+    ({"dataset": "mnist"}, "dataset must be one of cifar10, cifar100"),
+    ({"mean": [0.5, 0.5], "std": [0.2, 0.2]}, "mean takes 3 numbers (one per channel)"),
+    ({"mean": [0.5] * 3, "std": [0, 0.2, 0.2]}, "std values must be > 0"),
+    ({"temperature": True}, "temperature must be a positive number, got True"),
+    ({"profile": "quik"}, "unknown profile 'quik'"),
+])
+def test_bad_arguments_are_refused_in_the_functions_words(tiny_model, mini_root, mini_cache, kwargs, phrase,
+                                                          monkeypatch, tmp_path, capsys):
+    """n=1.5 or dataset="mnist" printed argparse's usage and "error: argument --n-test", then
+    raised "bad argument among [...]"; a wrong-length mean was blamed on the model. Without
+    results=, a refused audit left an empty tempbench-audit-* folder behind, each time."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(BenchError, match=re.escape(phrase)):
+        audit(tiny_model[1], **{"name": "m", "temperature": 1.0, "data_root": str(mini_root),
+                                "cache": str(mini_cache), "n": 100, "attacks": ["fgsm"], **kwargs})
+    assert capsys.readouterr().err == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_attacks_as_one_string_names_the_attacks_not_its_letters(tiny_model, mini_root, mini_cache, tmp_path):
+    """attacks="fgsm" was joined letter by letter: "unknown attack 'f'"."""
+    result = audit(tiny_model[1], name="m", temperature=1.0, data_root=str(mini_root), cache=str(mini_cache), n=20,
+                   profile="smoke", attacks="fgsm", results=str(tmp_path / "r"), pages=False, log=lambda m: None)
+    assert set(result.table.threat) >= {"clean", "fgsm"} and "fgsm_raw@8/255" in result.row.index
 
 
 def test_the_readme_example_runs(tiny_model, mini_root, mini_cache, tmp_path, capsys):
