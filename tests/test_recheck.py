@@ -20,6 +20,10 @@ def test_recheck_repeats_a_stored_measurement_and_names_a_changed_verdict(mini_r
     assert recheck(args) == 0
     out = capsys.readouterr().out
     assert "1 run again: 0 with a changed verdict" in out
+    # a model that has no such records is named, with those that have (it said "no apgd_t records")
+    assert recheck(args + ["--model", "fastnetw8_T1", "fastnet_T1"]) == 2
+    assert capsys.readouterr().err == (f"error: --model fastnet_T1: no apgd_t records in {res / 'records'}; "
+                                       f"measured: fastnetw8_T1\n")
 
     path = next(p for p in (res / "records").glob("*.json") if json.loads(p.read_text())["threat"] == "apgd_t")
     rec = json.loads(path.read_text())

@@ -35,11 +35,11 @@ from models import parse_name
 CROSSCHECK_TAGS = {"autoattack": "torchattacks", "autoattack_ref": "pyautoattack"}
 
 
-def stored(results: Path, attack: str, models) -> list:
+def stored(results: Path, attack: str) -> list:
     def holds(r):
         return r.get("threat") == attack or (r.get("threat") == "autoattack_crosscheck"
                                              and attack in r["params"].get("attacks", []))
-    recs = [r for r in ResultStore(results).records() if holds(r) and (not models or r.get("model") in models)]
+    recs = [r for r in ResultStore(results).records() if holds(r)]
     return sorted(recs, key=lambda r: (r["model"], r["eps"], r["view"]))
 
 
@@ -77,10 +77,15 @@ def recheck(argv) -> int:
         raise BenchError(f"--attack {args.attack}: not a registry attack; one of {', '.join(sorted(ATTACKS))}")
     if not (results / "records").is_dir() or not (results / "checkpoints").is_dir():
         raise BenchError(f"--results {results}: needs records/ and checkpoints/ (a profile run with keep_checkpoints)")
-    recs = stored(results, args.attack, set(args.model))
+    recs = stored(results, args.attack)
     if not recs:
-        raise BenchError(f"no {args.attack} records in {results / 'records'}"
-                         + (f" for {', '.join(args.model)}" if args.model else ""))
+        raise BenchError(f"no {args.attack} records in {results / 'records'}")
+    measured = sorted({r["model"] for r in recs})
+    missing = [m for m in args.model if m not in measured]
+    if missing:  # a typo, or a checkpoint's @best left off, was checked for nothing
+        raise BenchError(f"--model {', '.join(missing)}: no {args.attack} records in {results / 'records'}; "
+                         f"measured: {', '.join(measured)}")
+    recs = [r for r in recs if not args.model or r["model"] in args.model]
     profiles = {name: load_profile(name) for name in {args.profile or r["profile"] for r in recs}}
     data = load_dataset(args.data_root or default_data_root())
     if {r["dataset"] for r in recs} != {data.name}:
