@@ -511,6 +511,22 @@ def test_reports_are_replaced_only_once_all_are_written(tmp_path, capsys):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+def test_a_store_without_clean_records_gets_its_report(tmp_path, capsys):
+    """The quick store's brightness, fp64 and cross-check records alone (a store copied in part):
+    bench.report stopped with a ZeroDivisionError drawing accuracy against T, having no panel."""
+    import json
+    from bench.report.publish import main as report_main
+    (tmp_path / "records").mkdir()
+    kept = 0
+    for path in sorted((REPO / "results" / "quick" / "records").glob("*.json")):
+        if json.loads(path.read_text())["threat"] in ("brightness", "pgd_fp64", "autoattack_crosscheck"):
+            shutil.copyfile(path, tmp_path / "records" / path.name)
+            kept += 1
+    assert kept > 20
+    assert report_main(["--results", str(tmp_path)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "index.html").exists() and not (tmp_path / "plots" / "acc_vs_T.png").exists()
+
+
 def test_a_report_blocked_by_a_file_is_named_before_it_is_built(tmp_path, capsys):
     """A file where the report puts its plots folder failed after the whole report was built, with
     "free space there"; now it is named first, and nothing is written."""

@@ -120,6 +120,8 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
     panels += [c for c in ("mCA", "extra4", "mCE", "rel_mCE", "nat_worst_grid", "nat_rotate", "nat_translate",
                            "cifar10.1", "ece_raw", "ece_scaled", "ece_posthoc") if c in board.columns]
     panels = [p for p in panels if board[p].notna().any()]
+    if not panels:  # a store of shifts or audits alone (no clean records): nothing to draw against T
+        return []
     families = sorted(board["family"].unique())
     colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
     written = []
