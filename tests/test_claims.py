@@ -550,3 +550,17 @@ def test_b_without_a_plain_t1_model_is_at_most_inconclusive(tmp_path):
     first = claim.comparisons[0]
     assert claim.verdict == INCONCLUSIVE and first.verdict == INCONCLUSIVE
     assert "this test alone: supported" in first.note and "without a plain T=1 model, at most inconclusive" in first.note
+
+
+def test_a_bn_sweep_without_clean_records_gets_a_verdict(tmp_path):
+    """The cpu store's BN-head calibration records alone (a store copied in part): claim B took the
+    best rival temperature by idxmax over accuracies that were all NaN, and the report crashed."""
+    import json
+    import shutil
+    (tmp_path / "records").mkdir()
+    for path in (Path(__file__).resolve().parents[1] / "results" / "cpu" / "records").glob("*.json"):
+        rec = json.loads(path.read_text())
+        if rec["threat"] == "calibration" and rec["head"] == "bn":
+            shutil.copyfile(path, tmp_path / "records" / path.name)
+    assert len(list((tmp_path / "records").iterdir())) > 20
+    assert verdict_of(claims_from_store(ResultStore(tmp_path)), "B").verdict == NOT_MEASURED

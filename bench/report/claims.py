@@ -725,8 +725,9 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
         if near_1:  # T=1 is T* there: compared above, not a rival
             others = others[~np.isclose(others["T"].astype(float), 1.0)]
         rival = None
-        if len(others):
-            vals = others.groupby("T").model.apply(lambda ms: _mean(ev, ms, "clean"))
+        # temperatures with a clean accuracy (a store may hold a model's other measurements alone)
+        vals = others.groupby("T").model.apply(lambda ms: _mean(ev, ms, "clean")).dropna() if len(others) else []
+        if len(vals):
             best_T = float(vals.idxmax())
             cand = others[others["T"] == best_T]
             diff, se, n, kind, df = difference(ev, cand, star, "clean", pool=rows)
