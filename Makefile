@@ -50,9 +50,16 @@ perf: $(VENV)/.installed
 	$(PY) -m bench.tools.perf
 
 # results/$(PROFILE)/index.html (and the tables, plots, RobustBench exports) rebuilt from the store:
-# nothing is measured
+# nothing is measured. A PROFILE that is a TOML file wrote results/<its name key, else its stem>, as
+# `make bench PROFILE=file.toml` does (tomllib: this needs no venv and loads no torch).
+ifneq ($(filter %.toml,$(PROFILE)),)
+REPORT_DIR = results/$(shell $(PYTHON) -c 'import pathlib, sys, tomllib; p = pathlib.Path(sys.argv[1]); \
+	print(tomllib.loads(p.read_text()).get("name", p.stem))' '$(PROFILE)' 2>/dev/null || echo $(basename $(notdir $(PROFILE))))
+else
+REPORT_DIR = results/$(PROFILE)
+endif
 report: $(VENV)/.installed
-	$(PY) -m bench.report --results results/$(PROFILE)
+	$(PY) -m bench.report --results $(REPORT_DIR)
 
 # The one command of a GPU window, run on the device machine (whose python3 has torch; no venv
 # there): the gpu profile under a wall-clock limit, results packed into $OUT. Fill .whl/ here first

@@ -190,8 +190,14 @@ def test_make_report_cli(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no results" in err and not empty.exists()
     assert (ROOT / "bench" / "report" / "__main__.py").read_text().count("sys.exit(main())") == 1
-    make = Path(ROOT / "Makefile").read_text()
-    assert "python -m bench.report --results results/$(PROFILE)" in make.replace("$(PY)", "python")
+    # make report PROFILE=file.toml looked in results/file.toml; make bench had written results/<its name>
+    named, plain = tmp_path / "named.toml", tmp_path / "plain.toml"
+    named.write_text('name = "custom"\n')
+    plain.write_text("")
+    for profile, folder in (("quick", "results/quick"), (named, "results/custom"), (plain, "results/plain")):
+        r = subprocess.run(["make", "-s", "-n", "report", f"PROFILE={profile}"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+        assert r.stdout.strip().splitlines()[-1].endswith(f"-m bench.report --results {folder}"), r
 
 
 def test_a_zoo_model_is_shown_but_tests_no_claim(tmp_path):
