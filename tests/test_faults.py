@@ -193,6 +193,18 @@ def test_ray_worker_lost_for_good_stops_the_run_and_it_resumes_locally(grid, ray
     pd.testing.assert_frame_equal(measured(store), reference)
 
 
+def test_a_job_no_node_can_hold_stops_the_run_before_it_waits_forever(grid, ray_address):
+    """--cpus-per-job 3 on the 2-CPU cluster: every job waited for a node that does not exist,
+    with no word, until the run was killed."""
+    root, _ = grid
+    store = root / "ray_too_big"
+    out = cli(root, store, "--executor", "ray", "--address", ray_address, "--cpus-per-job", "3", timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == ("error: --cpus-per-job 3: the largest node of the Ray cluster has "
+                                                   "2 CPUs, so no job could start: ask for at most 2")
+    assert not store.exists()
+
+
 def test_sigterm_stops_a_ray_run_as_it_stops_a_local_one(grid, ray_address):
     """ray.init installs its own SIGTERM handler (sys.exit(15), no line); the driver puts the
     run's back, so that a SIGTERM once the jobs are under way stops a Ray run with the local run's

@@ -239,9 +239,24 @@ class RayExecutor:
         log(f"ray: {ray.get_runtime_context().gcs_address}, {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs "
             f"in the cluster; each job asks for {self.cpus:g} CPU{'s' * (self.cpus != 1)}"
             f"{f' and {self.gpus:g} GPU' if self.gpus else ''}")
+        try:
+            self._check_fits(ray, res)
+        except BenchError:
+            ray.shutdown()
+            raise
+        return ray, True
+
+    def _check_fits(self, ray, res):
+        """A job that no node can hold waits forever, without a word (Ray's warning goes to its own
+        log): refused here, where the cluster's nodes are known."""
         if self.gpus and not res.get("GPU"):
             raise BenchError("jobs ask for a GPU but the Ray cluster has none: use --device cpu")
-        return ray, True
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        for what, flag, asked in (("CPU", "--cpus-per-job", self.cpus), ("GPU", "--gpus-per-job", self.gpus)):
+            most = max((n.get(what, 0) for n in nodes), default=0)
+            if asked and asked > most:
+                raise BenchError(f"{flag} {asked:g}: the largest node of the Ray cluster has {most:g} {what}s, so "
+                                 f"no job could start: ask for at most {most:g}")
 
     def run(self, jobs: List[Job], ctx: Context, progress: GridProgress, log_dir: Path,
             log: Callable[[str], None]):
