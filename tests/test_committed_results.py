@@ -11,7 +11,8 @@ import pytest
 from bench.report.publish import write_reports
 from bench.store import ResultStore
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
 
 
 @pytest.mark.parametrize("name", ["quick", "quick-seeds", "cpu", "cpu-fulltest", "cpu_fat15", "cpu_at2"])
@@ -46,3 +47,18 @@ def test_the_readmes_findings_are_the_claims_of_results_cpu():
                     for c in claims[key].comparisons if math.isfinite(c.diff)}
         for interval in re.findall(r"\[[+-]\d+\.\d, [+-]\d+\.\d\]", numbers):
             assert interval in computed, (key, interval, computed)
+
+
+def test_what_a_cut_short_write_leaves_is_never_committed():
+    """A report staging folder or an atomic write's temp file, left by a killed run in a results
+    folder, showed in `git status` beside the results, and `git add results/cpu` took it."""
+    import shutil
+    import subprocess
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    left = ["results/cpu/.tmp-report-k2j3/index.html", "results/cpu/records/.tmp-0a1b.json.5f3e9c2a1d0b4e6f",
+            "results/quick/.tmp-leaderboard.csv.1234abcd"]
+    kept = ["results/cpu/records/0a1b.json", "results/cpu/index.html"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *left, *kept], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert ignored == left
