@@ -473,8 +473,8 @@ def load_profile(name_or_path: str) -> Profile:
         check_attack_name(a, f"{where}: [attack.{a}]: ")
         if not isinstance(table, dict):
             raise BenchError(f"{where}: [attack.{a}] must be a table of parameters, got {table!r}")
-        check_overrides(a, table)
         try:
+            check_overrides(a, table)
             check_radius(make_attack(a, table))  # validates the values now, not mid-run
         except BenchError as e:
             raise BenchError(f"{where} [attack.{a}]: {e}") from None

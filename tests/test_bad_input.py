@@ -172,6 +172,8 @@ CASES = [
     Case("eval 5", [], "[eval] must be a table", "eval = 5\n[recipe]\nepochs = 1\n"),
     Case("attack 5", [], "attack must be [attack.<name>] tables", "attack = 5\n" + tiny()),
     Case("attack table 5", [], "[attack.pgd] must be a table", "[attack]\npgd = 5\n" + tiny()),
+    Case("profile attack key typo", [], "profile p.toml [attack.pgd]: attack pgd has no parameter stepz",
+         tiny() + "[attack.pgd]\nstepz = 3\n"),
     Case("profile eps above 1", [], "[attack.pgd]: pgd: eps = 2 is more than 1", tiny() + "[attack.pgd]\neps = 2\n"),
     Case("at_eps above 1", [], "at_eps must lie in (0, 1]", tiny(**{"epochs = 1": "epochs = 1\nat_eps = 8"})),
     Case("views string", [], "[eval]: views must be a list of strings", tiny(**{'views = ["raw"]': 'views = "raw"'})),
