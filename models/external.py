@@ -18,6 +18,8 @@ from bench.errors import BenchError
 from models.archs import Normalize, build_model
 from models.registry import ARCHS, LoadedSpec, parse_name
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colour codes (torch sets words of its messages in bold)
+
 PREFIX = "file:"
 
 
@@ -73,9 +75,9 @@ def read_state_dict(path: Path) -> dict:
     # bytes that are not a torch file fail anywhere in the unpickler (a KeyError for a memo it
     # never wrote, an EOFError, ...); the restricted unpickler never runs what it reads
     except Exception as e:  # noqa: BLE001
-        raise BenchError(f"{path} is not a state dict this harness reads ({type(e).__name__}: "
-                         f"{(str(e).splitlines() or [''])[0][:160]}); save model.state_dict() with safetensors or "
-                         f"torch.save, not the pickled model") from None
+        why = ANSI.sub("", (str(e).splitlines() or [""])[0])[:160]  # torch's message sets words in bold
+        raise BenchError(f"{path} is not a state dict this harness reads ({type(e).__name__}: {why}); save "
+                         f"model.state_dict() with safetensors or torch.save, not the pickled model") from None
     if isinstance(state, dict) and not _tensors(state):
         inner = [k for k in WRAPPERS if _tensors(state.get(k))]
         if len(inner) > 1:
