@@ -110,6 +110,10 @@ CASES = [
     Case("severity words", ["--attack", "corruptions", "--severities", "high"], "--severities takes whole numbers"),
     Case("corruption typo", ["--corruptions", "fgo"], "unknown corruption 'fgo' (did you mean fog?)"),
     Case("corruption as attack", ["--attack", "fog"], "a corruption: --attack corruptions --corruptions fog"),
+    # it said "download CIFAR-10-C", which would not pair with this copy of the data either
+    Case("real corruptions on another copy", ["--attack", "corruptions", "--corruption-source", "real"],
+         "real CIFAR-10-C pairs only with the original cifar10 data, not cifar10-mini: use corruptions = "
+         "\"generated\"", tiny()),
     Case("source without corruptions", ["--attack", "pgd", "--corruption-source", "real"],
          "--corruption-source needs corruptions"),
     Case("unknown flag", ["--frobnicate"], "unrecognized arguments"),

@@ -79,16 +79,19 @@ class Corruptions(Family):
         names = tuple(ev.corruption_names) or tuple(BENCHMARK) + tuple(EXTRA)  # EvalSetup checked the names
         roots = shift_roots(plan)
         real = find_cifar10c(roots) if ev.corruptions in ("auto", "real") else None
-        if real is not None and data.name != "cifar10":
+        if data.name != "cifar10":
             # CIFAR-10-C is made from the original test set, in its order: pairing it with
-            # another copy's images or order would mismatch images and labels.
+            # another copy's images or order would mismatch images and labels. Said before
+            # "download it", which would only lead here.
             if ev.corruptions == "real":
-                raise BenchError(f"real CIFAR-10-C at {real} pairs only with the original cifar10 data, "
-                                 f"not {data.name}: use corruptions = \"generated\"")
+                raise BenchError(f"real CIFAR-10-C{f' at {real}' if real else ''} pairs only with the original "
+                                 f"cifar10 data, not {data.name}: use corruptions = \"generated\" "
+                                 f"(--corruption-source generated)")
             real = None
         if ev.corruptions == "real" and real is None:
             raise BenchError(f"corruptions = \"real\" but no CIFAR-10-C/labels.npy under "
-                             f"{', '.join(map(str, roots))}: download {CIFAR10C_URL}")
+                             f"{', '.join(map(str, roots))}: download {CIFAR10C_URL} and unpack it into one of "
+                             f"them")
         idx, split = shift_subset(ctx)
         corrupted = CorruptedSets(split, idx.to(split.labels.device), seed=ev.subset_seed, real_folder=real,
                                   test_labels=data.test.labels if real else None)
