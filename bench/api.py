@@ -102,7 +102,8 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
         attacks = [attacks]
     made = None if results else Path(tempfile.mkdtemp(prefix="tempbench-audit-"))
     # FLAG=VALUE: a value that starts with '-' (a folder, say) is not read as a flag
-    argv = ["--profile=" + profile, "--no-progress", "--model=" + name, f"--results={results or made}"]
+    argv = ["--profile=" + profile, "--no-progress", "--model=" + name, f"--results={results or made}",
+            *([] if pages else ["--tables-only"])]
     for flag, value in (("--data-root", data_root), ("--dataset", dataset), ("--cache", cache),
                         ("--device", device or _default_device(model)), ("--n-test", n),
                         ("--attack", ",".join(attacks) if attacks is not None else None)):

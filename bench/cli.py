@@ -313,7 +313,8 @@ def make_plan(args, specs=None):
     _check_writable(plan.log_dir, own, "job log folder")
     _check_writable(plan.checkpoint_dir, own if store is not None or profile.keep_checkpoints else "--cache",
                     "checkpoint folder")
-    check_report_paths(results)  # else found only when the run's reports move in, after every job
+    # else found only when the run's reports move in, after every job
+    check_report_paths(results, pages=not args.tables_only)
     return plan
 
 

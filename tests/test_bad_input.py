@@ -309,6 +309,18 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, workdir, roots
     assert changed == allowed, sorted(changed - allowed)
 
 
+def test_tables_only_runs_beside_a_file_named_plots(workdir, roots, monkeypatch, capsys):
+    """--tables-only writes no plots: the file is in nobody's way, and is left as it was."""
+    root, warm = roots["mini"]
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    warm_cache(warm, workdir)
+    (workdir / "p.toml").write_text(tiny())
+    assert main(["--profile", "p.toml", "--results", "plots_a_file", "--cache", "cache", "--no-progress",
+                 "--tables-only"]) == 0, capsys.readouterr().err
+    assert (workdir / "plots_a_file" / "plots").read_text() == ""
+    assert (workdir / "plots_a_file" / "leaderboard.csv").exists()
+
+
 def test_the_size_check_runs_before_the_data_is_trained_on(workdir, roots, monkeypatch, capsys):
     """The smoke profile on the 200-image tree used to log 'training ...' and fail after writing
     logs and a lock; now nothing past the data summary is logged."""

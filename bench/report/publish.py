@@ -40,16 +40,16 @@ REPORT_FOLDERS = {"plots": "*.png", "model_cards": "*.json"}
 REPORT_FILES = ("results.csv", "leaderboard.csv", "leaderboard_robustbench.csv", "index.html")
 
 
-def check_report_paths(out_dir: Path) -> None:
+def check_report_paths(out_dir: Path, pages: bool = True) -> None:
     """A report moves in only once it is built (a minute on a large store, and at the end of a
     run): a file standing where it puts a folder, or a folder where it puts a file, is named
-    before that."""
+    before that. ``pages=False``: the two tables alone are written."""
     out_dir = Path(out_dir)
-    for folder in (*REPORT_FOLDERS, "plots/reliability"):
+    for folder in (*REPORT_FOLDERS, "plots/reliability") if pages else ():
         if (out_dir / folder).exists() and not (out_dir / folder).is_dir():
             raise BenchError(f"{out_dir / folder} is a file where the report writes its {folder} folder: move it "
                              f"away, or give another --results folder")
-    for name in REPORT_FILES:
+    for name in REPORT_FILES if pages else REPORT_FILES[:2]:
         if (out_dir / name).is_dir():
             raise BenchError(f"{out_dir / name} is a folder where the report writes its {name}: move it away, or "
                              f"give another --results folder")
@@ -65,7 +65,7 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
     checkpoints whose weights the page links (default ``out_dir``/checkpoints, else its sibling
     folders')."""
     out_dir = Path(out_dir)
-    check_report_paths(out_dir)
+    check_report_paths(out_dir, pages)
     tidy, bits = store.table(), store.bits_table()
     latest = latest_runs(tidy)  # the rows that count, for the tables, plots, claims and page alike
     board = leaderboard(tidy, bits, latest)
