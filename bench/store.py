@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -159,11 +160,26 @@ class ResultStore:
     def get(self, rid: str) -> dict | None:
         """The record, or None when there is none or it is malformed (then it is measured again)."""
         path = self.path(rid)
-        return self._read(path) if path.exists() else None
+        raw = self._bytes(path) if path.exists() else None
+        return None if raw is None else self._read(path, raw)
 
-    def _read(self, path: Path, raw: bytes | None = None) -> dict | None:
+    def _bytes(self, path: Path) -> bytes | None:
+        """The file's bytes, or None: for a file deleted since the listing (by a person: the
+        harness never deletes one), and, with a warning, for a name that is not a readable file (a
+        folder, a link to nothing), which stopped every report with a traceback."""
         try:
-            rec = json.loads(path.read_bytes() if raw is None else raw)
+            return path.read_bytes()
+        except FileNotFoundError:
+            if path.is_symlink():
+                self._skip(path, f"it links to {os.readlink(path)}, which does not exist")
+            return None
+        except OSError as e:
+            self._skip(path, f"it cannot be read ({e.strerror})")
+            return None
+
+    def _read(self, path: Path, raw: bytes) -> dict | None:
+        try:
+            rec = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BenchError(f"result record {path} is not valid JSON: delete it and rerun that measurement") from None
         problem = record_problem(rec)
@@ -172,11 +188,14 @@ class ResultStore:
             problem = f"its identity makes it {rid}.json, not {path.name}"
         if problem is None:
             return rec
+        self._skip(path, problem)
+        return None
+
+    def _skip(self, path: Path, problem: str) -> None:
         if path not in self.skipped:
             self.skipped.add(path)
             print(f"warning: result record {path} skipped: {problem}; delete it and rerun that measurement",
                   file=sys.stderr)
-        return None
 
     def has_records(self) -> bool:
         """Whether the folder holds any record file: a report of none would read as every claim
@@ -195,10 +214,9 @@ class ResultStore:
                 yield dict(rec)  # a copy: the parsed record stays as the file says
 
     def _read_once(self, path: Path) -> dict | None:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None  # deleted since the listing (by a person: the harness never deletes one)
+        raw = self._bytes(path)
+        if raw is None:
+            return None
         digest = hashlib.blake2b(raw, digest_size=16).digest()
         seen = self._parsed.get(path)
         if seen is None or seen[0] != digest:

@@ -469,6 +469,11 @@ def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
     for i, (what, content) in enumerate(BAD_RECORDS.items()):
         bad[what] = store.path(f"{i:020d}")
         bad[what].write_text(json.dumps(content))
+    # names that are not readable files: an IsADirectoryError stopped every report with a traceback
+    bad["a folder"] = store.path("f" * 20)
+    bad["a folder"].mkdir()
+    bad["a link to nothing"] = store.path("e" * 20)
+    bad["a link to nothing"].symlink_to(tmp_path / "gone.json")
     assert report_main(["--results", str(tmp_path)]) == 0  # make report
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == len(bad), err  # one warning per file, however often the report reads the store
