@@ -106,6 +106,9 @@ class CheckpointStore:
             meta = json.loads(sidecar.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BenchError(f"checkpoint sidecar {sidecar} is not valid JSON: {self._fix(weights, sidecar)}") from None
+        except OSError as e:  # a folder by that name, say: it was an IsADirectoryError traceback
+            raise BenchError(f"checkpoint sidecar {sidecar} cannot be read ({e.strerror}): "
+                             f"{self._fix(weights, sidecar)}") from None
         problem = sidecar_problem(meta)
         if problem:
             raise BenchError(f"checkpoint sidecar {sidecar} is {problem}: {self._fix(weights, sidecar)}")
@@ -145,6 +148,8 @@ class CheckpointStore:
         fix = self._fix(weights, sidecar)
         if not weights.exists():
             raise BenchError(f"checkpoint weights {weights} are missing: {fix}")
+        if not weights.is_file():
+            raise BenchError(f"checkpoint weights {weights} are not a file: {fix}")
         sha = meta.get("best_weights_sha256" if spec.checkpoint == "best" else "weights_sha256")
         if sha256_files([weights]) != sha:
             raise BenchError(f"checkpoint {weights} is corrupt or truncated (sha256 mismatch): {fix}")

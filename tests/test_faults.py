@@ -365,6 +365,18 @@ def test_truncated_checkpoint_exits_2(grid, tmp_path, capsys):
     assert "is corrupt or truncated (sha256 mismatch): delete fastnetw8_T1-" in _spoiled(grid, tmp_path, capsys, spoil)
 
 
+@pytest.mark.parametrize("part, phrase", [(".safetensors", "checkpoint weights {} are not a file: delete"),
+                                           (".json", "checkpoint sidecar {} cannot be read (Is a directory): delete")])
+def test_a_folder_in_place_of_a_checkpoint_file_exits_2(grid, tmp_path, capsys, part, phrase):
+    """A folder by a checkpoint file's name stopped the run (and recheck) with an IsADirectoryError."""
+    def spoil(t1, t10):
+        t1[part].unlink()
+        t1[part].mkdir()
+        spoil.path = t1[part]
+    err = _spoiled(grid, tmp_path, capsys, spoil)
+    assert phrase.format(spoil.path) in err, err
+
+
 def test_checkpoint_of_another_spec_exits_2(grid, tmp_path, capsys):
     def spoil(t1, t10):
         shutil.copyfile(t1[".json"], t10[".json"])
