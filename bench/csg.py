@@ -316,12 +316,16 @@ def main(argv=None) -> int:
               f"(max {res.max_value:g}) in {args.embedding}, k={args.k}, M={args.m_per_class}, seed {args.seed}"
               f"{', parzen' if args.parzen else ''}; {wall:.1f}s")
         if args.json:
+            from filelock import FileLock
             path = Path(args.json)
-            table = _json_table(path)  # as it is now: another run may have added its dataset meanwhile
             entry = {key: v for key, v in res.to_dict().items() if key not in ("similarity", "adjacency", "classes")}
             entry.update(split=args.split, fingerprint=data.fingerprint, wall_s=round(wall, 2))
-            table[data.name] = entry
-            write_json_atomic(path, table)
+            # two runs (two datasets) merging into one file: each reads, adds and writes under the
+            # lock, or the later write drops the other's entry
+            with FileLock(str(path) + ".lock"):
+                table = _json_table(path)  # as it is now: another run may have added its dataset meanwhile
+                table[data.name] = entry
+                write_json_atomic(path, table)
     except (BenchError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

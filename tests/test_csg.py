@@ -203,3 +203,31 @@ def test_cli_bad_input_is_named_before_the_data_is_decoded(args, phrase, tmp_pat
     assert len(err) == 1 and err[0].startswith("error: ") and phrase in err[0], err
     assert not (tmp_path / "cache").exists()  # refused before the images were decoded
     assert (tmp_path / "listing").read_text() == "[1, 2]"
+
+
+def test_cli_merges_under_a_lock_so_two_runs_keep_both_entries(tmp_path):
+    """Two runs (two datasets) merging into one --json: each read the table, added its entry and
+    wrote it back, so the later write could drop the other's. Here one run's merge is held up by
+    the lock (as a second run's would be) and lands after it, beside the other entry."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from filelock import FileLock
+    root = make_imagefolder(tmp_path / "toyset", n_train=30, n_test=3)
+    out = tmp_path / "csg.json"
+    out.write_text(json.dumps({"other": {"value": 1.5}}))
+    cmd = [sys.executable, "-u", "-m", "bench.csg", "--data-root", str(root), "--cache", str(tmp_path / "cache"),
+           "--json", str(out), "--embedding", "pca8", "--m-per-class", "20"]
+    with FileLock(str(out) + ".lock"):
+        proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        line = proc.stdout.readline()  # its result, printed before it merges
+        assert "toyset" in line and "CSG" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        time.sleep(1)
+        assert proc.poll() is None and json.loads(out.read_text()) == {"other": {"value": 1.5}}  # waiting
+        out.write_text(json.dumps({"other": {"value": 1.5}, "another": {"value": 2.5}}))  # the other run's merge
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert set(json.loads(out.read_text())) == {"other", "another", "toyset"}
