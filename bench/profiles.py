@@ -443,7 +443,7 @@ def load_profile(name_or_path: str) -> Profile:
     path = resolve_profile_path(name_or_path)
     where = f"profile {path}"
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (an editor's) read as "Invalid statement"
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BenchError(f"{where} is not valid TOML: {e}") from None
     unknown = set(doc) - {"name", "description", "keep_checkpoints", "recipe", "eval", "attack", "grid", "tauto"}

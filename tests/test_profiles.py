@@ -122,3 +122,13 @@ def test_bad_threat_selection(tokens, corruptions, severities, fragment):
     with pytest.raises(BenchError) as e:
         select(load_profile("quick").eval, tokens, corruptions, severities)
     assert fragment in str(e.value)
+
+
+def test_a_profile_saved_with_a_byte_order_mark_loads(tmp_path):
+    """An editor's UTF-8 BOM before the first table was "not valid TOML: Invalid statement (at
+    line 1, column 1)"; it reads as the same profile without it."""
+    text = '[recipe]\nepochs = 2\n[[grid]]\narch = "fastnet"\nT = [1, 5]\n'
+    (tmp_path / "plain.toml").write_text(text)
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    bom, plain = load_profile(str(tmp_path / "bom.toml")), load_profile(str(tmp_path / "plain.toml"))
+    assert bom.models == plain.models == ("fastnet_T1", "fastnet_T5") and bom.recipe == plain.recipe
