@@ -54,7 +54,8 @@ perf: $(VENV)/.installed
 # `make bench PROFILE=file.toml` does (tomllib: this needs no venv and loads no torch).
 ifneq ($(filter %.toml,$(PROFILE)),)
 REPORT_DIR = results/$(shell $(PYTHON) -c 'import pathlib, sys, tomllib; p = pathlib.Path(sys.argv[1]); \
-	print(tomllib.loads(p.read_text(encoding="utf-8-sig")).get("name", p.stem))' '$(PROFILE)' 2>/dev/null || echo $(basename $(notdir $(PROFILE))))
+	print(tomllib.loads(p.read_text(encoding="utf-8-sig")).get("name", p.stem))' \
+	'$(PROFILE)' 2>/dev/null || echo $(basename $(notdir $(PROFILE))))
 else
 REPORT_DIR = results/$(PROFILE)
 endif
