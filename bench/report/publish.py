@@ -36,8 +36,9 @@ from bench.store import ResultStore
 # The folders a report owns, with what it writes there: a file of an earlier grid (which would
 # contradict the new tables) is removed when the new report moves in.
 REPORT_FOLDERS = {"plots": "*.png", "model_cards": "*.json"}
+TIDY, LEADERBOARD = "results.csv", "leaderboard.csv"  # the two tables, all that pages=False writes
 # and the files it replaces; with plots/reliability, the paths that must be free for its move-in
-REPORT_FILES = ("results.csv", "leaderboard.csv", "leaderboard_robustbench.csv", "index.html")
+REPORT_FILES = (TIDY, LEADERBOARD, "leaderboard_robustbench.csv", "index.html")
 
 
 def check_report_paths(out_dir: Path, pages: bool = True) -> None:
@@ -49,7 +50,7 @@ def check_report_paths(out_dir: Path, pages: bool = True) -> None:
         if (out_dir / folder).exists() and not (out_dir / folder).is_dir():
             raise BenchError(f"{out_dir / folder} is a file where the report writes its {folder} folder: move it "
                              f"away, or give another --results folder")
-    for name in REPORT_FILES if pages else REPORT_FILES[:2]:
+    for name in REPORT_FILES if pages else (TIDY, LEADERBOARD):
         if (out_dir / name).is_dir():
             raise BenchError(f"{out_dir / name} is a folder where the report writes its {name}: move it away, or "
                              f"give another --results folder")
@@ -73,8 +74,8 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".tmp-report-", dir=out_dir) as tmp:
             stage = Path(tmp) / (out_dir.name or out_dir.resolve().name)  # the page is titled after its folder
-            write_bytes_atomic(stage / "results.csv", tidy.to_csv(index=False).encode())
-            write_bytes_atomic(stage / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f").encode())
+            write_bytes_atomic(stage / TIDY, tidy.to_csv(index=False).encode())
+            write_bytes_atomic(stage / LEADERBOARD, board.to_csv(index=False, float_format="%.4f").encode())
             if not pages:
                 _move_in(stage, out_dir, prune=False)
                 return board
