@@ -103,3 +103,10 @@ def check_output_file(flag: str, path: Path, example: str) -> None:
     probe = existing_ancestor(path.parent)
     if not can_write_in(probe):
         raise BenchError(f"{flag} {path} cannot be written ({probe} is not a writable folder): give another path")
+
+
+def user_path(text: str) -> str:
+    """A path argument as the shell would have read it. bash expands ``~`` only at the start of a
+    word, so ``--results=~/runs`` reaches argparse as it was typed, and taken as it is, it made a
+    folder named ``~`` in the working directory (whose ``rm -rf ~`` deletes the home folder)."""
+    return os.path.expanduser(text)

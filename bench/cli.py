@@ -324,7 +324,7 @@ def _pace_dirs(value: Optional[str], results: Path) -> Tuple[Path, ...]:
         return ()
     dirs = []
     for name in _split_list(value, "--pace-from"):
-        d = Path(name)
+        d = Path(name).expanduser()  # a comma list: the shell expands a ~ at its start alone
         if not ResultStore(d).has_records():
             raise BenchError(f"--pace-from {name}: no records in {d / 'records'}: give a results folder that has "
                              f"some, e.g. results/cpu")

@@ -69,7 +69,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from bench.atomic import check_output_file, write_json_atomic
+from bench.atomic import check_output_file, user_path, write_json_atomic
 from bench.data import load_dataset, stratified_indices
 from bench.errors import BenchError
 
@@ -288,9 +288,10 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m bench.csg",
                                  description="Cumulative Spectral Gradient of a dataset (Branchaud-Charron et al.)")
-    ap.add_argument("--data-root", help="as for bench.run (default $BENCH_DATA, else the download folder)")
+    ap.add_argument("--data-root", type=user_path,
+                    help="as for bench.run (default $BENCH_DATA, else the download folder)")
     ap.add_argument("--dataset", choices=["cifar10", "cifar100"], help="which torchvision folder of the root")
-    ap.add_argument("--cache", help="decoded data cache (default $BENCH_CACHE or .cache)")
+    ap.add_argument("--cache", type=user_path, help="decoded data cache (default $BENCH_CACHE or .cache)")
     ap.add_argument("--split", default="train", choices=["train", "test"])
     ap.add_argument("--embedding", default=DEFAULT_EMBEDDING, help="raw or pca<d> (default %(default)s)")
     ap.add_argument("--n", type=int, help="a seeded class-stratified subset of n images as the neighbour pool")
@@ -298,7 +299,8 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parzen", action="store_true", help="weight by the Parzen volume, as the reference code")
-    ap.add_argument("--json", help="merge {dataset: result} into this JSON file (bench.tools.fit_temperature --csg-json)")
+    ap.add_argument("--json", type=user_path,
+                    help="merge {dataset: result} into this JSON file (bench.tools.fit_temperature --csg-json)")
     args = ap.parse_args(argv)
     try:
         check_embedding(args.embedding)

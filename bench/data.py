@@ -85,7 +85,7 @@ class Dataset:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("BENCH_CACHE", ".cache"))
+    return Path(os.environ.get("BENCH_CACHE", ".cache")).expanduser()  # as BENCH_DATA is
 
 
 # The project's offline copy of CIFAR-10 beside the checkout, which the Makefile's BENCH_DATA

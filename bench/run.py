@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import List
 
+from bench.atomic import user_path
 from bench.errors import BenchError, disk_stop
 
 # the shipped profiles, listed without importing bench.profiles (which loads torch)
@@ -46,8 +47,8 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m bench.run", description="Train models at a softmax temperature T and attack them.",
                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="quick", help=f"profile name ({', '.join(available_profiles())}) or a "
-                   "TOML path (default: quick)")
+    p.add_argument("--profile", type=user_path, default="quick",
+                   help=f"profile name ({', '.join(available_profiles())}) or a TOML path (default: quick)")
     p.add_argument("--model", default="all", help="comma list of model names, or 'all' (the profile's grid)")
     p.add_argument("--arch", default=None, help="for --model file:PATH: the architecture its weights fit: a registry "
                    "one (fastnet, resnet18, ...), timm:NAME or torchvision:NAME (built without pretrained weights)")
@@ -75,22 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-n", type=int, default=None,
                    help="corruptions and natural transforms on a stratified subset of this size (default: the "
                         "profile's shift_n, at most --n-test)")
-    p.add_argument("--data-root", default=None,
+    p.add_argument("--data-root", type=user_path, default=None,
                    help="data folder (default: $BENCH_DATA, else the offline copy ../shared/data/cifar10-jpeg75 "
                         "beside the checkout when it is there, else download CIFAR-10)")
     p.add_argument("--dataset", default=None, choices=["cifar10", "cifar100"],
                    help="which torchvision CIFAR folder of the data root (needed when it holds both; "
                         "cifar100 downloads when online)")
-    p.add_argument("--results", default=None, help="results folder (default: results/<profile>)")
-    p.add_argument("--cache", default=None, help="cache for decoded data and checkpoints (default: $BENCH_CACHE "
-                   "or .cache)")
+    p.add_argument("--results", type=user_path, default=None, help="results folder (default: results/<profile>)")
+    p.add_argument("--cache", type=user_path, default=None,
+                   help="cache for decoded data and checkpoints (default: $BENCH_CACHE or .cache)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="run the grid's jobs in this process (local, default) or as Ray tasks (ray)")
     p.add_argument("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
                    "(default with --executor ray: a local Ray instance for this run)")
-    p.add_argument("--store", default=None, help="a folder every worker can reach (e.g. on a shared file "
-                   "system) for the records, reports, checkpoints and job logs")
+    p.add_argument("--store", type=user_path, default=None,
+                   help="a folder every worker can reach (e.g. on a shared file system) for the records, "
+                        "reports, checkpoints and job logs")
     p.add_argument("--cpus-per-job", type=float, help="Ray: CPUs each job asks for (default 1)")
     p.add_argument("--gpus-per-job", type=float, default=None, help="Ray: GPUs each job asks for (default: 1 "
                    "when the cluster has GPUs and --device is not cpu, else 0)")

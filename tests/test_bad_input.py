@@ -321,6 +321,25 @@ def test_tables_only_runs_beside_a_file_named_plots(workdir, roots, monkeypatch,
     assert (workdir / "plots_a_file" / "leaderboard.csv").exists()
 
 
+def test_a_tilde_after_an_equals_sign_means_the_home_folder(workdir, roots, monkeypatch, capsys):
+    """bash expands no ~ in --results=~/out: the run wrote into a folder named ~ here, and the
+    report of ~/out found nothing there."""
+    from bench.report.publish import main as report_main
+    root, warm = roots["mini"]
+    home = workdir / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    warm_cache(warm, home)
+    (workdir / "p.toml").write_text(tiny())
+    assert main(["--profile=p.toml", "--results=~/out", "--cache=~/cache", "--no-progress", "--tables-only"]) == 0, \
+        capsys.readouterr().err
+    assert (home / "out" / "leaderboard.csv").exists() and not (workdir / "~").exists()
+    assert len(list((home / "cache" / "checkpoints").glob("*.safetensors"))) == 1
+    (home / "out" / "leaderboard.csv").unlink()
+    assert report_main(["--results=~/out"]) == 0, capsys.readouterr().err
+    assert (home / "out" / "leaderboard.csv").exists() and not (workdir / "~").exists()
+
+
 def test_the_size_check_runs_before_the_data_is_trained_on(workdir, roots, monkeypatch, capsys):
     """The smoke profile on the 200-image tree used to log 'training ...' and fail after writing
     logs and a lock; now nothing past the data summary is logged."""

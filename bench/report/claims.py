@@ -90,6 +90,7 @@ import numpy as np
 import pandas as pd
 
 from attacks import ATTACKS
+from bench.atomic import user_path
 from bench.errors import BenchError
 from bench.report.columns import HEADLINE_EPS, ModelFamily, latest_runs
 from bench.report.tables import leaderboard
@@ -907,7 +908,7 @@ def format_text(results: Sequence[ClaimResult]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.report.claims",
                                 description="Claim-by-claim verdicts from a results store (measures nothing).")
-    p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
+    p.add_argument("--results", type=user_path, default="results/quick", help="results folder (default results/quick)")
     args = p.parse_args(argv)
     store = ResultStore(Path(args.results))
     if not store.has_records():

@@ -17,7 +17,7 @@ from typing import Optional
 import pandas as pd
 from filelock import FileLock
 
-from bench.atomic import write_bytes_atomic
+from bench.atomic import user_path, write_bytes_atomic
 from bench.report.columns import latest_runs
 from bench.errors import BenchError
 from bench.report.export import write_exports
@@ -141,8 +141,8 @@ def main(argv: Optional[list] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.report",
                                 description="Rebuild results.csv, leaderboard.csv, the plots, the RobustBench "
                                             "exports and index.html from a results store (measures nothing).")
-    p.add_argument("--results", default="results/quick", help="results folder (default results/quick)")
-    p.add_argument("--checkpoints", default=None,
+    p.add_argument("--results", type=user_path, default="results/quick", help="results folder (default results/quick)")
+    p.add_argument("--checkpoints", type=user_path, default=None,
                    help="the kept checkpoints the page links (default <results>/checkpoints, else those of "
                         "<results>'s sibling folders, matched by sha256; e.g. the --store folder's checkpoints "
                         "for a run that evaluated another folder's models)")

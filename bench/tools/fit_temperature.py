@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from bench.atomic import check_output_file, write_atomic, write_json_atomic
+from bench.atomic import check_output_file, user_path, write_atomic, write_json_atomic
 from bench.report.columns import latest_runs
 from bench.errors import BenchError
 from bench.store import ResultStore
@@ -400,17 +400,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.tools.fit_temperature",
         description="Fit T* = alpha*sqrt(M) + beta (claim B) to the best temperatures of T sweeps")
-    ap.add_argument("--results", action="append", metavar="DIR",
+    ap.add_argument("--results", type=user_path, action="append", metavar="DIR",
                     help="a results folder (repeatable; default results/quick)")
     ap.add_argument("--head", default="bn", choices=["bn", "plain", "all"],
                     help="which classifier head's groups to fit (default bn: claim B's setting)")
     ap.add_argument("--csg", action="append", default=[], metavar="NAME=VALUE",
                     help="CSG of a dataset, e.g. cifar10-jpeg75=3.54 (repeatable)")
-    ap.add_argument("--csg-json", metavar="FILE", help="CSG per dataset, as written by python -m bench.csg --json")
+    ap.add_argument("--csg-json", type=user_path, metavar="FILE",
+                    help="CSG per dataset, as written by python -m bench.csg --json")
     ap.add_argument("--interpolate", action="store_true",
                     help="refine each best T by a parabola in ln T through its grid neighbours")
-    ap.add_argument("--plot", metavar="PATH", help="write best T vs sqrt(M) with both lines as PNG")
-    ap.add_argument("--json", metavar="PATH", help="write the fit and the points as JSON")
+    ap.add_argument("--plot", type=user_path, metavar="PATH", help="write best T vs sqrt(M) with both lines as PNG")
+    ap.add_argument("--json", type=user_path, metavar="PATH", help="write the fit and the points as JSON")
     args = ap.parse_args(argv)
     try:
         for flag, path in (("--plot", args.plot), ("--json", args.json)):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from attacks import apgd, make_attack
 from attacks.corruptions import BENCHMARK, EXTRA, corrupt_severities
 from attacks.views import PassCount, PassCounter
+from bench.atomic import user_path
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import default_cache_dir, default_data_root, load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-images", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", type=user_path, default=None)
     p.add_argument("--sections", default="train,pgd,early-stop,cost,corruptions",
                    help="comma list of train, pgd, early-stop, cost, corruptions")
     p.add_argument("--cost-images", type=int, default=200,

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from attacks import ATTACKS, format_eps, make_attack
+from bench.atomic import user_path
 from bench.checkpoints import CheckpointStore
 from bench.data import default_data_root, load_dataset, stratified_indices
 from bench.errors import BenchError
@@ -65,12 +66,12 @@ def main(argv=None) -> int:
 
 def recheck(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tools.recheck", description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", required=True, help="a results folder with records/ and checkpoints/")
+    p.add_argument("--results", type=user_path, required=True, help="a results folder with records/ and checkpoints/")
     p.add_argument("--attack", required=True, help="the registry attack whose records are run again")
     p.add_argument("--model", nargs="*", default=[], help="only these models (default: every one measured)")
-    p.add_argument("--profile", default=None,
+    p.add_argument("--profile", type=user_path, default=None,
                    help="the profile the records were made with, a name or a TOML file (default: the records' name)")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", type=user_path, default=None)
     args = p.parse_args(argv)
     results = Path(args.results)
     if args.attack not in ATTACKS:

@@ -21,6 +21,7 @@ from typing import Callable, List, Optional
 import torch
 
 from bench.api import audit
+from bench.atomic import user_path
 from bench.data import default_data_root, load_dataset
 from bench.errors import BenchError
 from bench.profiles import MIN_EVAL_N, Recipe
@@ -156,7 +157,7 @@ def table(outcomes: List[Outcome]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tools.selfcheck", description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", type=user_path, default=None)
     p.add_argument("--n", type=int, default=200, help="test images each case is audited on")
     args = p.parse_args(argv)
     try:
