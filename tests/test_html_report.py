@@ -272,6 +272,25 @@ def test_rows_link_their_kept_weights(tmp_path):
             if "safetensors" in a.get("href", "")] == ["../cpu/checkpoints/fastnetw8_T1-k.safetensors"]
 
 
+def test_kept_weights_in_a_folder_with_url_characters_are_linked_to_the_file(tmp_path):
+    """The link was the path as it is: a folder named "run #2" linked the page's own "#2 ..."
+    fragment, one named "100%" a bad escape."""
+    from urllib.parse import unquote, urlsplit
+    b = StoreBuilder(tmp_path / "results", n=100)
+    b.model("fastnetw8_T1", 1, 0.16)
+    kept = tmp_path / "run #2 at 100% ?" / "checkpoints"
+    kept.mkdir(parents=True)
+    (kept / "fastnetw8_T1-k.safetensors").write_bytes(b"weights")
+    (kept / "fastnetw8_T1-k.json").write_text(json.dumps({"weights": "fastnetw8_T1-k.safetensors",
+                                                          "weights_sha256": "0" * 64}))
+    write_reports(b.store, tmp_path / "results", checkpoints=kept)
+    page = parse(tmp_path / "results" / "index.html")
+    (href,) = [a["href"] for a in page.links if "safetensors" in a.get("href", "")]
+    url = urlsplit(href)
+    assert not url.fragment and not url.query
+    assert (tmp_path / "results" / unquote(url.path)).resolve() == (kept / "fastnetw8_T1-k.safetensors").resolve()
+
+
 def test_records_of_an_older_attack_revision_are_named(tmp_path, capsys):
     """A store holding records an older revision of their attack made (the CE attacks' batch mean,
     before revision 2) still reports, and says so on the page and on stderr: numbers this code

@@ -17,6 +17,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -322,7 +323,8 @@ def write_page(store, out_dir: Path, board: pd.DataFrame, tidy: pd.DataFrame, bi
     for folder in folders:
         base = Path(os.path.relpath(folder.resolve(), page_dir.resolve())).as_posix()
         for sha, name in CheckpointStore(folder).files_by_sha256().items():
-            weight_files.setdefault(sha, f"{base}/{name}")
+            # a URL: a folder named "run #2" or "100%" otherwise links a fragment or a bad escape
+            weight_files.setdefault(sha, quote(f"{base}/{name}"))
     bits = store.bits_table() if bits is None else bits
     latest = latest_runs(tidy) if latest is None else latest
     claims = evaluate_claims(tidy, board, bits, latest)
