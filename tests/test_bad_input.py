@@ -340,6 +340,23 @@ def test_a_tilde_after_an_equals_sign_means_the_home_folder(workdir, roots, monk
     assert (home / "out" / "leaderboard.csv").exists() and not (workdir / "~").exists()
 
 
+def test_an_attack_at_eps_0_leaves_clean_accuracy_and_its_sweep_takes_the_default_steps(workdir, roots,
+                                                                                     monkeypatch, capsys):
+    """--eps 0 (an attack that should change nothing) stopped every run with an eps sweep in a
+    ZeroDivisionError: the sweep scales each radius's step by alpha / eps of the attack."""
+    root, warm = roots["mini"]
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    warm_cache(warm, workdir)
+    (workdir / "p.toml").write_text(tiny(**{'attacks = ["fgsm"]': 'attacks = ["pgd"]\neps_sweep = ["4/255"]'}))
+    assert main(["--profile", "p.toml", "--results", "out", "--cache", "cache", "--no-progress", "--tables-only",
+                 "--eps", "0"]) == 0, capsys.readouterr().err
+    rows = pd.read_csv(workdir / "out" / "results.csv")
+    clean = rows[(rows.threat == "clean") & (rows.metric == "accuracy")].value.item()
+    pgd = rows[(rows.threat == "pgd") & (rows.metric == "robust_acc")].sort_values("eps")
+    assert pgd.eps.tolist() == [0, pytest.approx(4 / 255)] and pgd.value.iloc[0] == clean
+    assert json.loads(pgd.params.iloc[1])["alpha"] == pytest.approx(1 / 255)  # 2/255 at 8/255, the defaults
+
+
 def test_the_size_check_runs_before_the_data_is_trained_on(workdir, roots, monkeypatch, capsys):
     """The smoke profile on the 200-image tree used to log 'training ...' and fail after writing
     logs and a lock; now nothing past the data summary is logged."""

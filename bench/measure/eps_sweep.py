@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import List
 
-from attacks import AttackConfig
+from attacks import AttackConfig, make_attack
 from bench.measure.adversarial import evaluate
 from bench.measure.attack_suite import attack_identities, attack_summary, record_version
 from bench.measure.base import Family
@@ -13,7 +13,8 @@ from bench.measure.base import Family
 
 def sweep_configs(profile) -> List[AttackConfig]:
     """Each sweep attack at each eps, its step size scaled with eps (2/255 at 8/255 stays the
-    ratio), so a large eps is reachable in the same number of steps."""
+    ratio), so a large eps is reachable in the same number of steps. An attack set at eps 0 (a
+    check that it leaves clean accuracy as it is) has no ratio: its defaults' is taken."""
     ev = profile.eval
     out = []
     for name in ev.sweep_attacks:
@@ -24,7 +25,8 @@ def sweep_configs(profile) -> List[AttackConfig]:
                 continue
             params = {"eps": eps}
             if "alpha" in base.kwargs:
-                params["alpha"] = base.kwargs["alpha"] * eps / base.eps
+                own = base if base.eps > 0 else make_attack(name)
+                params["alpha"] = own.kwargs["alpha"] * eps / own.eps
             out.append(profile.attack(name, params))
     return out
 
