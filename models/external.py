@@ -140,6 +140,8 @@ def file_spec(name: str, arch: Optional[str], temperature: Optional[float], mean
     every problem stops the run before anything is written. The class count is read off the
     weights (the tensors whose first dimension is the only thing that differs from a 10-class
     build). The model is named by the file's stem and told apart by the file's sha256."""
+    if not name[len(PREFIX):].strip():  # Path("") is the working directory: "is a folder" would puzzle
+        raise BenchError(f"{name!r} names no file: give --model file:PATH, e.g. file:weights.safetensors")
     path = Path(name[len(PREFIX):]).expanduser()
     if not arch:
         raise BenchError(f"{name}: give --arch, the architecture its weights fit: a registry one "

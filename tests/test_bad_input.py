@@ -146,6 +146,8 @@ CASES = [
     Case("profile a folder", ["--profile", "."], "profile . is a folder: give a profile name"),
     Case("all and names", ["--model", "all,fastnetw8_T1"], "'all' (the profile's grid) cannot be combined"),
     # --model file:PATH (net.safetensors: an untrained fastnetw8): values its run would divide by
+    Case("file of no path", ["--model", "file:", "--arch", "fastnetw8"],
+         "'file:' names no file: give --model file:PATH"),
     Case("file T inf", ["--model", "file:net.safetensors", "--arch", "fastnetw8", "--temperature", "inf"],
          "--temperature must be a finite number > 0"),
     Case("file T nan", ["--model", "file:net.safetensors", "--arch", "fastnetw8", "--temperature", "nan"],
