@@ -206,7 +206,14 @@ def _model_specs(args, profile) -> list:
         raise BenchError(f"profile {profile.name!r} has no [[grid]] models: give --model NAME[,NAME...]")
     # an adversarial run without @best/@last stands for both of its checkpoints; robustbench:<Name>
     # is a zoo model, loaded, not trained
-    return list({s.name: s for n in names for s in _spec(n, args).checkpoints()}.values())
+    specs: dict = {}
+    for s in (s for n in names for s in _spec(n, args).checkpoints()):
+        first = specs.setdefault(s.name, s)
+        if getattr(first, "weights_sha256", None) != getattr(s, "weights_sha256", None):
+            # a file's model is named by its stem: the last of two such files was measured, the first not at all
+            raise BenchError(f"--model names two networks {s.name}: {first.source} and {s.source} (other weights); a "
+                             f"file's model is named by its stem: rename one")
+    return list(specs.values())
 
 
 def _evaluation(args, ev):

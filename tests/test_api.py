@@ -279,3 +279,47 @@ def test_two_weights_files_of_one_stem_do_not_share_a_row(tiny_model, mini_root,
     assert len(errors) == 1 and "already holds another network named net" in errors[0], errors
     assert sorted(p.name for p in out.rglob("*")) == before
     assert main(["--model", f"file:{tmp_path / 'a' / 'net.safetensors'}", *common]) == 0
+
+
+def test_a_file_and_a_grid_model_of_one_name_do_not_share_a_row(tiny_model, mini_root, mini_cache, tmp_path,
+                                                                 capsys):
+    """fastnetw8_T1.safetensors run into a folder that holds the grid's fastnetw8_T1 took that
+    model's leaderboard row (and its place in the claims) without a word, and the grid's run after
+    the file's took the file's; two files of one stem in one --model list measured the last alone.
+    Each is refused, one line, exit 2, nothing written."""
+    import os
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from bench.run import main
+    _, trained = tiny_model
+    state = {k: v.contiguous() for k, v in trained.state_dict().items()}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    save_file(state, str(tmp_path / "a" / "fastnetw8_T1.safetensors"))
+    save_file(dict(state, **{"fc.bias": state["fc.bias"] + 1}), str(tmp_path / "b" / "fastnetw8_T1.safetensors"))
+    shutil.copytree(mini_cache / "data", tmp_path / "cache" / "data", copy_function=os.link)  # its own checkpoints
+    common = ["--profile", "smoke", "--attack", "none", "--data-root", str(mini_root), "--cache",
+              str(tmp_path / "cache"), "--n-test", "100", "--no-progress", "--tables-only"]
+    file_a = ["--model", f"file:{tmp_path / 'a' / 'fastnetw8_T1.safetensors'}", "--arch", "fastnetw8",
+              "--temperature", "1"]
+    grid = ["--model", "fastnetw8_T1"]
+
+    def refused(args, out, phrase):
+        before = sorted(p.name for p in out.rglob("*")) if out.exists() else None
+        capsys.readouterr()
+        assert main([*args, "--results", str(out), *common]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and phrase in errors[0], errors
+        assert (sorted(p.name for p in out.rglob("*")) if out.exists() else None) == before
+
+    for first, second, phrase in [(grid, file_a, "holds fastnetw8_T1 from the grid (trained by the harness), and "
+                                   "this run's fastnetw8_T1 is from the file"),
+                                  (file_a, grid, "holds fastnetw8_T1 from the file")]:
+        out = tmp_path / f"r{len(first)}"
+        assert main([*first, "--results", str(out), *common]) == 0, capsys.readouterr().err
+        refused(second, out, phrase)
+        assert main([*first, "--results", str(out), *common]) == 0  # the same model again: a resume
+    both = f"file:{tmp_path / 'a' / 'fastnetw8_T1.safetensors'},file:{tmp_path / 'b' / 'fastnetw8_T1.safetensors'}"
+    refused(["--model", both, *file_a[2:]], tmp_path / "r3", "--model names two networks fastnetw8_T1")

@@ -75,7 +75,7 @@ class Context:
         self.split = self.data.split(ev.split)
         self.eval_split = self.split.subset(stratified_indices(self.split.labels, ev.n, ev.subset_seed))
         self.store = ResultStore(plan.results_dir)
-        check_file_names(plan, self.store)
+        check_model_names(plan, self.store, self.data.name)
         self.ckpts = CheckpointStore(plan.checkpoint_dir)
         self.families: Dict[str, Family] = {f.name: f for f in (F.prepare(self, log) for F in families.FAMILIES) if f}
         self._tauto = TautoResolver(plan.profile.tauto, self.data, log)
@@ -161,19 +161,46 @@ class Context:
         return get_model(spec, self.plan, self.data, self.ckpts, self.eval_split, log)[1]
 
 
-def check_file_names(plan, store: ResultStore) -> None:
-    """A network given as a file is named by the file's stem: another file of that stem (other
-    weights) whose records the store holds would share its leaderboard row, the newer taking it
-    and the first left out without a word. Refused before anything is written."""
-    files = {s.name: s for s in plan.models if isinstance(s, ExternalSpec)}
-    if not files:
+def spec_source(spec) -> str:
+    """What ``bench.store.model_source`` will say of this spec's records."""
+    if isinstance(spec, ZooSpec):
+        return "zoo"
+    if isinstance(spec, ExternalSpec):
+        return "python" if spec.source == "python" else "file"
+    return "grid"
+
+
+def _described(source: str, where: Optional[str]) -> str:
+    return {"grid": "the grid (trained by the harness)", "zoo": "RobustBench", "python": "a model handed to audit()",
+            "file": f"the file {where}"}[source]
+
+
+def check_model_names(plan, store: ResultStore, dataset: str) -> None:
+    """A store's leaderboard has one row a name (and dataset): the latest network measured under
+    it. A network given as a file is named by the file's stem, so fastnet_T1.safetensors run into
+    a folder that holds the grid's fastnet_T1 took that model's row, and the claims with it, without
+    a word (and the grid's run after it the file's); another file of that stem likewise. Refused
+    before anything is written. Two runs of one source are the same model measured again (a grid
+    model retrained, a model handed to audit() again), the later replacing the earlier's row."""
+    mine = {s.name: s for s in plan.models}
+    if not mine:
         return
     for rec in store.records():
-        s = files.get(rec.get("model"))
-        if s is not None and model_source(rec) == "file" and rec.get("weights_sha256") not in (None, s.weights_sha256):
+        s = mine.get(rec.get("model"))
+        if s is None or rec.get("dataset") != dataset:
+            continue
+        theirs, ours = model_source(rec), spec_source(s)
+        if theirs == ours and (ours != "file" or rec.get("weights_sha256") in (None, s.weights_sha256)):
+            continue
+        if theirs == ours == "file":
             raise BenchError(f"{plan.results_dir} already holds another network named {s.name} (weights "
                              f"{rec['weights_sha256'][:12]}, from {rec.get('weights_source')}): a file's model is "
                              f"named by its stem, so rename {s.source} or use another --results")
+        fix = {"file": f"rename {getattr(s, 'source', '')} (a file's model is named by its stem)",
+               "python": "give audit() another name="}.get(ours, "use another --results")
+        raise BenchError(f"{plan.results_dir} holds {s.name} from {_described(theirs, rec.get('weights_source'))}, "
+                         f"and this run's {s.name} is from {_described(ours, getattr(s, 'source', None))}: the "
+                         f"leaderboard keeps one network a name, the later hiding the other: {fix}")
 
 
 def check_sizes(plan, data) -> None:
