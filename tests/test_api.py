@@ -255,19 +255,22 @@ def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cach
         assert not out.exists()
 
 
+def two_weights_files(tiny_model, folder, stem: str) -> None:
+    """The tiny model's weights as folder/a/<stem>.safetensors, and other weights (its head's bias
+    moved) under the same name in folder/b."""
+    from safetensors.torch import save_file
+    state = {k: v.contiguous() for k, v in tiny_model[1].state_dict().items()}
+    for sub, weights in (("a", state), ("b", dict(state, **{"fc.bias": state["fc.bias"] + 1}))):
+        (folder / sub).mkdir()
+        save_file(weights, str(folder / sub / f"{stem}.safetensors"))
+
+
 def test_two_weights_files_of_one_stem_do_not_share_a_row(tiny_model, mini_root, mini_cache, tmp_path, capsys):
     """A file's model is named by its stem: a second net.safetensors (other weights) into a store
     that holds the first's records would take its leaderboard row, the first dropped without a
     word. Refused, one line, exit 2, nothing written; the same file again is a resume."""
-    from safetensors.torch import save_file
-
     from bench.run import main
-    _, trained = tiny_model
-    state = {k: v.contiguous() for k, v in trained.state_dict().items()}
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    save_file(state, str(tmp_path / "a" / "net.safetensors"))
-    save_file(dict(state, **{"fc.bias": state["fc.bias"] + 1}), str(tmp_path / "b" / "net.safetensors"))
+    two_weights_files(tiny_model, tmp_path, "net")
     out = tmp_path / "r"
     common = ["--arch", "fastnetw8", "--temperature", "1", "--profile", "smoke", "--attack", "none", "--data-root",
               str(mini_root), "--cache", str(mini_cache), "--n-test", "100", "--no-progress", "--results", str(out)]
@@ -290,15 +293,8 @@ def test_a_file_and_a_grid_model_of_one_name_do_not_share_a_row(tiny_model, mini
     import os
     import shutil
 
-    from safetensors.torch import save_file
-
     from bench.run import main
-    _, trained = tiny_model
-    state = {k: v.contiguous() for k, v in trained.state_dict().items()}
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    save_file(state, str(tmp_path / "a" / "fastnetw8_T1.safetensors"))
-    save_file(dict(state, **{"fc.bias": state["fc.bias"] + 1}), str(tmp_path / "b" / "fastnetw8_T1.safetensors"))
+    two_weights_files(tiny_model, tmp_path, "fastnetw8_T1")
     shutil.copytree(mini_cache / "data", tmp_path / "cache" / "data", copy_function=os.link)  # its own checkpoints
     common = ["--profile", "smoke", "--attack", "none", "--data-root", str(mini_root), "--cache",
               str(tmp_path / "cache"), "--n-test", "100", "--no-progress", "--tables-only"]
