@@ -608,6 +608,22 @@ def test_a_report_blocked_by_a_file_is_named_before_it_is_built(tmp_path, capsys
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("make, phrase", [(None, "no such folder"), ("file", "a file, not a folder")])
+def test_a_checkpoints_folder_that_is_none_is_named_before_the_report(make, phrase, tmp_path, capsys):
+    """bench.report --checkpoints FILE said "no such folder" of a file that is there."""
+    from bench.report.publish import main as report_main
+    from bench.store import ResultStore
+    ResultStore(tmp_path / "r").put(record("fastnet_T1", 1.0))
+    if make:
+        (tmp_path / "ckpt").write_text("")
+    before = listing(tmp_path)
+    assert report_main(["--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "ckpt")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --checkpoints {tmp_path / 'ckpt'}: {phrase} (the kept checkpoints of the run, e.g. "
+        f"results/cpu/checkpoints for a run with --store results/cpu)"]
+    assert listing(tmp_path) == before
+
+
 def test_two_reports_published_into_one_folder_at_once_both_succeed(tmp_path):
     """Two runs finishing at once (two processes) each removed the stale plots of an earlier grid:
     one unlinked a file the other had just removed and stopped with exit 2 and 'free space there'."""

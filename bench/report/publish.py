@@ -131,7 +131,8 @@ def regenerate(results_dir: Path, checkpoints: Optional[Path] = None, store: Opt
         raise BenchError(f"no results in {results_dir}/records: run `make bench` (or bench.run --results "
                          f"{results_dir}) first")
     if checkpoints is not None and not Path(checkpoints).is_dir():
-        raise BenchError(f"--checkpoints {checkpoints}: no such folder (the kept checkpoints of the run, e.g. "
+        what = "a file, not a folder" if Path(checkpoints).exists() else "no such folder"
+        raise BenchError(f"--checkpoints {checkpoints}: {what} (the kept checkpoints of the run, e.g. "
                          f"results/cpu/checkpoints for a run with --store results/cpu)")
     write_reports(store, results_dir, checkpoints=checkpoints)
     return results_dir / "index.html"
