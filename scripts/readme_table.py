@@ -35,6 +35,10 @@ def cell(value, column, fmt) -> str:
 
 
 def main(folder: str) -> int:
+    if not (Path(folder) / "leaderboard.csv").is_file():  # as compare_runs says it, not a FileNotFoundError
+        print(f"error: {folder} has no leaderboard.csv: give a results folder (python -m bench.report --results "
+              f"{folder} builds one)", file=sys.stderr)
+        return 2
     board = pd.read_csv(Path(folder) / "leaderboard.csv")
     board = board.assign(_at=board.regime != "std", _bn=board.head == "bn")
     board = board.sort_values(["_at", "lr_scale", "_bn", "T", "model"])  # the plain arm first, by T

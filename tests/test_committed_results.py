@@ -62,3 +62,23 @@ def test_what_a_cut_short_write_leaves_is_never_committed():
     ignored = subprocess.run(["git", "check-ignore", "--no-index", *left, *kept], cwd=ROOT, capture_output=True,
                              text=True).stdout.split()
     assert ignored == left
+
+
+def test_the_readmes_quick_table_is_what_readme_table_prints(tmp_path):
+    """"The table is printed by `python scripts/readme_table.py results/quick`": the README's rows
+    are that command's output, line for line; a folder without a leaderboard is one line, exit 2."""
+    import subprocess
+    import sys
+    if not (RESULTS / "quick" / "leaderboard.csv").is_file():
+        pytest.skip("results/quick is not in this checkout")
+    script = [sys.executable, str(ROOT / "scripts" / "readme_table.py")]
+    done = subprocess.run([*script, "results/quick"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    table = done.stdout.splitlines()
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index(table[0], readme.index("## Results of the quick profile"))
+    assert readme[start:start + len(table)] == table and not readme[start + len(table)].startswith("|")
+    done = subprocess.run([*script, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr == (
+        f"error: {tmp_path} has no leaderboard.csv: give a results folder (python -m bench.report --results "
+        f"{tmp_path} builds one)\n")
