@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -132,6 +133,28 @@ def record_problem(rec) -> str | None:
         for k in keys:
             if k in rec and not ok(rec[k]):
                 return f"{k} is {rec[k]!r}, not {what}"
+    return _per_image_problem(rec)
+
+
+BITS_KEYS = ("bits", "bits_pyautoattack", "bits_torchattacks")
+_HEX = re.compile(r"[0-9a-f]*")
+
+
+def _per_image_problem(rec: dict) -> str | None:
+    """The per-image results against the record's n: the worst case over attacks lines up every
+    attack's bits image by image, and bits of another length (a record cut short or edited by
+    hand) stopped every report with a numpy shape error."""
+    n = int(rec["n"])
+    for k in BITS_KEYS:
+        v = rec.get(k)
+        if v is not None and not (isinstance(v, str) and _HEX.fullmatch(v) and len(v) == 2 * math.ceil(n / 8)):
+            return f"{k} is not {n} images' results ({2 * math.ceil(n / 8)} hex digits)"
+    pos = rec.get("positions")
+    if pos is not None:
+        index = pos.get("index") if isinstance(pos, dict) else None
+        if not (isinstance(index, list) and len(index) == n and _is_number(pos.get("eval_n"))
+                and all(isinstance(i, int) and 0 <= i < pos["eval_n"] for i in index)):
+            return f"positions is not {n} image indices into an evaluation of eval_n images"
     return None
 
 

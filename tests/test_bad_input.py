@@ -529,6 +529,29 @@ def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
     assert len(err) == len(bad) and all(line.startswith("warning: result record ") for line in err), err
 
 
+@pytest.mark.parametrize("over, problem", [
+    ({"bits": "00"}, "bits is not 10 images' results (4 hex digits)"),  # cut short
+    ({"bits": "zz00"}, "bits is not 10 images' results"),
+    ({"bits": "0000", "positions": {"index": [0, 1], "eval_n": 20}}, "positions is not 10 image indices"),
+    ({"bits": "0000", "positions": {"index": list(range(10, 20)), "eval_n": 12}}, "positions is not 10 image"),
+], ids=["bits short", "bits not hex", "positions short", "positions past eval_n"])
+def test_per_image_results_that_do_not_fit_n_are_skipped(over, problem, tmp_path, capsys):
+    """An attack record whose bits were not n images' (a record edited or cut short by hand)
+    stopped every report in the per-image worst case with a numpy shape error."""
+    from bench.report.publish import main as report_main
+    from bench.store import ResultStore, pack_bits, record_id
+    store = ResultStore(tmp_path)
+    store.put(record("fastnet_T1", 1.0))
+    attack = dict(family="attack", view="raw", eps=8 / 255, steps=10, metrics={"robust_acc": 0.3, "clean_acc": 0.5})
+    store.put(record("fastnet_T1", 1.0, threat="pgd", bits=pack_bits([1, 0, 0] * 3 + [1]), **attack))
+    bad = dict(record("fastnet_T1", 1.0, threat="apgd_t", **attack), **over, schema=2)
+    store.path(record_id(bad)).write_text(json.dumps(bad))
+    assert report_main(["--results", str(tmp_path)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: result record")]
+    assert len(err) == 1 and err[0].startswith(f"warning: result record {store.path(record_id(bad))} skipped: ")
+    assert problem in err[0] and (tmp_path / "index.html").is_file()
+
+
 FSIZE_LIMIT = 20_000  # bytes: the tables fit, a figure does not
 
 
