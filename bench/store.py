@@ -101,6 +101,18 @@ FIELD_TYPES = (
     (("corruption", "source"), lambda v: v is None or isinstance(v, str), "a string or null"),
     (("params",), lambda v: isinstance(v, dict), "an object"),
     (("lr_scale",), lambda v: isinstance(v, bool), "true or false"),
+    # what the tables group by, take the latest of, add up or join: a list or a number there was a
+    # TypeError in every report
+    (("timestamp", "code_version", "device", "torch_version", "weights_sha256", "same_weights_as"),
+     lambda v: v is None or isinstance(v, str), "a string or null"),
+    (("measure_version",), _is_number, "a number"),
+    (("wall_s",), lambda v: v is None or _is_number(v), "a number or null"),
+    (("autoattack_warnings",), lambda v: v is None or isinstance(v, list) and all(isinstance(t, str) for t in v),
+     "a list of strings or null"),
+    (("reliability",), lambda v: v is None or isinstance(v, dict) and all(isinstance(v.get(k), list) for k in
+                                                                          ("confidence", "accuracy", "count"))
+     and len({len(v[k]) for k in ("confidence", "accuracy", "count")}) == 1,
+     "an object of confidence, accuracy and count lists of one length"),
 )
 
 
@@ -136,7 +148,7 @@ def record_problem(rec) -> str | None:
     return _per_image_problem(rec)
 
 
-BITS_KEYS = ("bits", "bits_pyautoattack", "bits_torchattacks")
+BITS_KEYS = ("bits", "bits_pyautoattack", "bits_torchattacks", "bits_target_hit")
 _HEX = re.compile(r"[0-9a-f]*")
 
 

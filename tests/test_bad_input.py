@@ -534,10 +534,21 @@ def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
     ({"bits": "zz00"}, "bits is not 10 images' results"),
     ({"bits": "0000", "positions": {"index": [0, 1], "eval_n": 20}}, "positions is not 10 image indices"),
     ({"bits": "0000", "positions": {"index": list(range(10, 20)), "eval_n": 12}}, "positions is not 10 image"),
-], ids=["bits short", "bits not hex", "positions short", "positions past eval_n"])
+    # fields the tables group by, take the latest of or add up: each was a TypeError in every report
+    ({"bits": "0000", "timestamp": 123}, "timestamp is 123, not a string or null"),
+    ({"bits": "0000", "device": ["cpu"]}, "device is ['cpu'], not a string or null"),
+    ({"bits": "0000", "code_version": ["abc"]}, "code_version is ['abc'], not a string or null"),
+    ({"bits": "0000", "measure_version": None}, "measure_version is None, not a number"),
+    ({"bits": "0000", "wall_s": [1]}, "wall_s is [1], not a number or null"),
+    ({"bits": "0000", "autoattack_warnings": [1]}, "autoattack_warnings is [1], not a list of strings"),
+    ({"bits": "0000", "reliability": {"confidence": [0.5], "accuracy": [], "count": [3]}}, "reliability is"),
+], ids=["bits short", "bits not hex", "positions short", "positions past eval_n", "timestamp a number",
+        "device a list", "code_version a list", "measure_version null", "wall_s a list", "warnings of numbers",
+        "reliability of two lengths"])
 def test_per_image_results_that_do_not_fit_n_are_skipped(over, problem, tmp_path, capsys):
-    """An attack record whose bits were not n images' (a record edited or cut short by hand)
-    stopped every report in the per-image worst case with a numpy shape error."""
+    """An attack record whose bits were not n images' (a record edited or cut short by hand), or
+    with a field of another type than the tables take, stopped every report with a numpy shape
+    error or a TypeError; it is skipped with one warning, as a record of bad JSON is."""
     from bench.report.publish import main as report_main
     from bench.store import ResultStore, pack_bits, record_id
     store = ResultStore(tmp_path)

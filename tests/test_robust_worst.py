@@ -5,7 +5,7 @@ The model under test masks its gradients the classic way (Athalye et al. 2018): 
 input, so every input gradient is exactly zero. FGSM then moves nothing and reports the clean
 accuracy as robust; AutoAttack's Square (a black box) still breaks images, and the authors' code
 flags the zero gradients."""
-import time
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import numpy as np
@@ -81,7 +81,8 @@ def _record(m):
            "threat": m.threat, "view": m.view, "params": m.params, "model": "fastnetw8_T1", "arch": "fastnetw8",
            "T": 1.0, "head": "linear", "regime": "std", "lr_scale": False, "seed": 0, "checkpoint": "last",
            "feature_dim": 64, "num_classes": 10, "family": m.family, "eps": m.eps, "steps": m.steps,
-           "metrics": m.metrics, "timestamp": time.time(), "code_version": "test", "device": "cpu"}
+           "metrics": m.metrics, "timestamp": datetime.now(timezone.utc).isoformat(), "code_version": "test",
+           "device": "cpu"}
     if m.bits:
         rec["bits"] = m.bits
     rec.update(m.extra)
