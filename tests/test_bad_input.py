@@ -563,6 +563,23 @@ def test_per_image_results_that_do_not_fit_n_are_skipped(over, problem, tmp_path
     assert problem in err[0] and (tmp_path / "index.html").is_file()
 
 
+def test_a_check_record_short_of_a_metric_counts_as_no_check(tmp_path, capsys):
+    """A float64 check without one of its accuracies (a record cut short by hand) stopped every
+    report with a KeyError, or an idxmin over no number where another record had the column."""
+    from bench.report.publish import main as report_main
+    from bench.store import ResultStore
+    store = ResultStore(tmp_path)
+    store.put(record("fastnet_T1", 1.0))
+    store.put(record("fastnet_T1", 1.0, threat="pgd", family="attack", view="raw", eps=8 / 255, steps=10,
+                     metrics={"robust_acc": 0.3, "clean_acc": 0.5}, bits="0000"))
+    store.put(record("fastnet_T1", 1.0, threat="pgd_fp64", family="check", view="raw", eps=8 / 255, steps=10,
+                     params={"attack": "pgd", "eps": 8 / 255, "steps": 10},
+                     metrics={"robust_acc_fp32": 0.3, "clean_acc_fp32": 0.5, "clean_acc_fp64": 0.5}))
+    assert report_main(["--results", str(tmp_path)]) == 0, capsys.readouterr().err
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert "fp64_gap" not in board or board.fp64_gap.isna().all()  # no check counted: no gap
+
+
 FSIZE_LIMIT = 20_000  # bytes: the tables fit, a figure does not
 
 

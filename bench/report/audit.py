@@ -172,12 +172,14 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
         worst = top.loc[idx].set_index("model")
         ev["sweep_plateau"], ev["sweep_plateau_by"] = worst["value"], worst["curve"]
         ev["sweep_max_eps"] = format_eps(float(sweep.eps.max()))
-    fp = _strongest_record(df, "pgd_fp64", lambda r: r["robust_acc_fp64"] - r["robust_acc_fp32"])
+    fp = _strongest_record(df, "pgd_fp64", lambda r: r["robust_acc_fp64"] - r["robust_acc_fp32"],
+                           ("robust_acc_fp32", "robust_acc_fp64", "zero_grad_frac_fp32", "zero_grad_frac_fp64"))
     if not fp.empty:
         ev["fp64_gap"] = fp["robust_acc_fp32"] - fp["robust_acc_fp64"]
         ev["fp64_zero_grad_fp32"], ev["fp64_zero_grad_fp64"] = fp["zero_grad_frac_fp32"], fp["zero_grad_frac_fp64"]
     cc = _strongest_record(df, "autoattack_crosscheck",
-                           lambda r: min(r["robust_acc_torchattacks"], r["robust_acc_pyautoattack"]))
+                           lambda r: min(r["robust_acc_torchattacks"], r["robust_acc_pyautoattack"]),
+                           ("robust_acc_torchattacks", "robust_acc_pyautoattack", "abs_diff"))
     if not cc.empty:
         ev["aa_torchattacks"], ev["aa_pyautoattack"] = cc["robust_acc_torchattacks"], cc["robust_acc_pyautoattack"]
         ev["aa_crosscheck_diff"] = cc["abs_diff"]
@@ -198,12 +200,15 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
     return ev
 
 
-def _strongest_record(df: pd.DataFrame, threat: str, score) -> pd.DataFrame:
+def _strongest_record(df: pd.DataFrame, threat: str, score, needs) -> pd.DataFrame:
     """Per model, the metrics (and ``n``) of one record of ``threat``: where a model holds several
     (a cross-check at two budgets), the one of lowest ``score`` (the strongest attack). Averaged,
-    they gave numbers no run gave, and a verdict could move between "suspected" and "likely"."""
+    they gave numbers no run gave, and a verdict could move between "suspected" and "likely". A
+    record without one of the metrics ``needs`` names (cut short by hand) is none: a KeyError, or
+    an idxmin over no number, stopped every report on it."""
     rows = df[df.threat == threat].assign(params=lambda d: d["params"].fillna("").astype(str))
     rec = rows.pivot_table(index=["model", "params", "n"], columns="metric", values="value", aggfunc="first")
+    rec = rec.reindex(columns=sorted(set(rec.columns) | set(needs))).dropna(subset=list(needs))
     if rec.empty:
         return rec
     best = rec.apply(score, axis=1).groupby(level="model").idxmin()
