@@ -129,7 +129,8 @@ def record_problem(rec) -> str | None:
         return f"schema is {schema!r}, not a number"
     if schema < SCHEMA:
         return None
-    missing = [k for k in (*IDENTITY, "model", "metrics") if k not in rec]
+    # arch and eps too: the tables label a model's family by its arch and file an attack by its eps
+    missing = [k for k in (*IDENTITY, "model", "metrics", "arch", "eps") if k not in rec]
     if missing:
         return f"it lacks {', '.join(missing)}"
     metrics = rec["metrics"]
@@ -138,7 +139,7 @@ def record_problem(rec) -> str | None:
     bad = {k: v for k, v in metrics.items() if v is not None and not _is_number(v)}
     if bad:
         return f"metric {', '.join(f'{k}={v!r}' for k, v in bad.items())} is not a number"
-    if not _is_number(rec["n"]) or not isinstance(rec["model"], str):
+    if not _is_number(rec["n"]) or not math.isfinite(rec["n"]) or not isinstance(rec["model"], str):
         return "its n is not a number or its model not a name"
     # the tables compare, sort and format these: a wrong type there is a traceback in every report
     for keys, ok, what in FIELD_TYPES:

@@ -542,9 +542,10 @@ def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
     ({"bits": "0000", "wall_s": [1]}, "wall_s is [1], not a number or null"),
     ({"bits": "0000", "autoattack_warnings": [1]}, "autoattack_warnings is [1], not a list of strings"),
     ({"bits": "0000", "reliability": {"confidence": [0.5], "accuracy": [], "count": [3]}}, "reliability is"),
+    ({"bits": "0000", "n": float("nan")}, "its n is not a number"),  # json writes NaN, and reads it back
 ], ids=["bits short", "bits not hex", "positions short", "positions past eval_n", "timestamp a number",
         "device a list", "code_version a list", "measure_version null", "wall_s a list", "warnings of numbers",
-        "reliability of two lengths"])
+        "reliability of two lengths", "n NaN"])
 def test_per_image_results_that_do_not_fit_n_are_skipped(over, problem, tmp_path, capsys):
     """An attack record whose bits were not n images' (a record edited or cut short by hand), or
     with a field of another type than the tables take, stopped every report with a numpy shape
@@ -561,6 +562,26 @@ def test_per_image_results_that_do_not_fit_n_are_skipped(over, problem, tmp_path
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: result record")]
     assert len(err) == 1 and err[0].startswith(f"warning: result record {store.path(record_id(bad))} skipped: ")
     assert problem in err[0] and (tmp_path / "index.html").is_file()
+
+
+def test_records_without_their_arch_or_eps_are_skipped(tmp_path, capsys):
+    """Without its arch (a TypeError labelling the model's family) or its eps (a ValueError filing
+    the attack), a record stopped every report."""
+    from bench.report.publish import main as report_main
+    from bench.store import ResultStore, record_id
+    store = ResultStore(tmp_path)
+    store.put(record("fastnet_T1", 1.0))
+    paths = []
+    for key in ("arch", "eps"):
+        bad = dict(record("fastnet_T1", 1.0, threat="pgd", family="attack", view="raw", eps=8 / 255, steps=10,
+                          params={"lacks": key}, metrics={"robust_acc": 0.3, "clean_acc": 0.5}), schema=2)
+        del bad[key]
+        paths.append(store.path(record_id(bad)))
+        paths[-1].write_text(json.dumps(bad))
+    assert report_main(["--results", str(tmp_path)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: result record")]
+    assert err == [f"warning: result record {path} skipped: it lacks {key}; delete it and rerun that measurement"
+                   for path, key in sorted(zip(paths, ("arch", "eps")))]
 
 
 def test_a_check_record_short_of_a_metric_counts_as_no_check(tmp_path, capsys):

@@ -23,6 +23,7 @@ root, start, stop, tag = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.ar
 store = ResultStore(root)
 for i in range(start, stop):
     store.put({"run_key": f"k{i}", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0, "attack_seed": 0,
+               "arch": "a", "eps": 0.0,
                "threat": "pgd", "view": "raw", "params": {"eps": i}, "model": f"m{i}", "writer": tag,
                "metrics": {"robust_acc": i / 1000, "clean_acc": 0.5}, "padding": "x" * 20000})
 """
@@ -35,6 +36,7 @@ def writer(root, start, stop, tag):
 def test_rerun_replaces_its_row(tmp_path):
     store = ResultStore(tmp_path)
     rec = {"run_key": "k", "dataset": "d", "split": "test", "n": 5, "subset_seed": 0, "attack_seed": 0,
+           "arch": "a", "eps": 0.0,
            "threat": "clean", "view": "none", "params": {}, "model": "m", "metrics": {"accuracy": 0.1}}
     store.put(rec)
     assert store.table().value.tolist() == [0.1]
@@ -85,6 +87,7 @@ def test_a_damaged_record_is_named(tmp_path):
     from bench.errors import BenchError
     store = ResultStore(tmp_path)
     rec = {"run_key": "k", "dataset": "d", "split": "test", "n": 5, "subset_seed": 0, "attack_seed": 0,
+           "arch": "a", "eps": 0.0,
            "threat": "clean", "view": "none", "params": {}, "metrics": {"accuracy": 0.1}}
     store.put(rec)
     store.path(record_id(rec)).write_text('{"run_key": ')
@@ -97,6 +100,7 @@ def test_a_record_copied_under_another_name_counts_once(tmp_path, capsys):
     would be a second row of it in every table. Skipped, with a warning naming the file."""
     store = ResultStore(tmp_path)
     rec = {"run_key": "k", "model": "m", "dataset": "d", "split": "test", "n": 5, "subset_seed": 0, "attack_seed": 0,
+           "arch": "a", "eps": 0.0,
            "threat": "clean", "view": "none", "params": {}, "metrics": {"accuracy": 0.1}}
     rid = store.put(rec)
     (tmp_path / "records" / "backup.json").write_text(store.path(rid).read_text())
@@ -117,6 +121,7 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
     try:
         store = ResultStore(tmp_path / "results")
         rec = {"run_key": "k", "dataset": "d", "split": "test", "n": 5, "subset_seed": 0, "attack_seed": 0,
+               "arch": "a", "eps": 0.0,
                "threat": "clean", "view": "none", "params": {}, "model": "m", "metrics": {"accuracy": 0.1}}
         store.put(rec)
         spec = parse_name("fastnetw8_T0.5")
@@ -149,6 +154,7 @@ from bench.errors import disk_stop
 from bench.store import ResultStore
 try:
     ResultStore(sys.argv[2]).put({"run_key": "k", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0,
+                                  "arch": "a", "eps": 0.0,
                                   "attack_seed": 0, "threat": "pgd", "view": "raw", "params": {}, "model": "m",
                                   "metrics": {"robust_acc": 0.1}, "padding": "x" * 20000})
 except OSError as e:
