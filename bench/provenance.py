@@ -27,8 +27,11 @@ def code_version() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!*.md"],
-                               cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        # --no-optional-locks: status otherwise takes .git/index.lock to refresh the index, and a run
+        # killed meanwhile (SIGKILL, as test_faults does) left the lock, stopping the user's next commit
+        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!results", ":!*.md"], cwd=REPO, capture_output=True, text=True,
+                               check=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         # a copy without .git, e.g. a GPU window's: scripts/gpu_run.sh says which commit it is
