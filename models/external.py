@@ -75,7 +75,7 @@ def read_state_dict(path: Path) -> dict:
     # bytes that are not a torch file fail anywhere in the unpickler (a KeyError for a memo it
     # never wrote, an EOFError, ...); the restricted unpickler never runs what it reads
     except Exception as e:  # noqa: BLE001
-        why = ANSI.sub("", (str(e).splitlines() or [""])[0])[:160]  # torch's message sets words in bold
+        why = ANSI.sub("", (str(e).splitlines() or [""])[0])[:160]
         raise BenchError(f"{path} is not a state dict this harness reads ({type(e).__name__}: {why}); save "
                          f"model.state_dict() with safetensors or torch.save, not the pickled model") from None
     if isinstance(state, dict) and not _tensors(state):

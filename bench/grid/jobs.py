@@ -75,7 +75,6 @@ class Context:
         self.split = self.data.split(ev.split)
         self.eval_split = self.split.subset(stratified_indices(self.split.labels, ev.n, ev.subset_seed))
         self.store = ResultStore(plan.results_dir)
-        check_model_names(plan, self.store, self.data.name)
         self.ckpts = CheckpointStore(plan.checkpoint_dir)
         self.families: Dict[str, Family] = {f.name: f for f in (F.prepare(self, log) for F in families.FAMILIES) if f}
         self._tauto = TautoResolver(plan.profile.tauto, self.data, log)
@@ -183,8 +182,6 @@ def check_model_names(plan, store: ResultStore, dataset: str) -> None:
     before anything is written. Two runs of one source are the same model measured again (a grid
     model retrained, a model handed to audit() again), the later replacing the earlier's row."""
     mine = {s.name: s for s in plan.models}
-    if not mine:
-        return
     for rec in store.records():
         s = mine.get(rec.get("model"))
         if s is None or rec.get("dataset") != dataset:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.grid.estimate import Pricer, estimate
 from bench.grid.executor import GridProgress, LocalExecutor
-from bench.grid.jobs import Context, Job, build_jobs, held_evaluations, is_done
+from bench.grid.jobs import Context, Job, build_jobs, check_model_names, held_evaluations, is_done
 from bench.grid.models import zoo_downloads
 from bench.grid.plan import Plan
 from bench.provenance import device_name
@@ -73,6 +73,8 @@ def _grid(ctx: Context, log: Callable[[str], None]):
     """The plan's jobs, those the stores do not hold yet, and of these the evaluations held for
     their run's retraining (job key -> the device their records name), announced in one line."""
     plan = ctx.plan
+    # here, in the driver, not in Context: a Ray worker's Context would read the whole store again
+    check_model_names(plan, ctx.store, ctx.data.name)
     jobs = build_jobs(ctx)
     # --force re-evaluates; it never retrains (delete a checkpoint to retrain it)
     todo: List[Job] = [j for j in jobs if (plan.force and j.kind == "eval") or not is_done(j, ctx)]
