@@ -39,12 +39,38 @@ def checkpoint_key(spec: ModelSpec, recipe: Recipe, data_fingerprint: str, num_c
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# the fields a sidecar's readers use, with the type they use them as: a pace estimate adds up
+# wall_s and keys on recipe and data_fingerprint, a training job's summary formats test_acc, and
+# best_epoch goes into every record of the run; a hand-edited or foreign sidecar with another
+# type there was a traceback in the middle of a grid
+SIDECAR_TYPES = (
+    (("key", "weights_sha256", "best_weights_sha256", "data_fingerprint", "dataset", "device", "profile",
+      "timestamp", "code_version", "torch_version"), lambda v: isinstance(v, str), "a string"),
+    # a report links them as checkpoints/<name>: a path there pointed the page elsewhere
+    (("weights", "best_weights"), lambda v: isinstance(v, str) and v not in ("", ".", "..") and Path(v).name == v,
+     "a file name"),
+    (("wall_s", "test_acc"), _number, "a number"),
+    (("best_epoch", "catastrophic_overfitting_epoch", "resumed_from_epoch"),
+     lambda v: v is None or isinstance(v, int) and not isinstance(v, bool), "a whole number or null"),
+    (("recipe",), lambda v: isinstance(v, dict), "an object"),
+)
+
+
 def sidecar_problem(meta) -> Optional[str]:
-    """What makes parsed JSON unusable as a sidecar (its readers call .get on it and its spec), or None."""
+    """What makes parsed JSON unusable as a sidecar (its readers call .get on it and its spec,
+    and read SIDECAR_TYPES' fields as those types), or None."""
     if not isinstance(meta, dict):
         return f"a JSON {type(meta).__name__}, not an object"
     if not isinstance(meta.get("spec", {}), dict):
         return f"not a sidecar (its spec is a JSON {type(meta['spec']).__name__}, not an object)"
+    for keys, ok, what in SIDECAR_TYPES:
+        for k in keys:
+            if k in meta and not ok(meta[k]):
+                return f"not a sidecar (its {k} is {meta[k]!r}, not {what})"
     return None
 
 

@@ -77,8 +77,12 @@ def load_cifar101(folder: Path) -> Tuple[torch.Tensor, torch.Tensor]:
     data, labels = (_load_npy(folder / f) for f in CIFAR101_FILES)
     if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (32, 32, 3):
         raise BenchError(f"{folder / CIFAR101_FILES[0]}: expected uint8 [N,32,32,3], got {data.dtype} {data.shape}")
-    if labels.shape != (len(data),) or labels.min() < 0 or labels.max() > 9:
-        raise BenchError(f"{folder / CIFAR101_FILES[1]}: expected {len(data)} labels in 0..9, got shape {labels.shape}")
+    # whole numbers first: min() of no labels or of text was a numpy traceback, and 1.5 was cast to class 1
+    whole = np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating) \
+        and bool(np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)))
+    if not len(data) or labels.shape != (len(data),) or not whole or labels.min() < 0 or labels.max() > 9:
+        raise BenchError(f"{folder / CIFAR101_FILES[1]}: expected {len(data) or 'some'} integer labels in 0..9, "
+                         f"got {labels.dtype} of shape {labels.shape}")
     return (torch.from_numpy(np.array(data)).permute(0, 3, 1, 2).contiguous(),
             torch.from_numpy(np.asarray(labels).astype(np.int64)))
 

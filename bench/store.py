@@ -93,7 +93,9 @@ def _is_number(v) -> bool:
 
 
 FIELD_TYPES = (
-    (("subset_seed", "attack_seed", "T", "eps", "steps"), _is_number, "a number"),
+    (("subset_seed", "attack_seed", "eps", "steps"), _is_number, "a number"),
+    # the plots put T on a log axis: a T of 0 or below was a math domain error in every report
+    (("T",), lambda v: _is_number(v) and 0 < v < math.inf, "a positive number"),
     (("seed", "feature_dim", "num_classes", "severity", "magnitude"), lambda v: v is None or _is_number(v),
      "a number or null"),
     (("run_key", "dataset", "split", "threat", "view", "arch", "head", "regime", "checkpoint", "family"),
@@ -107,6 +109,8 @@ FIELD_TYPES = (
      lambda v: v is None or isinstance(v, str), "a string or null"),
     (("measure_version",), _is_number, "a number"),
     (("wall_s",), lambda v: v is None or _is_number(v), "a number or null"),
+    (("best_epoch", "catastrophic_overfitting_epoch"),
+     lambda v: v is None or isinstance(v, int) and not isinstance(v, bool), "a whole number or null"),
     (("autoattack_warnings",), lambda v: v is None or isinstance(v, list) and all(isinstance(t, str) for t in v),
      "a list of strings or null"),
     (("reliability",), lambda v: v is None or isinstance(v, dict) and all(isinstance(v.get(k), list) for k in

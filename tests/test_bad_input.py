@@ -492,6 +492,7 @@ BAD_RECORDS = {
     # fields the tables compare, sort or format (a TypeError in every report, the claims too)
     "a text T": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, T="abc"),
     "a null T": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, T=None),
+    "a T of 0": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, T=0),  # the plots' log axis
     "a text eps": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, eps="8/255"),
     "params a list": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, params=[]),
     "a numeric view": dict(record("fastnet_T9", 9.0, run_key="bad"), schema=2, view=1),
@@ -500,12 +501,15 @@ BAD_RECORDS = {
 
 def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
     from bench.report.publish import main as report_main
-    from bench.store import ResultStore
+    from bench.store import IDENTITY, ResultStore, record_id
     store = ResultStore(tmp_path)
     rid = store.put(record("fastnet_T1", 1.0))
     bad = {}
     for i, (what, content) in enumerate(BAD_RECORDS.items()):
-        bad[what] = store.path(f"{i:020d}")
+        # under the name its identity gives, where it has one: else the name alone has it skipped
+        named = isinstance(content, dict) and all(k in content for k in IDENTITY)
+        content = dict(content, run_key=f"bad{i}") if named else content  # one file each
+        bad[what] = store.path(record_id(content) if named else f"{i:020d}")
         bad[what].write_text(json.dumps(content))
     # names that are not readable files: an IsADirectoryError stopped every report with a traceback
     bad["a folder"] = store.path("f" * 20)
@@ -540,11 +544,13 @@ def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
     ({"bits": "0000", "code_version": ["abc"]}, "code_version is ['abc'], not a string or null"),
     ({"bits": "0000", "measure_version": None}, "measure_version is None, not a number"),
     ({"bits": "0000", "wall_s": [1]}, "wall_s is [1], not a number or null"),
+    ({"bits": "0000", "best_epoch": "3"}, "best_epoch is '3', not a whole number or null"),
     ({"bits": "0000", "autoattack_warnings": [1]}, "autoattack_warnings is [1], not a list of strings"),
     ({"bits": "0000", "reliability": {"confidence": [0.5], "accuracy": [], "count": [3]}}, "reliability is"),
     ({"bits": "0000", "n": float("nan")}, "its n is not a number"),  # json writes NaN, and reads it back
 ], ids=["bits short", "bits not hex", "positions short", "positions past eval_n", "timestamp a number",
-        "device a list", "code_version a list", "measure_version null", "wall_s a list", "warnings of numbers",
+        "device a list", "code_version a list", "measure_version null", "wall_s a list", "best_epoch text",
+        "warnings of numbers",
         "reliability of two lengths", "n NaN"])
 def test_per_image_results_that_do_not_fit_n_are_skipped(over, problem, tmp_path, capsys):
     """An attack record whose bits were not n images' (a record edited or cut short by hand), or

@@ -80,13 +80,22 @@ def test_checkpoint_of_another_spec_is_refused(saved):
 
 
 def test_a_sidecar_that_is_not_an_object_is_refused(saved):
-    """Valid JSON of the wrong shape (a list; a spec that is not an object) is a bad file like
-    invalid JSON, not an AttributeError; a report or an estimate reading every sidecar skips it."""
+    """Valid JSON of the wrong shape (a list; a spec that is not an object; a field its readers
+    use of another type) is a bad file like invalid JSON, not an AttributeError or a TypeError in
+    the middle of a grid (a pace estimate's float(wall_s), a training summary's test_acc); a
+    report or an estimate reading every sidecar skips it."""
     import json
     store, spec, key, _, meta = saved
     sidecar = store.paths(spec, key)[1]
     for content, phrase in (([], "is a JSON list, not an object"),
-                            (dict(meta, spec=["x"]), r"its spec is a JSON list, not an object\)")):
+                            (dict(meta, spec=["x"]), r"its spec is a JSON list, not an object\)"),
+                            (dict(meta, wall_s="abc"), r"its wall_s is 'abc', not a number\)"),
+                            (dict(meta, test_acc=None), r"its test_acc is None, not a number\)"),
+                            (dict(meta, data_fingerprint=[1]), r"its data_fingerprint is \[1\], not a string\)"),
+                            (dict(meta, recipe="x"), r"its recipe is 'x', not an object\)"),
+                            (dict(meta, best_epoch="3"), r"its best_epoch is '3', not a whole number or null\)"),
+                            (dict(meta, weights="../x.safetensors"),
+                             r"its weights is '../x.safetensors', not a file name\)")):
         sidecar.write_text(json.dumps(content))
         with pytest.raises(BenchError, match=f"{phrase}: delete .* to retrain"):
             store.load(spec, key, 10, torch.device("cpu"))

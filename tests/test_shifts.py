@@ -65,8 +65,17 @@ def test_cifar101_files(tmp_path):
     assert find_cifar101([tmp_path]) == tmp_path / "CIFAR-10.1"
     x, y = load_cifar101(tmp_path / "CIFAR-10.1")
     assert x.shape == (30, 3, 32, 32) and x.dtype == torch.uint8 and y.shape == (30,)
-    np.save(tmp_path / "CIFAR-10.1" / "cifar10.1_v6_labels.npy", np.full(30, 12))
-    with pytest.raises(BenchError, match="labels in 0..9"):
+    labels = np.asarray(y)
+    np.save(tmp_path / "CIFAR-10.1" / "cifar10.1_v6_labels.npy", labels.astype(np.float32))  # whole: the same
+    assert torch.equal(load_cifar101(tmp_path / "CIFAR-10.1")[1], y)
+    # out of range; a fraction (was cast to a class); text and no images (were numpy tracebacks)
+    for bad in (np.full(30, 12), labels + 0.5, labels.astype(str)):
+        np.save(tmp_path / "CIFAR-10.1" / "cifar10.1_v6_labels.npy", bad)
+        with pytest.raises(BenchError, match="expected 30 integer labels in 0..9"):
+            load_cifar101(tmp_path / "CIFAR-10.1")
+    np.save(tmp_path / "CIFAR-10.1" / "cifar10.1_v6_data.npy", np.zeros((0, 32, 32, 3), np.uint8))
+    np.save(tmp_path / "CIFAR-10.1" / "cifar10.1_v6_labels.npy", labels[:0])
+    with pytest.raises(BenchError, match="expected some integer labels"):
         load_cifar101(tmp_path / "CIFAR-10.1")
     np.save(tmp_path / "CIFAR-10.1" / "cifar10.1_v6_data.npy", np.zeros((30, 32, 32), np.uint8))
     with pytest.raises(BenchError, match="expected uint8"):
