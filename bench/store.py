@@ -92,6 +92,9 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# the metrics that are fractions of images (and the calibration's ECE and mean confidence)
+PROPORTION = re.compile(r"(accuracy|robust_acc|clean_acc|success_rate|ece|mean_confidence)(_\w+)?|\w*_frac(_\w+)?")
+
 FIELD_TYPES = (
     (("subset_seed", "attack_seed", "eps", "steps"), _is_number, "a number"),
     # the plots put T on a log axis: a T of 0 or below was a math domain error in every report
@@ -140,9 +143,12 @@ def record_problem(rec) -> str | None:
     metrics = rec["metrics"]
     if not isinstance(metrics, dict):
         return f"metrics is {metrics!r}, not an object"
-    bad = {k: v for k, v in metrics.items() if v is not None and not _is_number(v)}
-    if bad:
-        return f"metric {', '.join(f'{k}={v!r}' for k, v in bad.items())} is not a number"
+    bad = {k: v for k, v in metrics.items() if v is not None and not (_is_number(v) and math.isfinite(v))}
+    if bad:  # the harness writes NaN and inf as null; json reads them back as floats
+        return f"metric {', '.join(f'{k}={v!r}' for k, v in bad.items())} is not a finite number"
+    out = {k: v for k, v in metrics.items() if v is not None and PROPORTION.fullmatch(k) and not 0 <= v <= 1}
+    if out:  # a fraction of images: the claims take square roots of p(1-p)
+        return f"metric {', '.join(f'{k}={v!r}' for k, v in out.items())} is not a fraction in [0, 1]"
     if not _is_number(rec["n"]) or not math.isfinite(rec["n"]) or not isinstance(rec["model"], str):
         return "its n is not a number or its model not a name"
     # the tables compare, sort and format these: a wrong type there is a traceback in every report
@@ -283,8 +289,9 @@ class ResultStore:
             base["eval_n"] = part_of(rec)
             # T_source: "estimated" for a caller's model whose T was not given, else the T is the training T
             base.update(model_source=model_source(rec), T_source=rec.get("T_source") or "given")
-            for metric, value in rec["metrics"].items():
-                rows.append(dict(base, metric=metric, value=value))
+            # null is "not measured" (a NaN written as JSON): no row, as for a metric left out; a
+            # null robust_acc was an idxmin over no number in every report
+            rows += [dict(base, metric=m, value=v) for m, v in rec["metrics"].items() if v is not None]
         df = pd.DataFrame(rows, columns=COLUMNS)
         if len(df):
             df = df.sort_values(["arch", "head", "regime", "lr_scale", "T", "seed", "model", "family", "threat",

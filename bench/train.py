@@ -308,11 +308,16 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             bar.update()
-        # checked once an epoch (a sync, not one per step): a diverged run stops here, unsaved
+        # checked once an epoch (a sync, not one per step): a diverged run stops here, unsaved. The
+        # weights too: the loss can stay finite (1e27 at lr 1e6) up to the step that makes them NaN,
+        # and a model of NaN weights was saved and then stopped the grid in its calibration
         epoch_loss = loss_sum.item() / seen
-        if not math.isfinite(epoch_loss):
-            raise BenchError(f"{spec.name}: training diverged at epoch {epoch + 1} (mean loss {epoch_loss}); "
-                             f"nothing was saved: lower the recipe's lr or use a larger T")
+        finite = torch.stack([torch.isfinite(v).all() for v in model.state_dict().values()
+                              if v.is_floating_point()]).all().item()
+        if not (math.isfinite(epoch_loss) and finite):
+            raise BenchError(f"{spec.name}: training diverged at epoch {epoch + 1} (mean loss {epoch_loss:.4g}"
+                             f"{'' if finite else '; its weights are not finite'}); nothing was saved: lower the "
+                             f"recipe's lr or use a larger T")
         if holdout is not None:
             check = dict(holdout_check(model, spec, recipe, holdout, data.num_classes), epoch=epoch + 1,
                          train_loss=epoch_loss)

@@ -221,6 +221,10 @@ CASES = [
     Case("diverged", [], "fastnetw8_T0.000000000000000000000000000001: training diverged at epoch 1",
          tiny('[[grid]]\narch = "fastnetw8"\nT = [1e-30]\n'),
          may_write=["out/logs", "cache/checkpoints/fastnetw8_T0.000000000000000000000000000001-"]),
+    # a finite mean loss (1e27) up to the step that made the weights NaN: they were saved, and the
+    # grid stopped in the calibration of their NaN logits with a traceback
+    Case("diverged weights", [], "fastnetw8_T1: training diverged at epoch 1 (mean loss",
+         tiny(**{"lr = 0.1": "lr = 1e6"}), may_write=["out/logs", "cache/checkpoints/fastnetw8_T1-"]),
 ]
 
 
@@ -545,12 +549,15 @@ def test_malformed_records_are_skipped_with_one_warning_each(tmp_path, capsys):
     ({"bits": "0000", "measure_version": None}, "measure_version is None, not a number"),
     ({"bits": "0000", "wall_s": [1]}, "wall_s is [1], not a number or null"),
     ({"bits": "0000", "best_epoch": "3"}, "best_epoch is '3', not a whole number or null"),
+    # json reads NaN back as a float; an accuracy of 3 took a square root of a negative in the claims
+    ({"bits": "0000", "metrics": {"robust_acc": float("nan"), "clean_acc": 0.5}}, "robust_acc=nan is not a finite"),
+    ({"bits": "0000", "metrics": {"robust_acc": 0.3, "clean_acc": 3}}, "clean_acc=3 is not a fraction in [0, 1]"),
     ({"bits": "0000", "autoattack_warnings": [1]}, "autoattack_warnings is [1], not a list of strings"),
     ({"bits": "0000", "reliability": {"confidence": [0.5], "accuracy": [], "count": [3]}}, "reliability is"),
     ({"bits": "0000", "n": float("nan")}, "its n is not a number"),  # json writes NaN, and reads it back
 ], ids=["bits short", "bits not hex", "positions short", "positions past eval_n", "timestamp a number",
         "device a list", "code_version a list", "measure_version null", "wall_s a list", "best_epoch text",
-        "warnings of numbers",
+        "robust_acc NaN", "clean_acc 3", "warnings of numbers",
         "reliability of two lengths", "n NaN"])
 def test_per_image_results_that_do_not_fit_n_are_skipped(over, problem, tmp_path, capsys):
     """An attack record whose bits were not n images' (a record edited or cut short by hand), or
@@ -568,6 +575,21 @@ def test_per_image_results_that_do_not_fit_n_are_skipped(over, problem, tmp_path
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: result record")]
     assert len(err) == 1 and err[0].startswith(f"warning: result record {store.path(record_id(bad))} skipped: ")
     assert problem in err[0] and (tmp_path / "index.html").is_file()
+
+
+def test_a_metric_not_measured_is_no_row(tmp_path, capsys):
+    """null is a record's "not measured" (the harness writes a NaN so): a null robust_acc became a
+    NaN row of the tidy table, and the leaderboard's idxmin over no number stopped every report."""
+    from bench.report.publish import main as report_main
+    from bench.store import ResultStore
+    store = ResultStore(tmp_path)
+    store.put(record("fastnet_T1", 1.0))
+    attack = dict(family="attack", view="raw", eps=8 / 255, steps=10)
+    store.put(record("fastnet_T1", 1.0, threat="pgd", metrics={"robust_acc": None, "clean_acc": 0.5}, **attack))
+    assert report_main(["--results", str(tmp_path)]) == 0
+    assert "skipped" not in capsys.readouterr().err  # the record is kept, its metric left out
+    tidy = pd.read_csv(tmp_path / "results.csv")
+    assert set(tidy[tidy.threat == "pgd"].metric) == {"clean_acc"}
 
 
 def test_records_without_their_arch_or_eps_are_skipped(tmp_path, capsys):

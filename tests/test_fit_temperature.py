@@ -237,6 +237,16 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert not (tmp_path / "p.png").exists()
 
 
+def test_a_model_of_unknown_width_is_left_out(tmp_path, capsys):
+    """A record may leave feature_dim null; among the std rows it stopped the fit with pandas'
+    IntCastingNaNError."""
+    put_sweep(tmp_path, {m: truth(m) for m in DIMS[:3]}, distractors=False)
+    for t in (1, 2, 4):
+        put_model(ResultStore(tmp_path), arch="unknown", m=None, t=t, acc=accuracy(t, 2))
+    assert main(["--results", str(tmp_path)]) == 0
+    assert "unknown" not in capsys.readouterr().out
+
+
 def test_parse_csg_sources():
     assert parse_csg(["a=1.5", "b = 2"], None) == {"a": 1.5, "b": 2.0}
 

@@ -25,7 +25,7 @@ for i in range(start, stop):
     store.put({"run_key": f"k{i}", "dataset": "d", "split": "test", "n": 10, "subset_seed": 0, "attack_seed": 0,
                "arch": "a", "eps": 0.0,
                "threat": "pgd", "view": "raw", "params": {"eps": i}, "model": f"m{i}", "writer": tag,
-               "metrics": {"robust_acc": i / 1000, "clean_acc": 0.5}, "padding": "x" * 20000})
+               "metrics": {"robust_acc": i / 2000, "clean_acc": 0.5}, "padding": "x" * 20000})
 """
 
 
@@ -71,7 +71,7 @@ def test_writer_killed_mid_run_loses_nothing_and_resumes(tmp_path):
         p.wait()
         store = ResultStore(tmp_path)
         done = list(store.records())  # every file a reader sees is whole
-        assert all(r["metrics"]["robust_acc"] == int(r["run_key"][1:]) / 1000 for r in done)
+        assert all(r["metrics"]["robust_acc"] == int(r["run_key"][1:]) / 2000 for r in done)
         if 0 < len(done) < 2000:
             break
     else:

@@ -82,7 +82,9 @@ def clean_accuracy(tidy: pd.DataFrame, head: Optional[str] = "bn") -> pd.DataFra
         return pd.DataFrame(columns=GROUP + ["num_classes", "T", "accuracy", "n_seeds"])
     df = latest_runs(tidy)
     regime = df["regime"].fillna("std")
-    keep = (df.threat == "clean") & (df.metric == "accuracy") & (regime == "std") & ~_as_bool(df.lr_scale)
+    # a record may leave feature_dim null (a model whose width is not known): no M, no place in the fit
+    keep = (df.threat == "clean") & (df.metric == "accuracy") & (regime == "std") & ~_as_bool(df.lr_scale) \
+        & df.feature_dim.notna()
     if head is not None:
         keep &= df["head"] == head
     df = df[keep].astype({"T": float, "feature_dim": int, "value": float})
