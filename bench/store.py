@@ -93,7 +93,8 @@ def _is_number(v) -> bool:
 
 
 # the metrics that are fractions of images (and the calibration's ECE and mean confidence)
-PROPORTION = re.compile(r"(accuracy|robust_acc|clean_acc|success_rate|ece|mean_confidence)(_\w+)?|\w*_frac(_\w+)?")
+PROPORTION = re.compile(r"(accuracy|robust_acc|clean_acc|success_rate|target_hit_rate|ece|mean_confidence)(_\w+)?"
+                        r"|\w*_frac(_\w+)?")
 
 FIELD_TYPES = (
     (("subset_seed", "attack_seed", "eps", "steps"), _is_number, "a number"),
