@@ -316,7 +316,7 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
                               if v.is_floating_point()]).all().item()
         if not (math.isfinite(epoch_loss) and finite):
             raise BenchError(f"{spec.name}: training diverged at epoch {epoch + 1} (mean loss {epoch_loss:.4g}"
-                             f"{'' if finite else '; its weights are not finite'}); nothing was saved: lower the "
+                             f"{'' if finite else '; its weights are not finite'}); no checkpoint was saved: lower the "
                              f"recipe's lr or use a larger T")
         if holdout is not None:
             check = dict(holdout_check(model, spec, recipe, holdout, data.num_classes), epoch=epoch + 1,
