@@ -3,6 +3,8 @@ file-system failures that stop a run midway, which it reports the same way."""
 from __future__ import annotations
 
 import errno
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -25,3 +27,11 @@ def disk_stop(e: OSError) -> Optional[str]:
     where = f" in {Path(e.filename).parent}" if e.filename else ""
     return (f"{e.strerror}{where}: what finished is kept (every write is atomic); make room and rerun the "
             f"same command to resume")
+
+
+def stdout_closed() -> int:
+    """The exit code for output whose reader left (``--list-models | head``): what it read is all it
+    wanted, so no traceback. stdout goes to /dev/null first, or the interpreter's flush at exit
+    raises the BrokenPipeError again (Python's documentation, "Note on SIGPIPE")."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1

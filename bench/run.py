@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import List
 
 from bench.atomic import user_path
-from bench.errors import BenchError, disk_stop
+from bench.errors import BenchError, disk_stop, stdout_closed
 
 # the shipped profiles, listed without importing bench.profiles (which loads torch)
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -224,6 +224,8 @@ def _main(args) -> int:
         what = "terminated (SIGTERM)" if term else "interrupted"
         print(f"{what}: finished measurements are kept; rerun the same command to resume", file=sys.stderr)
         return 143 if term else 130
+    except BrokenPipeError:
+        return stdout_closed()
     except OSError as e:
         message = disk_stop(e)
         if message is None:

@@ -51,4 +51,8 @@ def main(folder: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "results/quick"))
+    try:
+        sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "results/quick"))
+    except BrokenPipeError:  # readme_table.py | head: what the reader took is all it wanted
+        from bench.errors import stdout_closed
+        sys.exit(stdout_closed())

@@ -400,6 +400,22 @@ def test_lists(capsys, monkeypatch):
     assert out.returncode == 0 and "pgd" in out.stdout and "eps=8/255" in out.stdout
 
 
+@pytest.mark.parametrize("command", [["-m", "bench.run", "--list-models"],
+                                     [str(REPO / "scripts" / "readme_table.py"), str(REPO / "results" / "quick")]])
+def test_a_reader_that_leaves_early_gets_no_traceback(command):
+    """`--list-models | head -1`: a pipe whose reader is gone. The write raised BrokenPipeError and
+    a traceback went to the terminal under the line the reader took; the reader here is gone before
+    the first write, so the write fails every time, not only when the output outgrows the pipe."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([sys.executable, *command], cwd=REPO, stdout=w, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+
+
 # Bad input (exit 2, one line, nothing written): the table in tests/test_bad_input.py
 
 
