@@ -29,8 +29,9 @@ import pandas as pd
 import torch
 
 from bench.cli import check_normalisation, make_plan
-from bench.data import TORCHVISION_CIFAR
+from bench.data import TORCHVISION_CIFAR, load_dataset
 from bench.errors import BenchError
+from bench.grid.jobs import external_run_key
 from bench.grid.runner import run
 from bench.profiles import MIN_EVAL_N
 from bench.report.export import model_card
@@ -119,7 +120,8 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
         if made is not None and not any(made.iterdir()):
             made.rmdir()  # refused before anything was written (the model's contract, say): its folder goes too
         raise
-    key = f"{name}:{sha[:16]}"
+    # the run's key names its data's fingerprint: from the decoded cache the run made (half a second)
+    key = external_run_key(name, sha, load_dataset(plan.data_root, plan.cache_dir, dataset=plan.dataset).fingerprint)
     rows = board[(board.model == name) & (board.weights_sha256 == sha)]
     tidy = pd.read_csv(plan.results_dir / "results.csv")
     tidy = tidy[tidy.run_key == key]

@@ -284,6 +284,44 @@ def test_two_weights_files_of_one_stem_do_not_share_a_row(tiny_model, mini_root,
     assert main(["--model", f"file:{tmp_path / 'a' / 'net.safetensors'}", *common]) == 0
 
 
+def test_a_file_measured_on_other_images_of_one_folder_name_is_measured_again(tiny_model, mini_root, tmp_path,
+                                                                             capsys):
+    """A record's dataset is the data folder's name: a file's records from one tree stood for
+    another tree of that name (other images: a new JPEG quality, a fixed label), reported as
+    "already in the store" with the first tree's numbers. Its run key now holds the data's
+    fingerprint, as a grid run's does, and the audit() of a model finds its own run's rows."""
+    import shutil
+
+    import pandas as pd
+
+    from bench.api import audit
+    from bench.run import main
+    two_weights_files(tiny_model, tmp_path, "net")
+    trees = [tmp_path / "a" / "cifar10-mini", tmp_path / "b" / "cifar10-mini"]
+    for tree in trees:
+        shutil.copytree(mini_root, tree)
+    cat, dog = (min((trees[1] / "test" / c).iterdir()) for c in ("cat", "dog"))
+    cat.write_bytes(dog.read_bytes())  # one test image of the second tree another picture
+    out = tmp_path / "r"
+    common = ["--model", f"file:{tmp_path / 'a' / 'net.safetensors'}", "--arch", "fastnetw8", "--temperature", "1",
+              "--profile", "smoke", "--attack", "none", "--cache", str(tmp_path / "cache"), "--n-test", "500",
+              "--no-progress", "--tables-only", "--results", str(out)]
+    for tree in trees:
+        assert main([*common, "--data-root", str(tree)]) == 0
+    assert "already in the store" not in capsys.readouterr().err
+    tidy = pd.read_csv(out / "results.csv")
+    clean = tidy[(tidy.threat == "clean") & (tidy.metric == "accuracy")]
+    assert len(clean) == 2 and clean.run_key.nunique() == 2 and set(clean.dataset) == {"cifar10-mini"}
+    # the same tree again is a resume
+    assert main([*common, "--data-root", str(trees[0])]) == 0
+    assert len(pd.read_csv(out / "results.csv").query("threat == 'clean' and metric == 'accuracy'")) == 2
+    # audit() returns its own run's rows, of the tree it measured
+    result = audit(tiny_model[1], name="tiny", temperature=1.0, data_root=str(trees[1]), n=100, profile="smoke",
+                   attacks="none", results=str(out), cache=str(tmp_path / "cache"), pages=False)
+    assert set(result.table.run_key) == {next(k for k in pd.read_csv(out / "results.csv").run_key
+                                              if k.startswith("tiny:"))}
+
+
 def test_a_file_and_a_grid_model_of_one_name_do_not_share_a_row(tiny_model, mini_root, mini_cache, tmp_path,
                                                                  capsys):
     """fastnetw8_T1.safetensors run into a folder that holds the grid's fastnetw8_T1 took that

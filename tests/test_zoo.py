@@ -226,6 +226,11 @@ def test_zoo_model_through_the_cli(tmp_path, mini_root, capsys):
     (row,) = board.itertuples()
     assert row.model == "robustbench:Addepalli2021Towards_RN18" and row.regime == "zoo" and row.T == 1.0
     assert row.source == "zoo"
+    # its records' run key holds the data's fingerprint: another tree of the same folder name is another run
+    from bench.data import load_dataset
+    fingerprint = load_dataset(str(mini_root), tmp_path / "cache").fingerprint
+    run_keys = set(pd.read_csv(tmp_path / "out" / "results.csv").run_key)
+    assert run_keys == {f"rb{row.weights_sha256[:14]}:{fingerprint[:8]}"}
     assert {"fgsm_raw@8/255", "fgsm_scaled@8/255", "pgd_margin@8/255", "ece_raw"} <= set(board.columns)
     assert "transfer@8/255" not in board.columns and not list((tmp_path / "cache").glob("checkpoints/*"))
     assert row.masking in ("none", "suspected", "likely")

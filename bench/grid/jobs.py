@@ -145,8 +145,8 @@ class Context:
         """The identity of the weights measured: @best and @last of one run are two models."""
         if isinstance(spec, ZooSpec):
             return spec.name
-        if isinstance(spec, ExternalSpec):  # two networks of one name never share records
-            return f"{spec.name}:{spec.weights_sha256[:16]}"
+        if isinstance(spec, ExternalSpec):
+            return external_run_key(spec.name, spec.weights_sha256, self.data.fingerprint)
         return self.ckpt_key(spec) + (f"@{spec.checkpoint}" if spec.checkpoint else "")
 
     def identity(self, weights_key: str, n: int, threat: str, view: str, params: dict) -> dict:
@@ -158,6 +158,13 @@ class Context:
     def load(self, spec: ModelSpec, log: Callable[[str], None]):
         """Another model of the grid (a transfer attack's surrogate), trained first if missing."""
         return get_model(spec, self.plan, self.data, self.ckpts, self.eval_split, log)[1]
+
+
+def external_run_key(name: str, weights_sha256: str, data_fingerprint: str) -> str:
+    """The run key of a network from outside the grid: two networks of one name never share
+    records, nor do two data trees of one folder name (a record's dataset is that name alone; a
+    grid run's key holds the data's fingerprint, this one too)."""
+    return f"{name}:{weights_sha256[:16]}:{data_fingerprint[:8]}"
 
 
 def spec_source(spec) -> str:

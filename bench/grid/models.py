@@ -34,7 +34,9 @@ def get_zoo_model(spec: ZooSpec, plan: Plan, data: Dataset, log: Callable[[str],
     log(f"  loaded {info['architecture']} from {', '.join(info['checkpoint_paths'])} ({info['source']})")
     cols = {k: info[k] for k in ("model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim",
                                  "checkpoint")}
-    return info["run_key"], model, {"weights_sha256": info["weights_sha256"]}, cols
+    # the data's fingerprint in the key, as a grid run's and a file's have it: other images under
+    # the same folder name are another measurement
+    return f"{info['run_key']}:{data.fingerprint[:8]}", model, {"weights_sha256": info["weights_sha256"]}, cols
 
 
 def zoo_downloads(plan: Plan) -> List[str]:
