@@ -31,7 +31,7 @@ import torch
 from bench.cli import check_normalisation, make_plan
 from bench.data import TORCHVISION_CIFAR, load_dataset
 from bench.errors import BenchError
-from bench.grid.jobs import external_run_key
+from bench.grid.models import external_run_key
 from bench.grid.runner import run
 from bench.profiles import MIN_EVAL_N
 from bench.report.export import model_card

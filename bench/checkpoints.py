@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from bench.atomic import sha256_files, write_atomic, write_json_atomic
 from bench.errors import BenchError
+from bench.fields import field_problem, is_number, is_whole_or_null
 from bench.profiles import Recipe
 from bench.train import TRAINER_VERSION, TrainState
 from models import ModelSpec, build_model
@@ -39,10 +40,6 @@ def checkpoint_key(spec: ModelSpec, recipe: Recipe, data_fingerprint: str, num_c
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 # the fields a sidecar's readers use, with the type they use them as: a pace estimate adds up
 # wall_s and keys on recipe and data_fingerprint, a training job's summary formats test_acc, and
 # best_epoch goes into every record of the run; a hand-edited or foreign sidecar with another
@@ -53,9 +50,9 @@ SIDECAR_TYPES = (
     # a report links them as checkpoints/<name>: a path there pointed the page elsewhere
     (("weights", "best_weights"), lambda v: isinstance(v, str) and v not in ("", ".", "..") and Path(v).name == v,
      "a file name"),
-    (("wall_s", "test_acc"), _number, "a number"),
-    (("best_epoch", "catastrophic_overfitting_epoch", "resumed_from_epoch"),
-     lambda v: v is None or isinstance(v, int) and not isinstance(v, bool), "a whole number or null"),
+    (("wall_s", "test_acc"), is_number, "a number"),
+    (("best_epoch", "catastrophic_overfitting_epoch", "resumed_from_epoch"), is_whole_or_null,
+     "a whole number or null"),
     (("recipe",), lambda v: isinstance(v, dict), "an object"),
 )
 
@@ -67,11 +64,8 @@ def sidecar_problem(meta) -> Optional[str]:
         return f"a JSON {type(meta).__name__}, not an object"
     if not isinstance(meta.get("spec", {}), dict):
         return f"not a sidecar (its spec is a JSON {type(meta['spec']).__name__}, not an object)"
-    for keys, ok, what in SIDECAR_TYPES:
-        for k in keys:
-            if k in meta and not ok(meta[k]):
-                return f"not a sidecar (its {k} is {meta[k]!r}, not {what})"
-    return None
+    problem = field_problem(meta, SIDECAR_TYPES)
+    return None if problem is None else f"not a sidecar (its {problem})"
 
 
 def _save_file(state: Dict[str, torch.Tensor], path: Path, metadata: Dict[str, str]) -> None:

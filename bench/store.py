@@ -22,6 +22,7 @@ import pandas as pd
 
 from bench.atomic import write_json_atomic
 from bench.errors import BenchError
+from bench.fields import field_problem, is_number, is_whole_or_null
 
 # The tidy table: one row per measurement and metric. `corruption` and `severity` are set for
 # threat "corruption", `magnitude` for the natural transforms' sweeps; `same_weights_as` for a
@@ -88,19 +89,15 @@ def record_id(record: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 # the metrics that are fractions of images (and the calibration's ECE and mean confidence)
 PROPORTION = re.compile(r"(accuracy|robust_acc|clean_acc|success_rate|target_hit_rate|ece|mean_confidence)(_\w+)?"
                         r"|\w*_frac(_\w+)?")
 
 FIELD_TYPES = (
-    (("subset_seed", "attack_seed", "eps", "steps"), _is_number, "a number"),
+    (("subset_seed", "attack_seed", "eps", "steps"), is_number, "a number"),
     # the plots put T on a log axis: a T of 0 or below was a math domain error in every report
-    (("T",), lambda v: _is_number(v) and 0 < v < math.inf, "a positive number"),
-    (("seed", "feature_dim", "num_classes", "severity", "magnitude"), lambda v: v is None or _is_number(v),
+    (("T",), lambda v: is_number(v) and 0 < v < math.inf, "a positive number"),
+    (("seed", "feature_dim", "num_classes", "severity", "magnitude"), lambda v: v is None or is_number(v),
      "a number or null"),
     (("run_key", "dataset", "split", "threat", "view", "arch", "head", "regime", "checkpoint", "family"),
      lambda v: isinstance(v, str), "a string"),
@@ -111,10 +108,9 @@ FIELD_TYPES = (
     # TypeError in every report
     (("timestamp", "code_version", "device", "torch_version", "weights_sha256", "same_weights_as"),
      lambda v: v is None or isinstance(v, str), "a string or null"),
-    (("measure_version",), _is_number, "a number"),
-    (("wall_s",), lambda v: v is None or _is_number(v), "a number or null"),
-    (("best_epoch", "catastrophic_overfitting_epoch"),
-     lambda v: v is None or isinstance(v, int) and not isinstance(v, bool), "a whole number or null"),
+    (("measure_version",), is_number, "a number"),
+    (("wall_s",), lambda v: v is None or is_number(v), "a number or null"),
+    (("best_epoch", "catastrophic_overfitting_epoch"), is_whole_or_null, "a whole number or null"),
     (("autoattack_warnings",), lambda v: v is None or isinstance(v, list) and all(isinstance(t, str) for t in v),
      "a list of strings or null"),
     (("reliability",), lambda v: v is None or isinstance(v, dict) and all(isinstance(v.get(k), list) for k in
@@ -133,7 +129,7 @@ def record_problem(rec) -> str | None:
     if not rec:
         return "an empty object"
     schema = rec.get("schema", 1)
-    if not _is_number(schema):
+    if not is_number(schema):
         return f"schema is {schema!r}, not a number"
     if schema < SCHEMA:
         return None
@@ -144,20 +140,16 @@ def record_problem(rec) -> str | None:
     metrics = rec["metrics"]
     if not isinstance(metrics, dict):
         return f"metrics is {metrics!r}, not an object"
-    bad = {k: v for k, v in metrics.items() if v is not None and not (_is_number(v) and math.isfinite(v))}
+    bad = {k: v for k, v in metrics.items() if v is not None and not (is_number(v) and math.isfinite(v))}
     if bad:  # the harness writes NaN and inf as null; json reads them back as floats
         return f"metric {', '.join(f'{k}={v!r}' for k, v in bad.items())} is not a finite number"
     out = {k: v for k, v in metrics.items() if v is not None and PROPORTION.fullmatch(k) and not 0 <= v <= 1}
     if out:  # a fraction of images: the claims take square roots of p(1-p)
         return f"metric {', '.join(f'{k}={v!r}' for k, v in out.items())} is not a fraction in [0, 1]"
-    if not _is_number(rec["n"]) or not math.isfinite(rec["n"]) or not isinstance(rec["model"], str):
+    if not is_number(rec["n"]) or not math.isfinite(rec["n"]) or not isinstance(rec["model"], str):
         return "its n is not a number or its model not a name"
     # the tables compare, sort and format these: a wrong type there is a traceback in every report
-    for keys, ok, what in FIELD_TYPES:
-        for k in keys:
-            if k in rec and not ok(rec[k]):
-                return f"{k} is {rec[k]!r}, not {what}"
-    return _per_image_problem(rec)
+    return field_problem(rec, FIELD_TYPES) or _per_image_problem(rec)
 
 
 BITS_KEYS = ("bits", "bits_pyautoattack", "bits_torchattacks", "bits_target_hit")
@@ -176,7 +168,7 @@ def _per_image_problem(rec: dict) -> str | None:
     pos = rec.get("positions")
     if pos is not None:
         index = pos.get("index") if isinstance(pos, dict) else None
-        if not (isinstance(index, list) and len(index) == n and _is_number(pos.get("eval_n"))
+        if not (isinstance(index, list) and len(index) == n and is_number(pos.get("eval_n"))
                 and all(isinstance(i, int) and 0 <= i < pos["eval_n"] for i in index)):
             return f"positions is not {n} image indices into an evaluation of eval_n images"
     return None

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.errors import stdout_closed
+
 COLUMNS = [  # (header, leaderboard column, how to print it)
     ("model", "model", str), ("T", "T", "{:g}"), ("clean", "clean", "{:.1f}"),
     ("PGD raw", "pgd_raw@8/255", "{:.1f}"), ("PGD z/T", "pgd_scaled@8/255", "{:.1f}"),
@@ -54,5 +56,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "results/quick"))
     except BrokenPipeError:  # readme_table.py | head: what the reader took is all it wanted
-        from bench.errors import stdout_closed
         sys.exit(stdout_closed())

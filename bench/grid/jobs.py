@@ -25,7 +25,7 @@ from attacks import ATTACKS
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
-from bench.grid.models import get_external_model, get_model, get_zoo_model
+from bench.grid.models import external_run_key, get_external_model, get_model, get_zoo_model
 from bench.grid.plan import TautoResolver
 from bench.measure import families
 from bench.measure.attack_suite import AttackSuite
@@ -158,13 +158,6 @@ class Context:
     def load(self, spec: ModelSpec, log: Callable[[str], None]):
         """Another model of the grid (a transfer attack's surrogate), trained first if missing."""
         return get_model(spec, self.plan, self.data, self.ckpts, self.eval_split, log)[1]
-
-
-def external_run_key(name: str, weights_sha256: str, data_fingerprint: str) -> str:
-    """The run key of a network from outside the grid: two networks of one name never share
-    records, nor do two data trees of one folder name (a record's dataset is that name alone; a
-    grid run's key holds the data's fingerprint, this one too)."""
-    return f"{name}:{weights_sha256[:16]}:{data_fingerprint[:8]}"
 
 
 def spec_source(spec) -> str:

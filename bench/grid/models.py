@@ -26,6 +26,18 @@ def _accuracy(model, split, batch_size) -> float:
     return correct / len(split)
 
 
+def _on_data(key: str, data_fingerprint: str) -> str:
+    """The run key of a network from outside the grid, on this data: a record's dataset is the data
+    folder's name alone, so another tree of that name is told apart here, as a grid run's key does
+    with the data's fingerprint in its checkpoint key."""
+    return f"{key}:{data_fingerprint[:8]}"
+
+
+def external_run_key(name: str, weights_sha256: str, data_fingerprint: str) -> str:
+    """A caller's own network (a file, audit()'s): two networks of one name never share records."""
+    return _on_data(f"{name}:{weights_sha256[:16]}", data_fingerprint)
+
+
 def get_zoo_model(spec: ZooSpec, plan: Plan, data: Dataset, log: Callable[[str], None]):
     """A RobustBench model through models/zoo.py: (key, model, meta, the spec columns of its records)."""
     model, info = load_zoo_model(spec.name, model_dir=plan.cache_dir / "robustbench", device=plan.device)
@@ -34,9 +46,7 @@ def get_zoo_model(spec: ZooSpec, plan: Plan, data: Dataset, log: Callable[[str],
     log(f"  loaded {info['architecture']} from {', '.join(info['checkpoint_paths'])} ({info['source']})")
     cols = {k: info[k] for k in ("model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim",
                                  "checkpoint")}
-    # the data's fingerprint in the key, as a grid run's and a file's have it: other images under
-    # the same folder name are another measurement
-    return f"{info['run_key']}:{data.fingerprint[:8]}", model, {"weights_sha256": info["weights_sha256"]}, cols
+    return _on_data(info["run_key"], data.fingerprint), model, {"weights_sha256": info["weights_sha256"]}, cols
 
 
 def zoo_downloads(plan: Plan) -> List[str]:
