@@ -92,6 +92,8 @@ class CSGResult:
     dim: int  # of the embedding
     classes: Optional[List[str]] = None
     extra: dict = field(default_factory=dict)
+    # points each class gave: m_per_class, or all a smaller class has (the value says how it was made)
+    per_class: List[int] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -213,7 +215,7 @@ def csg(features, labels, *, m_per_class: int = 250, k: int = 3, seed: int = 0, 
     adjacency = bray_curtis_adjacency(sim)
     evals = laplacian_eigenvalues(adjacency)
     return CSGResult(csg_from_eigenvalues(evals), evals, sim, adjacency, embedding, m_per_class, k, seed, parzen,
-                     len(y), x.shape[1], classes)
+                     len(y), x.shape[1], classes, per_class=[len(idx) for idx in picked])
 
 
 # --- embeddings of image splits -----------------------------------------------------------------
@@ -314,8 +316,10 @@ def main(argv=None) -> int:
         res = dataset_csg(data.split(args.split), args.embedding, n=args.n, m_per_class=args.m_per_class, k=args.k,
                           seed=args.seed, parzen=args.parzen, classes=data.classes, dataset=data.name)
         wall = time.perf_counter() - t0
+        lo, hi = min(res.per_class), max(res.per_class)
+        used = "" if lo == args.m_per_class else f" asked, {lo if lo == hi else f'{lo}-{hi}'} per class used"
         print(f"{data.name} ({args.split}, n={res.n_points}, K={res.num_classes}): CSG {res.value:.4f} "
-              f"(max {res.max_value:g}) in {args.embedding}, k={args.k}, M={args.m_per_class}, seed {args.seed}"
+              f"(max {res.max_value:g}) in {args.embedding}, k={args.k}, M={args.m_per_class}{used}, seed {args.seed}"
               f"{', parzen' if args.parzen else ''}; {wall:.1f}s")
         if args.json:
             from filelock import FileLock

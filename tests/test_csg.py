@@ -157,7 +157,9 @@ def test_embeddings_and_dataset_csg():
     mixed = Split(split.images, split.labels[torch.randperm(180, generator=torch.Generator().manual_seed(0))])
     assert dataset_csg(mixed, "pca4", m_per_class=30).value > 1.5  # shuffled labels: near K - 1 = 2
     sub = dataset_csg(split, "pca4", n=90, m_per_class=30)
-    assert sub.n_points == 90
+    assert sub.n_points == 90 and sub.per_class == [30, 30, 30]
+    # a pool smaller than M per class: the result says how many points each class gave
+    assert dataset_csg(split, "pca4", n=30, m_per_class=30).per_class == [10, 10, 10]
     json.dumps(pca.to_dict())  # serialisable as it is stored
 
 
@@ -169,13 +171,18 @@ def test_cli_merges_into_a_json_file(tmp_path, capsys):
             "--m-per-class", "20"]
     assert main(args) == 0
     line = capsys.readouterr().out
-    assert "toyset" in line and "CSG" in line and "pca8" in line
+    assert "toyset" in line and "CSG" in line and "pca8" in line and "M=20," in line
     table = json.loads(out.read_text())
     assert table["other"] == 1.5
     entry = table["toyset"]
     assert entry["embedding"] == "pca8" and entry["split"] == "train" and entry["n_points"] == 90
+    assert entry["m_per_class"] == 20 and entry["per_class"] == [20, 20, 20]
     # random pixels: the three classes are one distribution, so CSG is near its maximum 2
     assert 1.0 < entry["value"] <= 2 + 1e-9 and len(entry["eigenvalues"]) == 3
+    # more points asked of each class than its 30 images: said in the line and the entry, not M=50
+    assert main([*args[:-1], "50"]) == 0
+    assert "M=50 asked, 30 per class used," in capsys.readouterr().out
+    assert json.loads(out.read_text())["toyset"]["per_class"] == [30, 30, 30]
     assert main(["--data-root", str(tmp_path / "nope"), "--cache", str(tmp_path / "cache")]) == 2
     assert capsys.readouterr().err.startswith("error: data root")
 
