@@ -221,6 +221,9 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert main(["--results", str(tmp_path / "plain"), "--head", "plain"]) == 0
     capsys.readouterr()
     put_sweep(tmp_path / "ok", {m: truth(m) for m in DIMS[:3]}, distractors=False)
+    # BN-head groups only, the plain head asked for: the hint names the head that fits them
+    err = error(["--results", str(tmp_path / "ok"), "--head", "plain"])
+    assert "another head: --head all or --head bn fits those" in err
     assert "NAME=VALUE" in error(["--results", str(tmp_path / "ok"), "--csg", "toyset:3"])
     assert "no CSG value for dataset(s) toyset" in error(["--results", str(tmp_path / "ok"), "--csg", "other=3"])
     assert "positive" in error(["--results", str(tmp_path / "ok"), "--csg", "toyset=0"])

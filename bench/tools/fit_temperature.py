@@ -381,7 +381,8 @@ def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dic
         if head is not None and not tidy.empty:
             n_other = len(best_temperatures(clean_accuracy(tidy, None))[0]) - len(points)
             if n_other:
-                other = f" ({n_other} group(s) with another head: --head all or --head plain fits those)"
+                others = " or ".join(f"--head {h}" for h in ("all", "bn", "plain") if h != head)
+                other = f" ({n_other} group(s) with another head: {others} fits those)"
         raise BenchError(f"too few groups to fit T* = alpha*sqrt(M) + beta: found {len(points)} "
                          f"(arch, M, dataset{', head=' + head if head else ', head'}) group(s) with >= "
                          f"{MIN_TEMPERATURES} temperatures and {points['feature_dim'].nunique()} distinct M in "
