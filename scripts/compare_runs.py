@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import List
 
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 
 def rows(folder: Path, T: float, regime: str) -> pd.DataFrame:
@@ -62,10 +63,16 @@ def main(argv=None) -> int:
                   f"--results {folder} builds one)", file=sys.stderr)
             return 2
     base, cand = rows(args.base, args.T, args.regime), rows(args.cand, args.T, args.cand_regime or args.regime)
-    metrics = args.metric.split(",")
+    metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
     missing = [m for m in metrics if m not in base.columns or m not in cand.columns]
-    if missing:
-        print(f"error: no column {', '.join(missing)} in both leaderboards", file=sys.stderr)
+    if missing or not metrics:
+        print(f"error: no column {', '.join(missing) or repr(args.metric)} in both leaderboards", file=sys.stderr)
+        return 2
+    # a difference of two verdicts or names is no number: a TypeError deep in pandas, before
+    not_numbers = [m for m in metrics if not all(is_numeric_dtype(board[m]) for board in (base, cand))]
+    if not_numbers:
+        print(f"error: --metric {', '.join(not_numbers)}: not a column of numbers; give numeric leaderboard "
+              f"columns, e.g. clean,robust_min", file=sys.stderr)
         return 2
     if base.index.intersection(cand.index).empty:
         print(f"error: no (seed, checkpoint) in both at T={args.T:g}: {args.base} has {len(base)} such rows, "

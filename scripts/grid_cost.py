@@ -15,9 +15,41 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from bench.errors import stdout_closed
+from bench.fields import field_problem, is_number
+
 # bench.grid.estimate.STANDARD_REGIMES (not imported: it pulls in torch; tests/test_grid_cost.py
 # holds the two equal); any other regime is adversarial training, whose attacks cost far more
 STANDARD_REGIMES = ("std", "zoo", "file", "python")
+
+
+def is_text(v) -> bool:
+    return isinstance(v, str)
+
+
+# what this script reads of a sidecar and of a record, and must find of that type
+SIDECAR = ((("timestamp",), is_text, "text"), (("wall_s",), is_number, "a number"),
+           (("device", "profile"), is_text, "text"))
+RECORD = SIDECAR + ((("family", "threat", "regime"), is_text, "text"),)
+
+
+class Unreadable(Exception):
+    pass
+
+
+def read(path: Path, types) -> dict:
+    """A sidecar or record as a dict, or Unreadable naming the file and what is wrong with it."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise Unreadable(f"{path} is not a readable JSON file ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise Unreadable(f"{path} holds a JSON {type(obj).__name__}, not an object")
+    need = [k for k in ("timestamp",) + (("family", "threat") if types is RECORD else ()) if k not in obj]
+    problem = f"it has no {', '.join(need)}" if need else field_problem(obj, types)
+    if problem:
+        raise Unreadable(f"{path}: {problem}")
+    return obj
 
 
 def main(folder: str) -> None:
@@ -25,7 +57,7 @@ def main(folder: str) -> None:
     train, runs = defaultdict(float), defaultdict(int)
     by_profile = defaultdict(lambda: [0.0, 0, 0.0, 0])  # training h, runs, evaluation h, records
     for sidecar in (root / "checkpoints").glob("*.json"):
-        meta = json.loads(sidecar.read_text())
+        meta = read(sidecar, SIDECAR)
         where = (meta["timestamp"][:10], meta.get("device", "?"))
         train[where] += meta.get("wall_s", 0.0)
         runs[where] += 1
@@ -35,7 +67,7 @@ def main(folder: str) -> None:
     measure, adversarial = defaultdict(float), defaultdict(float)  # by family/threat; AT models' part
     copied, n_copied = 0.0, 0
     for path in (root / "records").glob("*.json"):
-        rec = json.loads(path.read_text())
+        rec = read(path, RECORD)
         if rec.get("same_weights_as"):
             copied += rec.get("wall_s", 0.0)
             n_copied += 1
@@ -74,4 +106,10 @@ if __name__ == "__main__":
     if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "records").is_dir():
         print("usage: python scripts/grid_cost.py RESULTS_FOLDER (one with records/ and checkpoints/)", file=sys.stderr)
         sys.exit(2)
-    main(sys.argv[1])
+    try:
+        main(sys.argv[1])
+    except BrokenPipeError:
+        sys.exit(stdout_closed())
+    except Unreadable as e:  # a hand-edited or truncated file: named, and nothing printed of the tally
+        print(f"error: {e}: fix or delete it (git checkout restores a committed one)", file=sys.stderr)
+        sys.exit(2)

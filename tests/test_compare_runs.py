@@ -42,6 +42,14 @@ def test_refusals(tmp_path):
                  (tmp_path / "a", tmp_path / "b", "--regime", "fat", "--cand-regime", "at", "--metric", "nope")]:
         done = run(*args)
         assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    # a column of words (the regime, a masking verdict) has no difference: one line, not pandas' TypeError
+    done = run(tmp_path / "a", tmp_path / "b", "--regime", "fat", "--cand-regime", "at", "--metric", "clean,model")
+    assert done.returncode == 2 and done.stdout == "" and "--metric model: not a column of numbers" in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    # spaces and a trailing comma are not column names
+    done = run(tmp_path / "a", tmp_path / "b", "--regime", "fat", "--cand-regime", "at",
+               "--metric", "clean, robust_min,")
+    assert done.returncode == 0 and "robust_min" in done.stdout, done.stderr
 
 
 def test_readme_figure_for_fifteen_epochs():

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 XEON = {"device": "cpu Xeon (AVX512, 2 threads)"}
 EPYC = {"device": "cpu EPYC (AVX2, 2 threads)"}
@@ -71,3 +73,23 @@ def test_a_folder_without_records_is_one_line_and_exit_2(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where, text, phrase", [
+    ("records", "{bad", "is not a readable JSON file"),
+    ("records", "[1]", "holds a JSON list, not an object"),
+    ("records", json.dumps({"timestamp": "2026-12-05T11:00:00", "threat": "pgd"}), "it has no family"),
+    ("records", json.dumps({"timestamp": "2026-12-05T11:00:00", "family": "attack", "threat": "pgd", "wall_s": "9"}),
+     "wall_s is '9', not a number"),
+    ("checkpoints", json.dumps({"timestamp": 20261205, "wall_s": 9}), "timestamp is 20261205, not text"),
+])
+def test_an_unreadable_sidecar_or_record_is_named_in_one_line(tmp_path, where, text, phrase):
+    # a hand-edited or truncated file stopped the tally with a traceback
+    _write(tmp_path / "records", "ok", timestamp="2026-12-05T11:00:00", wall_s=900, family="attack", threat="pgd")
+    (tmp_path / where).mkdir(exist_ok=True)
+    (tmp_path / where / "bad.json").write_text(text)
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.startswith(f"error: {tmp_path / where / 'bad.json'}") and phrase in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
