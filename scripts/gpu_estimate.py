@@ -124,16 +124,47 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--families", default=None, help="comma list: measure only these families (default: all)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    from bench.errors import BenchError
+    try:
+        return estimate(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
+
+def checked(args):
+    """(profile, proxy temperatures, families) once every flag is valid: a bad one is a BenchError
+    before any proxy trains (a negative rate printed negative seconds; an unknown family, nothing)."""
+    from bench.errors import BenchError
+    from bench.measure.families import FAMILIES
     from bench.profiles import load_profile
     from models import parse_name
-    profile = load_profile(args.profile)
-    with tempfile.TemporaryDirectory() as tmp:
+    for flag, value, least in (("--rate", args.rate, 0), ("--threads", args.threads, 1), ("--n", args.n, 2)):
+        if not value >= least or flag == "--rate" and not value > 0:
+            raise BenchError(f"{flag} must be {'positive' if flag == '--rate' else f'>= {least}'}, got {value:g}")
+    if not 0 < args.target_clean <= 1:
+        raise BenchError(f"--target-clean is a clean accuracy in (0, 1], e.g. 0.93; got {args.target_clean:g}")
+    try:
         temperatures = [float(t) for t in args.proxy_T.split(",")]
+    except ValueError:
+        raise BenchError(f"--proxy-T expects a comma list of temperatures, e.g. 1,50; got {args.proxy_T!r}") from None
+    for t in temperatures:
+        parse_name(f"{args.proxy}_T{t:g}")  # an unknown proxy or a bad T: the registry's own one line
+    families = args.families.split(",") if args.families else None
+    known = [F.name for F in FAMILIES]
+    unknown = [f for f in families or () if f not in known]
+    if unknown:
+        raise BenchError(f"--families {', '.join(unknown)}: not a measurement family; one of {', '.join(known)}")
+    return load_profile(args.profile), temperatures, families
+
+
+def estimate(args) -> int:
+    profile, temperatures, families = checked(args)
+    torch.set_num_threads(args.threads)
+    from models import parse_name
+    with tempfile.TemporaryDirectory() as tmp:
         per_image, per_attack, clean = measure(args.profile, args.proxy, temperatures, args.n,
-                                   args.data_root, Path(args.cache or tmp),
-                                   args.families.split(",") if args.families else None)
+                                               args.data_root, Path(args.cache or tmp), families)
     ev = profile.eval
     test_n = 10000  # CIFAR-10's test split
     n = ev.n or test_n
