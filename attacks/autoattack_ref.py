@@ -30,6 +30,7 @@ from typing import Iterator, List
 
 import torch
 
+from attacks.views import model_device
 from bench.errors import BenchError
 
 
@@ -92,7 +93,7 @@ class ReferenceAutoAttack:
                  n_queries: int = 5000, n_classes: int = 10, seed: int = 0, norm: str = "Linf"):
         aa = _pyautoattack()
         self.model = model
-        self.device = next(model.parameters()).device
+        self.device = model_device(model)
         logger = logging.getLogger("auto-attack")
         with _Quiet(logger):
             self.aa = aa.AutoAttack(model, device=self.device, eps=eps, norm=norm, seed=seed, version=version)

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from attacks.views import model_device
 from bench.accel import Accel
 
 
@@ -42,7 +43,7 @@ def autocast_view(model: nn.Module, bf16: Optional[bool] = None) -> nn.Module:
     """``model`` as the attacks' forward passes should run it: under bf16 autocast on its
     device when ``bf16`` (default: bench.accel's choice, off unless BENCH_ATTACK_BF16=1), else
     itself."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     if bf16 is None:
         bf16 = Accel.for_device(device).attack_bf16
     return AutocastView(model, device.type) if bf16 else model

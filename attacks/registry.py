@@ -45,12 +45,15 @@ torchattacks and scipy (0.6-0.7 s of each such process on a 2-core Xeon).
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Dict, Tuple, Union
 
+from attacks.views import model_device
 from bench.errors import BenchError
 
 
@@ -213,7 +216,15 @@ class AttackConfig:
         is the seed of the attacks that seed themselves (seeding "own")."""
         if int(n_classes) < 2:
             raise BenchError(f"{self.name}: a classifier needs at least 2 classes, got n_classes={n_classes}")
-        return self.info.build(model_view, n_classes=int(n_classes), seed=int(seed), **self.kwargs)
+        if next(model_view.parameters(), None) is not None:
+            return self.info.build(model_view, n_classes=int(n_classes), seed=int(seed), **self.kwargs)
+        # torchattacks takes its device from the first parameter and, finding none, says so on
+        # stdout, in the middle of the run's table: it is told the device instead
+        with contextlib.redirect_stdout(io.StringIO()):
+            atk = self.info.build(model_view, n_classes=int(n_classes), seed=int(seed), **self.kwargs)
+        if hasattr(atk, "set_device"):
+            atk.set_device(model_device(model_view))
+        return atk
 
 
 def check_attack_name(name: str, where: str = "") -> None:

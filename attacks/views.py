@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 VIEWS = {
@@ -33,6 +34,17 @@ class TemperatureView(nn.Module):
 
     def forward(self, x):
         return self.model(x) / self.temperature
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` runs: its parameters' device, else its buffers' (a fixed function of its
+    input has neither: the CPU). torchattacks and AutoAttack read the first parameter, and a
+    model without one printed a line on stdout (torchattacks) or raised StopIteration (AutoAttack)."""
+    for tensors in (model.parameters(), model.buffers()):
+        first = next(tensors, None)
+        if first is not None:
+            return first.device
+    return torch.device("cpu")
 
 
 def view_divisor(view: str, temperature: float) -> float:

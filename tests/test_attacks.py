@@ -1,6 +1,7 @@
 """Real torchattacks attacks on a tiny model trained here."""
 
 import pytest
+import torch
 
 from attacks import make_attack, parse_eps
 from bench.data import stratified_indices
@@ -99,3 +100,26 @@ def test_the_registry_imports_no_attack_until_one_is_built():
     before, after = out.stdout.splitlines()
     assert before == "[]"
     assert "'torchattacks'" in after and "'attacks.adversarial'" in after
+
+
+class _FixedFunction(torch.nn.Module):
+    """A classifier with no parameters (and no buffers): a fixed function of its input."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10] * 5
+
+
+@pytest.mark.parametrize("name, params", [
+    ("pgd", {"steps": 3}), ("fgsm", {}), ("apgd_ce", {"steps": 3}), ("square", {"n_queries": 5}),
+    ("autoattack_ref", {"steps": 3, "n_queries": 5}),
+])
+def test_a_model_without_parameters_is_attacked_without_a_word_on_stdout(name, params, capsys):
+    # torchattacks printed "Failed to set device automatically" into the run's table, and the
+    # authors' AutoAttack raised StopIteration, both from next(model.parameters())
+    if name == "autoattack_ref":
+        pytest.importorskip("pyautoattack")
+    x, y = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3])
+    atk = make_attack(name, params).build(_FixedFunction(), n_classes=10, seed=0)
+    adv = atk(x, y)
+    assert adv.shape == x.shape and (adv - x).abs().max() <= 8 / 255 + 1e-6
+    assert capsys.readouterr().out == ""
