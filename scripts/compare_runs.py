@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     if missing or not metrics:
         print(f"error: no column {', '.join(missing) or repr(args.metric)} in both leaderboards", file=sys.stderr)
         return 2
-    # a difference of two verdicts or names is no number: a TypeError deep in pandas, before
+    # a difference of two verdicts or names is no number (pandas raised a TypeError on them)
     not_numbers = [m for m in metrics if not all(is_numeric_dtype(board[m]) for board in (base, cand))]
     if not_numbers:
         print(f"error: --metric {', '.join(not_numbers)}: not a column of numbers; give numeric leaderboard "

@@ -139,9 +139,11 @@ def checked(args):
     from bench.measure.families import FAMILIES
     from bench.profiles import load_profile
     from models import parse_name
-    for flag, value, least in (("--rate", args.rate, 0), ("--threads", args.threads, 1), ("--n", args.n, 2)):
-        if not value >= least or flag == "--rate" and not value > 0:
-            raise BenchError(f"{flag} must be {'positive' if flag == '--rate' else f'>= {least}'}, got {value:g}")
+    if not args.rate > 0:  # NaN too
+        raise BenchError(f"--rate must be positive, got {args.rate:g}")
+    for flag, value, least in (("--threads", args.threads, 1), ("--n", args.n, 2)):
+        if value < least:
+            raise BenchError(f"{flag} must be >= {least}, got {value}")
     if not 0 < args.target_clean <= 1:
         raise BenchError(f"--target-clean is a clean accuracy in (0, 1], e.g. 0.93; got {args.target_clean:g}")
     try:
