@@ -313,6 +313,8 @@ def make_plan(args, specs=None):
                 cache_dir=cache, data_root=args.data_root or default_data_root(args.dataset), device=device,
                 force=args.force,
                 fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store, pace_dirs=pace_dirs,
+                require_shift_sets=args.attack is not None and bool(
+                    set(threats.SHIFT_SETS) & set(_split_list(args.attack, "--attack"))),
                 progress=sys.stderr.isatty() and not args.no_progress and args.executor == "local")
     # the folders a run writes into, as well: a blocked one was found only after a model had trained
     own = "--store" if store is not None else "--results"

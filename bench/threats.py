@@ -5,7 +5,8 @@ the other threats alike, so ``--attack pgd,corruptions,rotate,cifar10.1`` is one
   corruptions     the CIFAR-10-C corruptions (all 19, or those of --corruptions) at --severities
   natural         every natural transform and the rotation/translation worst case
   <transform>     one of them, e.g. rotate, or worst_grid
-  cifar10.1       the CIFAR-10.1 v6 test set (downloaded when asked for by name and missing)
+  cifar10.1       the CIFAR-10.1 v6 test set (downloaded when asked for and missing; named, it
+                  stops the run when the download fails, brought in by 'all' it is skipped)
   transfer        PGD crafted on a surrogate (default: the same architecture at T=1)
   eps_sweep       PGD (CE) and PGD (margin) at eps 1/255 .. 128/255 (or the profile's sweep)
   fp64            CE-PGD recomputed in float64 on a few images (is float32 underflow masking?)

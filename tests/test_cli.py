@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.errors import BenchError
 from bench.run import main
 from tests.builders import write_cifar101
 
@@ -389,6 +390,34 @@ def test_cifar101_by_name_downloads_it_or_stops(smoke_run, http_server, monkeypa
     tidy = pd.read_csv(results / "results.csv")
     assert set(tidy[tidy.threat == "cifar10.1"].n) == {30}
     assert (base / "cache" / "downloads" / "CIFAR-10.1" / "cifar10.1_v6_data.npy").is_file()
+
+
+def test_cifar101_that_all_brings_in_is_skipped_offline_not_fatal(mini_root, tmp_path, http_server, monkeypatch):
+    """--attack all offline stopped at CIFAR-10.1's download, so everything else it names went
+    unmeasured; named in --attack, CIFAR-10.1 still stops the run (the test above)."""
+    from bench.cli import make_plan
+    from bench.grid.jobs import Context
+    from bench.measure.cifar101 import Cifar101
+    from bench.run import build_parser
+    _, url = http_server
+    monkeypatch.delenv("BENCH_SHIFT_DATA", raising=False)
+    monkeypatch.setattr("bench.shift_data.CIFAR101_URL", url + "/missing/")
+
+    def plan(attack):
+        return make_plan(build_parser().parse_args(
+            ["--profile", "smoke", "--data-root", str(mini_root), "--model", "fastnetw8_T1", "--attack", attack,
+             "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]))
+
+    lines = []
+    everything = plan("all")
+    assert everything.fetch_shift_sets and not everything.require_shift_sets
+    assert Cifar101.prepare(Context(everything, lines.append), lines.append) is None
+    assert lines[-1].startswith("shifts: CIFAR-10.1 skipped: could not download CIFAR-10.1")
+    named = plan("pgd,cifar10.1")
+    assert named.require_shift_sets
+    with pytest.raises(BenchError, match="could not download CIFAR-10.1"):
+        Cifar101.prepare(Context(named, lines.append), lines.append)
+    assert not (tmp_path / "cache" / "downloads" / "CIFAR-10.1").exists()  # no partial download either way
 
 
 def test_lists(capsys, monkeypatch):

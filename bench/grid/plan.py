@@ -29,6 +29,9 @@ class Plan:
     force: bool = False  # re-evaluate even when the store already holds the measurement
     progress: bool = False
     fetch_shift_sets: bool = False  # download a shifted test set (CIFAR-10.1) that is missing, else skip it
+    # a shifted test set named in --attack stops the run when it cannot be had; one that --attack
+    # all brings in is skipped with a line (offline, 'all' is everything this machine can measure)
+    require_shift_sets: bool = False
     dataset: Optional[str] = None  # cifar10 / cifar100 where the data root holds both
     store_dir: Optional[Path] = None  # checkpoints (and job logs) here, e.g. a cluster's shared folder
     pace_dirs: Sequence[Path] = ()  # other results folders whose wall times also price the estimate and ETA

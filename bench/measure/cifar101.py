@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from bench.errors import BenchError
 from bench.measure.base import Family, Measurement, correct_mask, counted, frac, shift_roots
 from bench.shift_data import download_cifar101, find_cifar101, load_cifar101
 
@@ -38,9 +39,16 @@ class Cifar101(Family):
             return None
         roots = shift_roots(plan)
         folder = find_cifar101(roots)
-        if folder is None and plan.fetch_shift_sets:  # asked for by name: fetch it or stop
+        if folder is None and plan.fetch_shift_sets:  # asked for: fetch it, or stop where it was named
             log(f"shifts: CIFAR-10.1 not found under {', '.join(map(str, roots))}; downloading it")
-            folder = download_cifar101(plan.cache_dir / "downloads")
+            try:
+                folder = download_cifar101(plan.cache_dir / "downloads")
+            except BenchError as e:
+                if plan.require_shift_sets:
+                    raise
+                log(f"shifts: CIFAR-10.1 skipped: {e} (--attack all measures it where it can be had; "
+                    f"--attack cifar10.1 stops without it)")
+                return None
         if folder is None:
             log(f"shifts: CIFAR-10.1 not found under {', '.join(map(str, roots))}; skipped (put "
                 f"cifar10.1_v6_data.npy and cifar10.1_v6_labels.npy in one of them, or run --attack cifar10.1 "
