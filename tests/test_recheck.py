@@ -30,7 +30,12 @@ def test_recheck_repeats_a_stored_measurement_and_names_a_changed_verdict(mini_r
     flipped = format(int(rec["bits"], 16) ^ 1, f"0{len(rec['bits'])}x")  # the last image's verdict, inverted
     path.write_text(json.dumps(dict(rec, bits=flipped)))
     assert recheck(args) == 1
-    assert "1 run again: 1 with a changed verdict" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 run again: 1 with a changed verdict" in out and "another machine" not in out
+    # the same change, recorded on another CPU: the line says the machine alone can account for it
+    path.write_text(json.dumps(dict(rec, bits=flipped, device="cpu Some Other CPU (AVX2, 2 threads)")))
+    assert recheck(args) == 1
+    assert "1 of the changed were measured on another machine or thread count than this" in capsys.readouterr().out
 
     (sidecar,) = (res / "checkpoints").glob("*.json")
     sidecar.write_text("[]")  # valid JSON, not a sidecar: one line, not an AttributeError
