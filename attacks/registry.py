@@ -216,13 +216,12 @@ class AttackConfig:
         is the seed of the attacks that seed themselves (seeding "own")."""
         if int(n_classes) < 2:
             raise BenchError(f"{self.name}: a classifier needs at least 2 classes, got n_classes={n_classes}")
-        if next(model_view.parameters(), None) is not None:
-            return self.info.build(model_view, n_classes=int(n_classes), seed=int(seed), **self.kwargs)
         # torchattacks takes its device from the first parameter and, finding none, says so on
         # stdout, in the middle of the run's table: it is told the device instead
-        with contextlib.redirect_stdout(io.StringIO()):
+        bare = next(model_view.parameters(), None) is None
+        with contextlib.redirect_stdout(io.StringIO()) if bare else contextlib.nullcontext():
             atk = self.info.build(model_view, n_classes=int(n_classes), seed=int(seed), **self.kwargs)
-        if hasattr(atk, "set_device"):
+        if bare and hasattr(atk, "set_device"):
             atk.set_device(model_device(model_view))
         return atk
 

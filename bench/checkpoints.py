@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from bench.atomic import sha256_files, write_atomic, write_json_atomic
 from bench.errors import BenchError
-from bench.fields import field_problem, is_number, is_whole_or_null
+from bench.fields import field_problem, is_number, is_text, is_whole_or_null
 from bench.profiles import Recipe
 from bench.train import TRAINER_VERSION, TrainState
 from models import ModelSpec, build_model
@@ -46,7 +46,7 @@ def checkpoint_key(spec: ModelSpec, recipe: Recipe, data_fingerprint: str, num_c
 # type there was a traceback in the middle of a grid
 SIDECAR_TYPES = (
     (("key", "weights_sha256", "best_weights_sha256", "data_fingerprint", "dataset", "device", "profile",
-      "timestamp", "code_version", "torch_version"), lambda v: isinstance(v, str), "a string"),
+      "timestamp", "code_version", "torch_version"), is_text, "a string"),
     # a report links them as checkpoints/<name>: a path there pointed the page elsewhere
     (("weights", "best_weights"), lambda v: isinstance(v, str) and v not in ("", ".", "..") and Path(v).name == v,
      "a file name"),

@@ -13,6 +13,10 @@ def is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def is_text(v) -> bool:
+    return isinstance(v, str)
+
+
 def is_whole_or_null(v) -> bool:
     return v is None or isinstance(v, int) and not isinstance(v, bool)
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from bench.atomic import write_json_atomic
 from bench.errors import BenchError
-from bench.fields import field_problem, is_number, is_whole_or_null
+from bench.fields import field_problem, is_number, is_text, is_whole_or_null
 
 # The tidy table: one row per measurement and metric. `corruption` and `severity` are set for
 # threat "corruption", `magnitude` for the natural transforms' sweeps; `same_weights_as` for a
@@ -100,7 +100,7 @@ FIELD_TYPES = (
     (("seed", "feature_dim", "num_classes", "severity", "magnitude"), lambda v: v is None or is_number(v),
      "a number or null"),
     (("run_key", "dataset", "split", "threat", "view", "arch", "head", "regime", "checkpoint", "family"),
-     lambda v: isinstance(v, str), "a string"),
+     is_text, "a string"),
     (("corruption", "source"), lambda v: v is None or isinstance(v, str), "a string or null"),
     (("params",), lambda v: isinstance(v, dict), "an object"),
     (("lr_scale",), lambda v: isinstance(v, bool), "true or false"),

@@ -16,36 +16,35 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.errors import stdout_closed
-from bench.fields import field_problem, is_number
+from bench.fields import field_problem, is_number, is_text
 
 # bench.grid.estimate.STANDARD_REGIMES (not imported: it pulls in torch; tests/test_grid_cost.py
 # holds the two equal); any other regime is adversarial training, whose attacks cost far more
 STANDARD_REGIMES = ("std", "zoo", "file", "python")
 
 
-def is_text(v) -> bool:
-    return isinstance(v, str)
-
-
-# what this script reads of a sidecar and of a record, and must find of that type
-SIDECAR = ((("timestamp",), is_text, "text"), (("wall_s",), is_number, "a number"),
-           (("device", "profile"), is_text, "text"))
-RECORD = SIDECAR + ((("family", "threat", "regime"), is_text, "text"),)
+# what this script reads of a sidecar and of a record: the fields it indexes, and the type of
+# every field it reads
+SIDECAR = ("timestamp",), ((("timestamp",), is_text, "text"), (("wall_s",), is_number, "a number"),
+                           (("device", "profile"), is_text, "text"))
+RECORD = ("timestamp", "family", "threat"), SIDECAR[1] + ((("family", "threat", "regime"), is_text, "text"),)
 
 
 class Unreadable(Exception):
     pass
 
 
-def read(path: Path, types) -> dict:
-    """A sidecar or record as a dict, or Unreadable naming the file and what is wrong with it."""
+def read(path: Path, kind) -> dict:
+    """A sidecar or record (``kind``: SIDECAR or RECORD) as a dict, or Unreadable naming the file
+    and what is wrong with it."""
+    needed, types = kind
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise Unreadable(f"{path} is not a readable JSON file ({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise Unreadable(f"{path} holds a JSON {type(obj).__name__}, not an object")
-    need = [k for k in ("timestamp",) + (("family", "threat") if types is RECORD else ()) if k not in obj]
+    need = [k for k in needed if k not in obj]
     problem = f"it has no {', '.join(need)}" if need else field_problem(obj, types)
     if problem:
         raise Unreadable(f"{path}: {problem}")
