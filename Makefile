@@ -25,7 +25,7 @@ endif
 # more options for `make bench`, e.g. BENCH_ARGS="--executor ray --address auto --store /shared/grid"
 BENCH_ARGS ?=
 
-.PHONY: bench test perf report clean-cache venv gpu
+.PHONY: bench test perf report screenshot clean-cache venv gpu
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ REPORT_DIR = results/$(PROFILE)
 endif
 report: $(VENV)/.installed
 	$(PY) -m bench.report --results $(REPORT_DIR)
+
+# docs/report.png, the README's picture: results/quick/index.html as headless chromium draws it (the
+# PNG records which leaderboard.csv it shows; tests/test_committed_results.py fails when that moved)
+screenshot: $(VENV)/.installed
+	$(PY) scripts/report_screenshot.py results/quick docs/report.png
 
 # The one command of a GPU window, run on the device machine (whose python3 has torch; no venv
 # there): the gpu profile under a wall-clock limit, results packed into $OUT. Fill .whl/ here first

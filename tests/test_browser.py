@@ -205,3 +205,29 @@ def test_claims_in_chromium(browser, page):
     # the page does not ask the network for anything
     assert browser.js("performance.getEntriesByType('resource').filter(r => !r.name.startsWith('data:')).length") \
         == 0
+
+
+def test_make_screenshot_draws_the_page_and_names_its_leaderboard(page, tmp_path):
+    """scripts/report_screenshot.py (`make screenshot`, the README's picture): the page at
+    1600x1200 with the leaderboard's sha256 in a tEXt chunk; a folder without a page, or an output
+    that is a folder, is one line and exit 2 with nothing written."""
+    import hashlib
+    import sys
+
+    from PIL import Image
+    chromium_or_skip()
+    path, _ = page
+    script = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "report_screenshot.py")]
+    out = tmp_path / "docs" / "report.png"
+    done = subprocess.run([*script, str(path.parent), str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    picture = Image.open(out)
+    assert picture.size == (1600, 1200) and len(picture.convert("L").getcolors(256)) > 20  # drawn, not blank
+    digest = hashlib.sha256((path.parent / "leaderboard.csv").read_bytes()).hexdigest()
+    assert picture.text == {"tempbench-leaderboard-sha256": digest}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report.png"]  # no temp file left
+    for args, phrase in [([str(tmp_path), str(tmp_path / "x.png")], "has no index.html"),
+                         ([str(path.parent), str(tmp_path)], "is a folder")]:
+        done = subprocess.run([*script, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and phrase in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert not (tmp_path / "x.png").exists()

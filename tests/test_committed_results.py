@@ -88,3 +88,25 @@ def test_the_readmes_quick_table_is_what_readme_table_prints(tmp_path):
     assert done.returncode == 2 and done.stdout == "" and done.stderr == (
         f"error: {empty} has no leaderboard.csv: give a results folder (python -m bench.report --results "
         f"{empty} builds one)\n")
+
+
+def test_the_readmes_picture_shows_the_committed_quick_leaderboard():
+    """The README opens on docs/report.png, results/quick's page as `make screenshot` draws it; the
+    PNG names the sha256 of the leaderboard.csv beside that page. A picture of a leaderboard the
+    folder no longer holds (the one of 2026-11-23 showed 17 models on 500 images, 67.0% clean at T=1,
+    for weeks after the folder held 14 on 400) fails here until `make screenshot` draws it again.
+    Both files as committed, as above: a `make bench` here rewrites results/quick."""
+    import hashlib
+    import io
+    import subprocess
+
+    from PIL import Image
+    assert "](docs/report.png)" in (ROOT / "README.md").read_text()
+    shown = subprocess.run(["git", "show", "HEAD:docs/report.png"], cwd=ROOT, capture_output=True)
+    board = subprocess.run(["git", "show", "HEAD:results/quick/leaderboard.csv"], cwd=ROOT, capture_output=True)
+    if shown.returncode != 0 or board.returncode != 0:
+        pytest.skip("no committed docs/report.png or results/quick/leaderboard.csv (not a git checkout?)")
+    picture = Image.open(io.BytesIO(shown.stdout))
+    assert picture.size == (1600, 1200)
+    assert picture.text.get("tempbench-leaderboard-sha256") == hashlib.sha256(board.stdout).hexdigest(), \
+        "docs/report.png shows another leaderboard than results/quick's: make screenshot"
