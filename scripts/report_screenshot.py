@@ -31,17 +31,20 @@ def text_chunk(keyword: str, text: str) -> bytes:
     return struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
 
 
+def complete_png(data: bytes) -> bool:
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and data[-8:-4] == b"IEND"
+
+
 def with_text(png: bytes, keyword: str, text: str) -> bytes:
     """``png`` with a tEXt chunk before its IEND chunk (the last 12 bytes of a PNG)."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[-8:-4] != b"IEND":
-        raise BenchError("chromium's screenshot is not a complete PNG")
     return png[:-12] + text_chunk(keyword, text) + png[-12:]
 
 
 def browser() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
+        exe = shutil.which(name)
+        if exe:
+            return exe
     raise BenchError("no chromium on PATH: apt-get install chromium (as .ci/run does), then run this again")
 
 
@@ -57,14 +60,17 @@ def main(argv) -> int:
     exe = browser()
     with tempfile.TemporaryDirectory(prefix="tempbench-shot-") as tmp:
         shot = Path(tmp) / "shot.png"
-        run = subprocess.run([exe, *FLAGS, f"--user-data-dir={tmp}/profile", f"--window-size={WINDOW}",
-                              f"--screenshot={shot}", (folder / "index.html").resolve().as_uri()],
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
-        if run.returncode != 0 or not shot.is_file():
-            last = (run.stderr.strip().splitlines() or ["no message"])[-1]
-            print(f"error: chromium drew no screenshot (exit {run.returncode}): {last}", file=sys.stderr)
+        try:
+            run = subprocess.run([exe, *FLAGS, f"--user-data-dir={tmp}/profile", f"--window-size={WINDOW}",
+                                  f"--screenshot={shot}", (folder / "index.html").resolve().as_uri()],
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+            why = f"exit {run.returncode}: " + (run.stderr.strip().splitlines() or ["no message"])[-1]
+        except subprocess.TimeoutExpired:
+            why = "still drawing after 300 s"
+        png = shot.read_bytes() if shot.is_file() else b""
+        if not complete_png(png):
+            print(f"error: chromium drew no screenshot ({why})", file=sys.stderr)
             return 1
-        png = shot.read_bytes()
     digest = hashlib.sha256((folder / "leaderboard.csv").read_bytes()).hexdigest()
     write_bytes_atomic(out, with_text(png, KEY, digest))
     print(f"{out}: {folder / 'index.html'} at {WINDOW.replace(',', 'x')}, leaderboard.csv sha256 {digest[:16]}")
