@@ -6,9 +6,10 @@ import datetime as _dt
 import functools
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +75,18 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu {cpu_model()} ({cpu_capability()}, {torch.get_num_threads()} threads)"
+
+
+def avx2_cap_may_match(theirs: Iterable[str], here: str) -> bool:
+    """Whether capping this CPU at AVX2 (`make ISA=avx2`) may train the weights of the machines
+    ``theirs`` names (device_name strings): ``here`` is an uncapped AVX-512 CPU, and each of them an
+    AVX2 one of the same model and thread count. On a 2-core AMD EPYC with AVX-512 the cap gave the
+    AVX2 EPYCs' weights for all 14 quick-profile models; on an Intel Xeon it gave other ones (README,
+    Reproducibility), hence "may"."""
+    m = re.fullmatch(r"cpu (.+) \(AVX512, (\d+) threads\)", here)
+    theirs = list(theirs)
+    return bool(m and theirs) and all(
+        re.fullmatch(rf"cpu {re.escape(m[1])} \(AVX2(, oneDNN AVX2, MKL AVX2)?, {m[2]} threads\)", d) for d in theirs)
 
 
 def provenance(device: torch.device) -> dict:

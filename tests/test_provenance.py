@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from bench.provenance import cpu_capability
+from bench.provenance import avx2_cap_may_match, cpu_capability
 
 
 def test_capability_is_torchs_without_a_onednn_cap(monkeypatch):
@@ -29,6 +29,24 @@ def test_an_emulated_avx2_box_says_so():
     # a CPU without AVX2 falls back to its own capability: the cap is only a ceiling
     expected = "AVX2" if host.startswith(("AVX2", "AVX512")) else host
     assert f"({expected}, oneDNN AVX2, MKL AVX2, " in out, out
+
+
+def test_the_avx2_cap_is_suggested_only_where_it_may_give_the_stores_weights():
+    """The grid's note on evaluations held from another machine's training suggests `make
+    ISA=avx2` only on an uncapped AVX-512 CPU whose records came from AVX2 ones of the same model
+    and thread count (an AVX-512 EPYC capped at AVX2 trained the AVX2 EPYCs' quick-profile weights)."""
+    here = "cpu AMD EPYC (AVX512, 2 threads)"
+    assert avx2_cap_may_match(["cpu AMD EPYC (AVX2, 2 threads)"], here)
+    capped = "cpu AMD EPYC (AVX2, oneDNN AVX2, MKL AVX2, 2 threads)"  # a store made partly under the cap itself
+    assert avx2_cap_may_match(["cpu AMD EPYC (AVX2, 2 threads)", capped], here)
+    for theirs, mine in [(["cpu AMD EPYC (AVX2, 4 threads)"], here),  # other threads: other weights anyway
+                         (["cpu AMD EPYC (AVX2, 2 threads)", "cpu AMD EPYC (AVX512, 2 threads)"], here),
+                         (["cpu Intel(R) Xeon(R) Platinum (AVX2, 2 threads)"], here),  # another model
+                         ([], here),
+                         (["cpu AMD EPYC (AVX2, 2 threads)"], "cpu AMD EPYC (AVX512, oneDNN AVX2, 2 threads)"),
+                         (["cpu AMD EPYC (AVX2, 2 threads)"], "cpu AMD EPYC (AVX2, 2 threads)"),
+                         (["cpu AMD EPYC (AVX2, 2 threads)"], "NVIDIA H200")]:
+        assert not avx2_cap_may_match(theirs, mine), (theirs, mine)
 
 
 def test_the_code_version_leaves_the_git_index_alone(tmp_path, monkeypatch):
