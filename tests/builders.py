@@ -98,7 +98,8 @@ class StoreBuilder:
         self.weights = "0" * 64  # the weights_sha256 of the records put from now on (a retraining: another)
 
     def _put(self, spec: dict, family: str, threat: str, view: str, metrics: dict, *, eps=0.0, steps=0, params=None,
-             n=None, bits=None, source=None, corruption=None, severity=None, magnitude=None, positions=None):
+             n=None, bits=None, source=None, corruption=None, severity=None, magnitude=None, positions=None,
+             timestamp=None):
         n = n or self.n
         self.minute += 1
         rec = dict(spec, run_key=spec["run_key"], dataset=self.dataset, split="test", n=n, subset_seed=0,
@@ -106,7 +107,8 @@ class StoreBuilder:
                    source=source or f"{self.dataset}:test", num_classes=10, corruption=corruption,
                    severity=severity, magnitude=magnitude, eps=eps, steps=steps, metrics=metrics, wall_s=0.1,
                    weights_sha256=self.weights, profile="test",
-                   timestamp=f"2026-01-01T{10 + self.minute // 60:02d}:{self.minute % 60:02d}:00+00:00", **PROV)
+                   timestamp=timestamp or f"2026-01-01T{10 + self.minute // 60:02d}:{self.minute % 60:02d}:00+00:00",
+                   **PROV)
         rec["measure_version"] = attack_record_version(rec)  # as this code measures it
         if bits is not None:
             rec["bits"] = bits

@@ -118,3 +118,42 @@ def test_corruptions_acc_only_for_the_full_benchmark(exported):
     assert "15 CIFAR-10-C benchmark corruptions x severities 1,2,3,4,5 on 10000 images" in card["footnote"]
     row["c_corruptions"] = 14  # one corruption missing: not RobustBench's figure either
     assert "corruptions_acc" not in model_card(row)
+
+
+def test_a_row_measured_by_two_commits_on_two_machines_names_both(tmp_path, monkeypatch):
+    """A row's measurements made by two commits on two machines (a store resumed elsewhere, an
+    attack of an older revision measured again): the leaderboard, the page and the model card
+    name both, in the order they measured it, and the first and latest time. The leaderboard once
+    took one record's commit and device, whichever came last in the table, beside the latest time:
+    results/quick's cards said "tempbench 19e3b071cd85 on cpu AMD EPYC (AVX2, 2 threads), measured
+    2026-12-07", where that commit and machine measured it on 2026-12-05 and another pair on the 7th."""
+    from bench.report.html import leaderboard_rows
+    from bench.report.tables import provenance
+    from tests import builders
+    from tests.builders import EPS
+    store = StoreBuilder(tmp_path / "store", n=100)
+    store.model("fastnet_T1", 1, 0.6, pgd_raw=0.1, pgd_scaled=0.1)
+    first = builders.PROV["code_version"], builders.PROV["device"]
+    monkeypatch.setitem(builders.PROV, "code_version", "fedcba987654")
+    monkeypatch.setitem(builders.PROV, "device", "cpu Other CPU (AVX2, 2 threads)")
+    # a day later: PGD at another budget, by another commit on another machine
+    store._put(store.specs["fastnet_T1"], "attack", "pgd", "raw",
+               {"clean_acc": 0.6, "robust_acc": 0.05, "success_rate": 0.9, "max_linf": EPS, "max_l2": 1.5},
+               eps=EPS, steps=50, params={"eps": EPS, "alpha": 2 / 255, "steps": 50, "random_start": True},
+               timestamp="2026-01-02T09:00:00+00:00")
+    tidy, board, _ = store.tables()
+    row = board.set_index("model").loc["fastnet_T1"]
+    assert row.code_version == f"{first[0]}, fedcba987654"
+    assert row.device == f"{first[1]}; cpu Other CPU (AVX2, 2 threads)"
+    assert row.first_timestamp.startswith("2026-01-01T10:01") and row.timestamp == "2026-01-02T09:00:00+00:00"
+    card = model_card(board.iloc[0])
+    assert card["footnote"].startswith(f"tempbench {first[0]}, fedcba987654 on {first[1]} and cpu Other CPU (AVX2, 2 "
+                                       "threads), measured 2026-01-01 to 2026-01-02;")
+    cols, rows = leaderboard_rows(board, tidy)
+    cell = {c[0]: x for c, x in zip(cols, rows[0])}
+    assert cell["code_version"]["text"] == "fedcba987654 (+1)" and cell["code_version"]["tip"] == row.code_version
+    assert cell["device"]["text"] == "cpu Other CPU (AVX2, 2 threads) (+1)" and cell["device"]["tip"] == row.device
+    assert cell["date"]["text"] == "2026-01-02" and cell["date"]["tip"] == f"{row.first_timestamp} to {row.timestamp}"
+    # one commit and machine: named alone, as before
+    alone = provenance(tidy[tidy.code_version == first[0]]).loc["fastnet_T1"]
+    assert alone.code_version == first[0] and alone.device == first[1]

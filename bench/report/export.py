@@ -29,6 +29,7 @@ from typing import Optional, Tuple
 import pandas as pd
 
 from bench.atomic import write_bytes_atomic
+from bench.report.tables import DEVICE_SEP
 
 ROBUSTBENCH_COLUMNS = ["Rank", "Method", "Standard accuracy", "AutoAttack robust accuracy",
                        "Best known robust accuracy", "AA eval. potentially unreliable", "Extra data", "Architecture",
@@ -93,8 +94,10 @@ def model_card(row, link: str = "", authors: str = "") -> dict:
                                               and row.get("checkpoint") else "")
     if bool(row.get("lr_scale")):
         how += ", loss x T"
-    foot = [f"tempbench {row.get('code_version', '?')} on {row.get('device', '?')}, measured "
-            f"{str(row.get('timestamp', '?'))[:10]}",
+    first, last = str(row.get("first_timestamp", ""))[:10], str(row.get("timestamp", "?"))[:10]
+    when = last if first in ("", "nan", last) else f"{first} to {last}"
+    devices = " and ".join(str(row.get("device", "?")).split(DEVICE_SEP))
+    foot = [f"tempbench {row.get('code_version', '?')} on {devices}, measured {when}",
             f"{row['dataset']} test subset of {int(row['n'])} images",
             f"reported = robust_min ({row.get('robust_min_by', '?')}): the minimum over every Linf attack and view",
             aa_source]

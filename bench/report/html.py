@@ -27,6 +27,7 @@ from bench.checkpoints import CheckpointStore
 from bench.measure.families import outdated
 from bench.report.claims import POWER, THRESHOLDS, evaluate_claims
 from bench.report.columns import latest_runs
+from bench.report.tables import DEVICE_SEP
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -56,16 +57,19 @@ COLUMNS = [
     ("masking", "masking", "mask", "gradient-masking verdict of the audit; open it for the reasons"),
     ("n", "n", "num", "test images per measurement"),
     ("dataset", "dataset", "text", "the data the numbers are on"),
-    ("code_version", "commit", "text", "git commit of the code that measured the row (-dirty: uncommitted changes)"),
-    ("device", "device", "text", "where it was measured"),
+    ("code_version", "commit", "text", "git commit of the code that measured the row, the latest where several did "
+                                       "(all in the tooltip; -dirty: uncommitted changes)"),
+    ("device", "device", "text", "where it was measured, the latest machine where several did (all in the tooltip)"),
     ("torch_version", "torch", "text", "torch version"),
-    ("date", "date", "text", "when the row's latest measurement was made (UTC)"),
+    ("date", "date", "text", "when the row's latest measurement was made (UTC; the first in the tooltip)"),
     ("weights_sha256", "weights", "text", "sha256 of the weights the row measured (first 12 digits; the full one "
                                           "in the tooltip and leaderboard.csv); a link where the checkpoint is kept "
                                           "beside the results"),
 ]
 
 MASKING_ORDER = {"none": 0, "suspected": 1, "likely": 2}
+# how tables.provenance joins a row's commits and devices where several measured it
+SEPARATORS = {"code_version": ", ", "device": DEVICE_SEP}
 PROVENANCE_COLUMNS = ("dataset", "code_version", "device", "torch_version", "date", "weights_sha256")
 
 # Plots, grouped, in reading order: (file-name prefix, section title, what it shows).
@@ -174,8 +178,14 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
                 cells.append({"text": sha[:12], "sort": sha, "kind": kind, "tip": sha, "href": weight_files.get(sha, "")})
             else:
                 text = "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else str(v)
-                cells.append({"text": text, "sort": text, "kind": kind,
-                              "tip": str(r.get("timestamp", "")) if key == "date" else ""})
+                tip = ""
+                if key in SEPARATORS and SEPARATORS[key] in text:  # several, in the order they measured the row
+                    tip, parts = text, text.split(SEPARATORS[key])
+                    text = f"{parts[-1]} (+{len(parts) - 1})"
+                elif key == "date":
+                    first, last = str(r.get("first_timestamp", "")), str(r.get("timestamp", ""))
+                    tip = last if first in ("", "nan", last) else f"{first} to {last}"
+                cells.append({"text": text, "sort": text, "kind": kind, "tip": tip})
         rows.append(cells)
     return cols, rows
 

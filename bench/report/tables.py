@@ -93,14 +93,28 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None,
     board = add_corruption_columns(df, board)
     board = add_natural_and_shift_columns(df, board)
     board = add_cost_columns(df, board)
-    prov = df.groupby("model").agg(code_version=("code_version", "last"), device=("device", "last"),
-                                   timestamp=("timestamp", "max"), weights_sha256=("weights_sha256", "last"))
-    board = board.join(prov)
+    board = board.join(provenance(df))
     front = ID_COLS + [c for c in ["source", "T_source", "clean", "robust_min", "robust_min_by", "robust_worst",
                                    "autoattack", "masking", "masking_reasons", "masking_unchecked"]
                        if c in board.columns]
     board = board[front + [c for c in board.columns if c not in front]]
     return board.sort_values(["robust_min", "clean"], ascending=False, na_position="last").reset_index(drop=True)
+
+
+# the separator of a row's devices: a device name has commas ("cpu AMD EPYC (AVX2, 2 threads)")
+DEVICE_SEP = "; "
+
+
+def provenance(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model, how its row was measured: every commit and device its measurements name, in the
+    order they first measured it (a resumed or re-measured row has several, and one of them alone
+    would name a commit and machine that made only part of it), the first and the latest time."""
+    def distinct(sep):
+        return lambda values: sep.join(dict.fromkeys(values.dropna().astype(str)))
+    timed = df.sort_values("timestamp", kind="stable")
+    return timed.groupby("model").agg(code_version=("code_version", distinct(", ")),
+                                      device=("device", distinct(DEVICE_SEP)), first_timestamp=("timestamp", "min"),
+                                      timestamp=("timestamp", "max"), weights_sha256=("weights_sha256", "last"))
 
 
 def _baseline(board: pd.DataFrame, row) -> str | None:
