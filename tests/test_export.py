@@ -100,6 +100,52 @@ def test_full_autoattack_preferred_and_absent_autoattack(tmp_path):
     assert list(lb["AutoAttack robust accuracy"].sort_values()) == [10.0, 20.0]
 
 
+def test_autoattack_at_a_reduced_budget_is_not_reported_as_autoattack(tmp_path):
+    """The quick profile's cross-check runs AutoAttack at 20 iterations and 500 queries (100 and
+    5,000 are AutoAttack's): a weaker attack, whose robust accuracy the model cards gave as
+    autoattack_acc and leaderboard_robustbench.csv as "AutoAttack robust accuracy", both meaning
+    AutoAttack standard's. Now they stay empty and the footnote, the leaderboard and the page say
+    what ran; at the full budget the number is kept. The same for the suite's own autoattack."""
+    from bench.report.html import leaderboard_rows
+    from tests.builders import EPS
+    b = StoreBuilder(tmp_path / "store", n=200)
+    b.model("fastnet_T1", 1, 0.6, pgd_raw=0.1, pgd_scaled=0.1).model("fastnet_T5", 5, 0.6, pgd_raw=0.2, pgd_scaled=0.2)
+    for name, steps, queries in (("fastnet_T1", 20, 500), ("fastnet_T5", 100, 5000)):
+        b._put(b.specs[name], "diagnostic", "autoattack_crosscheck", "raw",
+               {"clean_acc": 0.6, "robust_acc_torchattacks": 0.08, "robust_acc_pyautoattack": 0.08, "abs_diff": 0.0},
+               eps=EPS, steps=steps, n=50, params={"attacks": ["autoattack", "autoattack_ref"], "eps": EPS,
+                                                   "version": "standard", "steps": steps, "n_queries": queries})
+    tidy, board, _ = b.tables()
+    board = board.set_index("model", drop=False)
+    reduced, full = board.loc["fastnet_T1"], board.loc["fastnet_T5"]
+    assert reduced.aa_crosscheck_budget == "version standard, 20 iterations and 500 queries where AutoAttack " \
+                                          "standard runs 100 and 5000"
+    assert pd.isna(full.aa_crosscheck_budget)
+    card = model_card(reduced)
+    assert card["autoattack_acc"] is None
+    assert ("autoattack_acc left empty: AutoAttack ran at a reduced budget, version standard, 20 iterations and 500 "
+            "queries where AutoAttack standard runs 100 and 5000, by the authors' implementation (pyautoattack) in "
+            "the cross-check, on 50 images, leaving 8.00% robust") in card["footnote"]
+    assert model_card(full)["autoattack_acc"] == "8.00"
+    lb = robustbench_leaderboard(board.reset_index(drop=True)).set_index("Method")
+    assert pd.isna(lb.loc["fastnet_T1", "AutoAttack robust accuracy"])
+    assert lb.loc["fastnet_T5", "AutoAttack robust accuracy"] == 8.0
+    cols, rows = leaderboard_rows(board.reset_index(drop=True), tidy)
+    cells = {r[0]["text"]: {c[0]: x for c, x in zip(cols, r)}["autoattack_shown"] for r in rows}
+    assert cells["fastnet_T1"]["small"] == "n=50, reduced" and "reduced budget: version standard, 20" in \
+        cells["fastnet_T1"]["tip"]
+    assert cells["fastnet_T5"]["small"] == "n=50" and "reduced" not in cells["fastnet_T5"]["tip"]
+    # the suite's own AutoAttack (--attack autoattack --param autoattack.steps=20) is read the same way
+    b._put(b.specs["fastnet_T1"], "attack", "autoattack", "raw",
+           {"clean_acc": 0.6, "robust_acc": 0.05, "success_rate": 0.9, "max_linf": EPS, "max_l2": 1.5}, eps=EPS,
+           steps=20, params={"eps": EPS, "version": "standard", "steps": 20, "n_queries": 5000})
+    _, board, _ = b.tables()
+    row = board.set_index("model", drop=False).loc["fastnet_T1"]
+    assert row.autoattack == 0.05 and row.autoattack_budget.startswith("version standard, 20 iterations and 5000")
+    card = model_card(row)
+    assert card["autoattack_acc"] is None and "on the n=200 evaluation images, leaving 5.00% robust" in card["footnote"]
+
+
 def test_stale_cards_are_removed(tmp_path):
     b = StoreBuilder(tmp_path, n=500)
     b.model("fastnet_T1", 1, 0.6).model("fastnet_T5", 5, 0.6)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from attacks import ATTACKS, format_eps
-from bench.report.columns import threat_norm
+from bench.report.columns import aa_budget, threat_norm
 
 # accuracies and fractions in [0, 1]; "pp" below = percentage points
 THRESHOLDS: Dict[str, float] = {
@@ -184,6 +184,9 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
         ev["aa_torchattacks"], ev["aa_pyautoattack"] = cc["robust_acc_torchattacks"], cc["robust_acc_pyautoattack"]
         ev["aa_crosscheck_diff"] = cc["abs_diff"]
         ev["aa_crosscheck_n"] = cc["n"]
+        budget = cc["params"].map(aa_budget)
+        if (budget != "").any():  # a reduced budget, said wherever the number is shown
+            ev["aa_crosscheck_budget"] = budget.where(budget != "")
         if "aa_warnings" in cc:
             ev["aa_warnings"] = cc["aa_warnings"]
         if "aa_warning_texts" in board:
@@ -205,14 +208,14 @@ def _strongest_record(df: pd.DataFrame, threat: str, score, needs) -> pd.DataFra
     (a cross-check at two budgets), the one of lowest ``score`` (the strongest attack). Averaged,
     they gave numbers no run gave, and a verdict could move between "suspected" and "likely". A
     record without one of the metrics ``needs`` names (cut short by hand) is none: a KeyError, or
-    an idxmin over no number, stopped every report on it."""
+    an idxmin over no number, stopped every report on it. Its ``params`` (JSON text) come along."""
     rows = df[df.threat == threat].assign(params=lambda d: d["params"].fillna("").astype(str))
     rec = rows.pivot_table(index=["model", "params", "n"], columns="metric", values="value", aggfunc="first")
     rec = rec.reindex(columns=sorted(set(rec.columns) | set(needs))).dropna(subset=list(needs))
     if rec.empty:
         return rec
     best = rec.apply(score, axis=1).groupby(level="model").idxmin()
-    return rec.loc[list(best)].reset_index(["params", "n"]).drop(columns="params")
+    return rec.loc[list(best)].reset_index(["params", "n"])
 
 
 def add_audit_columns(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:

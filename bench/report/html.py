@@ -138,6 +138,11 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
     from_cross = full.isna() & cross.notna()
     b["autoattack_shown"] = full.where(~from_cross, cross)
     aa_note = {i: f"n={_fmt_num(b.get('aa_crosscheck_n', nan)[i])}" for i in b.index[from_cross]}
+    # a reduced budget (fewer iterations or queries than AutoAttack's) is a weaker attack: said in the cell
+    budget = b.get("autoattack_budget", nan).where(full.notna(), b.get("aa_crosscheck_budget", nan))
+    aa_budget_of = {i: v for i, v in budget.items() if isinstance(v, str)}
+    for i in aa_budget_of:
+        aa_note[i] = ", ".join(x for x in (aa_note.get(i), "reduced") if x)
     cols = []
     for key, label, kind, help_ in COLUMNS:
         if key == "ECE":
@@ -153,8 +158,12 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
             if kind == "pct":
                 text = _fmt_pct(v)
                 sort = _sort_key(float(v) if text else None)
-                tip = (f"AutoAttack cross-check on {aa_note[i]} images" if key == "autoattack_shown" and i in aa_note
-                       else "")
+                tip = ""
+                if key == "autoattack_shown":
+                    tip = "; ".join(x for x in (f"AutoAttack cross-check on {aa_note[i].split(',')[0]} images"
+                                                if i in aa_note and from_cross[i] else "",
+                                                f"reduced budget: {aa_budget_of[i]}" if i in aa_budget_of else "")
+                                    if x)
                 if key == "robust_min" and isinstance(r.get("robust_min_by"), str):
                     tip = f"by {r['robust_min_by']}"
                 cells.append({"text": text, "sort": sort, "tip": tip, "kind": kind,

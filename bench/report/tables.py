@@ -10,7 +10,7 @@ import pandas as pd
 from attacks import format_eps
 from attacks.corruptions import BENCHMARK, EXTRA
 from bench.report import audit
-from bench.report.columns import HEADLINE_EPS, ID_COLS, latest_runs, threat_column, threat_norm
+from bench.report.columns import HEADLINE_EPS, ID_COLS, aa_budget, latest_runs, threat_column, threat_norm
 from bench.report.worst_case import suite_min_on_crosscheck, worst_case_bits
 
 
@@ -75,7 +75,11 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None,
             board = board.join(worst_case(latest_runs(bits, one_budget=False), board["n"]))
         aa = head[head.threat == "autoattack"]
         if not aa.empty:
-            board["autoattack"] = aa.groupby("model")["value"].min()
+            strongest = aa.loc[aa.groupby("model")["value"].idxmin()].set_index("model")
+            board["autoattack"] = strongest["value"]
+            budget = strongest["params"].map(aa_budget)
+            if (budget != "").any():  # a reduced budget is a weaker attack than AutoAttack: said beside it
+                board["autoattack_budget"] = budget.where(budget != "")
         for (norm, eps), rows in attacked.groupby(["norm", "eps"]):
             if norm == "linf" and np.isclose(eps, HEADLINE_EPS):
                 continue
