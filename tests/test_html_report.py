@@ -107,6 +107,7 @@ def test_write_reports_writes_the_page(built):
     assert names == list(board.model)  # the leaderboard's order
     for col in ("clean", "robust_min", "robust_worst", "autoattack_shown", "mCA", "masking"):
         assert col in headers
+    assert board.mCA.notna().sum() >= 2  # the mCA tooltips below are checked on real rows
     for r, (_, b) in zip(rows, board.iterrows()):
         cell = {h: c for h, c in zip(headers, r)}
         assert cell["clean"]["text"] == f"{100 * b.clean:.1f}"
@@ -120,6 +121,11 @@ def test_write_reports_writes_the_page(built):
         assert cell["torch_version"]["text"] == PROV["torch_version"]
         assert cell["dataset"]["text"] == "cifar10-jpeg75" and cell["n"]["text"] == "500"
         assert cell["date"]["text"].startswith("2026-01-01")
+        # an mCA over a profile's few corruptions and severities says so: it is not RobustBench's 15 x 5
+        if cell["mCA"]["text"]:
+            assert cell["mCA"]["title"] == (f"{int(b.c_corruptions)} benchmark corruptions x severities "
+                                            f"{b.c_severities} on {int(b.c_n)} images ({b.c_source})")
+            assert cell["mCA"]["title"].startswith("3 benchmark corruptions x severities 1,5 on 500 images")
         # reasons on hover (and in <details>), then the checks without evidence
         missing = b.masking_unchecked if isinstance(b.masking_unchecked, str) else ""
         said = b.masking_reasons if b.masking != "none" else "no masking signal fired"

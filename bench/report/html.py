@@ -49,7 +49,8 @@ COLUMNS = [
                                               "ran only in the cross-check, on the cross-check's images (n shown)"),
     ("pgd_raw@8/255", "PGD raw", "pct", "CE-PGD on the raw logits z (the attack gradient masking fools)"),
     ("pgd_scaled@8/255", "PGD z/T", "pct", "CE-PGD on z/T (the logits the model was trained to output)"),
-    ("mCA", "mCA", "pct", "mean accuracy over the 15 CIFAR-10-C corruptions x 5 severities"),
+    ("mCA", "mCA", "pct", "mean accuracy over the CIFAR-10-C benchmark corruptions and severities measured "
+                          "(RobustBench's figure: all 15 x 5; hover a number for what it is over)"),
     ("mCE", "mCE", "pct", "mean corruption error relative to the T=1 model of the family (%)"),
     ("ECE", None, "pct", "expected calibration error (15 bins)"),
     ("nat_worst_grid", "worst grid", "pct", "correct under all 63 rotation x translation combinations"),
@@ -120,6 +121,15 @@ def _per_model(tidy: pd.DataFrame, col: str, how: str = "last") -> pd.Series:
     return tidy.groupby("model")[col].agg(how)
 
 
+def corruption_scope(r) -> str:
+    """What a row's mCA is a mean over: a profile's few severities, generated corruptions on a
+    subset, are not RobustBench's 15 x 5 on the real CIFAR-10-C's 10,000 images."""
+    def whole(v):
+        return f"{int(v)}" if isinstance(v, (int, float)) and math.isfinite(v) else "?"
+    return (f"{whole(r.get('c_corruptions'))} benchmark corruptions x severities {r.get('c_severities', '?')} on "
+            f"{whole(r.get('c_n'))} images ({r.get('c_source', '?')})")
+
+
 def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Optional[Dict[str, str]] = None) -> tuple:
     """(columns, rows) of the page's leaderboard: one row per model of the leaderboard, each cell
     a dict with the shown text, its sort key and a tooltip; ``latest``: the tidy table's rows
@@ -166,6 +176,8 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
                                     if x)
                 if key == "robust_min" and isinstance(r.get("robust_min_by"), str):
                     tip = f"by {r['robust_min_by']}"
+                if key == "mCA" and text:
+                    tip = corruption_scope(r)
                 cells.append({"text": text, "sort": sort, "tip": tip, "kind": kind,
                               "small": aa_note.get(i, "") if key == "autoattack_shown" else ""})
             elif kind == "mask":
