@@ -124,8 +124,9 @@ CLAIMS: Dict[str, Tuple[str, str]] = {
     "A1": ("Moderate T improves clean accuracy over T=1.",
            "Clean accuracy: T=1 against the best T in (1, {moderate_T_max:g}], per family; paired over images."),
     "A2": ("Elevated T improves robustness to common corruptions (mCA, mCE).",
-           "mCA (mean accuracy over the 15 CIFAR-10-C corruptions x 5 severities): T=1 against the best T > 1, "
-           "per family; mCE and the relative drop from clean are shown."),
+           "mCA (mean accuracy over the 15 CIFAR-10-C benchmark corruptions at the severities measured: "
+           "RobustBench's figure where all 5 were, the leaderboard's c_* columns say which): T=1 against the best "
+           "T > 1, per family; mCE and the relative drop from clean are shown."),
     "A3": ("Elevated T improves robustness to natural shifts (CIFAR-10.1, small rotations and translations).",
            "CIFAR-10.1 accuracy, the mean accuracy over the natural-transform sweeps (nat_*) and the worst case "
            "over the rotation/translation grid: T=1 against the best T > 1, per family."),
