@@ -341,3 +341,17 @@ def test_temperature_tick_labels_do_not_overlap(cols):
             assert len(ax.get_xticks()) == len(temps)  # every T keeps its tick
     finally:
         plt.close(fig)
+
+
+def test_the_provenance_block_orders_numbers_and_keeps_devices_apart():
+    """The page's header block: image counts in numeric order (results/quick's read "100, 200, 400,
+    50"), devices apart by "; " since a device's name has commas of its own."""
+    from bench.report.html import provenance_summary
+    latest = pd.DataFrame({"dataset": ["d"] * 4, "n": [400, 50, 100, 400], "code_version": ["b", "a", "a", "a"],
+                           "device": ["cpu X (AVX2, 2 threads)", "cpu Y (AVX512, 2 threads)"] * 2,
+                           "torch_version": ["2"] * 4, "model": ["m1", "m2", "m1", "m2"],
+                           "timestamp": ["2026-01-01T10:00:00+00:00", "2026-01-02T10:00:00+00:00"] * 2})
+    block = provenance_summary(latest)
+    assert block["n"] == "50, 100, 400" and block["commits"] == "a, b"
+    assert block["devices"] == "cpu X (AVX2, 2 threads); cpu Y (AVX512, 2 threads)"
+    assert block["measured"] == "2026-01-01 10:00 to 2026-01-02 10:00 UTC"

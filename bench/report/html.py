@@ -252,9 +252,11 @@ def provenance_summary(latest: pd.DataFrame) -> Dict[str, str]:
     if latest.empty:
         return {}
 
-    def uniq(col):
-        return ", ".join(sorted(str(v) for v in latest[col].dropna().unique())) if col in latest else ""
-    return {"datasets": uniq("dataset"), "n": uniq("n"), "commits": uniq("code_version"), "devices": uniq("device"),
+    def uniq(col, sep=", "):  # numbers in numeric order (50, 100, 400, not 100, 400, 50)
+        values = latest[col].dropna().unique() if col in latest else []
+        return sep.join(str(v) for v in sorted(values, key=lambda v: (isinstance(v, str), v)))
+    return {"datasets": uniq("dataset"), "n": uniq("n"), "commits": uniq("code_version"),
+            "devices": uniq("device", DEVICE_SEP),
             "torch": uniq("torch_version"), "models": str(latest.model.nunique()),
             "measured": " to ".join(str(t)[:16].replace("T", " ") for t in (latest.timestamp.min(), latest.timestamp.max()))
             + " UTC"}
