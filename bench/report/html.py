@@ -151,8 +151,6 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
     # a reduced budget (fewer iterations or queries than AutoAttack's) is a weaker attack: said in the cell
     budget = b.get("autoattack_budget", nan).where(full.notna(), b.get("aa_crosscheck_budget", nan))
     aa_budget_of = {i: v for i, v in budget.items() if isinstance(v, str)}
-    for i in aa_budget_of:
-        aa_note[i] = ", ".join(x for x in (aa_note.get(i), "reduced") if x)
     cols = []
     for key, label, kind, help_ in COLUMNS:
         if key == "ECE":
@@ -168,18 +166,17 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
             if kind == "pct":
                 text = _fmt_pct(v)
                 sort = _sort_key(float(v) if text else None)
-                tip = ""
+                tip, small = "", ""
                 if key == "autoattack_shown":
-                    tip = "; ".join(x for x in (f"AutoAttack cross-check on {aa_note[i].split(',')[0]} images"
-                                                if i in aa_note and from_cross[i] else "",
-                                                f"reduced budget: {aa_budget_of[i]}" if i in aa_budget_of else "")
-                                    if x)
+                    tip = "; ".join(x for x in (
+                        f"AutoAttack cross-check on {aa_note[i]} images" if i in aa_note else "",
+                        f"reduced budget: {aa_budget_of[i]}" if i in aa_budget_of else "") if x)
+                    small = ", ".join(x for x in (aa_note.get(i, ""), "reduced" if i in aa_budget_of else "") if x)
                 if key == "robust_min" and isinstance(r.get("robust_min_by"), str):
                     tip = f"by {r['robust_min_by']}"
                 if key == "mCA" and text:
                     tip = corruption_scope(r)
-                cells.append({"text": text, "sort": sort, "tip": tip, "kind": kind,
-                              "small": aa_note.get(i, "") if key == "autoattack_shown" else ""})
+                cells.append({"text": text, "sort": sort, "tip": tip, "kind": kind, "small": small})
             elif kind == "mask":
                 verdict = v if isinstance(v, str) else ""
                 reasons = r.get("masking_reasons") if isinstance(r.get("masking_reasons"), str) else ""
