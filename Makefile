@@ -63,7 +63,7 @@ report: $(VENV)/.installed
 	$(PY) -m bench.report --results $(REPORT_DIR)
 
 # docs/report.png, the README's picture: results/quick/index.html as headless chromium draws it (the
-# PNG records which leaderboard.csv it shows; tests/test_committed_results.py fails when that moved)
+# PNG records which leaderboard.csv and page it shows; tests/test_committed_results.py fails when they move)
 screenshot: $(VENV)/.installed
 	$(PY) scripts/report_screenshot.py results/quick docs/report.png
 

@@ -2,11 +2,13 @@
 
     python scripts/report_screenshot.py results/quick docs/report.png     (make screenshot)
 
-The PNG carries, in a tEXt chunk, the sha256 of the leaderboard.csv the page was built beside, so
-that a picture of numbers the folder no longer holds fails a test (tests/test_committed_results.py)
-instead of heading the README for weeks, as one of 2026-11-23 did.
+The PNG carries, in tEXt chunks, the sha256 of the leaderboard.csv the page was built beside and
+of the page itself (its "Generated <time>" left out: a rebuild of the same store changes nothing
+else), so that a picture of numbers or a page the folder no longer holds fails a test
+(tests/test_committed_results.py) instead of heading the README for weeks, as one of 2026-11-23 did.
 """
 import hashlib
+import re
 import shutil
 import struct
 import subprocess
@@ -21,6 +23,8 @@ from bench.errors import BenchError
 # the size the README's picture has always had: the claims and the first dozen leaderboard rows
 WINDOW = "1600,1200"
 KEY = "tempbench-leaderboard-sha256"
+PAGE_KEY = "tempbench-page-sha256"
+GENERATED = re.compile(rb"Generated\s+\d{4}-\d\d-\d\d \d\d:\d\d UTC")
 # no network, no first-run pages, no scrollbar drawn over the table
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
@@ -29,6 +33,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
 def text_chunk(keyword: str, text: str) -> bytes:
     body = keyword.encode("latin-1") + b"\0" + text.encode("latin-1")
     return struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+
+
+def page_digest(html: bytes) -> str:
+    """sha256 of a report page without the time it was generated, which every rebuild changes."""
+    return hashlib.sha256(GENERATED.sub(b"Generated", html)).hexdigest()
 
 
 def complete_png(data: bytes) -> bool:
@@ -72,7 +81,8 @@ def main(argv) -> int:
             print(f"error: chromium drew no screenshot ({why})", file=sys.stderr)
             return 1
     digest = hashlib.sha256((folder / "leaderboard.csv").read_bytes()).hexdigest()
-    write_bytes_atomic(out, with_text(png, KEY, digest))
+    page = page_digest((folder / "index.html").read_bytes())
+    write_bytes_atomic(out, with_text(with_text(png, KEY, digest), PAGE_KEY, page))
     print(f"{out}: {folder / 'index.html'} at {WINDOW.replace(',', 'x')}, leaderboard.csv sha256 {digest[:16]}")
     return 0
 

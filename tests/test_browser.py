@@ -209,9 +209,11 @@ def test_claims_in_chromium(browser, page):
 
 def test_make_screenshot_draws_the_page_and_names_its_leaderboard(page, tmp_path):
     """scripts/report_screenshot.py (`make screenshot`, the README's picture): the page at
-    1600x1200 with the leaderboard's sha256 in a tEXt chunk; a folder without a page, or an output
+    1600x1200 with the sha256 of the leaderboard and of the page (less its generation time) in tEXt
+    chunks; a folder without a page, or an output
     that is a folder, is one line and exit 2 with nothing written."""
     import hashlib
+    import re
     import sys
 
     from PIL import Image
@@ -224,7 +226,12 @@ def test_make_screenshot_draws_the_page_and_names_its_leaderboard(page, tmp_path
     picture = Image.open(out)
     assert picture.size == (1600, 1200) and len(picture.convert("L").getcolors(256)) > 20  # drawn, not blank
     digest = hashlib.sha256((path.parent / "leaderboard.csv").read_bytes()).hexdigest()
-    assert picture.text == {"tempbench-leaderboard-sha256": digest}
+    assert set(picture.text) == {"tempbench-leaderboard-sha256", "tempbench-page-sha256"}
+    assert picture.text["tempbench-leaderboard-sha256"] == digest
+    html = (path.parent / "index.html").read_text()
+    assert "Generated 20" in html.replace("\n", " ")  # the time left out of the page's digest is there
+    untimed = re.sub(r"Generated\s+\d{4}-\d\d-\d\d \d\d:\d\d UTC", "Generated", html)
+    assert untimed != html and picture.text["tempbench-page-sha256"] == hashlib.sha256(untimed.encode()).hexdigest()
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.png"]  # no temp file left
     for args, phrase in [([str(tmp_path), str(tmp_path / "x.png")], "has no index.html"),
                          ([str(path.parent), str(tmp_path)], "is a folder")]:

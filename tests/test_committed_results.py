@@ -92,21 +92,27 @@ def test_the_readmes_quick_table_is_what_readme_table_prints(tmp_path):
 
 def test_the_readmes_picture_shows_the_committed_quick_leaderboard():
     """The README opens on docs/report.png, results/quick's page as `make screenshot` draws it; the
-    PNG names the sha256 of the leaderboard.csv beside that page. A picture of a leaderboard the
-    folder no longer holds (the one of 2026-11-23 showed 17 models on 500 images, 67.0% clean at T=1,
-    for weeks after the folder held 14 on 400) fails here until `make screenshot` draws it again.
-    Both files as committed, as above: a `make bench` here rewrites results/quick."""
+    PNG names the sha256 of the leaderboard.csv beside that page and of the page (without the time it
+    was generated). A picture of a leaderboard or page the folder no longer holds (the one of
+    2026-11-23 showed 17 models on 500 images, 67.0% clean at T=1, for weeks after the folder held
+    14 on 400) fails here until `make screenshot` draws it again. Both files as committed, as
+    above: a `make bench` here rewrites results/quick."""
     import hashlib
     import io
+    import re
     import subprocess
 
     from PIL import Image
     assert "](docs/report.png)" in (ROOT / "README.md").read_text()
     shown = subprocess.run(["git", "show", "HEAD:docs/report.png"], cwd=ROOT, capture_output=True)
     board = subprocess.run(["git", "show", "HEAD:results/quick/leaderboard.csv"], cwd=ROOT, capture_output=True)
-    if shown.returncode != 0 or board.returncode != 0:
-        pytest.skip("no committed docs/report.png or results/quick/leaderboard.csv (not a git checkout?)")
+    page = subprocess.run(["git", "show", "HEAD:results/quick/index.html"], cwd=ROOT, capture_output=True)
+    if shown.returncode != 0 or board.returncode != 0 or page.returncode != 0:
+        pytest.skip("no committed docs/report.png or results/quick (not a git checkout?)")
     picture = Image.open(io.BytesIO(shown.stdout))
     assert picture.size == (1600, 1200)
     assert picture.text.get("tempbench-leaderboard-sha256") == hashlib.sha256(board.stdout).hexdigest(), \
         "docs/report.png shows another leaderboard than results/quick's: make screenshot"
+    untimed = re.sub(rb"Generated\s+\d{4}-\d\d-\d\d \d\d:\d\d UTC", b"Generated", page.stdout)
+    assert picture.text.get("tempbench-page-sha256") == hashlib.sha256(untimed).hexdigest(), \
+        "docs/report.png shows another page than results/quick/index.html: make screenshot"
