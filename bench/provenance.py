@@ -70,6 +70,11 @@ def cpu_capability() -> str:
     return capability
 
 
+# the separator of several device names in one field or line: a device name has commas of its own
+# ("cpu AMD EPYC (AVX2, 2 threads)")
+DEVICE_SEP = "; "
+
+
 def device_name(device: torch.device) -> str:
     import torch
     if device.type == "cuda":

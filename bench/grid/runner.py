@@ -18,7 +18,7 @@ from bench.grid.executor import GridProgress, LocalExecutor
 from bench.grid.jobs import Context, Job, build_jobs, check_model_names, held_evaluations, is_done
 from bench.grid.models import zoo_downloads
 from bench.grid.plan import Plan
-from bench.provenance import avx2_cap_may_match, device_name
+from bench.provenance import DEVICE_SEP, avx2_cap_may_match, device_name
 from bench.report.publish import write_reports
 
 
@@ -95,7 +95,7 @@ def _held_note(devices: List[str], ctx: Context) -> str:
     cap = ("; capped at AVX2 (make ISA=avx2) this CPU may train their weights, as an AVX-512 AMD EPYC did"
            if avx2_cap_may_match(devices, here) else "")
     return (f" ({n} of them {'an evaluation' if n == 1 else 'evaluations'} the store holds from an earlier training "
-            f"of the same run, on {'; '.join(sorted(set(devices)))}: found again if training here gives the same "
+            f"of the same run, on {DEVICE_SEP.join(sorted(set(devices)))}: found again if training here gives the same "
             f"weights, as on the same CPU capability and thread count; this machine: {here}{cap})")
 
 

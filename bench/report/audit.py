@@ -187,8 +187,8 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
         ev["aa_crosscheck_diff"] = cc["abs_diff"]
         ev["aa_crosscheck_n"] = cc["n"]
         budget = cc["params"].map(aa_budget)
-        if (budget != "").any():  # a reduced budget, said wherever the number is shown
-            ev["aa_crosscheck_budget"] = budget.where(budget != "")
+        if budget.notna().any():  # a reduced budget, said wherever the number is shown
+            ev["aa_crosscheck_budget"] = budget
         if "aa_warnings" in cc:
             ev["aa_warnings"] = cc["aa_warnings"]
         if "aa_warning_texts" in board:

@@ -3,7 +3,7 @@ columns that identify a model, which run of a model counts, and how a threat is 
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import pandas as pd
 
@@ -126,9 +126,9 @@ def _strongest_budget(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(att.index[~keep.to_numpy()])
 
 
-def aa_budget(params) -> str:
+def aa_budget(params) -> Optional[str]:
     """What an AutoAttack record ran where it is not AutoAttack standard's own budget (its params,
-    JSON text or a dict), '' where it is. Fewer iterations or queries make a weaker attack: its
+    JSON text or a dict), None where it is. Fewer iterations or queries make a weaker attack: its
     robust accuracy bounds AutoAttack's from above and is not AutoAttack's number (the quick
     profile's cross-check runs 20 iterations and 500 queries on a CPU budget)."""
     if isinstance(params, str):
@@ -140,7 +140,7 @@ def aa_budget(params) -> str:
     full = {k: ATTACKS["autoattack"].params[k].default for k in ("version", "steps", "n_queries")}
     ran = {k: params.get(k, v) for k, v in full.items()}
     if ran == full:
-        return ""
+        return None
     return (f"version {ran['version']}, {ran['steps']} iterations and {ran['n_queries']} queries where AutoAttack "
             f"{full['version']} runs {full['steps']} and {full['n_queries']}")
 

@@ -29,7 +29,8 @@ from typing import Optional, Tuple
 import pandas as pd
 
 from bench.atomic import write_bytes_atomic
-from bench.report.tables import DEVICE_SEP
+from bench.provenance import DEVICE_SEP
+from bench.report.tables import time_span
 
 ROBUSTBENCH_COLUMNS = ["Rank", "Method", "Standard accuracy", "AutoAttack robust accuracy",
                        "Best known robust accuracy", "AA eval. potentially unreliable", "Extra data", "Architecture",
@@ -106,8 +107,7 @@ def model_card(row, link: str = "", authors: str = "") -> dict:
                                               and row.get("checkpoint") else "")
     if bool(row.get("lr_scale")):
         how += ", loss x T"
-    first, last = str(row.get("first_timestamp", ""))[:10], str(row.get("timestamp", "?"))[:10]
-    when = last if first in ("", "nan", last) else f"{first} to {last}"
+    when = time_span(str(row.get("first_timestamp", ""))[:10], str(row.get("timestamp", "?"))[:10])
     devices = " and ".join(str(row.get("device", "?")).split(DEVICE_SEP))
     foot = [f"tempbench {row.get('code_version', '?')} on {devices}, measured {when}",
             f"{row['dataset']} test subset of {int(row['n'])} images",

@@ -25,9 +25,10 @@ import pandas as pd
 from bench.atomic import write_bytes_atomic
 from bench.checkpoints import CheckpointStore
 from bench.measure.families import outdated
+from bench.provenance import DEVICE_SEP
 from bench.report.claims import POWER, THRESHOLDS, evaluate_claims
 from bench.report.columns import latest_runs
-from bench.report.tables import DEVICE_SEP
+from bench.report.tables import SEPARATORS, time_span
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -69,8 +70,6 @@ COLUMNS = [
 ]
 
 MASKING_ORDER = {"none": 0, "suspected": 1, "likely": 2}
-# how tables.provenance joins a row's commits and devices where several measured it
-SEPARATORS = {"code_version": ", ", "device": DEVICE_SEP}
 PROVENANCE_COLUMNS = ("dataset", "code_version", "device", "torch_version", "date", "weights_sha256")
 
 # Plots, grouped, in reading order: (file-name prefix, section title, what it shows).
@@ -201,8 +200,7 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
                     tip, parts = text, text.split(SEPARATORS[key])
                     text = f"{parts[-1]} (+{len(parts) - 1})"
                 elif key == "date":
-                    first, last = str(r.get("first_timestamp", "")), str(r.get("timestamp", ""))
-                    tip = last if first in ("", "nan", last) else f"{first} to {last}"
+                    tip = time_span(r.get("first_timestamp", ""), r.get("timestamp", ""))
                 cells.append({"text": text, "sort": text, "kind": kind, "tip": tip})
         rows.append(cells)
     return cols, rows

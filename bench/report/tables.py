@@ -9,6 +9,7 @@ import pandas as pd
 
 from attacks import format_eps
 from attacks.corruptions import BENCHMARK, EXTRA
+from bench.provenance import DEVICE_SEP
 from bench.report import audit
 from bench.report.columns import HEADLINE_EPS, ID_COLS, aa_budget, latest_runs, threat_column, threat_norm
 from bench.report.worst_case import suite_min_on_crosscheck, worst_case_bits
@@ -78,8 +79,8 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None,
             strongest = aa.loc[aa.groupby("model")["value"].idxmin()].set_index("model")
             board["autoattack"] = strongest["value"]
             budget = strongest["params"].map(aa_budget)
-            if (budget != "").any():  # a reduced budget is a weaker attack than AutoAttack: said beside it
-                board["autoattack_budget"] = budget.where(budget != "")
+            if budget.notna().any():  # a reduced budget is a weaker attack than AutoAttack: said beside it
+                board["autoattack_budget"] = budget
         for (norm, eps), rows in attacked.groupby(["norm", "eps"]):
             if norm == "linf" and np.isclose(eps, HEADLINE_EPS):
                 continue
@@ -105,8 +106,8 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None,
     return board.sort_values(["robust_min", "clean"], ascending=False, na_position="last").reset_index(drop=True)
 
 
-# the separator of a row's devices: a device name has commas ("cpu AMD EPYC (AVX2, 2 threads)")
-DEVICE_SEP = "; "
+# how provenance() joins a row's several commits and devices
+SEPARATORS = {"code_version": ", ", "device": DEVICE_SEP}
 
 
 def provenance(df: pd.DataFrame) -> pd.DataFrame:
@@ -116,9 +117,16 @@ def provenance(df: pd.DataFrame) -> pd.DataFrame:
     def distinct(sep):
         return lambda values: sep.join(dict.fromkeys(values.dropna().astype(str)))
     timed = df.sort_values("timestamp", kind="stable")
-    return timed.groupby("model").agg(code_version=("code_version", distinct(", ")),
-                                      device=("device", distinct(DEVICE_SEP)), first_timestamp=("timestamp", "min"),
-                                      timestamp=("timestamp", "max"), weights_sha256=("weights_sha256", "last"))
+    return timed.groupby("model").agg(code_version=("code_version", distinct(SEPARATORS["code_version"])),
+                                      device=("device", distinct(SEPARATORS["device"])),
+                                      first_timestamp=("timestamp", "min"), timestamp=("timestamp", "max"),
+                                      weights_sha256=("weights_sha256", "last"))
+
+
+def time_span(first, last) -> str:
+    """"first to last", or last alone where the row was measured once (or its first is unknown)."""
+    first, last = str(first), str(last)
+    return last if first in ("", "nan", last) else f"{first} to {last}"
 
 
 def _baseline(board: pd.DataFrame, row) -> str | None:
