@@ -84,9 +84,27 @@ def unpack_bits(text: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
 
 
-def record_id(record: dict) -> str:
-    ident = {k: record[k] for k in IDENTITY}
+def _digest(ident: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def record_id(record: dict, eval_n: Optional[int] = None) -> str:
+    """The file name of a measurement. A part of an evaluation (the AutoAttack cross-check, an
+    attack on [eval] attack_n images, the float64 check) is a stratified draw from that
+    evaluation's images, so the same count drawn from an evaluation of another n is other images:
+    its id holds that n too. ``eval_n`` gives it for a record not made yet; a made one says (part_of)."""
+    ident = {k: record[k] for k in IDENTITY}
+    of = part_of(record) if eval_n is None else eval_n
+    if of is not None and of != ident["n"]:
+        ident["eval_n"] = int(of)
+    return _digest(ident)
+
+
+def legacy_record_id(record: dict) -> str:
+    """The id a part of an evaluation had before its evaluation's n was in it (the committed
+    stores hold such records): found by that name while its positions name the evaluation asked
+    for (jobs.py _current_record), replaced by the new name when measured again (ResultStore.put)."""
+    return _digest({k: record[k] for k in IDENTITY})
 
 
 # the metrics that are fractions of images (and the calibration's ECE and mean confidence)
@@ -194,6 +212,18 @@ class ResultStore:
             raise ValueError(f"record lacks identity fields {missing}")
         rid = record_id(record)
         write_json_atomic(self.path(rid), _strict_json(dict(record, id=rid, schema=SCHEMA)))
+        old = self.path(legacy_record_id(record))
+        if old != self.path(rid) and old.exists():
+            # the same part of the same evaluation under its old name (or one that did not say of
+            # which, as the float64 check's did not), now measured again: two records of one
+            # measurement. One whose positions name another evaluation is that one's, and stays
+            try:
+                prior = json.loads(old.read_bytes())
+                same = part_of(prior) is None or record_id(prior) == rid
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                same = False  # not a record: reports warn about it, and it stays for a person to see
+            if same:
+                old.unlink(missing_ok=True)
         return rid
 
     def get(self, rid: str) -> dict | None:
@@ -223,6 +253,10 @@ class ResultStore:
             raise BenchError(f"result record {path} is not valid JSON: delete it and rerun that measurement") from None
         problem = record_problem(rec)
         if problem is None and rec.get("schema", 1) >= SCHEMA and path.stem != (rid := record_id(rec)):
+            if path.stem == legacy_record_id(rec):
+                # a part of an evaluation under its old name; where put left the new one beside
+                # it (stopped in between), the new one counts, not both
+                return None if self.path(rid).exists() else rec
             # a copy saved under another name (a backup) would count its measurement twice
             problem = f"its identity makes it {rid}.json, not {path.name}"
         if problem is None:

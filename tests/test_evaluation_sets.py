@@ -3,6 +3,8 @@ another budget, corruptions from both sources. results.csv keeps everything; the
 one evaluation, one budget (the stronger), one source (the real CIFAR-10-C), never an average of
 two under a name that says one (it was: clean accuracy 43.8% from 45.5% on 400 images and 42.0% on
 100, shown as n=100)."""
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -129,3 +131,80 @@ def test_the_worst_case_counts_every_budget(tmp_path):
     row = b.tables()[1].set_index("model").loc["fastnet_T1"]
     assert row["pgd_raw@8/255"] == 0.5  # the stronger run's
     assert row["robust_worst"] == pytest.approx(0.2)  # images 0 and 1 survive both runs
+
+
+PARTS_PROFILE = PROFILE.replace('name = "nsets"', 'name = "parts"').replace('attacks = ["pgd"]', '''\
+attacks = ["pgd", "fgsm"]
+attack_n = {fgsm = 20}
+fp64_n = 20
+crosscheck_n = 20''') + """
+[attack.autoattack]
+steps = 2
+n_queries = 20
+[attack.autoattack_ref]
+steps = 2
+n_queries = 20
+"""
+PARTS = {"fgsm", "pgd_fp64", "autoattack_crosscheck"}  # 20 images drawn from the evaluation's own
+
+
+def parts(out):
+    """{(threat, view, the evaluation's n): (the record's file, when it was written)} of the parts
+    (the file's time: a record's own timestamp is to the second, and these runs take less)."""
+    from bench.store import ResultStore, part_of
+    return {(r["threat"], r["view"], part_of(r)): (r["id"], (out / "records" / f"{r['id']}.json").stat().st_mtime_ns)
+            for r in ResultStore(out).records() if r["threat"] in PARTS}
+
+
+def test_parts_of_two_evaluations_are_two_measurements(mini_root, tmp_path):
+    """The cross-check, an attack on [eval] attack_n images and the float64 check each take 20 of the
+    evaluation's images: 20 of 100 and 20 of 50 are other images. The second evaluation measured its
+    own (they were 'already done', the first's, which the report then left out of its row), and
+    --force on it kept the first's (it overwrote them, so the 100-image row lost its cross-check)."""
+    (tmp_path / "p.toml").write_text(PARTS_PROFILE)
+    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "c"),
+            "--results", str(tmp_path / "out"), "--no-progress", "--tables-only", "--attack", "fgsm,fp64,crosscheck"]
+    out = tmp_path / "out"
+    assert main(args) == 0
+    first = parts(out)
+    assert set(first) == {("fgsm", "raw", 100), ("fgsm", "scaled", 100), ("pgd_fp64", "raw", 100),
+                          ("autoattack_crosscheck", "raw", 100)}
+    assert main(args + ["--n-test", "50"]) == 0
+    both = parts(out)
+    assert {k for k in both if k[2] == 50} == {(t, v, 50) for t, v, _ in first} and len(both) == 8
+    assert main(args + ["--n-test", "50", "--force"]) == 0
+    again = parts(out)
+    assert {k: again[k] for k in first} == first  # the 100-image evaluation's parts untouched
+    assert all(again[k][1] != both[k][1] for k in again if k[2] == 50)  # measured again
+    row = pd.read_csv(out / "leaderboard.csv").iloc[0]  # the larger evaluation's, with its cross-check
+    assert row["n"] == 100 and row["aa_crosscheck_n"] == 20 and "2 iterations" in row["aa_crosscheck_budget"]
+
+
+def test_a_part_under_its_old_name_is_found_and_replaced_not_doubled(mini_root, tmp_path):
+    """Records made before the evaluation's n was in a part's id (the committed stores hold them)
+    are read, count as done for the evaluation their positions name (and not for another), and
+    give way to the new name when measured again, so no measurement is in the store twice."""
+    from bench.store import legacy_record_id
+    (tmp_path / "p.toml").write_text(PARTS_PROFILE)
+    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "c"),
+            "--results", str(tmp_path / "out"), "--no-progress", "--tables-only", "--attack", "fgsm,fp64"]
+    out, records = tmp_path / "out", tmp_path / "out" / "records"
+    assert main(args) == 0
+    made = parts(out)
+    old = {}
+    for key, (rid, _) in made.items():  # as an older harness named them
+        rec = json.loads((records / f"{rid}.json").read_text())
+        rec["id"] = old[key] = legacy_record_id(rec)
+        assert old[key] != rid
+        (records / f"{rid}.json").unlink()
+        (records / f"{rec['id']}.json").write_text(json.dumps(rec))
+    renamed = parts(out)
+    assert {k: rid for k, (rid, _) in renamed.items()} == old
+    assert main(args) == 0  # all found: nothing measured again
+    assert parts(out) == renamed
+    assert main(args + ["--n-test", "50"]) == 0  # not the 50-image evaluation's: measured for it
+    assert len(parts(out)) == 6 and {k: v for k, v in parts(out).items() if k[2] == 100} == renamed
+    assert main(args + ["--force"]) == 0  # measured again: under the new name, the old file gone
+    now = parts(out)
+    assert len(now) == 6 and {k: now[k][0] for k in made} == {k: rid for k, (rid, _) in made.items()}
+    assert not any((records / f"{rid}.json").exists() for rid in old.values())

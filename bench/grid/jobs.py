@@ -33,7 +33,7 @@ from bench.measure.base import Family, check_planned
 from bench.measure.calibration import estimate_temperature
 from bench.measure.transfer import surrogate_of
 from bench.provenance import provenance
-from bench.store import SCHEMA, ResultStore, model_source, record_id
+from bench.store import SCHEMA, ResultStore, legacy_record_id, model_source, part_of, record_id
 from models import ModelSpec
 from models.external import ExternalSpec, check_contract
 from models.registry import LoadedSpec
@@ -361,7 +361,12 @@ def stored_record(ctx: Context, weights_key: str, p, sha: Optional[str], family)
 def _current_record(ctx: Context, weights_key: str, p, family) -> Optional[dict]:
     """The store's record of measurement ``p`` under ``weights_key``, of the version ``family``
     measures ``p`` at now, whichever weights it was made on."""
-    d = ctx.store.get(record_id(ctx.identity(weights_key, *p)))
+    ident, eval_n = ctx.identity(weights_key, *p), len(ctx.eval_split)
+    part = family.parts_of_evaluation and p[0] < eval_n
+    d = ctx.store.get(record_id(ident, eval_n if part else None))
+    if d is None and part:  # one made before the evaluation's n was in its id: if it says it is this one's
+        d = ctx.store.get(legacy_record_id(ident))
+        d = d if d is not None and part_of(d) in (None, eval_n) else None
     if d is None or d.get("measure_version", 1) != family.version_of(p) or d.get("schema") != SCHEMA:
         return None
     return d

@@ -29,6 +29,7 @@ def attack_summary(ms) -> str:
 
 class AttackSuite(Family):
     name = "attacks"
+    parts_of_evaluation = True
 
     def __init__(self, attacks, views):
         self.attacks, self.views = list(attacks), list(views)

@@ -130,6 +130,12 @@ class Family:
         return cls.version
 
     describe: ClassVar[str] = ""  # one line for --list-attacks
+    # Whether a measurement of fewer images than the evaluation's is a draw from the evaluation's
+    # own images (the cross-check, [eval] attack_n, the float64 check), so that the evaluation's n is
+    # part of what it measured (bench/store.py record_id); the shifts' subsets are drawn from the
+    # whole split, whatever the evaluation's n
+    parts_of_evaluation: ClassVar[bool] = False
+
 
     @classmethod
     def attacks_of(cls, ev) -> Tuple[str, ...]:

@@ -53,6 +53,7 @@ def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackC
 
 class CrossCheck(Family):
     name = "autoattack crosscheck"
+    parts_of_evaluation = True
 
     def __init__(self, split: Split, positions, ours: AttackConfig, ref: AttackConfig):
         self.split, self.positions, self.ours, self.ref = split, positions, ours, ref

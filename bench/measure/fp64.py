@@ -43,6 +43,7 @@ def fp64_params(pgd: AttackConfig) -> dict:
 
 class Fp64Check(Family):
     name = "fp64 check"
+    parts_of_evaluation = True
     # 2: both precisions attack the same points from the same random start (record_version adds
     # the PGD's own revisions: 3 with its summed loss)
     version = 2
@@ -51,8 +52,8 @@ class Fp64Check(Family):
     def version_of(cls, identity):
         return record_version(cls.version, identity[3]["attack"])  # fp64_params names its PGD
 
-    def __init__(self, split: Split, pgd: AttackConfig):
-        self.split, self.pgd = split, pgd
+    def __init__(self, split: Split, pgd: AttackConfig, positions=None, eval_n: int = 0):
+        self.split, self.pgd, self.positions, self.eval_n = split, pgd, positions, eval_n
 
     @classmethod
     def attacks_of(cls, ev):
@@ -64,15 +65,18 @@ class Fp64Check(Family):
         if not ev.fp64_n:
             return None
         split = ctx.eval_split
-        return cls(split.subset(stratified_indices(split.labels, min(ev.fp64_n, len(split)), 1)),
-                   ctx.plan.profile.attack("pgd"))
+        positions = stratified_indices(split.labels, min(ev.fp64_n, len(split)), 1)
+        return cls(split.subset(positions), ctx.plan.profile.attack("pgd"), positions, len(split))
 
     def planned(self, spec, ctx):
         return [(len(self.split), "pgd_fp64", "raw", fp64_params(self.pgd))]
 
     def run(self, model, spec, ctx, log):
         ev = ctx.plan.profile.eval
-        return [fp64_check(model, spec.T, self.split, self.pgd, ev.batch_size, ev.attack_seed, ctx.data.num_classes)]
+        m = fp64_check(model, spec.T, self.split, self.pgd, ev.batch_size, ev.attack_seed, ctx.data.num_classes)
+        # which images of which evaluation, as the cross-check's record says (bench/store.py part_of)
+        m.extra["positions"] = {"eval_n": self.eval_n, "index": [int(i) for i in self.positions]}
+        return [m]
 
     def summary(self, ms):
         x = ms[0].metrics

@@ -28,7 +28,7 @@ from bench.errors import BenchError
 from bench.measure.adversarial import evaluate
 from bench.profiles import load_profile
 from bench.provenance import device_name
-from bench.store import ResultStore, unpack_bits
+from bench.store import ResultStore, part_of, unpack_bits
 from models import parse_name
 
 
@@ -101,7 +101,8 @@ def recheck(argv) -> int:
     here, elsewhere = device_name(device), 0  # records made on another CPU or thread count
     for r in recs:
         label = f"  {r['model']:<26}{r['view']:<7}{format_eps(r['eps']):>7}"
-        same = (r["weights_sha256"], r["view"], r["eps"], json.dumps(r["params"], sort_keys=True), r["n"])
+        same = (r["weights_sha256"], r["view"], r["eps"], json.dumps(r["params"], sort_keys=True), r["n"],
+                part_of(r))  # a part of an evaluation of another n is other images
         twin = done.get(same)
         if twin is not None:
             print(f"{label}  same weights as {twin}: not run again")
