@@ -124,7 +124,8 @@ FIELD_TYPES = (
     (("lr_scale",), lambda v: isinstance(v, bool), "true or false"),
     # what the tables group by, take the latest of, add up or join: a list or a number there was a
     # TypeError in every report
-    (("timestamp", "code_version", "device", "torch_version", "weights_sha256", "same_weights_as"),
+    (("timestamp", "code_version", "device", "torch_version", "weights_sha256", "same_weights_as",
+      "surrogate_weights_sha256"),
      lambda v: v is None or isinstance(v, str), "a string or null"),
     (("measure_version",), is_number, "a number"),
     (("wall_s",), lambda v: v is None or is_number(v), "a number or null"),

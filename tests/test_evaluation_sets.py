@@ -208,3 +208,35 @@ def test_a_part_under_its_old_name_is_found_and_replaced_not_doubled(mini_root, 
     now = parts(out)
     assert len(now) == 6 and {k: now[k][0] for k in made} == {k: rid for k, (rid, _) in made.items()}
     assert not any((records / f"{rid}.json").exists() for rid in old.values())
+
+
+def test_a_transfer_attack_from_a_retrained_surrogate_is_measured_again(mini_root, tmp_path):
+    """The transfer record's identity names the surrogate's checkpoint key, which is its recipe, not
+    its weights: a surrogate trained again to other weights (another CPU or thread count) made the
+    target's record, crafted on weights that no longer exist, count as done."""
+    from bench.checkpoints import CheckpointStore
+    from bench.store import ResultStore
+    from models import parse_name
+    (tmp_path / "p.toml").write_text(PROFILE.replace('T = [1]', 'T = [1, 10]'))
+    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "c"),
+            "--results", str(tmp_path / "out"), "--no-progress", "--tables-only", "--attack", "transfer"]
+
+    def transfer():
+        recs = [r for r in ResultStore(tmp_path / "out").records() if r["threat"] == "transfer"]
+        assert len(recs) == 1 and recs[0]["model"] == "fastnetw8_T10"
+        return recs[0]
+
+    assert main(args) == 0
+    first = transfer()
+    ckpts = CheckpointStore(tmp_path / "c" / "checkpoints")
+    spec, key = parse_name("fastnetw8_T1"), first["params"]["surrogate_key"]
+    assert first["surrogate_weights_sha256"] == ckpts.verify(spec, key)["weights_sha256"]
+    model, meta = ckpts.load(spec, key, 10, torch.device("cpu"))
+    with torch.no_grad():  # the same recipe trained to other weights
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    meta = ckpts.save(spec, key, model, {k: v for k, v in meta.items() if k != "weights_sha256"})
+    assert main(args) == 0
+    second = transfer()
+    assert second["surrogate_weights_sha256"] == meta["weights_sha256"] != first["surrogate_weights_sha256"]
+    assert main(args) == 0 and transfer() == second  # and now it is current

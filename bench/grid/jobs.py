@@ -355,7 +355,7 @@ def stored_record(ctx: Context, weights_key: str, p, sha: Optional[str], family)
     """The store's record of measurement ``p`` of these weights, if it is of the version ``family``
     measures ``p`` at now."""
     d = _current_record(ctx, weights_key, p, family)
-    return d if d is not None and d.get("weights_sha256") == sha else None
+    return d if d is not None and d.get("weights_sha256") == sha and not family.stale(d, p, ctx) else None
 
 
 def _current_record(ctx: Context, weights_key: str, p, family) -> Optional[dict]:

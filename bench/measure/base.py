@@ -157,6 +157,12 @@ class Family:
     def run(self, model, spec, ctx, log: Callable[[str], None]) -> List[Measurement]:
         raise NotImplementedError
 
+    def stale(self, record: dict, identity: Identity, ctx) -> bool:
+        """Whether a stored record of this identity, at this version and of these weights, was made
+        from something else that has changed since (a transfer attack's surrogate, retrained to
+        other weights): then it is measured again."""
+        return False
+
     def run_missing(self, model, spec, ctx, log: Callable[[str], None], missing: Sequence[Identity]) -> List[Measurement]:
         """The measurements ``missing`` (those of ``planned`` the store lacks) and whatever else a
         family measures with them; by default all of ``run``. A family whose parts cost much

@@ -121,9 +121,19 @@ class Transfer(Family):
                 log(f"  surrogate {sur.name} for the transfer attack:")
                 self._crafted[key] = craft(ctx.load(sur, log), ctx.eval_split, self.attack, ev.batch_size,
                                            ev.attack_seed, ctx.data.num_classes)
-            out.append(evaluate_transfer(model, spec.T, ctx.eval_split, self._crafted[key], self.attack, params,
-                                         ev.batch_size))
+            m = evaluate_transfer(model, spec.T, ctx.eval_split, self._crafted[key], self.attack, params,
+                                  ev.batch_size)
+            # the key names the surrogate's recipe, not its weights: retrained on another CPU or
+            # thread count it is other weights, and its examples other examples (stale)
+            m.extra["surrogate_weights_sha256"] = ctx.verified(sur, key)["weights_sha256"]
+            out.append(m)
         return out
+
+    def stale(self, record, identity, ctx):
+        made_on = record.get("surrogate_weights_sha256")  # None: made before it was recorded
+        params = identity[3]
+        meta = None if made_on is None else ctx.verified(parse_name(params["surrogate"]), params["surrogate_key"])
+        return meta is not None and meta["weights_sha256"] != made_on
 
     def summary(self, ms):
         return ", ".join(f"transfer from {m.params['surrogate']} {pct(m.metrics['robust_acc'])}" for m in ms)
