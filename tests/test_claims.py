@@ -13,7 +13,7 @@ from bench.report.claims import (CLAIMS, INCONCLUSIVE, NOT_MEASURED, NOT_SUPPORT
                                  VERDICTS, WEAK_ONLY, claims_from_store, combine, evaluate_claims, improvement_verdict)
 from bench.report.tables import leaderboard
 from bench.store import ResultStore
-from tests.builders import StoreBuilder, sweep_store
+from tests.builders import BENCH_CORRUPTIONS, StoreBuilder, sweep_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,6 +260,56 @@ def test_a2_binomial_and_a3_supported(tmp_path):
     a3 = verdict_of(claims, "A3")
     assert a3.verdict == SUPPORTED
     assert {c.metric for c in a3.comparisons} == {"cifar10.1", "nat_mean", "nat_worst_grid"}
+
+
+def test_a2_shows_mce_and_the_drop_as_means_over_the_seeds_it_averages(tmp_path):
+    """Three seeds a temperature: the note's mCE and relative drop are each side's seed means,
+    beside the seed-averaged mCA (the first seed's alone said 100.0% where the mean is 80.0%)."""
+    b = StoreBuilder(tmp_path, n=1000)
+    for s, (clean, mca) in enumerate([(0.80, 0.50), (0.70, 0.60), (0.60, 0.70)]):
+        suffix = f"_s{s}" if s else ""
+        b.model(f"fastnet_T1{suffix}", 1, 0.80, seed=s, mca=0.50)
+        b.model(f"fastnet_T5{suffix}", 5, clean, seed=s, mca=mca)
+    (c,) = verdict_of(evaluate_claims(*b.tables()), "A2").comparisons
+    assert c.baseline == "fastnet_T1 +2 seeds" and c.candidate_value == pytest.approx(0.60)
+    # mCE per seed against its own T=1 seed: 0.5/0.5, 0.4/0.5, 0.3/0.5; drop (0.8-0.5)/0.8, 1/7, -1/6
+    assert "mCE 100.0% at T=1, mCE 80.0% at T=5" in c.note
+    assert f"c_rel_drop 37.5% at T=1, c_rel_drop {100 * (0.375 + 1 / 7 - 1 / 6) / 3:.1f}% at T=5" in c.note
+    assert "means over each side's seeds" in c.note
+
+
+def test_a2_compares_mca_only_over_the_same_corruption_cells(tmp_path):
+    """T=5 corrupted at severity 1 alone has the higher mCA (90% against T=1's 60% over severities
+    1 and 5): a comparison of two means over other cells, which does not count; T=2, measured as
+    T=1 was, is the family's comparison. With no comparable temperature the claim is not measured,
+    and says why."""
+    def corrupt(b, name, by_severity):
+        cells = [("none", 0, 0.80)] + [(c, s, a) for c in BENCH_CORRUPTIONS for s, a in by_severity.items()]
+        for c, sev, value in cells:
+            b._put(b.specs[name], "corruption", "corruption", "none", {"accuracy": value}, n=500,
+                   params={"corruption": c, "severity": sev, "source": "cifar10c-generated"},
+                   source="cifar10c-generated", corruption=c, severity=sev)
+
+    b = StoreBuilder(tmp_path / "mixed", n=1000)
+    for name, T, cells in (("fastnet_T1", 1, {1: 0.70, 5: 0.50}), ("fastnet_T2", 2, {1: 0.71, 5: 0.51}),
+                           ("fastnet_T5", 5, {1: 0.90})):
+        b.model(name, T, 0.80)
+        corrupt(b, name, cells)
+    a2 = verdict_of(evaluate_claims(*b.tables()), "A2")
+    best = next(c for c in a2.comparisons if c.decides)
+    assert best.candidate_T == 2 and best.candidate_value == pytest.approx(0.61)
+    assert "not compared, T=5 against T=1: other corruption cells" in best.note
+    assert "severities 1,5" in best.note and "severities 1 (" in best.note
+    assert a2.verdict == INCONCLUSIVE
+
+    b = StoreBuilder(tmp_path / "apart", n=1000)
+    for name, T, cells in (("fastnet_T1", 1, {1: 0.70, 5: 0.50}), ("fastnet_T5", 5, {1: 0.90})):
+        b.model(name, T, 0.80)
+        corrupt(b, name, cells)
+    a2 = verdict_of(evaluate_claims(*b.tables()), "A2")
+    (c,) = a2.comparisons
+    assert c.verdict == NOT_MEASURED and not c.decides and "other corruption cells" in c.note
+    assert a2.verdict == NOT_MEASURED and "that can be compared" in a2.reason
 
 
 def test_a6_targeted_attacks(tmp_path):

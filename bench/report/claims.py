@@ -73,6 +73,10 @@ Bonferroni over the whole sweep, not voting: the claims ask about gains); and a 
 is compared directly with its loss x T twin at the highest temperature both have, where the two
 arms' steps on the logits differ most (1/T of T=1's against T=1's): the claim's reason says
 whether the 1/T step costs accuracy there.
+A2's mCA is a mean over (corruption, severity) cells: it is compared only between models with
+the same cells, source and images (a temperature measured otherwise is named and left out, as
+the fixed-lr/loss x T comparison is), and the mCE and relative drop beside it are each side's means
+over the seeds its mCA averages.
 All thresholds are in THRESHOLDS. Accuracies are fractions in [0, 1]; pp = percentage points.
 """
 from __future__ import annotations
@@ -90,6 +94,7 @@ import numpy as np
 import pandas as pd
 
 from attacks import ATTACKS
+from attacks.corruptions import BENCHMARK
 from bench.atomic import user_path
 from bench.errors import BenchError
 from bench.report.columns import HEADLINE_EPS, ModelFamily, latest_runs
@@ -165,6 +170,8 @@ class Comparison:
     note: str = ""
     decides: bool = True  # False: shown as evidence (a weak attack, a side test), not voting
     models: Tuple[str, ...] = ()  # every model behind the two numbers
+    baseline_models: Tuple[str, ...] = ()  # the models baseline_value averages (where a side's seeds are needed)
+    candidate_models: Tuple[str, ...] = ()
     df: float = math.inf  # degrees of freedom z was taken at (finite: the seed spread is in se)
     cost: bool = False  # the family's worst temperature against T=1 (worst_vs_t1), not the best
     arms: bool = False  # loss x T against the fixed lr at their highest shared temperature (arms_at_top)
@@ -317,6 +324,16 @@ class Evidence:
         else:
             return int(self.board.loc[model, "n"])
         return int(t.n.max()) if len(t) else int(self.board.loc[model, "n"])
+
+    def corruption_cells(self, model: str) -> Tuple:
+        """What a model's mCA is a mean over: its corruption source(s), images and (corruption,
+        severity) cells of the benchmark corruptions."""
+        t = self._tidy_of.get(model, self.tidy.iloc[:0])
+        t = t[(t.threat == "corruption") & (t.metric == "accuracy") & t.corruption.isin(BENCHMARK)]
+        if t.empty:
+            return ()
+        return (tuple(sorted(t.source.astype(str).unique())), int(t.n.max()),
+                frozenset(zip(t.corruption, t.severity.astype(float))))
 
     def bits(self, model: str, metric: str) -> Optional[np.ndarray]:
         """Per-image correctness behind clean, pgd_raw@8/255, robust_min and robust_worst."""
@@ -506,12 +523,69 @@ def _name(rows: pd.DataFrame) -> str:
     return first + (f" +{len(rows) - 1} seeds" if len(rows) > 1 else "")
 
 
+# the metrics that are means over corruption cells: two of them compare only over the same cells
+CELL_METRICS = ("mCA", "mCE", "c_rel_drop")
+
+
+def _cells_differ(ev: Evidence, metric: str, *sides: Sequence[str]) -> str:
+    """Why the models of ``sides`` cannot be compared on ``metric``, or "": a mean over corruption
+    cells compares with another only over the same corruptions, severities, source and images
+    (a mean over severity 1 alone against one over 1-5 is the severities' difference, not the
+    models')."""
+    if metric not in CELL_METRICS:
+        return ""
+    cells = {m: ev.corruption_cells(m) for side in sides for m in side}
+    if len(set(cells.values())) <= 1:
+        return ""
+
+    def said(m):
+        row = ev.board.loc[m] if m in ev.board.index else {}
+        sev, k, src, n = (row.get(c) for c in ("c_severities", "c_corruptions", "c_source", "c_n"))
+        if not cells[m]:
+            return f"{m}: no benchmark corruption"
+        return f"{m}: {k:g} corruptions at severities {sev} ({src}, n {n:g})"
+    groups: Dict[Tuple, List[str]] = {}
+    for m, c in cells.items():
+        groups.setdefault(c, []).append(m)
+    return "other corruption cells (" + "; ".join(said(ms[0]) + (f" and {len(ms) - 1} more" if len(ms) > 1 else "")
+                                                 for ms in groups.values()) + ")"
+
+
+def _comparable(ev: Evidence, metric: str, base: pd.DataFrame,
+                candidates: pd.DataFrame) -> Tuple[pd.DataFrame, str]:
+    """The candidates whose temperature can be compared with the baseline on ``metric``, and a
+    note naming the temperatures left out and why ("" where none is)."""
+    if metric not in CELL_METRICS or candidates.empty:
+        return candidates, ""
+    out, why = [], []
+    for T, grp in candidates.groupby("T"):
+        differ = _cells_differ(ev, metric, list(base.model), list(grp.model))
+        if differ:
+            why.append(f"T={float(T):g} against T=1: {differ}")
+        else:
+            out.append(grp)
+    note = f"; not compared, {'; '.join(why)}" if why else ""
+    return (pd.concat(out) if out else candidates.iloc[:0]), note
+
+
+def _not_compared(ev: Evidence, key: ModelFamily, metric: str, note: str, models: Sequence[str]) -> Comparison:
+    """A comparison that could not be made, its reason in the note: shown, never counted."""
+    return Comparison(ev.label(key), metric, "", 1.0, float("nan"), "", float("nan"), float("nan"), float("nan"),
+                      float("nan"), float("nan"), 0, "", NOT_MEASURED, note=f"{metric}: {note}", decides=False,
+                      models=tuple(models))
+
+
 def best_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str, candidates: pd.DataFrame,
                higher_is_better: bool = True) -> Optional[Comparison]:
-    """The family's T=1 model against its best candidate temperature on ``metric``."""
+    """The family's T=1 model against its best candidate temperature on ``metric``, among the
+    temperatures comparable with T=1 on it (_comparable)."""
     base = ev.baseline_rows(key)
     if base.empty or candidates.empty:
         return None
+    everyone = candidates
+    candidates, left_out = _comparable(ev, metric, base, candidates)
+    if candidates.empty:
+        return _not_compared(ev, key, metric, left_out[2:], list(base.model) + list(everyone.model))
     vals = {}
     for T, grp in candidates.groupby("T"):
         v = [ev.value(m, metric) for m in grp.model]
@@ -527,8 +601,9 @@ def best_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str, 
     signed = diff if higher_is_better else -diff
     return Comparison(ev.label(key), metric, _name(base), 1.0, float(np.mean(bv)), _name(cand), float(best_T),
                       vals[best_T], diff, se, z, n, kind, improvement_verdict(signed, se, z),
-                      note=f"best of {len(vals)} temperature{'s' * (len(vals) > 1)}",
-                      models=tuple(base.model) + tuple(cand.model), df=df)
+                      note=f"best of {len(vals)} temperature{'s' * (len(vals) > 1)}" + left_out,
+                      models=tuple(base.model) + tuple(cand.model), df=df, baseline_models=tuple(base.model),
+                      candidate_models=tuple(cand.model))
 
 
 def worst_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str) -> Optional[Comparison]:
@@ -539,11 +614,12 @@ def worst_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str)
     c = best_vs_t1(ev, key, rows, metric, others, higher_is_better=False)
     if c is None or not c.diff < 0:
         return None
+    others, left_out = _comparable(ev, metric, ev.baseline_rows(key), others)
     k = others["T"].nunique()
     c.cost, c.decides = True, False
     c.verdict = improvement_verdict(c.diff, c.se, c.z)  # as an improvement, which it is not
     c.note = (f"the cost side: the worst of {k} temperature{'s' * (k > 1)} against T=1, shown, not voting; "
-              + ("a loss (the interval excludes zero)" if c.is_loss else "within the noise"))
+              + ("a loss (the interval excludes zero)" if c.is_loss else "within the noise") + left_out)
     return c
 
 
@@ -563,6 +639,10 @@ def arms_at_top(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str,
         return None
     T = max(shared)
     fixed, lrt = (r[np.isclose(r["T"].astype(float), T)] for r in swept)
+    differ = _cells_differ(ev, metric, list(fixed.model), list(lrt.model))
+    if differ:
+        return _not_compared(ev, key, metric, f"the arms at T={T:g} not compared, {differ}",
+                             list(fixed.model) + list(lrt.model))
     diff, se, n, kind, df = difference(ev, lrt, fixed, metric, pool=pd.concat([rows, twin]))
     if not np.isfinite(diff):
         return None
@@ -571,7 +651,8 @@ def arms_at_top(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str,
                       _mean(ev, lrt.model, metric), diff, se, z,
                       n, kind, improvement_verdict(diff, se, z), decides=False, arms=True, df=df,
                       note="the arms at their highest shared temperature: loss x T (T=1's logit step) against "
-                           "the fixed lr (1/T of it), shown, not voting", models=tuple(fixed.model) + tuple(lrt.model))
+                           "the fixed lr (1/T of it), shown, not voting", models=tuple(fixed.model) + tuple(lrt.model),
+                      baseline_models=tuple(fixed.model), candidate_models=tuple(lrt.model))
 
 
 def _elevated(rows: pd.DataFrame, t_max: float = math.inf) -> pd.DataFrame:
@@ -785,6 +866,23 @@ def _tstar_near_1(tests: List[Comparison], rival: Optional[Comparison], T_star: 
     return tests + [rival]
 
 
+def _corruption_note(ev: Evidence, c: Comparison) -> str:
+    """mCE and the relative drop of an mCA comparison's two sides, each the mean over the seeds
+    the side's mCA averages (one seed's beside a mean of three said 115.3% for 113.5%). A side
+    missing a seed's number is left out rather than shown as another set of seeds' mean."""
+    sides = ((c.baseline_models, c.baseline_T, "fixed lr"), (c.candidate_models, c.candidate_T, "loss x T"))
+    extra = []
+    for col in ("mCE", "c_rel_drop"):
+        for models, T, arm in sides:
+            v = [ev.value(m, col) for m in models]
+            if v and np.isfinite(v).all():
+                extra.append(f"{col} {100 * float(np.mean(v)):.1f}% at T={T:g}" + (f" ({arm})" if c.arms else ""))
+    if not extra:
+        return ""
+    seeds = max(len(c.baseline_models), len(c.candidate_models)) > 1
+    return "; " + ", ".join(extra) + (" (means over each side's seeds)" if seeds else "")
+
+
 def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.DataFrame] = None,
                     latest: Optional[pd.DataFrame] = None) -> List[ClaimResult]:
     """Every claim of science.md, from the latest run of every model in the store (``latest``:
@@ -804,12 +902,7 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
             "B": _tstar_claim(ev),
         }
         for c in [c for c in comps["A2"] if math.isfinite(c.diff)]:  # mCE and the relative drop: shown, not tested
-            base_m, cand_m = c.baseline.split(" ")[0], c.candidate.split(" ")[0]
-            extra = [f"{col} {100 * ev.value(m, col):.1f}% at T={T:g}"
-                     for col in ("mCE", "c_rel_drop") for m, T in ((base_m, c.baseline_T), (cand_m, c.candidate_T))
-                     if np.isfinite(ev.value(m, col))]
-            if extra:
-                c.note += "; " + ", ".join(extra)
+            c.note += _corruption_note(ev, c)
     out = []
     for key, (claim, measurement) in CLAIMS.items():
         rows = comps[key]
@@ -824,6 +917,8 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
                             "the grid)".format(THRESHOLDS["high_T_min"]),
                       "A2": "no corruption results (mCA) with a T=1 model and another T"}.get(
                 key, "no family with a T=1 model and another temperature measures it")
+            if any(c.verdict == NOT_MEASURED and not c.decides for c in rows):
+                reason += " that can be compared (the comparisons say why)"
         for note in (arm_flips(rows), arms_note(rows)):
             if note:
                 reason = (reason + "; " if reason else "") + note
