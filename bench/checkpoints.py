@@ -32,11 +32,17 @@ from models import ModelSpec, build_model
 FORMAT = 1
 
 
-def checkpoint_key(spec: ModelSpec, recipe: Recipe, data_fingerprint: str, num_classes: int) -> str:
-    """The key of the training run (@best and @last of an adversarial run share it)."""
-    blob = json.dumps({"format": FORMAT, "trainer": TRAINER_VERSION, "spec": spec.run.to_dict(),
-                       "recipe": recipe.key_dict(spec.adversarial), "data": data_fingerprint,
-                       "num_classes": num_classes}, sort_keys=True)
+def checkpoint_key(spec: ModelSpec, recipe: Recipe, data_fingerprint: str, num_classes: int,
+                   bf16: bool = False) -> str:
+    """The key of the training run (@best and @last of an adversarial run share it). ``bf16``: the
+    training forward ran under bf16 autocast (bench/accel.py; CUDA's default), another model than
+    float32's, so BENCH_BF16=0 beside a bf16 run trains its own rather than load that one; float32
+    keys are as they were before the flag was in them."""
+    fields = {"format": FORMAT, "trainer": TRAINER_VERSION, "spec": spec.run.to_dict(),
+              "recipe": recipe.key_dict(spec.adversarial), "data": data_fingerprint, "num_classes": num_classes}
+    if bf16:
+        fields["train_precision"] = "bf16"
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

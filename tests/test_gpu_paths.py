@@ -74,6 +74,22 @@ def test_bf16_autocast_training_runs_and_learns(mini_data):
     assert all(p.dtype == torch.float32 for p in result.model.parameters())  # master weights stay fp32
 
 
+def test_a_bf16_training_run_is_its_own_checkpoint(mini_root, tmp_path, monkeypatch):
+    """BENCH_BF16 (CUDA's default) trains another model than float32: one key for both loaded the
+    bf16 weights into a float32 run without a word. Each has its key and its sidecar says which."""
+    from bench.checkpoints import CheckpointStore
+    from bench.run import main
+    args = ["--profile", "smoke", "--model", "fastnetw8_T1", "--attack", "none", "--data-root", str(mini_root),
+            "--cache", str(tmp_path / "c"), "--results", str(tmp_path / "out"), "--no-progress", "--tables-only"]
+    monkeypatch.setenv("BENCH_BF16", "1")
+    assert main(args) == 0
+    monkeypatch.setenv("BENCH_BF16", "0")
+    assert main(args) == 0
+    sidecars = {m["key"]: m for m in CheckpointStore(tmp_path / "c" / "checkpoints").sidecars()}
+    assert len(sidecars) == 2 and sorted(m["train_bf16"] for m in sidecars.values()) == [False, True]
+    assert all(m["train_compile"] is False for m in sidecars.values())
+
+
 def test_standard_step_keeps_the_loss_in_float32(mini_data):
     model = train(parse_name("fastnetw8_T1"), Recipe(epochs=1, batch_size=64, train_subset=128), mini_data, CPU).model
     x, y = to_float(mini_data.test.images[:32]), mini_data.test.labels[:32]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from attacks import ATTACKS
+from bench.accel import Accel
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
@@ -139,7 +140,8 @@ class Context:
         return self._last_model[1]
 
     def ckpt_key(self, spec: ModelSpec) -> str:
-        return checkpoint_key(spec, self.plan.profile.recipe_for(spec), self.data.fingerprint, self.data.num_classes)
+        return checkpoint_key(spec, self.plan.profile.recipe_for(spec), self.data.fingerprint, self.data.num_classes,
+                              Accel.for_device(self.plan.device).bf16)
 
     def weights_key(self, spec: ModelSpec) -> str:
         """The identity of the weights measured: @best and @last of one run are two models."""

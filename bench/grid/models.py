@@ -6,6 +6,7 @@ from typing import Callable, List
 
 import torch
 
+from bench.accel import Accel
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import Dataset, to_float
 from bench.errors import BenchError
@@ -74,7 +75,7 @@ def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore
     """Load the checkpoint for (spec, recipe, data), or train and save it. An adversarial run is
     trained once and saved with both its checkpoints; ``spec`` says which one comes back."""
     recipe = plan.profile.recipe_for(spec)
-    key = checkpoint_key(spec, recipe, data.fingerprint, data.num_classes)
+    key = checkpoint_key(spec, recipe, data.fingerprint, data.num_classes, Accel.for_device(plan.device).bf16)
     found = ckpts.load(spec, key, data.num_classes, plan.device)
     if found is None:
         with ckpts.lock(spec, key):  # another process may be training it: wait, then load its result
@@ -111,7 +112,8 @@ def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
     resume = ckpts.load_partial(spec, key)  # an interrupted run goes on from its last epoch
     log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images"
         + (f", from epoch {resume.epoch} (an interrupted run's state)" if resume is not None else ""))
-    result = train(spec.run, recipe, data, plan.device, progress=plan.progress,
+    accel = Accel.for_device(plan.device)
+    result = train(spec.run, recipe, data, plan.device, progress=plan.progress, accel=accel,
                    on_epoch=None if plan.progress else lambda e: log(_epoch_line(e)),
                    snapshot=lambda state: ckpts.save_partial(spec, key, state, provenance(plan.device)),
                    resume=resume)
@@ -120,7 +122,7 @@ def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
                 data_fingerprint=data.fingerprint, num_classes=data.num_classes, epochs=recipe.epochs,
                 train_n=result.train_n, final_train_loss=result.final_train_loss,
                 final_train_acc=result.final_train_acc, test_acc=test_acc, test_n=len(eval_split),
-                wall_s=result.wall_s)
+                wall_s=result.wall_s, train_bf16=accel.bf16, train_compile=accel.compile)
     if resume is not None:  # the epochs before it ran in another process, maybe on another machine
         made_by = resume.info.get("made_by", {})
         meta.update(resumed_from_epoch=resume.epoch, resumed_from_device=made_by.get("device"),
