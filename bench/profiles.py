@@ -366,11 +366,24 @@ def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dic
     names: Dict[str, None] = {}
     overrides: Dict[str, dict] = {}
     measure: Dict[str, tuple] = {}
+    # per run and per model, the entry that first named it and what it gave: a run is one
+    # training, so two entries that give it two recipes (or one and none) cannot both hold, and a
+    # model's measurements likewise; which entry won was the order of the file, without a word
+    given: Dict[Tuple[str, str], Tuple[int, object]] = {}
 
-    def add(spec: ModelSpec, over: dict, keep=CHECKPOINTS, parts=None):
+    def one(kind: str, name: str, value, i: int, what: str):
+        first = given.setdefault((kind, name), (i, value))
+        if first[1] != value:
+            raise BenchError(f"[[grid]] entries {first[0] + 1} and {i + 1} both name {name}, with {what} "
+                             f"{first[1] or 'none'} and {value or 'none'}: a {kind} is one {what}; "
+                             f"give it in one entry")
+
+    def add(spec: ModelSpec, over: dict, i: int, keep=CHECKPOINTS, parts=None):
+        one("run", spec.run.name, over, i, "recipe")
         for s in spec.checkpoints():
             if not s.checkpoint or s.checkpoint in keep:
                 names[s.name] = None
+                one("model", s.name, parts, i, "measure")
                 if parts is not None:
                     measure[s.name] = parts
         if over:
@@ -385,11 +398,17 @@ def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dic
             _strict(Recipe, {**base.to_dict(), **over}, f"[[grid]] entry {i + 1} recipe")
         parts = None if "measure" not in entry else tuple(
             entry["measure"] if isinstance(entry["measure"], list) else [entry["measure"]])
-        for n in entry.get("models", []):
-            add(parse_name(n), over, parts=parts)
+        as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
+        keep = as_list(entry.get("checkpoints", list(CHECKPOINTS)))
+        listed = [parse_name(n) for n in entry.get("models", [])]
+        for spec in listed:
+            add(spec, over, i, keep, parts)
+        trained = "arch" in entry and any(r != "std" for r in as_list(entry.get("regime", "std")))
+        if "checkpoints" in entry and not trained and not any(s.adversarial for s in listed):
+            raise BenchError(f"[[grid]] entry {i + 1}: checkpoints = {entry['checkpoints']!r} picks @best or @last of "
+                             f"adversarially trained models, and this entry has none (regime = \"at\", \"fat\", ...)")
         if "arch" not in entry:
             continue
-        as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
         for arch, t, bn, lrs, regime, seed in itertools.product(
                 as_list(entry["arch"]), as_list(entry.get("T", [1])), as_list(entry.get("bn_head", False)),
                 as_list(entry.get("lr_scale", False)), as_list(entry.get("regime", "std")),
@@ -401,7 +420,7 @@ def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dic
                                  regime=regime, lr_scale=lrs, seed=seed)
             except BenchError as e:
                 raise BenchError(f"[[grid]] entry {i + 1}: {e}") from None
-            add(spec, over, as_list(entry.get("checkpoints", list(CHECKPOINTS))), parts)
+            add(spec, over, i, keep, parts)
     return tuple(names), overrides, measure
 
 

@@ -73,6 +73,17 @@ def test_keep_checkpoints_puts_them_beside_the_results(tmp_path):
     ('[recipe\nepochs = 1\n', "not valid TOML"),
     ('keep_checkpoints = "yes"\n[recipe]\nepochs = 1\n', "keep_checkpoints must be true or false"),
     ('[recipe]\nepochs = 1\n[[grid]]\narch = "fastnet"\nmeasure = ["clean", "attack"]\n', 'measure must be one of "clean"'),
+    # one run, two recipes: the file's order chose one without a word (T=5 trained 1 epoch, not 3)
+    ('[recipe]\nepochs = 1\n[[grid]]\narch = "fastnet"\nT = [1, 5]\nrecipe = {epochs = 1}\n[[grid]]\narch = "fastnet"\n'
+     'T = [5, 10]\nrecipe = {epochs = 3}\n', r"entries 1 and 2 both name fastnet_T5, with recipe \{'epochs': 1\} and "
+     r"\{'epochs': 3\}"),
+    ('[recipe]\nepochs = 1\n[[grid]]\narch = "fastnet"\nT = [10]\n[[grid]]\nmodels = ["fastnet_T10"]\n'
+     'recipe = {epochs = 3}\n', r"entries 1 and 2 both name fastnet_T10, with recipe none and \{'epochs': 3\}"),
+    ('[recipe]\nepochs = 1\n[[grid]]\narch = "fastnet"\nT = [1]\nmeasure = "clean"\n[[grid]]\narch = "fastnet"\n'
+     'T = [1]\n', r"both name fastnet_T1, with measure \('clean',\) and none"),
+    # @best/@last of no adversarial run: it was accepted and meant nothing
+    ('[recipe]\nepochs = 1\n[[grid]]\nmodels = ["fastnet_T2"]\ncheckpoints = "last"\n',
+     "checkpoints = 'last' picks @best or @last of adversarially trained models, and this entry has none"),
 ])
 def test_bad_profiles(tmp_path, text, fragment):
     path = tmp_path / "p.toml"
@@ -132,3 +143,13 @@ def test_a_profile_saved_with_a_byte_order_mark_loads(tmp_path):
     (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())
     bom, plain = load_profile(str(tmp_path / "bom.toml")), load_profile(str(tmp_path / "plain.toml"))
     assert bom.models == plain.models == ("fastnet_T1", "fastnet_T5") and bom.recipe == plain.recipe
+
+
+def test_checkpoints_picks_from_listed_models_too(tmp_path):
+    """`checkpoints` narrowed an arch/T product's adversarial runs and was ignored for a `models`
+    list: fastnet_T1_fat with checkpoints = "best" evaluated @last as well."""
+    path = tmp_path / "p.toml"
+    path.write_text('[recipe]\nepochs = 1\n[[grid]]\nmodels = ["fastnet_T1_fat", "fastnet_T2"]\ncheckpoints = "best"\n'
+                    '[[grid]]\narch = "fastnet"\nT = [1, 2]\n[[grid]]\narch = "fastnet"\nT = [5]\n'
+                    'recipe = {epochs = 2}\n[[grid]]\nmodels = ["fastnet_T5"]\nrecipe = {epochs = 2}\n')
+    assert load_profile(str(path)).models == ("fastnet_T1_fat@best", "fastnet_T2", "fastnet_T1", "fastnet_T5")
