@@ -128,7 +128,7 @@ FIELD_TYPES = (
       "surrogate_weights_sha256"),
      lambda v: v is None or isinstance(v, str), "a string or null"),
     (("measure_version",), is_number, "a number"),
-    (("wall_s",), lambda v: v is None or is_number(v), "a number or null"),
+    (("wall_s", "eval_batch_size"), lambda v: v is None or is_number(v), "a number or null"),
     (("best_epoch", "catastrophic_overfitting_epoch"), is_whole_or_null, "a whole number or null"),
     (("autoattack_warnings",), lambda v: v is None or isinstance(v, list) and all(isinstance(t, str) for t in v),
      "a list of strings or null"),

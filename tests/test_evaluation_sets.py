@@ -167,6 +167,8 @@ def test_parts_of_two_evaluations_are_two_measurements(mini_root, tmp_path):
     out = tmp_path / "out"
     assert main(args) == 0
     first = parts(out)
+    from bench.store import ResultStore  # each record says how its batches fell: a random start's seed is its batch's
+    assert {r["eval_batch_size"] for r in ResultStore(out).records()} == {100}
     assert set(first) == {("fgsm", "raw", 100), ("fgsm", "scaled", 100), ("pgd_fp64", "raw", 100),
                           ("autoattack_crosscheck", "raw", 100)}
     assert main(args + ["--n-test", "50"]) == 0

@@ -439,6 +439,9 @@ def execute(job: Job, ctx: Context, log: Callable[[str], None]) -> str:
                       corruption=m.corruption or None, severity=m.severity, magnitude=m.magnitude, eps=m.eps,
                       steps=m.steps, metrics=m.metrics, wall_s=round(m.wall_s, 3),
                       weights_sha256=meta["weights_sha256"], profile=plan.profile.name,
+                      # a random start's seed is the batch's (bench/measure/adversarial.py): to
+                      # draw the same starts again, the batches must fall as they fell
+                      eval_batch_size=ev.batch_size,
                       measure_version=family.version_of(m.identity))
         if m.bits:
             record["bits"] = m.bits

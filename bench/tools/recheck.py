@@ -123,7 +123,8 @@ def recheck(argv) -> int:
         bits, robust, bwd, params = result_of(r, args.attack)
         cfg = make_attack(args.attack, params)
         m = evaluate(model, r["T"], split, [cfg], ["raw" if r["view"] == "any" else r["view"]],
-                     batch_size=ev.batch_size, seed=r["attack_seed"], n_classes=r["num_classes"])[1]
+                     batch_size=r.get("eval_batch_size") or ev.batch_size, seed=r["attack_seed"],
+                     n_classes=r["num_classes"])[1]
         wall = m.wall_s
         n = len(split)
         diff = int((unpack_bits(m.bits, n) != unpack_bits(bits, n)).sum())
