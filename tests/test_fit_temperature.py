@@ -33,9 +33,9 @@ def accuracy(t, t_star, peak=0.9):
 
 
 def put_model(store, *, arch, m, t, acc, dataset="toyset", classes=10, head="bn", regime="std", lr_scale=False,
-              seed=0, timestamp="2026-01-01T00:00:00+00:00"):
-    model = f"{arch}{'_bn' if head == 'bn' else ''}_T{t:g}{'_' + regime if regime != 'std' else ''}" \
-            f"{'_lrT' if lr_scale else ''}{'_s' + str(seed) if seed else ''}"
+              seed=0, timestamp="2026-01-01T00:00:00+00:00", tauto=False):
+    model = f"{arch}{'_bn' if head == 'bn' else ''}_T{'auto' if tauto else f'{t:g}'}" \
+            f"{'_' + regime if regime != 'std' else ''}{'_lrT' if lr_scale else ''}{'_s' + str(seed) if seed else ''}"
     base = dict(run_key=f"key-{model}-{dataset}", dataset=dataset, split="test", n=500, subset_seed=0, attack_seed=0,
                 model=model, arch=arch, T=float(t), head=head, regime=regime, lr_scale=lr_scale, seed=seed,
                 feature_dim=m, num_classes=classes, source=f"{dataset}:test", code_version="test",
@@ -267,3 +267,38 @@ def test_three_points_get_no_bootstrap_interval():
     assert any(n.startswith("no bootstrap interval: 3 points for 2 terms") for n in few.notes)
     enough = fit_tstar(points(np.linspace(16, 1024, 10)))
     assert enough.n_bootstrap > 1900 and not any("bootstrap" in n for n in enough.notes)
+
+
+def test_a_best_t_that_is_the_formulas_own_point_says_so(tmp_path, capsys):
+    """Every width's sweep peaks at T=2; the widest also has its T* model (<arch>_bn_Tauto, at the
+    formula's T = 3.3), the best of its group. The point is kept, but the table, the notes and the
+    JSON say that the best T there is the T* model's and give the sweep's own (2); --without-tauto
+    fits without it: a flat line, where with it the best T "rises with M"."""
+    store = ResultStore(tmp_path / "store")
+    for m in (16, 64, 144):
+        for t in (0.5, 1, 2, 5):
+            put_model(store, arch=f"toynetw{m}", m=m, t=t, acc=accuracy(t, 2))
+    put_model(store, arch="toynetw144", m=144, t=3.3, acc=0.95, tauto=True)
+    put_model(store, arch="toynetw64", m=64, t=1.1, acc=0.5, tauto=True)  # a T* model that is not the best
+    points, fit, text = run([str(tmp_path / "store")])
+    by_m = points.set_index("feature_dim")
+    assert by_m.best_T.tolist() == [2, 2, 3.3] and fit.coef["alpha"] > 0.1
+    assert by_m.best_is_tauto.tolist() == [False, False, True]
+    assert by_m.loc[144, "best_T_without_tauto"] == 2 and by_m.loc[144, "tauto_T"] == "3.3"
+    assert by_m.loc[64, "tauto_T"] == "1.1" and by_m.best_T_without_tauto.isna()[[16, 64]].all()
+    assert "note: M=144 (toynetw144): the best T, 3.3, is the T* model's" in text
+    assert "the sweep without it: 2" in text and "best_T_without_T*" in text
+
+    assert main(["--results", str(tmp_path / "store"), "--without-tauto", "--json", str(tmp_path / "fit.json")]) == 0
+    out = capsys.readouterr().out
+    assert "without the T* (_Tauto) models" in out and "is the T* model's" not in out
+    saved = json.loads((tmp_path / "fit.json").read_text())
+    assert saved["without_tauto"] is True
+    assert [p["best_T"] for p in saved["points"]] == [2, 2, 2]
+    assert not any(p["best_is_tauto"] for p in saved["points"])
+    assert saved["fit"]["coef"]["alpha"] == pytest.approx(0, abs=1e-9)
+
+    assert main(["--results", str(tmp_path / "store"), "--json", str(tmp_path / "with.json")]) == 0
+    saved = json.loads((tmp_path / "with.json").read_text())  # strict JSON: null, not NaN
+    assert [p["best_T_without_tauto"] for p in saved["points"]] == [None, None, 2]
+    assert [p["best_is_tauto"] for p in saved["points"]] == [False, False, True]

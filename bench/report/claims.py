@@ -83,7 +83,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +96,7 @@ from attacks import ATTACKS
 from attacks.corruptions import BENCHMARK
 from bench.atomic import user_path
 from bench.errors import BenchError
-from bench.report.columns import HEADLINE_EPS, ModelFamily, latest_runs
+from bench.report.columns import HEADLINE_EPS, ModelFamily, is_tauto, latest_runs
 from bench.report.tables import leaderboard
 from bench.report.worst_case import worst_case_bits
 from bench.store import ResultStore, unpack_bits
@@ -256,10 +255,6 @@ def combine(verdicts: Sequence[str]) -> Tuple[str, str]:
 
 # ---------------------------------------------------------------------------------------------
 # The data the comparisons read
-
-
-def is_tauto(model: str) -> bool:
-    return re.search(r"_Tauto(_|@|$)", str(model)) is not None
 
 
 class Evidence:

@@ -3,6 +3,7 @@ columns that identify a model, which run of a model counts, and how a threat is 
 from __future__ import annotations
 
 import json
+import re
 from typing import NamedTuple, Optional
 
 import pandas as pd
@@ -12,6 +13,11 @@ from bench.store import unpack_bits
 
 ID_COLS = ["model", "arch", "T", "head", "regime", "lr_scale", "seed", "checkpoint", "feature_dim", "dataset", "split",
            "n"]
+
+
+def is_tauto(model: str) -> bool:
+    """A model trained at claim B's own T* (<arch>_Tauto, a seed or checkpoint after it)."""
+    return re.search(r"_Tauto(_|@|$)", str(model)) is not None
 
 
 # what makes two rows one measurement, but for the number of images it ran on

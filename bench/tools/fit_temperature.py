@@ -11,6 +11,11 @@ least 3 temperatures. With ``--interpolate`` the best T is refined by a parabola
 the best grid point and its two neighbours (a coarse grid such as 1, 2, 5, 10 otherwise limits the
 answer to grid points).
 
+A model trained at claim B's own T* (<arch>_Tauto) is a point of its group's sweep like any
+other, but where it is the best, "the best T follows the formula" rests on the formula's own
+point: such a group says so (best_is_tauto) and gives the best T of the sweep without the T*
+models beside it (best_T_without_tauto); ``--without-tauto`` fits without them.
+
 The least-squares fit reports each coefficient with a 95% interval from the OLS standard errors
 (Student t), and, when there are few points (``BOOTSTRAP_MIN_POINTS`` to ``BOOTSTRAP_MAX_POINTS``,
 with at least ``BOOTSTRAP_MIN_DOF`` residual degrees of freedom), also a percentile bootstrap over
@@ -35,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from bench.atomic import check_output_file, user_path, write_atomic, write_json_atomic
-from bench.report.columns import latest_runs
+from bench.report.columns import is_tauto, latest_runs
 from bench.errors import BenchError
 from bench.store import ResultStore
 from models.registry import TAUTO_MIN
@@ -76,10 +81,11 @@ def _as_bool(s: pd.Series) -> pd.Series:
     return s.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
 
 
-def clean_accuracy(tidy: pd.DataFrame, head: Optional[str] = "bn") -> pd.DataFrame:
-    """Per (group, T): mean clean accuracy over seeds, of standard, fixed-lr models."""
+def clean_accuracy(tidy: pd.DataFrame, head: Optional[str] = "bn", without_tauto: bool = False) -> pd.DataFrame:
+    """Per (group, T): mean clean accuracy over seeds, of standard, fixed-lr models; ``tauto``:
+    the temperature is there only as T* models' (``without_tauto``: those are left out)."""
     if tidy.empty:
-        return pd.DataFrame(columns=GROUP + ["num_classes", "T", "accuracy", "n_seeds"])
+        return pd.DataFrame(columns=GROUP + ["num_classes", "T", "accuracy", "n_seeds", "tauto"])
     df = latest_runs(tidy)
     regime = df["regime"].fillna("std")
     # a record may leave feature_dim null (a model whose width is not known): no M, no place in the fit
@@ -87,12 +93,16 @@ def clean_accuracy(tidy: pd.DataFrame, head: Optional[str] = "bn") -> pd.DataFra
         & df.feature_dim.notna()
     if head is not None:
         keep &= df["head"] == head
+    if without_tauto:
+        keep &= ~df.model.map(is_tauto)
     df = df[keep].astype({"T": float, "feature_dim": int, "value": float})
     if df.empty:
-        return pd.DataFrame(columns=GROUP + ["num_classes", "T", "accuracy", "n_seeds"])
-    per_model = df.groupby(GROUP + ["num_classes", "T", "seed"], as_index=False)["value"].mean()
+        return pd.DataFrame(columns=GROUP + ["num_classes", "T", "accuracy", "n_seeds", "tauto"])
+    df = df.assign(tauto=df.model.map(is_tauto))
+    per_model = df.groupby(GROUP + ["num_classes", "T", "seed"], as_index=False).agg(
+        value=("value", "mean"), tauto=("tauto", "all"))
     out = per_model.groupby(GROUP + ["num_classes", "T"], as_index=False).agg(
-        accuracy=("value", "mean"), n_seeds=("seed", "nunique"))
+        accuracy=("value", "mean"), n_seeds=("seed", "nunique"), tauto=("tauto", "all"))
     return out.sort_values(GROUP + ["T"]).reset_index(drop=True)
 
 
@@ -110,9 +120,12 @@ def _parabola_peak(t: np.ndarray, acc: np.ndarray, i: int) -> float:
 
 def best_temperatures(acc: pd.DataFrame, interpolate: bool = False) -> Tuple[pd.DataFrame, List[str]]:
     """One row per group: its best T, the accuracy there, the grid, and whether the best is at
-    the grid's edge (then the true optimum may lie outside it). Also the groups skipped."""
+    the grid's edge (then the true optimum may lie outside it); whether the best is a T* model's
+    (best_is_tauto) and, where it is, the best T without the T* models (best_T_without_tauto,
+    else None). Also the groups skipped."""
     rows, skipped = [], []
-    for key, g in acc.groupby(GROUP, sort=True):
+    tauto = acc["tauto"] if "tauto" in acc else pd.Series(False, index=acc.index)
+    for key, g in acc.assign(tauto=tauto.astype(bool)).groupby(GROUP, sort=True):
         g = g.sort_values("T")
         t, a = g["T"].to_numpy(float), g["accuracy"].to_numpy(float)
         name = "/".join(str(k) for k in key)
@@ -120,14 +133,23 @@ def best_temperatures(acc: pd.DataFrame, interpolate: bool = False) -> Tuple[pd.
             skipped.append(f"{name} ({len(t)} temperature{'s' if len(t) != 1 else ''})")
             continue
         i = int(np.argmax(a))  # ties: the lowest T
+        star = g["tauto"].to_numpy(bool)
+        without = None
+        if star[i] and (~star).any():  # the formula's own point wins: what the sweep says without it
+            ts, acs = t[~star], a[~star]
+            j = int(np.argmax(acs))
+            without = _parabola_peak(ts, acs, j) if interpolate else float(ts[j])
         rows.append(dict(zip(GROUP, key), num_classes=int(g["num_classes"].iloc[0]),
                          best_T=_parabola_peak(t, a, i) if interpolate else float(t[i]), grid_best_T=float(t[i]),
                          best_acc=float(a[i]), n_T=len(t), n_seeds=int(g["n_seeds"].min()),
                          edge=bool(i in (0, len(t) - 1)),
                          grid=" ".join(f"{v:.4g}" for v in t),
                          # n_seeds is the fewest; a sweep with seeds at some T has them here
-                         seeds_per_T=" ".join(f"{v:.4g}:{k}" for v, k in zip(t, g["n_seeds"]))))
-    cols = GROUP + ["num_classes", "best_T", "grid_best_T", "best_acc", "n_T", "n_seeds", "edge", "grid", "seeds_per_T"]
+                         seeds_per_T=" ".join(f"{v:.4g}:{k}" for v, k in zip(t, g["n_seeds"])),
+                         tauto_T=" ".join(f"{v:.4g}" for v in t[star]), best_is_tauto=bool(star[i]),
+                         best_T_without_tauto=without))
+    cols = GROUP + ["num_classes", "best_T", "grid_best_T", "best_acc", "n_T", "n_seeds", "edge", "grid", "seeds_per_T",
+                    "tauto_T", "best_is_tauto", "best_T_without_tauto"]
     out = pd.DataFrame(rows, columns=cols)
     return out.sort_values(["dataset", "head", "feature_dim", "arch"]).reset_index(drop=True), skipped
 
@@ -262,6 +284,13 @@ def plot_fit(points: pd.DataFrame, fit: Fit, path: Path, csg: Optional[Dict[str,
         if edge.any():  # the optimum may lie beyond the grid: hollow
             ax.scatter(sm[edge], points.loc[edge, "best_T"], marker=markers[i % 8], facecolors="none",
                        edgecolors=colour, s=42, zorder=3)
+    starred = points["best_is_tauto"].astype(bool) if "best_is_tauto" in points else pd.Series(False, points.index)
+    if starred.any():  # a best T that is the formula's own point, and what the sweep says without it
+        other = points.loc[starred, "best_T_without_tauto"].astype(float)
+        ax.scatter(sm[starred], points.loc[starred, "best_T"], marker="o", facecolors="none", edgecolors="k",
+                   s=130, linewidths=0.8, zorder=2, label="best T is the T* (_Tauto) model's own")
+        ax.scatter(sm[starred], other, marker="x", color="0.4", s=42, zorder=3,
+                   label="best T of the sweep without the T* model")
     extra = [t for t in ("gamma", "delta") if t in fit.terms]
     for d in datasets if extra else [None]:
         ln_csg = math.log(csg[d]) if "gamma" in fit.terms else 0.0
@@ -340,14 +369,29 @@ def _fmt_ci(ci) -> str:
     return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "-"
 
 
-def report(points: pd.DataFrame, fit: Fit, skipped: List[str], head: Optional[str]) -> str:
+def report(points: pd.DataFrame, fit: Fit, skipped: List[str], head: Optional[str],
+           without_tauto: bool = False) -> str:
     lines = [f"best T per group ({'all heads' if head is None else head + ' head'}, regime std, fixed lr; "
-             f"clean accuracy, mean over seeds):"]
+             f"clean accuracy, mean over seeds{'; without the T* (_Tauto) models' if without_tauto else ''}):"]
     shown = points.assign(best_acc=(100 * points.best_acc).round(2), best_T=points.best_T.round(4),
                           grid_best_T=points.grid_best_T.round(4))
     if not (points.best_T != points.grid_best_T).any():
         shown = shown.drop(columns="grid_best_T")
+    starred = points["best_is_tauto"].astype(bool)
+    if starred.any():  # the table itself says which best T is the formula's own point
+        shown = shown.assign(best_is_tauto=starred.map({True: "T*", False: ""}),
+                             best_T_without_tauto=[f"{v:.4g}" if pd.notna(v) else "-"
+                                                   for v in points.best_T_without_tauto]).rename(
+            columns={"best_is_tauto": "best_is", "best_T_without_tauto": "best_T_without_T*", "tauto_T": "T*"})
+    else:
+        shown = shown.drop(columns=["best_is_tauto", "best_T_without_tauto"] +
+                           (["tauto_T"] if not points["tauto_T"].astype(bool).any() else []))
     lines.append(shown.to_string(index=False))
+    for _, p in points[starred].iterrows():
+        other = p["best_T_without_tauto"]
+        lines.append(f"note: M={p['feature_dim']} ({p['arch']}): the best T, {p['best_T']:.4g}, is the T* model's, the "
+                     f"formula's own point" + (f"; the sweep without it: {other:.4g}" if pd.notna(other) else "")
+                     + " (--without-tauto fits without the T* models)")
     if points["edge"].any():
         lines.append(f"note: {int(points['edge'].sum())} group(s) have their best T at the edge of the grid; "
                      f"the optimum may lie outside it")
@@ -371,11 +415,12 @@ def report(points: pd.DataFrame, fit: Fit, skipped: List[str], head: Optional[st
 
 
 def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dict[str, float]] = None,
-        interpolate: bool = False, plot: Optional[str] = None, json_out: Optional[str] = None):
+        interpolate: bool = False, plot: Optional[str] = None, json_out: Optional[str] = None,
+        without_tauto: bool = False):
     """Read the stores, pick the best T per group, fit, optionally plot and write JSON.
-    Returns (points, fit, text)."""
+    ``without_tauto``: the T* (_Tauto) models left out of the sweeps. Returns (points, fit, text)."""
     tidy = read_tables(results)
-    points, skipped = best_temperatures(clean_accuracy(tidy, head), interpolate)
+    points, skipped = best_temperatures(clean_accuracy(tidy, head, without_tauto), interpolate)
     if len(points) < 3 or points["feature_dim"].nunique() < 2:
         other = ""
         if head is not None and not tidy.empty:
@@ -389,13 +434,16 @@ def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dic
                          f"{', '.join(map(str, results))}{other}; need at least 3 groups and 2 distinct M. "
                          f"Run {SWEEP_HINT}")
     fit = fit_tstar(points, csg)
-    text = report(points, fit, skipped, head)
+    text = report(points, fit, skipped, head, without_tauto)
     if plot:
         plot_fit(points, fit, Path(plot), csg)
     if json_out:
-        write_json_atomic(Path(json_out), {"fit": fit.to_dict(), "points": points.to_dict(orient="records"),
+        # null, not NaN, where a group has no best T without T* models (strict JSON readers refuse NaN)
+        records = points.astype(object).where(points.notna(), None).to_dict(orient="records")
+        write_json_atomic(Path(json_out), {"fit": fit.to_dict(), "points": records,
                                            "skipped": skipped, "head": head, "csg": csg or {},
-                                           "interpolate": interpolate, "results": [str(r) for r in results]})
+                                           "interpolate": interpolate, "without_tauto": without_tauto,
+                                           "results": [str(r) for r in results]})
     return points, fit, text
 
 
@@ -413,6 +461,9 @@ def main(argv=None) -> int:
                     help="CSG per dataset, as written by python -m bench.csg --json")
     ap.add_argument("--interpolate", action="store_true",
                     help="refine each best T by a parabola in ln T through its grid neighbours")
+    ap.add_argument("--without-tauto", action="store_true",
+                    help="leave the models trained at claim B's own T* (_Tauto) out of the sweeps: a best T that is "
+                         "the formula's own point cannot support the formula")
     ap.add_argument("--plot", type=user_path, metavar="PATH", help="write best T vs sqrt(M) with both lines as PNG")
     ap.add_argument("--json", type=user_path, metavar="PATH", help="write the fit and the points as JSON")
     args = ap.parse_args(argv)
@@ -422,7 +473,8 @@ def main(argv=None) -> int:
                 check_output_file(flag, Path(path), "tstar.png" if flag == "--plot" else "fit.json")
         csg = parse_csg(args.csg, args.csg_json)
         _, _, text = run(args.results or ["results/quick"], head=None if args.head == "all" else args.head,
-                         csg=csg or None, interpolate=args.interpolate, plot=args.plot, json_out=args.json)
+                         csg=csg or None, interpolate=args.interpolate, plot=args.plot, json_out=args.json,
+                         without_tauto=args.without_tauto)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
