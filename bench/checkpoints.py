@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from filelock import FileLock
@@ -231,15 +231,17 @@ class CheckpointStore:
         stem = self.root / "in-progress" / f"{spec.run.name}-{key}"
         return stem.parent / f"{stem.name}.safetensors", stem.parent / f"{stem.name}.json"
 
-    def save_partial(self, spec: ModelSpec, key: str, state: TrainState, made_by: Optional[dict] = None) -> None:
+    def save_partial(self, spec: ModelSpec, key: str, state: TrainState, made_by: Optional[dict] = None,
+                     earlier: Sequence[dict] = ()) -> None:
         """The run's state after an epoch (its tensors, then the JSON that vouches for them, each
         atomically), replacing the previous epoch's; ``made_by``: the provenance of the process
-        that trained it, for the resumed run's sidecar to name."""
+        that trained it, for the resumed run's sidecar to name; ``earlier``: the processes before it
+        (trained_before), so that a run interrupted twice still names its first machine."""
         tensors, info = self._partial_paths(spec, key)
         tensors.parent.mkdir(parents=True, exist_ok=True)
         sha = _write_tensors(tensors, state.tensors, f"{spec.run.name}-{key}")
         write_json_atomic(info, dict(state.info, key=key, spec=spec.run.to_dict(), made_by=made_by or {},
-                                     tensors_sha256=sha))
+                                     earlier=list(earlier), tensors_sha256=sha))
 
     def load_partial(self, spec: ModelSpec, key: str) -> Optional[TrainState]:
         """The state an interrupted run of (spec, key) left, or None: none saved, or one whose

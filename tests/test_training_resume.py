@@ -75,10 +75,12 @@ def test_a_state_whose_files_do_not_match_is_not_resumed(mini_data, tmp_path):
 
 
 def test_a_grid_run_killed_mid_training_resumes_from_its_last_epoch(mini_root, tmp_path):
-    """The CLI: SIGKILL once the first epoch's state is saved; --dry-run says the training goes on
-    from it, and the rerun does and saves the checkpoint the uninterrupted run saves."""
+    """The CLI: SIGKILL once the first epoch's state is saved, and again once the resumed run has
+    saved a later one; --dry-run says the training goes on from it, and the rerun does and saves
+    the checkpoint the uninterrupted run saves, naming both processes before it (the second's state
+    named only the second, so a run cut twice lost its first machine)."""
     profile = tmp_path / "p.toml"
-    profile.write_text('[recipe]\nepochs = 3\nbatch_size = 64\nlr = 0.1\ntrain_subset = 1000\n'
+    profile.write_text('[recipe]\nepochs = 4\nbatch_size = 64\nlr = 0.1\ntrain_subset = 1000\n'
                        '[eval]\nn = 20\nbatch_size = 20\nattacks = ["fgsm"]\nviews = ["raw"]\n'
                        '[[grid]]\narch = "fastnetw8"\nT = [2]\n')
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -89,15 +91,26 @@ def test_a_grid_run_killed_mid_training_resumes_from_its_last_epoch(mini_root, t
 
     whole = subprocess.run(command(tmp_path / "whole"), cwd=REPO, capture_output=True, text=True, env=env)
     assert whole.returncode == 0, whole.stderr
-    proc = subprocess.Popen(command(tmp_path / "cut"), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 300
     saved = tmp_path / "cut" / "checkpoints" / "in-progress"
-    while time.time() < deadline and proc.poll() is None and not list(saved.glob("*.json")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before its first epoch's state was saved"
+
+    def epoch_saved():
+        try:
+            return json.loads(next(saved.glob("*.json")).read_text())["epoch"]
+        except (StopIteration, OSError, ValueError, KeyError):
+            return 0
+
+    cuts = []
+    for _ in range(2):
+        proc = subprocess.Popen(command(tmp_path / "cut"), cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        deadline, before = time.time() + 300, epoch_saved()
+        while time.time() < deadline and proc.poll() is None and epoch_saved() <= before:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it saved an epoch's state"
+        cuts.append(epoch_saved())
+    assert cuts[0] < cuts[1] < 4
     dry = subprocess.run([*command(tmp_path / "cut"), "--dry-run"], cwd=REPO, capture_output=True, text=True, env=env)
     assert dry.returncode == 0 and "fastnetw8_T2: train (from epoch " in dry.stderr, dry.stderr
     rerun = subprocess.run(command(tmp_path / "cut"), cwd=REPO, capture_output=True, text=True, env=env)
@@ -107,6 +120,7 @@ def test_a_grid_run_killed_mid_training_resumes_from_its_last_epoch(mini_root, t
     assert load_file(str(a)).keys() == load_file(str(b)).keys()
     assert all(torch.equal(v, load_file(str(b))[k]) for k, v in load_file(str(a)).items())
     meta = json.loads(b.with_suffix(".json").read_text())
-    assert meta["resumed_from_epoch"] >= 1 and meta["resumed_from_threads"] == 1
+    assert meta["resumed_from_epoch"] == cuts[1] and meta["resumed_from_threads"] == 1
     assert meta["resumed_from_device"] == meta["device"]  # the same machine here
+    assert meta["trained_before"] == [{"device": meta["device"], "threads": 1, "to_epoch": e} for e in cuts]
     assert not (tmp_path / "cut" / "checkpoints" / "in-progress").exists()

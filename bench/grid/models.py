@@ -110,12 +110,17 @@ def duration(s: float) -> str:
 def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
     n = min(recipe.train_subset or len(data.train), len(data.train))
     resume = ckpts.load_partial(spec, key)  # an interrupted run goes on from its last epoch
+    earlier = []  # the processes that trained it before this one, each up to the epoch it saved last
+    if resume is not None:
+        prior = resume.info.get("made_by", {})
+        earlier = [*resume.info.get("earlier", []),
+                   {"device": prior.get("device"), "threads": prior.get("threads"), "to_epoch": resume.epoch}]
     log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images"
         + (f", from epoch {resume.epoch} (an interrupted run's state)" if resume is not None else ""))
     accel = Accel.for_device(plan.device)
     result = train(spec.run, recipe, data, plan.device, progress=plan.progress, accel=accel,
                    on_epoch=None if plan.progress else lambda e: log(_epoch_line(e)),
-                   snapshot=lambda state: ckpts.save_partial(spec, key, state, provenance(plan.device)),
+                   snapshot=lambda state: ckpts.save_partial(spec, key, state, provenance(plan.device), earlier),
                    resume=resume)
     test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
     meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
@@ -126,7 +131,7 @@ def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
     if resume is not None:  # the epochs before it ran in another process, maybe on another machine
         made_by = resume.info.get("made_by", {})
         meta.update(resumed_from_epoch=resume.epoch, resumed_from_device=made_by.get("device"),
-                    resumed_from_threads=made_by.get("threads"))
+                    resumed_from_threads=made_by.get("threads"), trained_before=earlier)
     if spec.adversarial:
         meta.update(best_epoch=result.best_epoch, holdout_history=result.history,
                     catastrophic_overfitting_epoch=result.catastrophic_overfitting_epoch)
