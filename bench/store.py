@@ -35,6 +35,10 @@ COLUMNS = ["run_key", "model", "model_source", "arch", "T", "T_source", "head", 
            "catastrophic_overfitting_epoch", "code_version", "torch_version", "device", "timestamp", "wall_s",
            "weights_sha256", "same_weights_as"]
 
+# The table also says which image subset a row was measured on (the reports keep one a model,
+# bench/report/columns.py); results.csv is COLUMNS, as the committed tables have it.
+TABLE_COLUMNS = COLUMNS + ["subset_seed"]
+
 # Version of the record layout. Records of an older layout measured the same things under other
 # threat names; the table leaves them out rather than show them twice, and the next run of their
 # model measures them again.
@@ -301,7 +305,8 @@ class ResultStore:
         """The per-image results (hex bitmaps) of the measurements that have them."""
         cols = ["run_key", "model", "dataset", "n", "eval_n", "family", "threat", "view", "eps", "timestamp", "bits",
                 "positions", "autoattack_warnings",  # the AutoAttack cross-check's (bench/measure/crosscheck.py)
-                "weights_sha256"]  # which weights: a run key retrained to others (bench/report/columns.py)
+                "weights_sha256",  # which weights: a run key retrained to others (bench/report/columns.py)
+                "subset_seed"]  # which images: one subset a model (bench/report/columns.py)
         rows = [dict({c: rec.get(c) for c in cols}, eval_n=part_of(rec)) for rec in self.records()
                 if rec.get("bits") and rec.get("schema", 1) >= SCHEMA]
         return pd.DataFrame(rows, columns=cols)
@@ -312,7 +317,7 @@ class ResultStore:
         for rec in self.records():
             if rec.get("schema", 1) < SCHEMA:
                 continue
-            base = {c: rec.get(c) for c in COLUMNS if c not in ("metric", "value", "params", "eval_n")}
+            base = {c: rec.get(c) for c in TABLE_COLUMNS if c not in ("metric", "value", "params", "eval_n")}
             base["params"] = json.dumps(rec.get("params", {}), sort_keys=True)
             base["eval_n"] = part_of(rec)
             # T_source: "estimated" for a caller's model whose T was not given, else the T is the training T
@@ -320,7 +325,7 @@ class ResultStore:
             # null is "not measured" (a NaN written as JSON): no row, as for a metric left out; a
             # null robust_acc was an idxmin over no number in every report
             rows += [dict(base, metric=m, value=v) for m, v in rec["metrics"].items() if v is not None]
-        df = pd.DataFrame(rows, columns=COLUMNS)
+        df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
         if len(df):
             df = df.sort_values(["arch", "head", "regime", "lr_scale", "T", "seed", "model", "family", "threat",
                                  "view", "eps", "corruption", "severity", "magnitude", "metric"],

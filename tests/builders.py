@@ -96,13 +96,14 @@ class StoreBuilder:
         self.minute = 0
         self.specs = {}
         self.weights = "0" * 64  # the weights_sha256 of the records put from now on (a retraining: another)
+        self.subset_seed = 0  # the test images of the records put from now on (another: other images)
 
     def _put(self, spec: dict, family: str, threat: str, view: str, metrics: dict, *, eps=0.0, steps=0, params=None,
              n=None, bits=None, source=None, corruption=None, severity=None, magnitude=None, positions=None,
              timestamp=None):
         n = n or self.n
         self.minute += 1
-        rec = dict(spec, run_key=spec["run_key"], dataset=self.dataset, split="test", n=n, subset_seed=0,
+        rec = dict(spec, run_key=spec["run_key"], dataset=self.dataset, split="test", n=n, subset_seed=self.subset_seed,
                    attack_seed=0, threat=threat, view=view, params=params or {}, family=family,
                    source=source or f"{self.dataset}:test", num_classes=10, corruption=corruption,
                    severity=severity, magnitude=magnitude, eps=eps, steps=steps, metrics=metrics, wall_s=0.1,

@@ -242,3 +242,28 @@ def test_a_transfer_attack_from_a_retrained_surrogate_is_measured_again(mini_roo
     second = transfer()
     assert second["surrogate_weights_sha256"] == meta["weights_sha256"] != first["surrogate_weights_sha256"]
     assert main(args) == 0 and transfer() == second  # and now it is current
+
+
+def test_one_subset_of_images_a_model(tmp_path):
+    """fastnet_T1 evaluated on the images of subset_seed 0, then on those of subset_seed 1 (as
+    many): the row is the later subset's alone, where clean accuracy was the mean of both and
+    robust_min, robust_worst the minimum over two sets of images. Where the first subset is the
+    larger, it is the row's, though older. results.csv keeps every row, in its columns."""
+    from bench.report.publish import write_reports
+    from bench.store import COLUMNS
+    b = StoreBuilder(tmp_path / "same_n", n=1000).model("fastnet_T1", 1, 0.80, pgd_raw=0.1, pgd_scaled=0.1, mca=0.5)
+    b.subset_seed = 1
+    b.model("fastnet_T1", 1, 0.60, pgd_raw=0.3, pgd_scaled=0.3, mca=0.4)
+    tidy, board, _ = b.tables()
+    assert set(tidy.subset_seed) == {0, 1}
+    row = board.set_index("model").loc["fastnet_T1"]
+    assert (row["clean"], row["robust_min"], row["robust_worst"], row["mCA"]) == pytest.approx((0.60, 0.3, 0.3, 0.4))
+    write_reports(b.store, tmp_path / "out", pages=False)
+    written = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert list(written.columns) == COLUMNS and len(written) == len(tidy)
+
+    b = StoreBuilder(tmp_path / "larger", n=2000).model("fastnet_T1", 1, 0.80, pgd_raw=0.1, pgd_scaled=0.1)
+    b.n, b.subset_seed = 1000, 1
+    b.model("fastnet_T1", 1, 0.60, pgd_raw=0.3, pgd_scaled=0.3)
+    row = b.tables()[1].set_index("model").loc["fastnet_T1"]
+    assert (row["n"], row["clean"], row["robust_min"], row["robust_worst"]) == pytest.approx((2000, 0.80, 0.1, 0.1))

@@ -27,15 +27,16 @@ _MEASUREMENT = ["family", "threat", "view", "eps", "params", "metric", "corrupti
 def latest_runs(tidy: pd.DataFrame, one_budget: bool = True) -> pd.DataFrame:
     """The rows the reports count: of each thing measured on a model, one measurement
     (results.csv keeps every row). Per model and dataset its most recently measured run key (a
-    changed recipe gives a new key); of that, one evaluation (_one_evaluation), each attack at one
-    budget (_strongest_budget; ``one_budget=False`` keeps every budget, as the per-image worst
+    changed recipe gives a new key); of that, one subset of the test images (_one_subset), one
+    evaluation (_one_evaluation), each attack at one budget (_strongest_budget;
+    ``one_budget=False`` keeps every budget, as the per-image worst
     case must: an image is robust only if no attack the harness ran broke it), the corruptions of
     one source (_one_corruption_source), and a model name on two datasets as two models
     (_one_name_a_dataset). Each of these was an average of two under one name in the leaderboard
     before. A run key's weights are its latest ones: a retraining under the same key that gave other
     weights (another CPU or thread count) leaves the earlier weights' rows out, rather than one
     row mixing two networks under the newer one's hash. Takes the store's tidy table or its bits
-    table (both carry eval_n and weights_sha256)."""
+    table (both carry eval_n, weights_sha256 and subset_seed)."""
     if tidy.empty:
         return tidy
     run = ["model", "dataset", "run_key", "weights_sha256"]
@@ -44,10 +45,27 @@ def latest_runs(tidy: pd.DataFrame, one_budget: bool = True) -> pd.DataFrame:
     last = last.sort_values("timestamp").groupby(["model", "dataset"]).tail(1)
     out = tidy[pd.MultiIndex.from_frame(tidy[run[:3]].assign(weights_sha256=weights)).isin(
         pd.MultiIndex.from_frame(last[run]))]
-    out = _one_evaluation(out)
+    out = _one_evaluation(_one_subset(out))
     if one_budget:
         out = _strongest_budget(out)
     return _one_name_a_dataset(_one_corruption_source(out)).reset_index(drop=True)
+
+
+def _one_subset(df: pd.DataFrame) -> pd.DataFrame:
+    """One image subset a model (the store keys records by subset_seed, so a model evaluated again
+    on other images keeps both): the subset of its largest clean evaluation, of two on as many
+    images the later. Two subsets' accuracies averaged, or a robust_min taken over both, is a
+    number of no set of images."""
+    if "subset_seed" not in df.columns or df.subset_seed.nunique() <= 1:
+        return df
+    clean = df.threat == "clean"
+    if "metric" in df.columns:
+        clean &= df.metric == "accuracy"
+    # a model without a clean measurement keeps its largest, latest subset all the same
+    ranked = df.assign(_clean=clean).sort_values(["_clean", "n", "timestamp"], kind="stable")
+    pick = ranked.groupby(["model", "dataset"])["subset_seed"].last()
+    want = pd.Series(list(zip(df.model, df.dataset)), index=df.index).map(pick)
+    return df[(df.subset_seed == want) | want.isna()]
 
 
 def _one_evaluation(df: pd.DataFrame) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from bench.report.plots import (
     plot_reliability_diagrams,
 )
 from bench.report.tables import leaderboard
-from bench.store import ResultStore
+from bench.store import COLUMNS, ResultStore
 
 # The folders a report owns, with what it writes there: a file of an earlier grid (which would
 # contradict the new tables) is removed when the new report moves in.
@@ -74,7 +74,7 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".tmp-report-", dir=out_dir) as tmp:
             stage = Path(tmp) / (out_dir.name or out_dir.resolve().name)  # the page is titled after its folder
-            write_bytes_atomic(stage / TIDY, tidy.to_csv(index=False).encode())
+            write_bytes_atomic(stage / TIDY, tidy[COLUMNS].to_csv(index=False).encode())
             write_bytes_atomic(stage / LEADERBOARD, board.to_csv(index=False, float_format="%.4f").encode())
             if not pages:
                 _move_in(stage, out_dir, prune=False)
