@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -141,7 +142,15 @@ def test_smoke_corruptions_and_mce(smoke_run):
     assert (board.set_index("model").c_clean.sort_index() == c_clean.sort_index()).all()
     assert (board.mCA <= board.clean + 0.05).all() and board.mCA.notna().all()
     t1 = board.set_index("model").loc["fastnetw8_T1"]
-    assert t1.mCE == pytest.approx(1.0) and t1.rel_mCE == pytest.approx(1.0)  # the baseline is itself
+    assert t1.mCE == pytest.approx(1.0)  # the baseline is itself
+    # relative CE: the corrupted error summed over severities less the clean error as often. On a
+    # smoke model that sum can be nil for every corruption (0.19 and 0.13 around a clean 0.16), and
+    # 0/0 has no value rather than the 1.0 a rounding residue gave
+    from attacks.corruptions import BENCHMARK
+    mine = corr[(corr.model == "fastnetw8_T1") & (corr.metric == "accuracy") & corr.corruption.isin(BENCHMARK)]
+    rel = mine.groupby("corruption").value.agg(lambda v: (1 - v).sum() - len(v) * (1 - t1.c_clean))
+    moved = (rel.abs() > 1e-9).any()
+    assert t1.rel_mCE == pytest.approx(1.0) if moved else np.isnan(t1.rel_mCE), (rel.to_dict(), t1.rel_mCE)
     assert board.set_index("model").mCE_baseline.to_dict() == {
         "fastnetw8_T1": "fastnetw8_T1", "fastnetw8_T10": "fastnetw8_T1",
         "fastnetw8_T1_fat@best": "fastnetw8_T1_fat@best", "fastnetw8_T1_fat@last": "fastnetw8_T1_fat@last"}
