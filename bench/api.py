@@ -121,7 +121,8 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
             made.rmdir()  # refused before anything was written (the model's contract, say): its folder goes too
         raise
     # the run's key names its data's fingerprint: from the decoded cache the run made (half a second)
-    key = external_run_key(name, sha, load_dataset(plan.data_root, plan.cache_dir, dataset=plan.dataset).fingerprint)
+    key = external_run_key(name, sha, load_dataset(plan.data_root, plan.cache_dir, dataset=plan.dataset).fingerprint,
+                           None if temperature is None else float(temperature))
     rows = board[(board.model == name) & (board.weights_sha256 == sha)]
     tidy = pd.read_csv(plan.results_dir / "results.csv")
     tidy = tidy[tidy.run_key == key]

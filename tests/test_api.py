@@ -357,3 +357,19 @@ def test_a_file_and_a_grid_model_of_one_name_do_not_share_a_row(tiny_model, mini
         assert main([*first, "--results", str(out), *common]) == 0  # the same model again: a resume
     both = f"file:{tmp_path / 'a' / 'fastnetw8_T1.safetensors'},file:{tmp_path / 'b' / 'fastnetw8_T1.safetensors'}"
     refused(["--model", both, *file_a[2:]], tmp_path / "r3", "--model names two networks fastnetw8_T1")
+
+
+def test_one_network_audited_at_two_temperatures_is_measured_at_each(tiny_model, mini_root, mini_cache, tmp_path):
+    """The records of a caller's network were keyed by its weights alone: audited again at another
+    T into the same folder, it found the first audit's records, so its scaled view, calibration and
+    row were the first T's (the README's "pass the T it was trained at" would not take)."""
+    kw = dict(name="m", data_root=str(mini_root), cache=str(mini_cache), n=40, profile="smoke", attacks=["pgd"],
+              results=str(tmp_path / "r"), pages=False, log=lambda m: None)
+    hot = audit(tiny_model[1], temperature=10.0, **kw)
+    cold = audit(tiny_model[1], temperature=1.0, **kw)
+    assert (hot.temperature, cold.temperature) == (10.0, 1.0) and cold.row["T"] == 1.0
+    ece = {r.temperature: r.table[(r.table.threat == "calibration") & (r.table.metric == "ece")]
+           .set_index("view").value for r in (hot, cold)}
+    assert ece[1.0]["scaled"] == ece[1.0]["raw"]  # at T=1 the scaled view is the raw one
+    assert ece[10.0]["scaled"] != ece[10.0]["raw"]
+    assert set(hot.table.run_key).isdisjoint(cold.table.run_key)

@@ -148,7 +148,8 @@ class Context:
         if isinstance(spec, ZooSpec):
             return spec.name
         if isinstance(spec, ExternalSpec):
-            return external_run_key(spec.name, spec.weights_sha256, self.data.fingerprint)
+            return external_run_key(spec.name, spec.weights_sha256, self.data.fingerprint,
+                                    spec.T if spec.T_source == "given" else None)
         return self.ckpt_key(spec) + (f"@{spec.checkpoint}" if spec.checkpoint else "")
 
     def identity(self, weights_key: str, n: int, threat: str, view: str, params: dict) -> dict:

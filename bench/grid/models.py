@@ -2,7 +2,7 @@
 missing) or a RobustBench zoo model. One place decides "load or train", for every executor."""
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import torch
 
@@ -14,6 +14,7 @@ from bench.grid.plan import Plan
 from bench.provenance import provenance
 from bench.train import train
 from models import ModelSpec
+from models.registry import format_temperature
 from models.external import ExternalSpec
 from models.zoo import ZooSpec, checkpoint_paths, load_zoo_model
 
@@ -34,9 +35,13 @@ def _on_data(key: str, data_fingerprint: str) -> str:
     return f"{key}:{data_fingerprint[:8]}"
 
 
-def external_run_key(name: str, weights_sha256: str, data_fingerprint: str) -> str:
-    """A caller's own network (a file, audit()'s): two networks of one name never share records."""
-    return _on_data(f"{name}:{weights_sha256[:16]}", data_fingerprint)
+def external_run_key(name: str, weights_sha256: str, data_fingerprint: str, T: Optional[float] = None) -> str:
+    """A caller's own network (a file, audit()'s): two networks of one name never share records,
+    nor one network audited at two given temperatures (the scaled view and its calibration are
+    other measurements: the second audit found the first's and reported its T). ``T``: the one the
+    caller gave; None where the harness estimates it from the weights and data."""
+    given = "" if T is None else f":T{format_temperature(T)}"
+    return _on_data(f"{name}:{weights_sha256[:16]}{given}", data_fingerprint)
 
 
 def get_zoo_model(spec: ZooSpec, plan: Plan, data: Dataset, log: Callable[[str], None]):
