@@ -40,7 +40,7 @@ from bench.report.tables import leaderboard
 from bench.run import build_parser
 from bench.store import ResultStore
 from models.archs import Normalize
-from models.external import ExternalSpec, weights_sha256
+from models.external import ExternalSpec, check_normalised_once, weights_sha256
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
@@ -99,6 +99,7 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
                          f"data_root), got {dataset!r}")
     if mean is not None:  # as floats: a tensor's elements would print into the weights' hash as "tensor(0.4914)"
         mean, std = check_normalisation(mean, "mean"), check_normalisation(std, "std")
+        check_normalised_once(model, "the model", "mean= and std=")
     if isinstance(attacks, str):  # one name, or a comma-separated list as --attack takes; not its letters
         attacks = [attacks]
     made = None if results else Path(tempfile.mkdtemp(prefix="tempbench-audit-"))

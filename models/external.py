@@ -165,10 +165,20 @@ def file_spec(name: str, arch: Optional[str], temperature: Optional[float], mean
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
     sha = sha256_files([path])
     if mean is not None:
+        check_normalised_once(model, f"--arch {arch}", "--mean/--std")
         model = torch.nn.Sequential(Normalize(mean, std), model)
         sha = hashlib.sha256(f"{sha}:{list(mean)}:{list(std)}".encode()).hexdigest()
     return ExternalSpec(name=stem if stem[:1].isalpha() else f"m{stem}", T=temperature, model=model.eval(),
                         weights_sha256=sha, arch=arch, source=str(path), num_classes=num_classes)
+
+
+def check_normalised_once(model: torch.nn.Module, what: str, given: str) -> None:
+    """A registry network normalises its input in its first layer (models.archs.Normalize): a mean
+    and std given for it too normalised twice, and every number followed the shifted input (17.7%
+    clean accuracy became 14.3%) without a word."""
+    if any(isinstance(m, Normalize) for m in model.modules()):
+        raise BenchError(f"{what} normalises its input itself (its first layer, models.archs.Normalize): "
+                         f"drop {given}, which would normalise it twice")
 
 
 def _dtype_advice(model: torch.nn.Module, x: torch.Tensor) -> str:

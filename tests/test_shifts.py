@@ -198,3 +198,16 @@ def test_real_cifar10c_end_to_end(tmp_path, monkeypatch, capsys):
     args[3] = str(jpeg)
     assert main(args) == 2
     assert "pairs only with the original cifar10" in capsys.readouterr().err
+    # nor with the training split: its indices read past CIFAR-10-C's 10,000 test images (an
+    # IndexError), or, below 10,000, paired test images with training labels
+    args[3] = str(tmp_path / "root")
+    (tmp_path / "train.toml").write_text(REAL_PROFILE.replace("[eval]\n", '[eval]\nsplit = "train"\nn = 30\n'))
+    args[1] = str(tmp_path / "train.toml")
+    assert main(args) == 2
+    assert "real CIFAR-10-C is the test split corrupted; this profile evaluates the train split" in \
+        capsys.readouterr().err
+    (tmp_path / "auto.toml").write_text((tmp_path / "train.toml").read_text().replace('"real"', '"auto"'))
+    args[1], args[7] = str(tmp_path / "auto.toml"), str(tmp_path / "out_auto")
+    assert main(args) == 0, capsys.readouterr().err
+    tidy = pd.read_csv(tmp_path / "out_auto" / "results.csv")
+    assert set(tidy[tidy.family == "corruption"].source) == {"cifar10c-generated"}

@@ -88,6 +88,13 @@ class Corruptions(Family):
                                  f"cifar10 data, not {data.name}: use corruptions = \"generated\" "
                                  f"(--corruption-source generated)")
             real = None
+        elif ev.split != "test":
+            # its images are the test split's, five severities of them: indices into the training
+            # split would read past them, or pair test images with training labels
+            if ev.corruptions == "real":
+                raise BenchError(f"real CIFAR-10-C is the test split corrupted; this profile evaluates the "
+                                 f"{ev.split} split: use corruptions = \"generated\" (--corruption-source generated)")
+            real = None
         if ev.corruptions == "real" and real is None:
             raise BenchError(f"corruptions = \"real\" but no CIFAR-10-C/labels.npy under "
                              f"{', '.join(map(str, roots))}: download {CIFAR10C_URL} and unpack it into one of "
