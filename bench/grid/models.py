@@ -114,13 +114,15 @@ def duration(s: float) -> str:
 
 def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
     n = min(recipe.train_subset or len(data.train), len(data.train))
+    held = f" ({recipe.at_holdout} more held out to pick @best)" if spec.adversarial else ""
+    n -= recipe.at_holdout if spec.adversarial else 0  # what it trains on (the sidecar's train_n)
     resume = ckpts.load_partial(spec, key)  # an interrupted run goes on from its last epoch
     earlier = []  # the processes that trained it before this one, each up to the epoch it saved last
     if resume is not None:
         prior = resume.info.get("made_by", {})
         earlier = [*resume.info.get("earlier", []),
                    {"device": prior.get("device"), "threads": prior.get("threads"), "to_epoch": resume.epoch}]
-    log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images"
+    log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images{held}"
         + (f", from epoch {resume.epoch} (an interrupted run's state)" if resume is not None else ""))
     accel = Accel.for_device(plan.device)
     result = train(spec.run, recipe, data, plan.device, progress=plan.progress, accel=accel,
