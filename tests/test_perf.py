@@ -50,3 +50,13 @@ def test_the_early_stop_table_varies_both_sides_random_starts(tiny_model, test_s
             assert lo <= float(mean.rstrip("%")) <= hi
         assert r[11] == "yes"
     assert "seed 0; an image robust in the first and not the second would say NO" in out
+    # the plain column of a row attacks that row's view (it attacked the raw one beside the scaled row)
+    from attacks.views import make_view
+    from bench.tools.perf import plain_pgd
+    split = test_split.subset(torch.arange(100))
+    for r, view in zip(rows[1:], ("raw", "scaled")):
+        want = []
+        for seed in range(2):
+            torch.manual_seed(seed)
+            want.append(plain_pgd(make_view(model, view, 50.0), split.images, split.labels, 500, steps=20)[1])
+        assert r[7] == f"{100 * sum(want) / 2:.1f}%", (view, r, want)

@@ -2,7 +2,8 @@
 
 (a) training images/s: bench.train.train against a plain loop over a torchvision-style dataset
     (uint8 arrays -> PIL -> RandomCrop/RandomHorizontalFlip/ToTensor per sample) and a
-    torch DataLoader, on the same architecture, optimiser and number of images;
+    torch DataLoader, on the same architecture, optimiser and number of images; then the same
+    plain loop on channels_last, the harness's layout;
 (b) PGD-10 evaluation images/s: bench.measure.adversarial.evaluate (which also computes the masking
     diagnostics) against a plain torchattacks loop, on the same weights and images;
 (c) early stop: PGD-20 through the evaluator (early-stopped) against a plain torchattacks PGD-20
@@ -10,7 +11,8 @@
     masked one (fastnet_T1, fastnet_T50_lrT); then APGD-T (100 iterations, 9 targets), which
     leaves a point once broken, against torchattacks.APGDT, image by image;
 (d) cost: forward and backward passes per image of the quick profile's attack suite against
-    AutoAttack standard, on the same models and images;
+    AutoAttack standard (its authors' code) and the harness's early-stopped AutoAttack, on the same
+    models and images;
 (e) corruption generation, per corruption.
 
 Runs alternate (harness, plain, harness, ...) so that drift on a noisy machine hits both.
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 
 from attacks import apgd, make_attack
 from attacks.corruptions import BENCHMARK, EXTRA, corrupt_severities
-from attacks.views import PassCount, PassCounter
+from attacks.views import PassCount, PassCounter, make_view
 from bench.atomic import user_path
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import default_cache_dir, default_data_root, load_dataset, stratified_indices, to_float
@@ -58,12 +60,15 @@ class TorchvisionStyle(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
-def plain_train(spec, recipe, split, workers: int) -> float:
+def plain_train(spec, recipe, split, workers: int, channels_last: bool = False) -> float:
+    """``channels_last``: the model and its batches in the layout the harness trains in, which a
+    plain loop gets with one line (most of the harness's lead on a CPU: docs/speed.md)."""
     from torchvision import transforms
 
     start = time.perf_counter()
     torch.manual_seed(spec.seed)
-    model = build_model(spec).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(spec).train().to(memory_format=layout)
     tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                              transforms.ToTensor()])
     loader = torch.utils.data.DataLoader(TorchvisionStyle(split.images, split.labels, tf),
@@ -74,7 +79,7 @@ def plain_train(spec, recipe, split, workers: int) -> float:
     sched = make_schedule(opt, recipe, steps)
     for _ in range(recipe.epochs):
         for x, y in loader:
-            loss = F.cross_entropy(model(x) / spec.T, y)
+            loss = F.cross_entropy(model(x.contiguous(memory_format=layout)) / spec.T, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -189,9 +194,12 @@ def run(args) -> int:
         # an 8-epoch run pays once in minutes, and 5,120 images pay in a second or two
         train(spec, recipe, data, device)
         plain_train(spec, recipe, subset, args.workers)
+        plain_train(spec, recipe, subset, args.workers, channels_last=True)
+    p_train_cl = []
     for _ in range(args.repeats if "train" in sections else 0):
         h_train.append(args.train_images / train(spec, recipe, data, device).wall_s)
         p_train.append(args.train_images / plain_train(spec, recipe, subset, args.workers))
+        p_train_cl.append(args.train_images / plain_train(spec, recipe, subset, args.workers, channels_last=True))
     if sections & EVAL_SECTIONS:
         test = data.test.subset(stratified_indices(data.test.labels, args.eval_images, 0))
     # A model as accurate as the quick profile's (the harness attacks only correctly classified
@@ -218,7 +226,7 @@ def run(args) -> int:
     # left is the harness's extra masking-diagnostics pass against its skipping of the points
     # that are misclassified anyway (which scales with the model's error rate).
     if h_train:
-        rows.append(("training (img/s)", h_train, p_train))
+        rows += [("training (img/s)", h_train, p_train), ("  same, plain on NHWC", h_train, p_train_cl)]
     if h_pgd:
         rows += [("PGD-10 eval (img/s)", h_pgd, p_pgd), ("  same, plain on NHWC", h_pgd, p_pgd_cl)]
     if rows:
@@ -228,8 +236,8 @@ def run(args) -> int:
         runs = " ".join(f"{v:.0f}" for v in h) + " | " + " ".join(f"{v:.0f}" for v in pl)
         print(f"{name:<22}{hm:>10.0f}{pm:>10.0f}{hm / pm:>8.2f}   {runs}")
     if h_train:
-        print(f"plain training: torchvision transforms per sample, DataLoader with {args.workers} workers; "
-              "each side warmed up by one unmeasured run")
+        print(f"plain training: torchvision transforms per sample, DataLoader with {args.workers} workers, the "
+              "NCHW model, then the same on channels_last (the harness's layout); each warmed up by one unmeasured run")
         print(budget_scale(h_train))
     if h_pgd:
         print("plain PGD: torchattacks.PGD loop on the NCHW model, then on the harness's channels_last model; "
@@ -289,7 +297,7 @@ def _name_width(models) -> int:
 
 def early_stop_timings(models, test, repeats: int) -> None:
     """PGD-20 (eps 8/255) through the evaluator, early-stopped, against a plain torchattacks PGD-20
-    loop on the same model (the harness's channels_last one: only the early stop differs, and the
+    loop on the same model and view (the harness's channels_last one: only the early stop differs, and the
     harness's summed loss, which breaks more of a saturated model's points) and the same images,
     alternating, median of ``repeats``. The evaluator skips the points misclassified clean and
     drops each attacked point at its first misclassified iterate (or a zero gradient); the plain
@@ -312,30 +320,34 @@ def early_stop_timings(models, test, repeats: int) -> None:
         views = ["raw"] if spec.T == 1 else ["raw", "scaled"]
         h = {v: [] for v in views}
         ms = {v: [] for v in views}
-        plain, robust_plain = [], []
+        plain = {v: [] for v in views}
+        robust_plain = {v: [] for v in views}
         for r in range(repeats):
             for v in views:
                 t = time.perf_counter()
                 ms[v].append(evaluate(model, spec.T, test, [pgd], [v], batch_size=500, seed=r)[1])
                 h[v].append(time.perf_counter() - t)
-            torch.manual_seed(r)
-            dt, robust = plain_pgd(model, test.images, test.labels, 500, steps=20)
-            plain.append(dt)
-            robust_plain.append(robust)
-        pm = statistics.median(plain)
+                # the plain loop on the same view: the raw one of a masked model is the slower to
+                # attack (subnormal gradients) and the weaker, so one raw plain loop beside the
+                # harness's scaled row flattered both its ratio and its robust accuracy
+                torch.manual_seed(r)
+                dt, robust = plain_pgd(make_view(model, v, spec.T), test.images, test.labels, 500, steps=20)
+                plain[v].append(dt)
+                robust_plain[v].append(robust)
         for v in views:
-            hm, m = statistics.median(h[v]), ms[v][0]
+            hm, m, pm = statistics.median(h[v]), ms[v][0], statistics.median(plain[v])
             early = unpack_bits(m.bits, n)
             full = unpack_bits(evaluate(model, spec.T, test, [last], [v], batch_size=500)[1].bits, n)
             subset = f"{'yes' if not (early & ~full).any() else 'NO'} {early.sum()}/{full.sum()}"
-            runs = " ".join(f"{x:.1f}" for x in h[v]) + " | " + " ".join(f"{x:.1f}" for x in plain)
+            runs = " ".join(f"{x:.1f}" for x in h[v]) + " | " + " ".join(f"{x:.1f}" for x in plain[v])
             bwd = statistics.mean(x.metrics["backward_per_image"] for x in ms[v])
             print(f"  {spec.name:<{w}}{v:<8}{hm:>9.1f}{pm:>9.1f}{pm / hm:>7.2f}"
-                  f"{_spread([x.metrics['robust_acc'] for x in ms[v]]):>19}{_spread(robust_plain):>19}"
+                  f"{_spread([x.metrics['robust_acc'] for x in ms[v]]):>19}{_spread(robust_plain[v]):>19}"
                   f"{bwd:>9.2f}{20:>7}{subset:>12}   {runs}")
         print(f"  ({spec.name}: {origin}; clean accuracy {100 * ms[views[0]][0].metrics['clean_acc']:.1f}%)")
-    print("  (subset: the images robust with the early stop against those robust to the same attack's last iterate, "
-          "seed 0; an image robust in the first and not the second would say NO)")
+    print("  (plain: torchattacks.PGD on the same view; subset: the images robust with the early stop against those "
+          "robust to the same attack's last iterate, seed 0; an image robust in the first and not the second would "
+          "say NO)")
 
 
 def _spread(fractions) -> str:
@@ -383,14 +395,17 @@ def apgd_timings(models, test, repeats: int) -> None:
 def cost_table(models, test, num_classes: int) -> None:
     """Forward and backward passes per image (bench/measure/adversarial.py counts them) of the quick profile's
     attack suite (its attacks on its views, then its eps sweep) against AutoAttack standard at
-    full budget (100 iterations, 5,000 queries; raw view), with the robust accuracy each gives at
-    8/255 (the suite: its robust_min)."""
+    full budget (100 iterations, 5,000 queries; raw view) as its authors wrote it, and the
+    harness's own AutoAttack at that budget (APGD and APGD-T leave a point once broken), with the
+    robust accuracy each gives at 8/255 (the suite: its robust_min)."""
 
     profile = load_profile("quick")
     ev = profile.eval
     attacks = [profile.attack(a) for a in ev.attacks]
     sweep = sweep_configs(profile)
-    aa = profile.attack("autoattack", {"steps": 100, "n_queries": 5000})
+    # the harness's AutoAttack leaves a point once broken (attacks/registry.py): standard is the authors' code
+    aa = profile.attack("autoattack_ref", {"steps": 100, "n_queries": 5000})
+    aa_ours = profile.attack("autoattack", {"steps": 100, "n_queries": 5000})
     w = _name_width(models)
     print(f"cost: passes per image on {len(test)} test images (forward / backward), robust accuracy at 8/255, seconds")
     print(f"  {'model':<{w}}{'what':<24}{'fwd/img':>9}{'bwd/img':>9}{'robust':>9}{'s':>8}")
@@ -398,7 +413,8 @@ def cost_table(models, test, num_classes: int) -> None:
         rows = []
         for what, configs, views in (("quick suite: attacks", attacks, list(ev.views)),
                                      ("quick suite: eps sweep", sweep, list(ev.sweep_views or ev.views)),
-                                     ("AutoAttack standard", [aa], ["raw"])):
+                                     ("AutoAttack standard", [aa], ["raw"]),
+                                     ("AutoAttack, early stop", [aa_ours], ["raw"])):
             t = time.perf_counter()
             ms = evaluate(model, spec.T, test, configs, views, batch_size=500, n_classes=num_classes)
             dt = time.perf_counter() - t
@@ -410,7 +426,8 @@ def cost_table(models, test, num_classes: int) -> None:
         for what, fwd, bwd, robust, dt in rows:
             print(f"  {spec.name:<{w}}{what:<24}{fwd:>9.1f}{bwd:>9.1f}{100 * robust:>8.1f}%{dt:>8.1f}")
     print("  (each line includes its own clean pass: one forward, and one backward per view for the masking "
-          "diagnostics)")
+          "diagnostics; AutoAttack standard is its authors' code, pyautoattack; 'early stop' the harness's "
+          "torchattacks one, whose APGD and APGD-T leave a point once broken)")
 
 
 def corruption_timings(data, n: int, device) -> None:
