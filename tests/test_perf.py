@@ -20,6 +20,10 @@ def test_the_training_section_runs_and_prints_its_scale(mini_root, capsys):
                  "--train-images", "128", "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "training (img/s)" in out and "scale a time measured here to the budget's box (1,000 img/s): x " in out
+    assert "  same, plain on NHWC" in out and "flushes subnormal" not in out  # fastnet_T1: nothing to flush
+    assert main(["--data-root", str(mini_root), "--sections", "train", "--repeats", "1", "--model", "fastnetw8_T50",
+                 "--train-images", "128", "--workers", "0"]) == 0
+    assert "at T=50 the harness flushes subnormal floats while it trains" in capsys.readouterr().out
 
 
 def test_a_section_checks_only_the_image_counts_it_uses(mini_root, capsys):

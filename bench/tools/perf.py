@@ -239,6 +239,9 @@ def run(args) -> int:
         print(f"plain training: torchvision transforms per sample, DataLoader with {args.workers} workers, the "
               "NCHW model, then the same on channels_last (the harness's layout); each warmed up by one unmeasured run")
         print(budget_scale(h_train))
+        if spec.T != 1:  # the softmax of z/T holds subnormals at high T: 3.5x slower arithmetic at T=50
+            print(f"at T={spec.T:g} the harness flushes subnormal floats while it trains (bench/train.py) and the "
+                  "plain loops do not: part of this ratio is that")
     if h_pgd:
         print("plain PGD: torchattacks.PGD loop on the NCHW model, then on the harness's channels_last model; "
               f"the attacked model has {100 * clean:.1f}% clean accuracy and the harness attacks only those points")
