@@ -90,8 +90,10 @@ class Recipe:
 
     def key_dict(self, adversarial: bool) -> dict:
         """What identifies the training: the adversarial settings only for adversarial runs,
-        so that changing them does not invalidate standard checkpoints."""
-        d = self.to_dict()
+        so that changing them does not invalidate standard checkpoints. A float field written as a
+        whole number (lr = 1, label_smoothing = 0) is the same recipe as its float spelling, and one key."""
+        floats = {f.name for f in fields(self) if f.type == "float"}
+        d = {k: float(v) if k in floats and not isinstance(v, bool) else v for k, v in self.to_dict().items()}
         return d if adversarial else {k: v for k, v in d.items() if not k.startswith(AT_PREFIXES)}
 
 

@@ -153,3 +153,16 @@ def test_checkpoints_picks_from_listed_models_too(tmp_path):
                     '[[grid]]\narch = "fastnet"\nT = [1, 2]\n[[grid]]\narch = "fastnet"\nT = [5]\n'
                     'recipe = {epochs = 2}\n[[grid]]\nmodels = ["fastnet_T5"]\nrecipe = {epochs = 2}\n')
     assert load_profile(str(path)).models == ("fastnet_T1_fat@best", "fastnet_T2", "fastnet_T1", "fastnet_T5")
+
+
+def test_a_float_written_as_a_whole_number_is_the_same_recipe():
+    """lr = 1 and lr = 1.0 (label_smoothing = 0 and the default 0.0) trained under two keys: the
+    same model twice, and a store whose records named either key could not find the other's."""
+    from bench.checkpoints import checkpoint_key
+    from bench.profiles import Recipe
+
+    def key(**recipe):
+        return checkpoint_key(parse_name("fastnet_T5"), Recipe(epochs=1, **recipe), "d", 10)
+
+    assert key(lr=1) == key(lr=1.0) and key(label_smoothing=0) == key() and key(warmup=0) == key(warmup=0.0)
+    assert key(lr=1) != key(lr=2)
