@@ -116,3 +116,19 @@ def test_the_readmes_picture_shows_the_committed_quick_leaderboard():
     untimed = re.sub(rb"Generated\s+\d{4}-\d\d-\d\d \d\d:\d\d UTC", b"Generated", page.stdout)
     assert picture.text.get("tempbench-page-sha256") == hashlib.sha256(untimed).hexdigest(), \
         "docs/report.png shows another page than results/quick/index.html: make screenshot"
+
+
+@pytest.mark.parametrize("name, panel, says", [
+    ("quick", "mCA", " (n=200)"), ("quick", "nat_worst_grid", " (n=200)"), ("quick", "pgd_raw@8/255", ""),
+    ("quick", "clean", ""), ("cpu", "square@8/255", " (n=500)"), ("cpu", "pgd_margin@8/255", ""),
+])
+def test_a_panel_on_other_images_names_its_n(name, panel, says):
+    """plots/acc_vs_T.png's title named the leaderboard's n for every panel: n=400 over the quick
+    profile's corruptions and natural shifts (200 images), n=2000 over the cpu profile's Square (500)."""
+    from bench.report.columns import latest_runs
+    from bench.report.plots import _panel_n
+    from bench.report.tables import leaderboard
+    store = ResultStore(Path(__file__).resolve().parents[1] / "results" / name)
+    tidy, bits = store.table(), store.bits_table()
+    latest = latest_runs(tidy)
+    assert _panel_n(leaderboard(tidy, bits, latest), latest, panel) == says

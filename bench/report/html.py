@@ -46,8 +46,10 @@ COLUMNS = [
     ("robust_min", "robust_min", "pct", "minimum robust accuracy over every Linf attack and view at 8/255: "
                                          "the only number that counts as robustness"),
     ("robust_worst", "robust_worst", "pct", "fraction of images that no attack at 8/255 broke, image by image"),
-    ("autoattack_shown", "AutoAttack", "pct", "AutoAttack at 8/255 (torchattacks, reference settings); where it "
-                                              "ran only in the cross-check, on the cross-check's images (n shown)"),
+    ("autoattack_shown", "AutoAttack", "pct", "AutoAttack at 8/255 through torchattacks; where it ran only in the "
+                                              "cross-check, on the cross-check's images (n shown), and 'reduced' "
+                                              "where it ran at less than the reference's budget (the cell's tooltip "
+                                              "gives it)"),
     ("pgd_raw@8/255", "PGD raw", "pct", "CE-PGD on the raw logits z (the attack gradient masking fools)"),
     ("pgd_scaled@8/255", "PGD z/T", "pct", "CE-PGD on z/T (the logits the model was trained to output)"),
     ("mCA", "mCA", "pct", "mean accuracy over the CIFAR-10-C benchmark corruptions and severities measured "

@@ -105,10 +105,33 @@ def _t_colours(temps) -> Callable[[float], tuple]:
     return lambda t: plt.cm.plasma(0.85 * (np.log10(t) - lo) / span)
 
 
-def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
+def _panel_n(board: pd.DataFrame, latest: Optional[pd.DataFrame], col: str) -> str:
+    """' (n=200)' for a panel measured on other images than the board's n (corruptions and
+    natural shifts on shift_n, Square on [eval] attack_n), '' where it is the board's: the figure's
+    title named one n for every panel (n=400 over panels of 200)."""
+    ns: set = set()
+    if col in ("mCA", "extra4", "mCE", "rel_mCE") and "c_n" in board:
+        ns = set(board["c_n"].dropna().astype(int))
+    elif latest is not None and len(latest):
+        if col.startswith("nat_"):
+            rows = latest[latest.family == "natural"]
+        elif col.endswith("@8/255"):
+            base = col.split("@")[0]
+            threats = set(latest.threat.astype(str))
+            threat = base if base in threats else base.rsplit("_", 1)[0]
+            rows = latest[(latest.family == "attack") & (latest.threat == threat) &
+                          np.isclose(pd.to_numeric(latest.eps, errors="coerce"), 8 / 255)]
+        else:
+            rows = latest.iloc[:0]
+        ns = set(rows["n"].dropna().astype(int))
+    return "" if not ns or ns <= set(board["n"].dropna().astype(int)) else \
+        f" (n={', '.join(str(n) for n in sorted(ns))})"
+
+
+def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path, latest: Optional[pd.DataFrame] = None) -> List[Path]:
     """Accuracy against T (log axis), one line per model family, one panel per column: clean,
     robust_min, each attack/view/eps and the shift summaries. Seeds are averaged, with their std
-    as error bars."""
+    as error bars. ``latest`` (the tidy rows that count): to title a panel on fewer images with its n."""
     plt = _plt()
     if board.empty:
         return []
@@ -138,7 +161,7 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
         _log_T_axis(ax, board["T"].dropna())
         ax.set_ylabel("corruption error (% of the T=1 baseline's)" if "mCE" in col else
                       "expected calibration error (%)" if col.startswith("ece") else "accuracy (%)")
-        ax.set_title(col)
+        ax.set_title(col + _panel_n(board, latest, col))
         ax.grid(True, alpha=0.3)
 
     sub = _subtitle(board)
@@ -152,7 +175,8 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path) -> List[Path]:
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    _margins(fig, top=0.75, wspace=0.8, hspace=0.9, title=f"Accuracy vs training temperature, {sub}")
+    _margins(fig, top=0.75, wspace=0.8, hspace=0.9,
+             title=f"Accuracy vs training temperature, {sub}; a panel on other images names its n")
     written.append(_save(fig, plots_dir / "acc_vs_T.png", dpi=100))
     return written
 

@@ -80,7 +80,7 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
                 _move_in(stage, out_dir, prune=False)
                 return board
             plots = stage / "plots"
-            plot_accuracy_vs_T(board, plots)
+            plot_accuracy_vs_T(board, plots, latest)
             plot_attacks_vs_T(latest, board, plots)
             plot_eps_sweeps(latest, plots)
             plot_corruption_heatmaps(latest, plots)
