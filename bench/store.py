@@ -53,6 +53,12 @@ def part_of(record: dict) -> Optional[int]:
     return int(pos["eval_n"]) if isinstance(pos, dict) and pos.get("eval_n") is not None else None
 
 
+def part_positions(index, eval_n: int) -> dict:
+    """A record's ``positions``, which part_of reads: the images of an ``eval_n``-image evaluation
+    a measurement on part of it ran on (their indices into that evaluation's split)."""
+    return {"eval_n": int(eval_n), "index": [int(i) for i in index]}
+
+
 def model_source(record: dict) -> str:
     """Where a record's model came from: ``grid`` (trained by the harness), ``zoo`` (RobustBench),
     ``file`` (--model file:PATH) or ``python`` (a module handed to bench.audit)."""

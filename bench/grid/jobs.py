@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from attacks import ATTACKS
-from bench.accel import Accel
-from bench.checkpoints import CheckpointStore, checkpoint_key
+from bench.checkpoints import CheckpointStore
 from bench.data import load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
-from bench.grid.models import external_run_key, get_external_model, get_model, get_zoo_model
+from bench.grid.models import external_run_key, get_external_model, get_model, get_zoo_model, run_key
 from bench.grid.plan import TautoResolver
 from bench.measure import families
 from bench.measure.attack_suite import AttackSuite
@@ -140,8 +139,7 @@ class Context:
         return self._last_model[1]
 
     def ckpt_key(self, spec: ModelSpec) -> str:
-        return checkpoint_key(spec, self.plan.profile.recipe_for(spec), self.data.fingerprint, self.data.num_classes,
-                              Accel.for_device(self.plan.device).bf16)
+        return run_key(spec, self.plan, self.data)
 
     def weights_key(self, spec: ModelSpec) -> str:
         """The identity of the weights measured: @best and @last of one run are two models."""

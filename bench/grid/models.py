@@ -75,12 +75,19 @@ def get_external_model(spec: ExternalSpec, key: str, plan: Plan):
     return key, spec.model.eval(), {"weights_sha256": spec.weights_sha256}, cols
 
 
+def run_key(spec: ModelSpec, plan: Plan, data: Dataset) -> str:
+    """The checkpoint key of ``spec``'s training run under this plan: its recipe, the data, and
+    bf16 where the plan's device trains in it (bench.checkpoints.checkpoint_key)."""
+    return checkpoint_key(spec, plan.profile.recipe_for(spec), data.fingerprint, data.num_classes,
+                          Accel.for_device(plan.device).bf16)
+
+
 def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore, eval_split,
               log: Callable[[str], None]):
     """Load the checkpoint for (spec, recipe, data), or train and save it. An adversarial run is
     trained once and saved with both its checkpoints; ``spec`` says which one comes back."""
     recipe = plan.profile.recipe_for(spec)
-    key = checkpoint_key(spec, recipe, data.fingerprint, data.num_classes, Accel.for_device(plan.device).bf16)
+    key = run_key(spec, plan, data)
     found = ckpts.load(spec, key, data.num_classes, plan.device)
     if found is None:
         with ckpts.lock(spec, key):  # another process may be training it: wait, then load its result

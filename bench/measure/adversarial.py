@@ -20,7 +20,7 @@ from attacks import AttackConfig, make_view, view_divisor
 from attacks.views import PassCount, PassCounter
 from bench.data import Split, to_float
 from bench.measure.base import Measurement, frac
-from bench.store import pack_bits
+from bench.store import pack_bits, part_positions
 
 
 @torch.no_grad()
@@ -199,7 +199,7 @@ def evaluate(model: torch.nn.Module, temperature: float, split: Split, attacks: 
         if pos is not None and diag[0] is not None:
             diag = (diag[0][pos], diag[1][pos])
         metrics = attack_metrics(ok, run.robust_ok, run.max_linf, run.max_l2, *diag, target_hit=run.target_hit)
-        extra = {} if pos is None else {"positions": {"eval_n": n, "index": [int(i) for i in pos]}}
+        extra = {} if pos is None else {"positions": part_positions(pos, n)}
         if run.target_hit is not None:
             extra["bits_target_hit"] = pack_bits(run.target_hit)
         out.append(Measurement(attack.name, view, attack.eps, attack.steps, attack.kwargs, len(on),

@@ -14,7 +14,7 @@ from attacks.autoattack_ref import collect_warnings
 from bench.data import Split, stratified_indices
 from bench.measure.adversarial import clean_pass, run_attack
 from bench.measure.base import Family, Measurement, frac, pct
-from bench.store import pack_bits
+from bench.store import pack_bits, part_positions
 
 
 def crosscheck_params(ours: AttackConfig, ref: AttackConfig) -> dict:
@@ -45,7 +45,7 @@ def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackC
     extra = {f"bits_{tag}": pack_bits(r) for tag, r in robust.items()}
     extra["autoattack_warnings"] = list(warnings)
     if positions is not None:
-        extra["positions"] = {"eval_n": int(eval_n), "index": [int(i) for i in positions]}
+        extra["positions"] = part_positions(positions, eval_n)
     return Measurement("autoattack_crosscheck", "raw", ours.eps, ours.steps, crosscheck_params(ours, ref), len(split),
                        metrics, time.perf_counter() - t0, family="diagnostic",
                        bits=pack_bits(robust["torchattacks"] & robust["pyautoattack"]), extra=extra)

@@ -14,6 +14,7 @@ from bench.data import Split, stratified_indices
 from bench.measure.adversarial import clean_pass, run_attack
 from bench.measure.attack_suite import record_version
 from bench.measure.base import Family, Measurement, frac, pct
+from bench.store import part_positions
 
 
 def fp64_check(model, temperature: float, split: Split, pgd: AttackConfig, batch_size: int, seed: int,
@@ -75,7 +76,7 @@ class Fp64Check(Family):
         ev = ctx.plan.profile.eval
         m = fp64_check(model, spec.T, self.split, self.pgd, ev.batch_size, ev.attack_seed, ctx.data.num_classes)
         # which images of which evaluation, as the cross-check's record says (bench/store.py part_of)
-        m.extra["positions"] = {"eval_n": self.eval_n, "index": [int(i) for i in self.positions]}
+        m.extra["positions"] = part_positions(self.positions, self.eval_n)
         return [m]
 
     def summary(self, ms):

@@ -93,12 +93,12 @@ def clean_accuracy(tidy: pd.DataFrame, head: Optional[str] = "bn", without_tauto
         & df.feature_dim.notna()
     if head is not None:
         keep &= df["head"] == head
-    if without_tauto:
-        keep &= ~df.model.map(is_tauto)
     df = df[keep].astype({"T": float, "feature_dim": int, "value": float})
+    df = df.assign(tauto=df.model.map(is_tauto))
+    if without_tauto:
+        df = df[~df.tauto]
     if df.empty:
         return pd.DataFrame(columns=GROUP + ["num_classes", "T", "accuracy", "n_seeds", "tauto"])
-    df = df.assign(tauto=df.model.map(is_tauto))
     per_model = df.groupby(GROUP + ["num_classes", "T", "seed"], as_index=False).agg(
         value=("value", "mean"), tauto=("tauto", "all"))
     out = per_model.groupby(GROUP + ["num_classes", "T"], as_index=False).agg(
