@@ -2,6 +2,7 @@
 and read back by content hash."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -108,5 +109,11 @@ def check_output_file(flag: str, path: Path, example: str) -> None:
 def user_path(text: str) -> str:
     """A path argument as the shell would have read it. bash expands ``~`` only at the start of a
     word, so ``--results=~/runs`` reaches argparse as it was typed, and taken as it is, it made a
-    folder named ``~`` in the working directory (whose ``rm -rf ~`` deletes the home folder)."""
+    folder named ``~`` in the working directory (whose ``rm -rf ~`` deletes the home folder).
+
+    An empty or blank one is refused (argparse's one-line error): ``--results ''`` read as "not
+    given" wrote into results/<profile>, the committed results of the checkout, and ``--store ''``
+    is Path(''), the working directory; ``--results ' '`` made a folder named by a space."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"empty path {text!r}: give a folder or file name, or leave the flag out")
     return os.path.expanduser(text)

@@ -297,21 +297,23 @@ def make_plan(args, specs=None):
                              f"gcsfuse) and pass the mount point")
         store = Path(args.store)
         _check_writable(store, "--store")
-    results = Path(args.results) if args.results else store or Path("results") / profile.name
+    # `is not None`: an empty --results read as not given wrote into results/<profile> (user_path refuses it too)
+    results = Path(args.results) if args.results is not None else store or Path("results") / profile.name
     _check_writable(results)
     pace_dirs = _pace_dirs(args.pace_from, results)
-    cache = Path(args.cache) if args.cache else default_cache_dir()
+    cache = Path(args.cache) if args.cache is not None else default_cache_dir()
     # decoded data, checkpoints (without --store) and downloads go there
-    _check_writable(cache, "--cache", env=None if args.cache or "BENCH_CACHE" not in os.environ else "BENCH_CACHE")
+    _check_writable(cache, "--cache",
+                    env=None if args.cache is not None or not os.environ.get("BENCH_CACHE") else "BENCH_CACHE")
     # a Ray driver only plans: the workers run on the devices Ray gives them
     device = resolve_device("cpu" if args.executor == "ray" and args.device in ("auto", "cuda") else args.device)
     # a bad BENCH_BF16 / BENCH_COMPILE value stops here, before a file is written
     if Accel.for_device(device).attack_bf16:  # attacks/precision.py exists, the evaluator does not call it
         raise BenchError("BENCH_ATTACK_BF16=1: the evaluator does not run attacks in bf16 (its early stops would be "
                          "decided on bf16 logits, up to 1.6 pp weaker; its records would not say so): unset it")
+    data_root = args.data_root if args.data_root is not None else default_data_root(args.dataset)
     plan = Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
-                cache_dir=cache, data_root=args.data_root or default_data_root(args.dataset), device=device,
-                force=args.force,
+                cache_dir=cache, data_root=data_root, device=device, force=args.force,
                 fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store, pace_dirs=pace_dirs,
                 require_shift_sets=args.attack is not None and bool(
                     set(threats.SHIFT_SETS) & set(_split_list(args.attack, "--attack"))),
@@ -322,9 +324,29 @@ def make_plan(args, specs=None):
     _check_writable(plan.log_dir, own, "job log folder")
     _check_writable(plan.checkpoint_dir, own if store is not None or profile.keep_checkpoints else "--cache",
                     "checkpoint folder")
+    # and the files a job writes there: a folder named as a record or a job log failed its job with a
+    # traceback (IsADirectoryError), after other jobs had written theirs
+    _check_files_in(ResultStore(results).records_dir, "*.json", "result record",
+                    "--results" if args.results is not None or store is None else "--store")
+    _check_files_in(plan.log_dir, "*.log", "job log", own)
     # else found only when the run's reports move in, after every job
     check_report_paths(results, pages=not args.tables_only)
     return plan
+
+
+def _check_files_in(folder: Path, pattern: str, what: str, flag: str) -> None:
+    """Every name in ``folder`` of the kind a job writes (``pattern``) is a file. A record's name
+    is a digest of its measurement, so which names this run will write is known only per job:
+    a folder, say, under any of them is refused (the readers skip such a record with a warning
+    anyway), as the checkpoint store refuses weights that are not a file."""
+    if not folder.is_dir():
+        return
+    with os.scandir(folder) as entries:  # no stat per file: the cpu profile's store holds 10,000 records
+        for entry in entries:
+            if Path(entry.name).match(pattern) and not entry.is_file():
+                kind = "a folder" if entry.is_dir() else "not a file"
+                raise BenchError(f"{what} {folder / entry.name} is {kind}, where the run writes its {what}s: move it "
+                                 f"away, or give another {flag} folder")
 
 
 def _pace_dirs(value: Optional[str], results: Path) -> Tuple[Path, ...]:

@@ -85,7 +85,8 @@ class Dataset:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("BENCH_CACHE", ".cache")).expanduser()  # as BENCH_DATA is
+    # an empty BENCH_CACHE is unset, as an empty BENCH_DATA is: Path("") is the working folder
+    return Path(os.environ.get("BENCH_CACHE") or ".cache").expanduser()
 
 
 # The project's offline copy of CIFAR-10 beside the checkout, which the Makefile's BENCH_DATA

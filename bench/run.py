@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import List
 
 from bench.atomic import user_path
-from bench.errors import BenchError, disk_stop, stdout_closed
+from bench.command import Parser, finish
 
 # the shipped profiles, listed without importing bench.profiles (which loads torch)
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -36,12 +36,6 @@ EXAMPLES = """examples:
   python -m bench.run --list-models
   python -m bench.run --model file:my_net.safetensors --arch resnet18 --attack suite   # your own weights
 """
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse's own usage dump is a screenful)
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,49 +183,55 @@ def _joined_fractions(argv: List[str]) -> List[str]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(_joined_fractions(sys.argv[1:] if argv is None else list(argv)))
+    parser = build_parser()
+    args = parser.parse_args(_joined_fractions(sys.argv[1:] if argv is None else list(argv)))
+    _check_listing(parser, args)
     with stop_signals():
         return _main(args)
 
 
+def _check_listing(parser: argparse.ArgumentParser, args) -> None:
+    """--list-models and --list-attacks print a list and run nothing: a run's flags beside them
+    were ignored (``--list-attacks --model bogus_T1`` printed the list and exited 0), and an
+    ignored flag is refused, as --view without attacks is."""
+    listing = [flag for flag, on in (("--list-models", args.list_models), ("--list-attacks", args.list_attacks))
+               if on]
+    if not listing:
+        return
+    used = {"help", "list_models", "list_attacks", *(["profile"] if args.list_models else [])}  # its grid is listed
+    ignored = [a.option_strings[0] for a in parser._actions
+               if a.option_strings and a.dest not in used and getattr(args, a.dest) != a.default]
+    if ignored:
+        parser.error(f"{' and '.join(listing)} only {'list' if len(listing) > 1 else 'lists'} and runs nothing, "
+                     f"so {', '.join(ignored)} would be ignored: leave {'it' if len(ignored) == 1 else 'them'} out, "
+                     f"or leave out {' and '.join(listing)} to run")
+
+
 def _main(args) -> int:
-    try:
-        with signals_held():
-            # imported after parsing, on purpose: it loads torch (seconds), which --help never needs
-            from bench.cli import list_attacks, list_models, load_profile, make_executor, make_plan
-            if args.list_models:
-                print(list_models(load_profile(args.profile)))
-                return 0
-            if args.list_attacks:
-                print(list_attacks())
-                return 0
-            executor = make_executor(args)
-            plan = make_plan(args)
-        if args.dry_run:
-            from bench.grid.runner import preview
-            preview(plan)
+    return finish(lambda: _run(args), "finished measurements are kept; rerun the same command to resume",
+                  terminated=lambda e: isinstance(e, Terminated) or _sigterm_received.is_set())
+
+
+def _run(args) -> int:
+    with signals_held():
+        # imported after parsing, on purpose: it loads torch (seconds), which --help never needs
+        from bench.cli import list_attacks, list_models, load_profile, make_executor, make_plan
+        if args.list_models or args.list_attacks:  # both flags: both lists
+            lists = ([list_models(load_profile(args.profile))] if args.list_models else []) + \
+                ([list_attacks()] if args.list_attacks else [])
+            print("\n\n".join(lists))
             return 0
-        from bench.report.tables import summary
-        from bench.grid.runner import run
-        board = run(plan, executor=executor, pages=not args.tables_only)
-        print(summary(board))
+        executor = make_executor(args)
+        plan = make_plan(args)
+    if args.dry_run:
+        from bench.grid.runner import preview
+        preview(plan)
         return 0
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        term = isinstance(e, Terminated) or _sigterm_received.is_set()
-        what = "terminated (SIGTERM)" if term else "interrupted"
-        print(f"{what}: finished measurements are kept; rerun the same command to resume", file=sys.stderr)
-        return 143 if term else 130
-    except BrokenPipeError:
-        return stdout_closed()
-    except OSError as e:
-        message = disk_stop(e)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2  # as a report that cannot be written, or a job that failed on Ray
+    from bench.report.tables import summary
+    from bench.grid.runner import run
+    board = run(plan, executor=executor, pages=not args.tables_only)
+    print(summary(board))
+    return 0
 
 
 if __name__ == "__main__":

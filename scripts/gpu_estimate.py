@@ -90,10 +90,14 @@ def measure(profile_name: str, proxy_arch: str, proxy_T, n: int, data_root: str,
     per_attack = defaultdict(lambda: [0.0, 0.0])  # the evaluator's own cost fields, per attack and view
     clean = {}
     with PassCounter() as counter:
+        counter.label = "(train)"
+        for spec in specs:  # all trained before any is measured: their clean accuracy scales the attacks
+            clean[spec.name] = ctx.model(spec, lambda m: print(m, file=sys.stderr))[2].get("test_acc") or 0.0
+        if not any(clean.values()):  # nothing to attack, and the scale to the real models' clean is 1/0
+            from bench.errors import BenchError
+            raise BenchError(f"proxies reached 0% clean ({', '.join(clean)}): raise --n or use another --proxy-T")
         for spec in specs:
-            counter.label = "(train)"
-            _, model, meta, _ = ctx.model(spec, lambda m: print(m, file=sys.stderr))
-            clean[spec.name] = meta.get("test_acc")
+            _, model, _, _ = ctx.model(spec, lambda m: print(m, file=sys.stderr))
             for family, fam in ctx.families.items():
                 if (families and family not in families) or not fam.planned(spec, ctx):
                     continue

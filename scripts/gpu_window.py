@@ -29,7 +29,12 @@ SOURCE_FILES = ("pyproject.toml", "Makefile")
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    from bench.errors import BenchError
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise BenchError(f"git {' '.join(args)} failed in {REPO}: the manifest is written from a git checkout "
+                         f"of the repository, with git installed") from None
 
 
 def source_files() -> list:
@@ -44,18 +49,54 @@ def tree_hash(files) -> str:
     return h.hexdigest()
 
 
+def _write_json(path: Path, obj) -> None:
+    from bench.atomic import write_bytes_atomic
+    # atomic: a reader (gpu_run.sh's code-version, a packer) never meets half a file
+    write_bytes_atomic(path, (json.dumps(obj, indent=1, default=str) + "\n").encode())
+
+
 def cmd_manifest(args) -> int:
+    from bench.atomic import can_write_in
     from bench.data import load_dataset
+    from bench.errors import BenchError
     from bench.provenance import code_version
-    files = source_files()
+    out = Path(args.out)
+    # checked before the data is decoded (minutes the first time), not found after it
+    if out.is_dir():
+        raise BenchError(f"{out} is a folder: give the manifest's file name, e.g. {out / 'source.json'}")
+    if not out.parent.is_dir():
+        raise BenchError(f"no folder {out.parent} for the manifest: make it first, or give another OUT")
+    if not can_write_in(out.parent):
+        raise BenchError(f"cannot write in {out.parent}: give an OUT in a folder you can write to")
+    files, commit = source_files(), _git("rev-parse", "HEAD")
     data = load_dataset(args.data, Path(args.cache))
-    manifest = {"code_version": code_version(), "commit": _git("rev-parse", "HEAD"), "files": files,
+    manifest = {"code_version": code_version(), "commit": commit, "files": files,
                 "tree_sha256": tree_hash(files), "data": data.name, "data_fingerprint": data.fingerprint,
                 "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    Path(args.out).write_text(json.dumps(manifest, indent=1) + "\n")
+    _write_json(out, manifest)
     print(f"{args.out}: {manifest['code_version']}, {len(files)} source files, data {data.name} "
           f"{data.fingerprint[:12]}")
     return 0
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest cmd_manifest wrote, or a BenchError saying what is wrong with the file."""
+    from bench.errors import BenchError
+    again = "write it again with `python scripts/gpu_window.py manifest` on the CPU machine"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BenchError(f"manifest {path} is not a readable JSON file ({type(e).__name__}): {again}") from None
+    if not isinstance(manifest, dict):
+        raise BenchError(f"manifest {path} holds a JSON {type(manifest).__name__}, not an object: {again}")
+    missing = [k for k in ("code_version", "files", "tree_sha256") if k not in manifest]
+    if missing:
+        raise BenchError(f"manifest {path} has no {', '.join(missing)}: {again}")
+    if not (isinstance(manifest["files"], list) and all(isinstance(f, str) for f in manifest["files"])
+            and isinstance(manifest["code_version"], str) and isinstance(manifest["tree_sha256"], str)):
+        raise BenchError(f"manifest {path}: its files are not a list of paths, or its code_version or tree_sha256 "
+                         f"not text: {again}")
+    return manifest
 
 
 def code_version_from(manifest_path: Path) -> str:
@@ -63,7 +104,7 @@ def code_version_from(manifest_path: Path) -> str:
     ours = code_version()
     if ours != "unknown" or not manifest_path.is_file():
         return ours
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     present = [f for f in manifest["files"] if (REPO / f).is_file()]
     same = len(present) == len(manifest["files"]) and tree_hash(present) == manifest["tree_sha256"]
     return manifest["code_version"] + ("" if same else "-modified")
@@ -114,6 +155,8 @@ def grid_progress(run_args: list) -> dict:
             row.update(train_s=round(meta.get("wall_s", float("nan")), 1), test_acc=meta.get("test_acc"),
                        test_n=meta.get("test_n"))
     for rec in ctx.store.records():
+        if rec.get("same_weights_as"):
+            continue  # a copy from a twin carries its source's wall time, not its own (as grid_cost.py counts)
         if rec.get("model") in per_model and isinstance(rec.get("wall_s"), (int, float)):
             per_model[rec["model"]]["eval_s"] += rec["wall_s"]
     for row in per_model.values():
@@ -124,19 +167,25 @@ def grid_progress(run_args: list) -> dict:
 
 
 def cmd_provenance(args) -> int:
+    from bench.errors import BenchError
+    from bench.provenance import code_version
     status = {0: "finished", 124: "stopped at the time limit (rerun to resume)",
               137: "killed at the time limit (rerun to resume)"}.get(args.grid_rc, f"failed (exit {args.grid_rc})")
-    out = {"profile": args.profile, "code_version": code_version_from(Path(args.manifest)), "status": status,
+    out = {"profile": args.profile, "code_version": None, "status": status,
            "grid_exit_code": args.grid_rc, "wall_s": args.wall_s, "grid_wall_s": args.grid_wall_s,
            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out.update(device_facts(args.device))
     manifest = Path(args.manifest)
-    if manifest.is_file():
-        out["manifest"] = {k: v for k, v in json.loads(manifest.read_text()).items() if k != "files"}
+    try:  # a bad manifest is said in the file: the grid's results still need their provenance
+        out["code_version"] = code_version_from(manifest)
+        if manifest.is_file():
+            out["manifest"] = {k: v for k, v in read_manifest(manifest).items() if k != "files"}
+    except BenchError as e:
+        out["code_version"], out["manifest_error"] = code_version(), str(e)
+    out.update(device_facts(args.device))
     run_args = ["--profile", args.profile, "--model", "all", "--device", "cpu", "--results", args.results,
                 "--cache", args.cache, "--no-progress"]
     # written now and again below: if the scan of the stores runs out of time, this much is kept
-    Path(args.out).write_text(json.dumps(out, indent=1, default=str) + "\n")
+    _write_json(Path(args.out), out)
     try:
         from bench.data import load_dataset
         data = load_dataset(None, Path(args.cache))
@@ -146,7 +195,7 @@ def cmd_provenance(args) -> int:
         out.update(grid_progress(run_args))
     except Exception as e:  # noqa: BLE001 - a provenance file with the error beats none
         out["progress_error"] = f"{type(e).__name__}: {e}"
-    Path(args.out).write_text(json.dumps(out, indent=1, default=str) + "\n")
+    _write_json(Path(args.out), out)
     print(f"{args.out}: {out['status']}, {out.get('jobs_done', '?')}/{out.get('jobs', '?')} jobs, "
           f"{len(out.get('models_finished', []))} models finished")
     return 0
@@ -168,7 +217,13 @@ def main(argv=None) -> int:
     v.add_argument("--wall-s", type=float, required=True)
     v.add_argument("--grid-wall-s", type=float, required=True)
     args = p.parse_args(argv)
-    return {"manifest": cmd_manifest, "code-version": cmd_code_version, "provenance": cmd_provenance}[args.cmd](args)
+    from bench.errors import BenchError
+    try:
+        return {"manifest": cmd_manifest, "code-version": cmd_code_version,
+                "provenance": cmd_provenance}[args.cmd](args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ A record copied from a twin with the same weights (`same_weights_as`: fast AT's 
 best epoch was the last) keeps its source's wall_s, although the copy took a second: counted
 apart, not as compute. Checkpoints and records made under another profile and copied in (runs of the
 same recipe that one profile's grid shares with another) are compute this folder's grid used:
-counted, and split out by the profile they name when there is more than one.
+counted, and split out by the profile they name when there is more than one. A record or sidecar
+without a wall time (left out, or a record's null, which the store accepts) is counted apart and
+said, not added as 0 h.
 """
 import json
 import sys
@@ -27,7 +29,10 @@ STANDARD_REGIMES = ("std", "zoo", "file", "python")
 # every field it reads
 SIDECAR = ("timestamp",), ((("timestamp",), is_text, "text"), (("wall_s",), is_number, "a number"),
                            (("device", "profile"), is_text, "text"))
-RECORD = ("timestamp", "family", "threat"), SIDECAR[1] + ((("family", "threat", "regime"), is_text, "text"),)
+# a record's wall_s may be null, which the store accepts; a sidecar's may not (bench/checkpoints.py)
+RECORD = ("timestamp", "family", "threat"), ((("timestamp",), is_text, "text"),
+                                             (("wall_s",), lambda v: v is None or is_number(v), "a number or null"),
+                                             (("device", "profile", "family", "threat", "regime"), is_text, "text"))
 
 
 class Unreadable(Exception):
@@ -55,8 +60,12 @@ def main(folder: str) -> None:
     root = Path(folder)
     train, runs = defaultdict(float), defaultdict(int)
     by_profile = defaultdict(lambda: [0.0, 0, 0.0, 0])  # training h, runs, evaluation h, records
+    untimed = {"checkpoints": 0, "records": 0}  # no wall_s to add: counted, not taken for 0 h
     for sidecar in (root / "checkpoints").glob("*.json"):
         meta = read(sidecar, SIDECAR)
+        if meta.get("wall_s") is None:
+            untimed["checkpoints"] += 1
+            continue
         where = (meta["timestamp"][:10], meta.get("device", "?"))
         train[where] += meta.get("wall_s", 0.0)
         runs[where] += 1
@@ -68,8 +77,11 @@ def main(folder: str) -> None:
     for path in (root / "records").glob("*.json"):
         rec = read(path, RECORD)
         if rec.get("same_weights_as"):
-            copied += rec.get("wall_s", 0.0)
+            copied += rec.get("wall_s") or 0.0
             n_copied += 1
+            continue
+        if rec.get("wall_s") is None:
+            untimed["records"] += 1
             continue
         where = (rec["timestamp"][:10], rec.get("device", "?"))
         evaluation[where] += rec.get("wall_s", 0.0)
@@ -93,6 +105,9 @@ def main(folder: str) -> None:
             print(f"    made under profile {name:<43} {t:9.2f} {n_runs:5d} {e:11.2f} {n_recs:8d}")
     print(f"  not counted: {n_copied} records copied from a twin with the same weights "
           f"(their source's wall_s: {copied / 3600:.2f} h)")
+    for what, n in untimed.items():
+        if n:
+            print(f"  not counted: {n} {what} without wall_s (no time recorded)")
     print("  evaluation by family/threat, hours (of them on adversarially trained models):")
     for what, seconds in sorted(measure.items(), key=lambda kv: -kv[1]):
         if seconds >= 180:

@@ -134,6 +134,10 @@ CASES = [
     Case("a folder where the report's page goes", ["--results", "page_a_folder"],
          "page_a_folder/index.html is a folder where the report writes its index.html", tiny()),
     Case("store under a file", ["--store", "a_file/store"], "store folder a_file/store cannot be written"),
+    # an empty path was "not given": --results '' wrote into results/<profile> (from the checkout, its
+    # committed results), --store '' made the working folder the store; a blank one made a folder ' '
+    *[Case(f"empty {flag} {value!r}", [flag, value], f"argument {flag}: empty path {value!r}: give a folder", tiny())
+      for flag in ("--results", "--store", "--cache", "--data-root", "--profile") for value in ("", " ")],
     Case("eps of another attack", ["--attack", "pgd", "--eps=-1"], "--eps: eps must be a non-negative"),
     Case("steps of another attack", ["--attack", "fgsm", "--steps", "abc"], "--steps: steps must be a whole number"),
     # a flag no chosen attack takes was ignored: the run was made at the attacks' defaults, exit 0

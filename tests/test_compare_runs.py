@@ -16,10 +16,14 @@ def run(*args):
                           capture_output=True, text=True)
 
 
-def board(folder: Path, regime: str, values):
-    """A leaderboard with one row per (seed, checkpoint): values[(seed, checkpoint)] = robust_min."""
-    folder.mkdir(parents=True)
-    pd.DataFrame([dict(model=f"m_s{s}@{c}", T=1.0, regime=regime, seed=s, checkpoint=c, robust_min=v, clean=0.6)
+def board(folder: Path, regime: str, values, arch="fastnet", head="plain"):
+    """A leaderboard with one row per (seed, checkpoint): values[(seed, checkpoint)] = robust_min;
+    with arch or head lists, one model per pair of them, each with those values plus its index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    models = list(zip(*(x if isinstance(x, list) else [x] for x in (arch, head))))
+    pd.DataFrame([dict(model=f"{a}{'_bn' * (h == 'bn')}_T1_s{s}@{c}", arch=a, head=h, lr_scale=False, T=1.0,
+                       regime=regime, seed=s, checkpoint=c, robust_min=v + i / 10, clean=0.6)
+                  for i, (a, h) in enumerate(models)
                   for (s, c), v in values.items()]).to_csv(folder / "leaderboard.csv", index=False)
 
 
@@ -50,6 +54,40 @@ def test_refusals(tmp_path):
     done = run(tmp_path / "a", tmp_path / "b", "--regime", "fat", "--cand-regime", "at",
                "--metric", "clean, robust_min,")
     assert done.returncode == 0 and "robust_min" in done.stdout, done.stderr
+
+
+def test_each_model_pairs_with_its_own(tmp_path):
+    """Other widths and the BN head share T and regime with the plain arm: each pairs with its own
+    counterpart (the pairs were every model against every other, 75 of them from 15 models)."""
+    seeds = {(0, "last"): 0.30, (1, "last"): 0.28, (2, "last"): 0.29}
+    models = dict(arch=["fastnet", "fastnet", "fastnetw32"], head=["plain", "bn", "plain"])
+    board(tmp_path / "a", "std", seeds, **models)
+    board(tmp_path / "b", "std", {k: v + 0.01 for k, v in seeds.items()}, **models)
+    done = run(tmp_path / "a", tmp_path / "b", "--metric", "robust_min")
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert [line[1] for line in lines] == ["fastnet_bn_T1", "fastnet_T1", "fastnetw32_T1"], done.stdout
+    # each +1.0 pp with df 2 over its own three seeds: seed 0 of fastnetw32 is 50.00 in both
+    assert all(line[3] == "+1.0" and line[7] == "2" for line in lines), done.stdout
+    assert lines[2][8:10] == ["s0", "50.00->51.00"], done.stdout
+
+
+def test_an_unusable_leaderboard_is_one_line(tmp_path):
+    board(tmp_path / "good", "std", {(0, "last"): 0.3})
+    twice = tmp_path / "twice"
+    board(twice, "std", {(0, "last"): 0.3})
+    pd.concat([pd.read_csv(twice / "leaderboard.csv")] * 2).to_csv(twice / "leaderboard.csv", index=False)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "leaderboard.csv").write_text("")
+    (tmp_path / "header").mkdir()
+    (tmp_path / "header" / "leaderboard.csv").write_text("model,arch,T,head,regime,lr_scale,seed,checkpoint,clean\n")
+    (tmp_path / "old").mkdir()
+    pd.read_csv(twice / "leaderboard.csv").drop(columns=["regime"]).to_csv(tmp_path / "old" / "leaderboard.csv")
+    for folder, phrase in [("twice", "holds one model twice at T=1, regime std"), ("empty", "is empty"),
+                           ("header", "has a header and no rows"), ("old", "has no column regime")]:
+        done = run(tmp_path / "good", tmp_path / folder)
+        assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith(f"error: {tmp_path / folder / 'leaderboard.csv'} {phrase}"), done.stderr
 
 
 def test_readme_figure_for_fifteen_epochs():

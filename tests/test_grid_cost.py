@@ -93,3 +93,25 @@ def test_an_unreadable_sidecar_or_record_is_named_in_one_line(tmp_path, where, t
     assert r.returncode == 2 and r.stdout == "", r.stderr
     assert r.stderr.startswith(f"error: {tmp_path / where / 'bad.json'}") and phrase in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_records_and_sidecars_without_a_wall_time_are_counted_apart(tmp_path):
+    """A record's wall_s may be null (the store accepts it): that was refused as "fix or delete
+    it"; one without wall_s was added as 0 h without a word. Both are counted apart, and said."""
+    _write(tmp_path / "checkpoints", "a", timestamp="2026-12-05T10:00:00", wall_s=3600, **EPYC)
+    _write(tmp_path / "checkpoints", "b", timestamp="2026-12-05T10:00:00", **EPYC)
+    _write(tmp_path / "records", "r1", timestamp="2026-12-05T11:00:00", wall_s=900, family="attack", threat="pgd",
+           **EPYC)
+    _write(tmp_path / "records", "r2", timestamp="2026-12-05T11:00:00", wall_s=None, family="attack", threat="pgd",
+           **EPYC)
+    _write(tmp_path / "records", "r3", timestamp="2026-12-05T11:00:00", family="attack", threat="pgd", **EPYC)
+    _write(tmp_path / "records", "r4", timestamp="2026-12-05T11:00:00", wall_s=None, family="attack", threat="pgd",
+           same_weights_as="x@best", **EPYC)
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "grid_cost.py"), str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    total = next(line for line in done.stdout.splitlines() if line.split()[0] == "total").split()
+    assert total[1:5] == ["1.00", "1", "0.25", "1"], done.stdout
+    assert "not counted: 2 records without wall_s" in done.stdout, done.stdout
+    assert "not counted: 1 checkpoints without wall_s" in done.stdout, done.stdout
+    assert "1 records copied from a twin with the same weights (their source's wall_s: 0.00 h)" in done.stdout

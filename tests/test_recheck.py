@@ -6,7 +6,7 @@ from bench.run import main as run_main
 from bench.tools.recheck import main as recheck
 
 
-def test_recheck_repeats_a_stored_measurement_and_names_a_changed_verdict(mini_root, tmp_path, capsys):
+def test_recheck_repeats_a_stored_measurement_and_names_a_changed_verdict(mini_root, tmp_path, capsys, monkeypatch):
     prof = tmp_path / "p.toml"
     prof.write_text('keep_checkpoints = true\n[recipe]\nepochs = 1\nbatch_size = 64\ntrain_subset = 256\n'
                     '[eval]\nn = 40\nbatch_size = 20\nattacks = ["apgd_t"]\nviews = ["raw"]\n'
@@ -36,6 +36,21 @@ def test_recheck_repeats_a_stored_measurement_and_names_a_changed_verdict(mini_r
     path.write_text(json.dumps(dict(rec, bits=flipped, device="cpu Some Other CPU (AVX2, 2 threads)")))
     assert recheck(args) == 1
     assert "1 of the changed were measured on another machine or thread count than this" in capsys.readouterr().out
+
+    # a record without the backward passes or the wall time (made before they were recorded): "-"
+    # there, not a KeyError, whose exit status 1 read as a changed verdict
+    metrics = {k: v for k, v in rec["metrics"].items() if k != "backward_per_image"}
+    path.write_text(json.dumps(dict({k: v for k, v in rec.items() if k != "wall_s"}, metrics=metrics)))
+    assert recheck(args) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  fastnetw8_T1"))
+    assert row[6] == "-" and row[7] != "-" and row[8] == "-", row
+    # an unexpected error is its traceback and exit 3: Python's own exit status for it is 1
+    import bench.tools.recheck
+    monkeypatch.setattr(bench.tools.recheck, "evaluate", lambda *a, **k: 1 / 0)
+    assert recheck(args) == 3
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and err.splitlines()[-1].startswith("error: the recheck stopped"), err
+    monkeypatch.undo()
 
     (sidecar,) = (res / "checkpoints").glob("*.json")
     sidecar.write_text("[]")  # valid JSON, not a sidecar: one line, not an AttributeError

@@ -1,4 +1,7 @@
 """The masking audit's known-answer battery: each case's verdict is the expected one."""
+from pathlib import Path
+
+import pytest
 import torch
 
 from bench.profiles import Recipe
@@ -40,3 +43,35 @@ def test_a_bad_image_count_is_one_line_before_any_training(mini_root, tmp_path, 
         err = capsys.readouterr().err
         assert err == f"error: --n must lie in 2..500 (the test images), got {n}\n"
         assert not (tmp_path / "cache").exists()  # stopped before the decoded images were written
+
+
+def test_the_battery_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """Without --results each case's audit wrote into a tempfile.mkdtemp() nobody removed: a
+    folder per case in /tmp after every run. Now one temporary folder, removed after the battery,
+    also when a case raises; each case still in a folder of its own."""
+    import tempfile
+    from types import SimpleNamespace
+
+    import bench.tools.selfcheck as selfcheck
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    data = SimpleNamespace(test=[0] * 500)
+    monkeypatch.setattr(selfcheck, "load_dataset", lambda *a, **k: data)
+    seen = []
+
+    def audit(model, results, **kwargs):
+        Path(results).mkdir(parents=True)
+        seen.append(Path(results))
+        if len(seen) == 3:
+            raise RuntimeError("a case that crashed")
+        return SimpleNamespace(row=SimpleNamespace(masking="none", masking_reasons=""))
+
+    monkeypatch.setattr(selfcheck, "audit", audit)
+    cases = [selfcheck.Case(f"case {i}", "none", lambda m, d: m) for i in range(2)]
+    outcomes = run_battery(n=100, cases=cases, base=torch.nn.Identity())
+    assert [o.verdict for o in outcomes] == ["none", "none"] and len(set(seen)) == 2
+    assert list(scratch.iterdir()) == []
+    with pytest.raises(RuntimeError):
+        run_battery(n=100, cases=cases * 2, base=torch.nn.Identity())
+    assert list(scratch.iterdir()) == []

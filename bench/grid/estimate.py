@@ -22,7 +22,7 @@ from bench.checkpoints import CheckpointStore
 from bench.grid.jobs import (Context, Job, held_evaluations, is_done, ordered, stored_record, to_measure,
                              twin_of)
 from bench.provenance import device_name
-from bench.store import ResultStore
+from bench.store import SCHEMA, ResultStore
 
 
 @dataclass
@@ -107,17 +107,30 @@ def _sources(ctx: Context) -> Tuple[list, list]:
 def _history(ctx: Context) -> Tuple[Paces, Dict[tuple, List[bool]]]:
     """From the stores: (wall_s, device) of every measurement and kept training run, by what was
     done; and per training key, whether each kept run that saved a best checkpoint saved its last
-    weights there (its best epoch was the last)."""
+    weights there (its best epoch was the last). A record or run found in two stores counts once:
+    a profile's folder holds copies of the runs it shares with another (results/cpu holds all of
+    cpu_at2's), and --pace-from both counted them twice."""
     paces: Paces = defaultdict(list)
     best_was_last: Dict[tuple, List[bool]] = defaultdict(list)
     stores, ckpts = _sources(ctx)
+    seen_records, seen_runs = set(), set()
     for rec in (r for store in stores for r in store.records()):
+        if rec.get("schema", 1) < SCHEMA:
+            continue  # stale, as ResultStore.table() skips them: it need not have n, threat or view
         if rec.get("same_weights_as") or rec.get("wall_s") is None:
             continue  # a copy from a twin carries its source's time, not its own
+        if rec.get("id") is not None:
+            if rec["id"] in seen_records:
+                continue
+            seen_records.add(rec["id"])
         key = _measure_key(rec.get("arch", "?"), rec.get("regime", "std"), rec["n"], rec["threat"], rec["view"],
                            rec.get("params", {}))
         paces[key].append((float(rec["wall_s"]), rec.get("device", "?")))
     for meta in (m for store in ckpts if store.root.is_dir() for m in store.sidecars()):
+        run = (meta.get("key"), meta.get("weights_sha256"))
+        if run in seen_runs and None not in run:
+            continue
+        seen_runs.add(run)
         spec = meta.get("spec", {})
         key = _train_key(spec.get("arch"), spec.get("feature_dim"), spec.get("bn_head"), spec.get("regime"),
                          meta.get("recipe"), meta.get("data_fingerprint"))

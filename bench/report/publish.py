@@ -6,7 +6,6 @@ and index.html. Nothing here measures anything.
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import sys
@@ -18,6 +17,7 @@ import pandas as pd
 from filelock import FileLock
 
 from bench.atomic import user_path, write_bytes_atomic
+from bench.command import Parser, finish
 from bench.report.columns import latest_runs
 from bench.errors import BenchError
 from bench.report.export import write_exports
@@ -139,21 +139,22 @@ def regenerate(results_dir: Path, checkpoints: Optional[Path] = None, store: Opt
 
 
 def main(argv: Optional[list] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.report",
-                                description="Rebuild results.csv, leaderboard.csv, the plots, the RobustBench "
-                                            "exports and index.html from a results store (measures nothing).")
+    p = Parser(prog="python -m bench.report",
+               description="Rebuild results.csv, leaderboard.csv, the plots, the RobustBench "
+                           "exports and index.html from a results store (measures nothing).")
     p.add_argument("--results", type=user_path, default="results/quick", help="results folder (default results/quick)")
     p.add_argument("--checkpoints", type=user_path, default=None,
                    help="the kept checkpoints the page links (default <results>/checkpoints, else those of "
                         "<results>'s sibling folders, matched by sha256; e.g. the --store folder's checkpoints "
                         "for a run that evaluated another folder's models)")
     args = p.parse_args(argv)
+    # the reports move in only once all are built: an interrupted rebuild leaves the records as they were
+    return finish(lambda: _publish(args), "the records are untouched; rerun the same command to rebuild the reports")
+
+
+def _publish(args) -> int:
     store = ResultStore(Path(args.results))  # one store: a malformed record is warned about once
-    try:
-        path = regenerate(Path(args.results), None if args.checkpoints is None else Path(args.checkpoints), store)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = regenerate(Path(args.results), None if args.checkpoints is None else Path(args.checkpoints), store)
     stale = outdated_summary(store)
     if stale:
         print(f"warning: {stale}", file=sys.stderr)

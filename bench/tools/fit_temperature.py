@@ -28,10 +28,8 @@ others is left out, with a note.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -40,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from bench.atomic import check_output_file, user_path, write_atomic, write_json_atomic
+from bench.command import Parser, finish
 from bench.report.columns import is_tauto, latest_runs
 from bench.errors import BenchError
 from bench.store import ResultStore
@@ -69,6 +68,9 @@ def read_tables(results_dirs: Sequence[str]) -> pd.DataFrame:
     frames = []
     for d in results_dirs:
         path = Path(d)
+        if path.exists() and not path.is_dir():
+            raise BenchError(f"--results {path} is a file, not a results folder: give the folder a run wrote (with "
+                             f"records/ in it)")
         if not path.is_dir():
             raise BenchError(f"results folder {path} does not exist")
         frames.append(ResultStore(path).table())
@@ -448,7 +450,7 @@ def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dic
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="python -m bench.tools.fit_temperature",
         description="Fit T* = alpha*sqrt(M) + beta (claim B) to the best temperatures of T sweeps")
     ap.add_argument("--results", type=user_path, action="append", metavar="DIR",
@@ -467,17 +469,18 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", type=user_path, metavar="PATH", help="write best T vs sqrt(M) with both lines as PNG")
     ap.add_argument("--json", type=user_path, metavar="PATH", help="write the fit and the points as JSON")
     args = ap.parse_args(argv)
-    try:
-        for flag, path in (("--plot", args.plot), ("--json", args.json)):
-            if path:
-                check_output_file(flag, Path(path), "tstar.png" if flag == "--plot" else "fit.json")
-        csg = parse_csg(args.csg, args.csg_json)
-        _, _, text = run(args.results or ["results/quick"], head=None if args.head == "all" else args.head,
-                         csg=csg or None, interpolate=args.interpolate, plot=args.plot, json_out=args.json,
-                         without_tauto=args.without_tauto)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return finish(lambda: _fit(args), "a plot or JSON written before it is whole (each is written atomically); "
+                                      "rerun the same command")
+
+
+def _fit(args) -> int:
+    for flag, path in (("--plot", args.plot), ("--json", args.json)):
+        if path is not None:
+            check_output_file(flag, Path(path), "tstar.png" if flag == "--plot" else "fit.json")
+    csg = parse_csg(args.csg, args.csg_json)
+    _, _, text = run(args.results or ["results/quick"], head=None if args.head == "all" else args.head,
+                     csg=csg or None, interpolate=args.interpolate, plot=args.plot, json_out=args.json,
+                     without_tauto=args.without_tauto)
     print(text)
     if args.plot:
         print(f"plot: {args.plot}")

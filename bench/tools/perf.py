@@ -19,7 +19,6 @@ Runs alternate (harness, plain, harness, ...) so that drift on a noisy machine h
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -32,6 +31,7 @@ from attacks import apgd, make_attack
 from attacks.corruptions import BENCHMARK, EXTRA, corrupt_severities
 from attacks.views import PassCount, PassCounter, make_view
 from bench.atomic import user_path
+from bench.command import Parser, finish
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import default_cache_dir, default_data_root, load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
@@ -104,7 +104,7 @@ def plain_pgd(model, images, labels, batch_size, steps=10):
 
 def main(argv=None) -> int:
 
-    p = argparse.ArgumentParser(prog="python -m bench.tools.perf", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m bench.tools.perf", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="fastnet_T1")
     p.add_argument("--train-images", type=int, default=5120)
     p.add_argument("--eval-images", type=int, default=1000)
@@ -118,11 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--corruption-images", type=int, default=10000,
                    help="test images to corrupt (19 corruptions x 5 severities)")
     args = p.parse_args(argv)
-    try:
-        return run(args)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # perf writes no file but the decoded data's cache (whole files): what it printed is all it leaves
+    return finish(lambda: run(args), "the tables printed above are complete; rerun, with --sections, for the rest")
 
 
 SECTIONS = ("train", "pgd", "early-stop", "cost", "corruptions")

@@ -9,19 +9,21 @@ parameters and the profile's batch size) on the checkpoint it names, verified by
 per record: robust accuracy then and now, the images whose verdict changed, the backward passes
 per image and the wall time then and now. Records of the same weights (an @last copied from
 @best) are run once. Nothing is written: the store keeps the measurements as they were made.
-Exit status 1 when a verdict changed.
+Exit status 1 when a verdict changed, 2 on bad input (one line), 3 on an unexpected error (its
+traceback): a crash must not read as a changed verdict.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 import torch
 
 from attacks import ATTACKS, format_eps, make_attack
 from bench.atomic import user_path
+from bench.command import Parser, finish
 from bench.checkpoints import CheckpointStore
 from bench.data import default_data_root, load_dataset, stratified_indices
 from bench.errors import BenchError
@@ -46,26 +48,35 @@ def stored(results: Path, attack: str) -> list:
 
 def result_of(r: dict, attack: str):
     """(per-image bits, robust accuracy, backward passes per image, parameters) the record holds
-    for ``attack``."""
+    for ``attack``; the passes None where the record has none (made before they were counted)."""
     if r["threat"] == attack:
         m = r["metrics"]
-        return r["bits"], m["robust_acc"], m["backward_per_image"], r["params"]
+        return r["bits"], m["robust_acc"], m.get("backward_per_image"), r["params"]
     tag = CROSSCHECK_TAGS[attack]
     m = r["metrics"]
     params = {k: v for k, v in r["params"].items() if k != "attacks"}
-    return r[f"bits_{tag}"], m[f"robust_acc_{tag}"], m[f"backward_per_image_{tag}"], params
+    return r[f"bits_{tag}"], m[f"robust_acc_{tag}"], m.get(f"backward_per_image_{tag}"), params
+
+
+def _num(value, fmt: str) -> str:
+    """A number the record may lack (null or left out): '-' then."""
+    return "-" if value is None else format(value, fmt)
 
 
 def main(argv=None) -> int:
     try:
-        return recheck(argv)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        # nothing is written (the store keeps what was measured): an interrupted recheck leaves its lines
+        return finish(lambda: recheck(argv), "the records printed above were run again, and nothing was written; "
+                                             "rerun the same command for the rest")
+    except Exception:  # noqa: BLE001 - Python's own exit status for it, 1, says "a verdict changed"
+        traceback.print_exc()
+        print("error: the recheck stopped on the unexpected error above (exit 3: no verdict was compared "
+              "in full)", file=sys.stderr)
+        return 3
 
 
 def recheck(argv) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.tools.recheck", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m bench.tools.recheck", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=user_path, required=True, help="a results folder with records/ and checkpoints/")
     p.add_argument("--attack", required=True, help="the registry attack whose records are run again")
     p.add_argument("--model", nargs="*", default=[], help="only these models (default: every one measured)")
@@ -131,13 +142,13 @@ def recheck(argv) -> int:
         changed += diff > 0
         elsewhere += diff > 0 and r.get("device") != here
         # a cross-check's wall time is both implementations' together: not this attack's alone
-        then = r["wall_s"] if r["threat"] == args.attack else None
+        then = r.get("wall_s") if r["threat"] == args.attack else None
         if then is not None:
             then_s, now_s = then_s + then, now_s + wall
         done[same] = r["model"]
-        print(f"{label}{100 * robust:>7.1f}%{100 * m.metrics['robust_acc']:>6.1f}%{diff:>9}{bwd:>9.1f}"
-              f"{m.metrics['backward_per_image']:>7.1f}{'-' if then is None else f'{then:.0f}':>8}{wall:>7.1f}",
-              flush=True)
+        bwd_now = m.metrics.get("backward_per_image")
+        print(f"{label}{100 * robust:>7.1f}%{100 * m.metrics['robust_acc']:>6.1f}%{diff:>9}{_num(bwd, '.1f'):>9}"
+              f"{_num(bwd_now, '.1f'):>7}{_num(then, '.0f'):>8}{wall:>7.1f}", flush=True)
     print(f"  {len(done)} run again: {changed} with a changed verdict"
           + (f"; wall {then_s:.0f} s then, {now_s:.0f} s now (then: as recorded, on the machine in each record)"
              if then_s else ""))

@@ -10,7 +10,7 @@ A case passes when the audit says what is expected: "none" (no masking), "likely
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import copy
 import sys
 import tempfile
@@ -22,6 +22,7 @@ import torch
 
 from bench.api import audit
 from bench.atomic import user_path
+from bench.command import Parser, finish
 from bench.data import default_data_root, load_dataset
 from bench.errors import BenchError
 from bench.profiles import MIN_EVAL_N, Recipe
@@ -136,14 +137,19 @@ def run_battery(data_root: Optional[str] = None, n: int = 200, cache: Optional[s
     check_n(data)  # a cached load does not call it
     base = base_model(data) if base is None else base.eval()
     out = []
-    for case in cases:
-        try:
-            r = audit(case.build(base, data), name="case", temperature=case.T, data_root=data_root, cache=cache, n=n,
-                      profile="quick", attacks=ATTACKS, results=results or tempfile.mkdtemp(prefix="selfcheck-"),
-                      log=lambda m: None, pages=False)  # the verdicts only: plots were 3/4 of an audit
-            out.append(Outcome(case, r.row.masking, str(r.row.masking_reasons or "")))
-        except BenchError as e:
-            out.append(Outcome(case, "refused", str(e)))
+    # without ``results``, each case a folder of its own (wrappers of one model share their weights'
+    # hash) inside one temporary folder, removed after the battery, also when a case raises: a
+    # folder per case was left in /tmp by every run
+    with contextlib.ExitStack() as stack:
+        scratch = None if results else stack.enter_context(tempfile.TemporaryDirectory(prefix="selfcheck-"))
+        for i, case in enumerate(cases):
+            try:
+                r = audit(case.build(base, data), name="case", temperature=case.T, data_root=data_root, cache=cache,
+                          n=n, profile="quick", attacks=ATTACKS, results=results or str(Path(scratch) / f"case{i}"),
+                          log=lambda m: None, pages=False)  # the verdicts only: plots were 3/4 of an audit
+                out.append(Outcome(case, r.row.masking, str(r.row.masking_reasons or "")))
+            except BenchError as e:
+                out.append(Outcome(case, "refused", str(e)))
     return out
 
 
@@ -156,15 +162,17 @@ def table(outcomes: List[Outcome]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.tools.selfcheck", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m bench.tools.selfcheck", description=__doc__.splitlines()[0])
     p.add_argument("--data-root", type=user_path, default=None)
     p.add_argument("--n", type=int, default=200, help="test images each case is audited on")
     args = p.parse_args(argv)
-    try:
-        outcomes = run_battery(args.data_root or default_data_root(), args.n)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # the battery audits in a temporary folder, removed on the way out: nothing of it is kept
+    return finish(lambda: _battery(args), "no case's verdict is kept (the battery prints them at its end); "
+                                          "rerun the same command")
+
+
+def _battery(args) -> int:
+    outcomes = run_battery(args.data_root if args.data_root is not None else default_data_root(), args.n)
     print(table(outcomes))
     return 0 if all(o.ok for o in outcomes) else 1
 
