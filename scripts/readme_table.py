@@ -25,6 +25,8 @@ COLUMNS = [  # (header, leaderboard column, how to print it)
 ]
 
 
+SORTED_BY = ("regime", "lr_scale", "head", "T", "model")  # the columns the rows are ordered by
+
 NOT_PERCENT = {"model", "T", "robust_min_by", "masking", "posthoc_T"}  # the leaderboard's other columns are fractions
 
 
@@ -41,8 +43,23 @@ def main(folder: str) -> int:
         print(f"error: {folder} has no leaderboard.csv: give a results folder (python -m bench.report --results "
               f"{folder} builds one)", file=sys.stderr)
         return 2
-    board = pd.read_csv(Path(folder) / "leaderboard.csv")
-    board = board.assign(_at=board.regime != "std", _bn=board.head == "bn")
+    path = Path(folder) / "leaderboard.csv"
+    rebuild = f"python -m bench.report --results {folder} rebuilds it"
+    try:
+        board = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        print(f"error: {path} is empty: {rebuild}", file=sys.stderr)
+        return 2
+    missing = [c for c in SORTED_BY if c not in board.columns]
+    if missing:
+        print(f"error: {path} has no column {', '.join(missing)}: not a leaderboard of this harness; {rebuild}",
+              file=sys.stderr)
+        return 2
+    if board.empty:
+        print(f"error: {path} has a header and no rows: {rebuild}", file=sys.stderr)
+        return 2
+    # board["head"], not board.head: that is DataFrame.head, and comparing it gave False for every row
+    board = board.assign(_at=board["regime"] != "std", _bn=board["head"] == "bn")
     board = board.sort_values(["_at", "lr_scale", "_bn", "T", "model"])  # the plain arm first, by T
     cols = [c for c in COLUMNS if c[1] in board.columns]
     print("| " + " | ".join(h for h, _, _ in cols) + " |")

@@ -189,6 +189,9 @@ def test_an_attack_on_fewer_images_counts_where_it_ran(tiny_model, mini_data, tm
     worst = fgsm_bits.copy()
     worst[positions.numpy()] &= sq_bits
     assert board.robust_worst == pytest.approx(worst.mean())
+    # the black-box check compares on Square's 60 images, not FGSM's 200 against Square's 60
+    assert board.blackbox_gap_n == 60
+    assert board.blackbox_gap == pytest.approx(fgsm_bits[positions.numpy()].mean() - sq_bits.mean())
 
 
 def test_quick_suite_has_a_scale_invariant_multi_targeted_attack():

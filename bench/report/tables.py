@@ -12,7 +12,7 @@ from attacks.corruptions import BENCHMARK, EXTRA
 from bench.provenance import DEVICE_SEP
 from bench.report import audit
 from bench.report.columns import HEADLINE_EPS, ID_COLS, aa_budget, latest_runs, threat_column, threat_norm
-from bench.report.worst_case import suite_min_on_crosscheck, worst_case_bits
+from bench.report.worst_case import blackbox_gap_on_its_images, suite_min_on_crosscheck, worst_case_bits
 
 
 def _min_over(rows: pd.DataFrame):
@@ -26,8 +26,10 @@ def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.DataFrame:
     """Per model: robust_worst, the fraction of images that no attack at 8/255 (Linf) broke, image
     by image, over every attack and view and, on the images it covered, the AutoAttack cross-check
     (both AutoAttacks): at most robust_min. With it, for the audit, the suite's robust_min on the
-    cross-check's images (suite_min_on_aa_images, _by) and the authors' AutoAttack warnings."""
-    cols = ["robust_worst", "suite_min_on_aa_images", "suite_min_on_aa_images_by", "aa_warning_texts"]
+    cross-check's images (suite_min_on_aa_images, _by), the black-box gap on the black-box attack's
+    images (blackbox_gap_paired, _by, _n) and the authors' AutoAttack warnings."""
+    cols = ["robust_worst", "suite_min_on_aa_images", "suite_min_on_aa_images_by", "aa_warning_texts",
+            "blackbox_gap_paired", "blackbox_gap_paired_by", "blackbox_gap_paired_n"]
     out = {}
     for model, rows in bits.groupby("model"):
         n = n_of.get(model)
@@ -35,14 +37,19 @@ def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.DataFrame:
             continue
         worst = worst_case_bits(rows, int(n), HEADLINE_EPS)
         on_cc = suite_min_on_crosscheck(rows, int(n), HEADLINE_EPS)
+        bb = blackbox_gap_on_its_images(rows, int(n), HEADLINE_EPS, audit.is_black_box, audit.is_autoattack)
         texts = [t for w in rows[rows.threat == "autoattack_crosscheck"].get("autoattack_warnings", [])
                  if isinstance(w, list) for t in w]
         out[model] = {"robust_worst": np.nan if worst is None else float(worst.mean()),
                       "suite_min_on_aa_images": on_cc[0] if on_cc else np.nan,
                       "suite_min_on_aa_images_by": on_cc[1] if on_cc else np.nan,
-                      "aa_warning_texts": " | ".join(dict.fromkeys(texts)) if texts else np.nan}
+                      "aa_warning_texts": " | ".join(dict.fromkeys(texts)) if texts else np.nan,
+                      "blackbox_gap_paired": round(bb[0], 9) if bb else np.nan,
+                      "blackbox_gap_paired_by": bb[1] if bb else np.nan,
+                      "blackbox_gap_paired_n": bb[2] if bb else np.nan}
     return pd.DataFrame.from_dict(out, orient="index", columns=cols).astype(
-        {"robust_worst": float, "suite_min_on_aa_images": float})
+        {"robust_worst": float, "suite_min_on_aa_images": float, "blackbox_gap_paired": float,
+         "blackbox_gap_paired_n": float})
 
 
 def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None,

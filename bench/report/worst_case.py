@@ -62,3 +62,28 @@ def suite_min_on_crosscheck(rows: pd.DataFrame, n: int, eps: float):
     accs = {f"{r.threat}/{r.view}": float(unpack_bits(r.bits, n)[pos].mean()) for r in head.itertuples()}
     by = min(accs, key=accs.get)
     return accs[by], by, len(pos)
+
+
+def blackbox_gap_on_its_images(rows: pd.DataFrame, n: int, eps: float, black_box, autoattack):
+    """(best white-box minus best black-box accuracy, the black-box attack, images) counted on the
+    images the black-box attack ran on, from the per-image bits; None without both sides. Square
+    runs on a part of the split in the cpu profile (500 of 2,000 images), and a white-box number
+    over all 2,000 against it moved the gap by 3 pp, more than the audit's 1-pp threshold.
+    ``black_box`` and ``autoattack``: threat -> bool (AutoAttack runs Square: never the white side)."""
+    at = rows[np.isclose(rows.eps.astype(float), eps)]
+    head = headline_rows(rows, n, eps)
+    if head.empty:
+        return None
+    white = head[[not black_box(t) and not autoattack(t) for t in head.threat]]
+    blacks = [r for r in at.itertuples() if black_box(r.threat) and r.family == "attack"
+              and threat_norm(r.threat) == "linf" and (r.n == n or _covered(r, n))]
+    if white.empty or not blacks:
+        return None
+    best = None
+    for r in blacks:
+        pos = np.arange(n) if r.n == n else np.asarray(r.positions["index"], dtype=int)
+        own = unpack_bits(r.bits, int(r.n)).mean()
+        on = min(float(unpack_bits(b, n)[pos].mean()) for b in white.bits)
+        if best is None or on - own > best[0]:
+            best = (on - own, f"{r.threat}/{r.view}", len(pos))
+    return best
