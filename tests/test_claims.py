@@ -181,11 +181,19 @@ def test_a1_not_supported_and_inconclusive(tmp_path):
     b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.62)
     a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
     assert a1.verdict == INCONCLUSIVE
-    # what the design could have seen: (z + z_power) se, said in the reason
+    # what the images alone could have seen: (z + z_power) se; but one training run a side can
+    # find nothing (at most inconclusive), so the reason claims no power for it
     (c,) = a1.comparisons
     assert math.isclose(c.detectable, (1.96 + 0.8416) * c.se, rel_tol=1e-3) and c.detectable > c.diff
     lo, hi = c.interval
     assert lo < 0 < c.diff < hi and math.isclose(hi - lo, 2 * c.z * c.se)
+    assert "would be found" not in a1.reason and "power: none, every comparison rests on one training run" \
+        in a1.reason
+    b = TwoSeeds(tmp_path / "seeded", n=100)
+    b.model("fastnet_T1", 1, 0.60).model("fastnet_T2", 2, 0.62)
+    a1 = verdict_of(evaluate_claims(*b.tables()), "A1")
+    (c,) = a1.comparisons
+    assert a1.verdict == INCONCLUSIVE and c.detectable > c.diff
     assert f"{100 * c.detectable:.1f} pp would be found with 80% probability" in a1.reason
 
 
@@ -854,3 +862,15 @@ def test_labels_count_images_and_pool_only_seeds(tmp_path):
     b.model("fastnet_T1", 1, 0.60, targeted_raw=0.0).model("fastnet_T10", 10, 0.60, pgd_raw=0.2, targeted_raw=0.01)
     (c,) = verdict_of(evaluate_claims(*b.tables()), "A6").comparisons
     assert c.se_kind == "binomial" and "of the 600 correctly classified points (T=1: 600);" in c.note
+
+
+def test_rows_shown_beside_the_deciding_one_are_held_to_the_one_run_rule(tmp_path):
+    """The weak attack's row (CE-PGD on raw logits) is shown with a verdict of its own: on one
+    training run a side it said "supported" beside a capped robust_min."""
+    b = StoreBuilder(tmp_path, n=1000)
+    b.model("fastnet_T1", 1, 0.62, pgd_raw=0.01, pgd_scaled=0.01, square=0.02)
+    b.model("fastnet_T50", 50, 0.55, pgd_raw=0.40, pgd_scaled=0.02, square=0.03)
+    a4 = verdict_of(evaluate_claims(*b.tables()), "A4")
+    assert a4.comparisons and all(c.verdict != SUPPORTED for c in a4.comparisons)
+    weak = next(c for c in a4.comparisons if c.metric.startswith("pgd_raw"))
+    assert weak.one_run and weak.by_numbers == SUPPORTED

@@ -40,7 +40,10 @@ from bench.report.columns import aa_budget, threat_norm
 THRESHOLDS: Dict[str, float] = {
     "ce_gap_likely": 0.10,  # CE-PGD (raw) at least 10 pp above the same-budget scale-free attack
     "ce_gap_suspected": 0.03,
-    "budget_gap_suspected": 0.10,  # CE-PGD (raw) at least 10 pp above robust_min
+    # CE-PGD (raw) at least 20 (10) pp above robust_min: far past the 3-5 pp a 10-step PGD trails
+    # APGD-T by on an adversarially trained model with nothing to mask
+    "budget_gap_likely": 0.20,
+    "budget_gap_suspected": 0.10,
     "zero_grad_likely": 0.05,  # at least 5% of the inputs with an exactly zero CE gradient
     "zero_grad_suspected": 0.0,  # any
     "saturated_suspected": 0.10,  # at least 10% with a softmax of exactly 1.0 (float32)
@@ -112,9 +115,11 @@ def verdict(ev: pd.Series) -> Tuple[str, str]:
     check(ev.get("ce_gap"), t["ce_gap_likely"], t["ce_gap_suspected"],
           f"CE-PGD on raw logits {_fmt(ev.get('ce_gap', np.nan))} pp above {ev.get('ce_gap_by', '?')} "
           f"at the same steps")
-    ce_fired = np.isfinite(ev.get("ce_gap", np.nan)) and ev.get("ce_gap") >= t["ce_gap_suspected"]
-    # said once: where the same-budget gap fired, the gap to robust_min mostly repeats it
-    check(np.nan if ce_fired else ev.get("budget_gap"), None, t["budget_gap_suspected"],
+    ce, budget = ev.get("ce_gap", np.nan), ev.get("budget_gap", np.nan)
+    # said once: where the same-steps gap fired and the gap to robust_min adds little to it, the
+    # latter repeats it (a masked model's two gaps are equal: its robust_min is the z/T PGD's)
+    repeats = np.isfinite(ce) and ce >= t["ce_gap_suspected"] and budget - ce < t["ce_gap_suspected"]
+    check(np.nan if repeats else budget, t["budget_gap_likely"], t["budget_gap_suspected"],
           f"CE-PGD on raw logits {_fmt(ev.get('budget_gap', np.nan))} pp above robust_min")
     check(ev.get("zero_grad_raw"), t["zero_grad_likely"], t["zero_grad_suspected"],
           f"{_fmt(ev.get('zero_grad_raw', np.nan))}% of inputs have an exactly zero CE gradient (raw)")
@@ -180,12 +185,6 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
             ev["blackbox_best"] = black.groupby("model")["value"].min()
             ev["whitebox_best"] = white.groupby("model")["value"].min()
             ev["blackbox_gap"] = (ev["whitebox_best"] - ev["blackbox_best"]).round(9)
-    if "blackbox_gap_paired" in board:
-        # on the black-box attack's own images where the bits say which (bench.report.worst_case):
-        # Square on 500 of 2,000 images against white-box numbers over all 2,000 moved the gap 3 pp
-        paired = board["blackbox_gap_paired"]
-        ev["blackbox_gap"] = paired.where(paired.notna(), ev["blackbox_gap"] if "blackbox_gap" in ev else np.nan)
-        ev["blackbox_gap_n"] = board["blackbox_gap_paired_n"]
         tgt = head[head.threat.map(_targeted)]
         if not tgt.empty:
             untargeted = head[head.threat == "pgd"].groupby(["model", "view"])["value"].min()
@@ -193,6 +192,12 @@ def evidence(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
             gap = (untargeted - targeted).dropna()
             if len(gap):
                 ev["targeted_gap"] = gap.groupby("model").max().round(9)
+    if "blackbox_gap_paired" in board:
+        # on the black-box attack's own images where the bits say which (bench.report.worst_case):
+        # Square on 500 of 2,000 images against white-box numbers over all 2,000 moved the gap 3 pp
+        paired = board["blackbox_gap_paired"]
+        ev["blackbox_gap"] = paired.where(paired.notna(), ev["blackbox_gap"] if "blackbox_gap" in ev else np.nan)
+        ev["blackbox_gap_n"] = board["blackbox_gap_paired_n"]
     for view in ("raw", "scaled"):
         if f"zero_grad_{view}" in board:
             ev[f"zero_grad_{view}"] = board[f"zero_grad_{view}"]
@@ -278,8 +283,8 @@ def _strongest_record(df: pd.DataFrame, threat: str, score, needs) -> pd.DataFra
 
 def add_audit_columns(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
     """The verdict, its reasons and the evidence columns, joined to the leaderboard."""
-    if board["robust_min"].isna().all():
-        return board
+    if board["robust_min"].isna().all():  # the paired gap's columns are the audit's to read, not the board's
+        return board.drop(columns=[c for c in board.columns if c.startswith("blackbox_gap_paired")])
     ev = evidence(df, board, eps)
     verdicts = {m: verdict(ev.loc[m]) for m in board.index if np.isfinite(board.loc[m, "robust_min"])}
     board["masking"] = pd.Series({m: v for m, (v, _) in verdicts.items()}, dtype=object)

@@ -865,6 +865,8 @@ def _robustness_claim(ev: Evidence, regimes: Sequence[str]) -> List[Comparison]:
             weak.decides = False
         # the weak-attack verdict rests on both attacks' differences; capped, its story stays in the note
         _cap_one_run(strong, *([weak] if strong.verdict == WEAK_ONLY else []))
+        if weak is not None:  # shown, not voting, but a verdict on the page all the same
+            _cap_one_run(weak)
         out.append(strong)
         if weak is not None:
             out.append(weak)
@@ -1035,6 +1037,7 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
         _cap_one_run(first)
         for t in tests[1:] + ([rival] if rival else []):
             t.decides = False
+            _cap_one_run(t)  # shown with a verdict of its own: held to the same rule
         out.extend(tests + ([rival] if rival else []))
     return out
 
@@ -1049,6 +1052,7 @@ def _tstar_near_1(tests: List[Comparison], rival: Optional[Comparison], T_star: 
     for t in tests:
         t.note += f" ({why}; shown, not voting)"
         t.decides = False
+        _cap_one_run(t)
     if rival is None:
         tests[0].note += "; no other BN-head temperature to test T* against: inconclusive"
         tests[0].verdict, tests[0].decides = INCONCLUSIVE, True
@@ -1127,10 +1131,14 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
             if note:
                 reason = (reason + "; " if reason else "") + note
         if verdict == INCONCLUSIVE:
-            seen = [c.detectable for c in rows if c.decides and math.isfinite(c.diff) and math.isfinite(c.se)]
+            voting = [c for c in rows if c.decides and math.isfinite(c.diff) and math.isfinite(c.se)]
+            # a comparison on one training run a side can find nothing (at most inconclusive): no power
+            seen = [c.detectable for c in voting if not c.one_run]
+            if voting and not seen:
+                reason = (reason + "; " if reason else "") + \
+                    "power: none, every comparison rests on one training run a side (no seed spread to judge by)"
             if seen and key == "A6":  # an equivalence test: what matters is how finely a drop is resolved
-                res = [(c.z + _quantile(POWER, c.df)) * c.se for c in rows
-                       if c.decides and math.isfinite(c.diff) and math.isfinite(c.se)]
+                res = [(c.z + _quantile(POWER, c.df)) * c.se for c in voting if not c.one_run]
                 reason = (reason + "; " if reason else "") + \
                     f"power: each comparison resolves a drop to {100 * min(res):.1f}-{100 * max(res):.1f} pp " \
                     f"({100 * POWER:g}%), against the {100 * THRESHOLDS['targeted_margin']:g} pp margin"

@@ -68,22 +68,21 @@ def blackbox_gap_on_its_images(rows: pd.DataFrame, n: int, eps: float, black_box
     """(best white-box minus best black-box accuracy, the black-box attack, images) counted on the
     images the black-box attack ran on, from the per-image bits; None without both sides. Square
     runs on a part of the split in the cpu profile (500 of 2,000 images), and a white-box number
-    over all 2,000 against it moved the gap by 3 pp, more than the audit's 1-pp threshold.
+    over all 2,000 against it moved the gap by 3 pp, more than the audit's 1-pp threshold. A
+    white-box attack run on a part too ([eval] attack_n) counts where its part holds all of the
+    black-box attack's images (left out, APGD-T on Square's 500 read as a 15-pp Square win).
     ``black_box`` and ``autoattack``: threat -> bool (AutoAttack runs Square: never the white side)."""
     at = rows[np.isclose(rows.eps.astype(float), eps)]
-    head = headline_rows(rows, n, eps)
-    if head.empty:
-        return None
-    white = head[[not black_box(t) and not autoattack(t) for t in head.threat]]
-    blacks = [r for r in at.itertuples() if black_box(r.threat) and r.family == "attack"
-              and threat_norm(r.threat) == "linf" and (r.n == n or _covered(r, n))]
-    if white.empty or not blacks:
-        return None
+    ran = []  # (row, {image: robust}) of each Linf attack on all n images or on a known part
+    for r in at.itertuples():
+        if r.family == "attack" and threat_norm(r.threat) == "linf" and (r.n == n or _covered(r, n)):
+            pos = range(n) if r.n == n else np.asarray(r.positions["index"], dtype=int).tolist()
+            ran.append((r, dict(zip(pos, unpack_bits(r.bits, int(r.n)).tolist()))))
+    whites = [res for r, res in ran if not black_box(r.threat) and not autoattack(r.threat)]
     best = None
-    for r in blacks:
-        pos = np.arange(n) if r.n == n else np.asarray(r.positions["index"], dtype=int)
-        own = unpack_bits(r.bits, int(r.n)).mean()
-        on = min(float(unpack_bits(b, n)[pos].mean()) for b in white.bits)
-        if best is None or on - own > best[0]:
-            best = (on - own, f"{r.threat}/{r.view}", len(pos))
+    for b, own in ((r, res) for r, res in ran if black_box(r.threat)):
+        on = [np.mean([w[i] for i in own]) for w in whites if own.keys() <= w.keys()]
+        gap = min(on) - np.mean(list(own.values())) if on else None
+        if gap is not None and (best is None or gap > best[0]):
+            best = (float(gap), f"{b.threat}/{b.view}", len(own))
     return best
