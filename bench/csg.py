@@ -283,13 +283,10 @@ def _json_table(path) -> dict:
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
-    import time
-    from pathlib import Path
+    from bench.command import Parser, finish
 
-    ap = argparse.ArgumentParser(prog="python -m bench.csg",
-                                 description="Cumulative Spectral Gradient of a dataset (Branchaud-Charron et al.)")
+    ap = Parser(prog="python -m bench.csg",
+                description="Cumulative Spectral Gradient of a dataset (Branchaud-Charron et al.)")
     ap.add_argument("--data-root", type=user_path,
                     help="as for bench.run (default $BENCH_DATA, else the download folder)")
     ap.add_argument("--dataset", choices=["cifar10", "cifar100"], help="which torchvision folder of the root")
@@ -304,6 +301,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=user_path,
                     help="merge {dataset: result} into this JSON file (bench.tools.fit_temperature --csg-json)")
     args = ap.parse_args(argv)
+    return finish(lambda: _main(args), "nothing was written (the --json merge is atomic); rerun the same command")
+
+
+def _main(args) -> int:
+    import sys
+    import time
+    from pathlib import Path
+
     try:
         check_embedding(args.embedding)
         for flag, value, least in (("--n", args.n, 2), ("--m-per-class", args.m_per_class, 1), ("--k", args.k, 1)):

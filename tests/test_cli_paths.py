@@ -58,7 +58,9 @@ EMPTY = [("bench.report.publish", ["--results", ""]),
          ("bench.tools.recheck", ["--attack", "fgsm", "--results", ""]),
          ("bench.tools.recheck", ["--attack", "fgsm", "--results", "res", "--profile", ""]),
          ("bench.tools.recheck", ["--attack", "fgsm", "--results", "res", "--data-root", ""]),
-         ("bench.tools.selfcheck", ["--data-root", ""])]
+         ("bench.tools.selfcheck", ["--data-root", ""]),
+         ("bench.csg", ["--data-root", ""]),
+         ("bench.report.claims", ["--results", ""])]
 
 
 @pytest.mark.parametrize("module, argv", EMPTY, ids=[f"{m} {a[-2]} {a[-1]!r}" for m, a in EMPTY])
@@ -73,9 +75,11 @@ def test_an_empty_path_is_refused_in_one_line(module, argv, tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
-REQUIRED = {"bench.tools.recheck": ["--attack", "fgsm", "--results", "res"]}  # else argparse names those first
+# else argparse names those first; the claims read a store before their body runs (the committed one)
+REQUIRED = {"bench.tools.recheck": ["--attack", "fgsm", "--results", "res"],
+            "bench.report.claims": ["--results", str(Path(__file__).resolve().parents[1] / "results" / "quick")]}
 COMMANDS = ["bench.report.publish", "bench.tools.fit_temperature", "bench.tools.perf", "bench.tools.recheck",
-            "bench.tools.selfcheck"]
+            "bench.tools.selfcheck", "bench.csg", "bench.report.claims"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
@@ -87,7 +91,8 @@ def test_a_usage_error_is_one_line(module, capsys):
 
 # what each command calls once its arguments are parsed: interrupted or out of disk there
 BODIES = {"bench.report.publish": "regenerate", "bench.tools.fit_temperature": "run",
-          "bench.tools.perf": "run", "bench.tools.recheck": "recheck", "bench.tools.selfcheck": "run_battery"}
+          "bench.tools.perf": "run", "bench.tools.recheck": "recheck", "bench.tools.selfcheck": "run_battery",
+          "bench.csg": "_main", "bench.report.claims": "claims_from_store"}
 
 
 @pytest.mark.parametrize("module", COMMANDS)

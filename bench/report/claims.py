@@ -111,7 +111,6 @@ All thresholds are in THRESHOLDS. Accuracies are fractions in [0, 1]; pp = perce
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import sys
@@ -126,7 +125,7 @@ import pandas as pd
 from attacks import ATTACKS
 from attacks.corruptions import BENCHMARK
 from bench.atomic import user_path
-from bench.errors import BenchError
+from bench.command import Parser, finish
 from bench.report.columns import HEADLINE_EPS, ModelFamily, is_tauto, latest_runs
 from bench.report.tables import leaderboard
 from bench.report.worst_case import worst_case_bits
@@ -1227,8 +1226,8 @@ def format_text(results: Sequence[ClaimResult]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.report.claims",
-                                description="Claim-by-claim verdicts from a results store (measures nothing).")
+    p = Parser(prog="python -m bench.report.claims",
+               description="Claim-by-claim verdicts from a results store (measures nothing).")
     p.add_argument("--results", type=user_path, default="results/quick", help="results folder (default results/quick)")
     args = p.parse_args(argv)
     store = ResultStore(Path(args.results))
@@ -1236,12 +1235,11 @@ def main(argv=None) -> int:
         print(f"error: no results in {args.results}/records: pass --results DIR of a run (or run `make bench` first)",
               file=sys.stderr)
         return 2
-    try:
+
+    def show() -> int:
         print(format_text(claims_from_store(store)))
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+    return finish(show, "nothing was written (it only reads the store); rerun the same command")
 
 
 if __name__ == "__main__":
