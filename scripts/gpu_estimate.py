@@ -15,7 +15,6 @@ profile's comments add them by hand.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -115,7 +114,8 @@ def measure(profile_name: str, proxy_arch: str, proxy_T, n: int, data_root: str,
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from bench.command import Parser  # a usage error in one line, as every command of the harness
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="gpu")
     p.add_argument("--proxy", default="fastnet", help="architecture of the proxy models trained here")
     p.add_argument("--proxy-T", default="1,50", help="temperatures of the proxies (their passes are averaged)")
@@ -123,8 +123,10 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=float, default=94.0, help="effective TFLOP/s assumed on the GPU")
     p.add_argument("--target-clean", type=float, default=0.93,
                    help="clean accuracy of the real models: attack passes scale with the images attacked")
-    p.add_argument("--data-root", default=os.environ.get("BENCH_DATA"))
-    p.add_argument("--cache", default=None, help="keep the proxies' checkpoints here (default: a temporary folder)")
+    from bench.atomic import user_path  # an empty path is refused, not read as "not given"
+    p.add_argument("--data-root", type=user_path, default=os.environ.get("BENCH_DATA") or None)
+    p.add_argument("--cache", type=user_path, default=None,
+                   help="keep the proxies' checkpoints here (default: a temporary folder)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--families", default=None, help="comma list: measure only these families (default: all)")
     args = p.parse_args(argv)

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import platform
@@ -202,12 +201,14 @@ def cmd_provenance(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from bench.atomic import user_path  # an empty path is refused, not read as the working folder
+    from bench.command import Parser  # a usage error in one line, as every command of the harness
+    p = Parser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("manifest")
-    m.add_argument("out")
-    m.add_argument("--data", required=True)
-    m.add_argument("--cache", default=".cache")
+    m.add_argument("out", type=user_path)
+    m.add_argument("--data", required=True, type=user_path)
+    m.add_argument("--cache", default=".cache", type=user_path)
     c = sub.add_parser("code-version")
     c.add_argument("manifest")
     v = sub.add_parser("provenance")

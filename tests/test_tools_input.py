@@ -180,3 +180,21 @@ def test_readme_table_of_an_unusable_leaderboard_is_one_line(text, phrase, tmp_p
     done = readme_table(tmp_path)
     assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: {tmp_path / 'leaderboard.csv'} {phrase}"), done.stderr
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("gpu_window", ["manifest", "", "--data", "data"]),
+    ("gpu_window", ["manifest", "source.json", "--data", " "]),
+    ("gpu_window", ["manifest", "source.json", "--data", "data", "--cache", ""]),
+    ("gpu_estimate", ["--cache", ""]),
+    ("gpu_estimate", ["--data-root", " "]),
+])
+def test_the_gpu_scripts_refuse_an_empty_path_in_one_line(name, argv, tmp_path, capsys, monkeypatch, no_data):
+    """An empty --cache was the working folder, an empty --data-root "not given"; a usage error
+    was argparse's usage block and the error."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        script(name).main(argv)
+    assert stop.value.code == 2
+    one_line(capsys, "empty path")
+    assert list(tmp_path.iterdir()) == []
