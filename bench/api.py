@@ -100,9 +100,15 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
     if mean is not None:  # as floats: a tensor's elements would print into the weights' hash as "tensor(0.4914)"
         mean, std = check_normalisation(mean, "mean"), check_normalisation(std, "std")
         check_normalised_once(model, "the model", "mean= and std=")
+    for arg, value in (("profile", profile), ("data_root", data_root), ("cache", cache), ("results", results)):
+        # a blank one reached argparse, which printed its usage and raised SystemExit (not an
+        # Exception a caller catches); results="" was a temporary folder, where a path was meant
+        if isinstance(value, (str, Path)) and not str(value).strip():
+            raise BenchError(f"{arg}={value!r} is empty: give a {'profile' if arg == 'profile' else 'folder'}, "
+                             f"or leave it out")
     if isinstance(attacks, str):  # one name, or a comma-separated list as --attack takes; not its letters
         attacks = [attacks]
-    made = None if results else Path(tempfile.mkdtemp(prefix="tempbench-audit-"))
+    made = None if results is not None else Path(tempfile.mkdtemp(prefix="tempbench-audit-"))
     # FLAG=VALUE: a value that starts with '-' (a folder, say) is not read as a flag
     argv = ["--profile=" + profile, "--no-progress", "--model=" + name, f"--results={results or made}",
             *([] if pages else ["--tables-only"])]

@@ -154,6 +154,11 @@ def test_bad_models_are_refused_before_anything_is_written(tiny_model, mini_root
     ({"temperature": True}, "temperature must be a positive number, got True"),
     ({"mean": [0.5] * 3, "std": [0.25] * 3}, "the model normalises its input itself (its first layer"),
     ({"profile": "quik"}, "unknown profile 'quik'"),
+    # blank paths reached argparse, which printed its usage and raised SystemExit, no Exception
+    ({"data_root": ""}, "data_root='' is empty: give a folder"),
+    ({"cache": " "}, "cache=' ' is empty: give a folder"),
+    ({"results": ""}, "results='' is empty: give a folder"),
+    ({"profile": ""}, "profile='' is empty: give a profile"),
 ])
 def test_bad_arguments_are_refused_in_the_functions_words(tiny_model, mini_root, mini_cache, kwargs, phrase,
                                                           monkeypatch, tmp_path, capsys):
