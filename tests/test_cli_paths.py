@@ -213,3 +213,24 @@ def test_an_empty_cache_variable_is_unset(monkeypatch):
     assert default_cache_dir() == Path(".cache")
     monkeypatch.setenv("BENCH_CACHE", "/tmp/somewhere")
     assert default_cache_dir() == Path("/tmp/somewhere")
+
+
+def test_another_eval_batch_size_measures_the_batch_seeded_families_again(tiny_run, tmp_path, capsys):
+    """A random start is drawn per batch: at another [eval] batch_size 150 of 200 PGD starts
+    differ, yet resume called the old records done. The attack suite is measured again there;
+    calibration, which draws nothing per batch, is not."""
+    import shutil
+    base, argv = tiny_run
+    work = tmp_path / "copy"
+    shutil.copytree(base, work)
+    profile = work / "p.toml"
+    profile.write_text(profile.read_text().replace("batch_size = 20", "batch_size = 10"))
+    again = [a.replace(str(base), str(work)) for a in argv]
+    capsys.readouterr()
+    assert main(again) == 0
+    records = [json.loads(p.read_text()) for p in (work / "out" / "records").glob("*.json")]
+    attacks = [r for r in records if r["family"] == "attack"]
+    assert attacks and {r["eval_batch_size"] for r in attacks} == {10}
+    capsys.readouterr()
+    assert main(again) == 0
+    assert "0 to run" in "".join(capsys.readouterr())  # and then they are done

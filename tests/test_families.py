@@ -263,3 +263,17 @@ def test_a_revised_attack_is_measured_again_alone(monkeypatch, tmp_path, mini_ro
             assert new["measure_version"] == ATTACKS["pgd"].revision and old["measure_version"] == new["measure_version"] - 1
         if new["threat"] == "clean":
             assert new["metrics"]["accuracy"] == old["metrics"]["accuracy"]
+
+
+def test_a_crosscheck_of_another_reference_budget_is_measured_again():
+    """[attack.autoattack_ref] sets the reference's budget apart from torchattacks', which alone the
+    identity names: a record of another reference budget was called done. One made before the
+    record kept the reference's settings stands (it cannot say)."""
+    from bench.measure.crosscheck import CrossCheck
+    from bench.profiles import load_profile
+    profile = load_profile("smoke")
+    ref = profile.attack("autoattack_ref")
+    cc = CrossCheck(None, None, profile.attack("autoattack"), ref)
+    assert not cc.stale({"ref_params": dict(ref.kwargs)}, None, None)
+    assert cc.stale({"ref_params": dict(ref.kwargs, n_queries=ref.kwargs["n_queries"] + 1)}, None, None)
+    assert not cc.stale({}, None, None)

@@ -94,6 +94,8 @@ def test_crosscheck_keeps_aligned_per_image_results_and_the_authors_warnings(mas
     clean = unpack_bits(suite[0].bits, N_EVAL)
     # both AutoAttacks' per-image results, the positions in the evaluation split they belong to
     assert cc.extra["positions"] == {"eval_n": N_EVAL, "index": positions.tolist()}
+    # the reference's budget, which the identity (torchattacks' settings) does not name
+    assert cc.extra["ref_params"]["n_queries"] == 100 and "steps" in cc.extra["ref_params"]
     ta = unpack_bits(cc.extra["bits_torchattacks"], N_CC)
     py = unpack_bits(cc.extra["bits_pyautoattack"], N_CC)
     assert ta.mean() == cc.metrics["robust_acc_torchattacks"] and py.mean() == cc.metrics["robust_acc_pyautoattack"]

@@ -356,6 +356,9 @@ def stored_record(ctx: Context, weights_key: str, p, sha: Optional[str], family)
     """The store's record of measurement ``p`` of these weights, if it is of the version ``family``
     measures ``p`` at now."""
     d = _current_record(ctx, weights_key, p, family)
+    made_at = None if d is None else d.get("eval_batch_size")
+    if family.batch_seeded and made_at not in (None, ctx.plan.profile.eval.batch_size):
+        return None  # other random starts (a record from before eval_batch_size was kept cannot say: it stands)
     return d if d is not None and d.get("weights_sha256") == sha and not family.stale(d, p, ctx) else None
 
 

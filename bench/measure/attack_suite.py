@@ -29,6 +29,7 @@ def attack_summary(ms) -> str:
 
 class AttackSuite(Family):
     name = "attacks"
+    batch_seeded = True
     parts_of_evaluation = True
 
     def __init__(self, attacks, views):

@@ -121,6 +121,10 @@ class Family:
     # change to one attack bumps that attack's ``revision`` instead (attacks/registry.py), which
     # the attack families add to this (``version_of``).
     version: ClassVar[int] = 1
+    # Whether the numbers depend on how the images fall into batches: a random start is drawn per
+    # batch (bench/measure/adversarial.py), so a record made at another [eval] batch_size is of
+    # other starts, and resume measures it again rather than call it done (its eval_batch_size says)
+    batch_seeded: ClassVar[bool] = False
 
     @classmethod
     def version_of(cls, identity: Identity) -> int:

@@ -5,6 +5,7 @@ covered, and the warnings the authors' code raised (zero gradients, Square beati
 attacks, ...), which the audit shows."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Optional, Sequence
 
@@ -44,6 +45,8 @@ def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackC
     metrics.update(cost.metrics(len(split)))  # the clean pass and both AutoAttacks
     extra = {f"bits_{tag}": pack_bits(r) for tag, r in robust.items()}
     extra["autoattack_warnings"] = list(warnings)
+    # the reference's own budget: the identity names torchattacks' settings only (CrossCheck.stale)
+    extra["ref_params"] = dict(ref.kwargs)
     if positions is not None:
         extra["positions"] = part_positions(positions, eval_n)
     return Measurement("autoattack_crosscheck", "raw", ours.eps, ours.steps, crosscheck_params(ours, ref), len(split),
@@ -53,6 +56,7 @@ def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackC
 
 class CrossCheck(Family):
     name = "autoattack crosscheck"
+    batch_seeded = True
     parts_of_evaluation = True
 
     def __init__(self, split: Split, positions, ours: AttackConfig, ref: AttackConfig):
@@ -83,6 +87,12 @@ class CrossCheck(Family):
         ev = ctx.plan.profile.eval
         return [autoattack_crosscheck(model, spec.T, self.split, self.ours, self.ref, ev.batch_size, ev.attack_seed,
                                       ctx.data.num_classes, self.positions, len(ctx.eval_split))]
+
+    def stale(self, record, identity, ctx):
+        """A record of the reference AutoAttack at another budget ([attack.autoattack_ref]), which
+        the identity does not name: measured again. One made before the record kept it stands."""
+        made = record.get("ref_params")
+        return made is not None and json.loads(json.dumps(made)) != json.loads(json.dumps(self.ref.kwargs))
 
     def summary(self, ms):
         m = ms[0]

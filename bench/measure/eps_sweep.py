@@ -33,6 +33,7 @@ def sweep_configs(profile) -> List[AttackConfig]:
 
 class EpsSweep(Family):
     name = "eps sweep"
+    batch_seeded = True
 
     def __init__(self, configs, views):
         self.configs, self.views = configs, views

@@ -44,6 +44,7 @@ def fp64_params(pgd: AttackConfig) -> dict:
 
 class Fp64Check(Family):
     name = "fp64 check"
+    batch_seeded = True
     parts_of_evaluation = True
     # 2: both precisions attack the same points from the same random start (record_version adds
     # the PGD's own revisions: 3 with its summed loss)

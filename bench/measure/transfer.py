@@ -69,6 +69,7 @@ def evaluate_transfer(model, temperature: float, split: Split, x_adv: torch.Tens
 
 class Transfer(Family):
     name = "transfer"
+    batch_seeded = True
 
     def __init__(self, attack: AttackConfig):
         self.attack = attack
