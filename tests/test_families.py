@@ -277,3 +277,20 @@ def test_a_crosscheck_of_another_reference_budget_is_measured_again():
     assert not cc.stale({"ref_params": dict(ref.kwargs)}, None, None)
     assert cc.stale({"ref_params": dict(ref.kwargs, n_queries=ref.kwargs["n_queries"] + 1)}, None, None)
     assert not cc.stale({}, None, None)
+
+
+def test_a_revision_of_either_autoattack_outdates_the_crosscheck(monkeypatch):
+    """The cross-check kept its family's version whatever its attacks' revisions: a change to
+    either AutoAttack would have left its records standing and unflagged (the fp64 check and the
+    transfer attack follow PGD's)."""
+    import dataclasses
+
+    from attacks import ATTACKS
+    from bench.measure.families import outdated
+    record = {"n": 100, "threat": "autoattack_crosscheck", "view": "raw", "params": {}, "family": "diagnostic",
+              "measure_version": 1}
+    assert not outdated(record)
+    for name in ("autoattack", "autoattack_ref"):
+        with monkeypatch.context() as m:
+            m.setitem(ATTACKS, name, dataclasses.replace(ATTACKS[name], revision=ATTACKS[name].revision + 1))
+            assert outdated(record), name

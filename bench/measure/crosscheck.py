@@ -14,6 +14,7 @@ from attacks.views import PassCount
 from attacks.autoattack_ref import collect_warnings
 from bench.data import Split, stratified_indices
 from bench.measure.adversarial import clean_pass, run_attack
+from bench.measure.attack_suite import record_version
 from bench.measure.base import Family, Measurement, frac, pct
 from bench.store import pack_bits, part_positions
 
@@ -57,6 +58,11 @@ def autoattack_crosscheck(model, temperature: float, split: Split, ours: AttackC
 class CrossCheck(Family):
     name = "autoattack crosscheck"
     batch_seeded = True
+
+    @classmethod
+    def version_of(cls, identity):
+        # a revision of either AutoAttack re-measures the cross-check, as PGD's does the fp64 check
+        return record_version(record_version(cls.version, "autoattack"), "autoattack_ref")
     parts_of_evaluation = True
 
     def __init__(self, split: Split, positions, ours: AttackConfig, ref: AttackConfig):

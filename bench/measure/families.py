@@ -30,7 +30,7 @@ def attack_record_version(record: dict) -> int:
     family's ``version_of`` its identity (the others: 1, their families' versions not being bumped
     yet)."""
     identity = (record.get("n"), record.get("threat"), record.get("view"), record.get("params") or {})
-    family = {"pgd_fp64": Fp64Check, "transfer": Transfer}.get(identity[1])
+    family = {"pgd_fp64": Fp64Check, "transfer": Transfer, "autoattack_crosscheck": CrossCheck}.get(identity[1])
     if family is None and identity[1] in ATTACKS and record.get("family") == "attack":
         family = AttackSuite  # the eps sweep's records too: its version and rule are the suite's
     return family.version_of(identity) if family else 1
