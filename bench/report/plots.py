@@ -322,8 +322,9 @@ def plot_attacks_vs_T(tidy: pd.DataFrame, board: pd.DataFrame, plots_dir: Path) 
 
 def plot_eps_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
     """Per model family: robust accuracy against eps (log axis) for each swept attack and view,
-    one line per T, chance dotted. A working attack drives every curve to 0 at large eps; a
-    plateau above chance is the masking signature."""
+    one line per T, chance dotted for scale. A working attack drives every curve to 0 at large
+    eps (robust accuracy counts only images classified right, so not to chance): a plateau above
+    0 is the masking signature the audit reads (bench/report/audit.py, sweep_plateau)."""
     plt = _plt()
     robust = tidy[(tidy.family == "attack") & (tidy.metric == "robust_acc")]
     robust = robust[robust.threat.map(threat_norm) == "linf"]
