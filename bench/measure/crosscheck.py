@@ -97,8 +97,8 @@ class CrossCheck(Family):
     def stale(self, record, identity, ctx):
         """A record of the reference AutoAttack at another budget ([attack.autoattack_ref]), which
         the identity does not name: measured again. One made before the record kept it stands."""
-        made = record.get("ref_params")
-        return made is not None and json.loads(json.dumps(made)) != json.loads(json.dumps(self.ref.kwargs))
+        made = record.get("ref_params")  # as read back from JSON: compared with the settings read back the same way
+        return made is not None and made != json.loads(json.dumps(self.ref.kwargs))
 
     def summary(self, ms):
         m = ms[0]

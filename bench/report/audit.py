@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from attacks import ATTACKS, format_eps
-from bench.report.columns import aa_budget, threat_norm
+from bench.report.columns import aa_budget, is_autoattack, is_black_box, threat_norm
 
 # accuracies and fractions in [0, 1]; "pp" below = percentage points
 THRESHOLDS: Dict[str, float] = {
@@ -153,16 +153,6 @@ def verdict(ev: pd.Series) -> Tuple[str, str]:
     return "none", ""
 
 
-def is_black_box(threat: str) -> bool:
-    return threat == "transfer" or (threat in ATTACKS and ATTACKS[threat].black_box)
-
-
-def is_autoattack(threat: str) -> bool:
-    """AutoAttack runs Square among its attacks: beside it no black-box attack can beat the
-    white-box side, and the black-box check would be blind."""
-    return threat in ATTACKS and ATTACKS[threat].loss == "mixed"
-
-
 def _targeted(threat: str) -> bool:
     return threat in ATTACKS and ATTACKS[threat].single_target
 
@@ -252,11 +242,11 @@ def _ce_gap(raw: pd.DataFrame, head: pd.DataFrame) -> pd.DataFrame:
     the larger budgets (APGD-T's 9 targets, AutoAttack), 3-5 pp on an adversarially trained T=1
     model with nothing to mask (that is budget_gap); a model with no such attack has no row: its
     CE gap is unchecked, not 0."""
+    if "steps" not in head:
+        return pd.DataFrame(columns=["gap", "by"])
     free = head[head.apply(lambda r: r.threat in ATTACKS and not ATTACKS[r.threat].targeted
                            and not ATTACKS[r.threat].black_box and not is_autoattack(r.threat)
                            and (r.view == "scaled" or ATTACKS[r.threat].view_invariant), axis=1)]
-    if "steps" not in head:
-        return pd.DataFrame(columns=["gap", "by"])
     pairs = raw[["model", "steps", "value"]].dropna(subset=["steps"]).merge(
         free[["model", "steps", "value", "threat", "view"]], on=["model", "steps"], suffixes=("", "_free"))
     if pairs.empty:
@@ -283,8 +273,10 @@ def _strongest_record(df: pd.DataFrame, threat: str, score, needs) -> pd.DataFra
 
 def add_audit_columns(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.DataFrame:
     """The verdict, its reasons and the evidence columns, joined to the leaderboard."""
-    if board["robust_min"].isna().all():  # the paired gap's columns are the audit's to read, not the board's
-        return board.drop(columns=[c for c in board.columns if c.startswith("blackbox_gap_paired")])
+    # the paired black-box gap's columns (bench.report.tables.worst_case) are the audit's to read, not the board's
+    paired = [c for c in board.columns if c.startswith("blackbox_gap_paired")]
+    if board["robust_min"].isna().all():
+        return board.drop(columns=paired)
     ev = evidence(df, board, eps)
     verdicts = {m: verdict(ev.loc[m]) for m in board.index if np.isfinite(board.loc[m, "robust_min"])}
     board["masking"] = pd.Series({m: v for m, (v, _) in verdicts.items()}, dtype=object)
@@ -296,4 +288,4 @@ def add_audit_columns(df: pd.DataFrame, board: pd.DataFrame, eps: float) -> pd.D
         with np.errstate(invalid="ignore"):
             ev["sweep_reaches_zero"] = ev["sweep_plateau"] < THRESHOLDS["plateau_suspected"]
     new = [c for c in ev.columns if c not in board.columns]
-    return board.drop(columns=[c for c in board.columns if c.startswith("blackbox_gap_paired")]).join(ev[new])
+    return board.drop(columns=paired).join(ev[new])

@@ -673,7 +673,7 @@ def best_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str, 
                higher_is_better: bool = True) -> Optional[Comparison]:
     """The family's T=1 model against its best candidate temperature on ``metric``, among the
     temperatures comparable with T=1 on it (_comparable). "Not supported" is the best one's only
-    where every other candidate's gain is ruled out too (_gain_left_open)."""
+    where every other candidate's gain is ruled out too (_ruled_out_at_every_T)."""
     base = ev.baseline_rows(key)
     if base.empty or candidates.empty:
         return None
@@ -697,33 +697,37 @@ def best_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str, 
     signed = diff if higher_is_better else -diff
     verdict = improvement_verdict(signed, noise.se, z)
     note = f"best of {len(vals)} temperature{'s' * (len(vals) > 1)}"
-    if verdict == NOT_SUPPORTED and higher_is_better:
-        still = _gain_left_open(ev, candidates[candidates["T"].isin([T for T in vals if T != best_T])], base,
-                                metric, pool, len(vals))
-        if still:
-            verdict = INCONCLUSIVE
-            note += f"; a gain of {100 * THRESHOLDS['min_effect']:g} pp is ruled out here but not at {still}"
+    if higher_is_better:
+        others = candidates[candidates["T"].isin([T for T in vals if T != best_T])]
+        verdict, open_note = _ruled_out_at_every_T(verdict, ev, others, base, metric, pool, len(vals), "")
+        note += open_note
     return Comparison(ev.label(key), metric, _name(base), 1.0, float(np.mean(bv)), _name(cand), float(best_T),
                       vals[best_T], diff, noise.se, z, n, kind, verdict, note=note + left_out,
                       models=tuple(base.model) + tuple(cand.model), df=df, baseline_models=tuple(base.model),
                       candidate_models=tuple(cand.model), one_run=not noise.estimated)
 
 
-def _gain_left_open(ev: Evidence, others: pd.DataFrame, base: pd.DataFrame, metric: str,
-                    pool: pd.DataFrame, k: int) -> str:
-    """The temperatures of ``others`` whose gain over ``base`` of min_effect is not ruled out at
-    the best-of-k critical value, with their upper bounds ("" where every one's is). A lower
+def _ruled_out_at_every_T(verdict: str, ev: Evidence, others: pd.DataFrame, base: pd.DataFrame, metric: str,
+                          pool: pd.DataFrame, k: int, over: str) -> Tuple[str, str]:
+    """(verdict, a note to add): the best mean's "not supported" stands only where the gain of
+    min_effect over ``base`` is ruled out at every temperature of ``others`` too, at the best-of-k
+    critical value; else inconclusive, naming those left open with their upper bounds. A lower
     mean with a wider interval (one seed beside three) can hold a gain the best mean rules out."""
+    if verdict != NOT_SUPPORTED:
+        return verdict, ""
     m = THRESHOLDS["min_effect"] - 1e-9
-    out = []
+    still = []
     for T, grp in others.groupby("T"):
         diff, noise, _, _ = difference(ev, grp, base, metric, pool=pool)
         if not np.isfinite(diff):
             continue
         upper = diff + banerjee_z(k, noise) * noise.se
         if not upper < m:
-            out.append(f"T={float(T):g} (upper bound {100 * upper:+.1f} pp)")
-    return ", ".join(out)
+            still.append(f"T={float(T):g} (upper bound {100 * upper:+.1f} pp)")
+    if not still:
+        return verdict, ""
+    return INCONCLUSIVE, (f"; a gain of {100 * THRESHOLDS['min_effect']:g} pp{over} is ruled out here but not at "
+                          f"{', '.join(still)}")
 
 
 def worst_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str) -> Optional[Comparison]:
@@ -992,15 +996,10 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
             cand = others[others["T"] == best_T]
             diff, noise, n, kind = difference(ev, cand, star, "clean", pool=rows)
             z, df = critical(len(vals), noise)
-            verdict = improvement_verdict(diff, noise.se, z)
-            note = f"best other BN-head temperature against T* (of {len(vals)})"
-            if verdict == NOT_SUPPORTED:  # the best mean's gain ruled out; every other's must be too
-                still = _gain_left_open(ev, others[others["T"].isin([T for T in vals.index if T != best_T])], star,
-                                        "clean", rows, len(vals))
-                if still:
-                    verdict = INCONCLUSIVE
-                    note += f"; a gain of {100 * THRESHOLDS['min_effect']:g} pp over T* is ruled out here but not at " \
-                            f"{still}"
+            rest = others[others["T"].isin([T for T in vals.index if T != best_T])]
+            verdict, open_note = _ruled_out_at_every_T(improvement_verdict(diff, noise.se, z), ev, rest, star, "clean",
+                                                       rows, len(vals), " over T*")
+            note = f"best other BN-head temperature against T* (of {len(vals)})" + open_note
             rival = Comparison(ev.label(fam), "clean", _name(star), T_star,
                                _mean(ev, star.model, "clean"), _name(cand), best_T,
                                float(vals[best_T]), diff, noise.se, z, n, kind, verdict, note=note,

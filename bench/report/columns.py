@@ -173,6 +173,16 @@ def threat_norm(threat: str) -> str:
     return ATTACKS[threat].norm if threat in ATTACKS else "linf"  # transfer: PGD-Linf crafted elsewhere
 
 
+def is_black_box(threat: str) -> bool:
+    return threat == "transfer" or (threat in ATTACKS and ATTACKS[threat].black_box)
+
+
+def is_autoattack(threat: str) -> bool:
+    """AutoAttack runs Square among its attacks: beside it no black-box attack can beat the
+    white-box side, and the black-box check would be blind."""
+    return threat in ATTACKS and ATTACKS[threat].loss == "mixed"
+
+
 def threat_column(threat: str, view: str, eps: float) -> str:
     """pgd_raw@8/255; a view-invariant attack has one column (apgd_dlr@8/255)."""
     return f"{threat}@{format_eps(eps)}" if view == "any" else f"{threat}_{view}@{format_eps(eps)}"

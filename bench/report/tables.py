@@ -37,7 +37,7 @@ def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.DataFrame:
             continue
         worst = worst_case_bits(rows, int(n), HEADLINE_EPS)
         on_cc = suite_min_on_crosscheck(rows, int(n), HEADLINE_EPS)
-        bb = blackbox_gap_on_its_images(rows, int(n), HEADLINE_EPS, audit.is_black_box, audit.is_autoattack)
+        bb = blackbox_gap_on_its_images(rows, int(n), HEADLINE_EPS)
         texts = [t for w in rows[rows.threat == "autoattack_crosscheck"].get("autoattack_warnings", [])
                  if isinstance(w, list) for t in w]
         out[model] = {"robust_worst": np.nan if worst is None else float(worst.mean()),

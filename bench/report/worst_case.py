@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from bench.report.columns import threat_norm
+from bench.report.columns import is_autoattack, is_black_box, threat_norm
 from bench.store import unpack_bits
 
 
@@ -64,25 +64,33 @@ def suite_min_on_crosscheck(rows: pd.DataFrame, n: int, eps: float):
     return accs[by], by, len(pos)
 
 
-def blackbox_gap_on_its_images(rows: pd.DataFrame, n: int, eps: float, black_box, autoattack):
+def blackbox_gap_on_its_images(rows: pd.DataFrame, n: int, eps: float):
     """(best white-box minus best black-box accuracy, the black-box attack, images) counted on the
     images the black-box attack ran on, from the per-image bits; None without both sides. Square
     runs on a part of the split in the cpu profile (500 of 2,000 images), and a white-box number
     over all 2,000 against it moved the gap by 3 pp, more than the audit's 1-pp threshold. A
     white-box attack run on a part too ([eval] attack_n) counts where its part holds all of the
     black-box attack's images (left out, APGD-T on Square's 500 read as a 15-pp Square win).
-    ``black_box`` and ``autoattack``: threat -> bool (AutoAttack runs Square: never the white side)."""
+    AutoAttack runs Square itself: never the white side."""
     at = rows[np.isclose(rows.eps.astype(float), eps)]
-    ran = []  # (row, {image: robust}) of each Linf attack on all n images or on a known part
-    for r in at.itertuples():
-        if r.family == "attack" and threat_norm(r.threat) == "linf" and (r.n == n or _covered(r, n)):
-            pos = range(n) if r.n == n else np.asarray(r.positions["index"], dtype=int).tolist()
-            ran.append((r, dict(zip(pos, unpack_bits(r.bits, int(r.n)).tolist()))))
-    whites = [res for r, res in ran if not black_box(r.threat) and not autoattack(r.threat)]
+    ran = list(headline_rows(rows, n, eps).itertuples()) + [r for r in at.itertuples()
+                                                             if r.family == "attack" and _covered(r, n)]
+    whites = [_laid_over(r, n) for r in ran if not is_black_box(r.threat) and not is_autoattack(r.threat)]
     best = None
-    for b, own in ((r, res) for r, res in ran if black_box(r.threat)):
-        on = [np.mean([w[i] for i in own]) for w in whites if own.keys() <= w.keys()]
-        gap = min(on) - np.mean(list(own.values())) if on else None
+    for b in (r for r in ran if is_black_box(r.threat)):
+        own = _laid_over(b, n)
+        where = ~np.isnan(own)
+        on = [w[where].mean() for w in whites if not np.isnan(w[where]).any()]
+        gap = min(on) - own[where].mean() if on else None
         if gap is not None and (best is None or gap > best[0]):
-            best = (float(gap), f"{b.threat}/{b.view}", len(own))
+            best = (float(gap), f"{b.threat}/{b.view}", int(where.sum()))
     return best
+
+
+def _laid_over(row, n: int) -> np.ndarray:
+    """An attack's per-image result over the ``n``-image split: 1 robust, 0 broken where it ran
+    (all of it, or its part), NaN where it did not."""
+    out = np.full(n, np.nan)
+    pos = np.arange(n) if row.n == n else np.asarray(row.positions["index"], dtype=int)
+    out[pos] = unpack_bits(row.bits, int(row.n))
+    return out
