@@ -80,6 +80,8 @@ class Recipe:
             raise BenchError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1 or not self.weight_decay >= 0:
             raise BenchError("momentum must lie in [0, 1) and weight_decay be >= 0")
+        if self.nesterov and self.momentum == 0:  # torch's SGD refuses it, after the grid has started
+            raise BenchError("nesterov = true needs momentum > 0: set nesterov = false for plain SGD")
         if self.schedule not in ("onecycle", "cosine"):
             raise BenchError(f"schedule must be onecycle or cosine, got {self.schedule!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.label_smoothing < 1:

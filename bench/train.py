@@ -5,6 +5,7 @@ One function, no framework. The temperature lives here, in the loss, never in th
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -229,23 +230,55 @@ def train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
     ``snapshot``: called with the run's TrainState after each epoch but the last; ``resume``: such
     a state, to go on from (the weights come out as the uninterrupted run's)."""
     accel = accel or Accel.for_device(device)
-    # At high T the softmax of the scaled logits holds probabilities below float32's normal
-    # range; CPU arithmetic on such subnormals is microcoded and made high-T training 3.5x slower
-    # (fastnet at T=50). Flushing them to zero changed no printed loss or accuracy. Training
-    # only: the evaluator keeps them, since a flushed gradient is exactly the zero that the
-    # masking diagnostics count.
-    flushing = torch.set_flush_denormal(True)  # False where the CPU cannot
-    try:
+    stop = threading.Event()
+
+    def run():
         with accel.training(device):
-            return _train(spec, recipe, data, device, progress, accel, on_epoch, snapshot, resume)
-    finally:
-        if flushing:
-            torch.set_flush_denormal(False)  # torch's default (it has no getter to restore from)
+            return _train(spec, recipe, data, device, progress, accel, on_epoch, snapshot, resume, stop)
+    return _flushing_subnormals(run, stop)
+
+
+class _Stopped(Exception):
+    """The caller's thread was interrupted: the training thread ends at its next step."""
+
+
+def _flushing_subnormals(run: Callable[[], TrainResult], stop: threading.Event) -> TrainResult:
+    """``run()`` on a thread of its own that flushes subnormal floats to zero.
+
+    At high T the softmax of the scaled logits holds probabilities below float32's normal range;
+    CPU arithmetic on such subnormals is microcoded and made high-T training 3.5x slower (fastnet
+    at T=50). Flushing them changed no printed loss or accuracy. Training only: the evaluator keeps
+    them, since a flushed gradient is exactly the zero that the masking diagnostics count. The flag
+    is a thread's, and OpenMP's pool threads take it, for good, from the thread that makes them:
+    set and cleared on the caller's thread, it stayed on in the pool a first training run made, and
+    a later evaluation in the process counted half of the subnormal CE gradients as exact zeros.
+    A thread of its own gets a pool of its own, made with the flag and ended with the thread."""
+    threads, out = torch.get_num_threads(), {}
+
+    def target():
+        torch.set_num_threads(threads)  # a new thread starts at OpenMP's default count, not the caller's
+        torch.set_flush_denormal(True)  # False where the CPU cannot: then nothing is flushed
+        try:
+            out["result"] = run()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, which raises it
+            out["error"] = e
+
+    worker = threading.Thread(target=target, name="train", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except BaseException:  # Ctrl-C or SIGTERM arrive on the caller's thread: stop the run too
+        stop.set()
+        worker.join()
+        raise
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
 
 
 def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device, progress: bool,
            accel: Accel, on_epoch: Optional[Callable[[dict], None]], snapshot: Optional[Callable[[TrainState], None]],
-           resume: Optional[TrainState]) -> TrainResult:
+           resume: Optional[TrainState], stop: threading.Event) -> TrainResult:
     start = time.perf_counter()
     torch.manual_seed(spec.seed)
     # channels_last pays on CPU too (oneDNN convolutions: ~1.8x for fastnet on 2 cores)
@@ -292,6 +325,8 @@ def _train(spec: ModelSpec, recipe: Recipe, data: Dataset, device: torch.device,
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         for step in range(steps_per_epoch):
+            if stop.is_set():
+                raise _Stopped
             batch = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             x = to_float(augment(train.images[batch], gen))  # channels_last, as the model is
             y = train.labels[batch]

@@ -186,6 +186,8 @@ CASES = [
          tiny() + "[attack.pgd]\nstepz = 3\n"),
     Case("profile eps above 1", [], "[attack.pgd]: pgd: eps = 2 is more than 1", tiny() + "[attack.pgd]\neps = 2\n"),
     Case("at_eps above 1", [], "at_eps must lie in (0, 1]", tiny(**{"epochs = 1": "epochs = 1\nat_eps = 8"})),
+    Case("nesterov without momentum", [], "nesterov = true needs momentum > 0",  # torch refused it mid-grid
+         tiny(**{"epochs = 1": "epochs = 1\nmomentum = 0.0"})),
     Case("views string", [], "[eval]: views must be a list of strings", tiny(**{'views = ["raw"]': 'views = "raw"'})),
     Case("train_subset -5", [], "train_subset must be >= 1", tiny(**{"train_subset = 128": "train_subset = -5"})),
     Case("train_subset 0", [], "train_subset must be >= 1", tiny(**{"train_subset = 128": "train_subset = 0"})),
