@@ -131,7 +131,14 @@ def _stamp(files) -> str:
     """A cheap key of a source's files (path, size, mtime) that says when to rebuild the cache."""
     lines = []
     for f in files:
-        st = os.stat(f)
+        try:
+            st = os.stat(f)
+        except FileNotFoundError:  # a symlink to nothing, or a file deleted after the tree was listed
+            if os.path.islink(f):
+                raise BenchError(f"{f} is a symbolic link to {os.readlink(f)}, which does not exist: delete the "
+                                 f"link or restore what it points to, then rerun") from None
+            raise BenchError(f"{f} was deleted while the data was read: rerun once nothing is changing the data "
+                             f"folder") from None
         lines.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 

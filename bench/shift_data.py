@@ -6,7 +6,9 @@ parent, and ``<cache>/downloads`` (where ``download_*`` put them).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tarfile
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -23,6 +25,8 @@ CIFAR10C_DIR = "CIFAR-10-C"
 CIFAR101_URL = "https://github.com/modestyachts/CIFAR-10.1/raw/master/datasets/"
 CIFAR101_FILES = ("cifar10.1_v6_data.npy", "cifar10.1_v6_labels.npy")
 CIFAR101_DIR = "CIFAR-10.1"
+# CIFAR-10's class numbering (torchvision's CIFAR10.classes), which CIFAR-10.1's labels use
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def search_roots(data_root: Optional[Path], cache_dir: Path) -> List[Path]:
@@ -32,11 +36,14 @@ def search_roots(data_root: Optional[Path], cache_dir: Path) -> List[Path]:
     return roots + [Path(cache_dir) / "downloads"]
 
 
+_REDOWNLOAD = "; delete it and download it again"
+
+
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError) as e:
-        raise BenchError(f"{path} is not a readable .npy array ({e}); delete it and download it again") from None
+    except (ValueError, OSError, EOFError) as e:  # EOFError: an empty file (a failed wget, a touch)
+        raise BenchError(f"{path} is not a readable .npy array ({e}){_REDOWNLOAD}") from None
 
 
 def find_cifar10c(roots: List[Path]) -> Optional[Path]:
@@ -87,15 +94,78 @@ def load_cifar101(folder: Path) -> Tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(np.asarray(labels).astype(np.int64)))
 
 
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _remove_made(made: List[Path]) -> None:
+    """The folders a failed download created, innermost first; one something else has written into stays."""
+    for p in made:
+        try:
+            p.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            break
+
+
 def download_cifar10c(dest: Path, url: str = CIFAR10C_URL, md5: str = CIFAR10C_MD5) -> Path:
-    """Download and unpack CIFAR-10-C (2.9 GB) into ``dest`` with torchvision's md5-checked helper."""
-    from torchvision.datasets.utils import download_and_extract_archive
+    """CIFAR-10-C (2.9 GB) into ``dest``: the archive downloaded into a temporary folder there and
+    md5-checked, unpacked beside it, then both renamed into place; a failed or cut-off download
+    leaves neither a partial archive nor a half-unpacked folder. A complete archive already in
+    ``dest`` (its md5 checked) is unpacked rather than downloaded again."""
+    import shutil
+    import tempfile
+
+    from torchvision.datasets.utils import download_url
+    dest = Path(dest)
+    archive, folder = dest / "CIFAR-10-C.tar", dest / CIFAR10C_DIR
+    if folder.exists():  # not found there (no labels.npy), and not ours to delete
+        raise BenchError(f"{folder} exists but is not a complete CIFAR-10-C (no labels.npy): delete it and rerun to "
+                         f"download CIFAR-10-C again")
+    made = [p for p in (dest, *dest.parents) if not p.exists()]  # removed again on failure
+    done = False
     try:
-        download_and_extract_archive(url, str(dest), filename="CIFAR-10-C.tar", md5=md5)
-    except (OSError, RuntimeError) as e:  # torchvision raises RuntimeError on an md5 mismatch
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar10c-", dir=dest))
+        try:
+            have = archive.is_file() and _md5(archive) == md5
+            source = archive if have else tmp / archive.name
+            if not have:
+                download_url(url, str(tmp), filename=archive.name)
+                got = _md5(source)
+                if got != md5:
+                    raise BenchError(f"could not download CIFAR-10-C from {url}: what came has md5 {got}, not {md5} "
+                                     f"(cut off, or another file); nothing was kept: rerun to download it again")
+            try:
+                # the "data" filter refuses members outside the folder (../, absolute paths, links out of
+                # it) and device files: torchvision's extractor applies none on this Python
+                with tarfile.open(source) as tar:
+                    tar.extractall(tmp / "unpacked", filter="data")
+            except tarfile.TarError as e:
+                raise BenchError(f"could not unpack CIFAR-10-C from {url} ({e.__class__.__name__}: {e}); nothing "
+                                 f"was kept: download it by hand and unpack it so that {folder}/labels.npy "
+                                 f"exists") from None
+            if not (tmp / "unpacked" / CIFAR10C_DIR / "labels.npy").is_file():
+                raise BenchError(f"the archive from {url} has no {CIFAR10C_DIR}/labels.npy: it is not CIFAR-10-C "
+                                 f"(check the url and md5); nothing was kept")
+            os.replace(tmp / "unpacked" / CIFAR10C_DIR, folder)
+            if not have:
+                os.replace(source, archive)
+            done = True
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
         raise BenchError(f"could not download CIFAR-10-C from {url} ({e.__class__.__name__}: {e}; md5 {md5}); "
-                         f"download it by hand and unpack it so that {dest / CIFAR10C_DIR}/labels.npy exists") from None
-    return dest / CIFAR10C_DIR
+                         f"download it by hand and unpack it so that {folder}/labels.npy exists") from None
+    finally:
+        if not done:
+            _remove_made(made)
+    return folder
 
 
 def download_cifar101(dest: Path, base_url: Optional[str] = None) -> Path:
@@ -116,7 +186,14 @@ def download_cifar101(dest: Path, base_url: Optional[str] = None) -> Path:
         try:
             for f in CIFAR101_FILES:
                 download_url(base_url + f, str(tmp), filename=f)
-            load_cifar101(tmp)  # checked now, not mid-run
+            try:
+                load_cifar101(tmp)  # checked now, not mid-run
+            except BenchError as e:
+                # its message names a file of the temp folder, removed below, and says to delete it: the
+                # cure is a new download (a cut-off body, which urllib does not report, ends here)
+                why = str(e).replace(f"{tmp}{os.sep}", "").replace(_REDOWNLOAD, "")
+                raise BenchError(f"the download of CIFAR-10.1 from {base_url} was incomplete or damaged ({why}); "
+                                 f"nothing was kept: rerun to download it again") from None
             folder.mkdir(exist_ok=True)
             for f in CIFAR101_FILES:
                 os.replace(tmp / f, folder / f)
@@ -128,11 +205,5 @@ def download_cifar101(dest: Path, base_url: Optional[str] = None) -> Path:
                          f"{' and '.join(CIFAR101_FILES)} in {folder}") from None
     finally:
         if not done:
-            for p in made:  # innermost first; a folder something else has written into stays
-                try:
-                    p.rmdir()
-                except FileNotFoundError:
-                    continue
-                except OSError:
-                    break
+            _remove_made(made)
     return folder

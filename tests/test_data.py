@@ -311,6 +311,17 @@ def test_an_unreadable_image_is_named_and_nothing_is_cached(tmp_path, damage):
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_dangling_symlink_in_the_tree_is_named_and_nothing_is_cached(tmp_path):
+    """os.stat of a link to nothing, for the cache key, was a FileNotFoundError traceback."""
+    root = make_imagefolder(tmp_path / "toy")
+    link = root / "train" / "b" / "linked.png"
+    link.symlink_to(tmp_path / "elsewhere" / "gone.png")
+    with pytest.raises(BenchError) as e:
+        load_dataset(str(root), tmp_path / "cache")
+    assert str(link) in str(e.value) and "delete the link" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "cache").exists()
+
+
 @pytest.fixture
 def mount_tmpfs(tmp_path):
     """Mount a small real tmpfs (root only; skips elsewhere): a full or read-only cache folder."""

@@ -8,7 +8,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.measure.base import Family, Measurement, correct_mask, counted, frac, shift_roots
-from bench.shift_data import download_cifar101, find_cifar101, load_cifar101
+from bench.shift_data import CIFAR10_CLASSES, download_cifar101, find_cifar101, load_cifar101
 
 PARAMS = {"version": "v6"}
 
@@ -34,8 +34,19 @@ class Cifar101(Family):
         plan, data = ctx.plan, ctx.data
         if "cifar10.1" not in plan.profile.eval.shifts:
             return None
-        if data.num_classes != 10:
-            log(f"shifts: CIFAR-10.1 skipped: it is a CIFAR-10 test set and {data.name} has {data.num_classes} classes")
+        # its labels are CIFAR-10's class numbers: a tree whose folders sort otherwise (plane, car, ...)
+        # would be scored against the wrong classes, and 10 classes alone do not say so
+        if list(data.classes) != list(CIFAR10_CLASSES):
+            if data.num_classes != 10:
+                why, fix = (f"it is a CIFAR-10 test set and {data.name} has {data.num_classes} classes",
+                            "drop cifar10.1 from --attack")
+            else:
+                why = (f"its labels are CIFAR-10's class numbers ({', '.join(CIFAR10_CLASSES)}) and the classes of "
+                       f"{data.name} sort as {', '.join(data.classes)}")
+                fix = "name the class folders as CIFAR-10's, or drop cifar10.1 from --attack"
+            if plan.require_shift_sets:
+                raise BenchError(f"CIFAR-10.1 cannot be measured: {why}: {fix}")
+            log(f"shifts: CIFAR-10.1 skipped: {why}")
             return None
         roots = shift_roots(plan)
         folder = find_cifar101(roots)
