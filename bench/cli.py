@@ -314,6 +314,7 @@ def make_plan(args, specs=None):
     data_root = args.data_root if args.data_root is not None else default_data_root(args.dataset)
     plan = Plan(profile=profile, models=specs, attacks=attacks, views=views, results_dir=results,
                 cache_dir=cache, data_root=data_root, device=device, force=args.force,
+                accel_device=_ray_accel_device(args) if args.executor == "ray" else None,
                 fetch_shift_sets=args.attack is not None, dataset=args.dataset, store_dir=store, pace_dirs=pace_dirs,
                 require_shift_sets=args.attack is not None and bool(
                     set(threats.SHIFT_SETS) & set(_split_list(args.attack, "--attack"))),
@@ -332,6 +333,20 @@ def make_plan(args, specs=None):
     # else found only when the run's reports move in, after every job
     check_report_paths(results, pages=not args.tables_only)
     return plan
+
+
+def _ray_accel_device(args) -> torch.device:
+    """The device whose precision defaults (bf16, compile) a Ray run's jobs take, decided here for
+    every worker (Plan.accel_device): cuda where the jobs are known to get a GPU, as make_executor
+    asks for one. --device auto joining a cluster cannot know: its jobs take the CPU's defaults,
+    on a GPU too (executor.on_worker)."""
+    if args.device == "cpu":
+        gpu = False
+    elif args.gpus_per_job is not None:
+        gpu = args.gpus_per_job > 0
+    else:
+        gpu = args.device == "cuda" or (args.address is None and torch.cuda.is_available())
+    return torch.device("cuda" if gpu else "cpu")
 
 
 def _check_files_in(folder: Path, pattern: str, what: str, flag: str) -> None:

@@ -137,10 +137,12 @@ def test_a_local_ray_instance_runs_its_workers_at_normal_niceness(monkeypatch):
     assert os.environ["RAY_worker_niceness"] == "10"
 
 
-def run_and_kill_training(root, store, *extra):
+def run_and_kill_training(root, store, *extra, relative=False):
     """Run the grid on the Ray cluster and SIGKILL the worker that trains fastnetw8_T1 in the
-    middle of its training run; returns (process, stdout, stderr, the killed pid)."""
-    proc = subprocess.Popen(command(root, store, "--executor", "ray", *extra), cwd=REPO, stdout=subprocess.PIPE,
+    middle of its training run; returns (process, stdout, stderr, the killed pid). ``relative``:
+    the command runs in ``root`` and names the store relative to it (the tasks get it absolute)."""
+    args = command(root, store.relative_to(root) if relative else store, "--executor", "ray", *extra)
+    proc = subprocess.Popen(args, cwd=root if relative else REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, **ENV))
     # the wait, not a check: under `make test` three workers share two cores with the Ray workers,
     # and the training run to kill can begin tens of seconds in
@@ -166,8 +168,11 @@ def test_ray_cluster_retries_a_killed_worker_and_matches_local(grid, ray_address
     measurement, to the local executor's."""
     root, reference = grid
     store = root / "ray"
-    proc, _, err, killed = run_and_kill_training(root, store, "--address", ray_address)
+    # a store named relative to the driver's folder: the workers of a `ray start` node resolved it
+    # against that node's folder (tests/test_ray_paths.py); each task checks it sees the run's token
+    proc, _, err, killed = run_and_kill_training(root, store, "--address", ray_address, relative=True)
     assert proc.returncode == 0, err
+    assert not list((store / "logs").glob(".ray-run-*"))  # the run's token, removed at its end
     log = next((store / "logs").glob("train__fastnetw8_T1__*.log")).read_text()
     pids = [int(line.split("attempt by pid ")[1].split()[0]) for line in log.splitlines() if "attempt by pid" in line]
     assert len(pids) == 2 and pids[0] == killed and pids[1] != killed  # retried on another worker

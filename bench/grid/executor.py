@@ -23,10 +23,12 @@ from pathlib import Path
 from statistics import median
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+from bench.atomic import write_bytes_atomic
 from bench.errors import BenchError
 from bench.grid.estimate import Price
 from bench.grid.jobs import Context, Job, JobLog, execute, ordered
 from bench.grid.models import duration
+from bench.grid.plan import Plan
 
 
 class GridProgress:
@@ -124,15 +126,59 @@ class LocalExecutor:
 _WORKER_CONTEXTS: Dict[str, Context] = {}
 
 
-def _ray_job(run_id: str, plan, job: Job, log_dir: str, *_deps):
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def plan_for_workers(plan: Plan) -> Plan:
+    """The plan as the driver sends it to Ray tasks. Every folder absolute: a task resolves a
+    relative one against its node's working folder (where `ray start` ran), so its records,
+    checkpoints and logs landed where the driver's reports never looked. Its precision pinned to
+    the driver's (``accel_device``), which a worker's GPU does not change (``on_worker``). The
+    driver itself keeps the paths as typed, which its messages quote."""
+    root = plan.data_root  # "" or None: downloads into the cache, as bench.data reads it
+    return replace(plan, results_dir=_absolute(plan.results_dir), cache_dir=_absolute(plan.cache_dir),
+                   store_dir=None if plan.store_dir is None else _absolute(plan.store_dir),
+                   pace_dirs=tuple(_absolute(d) for d in plan.pace_dirs),
+                   data_root=os.path.abspath(os.path.expanduser(root)) if root else root,
+                   accel_device=plan.device if plan.accel_device is None else plan.accel_device)
+
+
+def on_worker(plan: Plan, gpu: bool) -> Plan:
+    """The plan a Ray task runs: on the GPU Ray gave it, if any, at the precision the driver
+    planned. Where the driver could not know the jobs would get a GPU (--device auto joining a
+    cluster), they run on it with the CPU's precision defaults (no bf16, no compile): a key of
+    their own would make every resume train and measure them again."""
+    import torch
+    if not gpu:
+        return plan
+    return replace(plan, device=torch.device("cuda"),
+                   accel_device=plan.device if plan.accel_device is None else plan.accel_device)
+
+
+def run_token(log_dir: Path, run_id: str) -> Path:
+    """The file the driver writes for a run where its jobs write (their log folder), which each
+    task checks it sees: a node that does not share the driver's folders would write every record
+    where the driver never reads, and the run would end showing "(no results)"."""
+    return log_dir / f".ray-run-{run_id}"
+
+
+def check_token(token: str):
+    if not os.path.exists(token):
+        raise BenchError(f"this Ray node ({socket.gethostname()}) does not see {Path(token).parent} that the driver "
+                         f"writes: give --store a folder on a shared file system that every node mounts at the same "
+                         f"path")
+
+
+def _ray_job(run_id: str, plan, job: Job, log_dir: str, token: str, *_deps):
     """A job on a Ray worker. ``_deps`` are the results of the jobs it needs: Ray passes them
     only once those jobs are done, which is all they are here for."""
     import ray
     import torch
+    check_token(token)  # before JobLog, which would make the log folder on this node's own disk
     res = ray.get_runtime_context().get_assigned_resources()
     torch.set_num_threads(max(1, int(res.get("CPU", 1))))
-    if res.get("GPU"):
-        plan = replace(plan, device=torch.device("cuda"))
+    plan = on_worker(plan, bool(res.get("GPU")))
     log = JobLog(Path(log_dir), job)
     t0 = time.perf_counter()
     ctx = _WORKER_CONTEXTS.get(run_id)
@@ -270,14 +316,23 @@ class RayExecutor:
                 ray.shutdown()
 
     def _run(self, ray, jobs, ctx, progress, log_dir):
+        run_id, log_dir = uuid.uuid4().hex, _absolute(log_dir)
+        token = run_token(log_dir, run_id)
+        write_bytes_atomic(token, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        try:
+            self._dispatch(ray, jobs, ctx, progress, log_dir, run_id, token)
+        finally:
+            token.unlink(missing_ok=True)
+
+    def _dispatch(self, ray, jobs, ctx, progress, log_dir, run_id, token):
         task = ray.remote(_ray_job)
-        run_id, plan_ref = uuid.uuid4().hex, ray.put(ctx.plan)
+        plan_ref = ray.put(plan_for_workers(ctx.plan))
         refs: Dict[str, object] = {}
         for job in ordered(jobs):
             deps = [refs[d] for d in job.deps if d in refs]
             refs[job.key] = task.options(name=job.key, num_cpus=self.cpus, num_gpus=self.gpus,
                                          max_retries=self.max_retries, retry_exceptions=False).remote(
-                run_id, plan_ref, job, str(log_dir), *deps)
+                run_id, plan_ref, job, str(log_dir), str(token), *deps)
         by_key = {j.key: j for j in jobs}
         pending = {ref: by_key[key] for key, ref in refs.items()}
         while pending:

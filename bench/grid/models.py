@@ -6,7 +6,6 @@ from typing import Callable, List, Optional
 
 import torch
 
-from bench.accel import Accel
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import Dataset, to_float
 from bench.errors import BenchError
@@ -77,9 +76,8 @@ def get_external_model(spec: ExternalSpec, key: str, plan: Plan):
 
 def run_key(spec: ModelSpec, plan: Plan, data: Dataset) -> str:
     """The checkpoint key of ``spec``'s training run under this plan: its recipe, the data, and
-    bf16 where the plan's device trains in it (bench.checkpoints.checkpoint_key)."""
-    return checkpoint_key(spec, plan.profile.recipe_for(spec), data.fingerprint, data.num_classes,
-                          Accel.for_device(plan.device).bf16)
+    bf16 where the plan's precision trains in it (bench.checkpoints.checkpoint_key)."""
+    return checkpoint_key(spec, plan.profile.recipe_for(spec), data.fingerprint, data.num_classes, plan.accel().bf16)
 
 
 def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore, eval_split,
@@ -131,7 +129,7 @@ def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
                    {"device": prior.get("device"), "threads": prior.get("threads"), "to_epoch": resume.epoch}]
     log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images{held}"
         + (f", from epoch {resume.epoch} (an interrupted run's state)" if resume is not None else ""))
-    accel = Accel.for_device(plan.device)
+    accel = plan.accel()  # the precision run_key named, which a Ray worker's GPU does not change
     result = train(spec.run, recipe, data, plan.device, progress=plan.progress, accel=accel,
                    on_epoch=None if plan.progress else lambda e: log(_epoch_line(e)),
                    snapshot=lambda state: ckpts.save_partial(spec, key, state, provenance(plan.device), earlier),

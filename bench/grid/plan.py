@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import torch
 
 from attacks import AttackConfig
+from bench.accel import Accel
 from bench.csg import dataset_csg
 from bench.data import Dataset
 from bench.profiles import Profile
@@ -35,6 +36,14 @@ class Plan:
     dataset: Optional[str] = None  # cifar10 / cifar100 where the data root holds both
     store_dir: Optional[Path] = None  # checkpoints (and job logs) here, e.g. a cluster's shared folder
     pace_dirs: Sequence[Path] = ()  # other results folders whose wall times also price the estimate and ETA
+    # the device whose precision defaults (bf16, compile) the runs take; None: ``device``'s own. A
+    # Ray driver plans on the CPU while its workers may run on a GPU: bf16 is part of a checkpoint's
+    # key, so the driver decides it once for every worker, else the workers' records and checkpoints
+    # would sit under keys the driver's resume never asks for
+    accel_device: Optional[torch.device] = None
+
+    def accel(self) -> Accel:
+        return Accel.for_device(self.device if self.accel_device is None else self.accel_device)
 
     @property
     def checkpoint_dir(self) -> Path:
