@@ -158,12 +158,16 @@ def test_stale_cards_are_removed(tmp_path):
 def test_corruptions_acc_only_for_the_full_benchmark(exported):
     _, board = exported
     row = board.iloc[0].copy()
-    row["c_corruptions"], row["c_severities"], row["c_n"] = 15, "1,2,3,4,5", 10000
+    row["c_corruptions"], row["c_severities"], row["c_n"], row["c_source"] = 15, "1,2,3,4,5", 10000, "cifar10c"
     card = model_card(row)
     assert card["corruptions_acc"] == pct(row.mCA)
     assert "15 CIFAR-10-C benchmark corruptions x severities 1,2,3,4,5 on 10000 images" in card["footnote"]
     row["c_corruptions"] = 14  # one corruption missing: not RobustBench's figure either
     assert "corruptions_acc" not in model_card(row)
+    # nor generated here from the evaluation images (another set of images and noise)
+    row["c_corruptions"], row["c_source"] = 15, "cifar10c-generated"
+    assert "corruptions_acc" not in model_card(row)
+    assert "not the real CIFAR-10-C's" in model_card(row)["footnote"]
 
 
 def test_a_row_measured_by_two_commits_on_two_machines_names_both(tmp_path, monkeypatch):

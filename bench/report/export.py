@@ -15,7 +15,10 @@ view); "Best known robust accuracy" is robust_worst (image by image over every a
 robust_min; "AA eval. potentially unreliable" is the masking audit's verdict (likely or
 suspected). autoattack_acc is AutoAttack on the full evaluation subset when the run had it, else
 the authors' implementation from the cross-check (pyautoattack, on its own smaller subset: the
-footnote says which, with n); null when AutoAttack never ran. The dataset is the store's own name:
+footnote says which, with n); null when AutoAttack never ran. corruptions_acc is filled only from
+the real CIFAR-10-C, all 15 corruptions x severities 1-5 on its 10,000 images (RobustBench's
+figure); additional_data / Extra data is False for a model trained here and unknown (null) for one
+trained elsewhere (a zoo model, a caller's network). The dataset is the store's own name:
 ``cifar10-jpeg75`` numbers are not CIFAR-10 numbers, and the card does not pretend otherwise.
 """
 from __future__ import annotations
@@ -40,6 +43,10 @@ ROBUSTBENCH_COLUMNS = ["Rank", "Method", "Standard accuracy", "AutoAttack robust
 MODEL_INFO_FIELDS = ["link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
                      "architecture", "eps", "clean_acc", "reported", "corruptions_acc", "corruptions_acc_3d",
                      "corruptions_mce", "corruptions_mce_3d", "autoattack_acc", "footnote"]
+
+# RobustBench's corruptions_acc: the real CIFAR-10-C (bench.measure.corruptions names it so; its
+# "cifar10c-generated" is made here from the evaluation images), over its whole test set
+REAL_CIFAR10C, CIFAR10C_N = "cifar10c", 10000
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "preactresnet18": "PreActResNet-18", "wrn28_10": "WideResNet-28-10",
               "vgg16_bn": "VGG-16-BN", "vit_small": "ViT-S/4", "fastnet": "fastnet (airbench-style CNN)"}
@@ -93,6 +100,19 @@ def autoattack(row) -> Tuple[Optional[float], str]:
     return None, "AutoAttack was not run"
 
 
+def additional_data(row) -> Optional[bool]:
+    """RobustBench's "additional_data": False for a model trained here (the dataset's own training
+    split, nothing more); None for one trained elsewhere (a RobustBench zoo model, a caller's
+    file or module), where the harness does not know: robustbench's package ships no model_info,
+    where the zoo's flag lives (Carmon2019Unlabeled, e.g., trained on 500k extra images)."""
+    source = row.get("source", "grid")
+    return False if source == "grid" else None
+
+
+def _said(flag: Optional[bool]):
+    return "unknown" if flag is None else flag
+
+
 def best_known(row) -> Optional[float]:
     return _num(row.get("robust_worst")) if _num(row.get("robust_worst")) is not None else _num(row.get("robust_min"))
 
@@ -125,11 +145,15 @@ def model_card(row, link: str = "", authors: str = "") -> dict:
         name = f"{row['model']}: {architecture(row)}, {how}"
     else:
         name = f"{row['model']}: {architecture(row)} trained with {how}"
+    extra = additional_data(row)
+    if extra is None:
+        foot.append(f"additional_data unknown: a {source if isinstance(source, str) else '?'} model, not trained "
+                    f"here, whose training data the harness does not know")
     card = {
         "link": link,
         "name": name,
         "authors": authors,
-        "additional_data": False,
+        "additional_data": extra,
         "number_forward_passes": 1,
         "dataset": str(row["dataset"]),
         "venue": "N/A",
@@ -143,14 +167,22 @@ def model_card(row, link: str = "", authors: str = "") -> dict:
         n_c, sev, n_img = _num(row.get("c_corruptions")), str(row.get("c_severities", "?")), _num(row.get("c_n"))
         over = (f"{int(n_c) if n_c else '?'} CIFAR-10-C benchmark corruptions x severities {sev} on "
                 f"{int(n_img) if n_img else '?'} images ({row.get('c_source', '?')})")
-        # RobustBench's corruptions_acc is the mean over all 15 corruptions at severities 1-5; a
-        # mean over fewer is another number and is named as such, not put in that field
-        if n_c == 15 and sev == "1,2,3,4,5":
+        # RobustBench's corruptions_acc is the mean over all 15 corruptions at severities 1-5 of the
+        # real CIFAR-10-C, all 10,000 images: a mean over fewer cells, over corruptions generated
+        # here (another set of images and noise) or over a subset is another number, named as such
+        # and not put in that field
+        why = []
+        if not (n_c == 15 and sev == "1,2,3,4,5"):
+            why.append("only a partial mean was measured")
+        if row.get("c_source") != REAL_CIFAR10C:
+            why.append("the corruptions are not the real CIFAR-10-C's")
+        if n_img != CIFAR10C_N:
+            why.append(f"not on all {CIFAR10C_N:,} CIFAR-10-C images")
+        if why:
+            foot.append(f"corruptions_acc left empty ({'; '.join(why)}): a mean of {_pct(row['mCA'])}% over the {over}")
+        else:
             card["corruptions_acc"] = _pct(row["mCA"])
             foot.append(f"corruptions_acc = mean accuracy over the {over}")
-        else:
-            foot.append(f"corruptions_acc left empty: only a partial mean was measured, {_pct(row['mCA'])}% over "
-                        f"the {over}")
     card["footnote"] = "; ".join(foot) + "."
     return {k: card[k] for k in MODEL_INFO_FIELDS if k in card}
 
@@ -159,17 +191,9 @@ def robustbench_leaderboard(board: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard in RobustBench's column order and ranking (best known robust accuracy).
     One row per set of weights: an adversarial run whose best epoch was its last has one network
     under two names (@best, @last), ranked once as "X@best (= @last)", where RobustBench would
-    otherwise list one model twice."""
+    otherwise list one model twice (one network on two datasets is two rows)."""
     rows = []
-    names = {}
-    if "weights_sha256" in board.columns:
-        run = board.model.astype(str).str.rsplit("@", n=1).str[0]  # X of X@best and X@last
-        for _, models in board[board.model.astype(str).str.contains("@")].groupby(
-                [board.weights_sha256, run], sort=False)["model"]:
-            if len(models) > 1:
-                first, *rest = sorted(models, key=lambda m: (not str(m).endswith("@best"), str(m)))
-                names[first] = f"{first} (= {', '.join('@' + str(m).rsplit('@', 1)[-1] for m in rest)})"
-                names.update({m: None for m in rest})
+    names = _twin_names(board)
     for _, r in board.iterrows():
         method = names.get(r["model"], r["model"])
         if method is None:
@@ -181,12 +205,44 @@ def robustbench_leaderboard(board: pd.DataFrame) -> pd.DataFrame:
                      "AutoAttack robust accuracy": round(100 * aa, 2) if aa is not None else None,
                      "Best known robust accuracy": round(100 * bk, 2) if bk is not None else None,
                      "AA eval. potentially unreliable": r.get("masking") in ("likely", "suspected"),
-                     "Extra data": False, "Architecture": architecture(r), "Venue": "N/A"})
+                     "Extra data": _said(additional_data(r)), "Architecture": architecture(r), "Venue": "N/A"})
     df = pd.DataFrame(rows, columns=ROBUSTBENCH_COLUMNS[1:])
     df = df.sort_values(["Best known robust accuracy", "Standard accuracy"], ascending=False, na_position="last",
                         kind="stable").reset_index(drop=True)
     df.insert(0, "Rank", range(1, len(df) + 1))
     return df
+
+
+def _twin_names(board: pd.DataFrame) -> dict:
+    """{model: its leaderboard name, or None for a twin ranked under the other's}. Twins are the
+    checkpoints of one run (X@best, X@last) with one hash on one dataset: a model measured on two
+    datasets is two rows ("X@best [cifar10]", "X@best [cifar10-jpeg75]") of the same weights, and
+    both are ranked. A twin is a row whose checkpoint column names one; its run is its name less
+    the " [dataset]" that latest_runs puts after the checkpoint, then less the "@checkpoint"."""
+    if not {"weights_sha256", "checkpoint", "dataset"} <= set(board.columns):
+        return {}
+    ck = board.checkpoint.map(lambda c: c if isinstance(c, str) and c else None)
+    sha = board.weights_sha256.map(lambda h: h if isinstance(h, str) and h else None)
+    split = [_run_and_checkpoint(m, d) for m, d in zip(board.model, board.dataset)]
+    rows = board.assign(_sha=sha, _run=[r for r, _ in split], _at=[c for _, c in split])
+    rows = rows[ck.notna() & rows._sha.notna()]
+    names = {}
+    for _, twins in rows.groupby(["_sha", "dataset", "_run"], sort=False):
+        if len(twins) > 1:
+            twins = twins.assign(_order=twins._at != "best").sort_values(["_order", "model"], kind="stable")
+            first, *rest = twins.model
+            names[first] = f"{first} (= {', '.join('@' + c for c in twins._at.iloc[1:])})"
+            names.update({m: None for m in rest})
+    return names
+
+
+def _run_and_checkpoint(model, dataset) -> Tuple[str, str]:
+    """(X, best) of "X@best" and of "X@best [cifar10]" (latest_runs' name for a model on two datasets)."""
+    name = str(model)
+    suffix = f" [{dataset}]"
+    name = name[:-len(suffix)] if name.endswith(suffix) else name
+    run, _, at = name.rpartition("@")
+    return (run, at) if run else (name, "")
 
 
 def card_stem(model: str) -> str:

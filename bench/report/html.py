@@ -12,6 +12,7 @@ bench/report/publish.py writes it, with every other report, at the end of a run 
 from __future__ import annotations
 
 import base64
+import io
 import math
 import os
 from datetime import datetime, timezone
@@ -77,12 +78,15 @@ PROVENANCE_COLUMNS = ("dataset", "code_version", "device", "torch_version", "dat
 # Plots, grouped, in reading order: (file-name prefix, section title, what it shows).
 PLOT_GROUPS = [
     ("acc_vs_T.png", "Accuracy against T", "every leaderboard column against the training temperature "
-                                           "(log axis), one line per model family"),
+                                           "(log axis), one line per model family (and dataset, where "
+                                           "there are several): the mean over seeds, error bars the std "
+                                           "over seeds, none where a point has one seed"),
     ("attacks_vs_T_", "Attacks against T", "accuracy at 8/255 per attack and view; robust_min in bold, clean "
                                            "dashed"),
     ("eps_sweep_", "Eps sweeps", "robust accuracy against eps, one line per T; chance dotted"),
     ("corruptions_heatmap_", "Corruptions x T", "accuracy per corruption (mean over severities)"),
-    ("corruptions_vs_severity_", "Corruption severity", "mean over the 15 benchmark corruptions against severity"),
+    ("corruptions_vs_severity_", "Corruption severity", "mean over the benchmark corruptions measured (how many: "
+                                                        "each figure's title) against severity"),
     ("natural_vs_magnitude_", "Natural transforms", "accuracy against the magnitude of each transform"),
 ]
 
@@ -208,19 +212,26 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
     return cols, rows
 
 
+# leaderboard.csv's number format (bench/report/publish.py writes it): the full table prints as it does
+LEADERBOARD_FLOAT_FORMAT = "%.4f"
+
+
 def full_table(board: pd.DataFrame) -> tuple:
-    """Every leaderboard.csv column, as printed there, for the collapsed full table."""
+    """Every leaderboard.csv column, as printed there, for the collapsed full table: each cell is
+    the CSV's own text (pandas' writer, its float format), the numbers sort by their value."""
     cols = list(board.columns)
+    if board.empty:
+        return cols, []
+    printed = board.to_csv(index=False, header=False, float_format=LEADERBOARD_FLOAT_FORMAT)
+    texts = pd.read_csv(io.StringIO(printed), header=None, dtype=str, keep_default_na=False,
+                        skip_blank_lines=False).to_numpy()
     rows = []
-    for _, r in board.iterrows():
+    for (_, r), text_row in zip(board.iterrows(), texts):
         cells = []
-        for c in cols:
+        for c, text in zip(cols, text_row):
             v = r[c]
-            if isinstance(v, float):
-                cells.append({"text": "" if not math.isfinite(v) else f"{v:.4g}", "sort": _sort_key(v)})
-            else:
-                text = "" if v is None else str(v)
-                cells.append({"text": text, "sort": text})
+            sort = _sort_key(v) if isinstance(v, float) else text
+            cells.append({"text": text, "sort": sort})
         rows.append(cells)
     return cols, rows
 

@@ -29,8 +29,14 @@ def _plt():
     return plt
 
 
-def family(row) -> str:
-    return ModelFamily.of(row).label()
+def family(row, with_dataset: bool = False) -> str:
+    return ModelFamily.of(row).label(with_dataset)
+
+
+def _several_datasets(*tables: pd.DataFrame) -> bool:
+    """Whether the families must be told apart by dataset: one architecture and regime on two
+    datasets is two families (not one line averaging both, its error bar the datasets' gap)."""
+    return len({str(d) for t in tables if "dataset" in t for d in t["dataset"].dropna()}) > 1
 
 
 def _slug(text: str) -> str:
@@ -38,8 +44,10 @@ def _slug(text: str) -> str:
 
 
 def _save(fig, path: Path, dpi: int = 110) -> Path:
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
-    _plt().close(fig)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    finally:  # a figure left open by a failed save stays in pyplot's registry for the process's life
+        _plt().close(fig)
     return path
 
 
@@ -108,8 +116,15 @@ def _t_colours(temps) -> Callable[[float], tuple]:
 def _panel_n(board: pd.DataFrame, latest: Optional[pd.DataFrame], col: str) -> str:
     """' (n=200)' for a panel measured on other images than the board's n (corruptions and
     natural shifts on shift_n, Square on [eval] attack_n), '' where it is the board's: the figure's
-    title named one n for every panel (n=400 over panels of 200)."""
+    title named one n for every panel (n=400 over panels of 200). A shifted test set's panel
+    (cifar10.1) always names its set and n: it is not on the figure's dataset at all."""
     ns: set = set()
+    if latest is not None and len(latest) and "family" in latest:
+        shift = latest[(latest.family == "shift") & (latest.threat == col)]
+        if len(shift):
+            sources = sorted({str(v) for v in shift["source"].dropna()}) if "source" in shift else []
+            n = ", ".join(str(v) for v in sorted(set(shift["n"].dropna().astype(int))))
+            return f" ({', '.join(sources) or col}, n={n})"
     if col in ("mCA", "extra4", "mCE", "rel_mCE") and "c_n" in board:
         ns = set(board["c_n"].dropna().astype(int))
     elif latest is not None and len(latest):
@@ -136,7 +151,7 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path, latest: Optional[pd
     if board.empty:
         return []
     board = board.copy()
-    board["family"] = board.apply(family, axis=1)
+    board["family"] = board.apply(family, axis=1, with_dataset=_several_datasets(board))
     # the attacks at the headline radius (other radii: plots/eps_sweep_*), then shifts, calibration
     panels = ["clean", "robust_min"] + [c for c in board.columns if c.endswith("@8/255")
                                         and not c.startswith("robust_min")]
@@ -155,8 +170,9 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path, latest: Optional[pd
             sub = sub.dropna(subset=["mean"])
             if sub.empty:
                 continue
+            # NaN draws no bar: a point of one seed has no spread to show (a bar of 0 read as none measured)
             err = sub["std"].where(sub["count"] > 1)
-            ax.errorbar(sub["T"], 100 * sub["mean"], yerr=100 * err.fillna(0), marker="o", ms=4, capsize=3,
+            ax.errorbar(sub["T"], 100 * sub["mean"], yerr=100 * err, marker="o", ms=4, capsize=3,
                         color=colors[fam], label=fam, lw=2.5 if col == "robust_min" else 1.5)
         _log_T_axis(ax, board["T"].dropna())
         ax.set_ylabel("corruption error (% of the T=1 baseline's)" if "mCE" in col else
@@ -176,26 +192,34 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path, latest: Optional[pd
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     _margins(fig, top=0.75, wspace=0.8, hspace=0.9,
-             title=f"Accuracy vs training temperature, {sub}; a panel on other images names its n")
+             title=f"Accuracy vs training temperature, {sub}; a panel on other images names its n\n"
+                   f"a point: the mean over its seeds ({_seed_counts(board)}); error bar: their std, none at one seed")
     written.append(_save(fig, plots_dir / "acc_vs_T.png", dpi=100))
     return written
 
 
-def _with_family(df: pd.DataFrame) -> pd.DataFrame:
+def _seed_counts(board: pd.DataFrame) -> str:
+    """How many models (seeds) the figure's points average: '1' or '1 to 3'."""
+    counts = board.groupby(["family", "T"]).size()
+    lo, hi = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
+    return f"{lo}" if lo == hi else f"{lo} to {hi}"
+
+
+def _with_family(df: pd.DataFrame, with_dataset: bool = False) -> pd.DataFrame:
     df = df.copy()
-    df["family"] = df.apply(family, axis=1) if len(df) else pd.Series(dtype=str)
+    df["family"] = df.apply(family, axis=1, with_dataset=with_dataset) if len(df) else pd.Series(dtype=str)
     return df
 
 
 def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
     """Per model family: corruption x T, the accuracy averaged over the measured severities (and
-    seeds), the 15 benchmark corruptions above the 4 extra ones, the clean accuracy of the same
+    seeds), the benchmark corruptions measured above the extra ones, the clean accuracy of the same
     images on top. One file per family; plus accuracy vs severity, one line per T."""
     plt = _plt()
     c = tidy[(tidy.threat == "corruption") & (tidy.metric == "accuracy")]
     if c.empty:
         return []
-    c = _with_family(c)
+    c = _with_family(c, _several_datasets(tidy))
     written = []
     plots_dir.mkdir(parents=True, exist_ok=True)
     for fam, sub in c.groupby("family"):
@@ -228,6 +252,10 @@ def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
         curve = bench.groupby(["T", "model", "severity"])["value"].mean().groupby(["T", "severity"]).mean()
         if curve.empty:  # the family's extra corruptions alone (a store copied in part)
             continue
+        # a profile or --corruptions may measure a few of the 15: the title counts those the curves average
+        counts = bench[bench.corruption != "none"].groupby("model")["corruption"].nunique()
+        lo, hi = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
+        measured = f"{lo}" if lo == hi else f"{lo} to {hi} (a model)"
         colour = _t_colours(curve.index.get_level_values("T"))
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for t, line in curve.groupby(level="T"):
@@ -235,7 +263,7 @@ def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
                     label=f"T={t:g}")
         ax.set_xlabel("severity (0 = clean)")
         ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{fam}: mean over the 15 benchmark corruptions", fontsize=10)
+        ax.set_title(f"{fam}: mean over the {measured} benchmark corruptions measured", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         _margins(fig, left=0.7, right=0.2, top=0.65, bottom=0.55, title=f"{_subtitle(sub)}, {sub.source.iloc[0]}",
@@ -252,9 +280,10 @@ def plot_natural_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
     nat = tidy[(tidy.family == "natural") & (tidy.metric == "accuracy") & tidy.magnitude.notna()]
     if nat.empty:
         return []
-    nat = _with_family(nat)
+    several = _several_datasets(tidy)
+    nat = _with_family(nat, several)
     clean = _with_family(tidy[(tidy.threat == "corruption") & (tidy.corruption == "none") &
-                              (tidy.metric == "accuracy")])
+                              (tidy.metric == "accuracy")], several)
     written = []
     plots_dir.mkdir(parents=True, exist_ok=True)
     for fam, sub in nat.groupby("family"):
@@ -294,8 +323,9 @@ def plot_attacks_vs_T(tidy: pd.DataFrame, board: pd.DataFrame, plots_dir: Path) 
     robust = robust[robust.threat.map(threat_norm) == "linf"]
     if robust.empty or "robust_min" not in board:
         return []
-    robust = _with_family(robust)
-    fam_board = _with_family(board)
+    several = _several_datasets(tidy, board)
+    robust = _with_family(robust, several)
+    fam_board = _with_family(board, several)
     written = []
     plots_dir.mkdir(parents=True, exist_ok=True)
     for fam, sub in robust.groupby("family"):
@@ -332,13 +362,18 @@ def plot_eps_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
     curves = [k for k, v in swept.items() if v > 2]
     if not curves:
         return []
-    robust = _with_family(robust)
+    robust = _with_family(robust, _several_datasets(tidy))
     written = []
     plots_dir.mkdir(parents=True, exist_ok=True)
     for fam, sub in robust.groupby("family"):
         mine = [c for c in curves if len(sub[(sub.threat == c[0]) & (sub.view == c[1])])]
         if not mine:
             continue
+        # the title's n is the plotted curves': the family's other Linf attacks (Square on attack_n) are not drawn
+        sub = sub[pd.Series(list(zip(sub.threat, sub.view)), index=sub.index).isin(mine)]
+        panel_ns = {c: sorted(set(sub[(sub.threat == c[0]) & (sub.view == c[1])]["n"].dropna().astype(int)))
+                    for c in mine}
+        own_n = len({tuple(v) for v in panel_ns.values()}) > 1
         colour = _t_colours(sub["T"].unique())
         fig, axes = plt.subplots(1, len(mine), figsize=(4.2 * len(mine), 3.8), squeeze=False, sharey=True)
         chance = 1.0 / float(sub["num_classes"].dropna().iloc[0]) if sub["num_classes"].notna().any() else 0.1
@@ -353,7 +388,8 @@ def plot_eps_sweeps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
             eps = sorted(rows.eps.unique())
             ax.set_xticks(eps, [format_eps(e).replace("/255", "") for e in eps])
             ax.set_xlabel("eps (x/255)")
-            ax.set_title(f"{threat}/{view}", fontsize=10)
+            ax.set_title(f"{threat}/{view}" + (f" (n={', '.join(map(str, panel_ns[(threat, view)]))})"
+                                                 if own_n else ""), fontsize=10)
             ax.grid(True, alpha=0.3)
         axes.flat[0].set_ylabel("robust accuracy (%)")
         axes.flat[0].legend(fontsize=7)
@@ -374,20 +410,34 @@ def plot_reliability_diagrams(store, latest: pd.DataFrame, out_dir: Path, drawn:
     and after post-hoc temperature scaling, from the bins stored with its calibration records.
     ``drawn``: the folder of the figures published before; one drawn from the same bins (its
     digest in that folder's DIGESTS file) is copied, not drawn again: a figure took about 0.5 s,
-    and these were most of a report's time (results/cpu: 95 of them)."""
-    keys = set(zip(latest["model"], latest["run_key"])) if len(latest) else set()
-    panels = {}
+    and these were most of a report's time (results/cpu: 95 of them). A figure is drawn from the
+    records whose rows ``latest`` counts (their run, dataset, n, image subset, weights and time),
+    named as ``latest`` names the model ("fastnet_T1 [cifar10]" where a name is on two datasets):
+    the bins of the evaluation whose ECE the leaderboard prints, not another one's."""
+    calib = latest[latest["threat"] == "calibration"] if len(latest) else latest
+    counted = {(row["model"], *_calibration_identity(row)) for _, row in calib.iterrows()}
+    panels, when = {}, {}
     for rec in store.records():
-        if rec.get("threat") == "calibration" and (rec.get("model"), rec.get("run_key")) in keys \
-                and rec.get("reliability"):
-            r = rec["reliability"]
-            nan = float("nan")
-            bins = ReliabilityBins(np.linspace(0, 1, N_BINS + 1),
-                                   np.array([nan if v is None else v for v in r["confidence"]], float),
-                                   np.array([nan if v is None else v for v in r["accuracy"]], float),
-                                   np.array(r["count"], dtype=np.int64))
-            t = rec["metrics"].get("posthoc_T", rec["T"] if rec["view"] == "scaled" else 1.0)
-            panels.setdefault(rec["model"], {})[rec["view"]] = (f"{rec['model']}: {rec['view']}", bins, t)
+        if rec.get("threat") != "calibration" or not rec.get("reliability"):
+            continue
+        # its name in latest: its own, or with its dataset where the name is on two (_one_name_a_dataset)
+        ident = _calibration_identity(rec)
+        model = next((m for m in (rec.get("model"), f"{rec.get('model')} [{rec.get('dataset')}]")
+                      if (m, *ident) in counted), None)
+        if model is None:
+            continue
+        # one evaluation stored twice: the later record, whatever the order of the files
+        if str(rec.get("timestamp")) < when.get((model, rec["view"]), ""):
+            continue
+        when[(model, rec["view"])] = str(rec.get("timestamp"))
+        r = rec["reliability"]
+        nan = float("nan")
+        bins = ReliabilityBins(np.linspace(0, 1, N_BINS + 1),
+                               np.array([nan if v is None else v for v in r["confidence"]], float),
+                               np.array([nan if v is None else v for v in r["accuracy"]], float),
+                               np.array(r["count"], dtype=np.int64))
+        t = rec["metrics"].get("posthoc_T", rec["T"] if rec["view"] == "scaled" else 1.0)
+        panels.setdefault(model, {})[rec["view"]] = (f"{model}: {rec['view']}", bins, t)
     before = _read_digests(drawn / DIGESTS) if drawn is not None else {}
     written, digests = [], {}
     for model, views in sorted(panels.items()):
@@ -405,6 +455,22 @@ def plot_reliability_diagrams(store, latest: pd.DataFrame, out_dir: Path, drawn:
     if digests:
         write_json_atomic(out_dir / DIGESTS, digests)
     return written
+
+
+# what tells one calibration evaluation from another, in a record and in its tidy rows alike: the
+# figure's bins must be the evaluation whose ECE the leaderboard prints (not one on other images,
+# another n, older weights)
+_CALIBRATION_IDENTITY = ("run_key", "dataset", "view", "n", "subset_seed", "weights_sha256", "timestamp")
+
+
+def _calibration_identity(row) -> tuple:
+    def norm(v):
+        if v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v)):
+            return ""
+        if isinstance(v, (int, float, np.integer, np.floating)) and float(v) == int(v):
+            return str(int(v))
+        return str(v)
+    return tuple(norm(row.get(c)) for c in _CALIBRATION_IDENTITY)
 
 
 def _panels_digest(panels) -> str:
