@@ -123,7 +123,19 @@ def _snapshot(epoch: int, model, optimizer, schedule, gen, result: TrainResult, 
     return TrainState(epoch, tensors, info)
 
 
+class CannotResume(Exception):
+    """A saved state that does not fit this run: saved on another kind of device (its generator's
+    state another size) or before an architecture changed (the key names the recipe, not the code)."""
+
+
 def _restore(state: TrainState, model, optimizer, schedule, gen, result: TrainResult) -> None:
+    try:
+        _load_state(state, model, optimizer, schedule, gen, result)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise CannotResume(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+
+
+def _load_state(state: TrainState, model, optimizer, schedule, gen, result: TrainResult) -> None:
     t, info = state.tensors, state.info
     model.load_state_dict({k[len("model."):]: v for k, v in t.items() if k.startswith("model.")}, strict=True)
     opt: dict = {"state": {}, "param_groups": info["param_groups"]}

@@ -124,3 +124,42 @@ def test_a_grid_run_killed_mid_training_resumes_from_its_last_epoch(mini_root, t
     assert meta["resumed_from_device"] == meta["device"]  # the same machine here
     assert meta["trained_before"] == [{"device": meta["device"], "threads": 1, "to_epoch": e} for e in cuts]
     assert not (tmp_path / "cut" / "checkpoints" / "in-progress").exists()
+
+
+@pytest.mark.parametrize("spoil", ["shape", "generator"])
+def test_a_saved_state_that_no_longer_fits_is_trained_from_epoch_0(spoil, mini_data, tmp_path):
+    """A state saved before an architecture changed (the key names the recipe, not the code), or
+    on another kind of device (its generator's state another size): every rerun stopped on it with
+    a traceback until someone emptied in-progress/. Now: one line, the run from epoch 0."""
+    from bench.grid.models import get_model, run_key
+    from bench.grid.plan import Plan
+    from bench.profiles import load_profile
+    from bench.train import TrainState
+    (tmp_path / "p.toml").write_text("[recipe]\nepochs = 2\nbatch_size = 64\nlr = 0.1\ntrain_subset = 256\n"
+                                     "[eval]\nn = 100\n[[grid]]\narch = \"fastnetw8\"\nT = [1]\n")
+    profile = load_profile(str(tmp_path / "p.toml"))
+    spec = parse_name("fastnetw8_T1")
+    plan = Plan(profile=profile, models=[spec], attacks=[], views=[], results_dir=tmp_path / "r",
+                cache_dir=tmp_path / "c")
+    key, recipe, store = run_key(spec, plan, mini_data), profile.recipe_for(spec), CheckpointStore(tmp_path / "ck")
+
+    def spoiled(state):
+        t = dict(state.tensors)
+        if spoil == "shape":
+            t["model.fc.weight"] = torch.zeros(3, 3)
+        else:  # a CUDA generator's state (16 bytes), as a GPU run leaves it
+            t["rng.batches"] = torch.zeros(16, dtype=torch.uint8)
+        store.save_partial(spec, key, TrainState(state.epoch, t, state.info))
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(spec, recipe, mini_data, CPU, snapshot=spoiled)
+    assert store.partial_epoch(spec, key) == 1
+    lines = []
+    got_key, model, meta = get_model(spec, plan, mini_data, store, mini_data.test.subset(torch.arange(100)),
+                                     lines.append)
+    assert got_key == key and any(line.startswith("  cannot resume fastnetw8_T1 from the saved state of epoch 1 (")
+                                  and line.endswith("): trained from epoch 0 instead") for line in lines), lines
+    assert "resumed_from_epoch" not in meta and store.partial_epoch(spec, key) is None
+    whole = train(spec, recipe, mini_data, CPU).model
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in whole.state_dict().items())

@@ -11,7 +11,7 @@ from bench.data import Dataset, to_float
 from bench.errors import BenchError
 from bench.grid.plan import Plan
 from bench.provenance import provenance
-from bench.train import train
+from bench.train import CannotResume, train
 from models import ModelSpec
 from models.registry import format_temperature
 from models.external import ExternalSpec
@@ -130,10 +130,20 @@ def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
     log(f"  training {spec.run.name}: {recipe.epochs} epochs on {n} images{held}"
         + (f", from epoch {resume.epoch} (an interrupted run's state)" if resume is not None else ""))
     accel = plan.accel()  # the precision run_key named, which a Ray worker's GPU does not change
-    result = train(spec.run, recipe, data, plan.device, progress=plan.progress, accel=accel,
-                   on_epoch=None if plan.progress else lambda e: log(_epoch_line(e)),
-                   snapshot=lambda state: ckpts.save_partial(spec, key, state, provenance(plan.device), earlier),
-                   resume=resume)
+
+    def run(resume):
+        return train(spec.run, recipe, data, plan.device, progress=plan.progress, accel=accel,
+                     on_epoch=None if plan.progress else lambda e: log(_epoch_line(e)),
+                     snapshot=lambda state: ckpts.save_partial(spec, key, state, provenance(plan.device), earlier),
+                     resume=resume)
+    try:
+        result = run(resume)
+    except CannotResume as e:  # else every rerun stopped on it, until someone found in-progress/ and emptied it
+        log(f"  cannot resume {spec.run.name} from the saved state of epoch {resume.epoch} ({e}): trained from "
+            f"epoch 0 instead")
+        ckpts.drop_partial(spec, key)
+        resume, earlier = None, []
+        result = run(None)
     test_acc = _accuracy(result.model, eval_split, plan.profile.eval.batch_size)
     meta = dict(provenance(plan.device), profile=plan.profile.name, recipe=recipe.to_dict(), dataset=data.name,
                 data_fingerprint=data.fingerprint, num_classes=data.num_classes, epochs=recipe.epochs,
