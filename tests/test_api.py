@@ -1,6 +1,7 @@
 """bench.api.audit on a network of the caller's own: the suite runs on it as on a grid model, the
 model comes back untouched, an unknown temperature is estimated, bad models are refused."""
 import copy
+from dataclasses import replace
 import re
 import tempfile
 import json
@@ -78,6 +79,10 @@ def test_an_unknown_temperature_is_estimated(tiny_model, mini_data, mini_root, m
     base = estimate_temperature(copy.deepcopy(trained), mini_data, ev)
     hot = estimate_temperature(Scaled(copy.deepcopy(trained), 5.0), mini_data, ev)
     assert hot / base == pytest.approx(5.0, rel=0.01) and 0.3 < base < 3
+    # evaluated on the whole test split, no image is left to fit it on apart from those it is scored
+    # on (it was fitted on 2,000 of them): said, not done
+    with pytest.raises(BenchError, match="no test image is left outside the evaluation subset"):
+        estimate_temperature(trained, mini_data, replace(ev, n=None))
     result = audit(Scaled(trained, 5.0), name="hot", data_root=str(mini_root), cache=str(mini_cache), n=100,
                    profile="smoke", attacks=["fgsm"], results=str(tmp_path / "r"), log=lambda m: None)
     assert result.temperature == pytest.approx(hot) and result.temperature_source == "estimated"

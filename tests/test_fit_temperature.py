@@ -254,6 +254,21 @@ def test_parse_csg_sources():
     assert parse_csg(["a=1.5", "b = 2"], None) == {"a": 1.5, "b": 2.0}
 
 
+@pytest.mark.parametrize("setting, a, b", [("split", "train", "test"), ("k", 3, 10), ("parzen", False, True),
+                                           ("m_per_class", 250, 100)])
+def test_csg_values_made_otherwise_are_not_fitted_together(tmp_path, setting, a, b):
+    """The neighbour pool and graph make the value (CIFAR-10: 4.1 on its test split, 3.5 on its
+    train): a file of one dataset's train value and another's test value was fitted without a word."""
+    entry = {"embedding": "pca32", "split": "train", "k": 3, "parzen": False, "m_per_class": 250}
+    path = tmp_path / "csg.json"
+    path.write_text(json.dumps({"c10": dict(entry, value=3.5, **{setting: a}),
+                                "c100": dict(entry, value=40.1, **{setting: b})}))
+    with pytest.raises(BenchError, match=f"^CSG values made with different {setting} are not comparable"):
+        parse_csg([], str(path))
+    path.write_text(json.dumps({"c10": dict(entry, value=3.5), "c100": dict(entry, value=40.1, seed=7)}))
+    assert parse_csg([], str(path)) == {"c10": 3.5, "c100": 40.1}  # another seed: the same estimator
+
+
 def test_three_points_get_no_bootstrap_interval():
     """A resample of 3 points is an exact fit through 2 of the widths: its spread is no interval
     (on results/cpu's points it excluded the fit's own alpha). Ten points get one."""

@@ -97,8 +97,9 @@ def estimate_temperature(model, data: Dataset, ev) -> float:
     (README: Audit your own model): what an external model's unknown T is set to."""
     split = data.split(ev.split)
     inside = torch.zeros(len(split), dtype=torch.bool)
-    if ev.n is not None:
-        inside[stratified_indices(split.labels, ev.n, ev.subset_seed).cpu()] = True
+    # n = None evaluates the whole split (as eval_split is drawn): the temperature was then fitted on
+    # 2,000 of the very images its ece_scaled and z/T view are scored on
+    inside[stratified_indices(split.labels, ev.n, ev.subset_seed).cpu()] = True
     outside = (~inside).nonzero().flatten()
     if len(outside) == 0:
         raise BenchError("no test image is left outside the evaluation subset to estimate the temperature on: "

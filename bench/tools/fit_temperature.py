@@ -48,6 +48,9 @@ PUBLISHED = {"alpha": 0.7239, "beta": -4.706}  # Hasegawa & Sakai 2025; gamma, d
 MIN_TEMPERATURES = 3  # per group: fewer cannot show an interior maximum
 BOOTSTRAP_MAX_POINTS = 30
 BOOTSTRAP_MIN_POINTS, BOOTSTRAP_MIN_DOF = 10, 5
+# what bench.csg records beside a value, besides its embedding, that changes it: the split it drew
+# the neighbour pool from, the points per class, the neighbours, the Parzen division
+CSG_SETTINGS = ("split", "m_per_class", "k", "parzen")
 GROUP = ["arch", "feature_dim", "dataset", "head"]
 TERMS = {  # name -> (column of the design matrix, how it prints)
     "alpha": ("sqrt_M", "sqrt(M)"),
@@ -332,6 +335,7 @@ def parse_csg(pairs: Sequence[str], json_path: Optional[str]) -> Dict[str, float
     {name: {"value": ..., "embedding": ...}} that python -m bench.csg writes). One embedding only."""
     out: Dict[str, float] = {}
     embeddings: Dict[str, str] = {}
+    made: Dict[str, dict] = {}
     if json_path:
         path = Path(json_path)
         if not path.is_file():
@@ -346,6 +350,9 @@ def parse_csg(pairs: Sequence[str], json_path: Optional[str]) -> Dict[str, float
             if isinstance(v, dict):
                 if "embedding" in v:
                     embeddings[name] = str(v["embedding"])
+                # the neighbour pool and graph make the value too (bench/csg.py: 4.1 on CIFAR-10's test
+                # split, 3.5 on its train): values made otherwise are not comparable either
+                made[name] = {k: v[k] for k in CSG_SETTINGS if k in v}
                 v = v.get("value")
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise BenchError(f"CSG file {path}: the value for {name!r} is not a number")
@@ -353,6 +360,12 @@ def parse_csg(pairs: Sequence[str], json_path: Optional[str]) -> Dict[str, float
     if len(set(embeddings.values())) > 1:
         listed = ", ".join(f"{n}: {e}" for n, e in sorted(embeddings.items()))
         raise BenchError(f"CSG values from different embeddings are not comparable ({listed})")
+    for setting in CSG_SETTINGS:
+        values = {n: m[setting] for n, m in made.items() if setting in m}
+        if len({json.dumps(v) for v in values.values()}) > 1:
+            listed = ", ".join(f"{n}: {json.dumps(v)}" for n, v in sorted(values.items()))
+            raise BenchError(f"CSG values made with different {setting} are not comparable ({listed}): compute "
+                             f"them alike (python -m bench.csg)")
     for pair in pairs:
         name, sep, value = pair.partition("=")
         try:
