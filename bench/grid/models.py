@@ -92,9 +92,11 @@ def get_model(spec: ModelSpec, plan: Plan, data: Dataset, ckpts: CheckpointStore
             found = ckpts.load(spec, key, data.num_classes, plan.device)
             if found is None:
                 return _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log)
+    # the sidecar's test accuracy is the run's last epoch's, @best's too (measured in its own records)
+    of = "of @last " if spec.checkpoint == "best" else ""
     log(f"  loaded checkpoint {key}{f' @{spec.checkpoint}' if spec.checkpoint else ''} "
         f"(trained {found[1].get('wall_s', float('nan')):.0f}s, "
-        f"test acc {100 * found[1].get('test_acc', float('nan')):.1f}%)")
+        f"test acc {of}{100 * found[1].get('test_acc', float('nan')):.1f}%)")
     return key, found[0], found[1]
 
 
