@@ -317,3 +317,20 @@ def test_a_best_t_that_is_the_formulas_own_point_says_so(tmp_path, capsys):
     saved = json.loads((tmp_path / "with.json").read_text())  # strict JSON: null, not NaN
     assert [p["best_T_without_tauto"] for p in saved["points"]] == [None, None, 2]
     assert [p["best_is_tauto"] for p in saved["points"]] == [False, False, True]
+
+
+def test_edge_groups_and_pooled_heads_are_said_beside_the_published_comparison():
+    """A best T at the grid's edge is a bound, fitted as a value: the fit without those groups says
+    whether the published-coefficient verdict survives them; --head all pools the heads."""
+    from bench.tools.fit_temperature import _caveats
+    m = np.array([16, 64, 256, 1024, 4096])
+    points = pd.DataFrame({"feature_dim": m, "num_classes": 10, "dataset": "d", "best_T": ALPHA * np.sqrt(m) + BETA,
+                           "edge": [False, False, False, True, True]})
+    (line,) = _caveats(points, None, "bn")
+    assert line.startswith("note: without the 2 edge group(s) (their best T a bound, not a value), 3 points: alpha ")
+    assert "(inside the CI)" in line or "(outside the CI)" in line
+    points["edge"] = [False, False, True, True, True]
+    (line,) = _caveats(points, None, "bn")
+    assert "2 remain: too few to fit" in line and "rests on best T values that are bounds" in line
+    assert _caveats(points.assign(edge=False), None, "bn") == []
+    assert _caveats(points.assign(edge=False), None, None)[0].startswith("note: --head all pools")

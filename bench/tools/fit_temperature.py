@@ -429,6 +429,34 @@ def report(points: pd.DataFrame, fit: Fit, skipped: List[str], head: Optional[st
     return "\n".join(lines)
 
 
+def _caveats(points: pd.DataFrame, csg: Optional[Dict[str, float]], head: Optional[str]) -> List[str]:
+    """What the published-coefficient comparison rests on. A best T at the grid's edge is a bound
+    (the optimum may lie beyond), fitted as a value: the fit without those groups, where one is
+    possible, says whether the verdict survives. Pooled heads: the published formula is the BN
+    head's (claim B), and the pooled line has no head term."""
+    lines = []
+    if head is None:
+        lines.append("note: --head all pools BN-head and plain-head groups in one line with no head term; the "
+                     "published coefficients are for the BN head (--head bn)")
+    edge = points["edge"].astype(bool)
+    if edge.any():
+        inner = points[~edge]
+        try:
+            if len(inner) < 3 or inner["feature_dim"].nunique() < 2:
+                raise BenchError("too few")
+            fit = fit_tstar(inner, csg, bootstrap=False)
+        except BenchError:
+            lines.append(f"note: without the {int(edge.sum())} edge group(s), {len(inner)} remain: too few to fit, "
+                         f"so the comparison with the published coefficients rests on best T values that are bounds")
+            return lines
+        said = [f"{t} {fit.coef[t]:.4g} {_fmt_ci(fit.ci[t])}" + (
+            (" (inside the CI)" if fit.ci[t][0] <= PUBLISHED[t] <= fit.ci[t][1] else " (outside the CI)")
+            if t in PUBLISHED else "") for t in fit.terms]
+        lines.append(f"note: without the {int(edge.sum())} edge group(s) (their best T a bound, not a value), "
+                     f"{fit.n_points} points: " + ", ".join(said))
+    return lines
+
+
 def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dict[str, float]] = None,
         interpolate: bool = False, plot: Optional[str] = None, json_out: Optional[str] = None,
         without_tauto: bool = False):
@@ -449,7 +477,7 @@ def run(results: Sequence[str], *, head: Optional[str] = "bn", csg: Optional[Dic
                          f"{', '.join(map(str, results))}{other}; need at least 3 groups and 2 distinct M. "
                          f"Run {SWEEP_HINT}")
     fit = fit_tstar(points, csg)
-    text = report(points, fit, skipped, head, without_tauto)
+    text = "\n".join([report(points, fit, skipped, head, without_tauto), *_caveats(points, csg, head)])
     if plot:
         plot_fit(points, fit, Path(plot), csg)
     if json_out:
