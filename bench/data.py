@@ -148,6 +148,9 @@ def _tree_stamp(root: Path) -> str:
     it to compute a cache key cost each process 2.8 s. A file added, removed or touched there
     (an image or not) rebuilds the cache."""
     files = []
+    # the same tree however it is named (relative, absolute, through a link): a Ray task gets the
+    # root absolute, and a second cache of the same images was decoded beside the driver's
+    root = Path(os.path.realpath(root))
     for split in ("train", "test"):
         for folder, subdirs, names in os.walk(root / split, followlinks=True):
             subdirs.sort()
@@ -337,7 +340,7 @@ def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = No
     name = _pick_torchvision(root, dataset) if root.is_dir() else None
     if name is not None:
         folder = root / TORCHVISION_CIFAR[name][1]
-        cache = cache_dir / "data" / f"{name}-{_stamp(sorted(folder.iterdir()))}.safetensors"
+        cache = cache_dir / "data" / f"{name}-{_stamp(sorted(Path(os.path.realpath(folder)).iterdir()))}.safetensors"
         if not cache.exists():
             _check_cache_folder(cache.parent, cache_dir)
             arrays, classes = _load_torchvision_cifar(root, name, download=False)

@@ -113,6 +113,16 @@ def _remove_made(made: List[Path]) -> None:
             break
 
 
+def _check_members(tar: tarfile.TarFile) -> None:
+    """What the "data" filter refuses, for a Python without it: a member outside the folder (an
+    absolute name, a ../), and anything but a plain file or a folder (links, devices)."""
+    for m in tar.getmembers():  # the errors of those Pythons' tarfile: TarError, in the filter's words
+        if os.path.isabs(m.name) or ".." in Path(m.name).parts:
+            raise tarfile.TarError(f"{m.name!r} would be extracted outside the destination")
+        if not (m.isfile() or m.isdir()):
+            raise tarfile.TarError(f"{m.name!r} is not a plain file or folder")
+
+
 def download_cifar10c(dest: Path, url: str = CIFAR10C_URL, md5: str = CIFAR10C_MD5) -> Path:
     """CIFAR-10-C (2.9 GB) into ``dest``: the archive downloaded into a temporary folder there and
     md5-checked, unpacked beside it, then both renamed into place; a failed or cut-off download
@@ -145,7 +155,11 @@ def download_cifar10c(dest: Path, url: str = CIFAR10C_URL, md5: str = CIFAR10C_M
                 # the "data" filter refuses members outside the folder (../, absolute paths, links out of
                 # it) and device files: torchvision's extractor applies none on this Python
                 with tarfile.open(source) as tar:
-                    tar.extractall(tmp / "unpacked", filter="data")
+                    if hasattr(tarfile, "data_filter"):
+                        tar.extractall(tmp / "unpacked", filter="data")
+                    else:  # Python before 3.10.12 / 3.11.4 has no filters: the members are checked here
+                        _check_members(tar)
+                        tar.extractall(tmp / "unpacked")
             except tarfile.TarError as e:
                 raise BenchError(f"could not unpack CIFAR-10-C from {url} ({e.__class__.__name__}: {e}); nothing "
                                  f"was kept: download it by hand and unpack it so that {folder}/labels.npy "

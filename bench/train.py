@@ -131,7 +131,11 @@ class CannotResume(Exception):
 def _restore(state: TrainState, model, optimizer, schedule, gen, result: TrainResult) -> None:
     try:
         _load_state(state, model, optimizer, schedule, gen, result)
+    except torch.OutOfMemoryError:  # a full device, not a state that does not fit: the state is kept
+        raise
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        if "CUDA" in str(e):  # the device failing (a RuntimeError too), not the state
+            raise
         raise CannotResume(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
 
 
@@ -265,7 +269,7 @@ def _flushing_subnormals(run: Callable[[], TrainResult], stop: threading.Event) 
     set and cleared on the caller's thread, it stayed on in the pool a first training run made, and
     a later evaluation in the process counted half of the subnormal CE gradients as exact zeros.
     A thread of its own gets a pool of its own, made with the flag and ended with the thread."""
-    threads, out = torch.get_num_threads(), {}
+    threads, out, finished = torch.get_num_threads(), {}, threading.Event()
 
     def target():
         torch.set_num_threads(threads)  # a new thread starts at OpenMP's default count, not the caller's
@@ -274,15 +278,22 @@ def _flushing_subnormals(run: Callable[[], TrainResult], stop: threading.Event) 
             out["result"] = run()
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, which raises it
             out["error"] = e
+        finally:
+            finished.set()
 
     worker = threading.Thread(target=target, name="train", daemon=True)
     worker.start()
+    # waited for on an Event, not by join(): Python 3.11's join, interrupted by a signal, marks the
+    # thread stopped while it runs on, so a second join returned at once and the process could end
+    # in the middle of the thread's save_partial (rc 134, the epoch's state lost)
     try:
-        worker.join()
-    except BaseException:  # Ctrl-C or SIGTERM arrive on the caller's thread: stop the run too
+        finished.wait()
+    except BaseException:  # Ctrl-C or SIGTERM arrive on the caller's thread: stop the run at its next step
         stop.set()
-        worker.join()
+        finished.wait()  # a second interrupt ends the wait, as one would expect of it
+        worker.join()  # the thread past its last line: this join is not interrupted mid-run
         raise
+    worker.join()
     if "error" in out:
         raise out["error"]
     return out["result"]

@@ -14,6 +14,17 @@ from bench.errors import BenchError
 from tests.builders import make_imagefolder, register_checksums, write_cifar_batches
 
 
+def test_one_tree_named_three_ways_is_one_cache(tmp_path, monkeypatch):
+    """Relative, absolute, through a link: a Ray task gets the root absolute where the driver was
+    given it relative, and decoded a second cache of the same images beside the driver's."""
+    root = make_imagefolder(tmp_path / "toyset")
+    (tmp_path / "link").symlink_to(root)
+    monkeypatch.chdir(tmp_path)
+    for spelled in ("toyset", str(root), "link"):
+        load_dataset(spelled, tmp_path / "cache")
+    assert len(list((tmp_path / "cache" / "data").glob("*.safetensors"))) == 1
+
+
 def test_imagefolder_tree_and_cache(tmp_path):
     root = make_imagefolder(tmp_path / "toyset")
     cache = tmp_path / "cache"

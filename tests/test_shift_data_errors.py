@@ -136,6 +136,21 @@ def test_a_cifar10c_member_outside_its_folder_is_refused(tmp_path, http_server):
     assert not (tmp_path / "dl").exists()  # nor the archive, nor a half-unpacked folder
 
 
+def test_without_tar_filters_the_members_are_checked_here(tmp_path, http_server, monkeypatch):
+    """Python before 3.10.12 / 3.11.4 (which pyproject allows) has no extraction filters: filter=
+    raised TypeError, a traceback after the 2.9 GB download."""
+    import tarfile
+    monkeypatch.delattr(tarfile, "data_filter")
+    www, base = http_server
+    md5 = _tar(www / "CIFAR-10-C.tar", [("CIFAR-10-C/labels.npy", b"x"), ("CIFAR-10-C/../../escaped.txt", b"x")])
+    with pytest.raises(BenchError, match="could not unpack CIFAR-10-C.*outside the destination"):
+        download_cifar10c(tmp_path / "dl", url=base + "/CIFAR-10-C.tar", md5=md5)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    md5 = _tar(www / "CIFAR-10-C.tar", [("CIFAR-10-C/labels.npy", b"y")])
+    folder = download_cifar10c(tmp_path / "dl", url=base + "/CIFAR-10-C.tar", md5=md5)
+    assert (folder / "labels.npy").read_bytes() == b"y"
+
+
 def test_a_cut_off_cifar10c_download_leaves_nothing(tmp_path, cut_server):
     www, url = cut_server
     md5 = _tar(www / "CIFAR-10-C-data.tar", [("CIFAR-10-C/labels.npy", b"x" * 4096)])

@@ -139,9 +139,11 @@ def _train_and_save(spec, recipe, key, plan, data, ckpts, eval_split, log):
                      snapshot=lambda state: ckpts.save_partial(spec, key, state, provenance(plan.device), earlier),
                      resume=resume)
     try:
-        result = run(resume)
+        result, why = run(resume), None
     except CannotResume as e:  # else every rerun stopped on it, until someone found in-progress/ and emptied it
-        log(f"  cannot resume {spec.run.name} from the saved state of epoch {resume.epoch} ({e}): trained from "
+        result, why = None, str(e)
+    if result is None:  # out of the except block: its traceback would hold the failed run's model and data
+        log(f"  cannot resume {spec.run.name} from the saved state of epoch {resume.epoch} ({why}): trained from "
             f"epoch 0 instead")
         ckpts.drop_partial(spec, key)
         resume, earlier = None, []

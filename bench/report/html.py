@@ -212,7 +212,7 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
     return cols, rows
 
 
-# leaderboard.csv's number format (bench/report/publish.py writes it): the full table prints as it does
+# leaderboard.csv's number format (bench/report/publish.py writes it with this): the full table prints as it does
 LEADERBOARD_FLOAT_FORMAT = "%.4f"
 
 

@@ -22,7 +22,7 @@ from bench.command import Parser, finish
 from bench.report.columns import latest_runs
 from bench.errors import BenchError
 from bench.report.export import write_exports
-from bench.report.html import outdated_summary, write_page
+from bench.report.html import LEADERBOARD_FLOAT_FORMAT, outdated_summary, write_page
 from bench.report.plots import (
     plot_accuracy_vs_T,
     plot_attacks_vs_T,
@@ -89,7 +89,8 @@ def write_reports(store: ResultStore, out_dir: Path, pages: bool = True,
             # the published results.csv carries its report's start as its mtime (a rename keeps it; git
             # does not track it): what a later move-in compares its own start with, leaving no file
             os.utime(stage / TIDY, ns=(started, started))
-            write_bytes_atomic(stage / LEADERBOARD, board.to_csv(index=False, float_format="%.4f").encode())
+            write_bytes_atomic(stage / LEADERBOARD,
+                               board.to_csv(index=False, float_format=LEADERBOARD_FLOAT_FORMAT).encode())
             if not pages:
                 _move_in(stage, out_dir, started, moved, prune=False)
                 return board
