@@ -122,3 +122,33 @@ def test_reliability_diagram_is_written_atomically(tmp_path):
     r, g, b = (pixels[..., i].astype(int) for i in range(3))
     assert ((r - g > 40) & (r - b > 40)).sum() > 100
     assert [p.name for p in (tmp_path / "plots").iterdir()] == ["reliability.png"]  # no temp files left
+
+
+def test_a_cross_fit_half_without_errors_takes_the_other_halfs_temperature():
+    """n = 100 at 98% accuracy: one seeded half can hold both errors and the other none. That half's
+    NLL falls as T -> 0, its fitted T sat at the search's bound, and the half with the errors, divided
+    by it, put them at confidence ~1 (nll_posthoc 30x the raw one)."""
+    from bench.data import Split
+    from bench.measure.calibration import evaluate_calibration
+    n, seed = 100, 0
+    half = torch.zeros(n, dtype=torch.bool)
+    half[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n // 2]] = True
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    shown = labels.clone()
+    wrong = half.nonzero().flatten()[:2]  # both errors in one half
+    shown[wrong] = (labels[wrong] + 1) % 10
+    images = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+    images[:, 0, 0, 0] = shown.to(torch.uint8)
+    images[:, 1, 0, 0] = torch.randint(0, 256, (n,), generator=g, dtype=torch.uint8)
+
+    class Reads(torch.nn.Module):  # logits from the pixel it is shown, its margin from another pixel
+        def forward(self, x):
+            cls = (x[:, 0, 0, 0] * 255).round().long()
+            return 3.0 * (1 + x[:, 1, 0, 0])[:, None] * torch.nn.functional.one_hot(cls, 10).float()
+
+    ms = {m.view: m.metrics for m in evaluate_calibration(Reads(), 1.0, Split(images, labels), 50, seed)}
+    post = ms["posthoc"]
+    assert post["posthoc_T_fold_a"] == post["posthoc_T_fold_b"] > 0.1  # the half with errors' T, not a bound
+    assert post["nll"] < 2 * ms["raw"]["nll"]
+    assert post["posthoc_halves_without_errors"] == 1  # and the record says so

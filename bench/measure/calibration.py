@@ -45,6 +45,13 @@ def evaluate_calibration(model, temperature: float, split: Split, batch_size: in
     half = torch.zeros(len(y), dtype=torch.bool)  # a seeded random half (small splits need not be stratifiable)
     half[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:len(y) // 2]] = True
     fitted = [fit_temperature(z[half], y[half]), fit_temperature(z[~half], y[~half])]
+    # a half with no error has no NLL-optimal T (NLL falls as T -> 0: the search stops at a bound, and
+    # the other half, divided by it, had its few errors at confidence 1: nll_posthoc 30x at n=100).
+    # Both halves then take the T of the half with errors: out of fold for the clean half, in fold (one
+    # parameter) for the other, which the record says (posthoc_halves_without_errors)
+    clean = [bool((z[h].argmax(1) == y[h]).all()) for h in (half, ~half)]
+    if clean[0] != clean[1]:
+        fitted = [fitted[1], fitted[1]] if clean[0] else [fitted[0], fitted[0]]
     divisor = torch.empty(len(y), dtype=torch.float64)
     divisor[~half], divisor[half] = fitted  # each half scored with the T fitted on the other
     views = {"raw": z, "scaled": z / temperature, "posthoc": z / divisor[:, None]}
@@ -60,6 +67,8 @@ def evaluate_calibration(model, temperature: float, split: Split, batch_size: in
         metrics.update((cost if view == "raw" else PassCount()).metrics(len(y)))
         if view == "posthoc":
             metrics.update(posthoc_T=sum(fitted) / 2, posthoc_T_fold_a=fitted[0], posthoc_T_fold_b=fitted[1])
+            if any(clean):  # the T above is the other half's (one such half), or undetermined (both)
+                metrics["posthoc_halves_without_errors"] = sum(clean)
         extra = {"reliability": {"confidence": bins.confidence.tolist(), "accuracy": bins.accuracy.tolist(),
                                  "count": bins.count.tolist()}}
         out.append(Measurement("calibration", view, 0.0, 0, params[view], len(y), metrics, time.perf_counter() - t0,
