@@ -6,7 +6,6 @@ parent, and ``<cache>/downloads`` (where ``download_*`` put them).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 from pathlib import Path
@@ -94,14 +93,6 @@ def load_cifar101(folder: Path) -> Tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(np.asarray(labels).astype(np.int64)))
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _remove_made(made: List[Path]) -> None:
     """The folders a failed download created, innermost first; one something else has written into stays."""
     for p in made:
@@ -131,7 +122,7 @@ def download_cifar10c(dest: Path, url: str = CIFAR10C_URL, md5: str = CIFAR10C_M
     import shutil
     import tempfile
 
-    from torchvision.datasets.utils import download_url
+    from torchvision.datasets.utils import calculate_md5, download_url
     dest = Path(dest)
     archive, folder = dest / "CIFAR-10-C.tar", dest / CIFAR10C_DIR
     if folder.exists():  # not found there (no labels.npy), and not ours to delete
@@ -143,11 +134,11 @@ def download_cifar10c(dest: Path, url: str = CIFAR10C_URL, md5: str = CIFAR10C_M
         dest.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar10c-", dir=dest))
         try:
-            have = archive.is_file() and _md5(archive) == md5
+            have = archive.is_file() and calculate_md5(archive) == md5
             source = archive if have else tmp / archive.name
             if not have:
                 download_url(url, str(tmp), filename=archive.name)
-                got = _md5(source)
+                got = calculate_md5(source)
                 if got != md5:
                     raise BenchError(f"could not download CIFAR-10-C from {url}: what came has md5 {got}, not {md5} "
                                      f"(cut off, or another file); nothing was kept: rerun to download it again")

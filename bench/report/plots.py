@@ -200,9 +200,13 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path, latest: Optional[pd
 
 def _seed_counts(board: pd.DataFrame) -> str:
     """How many models (seeds) the figure's points average: '1' or '1 to 3'."""
-    counts = board.groupby(["family", "T"]).size()
+    return _span(board.groupby(["family", "T"]).size())
+
+
+def _span(counts: pd.Series, each: str = "") -> str:
+    """'3' where every count is 3, else '1 to 3' (and ``each``, what one count belongs to)."""
     lo, hi = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
-    return f"{lo}" if lo == hi else f"{lo} to {hi}"
+    return f"{lo}" if lo == hi else f"{lo} to {hi}{each}"
 
 
 def _with_family(df: pd.DataFrame, with_dataset: bool = False) -> pd.DataFrame:
@@ -253,9 +257,7 @@ def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
         if curve.empty:  # the family's extra corruptions alone (a store copied in part)
             continue
         # a profile or --corruptions may measure a few of the 15: the title counts those the curves average
-        counts = bench[bench.corruption != "none"].groupby("model")["corruption"].nunique()
-        lo, hi = (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
-        measured = f"{lo}" if lo == hi else f"{lo} to {hi} (a model)"
+        measured = _span(bench[bench.corruption != "none"].groupby("model")["corruption"].nunique(), " (a model)")
         colour = _t_colours(curve.index.get_level_values("T"))
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for t, line in curve.groupby(level="T"):

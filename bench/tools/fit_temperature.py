@@ -380,6 +380,13 @@ def parse_csg(pairs: Sequence[str], json_path: Optional[str]) -> Dict[str, float
     return out
 
 
+def _against_published(term: str, ci) -> str:
+    """' (inside the CI)' or ' (outside the CI)' for a published coefficient, '' for another."""
+    if term not in PUBLISHED:
+        return ""
+    return " (inside the CI)" if ci[0] <= PUBLISHED[term] <= ci[1] else " (outside the CI)"
+
+
 def _fmt_ci(ci) -> str:
     return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "-"
 
@@ -420,9 +427,7 @@ def report(points: pd.DataFrame, fit: Fit, skipped: List[str], head: Optional[st
     lines.append(f"{'coef':<6} {'fitted':>10} {'se':>9}  {'95% CI (OLS t)':<24} {boot:<26} published")
     for t in fit.terms:
         pub = f"{PUBLISHED[t]:g}" if t in PUBLISHED else "not published"
-        inside = ""
-        if t in PUBLISHED:
-            inside = " (inside the CI)" if fit.ci[t][0] <= PUBLISHED[t] <= fit.ci[t][1] else " (outside the CI)"
+        inside = _against_published(t, fit.ci[t])
         lines.append(f"{t:<6} {fit.coef[t]:>10.4g} {fit.se[t]:>9.3g}  {_fmt_ci(fit.ci[t]):<24} "
                      f"{_fmt_ci(fit.bootstrap_ci.get(t)) if fit.bootstrap_ci else '':<26} {pub}{inside}")
     lines += [f"note: {n}" for n in fit.notes]
@@ -449,9 +454,7 @@ def _caveats(points: pd.DataFrame, csg: Optional[Dict[str, float]], head: Option
             lines.append(f"note: without the {int(edge.sum())} edge group(s), {len(inner)} remain: too few to fit, "
                          f"so the comparison with the published coefficients rests on best T values that are bounds")
             return lines
-        said = [f"{t} {fit.coef[t]:.4g} {_fmt_ci(fit.ci[t])}" + (
-            (" (inside the CI)" if fit.ci[t][0] <= PUBLISHED[t] <= fit.ci[t][1] else " (outside the CI)")
-            if t in PUBLISHED else "") for t in fit.terms]
+        said = [f"{t} {fit.coef[t]:.4g} {_fmt_ci(fit.ci[t])}{_against_published(t, fit.ci[t])}" for t in fit.terms]
         lines.append(f"note: without the {int(edge.sum())} edge group(s) (their best T a bound, not a value), "
                      f"{fit.n_points} points: " + ", ".join(said))
     return lines
