@@ -225,12 +225,12 @@ class ResultStore:
         write_json_atomic(self.path(rid), _strict_json(dict(record, id=rid, schema=SCHEMA)))
         old = self.path(legacy_record_id(record))
         if old != self.path(rid) and old.exists():
-            # the same part of the same evaluation under its old name (or one that did not say of
-            # which, as the float64 check's did not), now measured again: two records of one
-            # measurement. One whose positions name another evaluation is that one's, and stays
+            # the same part of the same evaluation under its old name, now measured again: two
+            # records of one measurement. One whose positions name another evaluation is that one's,
+            # and one that names none is a whole evaluation on as many images: both stay
             try:
                 prior = json.loads(old.read_bytes())
-                same = part_of(prior) is None or record_id(prior) == rid
+                same = part_of(prior) is not None and record_id(prior) == rid
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 same = False  # not a record: reports warn about it, and it stays for a person to see
             if same:

@@ -212,6 +212,27 @@ def test_a_part_under_its_old_name_is_found_and_replaced_not_doubled(mini_root, 
     assert not any((records / f"{rid}.json").exists() for rid in old.values())
 
 
+def test_a_whole_evaluation_of_a_parts_size_is_not_that_part(mini_root, tmp_path):
+    """A part's old name (no evaluation's n in it) is also the name of a whole evaluation on as many
+    images: FGSM and the float64 check on all of a 20-image evaluation were taken as the 20-image
+    parts of the 100-image one (never measured there: its row lost its FGSM and the float64 check),
+    and measuring those parts deleted the 20-image evaluation's records as their 'old copies'."""
+    (tmp_path / "p.toml").write_text(PARTS_PROFILE)
+    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "c"),
+            "--results", str(tmp_path / "out"), "--no-progress", "--tables-only", "--attack", "fgsm,fp64"]
+    out = tmp_path / "out"
+    assert main(args + ["--n-test", "20"]) == 0
+    whole = parts(out)
+    # a whole evaluation's attack names no evaluation; the float64 check names its own
+    assert set(whole) == {("fgsm", "raw", None), ("fgsm", "scaled", None), ("pgd_fp64", "raw", 20)}
+    assert main(args) == 0
+    now = parts(out)
+    assert {k: now[k] for k in whole} == whole  # the 20-image evaluation's, untouched
+    assert {k for k in now if k[2] == 100} == {(t, v, 100) for t, v, _ in whole}  # the 100's own too
+    assert main(args + ["--force"]) == 0
+    assert {k: v for k, v in parts(out).items() if k in whole} == whole
+
+
 def test_a_transfer_attack_from_a_retrained_surrogate_is_measured_again(mini_root, tmp_path):
     """The transfer record's identity names the surrogate's checkpoint key, which is its recipe, not
     its weights: a surrogate trained again to other weights (another CPU or thread count) made the

@@ -368,9 +368,10 @@ def _current_record(ctx: Context, weights_key: str, p, family) -> Optional[dict]
     ident, eval_n = ctx.identity(weights_key, *p), len(ctx.eval_split)
     part = family.parts_of_evaluation and p[0] < eval_n
     d = ctx.store.get(record_id(ident, eval_n if part else None))
-    if d is None and part:  # one made before the evaluation's n was in its id: if it says it is this one's
+    if d is None and part:  # one made before the evaluation's n was in its id, if it says it is this one's:
+        # that name is also a whole evaluation's on as many images, whose record names no evaluation
         d = ctx.store.get(legacy_record_id(ident))
-        d = d if d is not None and part_of(d) in (None, eval_n) else None
+        d = d if d is not None and part_of(d) == eval_n else None
     if d is None or d.get("measure_version", 1) != family.version_of(p) or d.get("schema") != SCHEMA:
         return None
     return d
