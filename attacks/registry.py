@@ -317,7 +317,9 @@ def _pgd_l2(model, *, n_classes, seed, eps, alpha, steps, random_start, early_st
 
 @register_attack("cw_l2", norm="l2", loss="margin", view_invariant=False, seeding="none",
                  description="Carlini-Wagner L2 (fixed c, no binary search); a perturbation longer than eps "
-                             "counts as a failure (CW has no radius of its own)",
+                             "counts as a failure (CW has no radius of its own); torchattacks stops a whole "
+                             "batch when its summed loss rises, so a result depends on the batch (records "
+                             "keep eval_batch_size)",
                  params={"eps": EPS_L2,
                          "c": Param(1.0, "float", "weight of the margin term against the squared L2 distance"),
                          "kappa": Param(0.0, "float", "confidence margin", zero_ok=True),

@@ -152,3 +152,35 @@ def test_a_cross_fit_half_without_errors_takes_the_other_halfs_temperature():
     assert post["posthoc_T_fold_a"] == post["posthoc_T_fold_b"] > 0.1  # the half with errors' T, not a bound
     assert post["nll"] < 2 * ms["raw"]["nll"]
     assert post["posthoc_halves_without_errors"] == 1  # and the record says so
+
+
+class Lookup(torch.nn.Module):
+    """A network that knows the test split by heart: logits 10 for each image's label (``shift``
+    classes on: always wrong), 0 elsewhere. No temperature fits it: the estimate stopped at the
+    search's bound (0.00111 or 9,999.99) and was used as the model's T."""
+
+    def __init__(self, split, shift: int):
+        super().__init__()
+        self.register_buffer("keys", split.images.flatten(1).float().div(255))
+        self.register_buffer("labels", (split.labels + shift) % 10)
+
+    def forward(self, x):
+        hit = torch.cdist(x.flatten(1), self.keys).argmin(1)
+        # plus a sliver of the input: a network without an input gradient is refused before this
+        return 10.0 * torch.nn.functional.one_hot(self.labels[hit], 10).float() + 1e-3 * x.mean((1, 2, 3))[:, None]
+
+
+@pytest.mark.parametrize("shift, why", [(0, "it classifies all [0-9]+ held-out test images correctly"),
+                                        (1, "its NLL on [0-9]+ held-out test images only falls as T grows")])
+def test_a_temperature_at_the_searchs_bound_is_refused(mini_data, mini_root, mini_cache, tmp_path, shift, why):
+    from bench.api import audit
+    from bench.errors import BenchError
+    from bench.measure.calibration import estimate_temperature
+    from bench.profiles import load_profile
+    model = Lookup(mini_data.test, shift)
+    with pytest.raises(BenchError, match=f"the temperature cannot be estimated: {why}.*--temperature"):
+        estimate_temperature(model, mini_data, load_profile("smoke").eval)
+    with pytest.raises(BenchError, match=f"^oracle: the temperature cannot be estimated: {why}"):
+        audit(model, name="oracle", data_root=str(mini_root), cache=str(mini_cache), n=200, profile="smoke",
+              attacks=["fgsm"], results=str(tmp_path / "r"), log=lambda m: None)
+    assert not (tmp_path / "r" / "records").exists() or not any((tmp_path / "r" / "records").iterdir())

@@ -106,7 +106,10 @@ class Context:
         if not (isinstance(spec, ExternalSpec) and spec.T is None):
             return self._tauto(spec)
         if spec.name not in self._estimated:
-            T = estimate_temperature(spec.model, self.data, self.plan.profile.eval)
+            try:
+                T = estimate_temperature(spec.model, self.data, self.plan.profile.eval)
+            except BenchError as e:
+                raise BenchError(f"{spec.name}: {e}") from None
             self._log(f"{spec.name}: training temperature not given; estimated T = {T:.3g} by post-hoc temperature "
                       f"scaling on held-out test images")
             self._estimated[spec.name] = replace(spec, T=T, T_source="estimated")

@@ -14,7 +14,7 @@ from typing import Dict, List
 
 import torch
 
-from bench.calibration import N_BINS, fit_temperature, nll, reliability_bins
+from bench.calibration import N_BINS, T_BOUNDS, fit_temperature, nll, reliability_bins
 from bench.data import Dataset, Split, stratified_indices, to_float
 from bench.errors import BenchError
 from attacks.views import PassCount
@@ -118,9 +118,24 @@ def estimate_temperature(model, data: Dataset, ev) -> float:
     # 2,000 of the very images its ece_scaled and z/T view are scored on
     inside[stratified_indices(split.labels, ev.n, ev.subset_seed).cpu()] = True
     outside = (~inside).nonzero().flatten()
+    give = "give its training temperature (--temperature, or temperature= in bench.audit)"
     if len(outside) == 0:
-        raise BenchError("no test image is left outside the evaluation subset to estimate the temperature on: "
-                         "give temperature= or a smaller n")
+        raise BenchError(f"no test image is left outside the evaluation subset to estimate the temperature on: "
+                         f"{give}, or a smaller n (--n-test, n=)")
     outside = outside[torch.randperm(len(outside), generator=torch.Generator().manual_seed(0))[:HELD_OUT]]
     held = split.subset(outside.to(split.labels.device))
-    return fit_temperature(logits_of(model, held, 500).double().cpu(), held.labels.cpu())
+    z, y = logits_of(model, held, 500).double().cpu(), held.labels.cpu()
+    T = fit_temperature(z, y)
+    # at a bound of the search the NLL has no minimum: it falls as T -> 0 where no held-out image is
+    # wrong, as T -> inf where the logits rank the true class no better than the rest; that bound
+    # (0.001, 10,000) was used as the model's T, and every scaled-view number with it. Without an
+    # error the search may stop anywhere the NLL is 0 in float64 (0.00111, or 0.02 for logits of 10);
+    # elsewhere within a factor 2 of a bound
+    if bool((z.argmax(1) == y).all()):
+        raise BenchError(f"the temperature cannot be estimated: it classifies all {len(y)} held-out test images "
+                         f"correctly (the NLL falls as T -> 0); {give}")
+    if T < T_BOUNDS[0] * 2 or T > T_BOUNDS[1] / 2:
+        raise BenchError(f"the temperature cannot be estimated: its NLL on {len(y)} held-out test images only "
+                         f"{'falls as T falls' if T < 1 else 'falls as T grows'}, to the search's bound {T:.3g}; "
+                         f"{give}")
+    return T
