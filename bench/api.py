@@ -78,9 +78,10 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
           pages: bool = True) -> AuditResult:
     """Measure ``model`` as the CLI measures a grid model (``profile``'s evaluation, or the
     threats named in ``attacks``: the names ``--attack`` takes) on ``n`` stratified test images.
-    Records go to ``results`` (a temporary folder when None), so a second call with the same
-    weights resumes rather than re-measures; with its reports, or (``pages=False``) its tables
-    alone. Raises BenchError, with one sentence, on bad input."""
+    Records go to ``results`` (when None, a new temporary folder each call), so a second call with
+    the same weights, temperature and ``results`` resumes rather than re-measures; with its
+    reports, or (``pages=False``) its tables alone. Raises BenchError, with one sentence, on bad
+    input."""
     if not isinstance(model, torch.nn.Module):
         raise BenchError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     name = name or type(model).__name__
@@ -106,23 +107,27 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
         if isinstance(value, (str, Path)) and not str(value).strip():
             raise BenchError(f"{arg}={value!r} is empty: give a {'profile' if arg == 'profile' else 'folder'}, "
                              f"or leave it out")
+    if not isinstance(profile, (str, Path)):
+        raise BenchError(f"profile must be a profile name or a .toml path, got {profile!r}")
     if isinstance(attacks, str):  # one name, or a comma-separated list as --attack takes; not its letters
         attacks = [attacks]
+    if attacks is not None and not (isinstance(attacks, (list, tuple)) and all(isinstance(a, str) for a in attacks)):
+        raise BenchError(f"attacks must be a list of names as --attack takes, e.g. ['fgsm', 'pgd'], got {attacks!r}")
     made = None if results is not None else Path(tempfile.mkdtemp(prefix="tempbench-audit-"))
-    # FLAG=VALUE: a value that starts with '-' (a folder, say) is not read as a flag
-    argv = ["--profile=" + profile, "--no-progress", "--model=" + name, f"--results={results or made}",
-            *([] if pages else ["--tables-only"])]
-    for flag, value in (("--data-root", data_root), ("--dataset", dataset), ("--cache", cache),
-                        ("--device", device or _default_device(model)), ("--n-test", n),
-                        ("--attack", ",".join(attacks) if attacks is not None else None)):
-        if value is not None:
-            argv.append(f"{flag}={value}")
     try:
+        # FLAG=VALUE: a value that starts with '-' (a folder, say) is not read as a flag
+        argv = [f"--profile={profile}", "--no-progress", "--model=" + name, f"--results={results or made}",
+                *([] if pages else ["--tables-only"])]
+        for flag, value in (("--data-root", data_root), ("--dataset", dataset), ("--cache", cache),
+                            ("--device", device or _default_device(model)), ("--n-test", n),
+                            ("--attack", ",".join(attacks) if attacks is not None else None)):
+            if value is not None:
+                argv.append(f"{flag}={value}")
         plan = make_plan(build_parser().parse_args(argv), specs=[])  # every setting, before a file is written
         if _device_of(model) != plan.device.type:
             raise BenchError(f"the model is on {_device_of(model)} and the audit runs on {plan.device}: move the "
                              f"model (model.to(...)) or pass device={_device_of(model)!r}")
-        board, sha = _measure(model, name, temperature, mean, std, plan, pages, log)
+        _, sha = _measure(model, name, temperature, mean, std, plan, pages, log)
     except BaseException:
         if made is not None and not any(made.iterdir()):
             made.rmdir()  # refused before anything was written (the model's contract, say): its folder goes too
@@ -130,18 +135,15 @@ def audit(model: torch.nn.Module, *, name: Optional[str] = None, temperature: Op
     # the run's key names its data's fingerprint: from the decoded cache the run made (half a second)
     key = external_run_key(name, sha, load_dataset(plan.data_root, plan.cache_dir, dataset=plan.dataset).fingerprint,
                            None if temperature is None else float(temperature))
-    rows = board[(board.model == name) & (board.weights_sha256 == sha)]
     tidy = pd.read_csv(plan.results_dir / "results.csv")
     tidy = tidy[tidy.run_key == key]
-    if rows.empty:
-        # the folder holds another model under this name, measured later (or in the same second):
-        # the leaderboard shows that one; this model's row comes from its own run's records alone
-        store = ResultStore(plan.results_dir)
-        bits = store.bits_table()
-        rows = leaderboard(store.table().query("run_key == @key"), bits[bits.run_key == key])
-    source = "given" if temperature is not None else "estimated"
-    return AuditResult(name, plan.results_dir, rows.iloc[0], tidy.reset_index(drop=True), float(rows.iloc[0]["T"]),
-                       source)
+    # this run's row from its own records alone: the leaderboard's rows of this name and weights are
+    # this run's and those of any other temperature it was audited at (or another model's of the name,
+    # measured later), and picking one of them gave another run's row and T beside this run's table
+    store = ResultStore(plan.results_dir)
+    bits = store.bits_table()
+    row = leaderboard(store.table().query("run_key == @key"), bits[bits.run_key == key]).iloc[0]
+    return AuditResult(name, plan.results_dir, row, tidy.reset_index(drop=True), float(row["T"]), row["T_source"])
 
 
 def _measure(model, name, temperature, mean, std, plan, pages, log):

@@ -127,6 +127,9 @@ def _attack_params(profile, args) -> dict:
         check_overrides(attack, {key: value})
         if given.setdefault(target, value) != value:
             raise BenchError(f"--param {target} is given twice ({given[target]}, {value}): give it once")
+        if key in shared and _takes_flag(ATTACKS[attack], key) and shared[key] != value:  # the --param won, unsaid
+            raise BenchError(f"--param {item} and --{key} {shared[key]} give {target} two values: leave one out, or "
+                             f"give each attack its own {key} with --param")
         merged[attack][key] = value
     return {a: p for a, p in merged.items() if p}
 
@@ -150,7 +153,16 @@ def resolve_device(name: str) -> torch.device:
         raise BenchError(f"unknown device {name!r}: use auto, cpu or cuda")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError("--device cuda asked for, but torch sees no GPU: use --device cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # cuda:abc, cuda:-1: torch's "Invalid device string", a traceback
+        raise BenchError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N (N a GPU's index)") from None
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:  # else it failed at the first tensor moved there
+        known = ", ".join(f"cuda:{i}" for i in range(count)) or "none"
+        raise BenchError(f"--device {name}: torch sees {count} GPU{'' if count == 1 else 's'} ({known}): give one "
+                         f"of them, or --device cuda")
+    return device
 
 
 def _floats(text: Optional[str], flag: str):
@@ -179,8 +191,6 @@ def check_normalisation(values, flag: str, given=None) -> list:
 
 
 def _spec(name: str, args):
-    if is_zoo_name(name):
-        return ZooSpec(name)
     if is_file_name(name):
         mean, std = _floats(args.mean, "--mean"), _floats(args.std, "--std")
         if (mean is None) != (std is None):
@@ -189,8 +199,15 @@ def _spec(name: str, args):
             raise BenchError(f"--temperature must be a finite number > 0, got {args.temperature}: give the T the "
                              f"weights were trained at, or leave --temperature out to estimate it")
         return file_spec(name, args.arch, args.temperature, mean, std)
-    if args.arch or args.temperature is not None or args.mean or args.std:
-        raise BenchError("--arch, --temperature, --mean and --std are for --model file:PATH")
+    # they describe every file: model of the list; a zoo or registry model was run without them, unsaid
+    given = [f"--{k}" for k in ("arch", "temperature", "mean", "std") if getattr(args, k) is not None]
+    if given:
+        flags = ", ".join(given)
+        raise BenchError(f"{flags} {'is' if len(given) == 1 else 'are'} for --model file:PATH, and every model it "
+                         f"lists must then be a file: model; {name} is not: run it in a separate command without "
+                         f"{flags}")
+    if is_zoo_name(name):
+        return ZooSpec(name)
     return parse_name(name)
 
 
@@ -263,6 +280,8 @@ def _check_attacks(profile, args) -> None:
         if attack not in built:
             raise BenchError(f"--param {item}: {attack} is not among this run's attacks "
                              f"({', '.join(built) or 'none'}): add it with --attack, or leave the --param out")
+    for family in families.FAMILIES:
+        family.check(profile)
 
 
 def make_plan(args, specs=None):
@@ -286,7 +305,8 @@ def make_plan(args, specs=None):
         raise BenchError("--shift-n sizes the corruptions and natural transforms, which this run does not measure: "
                          "add --attack corruptions or natural, or leave --shift-n out")
     attacks = [profile.attack(a) for a in ev.attacks]
-    views = ev.views if args.view is None else _split_list(args.view, "--view")
+    # once each: --view raw,raw ran every attack twice for one record
+    views = list(dict.fromkeys(ev.views if args.view is None else _split_list(args.view, "--view")))
     for v in views:
         if v not in VIEWS:
             raise BenchError(f"unknown view {v!r}; known: {', '.join(VIEWS)}")
@@ -297,6 +317,11 @@ def make_plan(args, specs=None):
                              f"gcsfuse) and pass the mount point")
         store = Path(args.store)
         _check_writable(store, "--store")
+        if args.results is not None and args.executor == "ray":
+            # a worker would write its records into --results, which a node of its own may not see (the run's
+            # check that a node sees the driver's folders looks in the store alone)
+            raise BenchError("--results with --store under --executor ray: give --store alone on a cluster (a folder "
+                             "every node mounts; the records and reports go there too)")
     # `is not None`: an empty --results read as not given wrote into results/<profile> (user_path refuses it too)
     results = Path(args.results) if args.results is not None else store or Path("results") / profile.name
     _check_writable(results)
@@ -396,6 +421,9 @@ def make_executor(args):
     if gpus is not None and not gpus >= 0:
         raise BenchError(f"--gpus-per-job must be >= 0, got {gpus}")
     if args.device == "cpu":
+        if gpus:  # the jobs run on the CPU: the GPUs asked for were dropped, unsaid
+            raise BenchError(f"--gpus-per-job {gpus:g} with --device cpu: the jobs run on the CPU; leave "
+                             f"--gpus-per-job out, or give --device cuda")
         gpus = 0
     elif args.device == "cuda" and gpus is None:
         gpus = 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -201,6 +202,16 @@ class EvalSetup:
         _check_seed("attack_seed", self.attack_seed)
         if self.corruptions not in ("auto", "generated", "real", "none"):
             raise BenchError(f"[eval] corruptions must be auto, generated, real or none, got {self.corruptions!r}")
+        # an empty list where its feature is on measured nothing of it, without a word (as --view , would)
+        if not self.views and (self.attacks or (self.eps_sweep and not self.sweep_views)):
+            raise BenchError("[eval] views = [] leaves the attacks no view to run on: name one or more of "
+                             f"{', '.join(VIEWS)}, or leave views out for the default")
+        if not self.severities and self.corruptions != "none":
+            raise BenchError("[eval] severities = [] measures no corruption: give severities in 1..5, e.g. [3, 5] "
+                             "(or --severities 3,5), or leave severities out for all five")
+        if not self.sweep_attacks and self.eps_sweep:
+            raise BenchError("[eval] sweep_attacks = [] leaves the eps sweep no attack to sweep: name one, e.g. "
+                             "[\"pgd\"], or leave sweep_attacks out for the default")
         bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
         if bad:
             raise BenchError(f"severities must lie in 1..5, got {bad} (--severities or [eval] severities)")
@@ -428,7 +439,8 @@ def expand_grid(entries: List[dict], base: Recipe) -> Tuple[Tuple[str, ...], Dic
     return tuple(names), overrides, measure
 
 
-_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+# not a '.' first: "." and ".." name results/ itself and the working folder, not a folder of their own
+_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def check_radius(config: AttackConfig):
@@ -444,6 +456,10 @@ def check_radius(config: AttackConfig):
 
 def resolve_profile_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
+    shipped = PROFILE_DIR / f"{name_or_path}.toml"
+    # a bare name is the shipped profile's, whatever the working folder holds under that name
+    if "/" not in name_or_path and os.sep not in name_or_path and path.suffix != ".toml" and shipped.is_file():
+        return shipped
     if path.suffix == ".toml" or path.exists():
         if path.is_dir():
             raise BenchError(f"profile {path} is a folder: give a profile name ({', '.join(available_profiles())}) "
@@ -451,11 +467,10 @@ def resolve_profile_path(name_or_path: str) -> Path:
         if not path.is_file():
             raise BenchError(f"profile file {path} not found")
         return path
-    path = PROFILE_DIR / f"{name_or_path}.toml"
-    if not path.is_file():
+    if not shipped.is_file():
         known = ", ".join(available_profiles())
         raise BenchError(f"unknown profile {name_or_path!r}; known: {known} (or give a .toml path)")
-    return path
+    return shipped
 
 
 def available_profiles() -> List[str]:
@@ -480,8 +495,11 @@ def load_profile(name_or_path: str) -> Profile:
     if not isinstance(doc.get("keep_checkpoints", False), bool):
         raise BenchError(f"{where}: keep_checkpoints must be true or false, got {doc['keep_checkpoints']!r}")
     if "name" in doc and not _NAME_RE.fullmatch(doc["name"]):
-        raise BenchError(f"{where}: name must be letters, digits, '.', '_' or '-' (it names the results "
-                         f"folder), got {doc['name']!r}")
+        raise BenchError(f"{where}: name must be letters, digits, '.', '_' or '-', not starting with '.' (it names "
+                         f"the results folder), got {doc['name']!r}")
+    if "name" not in doc and path.stem.startswith("."):  # the stem names the results folder then
+        raise BenchError(f"{where}: a profile without name = \"...\" is named by its file, and {path.name!r} starts "
+                         f"with '.': rename the file, or give the profile a name")
     recipe = _strict(Recipe, doc["recipe"], f"{where} [recipe]")
     ev = _strict(EvalSetup, doc.get("eval", {}), f"{where} [eval]")
     for a in ev.attacks:

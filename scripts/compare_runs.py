@@ -14,7 +14,6 @@ pairs, or when a leaderboard is unreadable or holds one model twice.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import sys
@@ -23,6 +22,8 @@ from typing import List
 
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
+
+from bench.command import Parser
 
 
 # what tells a folder's models apart at one T and regime, besides the seed and checkpoint
@@ -97,7 +98,8 @@ def pp(x: float) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # a usage error in one line, as every command of the harness (argparse's own is a usage dump)
+    ap = Parser(prog="python scripts/compare_runs.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("base", type=Path)
     ap.add_argument("cand", type=Path)
     ap.add_argument("--T", type=float, default=1.0)

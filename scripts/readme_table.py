@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.command import Parser
 from bench.errors import stdout_closed
 
 COLUMNS = [  # (header, leaderboard column, how to print it)
@@ -70,7 +71,10 @@ def main(folder: str) -> int:
 
 
 if __name__ == "__main__":
+    # a second folder or a flag was ignored, the table printed from the first alone
+    parser = Parser(prog="python scripts/readme_table.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", nargs="?", default="results/quick", help="a results folder (default: results/quick)")
     try:
-        sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "results/quick"))
+        sys.exit(main(parser.parse_args().folder))
     except BrokenPipeError:  # readme_table.py | head: what the reader took is all it wanted
         sys.exit(stdout_closed())

@@ -2,6 +2,7 @@
 model comes back untouched, an unknown temperature is estimated, bad models are refused."""
 import copy
 from dataclasses import replace
+from pathlib import Path
 import re
 import tempfile
 import json
@@ -164,6 +165,9 @@ def test_bad_models_are_refused_before_anything_is_written(tiny_model, mini_root
     ({"cache": " "}, "cache=' ' is empty: give a folder"),
     ({"results": ""}, "results='' is empty: give a folder"),
     ({"profile": ""}, "profile='' is empty: give a profile"),
+    # a TypeError, after the temporary folder was made: it stayed behind
+    ({"profile": Path("quik")}, "unknown profile 'quik'"),
+    ({"attacks": ["fgsm", None]}, "attacks must be a list of names as --attack takes"),
 ])
 def test_bad_arguments_are_refused_in_the_functions_words(tiny_model, mini_root, mini_cache, kwargs, phrase,
                                                           monkeypatch, tmp_path, capsys):
@@ -258,7 +262,7 @@ def test_the_command_line_audits_a_weights_file(tiny_model, mini_root, mini_cach
         # a registry network normalises its input itself: twice moved every number (17.7% clean to 14.3%)
         ([f"file:{path}", "--arch", "fastnetw8", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"],
          "--arch fastnetw8 normalises its input itself (its first layer, models.archs.Normalize): drop --mean/--std"),
-        (["fastnetw8_T1", "--arch", "fastnetw8"], "are for --model file:PATH"),
+        (["fastnetw8_T1", "--arch", "fastnetw8"], "--arch is for --model file:PATH, and every model it lists"),
     ]:
         out = tmp_path / "bad"
         code = main(["--model", *model_args, "--results", str(out), *common])
@@ -387,3 +391,21 @@ def test_one_network_audited_at_two_temperatures_is_measured_at_each(tiny_model,
     assert ece[1.0]["scaled"] == ece[1.0]["raw"]  # at T=1 the scaled view is the raw one
     assert ece[10.0]["scaled"] != ece[10.0]["raw"]
     assert set(hot.table.run_key).isdisjoint(cold.table.run_key)
+
+
+def test_each_audit_of_one_network_gets_its_own_runs_row(tiny_model, mini_root, mini_cache, tmp_path):
+    """The row was the leaderboard's first of the name and weights: with the network audited at
+    two temperatures (or one estimated) in one folder, an audit got another run's row and T beside
+    its own table."""
+    kw = dict(name="m", data_root=str(mini_root), cache=str(mini_cache), n=40, profile="smoke", attacks=["fgsm"],
+              results=str(tmp_path / "r"), pages=False, log=lambda m: None)
+    runs = [audit(tiny_model[1], temperature=t, **kw) for t in (10.0, 1.0, 10.0, None)]
+    for result, t in zip(runs, (10.0, 1.0, 10.0, None)):
+        source = "estimated" if t is None else "given"
+        assert (result.temperature_source, result.row.T_source) == (source, source)
+        assert result.row["T"] == result.temperature and (t is None or result.temperature == t)
+        # the row is the run whose records are the table: its scaled view's ECE (T's own) is theirs
+        tab = result.table
+        ece = tab[(tab.threat == "calibration") & (tab.metric == "ece") & (tab.view == "scaled")].value
+        assert len(set(tab.run_key)) == 1 and result.row.ece_scaled == pytest.approx(float(ece.iloc[0]))
+    assert runs[3].temperature not in (1.0, 10.0)

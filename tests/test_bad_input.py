@@ -86,6 +86,12 @@ CASES = [
          "and this run has no attack", tiny()),
     Case("param twice", ["--param", "fgsm.eps=2/255", "--param", "fgsm.eps=4/255"],
          "--param fgsm.eps is given twice (2/255, 4/255): give it once", tiny()),
+    # --eps set fgsm.eps, and the --param after it won without a word
+    Case("param against a shared flag", ["--eps", "8/255", "--param", "fgsm.eps=4/255"],
+         "--param fgsm.eps=4/255 and --eps 8/255 give fgsm.eps two values: leave one out", tiny()),
+    # the reference AutoAttack ran at its own budget while the record named torchattacks'
+    Case("cross-check at two budgets", ["--attack", "crosscheck", "--param", "autoattack.steps=1"],
+         "autoattack and autoattack_ref differ in steps (1 vs ", tiny()),
     Case("eps sweep above 1", ["--eps-sweep", "8/255,2"], "eps sweep values must lie in (0, 1]", tiny()),
     Case("zero steps", ["--steps", "0"], "steps must be >= 1"),
     Case("unknown attack", ["--attack", "pgdd"], "unknown attack 'pgdd'"),
@@ -134,6 +140,11 @@ CASES = [
     Case("a folder where the report's page goes", ["--results", "page_a_folder"],
          "page_a_folder/index.html is a folder where the report writes its index.html", tiny()),
     Case("store under a file", ["--store", "a_file/store"], "store folder a_file/store cannot be written"),
+    # a worker's records went to --results, which a node may not see (its check looks in the store alone)
+    Case("results beside store on ray", ["--executor", "ray", "--store", "store"],
+         "--results with --store under --executor ray: give --store alone on a cluster", tiny()),
+    Case("gpus per job on the cpu", ["--executor", "ray", "--device", "cpu", "--gpus-per-job", "1"],
+         "--gpus-per-job 1 with --device cpu: the jobs run on the CPU", tiny()),
     # an empty path was "not given": --results '' wrote into results/<profile> (from the checkout, its
     # committed results), --store '' made the working folder the store; a blank one made a folder ' '
     *[Case(f"empty {flag} {value!r}", [flag, value], f"argument {flag}: empty path {value!r}: give a folder", tiny())
@@ -162,6 +173,12 @@ CASES = [
                            "--std", "1,1,1"], "--mean takes finite numbers"),
     Case("file std inf", ["--model", "file:net.safetensors", "--arch", "fastnetw8", "--mean", "0.5,0.5,0.5",
                           "--std", "1,inf,1"], "--std takes finite numbers"),
+    # a zoo model was run without them, unsaid; beside a file model, the line said they were for file models
+    Case("zoo model with file flags", ["--model", "robustbench:Standard", "--temperature", "5", "--arch", "fastnetw8"],
+         "--arch, --temperature are for --model file:PATH, and every model it lists must then be a file: model; "
+         "robustbench:Standard is not"),
+    Case("file flags beside a registry model", ["--model", "fastnetw8_T1,file:net.safetensors", "--arch", "fastnetw8"],
+         "--arch is for --model file:PATH, and every model it lists must then be a file: model; fastnetw8_T1 is not"),
     # profile values of the wrong type or range: the message names the key
     Case("epochs 1.5", [], "[recipe]: epochs must be a whole number, got 1.5", tiny(**{"epochs = 1": "epochs = 1.5"})),
     Case("epochs string", [], "[recipe]: epochs must be a whole number, got '1'",
@@ -198,6 +215,21 @@ CASES = [
     Case("grid seed overflow", [], "seed must be a whole number in 0..",
          tiny('[[grid]]\narch = "fastnetw8"\nseeds = [99999999999999999999999]\n')),
     Case("profile name a path", [], "name must be letters", 'name = "../elsewhere"\n' + tiny()),
+    # "." and ".." passed the name check: results/. is results/ itself, results/.. the working folder
+    *[Case(f"profile name {n!r}", [], "name must be letters, digits, '.', '_' or '-', not starting with '.'",
+           f'name = "{n}"\n' + tiny()) for n in (".", "..")],
+    Case("profile file named ..toml", ["--profile", "..toml"], "'..toml' starts with '.': rename the file"),
+    # an empty list where its feature is on switched the measurement off, without a word
+    Case("no views with attacks", [], "[eval] views = [] leaves the attacks no view",
+         tiny(**{'views = ["raw"]': "views = []"})),
+    Case("no severities with corruptions", [], "[eval] severities = [] measures no corruption",
+         tiny(**{'views = ["raw"]': 'views = ["raw"]\ncorruptions = "generated"\nseverities = []'})),
+    Case("no severities, corruptions asked for", ["--attack", "corruptions"], "severities = [] measures no corruption",
+         tiny(**{'views = ["raw"]': 'views = ["raw"]\nseverities = []'})),
+    Case("no sweep attacks with a sweep", [], "[eval] sweep_attacks = [] leaves the eps sweep no attack",
+         tiny(**{'views = ["raw"]': 'views = ["raw"]\neps_sweep = ["8/255"]\nsweep_attacks = []'})),
+    Case("no sweep attacks, sweep asked for", ["--eps-sweep", "8/255"], "sweep_attacks = [] leaves the eps sweep",
+         tiny(**{'views = ["raw"]': 'views = ["raw"]\nsweep_attacks = []'})),
     Case("split", [], "split must be train or test", tiny(**{"n = 20": 'n = 20\nsplit = "val"'})),
     # sizes, checked once the data is loaded and before any job writes
     Case("train_subset above the split", ["--profile", "smoke"], "train_subset = 512 does not fit the 200 training",
@@ -289,6 +321,7 @@ def net_file(tmp_path_factory) -> Path:
 def workdir(tmp_path, monkeypatch, net_file):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "typo.toml").write_text(SMOKE.replace("epochs", "epohcs"))
+    (tmp_path / "..toml").write_text(tiny())  # no name = key: named by its stem, "."
     (tmp_path / "a_file").write_text("")
     (tmp_path / "plots_a_file").mkdir()
     (tmp_path / "plots_a_file" / "plots").write_text("")

@@ -56,6 +56,17 @@ def test_refusals(tmp_path):
     assert done.returncode == 0 and "robust_min" in done.stdout, done.stderr
 
 
+def test_a_usage_error_is_one_line(tmp_path):
+    """Plain argparse printed its usage above the error: a screenful for one mistake."""
+    board(tmp_path / "a", "std", {(0, "last"): 0.3})
+    for args, phrase in [((tmp_path / "a",), "required: cand"), ((tmp_path / "a", tmp_path / "a", "--T", "hot"),
+                                                                  "argument --T: invalid float value: 'hot'"),
+                         ((tmp_path / "a", tmp_path / "a", "--frobnicate"), "unrecognized arguments: --frobnicate")]:
+        done = run(*args)
+        assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("error: ") and phrase in done.stderr, done.stderr
+
+
 def test_each_model_pairs_with_its_own(tmp_path):
     """Other widths and the BN head share T and regime with the plain arm: each pairs with its own
     counterpart (the pairs were every model against every other, 75 of them from 15 models)."""

@@ -148,6 +148,11 @@ class Family:
         return ()
 
     @classmethod
+    def check(cls, profile) -> None:
+        """Raise BenchError on settings of ``profile`` (its attacks with the command line's
+        parameters in) this family cannot measure as its records would say: before a file is written."""
+
+    @classmethod
     def prepare(cls, ctx, log: Callable[[str], None]) -> Optional["Family"]:
         """This run's family, with whatever it shares across models, or None when not asked for.
         By default: on when named in the profile's ``[eval] measure`` or by ``--attack``; a

@@ -13,6 +13,7 @@ from attacks import AttackConfig
 from attacks.views import PassCount
 from attacks.autoattack_ref import collect_warnings
 from bench.data import Split, stratified_indices
+from bench.errors import BenchError
 from bench.measure.adversarial import clean_pass, run_attack
 from bench.measure.attack_suite import record_version
 from bench.measure.base import Family, Measurement, frac, pct
@@ -71,6 +72,20 @@ class CrossCheck(Family):
     @classmethod
     def attacks_of(cls, ev):
         return ("autoattack", "autoattack_ref") if ev.crosscheck_n else ()
+
+    @classmethod
+    def check(cls, profile):
+        # the record's budget (params, steps, the audit's label) is torchattacks'; a reference at
+        # another budget made abs_diff a difference of budgets, not of implementations
+        if not profile.eval.crosscheck_n:
+            return
+        ours, ref = profile.attack("autoattack").kwargs, profile.attack("autoattack_ref").kwargs
+        differ = [k for k in ours if ours[k] != ref.get(k)]
+        if differ:
+            raise BenchError(f"the AutoAttack cross-check compares two implementations at one budget, and "
+                             f"autoattack and autoattack_ref differ in {', '.join(differ)} "
+                             f"({', '.join(f'{ours[k]} vs {ref.get(k)}' for k in differ)}): give both the same "
+                             f"(--param autoattack.KEY=V --param autoattack_ref.KEY=V, or both [attack.*] tables)")
 
     @classmethod
     def prepare(cls, ctx, log):
