@@ -1099,6 +1099,8 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
         }
         for c in [c for c in comps["A2"] if math.isfinite(c.diff)]:  # mCE and the relative drop: shown, not tested
             c.note += _corruption_note(ev, c)
+        for c in (c for key in comps if key != "A6" for c in comps[key]):
+            c.note += _below_min_effect(c)
     out = []
     for key, (claim, measurement) in CLAIMS.items():
         rows = comps[key]
@@ -1106,8 +1108,10 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
         verdict, reason = _every_temperature(deciding) if key == "A6" else combine([c.verdict for c in deciding])
         capped = [c for c in deciding if c.by_numbers]
         if capped:  # what the numbers alone said stays in sight: a weak-attack verdict is the masking story
-            said = f"{len(capped)} of {sum(c.verdict != NOT_MEASURED for c in deciding)} comparisons rest on " \
-                   f"one training run ({NOT_ESTIMATED}) and are at most inconclusive; by the " \
+            # every comparison on one run, not only those it capped: "4 of 6" read as 2 with a seed spread
+            measured = [c for c in deciding if c.verdict != NOT_MEASURED]
+            said = f"{sum(c.one_run or bool(c.by_numbers) for c in measured)} of {len(measured)} comparisons rest " \
+                   f"on one training run ({NOT_ESTIMATED}) and are at most inconclusive; by the " \
                    "numbers alone: " + "; ".join(f"{c.family} {c.metric}" + (f" T={c.candidate_T:g}" if key == "A6"
                                                                                else "") + f" {c.by_numbers}"
                                                  for c in capped)
@@ -1152,11 +1156,23 @@ def evaluate_claims(tidy: pd.DataFrame, board: pd.DataFrame, bits: Optional[pd.D
     return out
 
 
+def _below_min_effect(c: Comparison) -> str:
+    """A gain clear of zero but ruled out to reach min_effect reads "not supported" (or, on one
+    run, that by the numbers): said beside it, so that "not supported" is not read as "no gain"."""
+    lo, _ = c.interval
+    if c.cost or c.arms or NOT_SUPPORTED not in (c.verdict, c.by_numbers) or not lo > 0:
+        return ""
+    return f"; a gain of {100 * c.diff:.1f} pp, its interval clear of zero, but under the " \
+           f"{100 * THRESHOLDS['min_effect']:g} pp a gain must reach to count as an improvement (min_effect)"
+
+
 def arm_flips(rows: Sequence[Comparison]) -> str:
     """Where the fixed-lr arm and the loss x T arm of one family reach different verdicts on a
-    metric: the fixed-lr arm changes both the step size (1/T on the logit gradient) and its
-    direction, the loss x T arm only the direction, so a flip says which of the two mechanisms
-    the effect rides on (science.md, claim A)."""
+    metric. The fixed-lr arm changes both the step size (1/T on the logit gradient) and its
+    direction, the loss x T arm only the direction (science.md, claim A); but two verdicts that
+    differ are a difference in significance, not a difference between the arms shown (the arms
+    may rest on other temperatures, best of 3 against best of 1): arms_at_top tests that directly,
+    where the arms share a temperature, and arms_note says what it found."""
     by_arm: Dict[Tuple[str, str], Dict[bool, List[Comparison]]] = {}
     for c in rows:
         if c.decides and c.verdict != NOT_MEASURED:
@@ -1169,7 +1185,8 @@ def arm_flips(rows: Sequence[Comparison]) -> str:
     out = [f"{fam} {metric}: {' '.join(v[False])} at fixed lr, {' '.join(v[True])} under loss x T"
            for (fam, metric), v in both.items() if v[False][0] != v[True][0]]
     if out:
-        return "the two arms differ (" + "; ".join(out) + ")"
+        return "the two arms' verdicts differ (" + "; ".join(out) + "; a difference of verdicts, not a " \
+               "difference between the arms shown)"
     # agreement is a finding too: the effect (or its absence) does not ride on the step size alone
     return ("the fixed-lr and loss x T arms agree on " + ", ".join(sorted({m for _, m in both}))) if both else ""
 

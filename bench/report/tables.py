@@ -25,9 +25,11 @@ def _min_over(rows: pd.DataFrame):
 def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.DataFrame:
     """Per model: robust_worst, the fraction of images that no attack at 8/255 (Linf) broke, image
     by image, over every attack and view and, on the images it covered, the AutoAttack cross-check
-    (both AutoAttacks): at most robust_min. With it, for the audit, the suite's robust_min on the
-    cross-check's images (suite_min_on_aa_images, _by), the black-box gap on the black-box attack's
-    images (blackbox_gap_paired, _by, _n) and the authors' AutoAttack warnings."""
+    (both AutoAttacks): at most robust_min, but for an attack on part of the images, which
+    robust_min takes on its own images and this counts where it ran. With it, for the audit, the
+    suite's robust_min on the cross-check's images (suite_min_on_aa_images, _by), the black-box gap
+    on the black-box attack's images (blackbox_gap_paired, _by, _n) and the authors' AutoAttack
+    warnings."""
     cols = ["robust_worst", "suite_min_on_aa_images", "suite_min_on_aa_images_by", "aa_warning_texts",
             "blackbox_gap_paired", "blackbox_gap_paired_by", "blackbox_gap_paired_n"]
     out = {}
