@@ -63,11 +63,27 @@ def cpu_capability() -> str:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # torch < 2.1
         capability = "unknown"
+    onednn_capped = False
     for lib, names in (("oneDNN", ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")), ("MKL", ("MKL_ENABLE_INSTRUCTIONS",))):
         cap = next((os.environ[n] for n in names if os.environ.get(n)), "").strip().upper()
-        if cap and cap != "ALL":
-            capability += f", {lib} {cap}"
+        if not cap or cap in ("ALL", "DEFAULT"):
+            continue
+        if lib == "oneDNN" and not _ONEDNN_ISA.fullmatch(cap):  # oneDNN ignores a name it does not know
+            capability += f", oneDNN {cap} ignored"
+            continue
+        onednn_capped |= lib == "oneDNN"
+        capability += f", {lib} {cap}"
+    # torch's own kernels capped (ATEN_CPU_CAPABILITY=avx2) on an AVX-512 CPU read "AVX2", as an
+    # AVX2-only box does, while the convolutions (oneDNN) ran AVX-512: said, unless oneDNN is capped too
+    is_avx512 = getattr(getattr(torch, "cpu", None), "_is_avx512_supported", lambda: False)
+    if capability.split(",")[0] in ("AVX2", "DEFAULT") and not onednn_capped and is_avx512():
+        capability += ", oneDNN AVX512"
     return capability
+
+
+# the levels ONEDNN_MAX_CPU_ISA takes (oneDNN's docs, "CPU ISA hints")
+_ONEDNN_ISA = re.compile(r"SSE41|AVX|AVX2(_VNNI(_2)?)?|AVX512_CORE(_VNNI|_BF16|_FP16|_AMX(_FP16)?)?"
+                         r"|AVX10_\d+_512(_AMX(_FP16|_2)?)?")
 
 
 # the separator of several device names in one field or line: a device name has commas of its own

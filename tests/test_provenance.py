@@ -19,6 +19,25 @@ def test_capability_is_torchs_without_a_onednn_cap(monkeypatch):
     assert cpu_capability() == torch.backends.cpu.get_cpu_capability()
 
 
+def _capability(**env) -> str:
+    full = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+                                                             "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")}
+    code = "from bench.provenance import cpu_capability; print(cpu_capability())"
+    return subprocess.run([sys.executable, "-c", code], env=dict(full, **env), capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_torchs_kernels_capped_alone_do_not_read_as_an_avx2_box():
+    """ATEN_CPU_CAPABILITY=avx2 alone on an AVX-512 CPU printed "AVX2", as an AVX2-only box does,
+    while oneDNN ran the convolutions on AVX-512; a level oneDNN does not know (and ignores) was
+    named as a cap."""
+    hardware_avx512 = torch.cpu._is_avx512_supported()
+    aten_only = _capability(ATEN_CPU_CAPABILITY="avx2")
+    assert aten_only == ("AVX2, oneDNN AVX512" if hardware_avx512 else torch.backends.cpu.get_cpu_capability())
+    assert _capability(ONEDNN_MAX_CPU_ISA="bogus").endswith(", oneDNN BOGUS ignored")
+    assert _capability(ONEDNN_MAX_CPU_ISA="avx512_core_amx").endswith(", oneDNN AVX512_CORE_AMX")
+
+
 def test_an_emulated_avx2_box_says_so():
     """ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA set at start-up, as README's Speed section does."""
     env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2")
