@@ -3,7 +3,8 @@ from dataclasses import replace
 
 import torch
 
-from bench.tools.perf import budget_scale, early_stop_timings, main
+from bench.tools.perf import (budget_scale, early_stop_timings, main, plain_pgd_run, print_spread,
+                              same_robust, spread_note)
 
 
 def test_budget_scale_gives_the_factor_its_range_and_warns_when_the_runs_disagree():
@@ -33,6 +34,15 @@ def test_a_section_checks_only_the_image_counts_it_uses(mini_root, capsys):
                  "--train-images", "64"]) == 0
     out = capsys.readouterr().out
     assert "corruptions on 20 test images" in out and "total" in out and "training (img/s)" not in out
+    # every row is the median of --repeats runs, as the header says (it was one run whatever
+    # --repeats said), and the reference figure measured on another machine is gone
+    assert "median of 5" in out and "reference" not in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ") and not line.startswith("  (")
+            and "apart" not in line]
+    assert len(rows) == 20 and rows[-1][0] == "total"  # 19 corruptions and the total
+    for r in rows:
+        runs = [float(v) for v in r[3:]]
+        assert len(runs) == 5 and abs(float(r[1]) - sorted(runs)[2]) < 0.0051, r
     assert main(["--data-root", str(mini_root), "--sections", "train", "--train-images", "64"]) == 2
 
 
@@ -42,25 +52,81 @@ def test_the_early_stop_table_varies_both_sides_random_starts(tiny_model, test_s
     # the speed
     spec, model = tiny_model
     hot = replace(spec, temperature=50.0, lr_scale=True)
-    early_stop_timings([(spec, model, "tiny"), (hot, model, "tiny")], test_split.subset(torch.arange(100)), 2)
+    split = test_split.subset(torch.arange(100))
+    early_stop_timings([(spec, model, "tiny"), (hot, model, "tiny")], split, 2)
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.startswith((f"  {spec.name} ", f"  {hot.name} "))]
     assert [r[:2] for r in rows] == [[spec.name, "raw"], [hot.name, "raw"], [hot.name, "scaled"]]
+    with torch.no_grad():
+        clean = float((model(split.images.float() / 255).argmax(1) == split.labels).float().mean())
     for r in rows:
-        # robust accuracy on each side as "mean% (lo-hi)" over the runs' random starts; the
-        # early-stopped points robust only where the last iterate leaves them robust too
-        for mean, spread in ((r[5], r[6]), (r[7], r[8])):
+        # seconds: harness, plain-all, plain-ok; ratios against each plain loop
+        h, p_all, p_ok, vs_all, vs_ok = (float(v) for v in r[2:7])
+        # robust accuracy on each side as "mean% (lo-hi)" over the runs' random starts
+        for mean, spread in ((r[7], r[8]), (r[9], r[10]), (r[11], r[12])):
             lo, hi = (float(v) for v in spread.strip("()").split("-"))
             assert lo <= float(mean.rstrip("%")) <= hi
-        assert r[11] == "yes"
-    assert "seed 0; an image robust in the first and not the second would say NO" in out
-    # the plain column of a row attacks that row's view (it attacked the raw one beside the scaled row)
+        # backward passes per image: the plain loops' are 20 x the fraction they attack (all
+        # of them, or the clean-correct ones), not a literal 20 for both
+        assert float(r[14]) == 20.0 and abs(float(r[15]) - 20 * clean) < 0.006, (r, clean)
+        # the early stop's robust images checked against the plain loop from the same starts
+        assert r[16] == "yes" and int(r[17].split("/")[0]) > 0, r
+    assert "plain-ok: the same loop on the points the model classifies correctly" in out
+    # the plain-all column of a row attacks that row's view (it attacked the raw one beside the scaled row)
     from attacks.views import make_view
     from bench.tools.perf import plain_pgd
-    split = test_split.subset(torch.arange(100))
     for r, view in zip(rows[1:], ("raw", "scaled")):
         want = []
         for seed in range(2):
             torch.manual_seed(seed)
             want.append(plain_pgd(make_view(model, view, 50.0), split.images, split.labels, 500, steps=20)[1])
-        assert r[7] == f"{100 * sum(want) / 2:.1f}%", (view, r, want)
+        assert r[9] == f"{100 * sum(want) / 2:.1f}%", (view, r, want)
+
+
+def test_the_early_stop_subset_column_says_n_a_where_nothing_is_robust(tiny_model, test_split, capsys):
+    # images the model misclassifies: nothing can be robust, and "yes 0/0" claimed a check that checked nothing
+    spec, model = tiny_model
+    with torch.no_grad():
+        wrong = (model(test_split.images.float() / 255).argmax(1) != test_split.labels).nonzero().flatten()[:20]
+    early_stop_timings([(spec, model, "tiny")], test_split.subset(wrong), 1)
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"  {spec.name} "))
+    assert "n/a (0 robust)" in row and "yes" not in row
+    assert row.split()[15] == "0.00"  # the plain loop on the correct ones attacks none of them
+
+
+def test_the_plain_loop_on_the_correct_points_starts_where_the_harness_does(tiny_model, test_split):
+    # one image a batch, where the harness's summed loss is torchattacks' mean: its PGD without
+    # the early stop and the plain loop on the clean-correct points, both with seed 3, leave the
+    # same images robust only if each point starts from the same random draw
+    from bench.measure.adversarial import evaluate
+    from bench.store import unpack_bits
+    from attacks import make_attack
+    spec, model = tiny_model
+    split = test_split.subset(torch.arange(60))
+    m = evaluate(model, 1.0, split, [make_attack("pgd", {"steps": 3, "early_stop": False})], ["raw"],
+                 batch_size=1, seed=3)
+    harness = torch.from_numpy(unpack_bits(m[1].bits, len(split))).bool()
+    plain = plain_pgd_run(model, split.images, split.labels, 1, steps=3, correct_only=True, seed=3)
+    assert torch.equal(plain.robust, harness) and 0 < int(harness.sum()) < int(m[0].metrics["accuracy"] * 60)
+    # its backward passes are the steps times the fraction it attacks, not the steps
+    assert plain.backward_per_image == 3 * m[0].metrics["accuracy"]
+    assert plain.robust_acc == m[1].metrics["robust_acc"]
+
+
+def test_the_apgd_same_column_is_n_a_where_both_sides_agree_vacuously():
+    # both sides leaving every image robust, or none, agree whatever the attacks did: "yes" said nothing
+    every, none = torch.ones(5, dtype=torch.bool), torch.zeros(5, dtype=torch.bool)
+    some = torch.tensor([True, False, True, False, False])
+    assert same_robust(every, every.clone()) == "n/a (all robust)"
+    assert same_robust(none, none.clone()) == "n/a (none robust)"
+    assert same_robust(some, some.clone()) == "yes" and same_robust(some, none) == "NO"
+
+
+def test_every_timed_row_warns_when_its_runs_are_far_apart(capsys):
+    assert spread_note("x harness", [1.0, 1.2, 1.1]) is None
+    assert spread_note("x plain", [2.0, 2.6]) == "x plain 1.30x"
+    print_spread([None, None], "  ")
+    assert capsys.readouterr().out == ""
+    print_spread([None, spread_note("x plain", [2.0, 2.6])], "  ")
+    out = capsys.readouterr().out
+    assert "runs more than 1.25x apart" in out and "(x plain 1.30x)" in out

@@ -5,17 +5,21 @@
     torch DataLoader, on the same architecture, optimiser and number of images; then the same
     plain loop on channels_last, the harness's layout;
 (b) PGD-10 evaluation images/s: bench.measure.adversarial.evaluate (which also computes the masking
-    diagnostics) against a plain torchattacks loop, on the same weights and images;
+    diagnostics and attacks only the correctly classified points) against a plain torchattacks
+    loop on every image, and against the same loop on the correctly classified points only, on the
+    same weights and images;
 (c) early stop: PGD-20 through the evaluator (early-stopped) against a plain torchattacks PGD-20
-    loop on the same model and images, with both robust accuracies, on a standard model and on a
-    masked one (fastnet_T1, fastnet_T50_lrT); then APGD-T (100 iterations, 9 targets), which
-    leaves a point once broken, against torchattacks.APGDT, image by image;
+    loop on the same model and images, on every image and on the correctly classified ones only
+    (the harness's set), with the robust accuracies, on a standard model and on a masked one
+    (fastnet_T1, fastnet_T50_lrT); then APGD-T (100 iterations, 9 targets), which leaves a point
+    once broken, against torchattacks.APGDT, image by image;
 (d) cost: forward and backward passes per image of the quick profile's attack suite against
     AutoAttack standard (its authors' code) and the harness's early-stopped AutoAttack, on the same
     models and images;
 (e) corruption generation, per corruption.
 
-Runs alternate (harness, plain, harness, ...) so that drift on a noisy machine hits both.
+Runs alternate (harness, plain, harness, ...) so that drift on a noisy machine hits both, after
+one unmeasured run of each side; a row whose runs are more than SPREAD_WARN apart says so.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import copy
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -90,16 +95,50 @@ def plain_train(spec, recipe, split, workers: int, channels_last: bool = False) 
 def plain_pgd(model, images, labels, batch_size, steps=10):
     """A plain torchattacks PGD loop over every image: (seconds, robust accuracy), robust meaning
     correct both clean and under attack, as the harness counts it."""
+    run = plain_pgd_run(model, images, labels, batch_size, steps)
+    return run.seconds, run.robust_acc
+
+
+# bench/measure/adversarial.py adversarial_batches seeds the global generator with this for batch
+# bi of a run with seed s: the plain loop on the correct points draws its starts the same way, so
+# that image by image both sides start from the same point
+def batch_seed(seed: int, bi: int) -> int:
+    return seed * 1_000_003 + bi
+
+
+class PlainRun(NamedTuple):
+    seconds: float
+    robust_acc: float  # over every image, as the harness's
+    backward_per_image: float  # steps x the fraction attacked
+    robust: torch.Tensor  # per image: correct clean and under attack
+
+
+def plain_pgd_run(model, images, labels, batch_size, steps=10, correct_only=False, seed=None) -> PlainRun:
+    """The plain torchattacks PGD loop. ``correct_only``: it attacks only the points the model
+    classifies correctly (its clean pass inside the timer), as the harness's evaluate and AutoAttack
+    do, so that a ratio against it is the harness's own and not the skip of the misclassified
+    points, which scales with the model's error rate. ``seed``: each batch's random start drawn as
+    the harness draws its run's with that seed (batch_seed); None draws from the global generator as it is."""
     import torchattacks
     start = time.perf_counter()
     atk = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=steps, random_start=True)
-    robust = 0
-    for a in range(0, len(labels), batch_size):
-        x, y = images[a:a + batch_size].float() / 255, labels[a:a + batch_size]
-        adv = atk(x, y)
+    robust = torch.zeros(len(labels), dtype=torch.bool)
+    attacked = 0
+    for bi, a in enumerate(range(0, len(labels), batch_size)):
+        x, y = to_float(images[a:a + batch_size]), labels[a:a + batch_size]
         with torch.no_grad():
-            robust += int(((model(adv).argmax(1) == y) & (model(x).argmax(1) == y)).sum())
-    return time.perf_counter() - start, robust / len(labels)
+            ok = model(x).argmax(1) == y
+        todo = ok.nonzero().flatten() if correct_only else torch.arange(len(y))
+        if len(todo) == 0:
+            continue
+        if seed is not None:
+            torch.manual_seed(batch_seed(seed, bi))
+        adv = atk(x[todo], y[todo])
+        with torch.no_grad():
+            robust[a + todo] = (model(adv).argmax(1) == y[todo]) & ok[todo]
+        attacked += len(todo)
+    n = len(labels)
+    return PlainRun(time.perf_counter() - start, int(robust.sum()) / n, steps * attacked / n, robust)
 
 
 def main(argv=None) -> int:
@@ -202,7 +241,7 @@ def run(args) -> int:
     # A model as accurate as the quick profile's (the harness attacks only correctly classified
     # points, so its speed depends on accuracy): its checkpoint if `make bench` made one, else
     # trained now with the quick recipe. channels_last, as the checkpoint store loads it.
-    h_pgd, p_pgd, p_pgd_cl = [], [], []
+    h_pgd, p_pgd, p_pgd_cl, p_pgd_ok = [], [], [], []
     if "pgd" in sections:
         quick = load_profile("quick").recipe
         found = CheckpointStore(default_cache_dir() / "checkpoints").load(
@@ -212,12 +251,21 @@ def run(args) -> int:
     # PGD-10 as the plain loop, without the early stop (section early-stop measures that): this
     # row is about the harness's own overheads
     pgd = make_attack("pgd", {"steps": 10, "early_stop": False})
+    if "pgd" in sections:
+        # one unmeasured run of each side first: a process's first attack pays one-time costs
+        # (a first evaluate took 3.15 s where the later ones took 0.67 s), which went to whichever side ran first
+        warm = test.subset(torch.arange(min(WARM_IMAGES, len(test))))
+        evaluate(model, spec.T, warm, [pgd], ["raw"], batch_size=500)
+        for m in (plain_model, model):
+            plain_pgd_run(m, warm.images, warm.labels, 500, correct_only=True, seed=0)
     for _ in range(args.repeats if "pgd" in sections else 0):
         t = time.perf_counter()
         clean = evaluate(model, spec.T, test, [pgd], ["raw"], batch_size=500)[0].metrics["accuracy"]
         h_pgd.append(args.eval_images / (time.perf_counter() - t))
         p_pgd.append(args.eval_images / plain_pgd(plain_model, test.images, test.labels, 500)[0])
         p_pgd_cl.append(args.eval_images / plain_pgd(model, test.images, test.labels, 500)[0])
+        p_pgd_ok.append(args.eval_images / plain_pgd_run(model, test.images, test.labels, 500, correct_only=True,
+                                                         seed=0).seconds)
 
     # The last row compares with a plain loop on the harness's own channels_last model: what is
     # left is the harness's extra masking-diagnostics pass against its skipping of the points
@@ -225,13 +273,17 @@ def run(args) -> int:
     if h_train:
         rows += [("training (img/s)", h_train, p_train), ("  same, plain on NHWC", h_train, p_train_cl)]
     if h_pgd:
-        rows += [("PGD-10 eval (img/s)", h_pgd, p_pgd), ("  same, plain on NHWC", h_pgd, p_pgd_cl)]
+        rows += [("PGD-10 eval (img/s)", h_pgd, p_pgd), ("  same, plain on NHWC", h_pgd, p_pgd_cl),
+                 ("  plain NHWC, correct only", h_pgd, p_pgd_ok)]
     if rows:
-        print(f"{'':<22}{'harness':>10}{'plain':>10}{'ratio':>8}   runs (harness | plain)")
+        print(f"{'':<28}{'harness':>10}{'plain':>10}{'ratio':>8}   runs (harness | plain)")
+    spread = []
     for name, h, pl in rows:
         hm, pm = statistics.median(h), statistics.median(pl)
         runs = " ".join(f"{v:.0f}" for v in h) + " | " + " ".join(f"{v:.0f}" for v in pl)
-        print(f"{name:<22}{hm:>10.0f}{pm:>10.0f}{hm / pm:>8.2f}   {runs}")
+        print(f"{name:<28}{hm:>10.0f}{pm:>10.0f}{hm / pm:>8.2f}   {runs}")
+        spread += [spread_note(f"{name.strip()}: harness", h), spread_note(f"{name.strip()}: plain", pl)]
+    print_spread(spread, "")
     if h_train:
         print(f"plain training: torchvision transforms per sample, DataLoader with {args.workers} workers, the "
               "NCHW model, then the same on channels_last (the harness's layout); each warmed up by one unmeasured run")
@@ -240,8 +292,10 @@ def run(args) -> int:
             print(f"at T={spec.T:g} the harness flushes subnormal floats while it trains (bench/train.py) and the "
                   "plain loops do not: part of this ratio is that")
     if h_pgd:
-        print("plain PGD: torchattacks.PGD loop on the NCHW model, then on the harness's channels_last model; "
-              f"the attacked model has {100 * clean:.1f}% clean accuracy and the harness attacks only those points")
+        print("plain PGD: torchattacks.PGD loop on every image, on the NCHW model, then on the harness's "
+              "channels_last model; then on that model on the points it classifies correctly only, its clean pass "
+              f"timed, as the harness attacks: the attacked model has {100 * clean:.1f}% clean accuracy, and the "
+              "ratio against that last row is the harness's own")
     if sections & MODEL_SECTIONS:
         models = [perf_model(name, data, device, args.train_images) for name in ("fastnet_T1", "fastnet_T50_lrT")]
         if "early-stop" in sections:
@@ -252,7 +306,7 @@ def run(args) -> int:
             cost_table(models, data.test.subset(stratified_indices(data.test.labels, args.cost_images, 0)),
                        data.num_classes)
     if "corruptions" in sections:
-        corruption_timings(data, args.corruption_images, device)
+        corruption_timings(data, args.corruption_images, device, args.repeats)
     return 0
 
 
@@ -261,6 +315,21 @@ BUDGET_BOX_IMG_S = 1000.0
 # runs further apart than this: the box's pace moved while it measured (shared hosts do, 2x in an
 # hour), and a time scaled by the median is no better known than the runs' range
 SPREAD_WARN = 1.25
+# images of each side's unmeasured first run in the attack sections
+WARM_IMAGES = 20
+
+
+def spread_note(label: str, runs) -> str | None:
+    """'label 1.31x' where a row's runs are more than SPREAD_WARN apart (times or rates alike)."""
+    lo, hi = min(runs), max(runs)
+    return f"{label} {hi / lo:.2f}x" if lo > 0 and hi / lo > SPREAD_WARN else None
+
+
+def print_spread(notes, indent: str) -> None:
+    notes = [x for x in notes if x]
+    if notes:
+        print(f"{indent}runs more than {SPREAD_WARN:g}x apart, the box's pace moved while it measured: rerun idle "
+              f"before reading these medians and ratios ({'; '.join(notes)})")
 
 
 def budget_scale(h_train) -> str:
@@ -299,55 +368,82 @@ def early_stop_timings(models, test, repeats: int) -> None:
     """PGD-20 (eps 8/255) through the evaluator, early-stopped, against a plain torchattacks PGD-20
     loop on the same model and view (the harness's channels_last one: only the early stop differs, and the
     harness's summed loss, which breaks more of a saturated model's points) and the same images,
-    alternating, median of ``repeats``. The evaluator skips the points misclassified clean and
-    drops each attacked point at its first misclassified iterate (or a zero gradient); the plain
-    loop runs 20 steps on every image. A masked model's raw view keeps many points to
-    the end, which is why its scaled view (where robust_min comes from) is shown too. Once per
-    model and view, the same PGD-20 without the early stop, through the evaluator with run 0's
-    seed, checks image by image that every point robust with the early stop is robust to the last
-    iterate too (column "subset": images robust with / without the early stop). Run r draws its
-    random starts from seed r on both sides: one start moves robust accuracy by a few images
-    either way (docs/speed.md), so the columns give the mean over the runs' starts and their
-    range, not one seed's draw."""
+    alternating, median of ``repeats``, each side warmed up by one unmeasured run. The evaluator
+    skips the points misclassified clean and drops each attacked point at its first misclassified
+    iterate (or a zero gradient). Two plain loops: "plain-all" attacks every image with 20 steps
+    (the plain torchattacks loop as one writes it), "plain-ok" only the points the model classifies
+    correctly, its clean pass timed, as the harness does: the ratio against plain-all includes the
+    skip of the misclassified points (which scales with the model's error rate), the ratio against
+    plain-ok is the early stop's alone. A masked model's raw view keeps many points to the end,
+    which is why its scaled view (where robust_min comes from) is shown too. Run r draws both
+    sides' random starts from seed r, plain-ok each batch's as the evaluator does (batch_seed), so
+    image by image it starts where the harness's run r starts: column "⊆ plain-ok" checks, over
+    every run, that each image robust with the early stop is robust to the plain loop from the same
+    start too (images robust with the early stop / to plain-ok, summed over the runs; the two
+    trajectories differ by the early stop and the summed loss, so this is a check of the claim, not
+    true by construction). One start moves robust accuracy by a few images either way
+    (docs/speed.md), so the columns give the mean over the runs' starts and their range, not one
+    seed's draw."""
     pgd = make_attack("pgd", {"steps": 20})
-    last = make_attack("pgd", {"steps": 20, "early_stop": False})
     n, w = len(test), _name_width(models)
-    print(f"early stop: PGD-20 on {n} test images, seconds (median of {repeats}), robust accuracy (mean over the "
-          f"runs' random starts, range), backward passes per image")
-    print(f"  {'model':<{w}}{'view':<8}{'harness':>9}{'plain':>9}{'ratio':>7}{'robust':>19}{'plain':>19}"
-          f"{'bwd/img':>9}{'plain':>7}{'subset':>12}   runs (harness | plain)")
+    warm = test.subset(torch.arange(min(WARM_IMAGES, n)))
+    print(f"early stop: PGD-20 on {n} test images, seconds (median of {repeats}), ratio plain / harness (vs plain on "
+          "all images, vs plain on the correct ones), robust accuracy (mean over the runs' random starts, range), "
+          "backward passes per image")
+    print(f"  {'model':<{w}}{'view':<8}{'harness':>9}{'plain-all':>11}{'plain-ok':>10}{'vs all':>8}{'vs ok':>7}"
+          f"{'robust':>19}{'plain-all':>19}{'plain-ok':>19}{'bwd/img':>9}{'all':>7}{'ok':>7}{'⊆ plain-ok':>16}"
+          "   runs (harness | plain-all | plain-ok)")
+    spread = []
     for spec, model, origin in models:
         views = ["raw"] if spec.T == 1 else ["raw", "scaled"]
         h = {v: [] for v in views}
         ms = {v: [] for v in views}
-        plain = {v: [] for v in views}
-        robust_plain = {v: [] for v in views}
+        p_all = {v: [] for v in views}
+        p_ok = {v: [] for v in views}
+        for v in views:
+            # the plain loop on the same view: the raw one of a masked model is the slower to
+            # attack (subnormal gradients) and the weaker, so one raw plain loop beside the
+            # harness's scaled row flattered both its ratio and its robust accuracy
+            target = make_view(model, v, spec.T)
+            evaluate(model, spec.T, warm, [pgd], [v], batch_size=500)
+            for correct_only in (False, True):
+                plain_pgd_run(target, warm.images, warm.labels, 500, steps=20, correct_only=correct_only, seed=0)
         for r in range(repeats):
             for v in views:
+                target = make_view(model, v, spec.T)
                 t = time.perf_counter()
                 ms[v].append(evaluate(model, spec.T, test, [pgd], [v], batch_size=500, seed=r)[1])
                 h[v].append(time.perf_counter() - t)
-                # the plain loop on the same view: the raw one of a masked model is the slower to
-                # attack (subnormal gradients) and the weaker, so one raw plain loop beside the
-                # harness's scaled row flattered both its ratio and its robust accuracy
                 torch.manual_seed(r)
-                dt, robust = plain_pgd(make_view(model, v, spec.T), test.images, test.labels, 500, steps=20)
-                plain[v].append(dt)
-                robust_plain[v].append(robust)
+                p_all[v].append(plain_pgd_run(target, test.images, test.labels, 500, steps=20))
+                p_ok[v].append(plain_pgd_run(target, test.images, test.labels, 500, steps=20, correct_only=True,
+                                             seed=r))
         for v in views:
-            hm, m, pm = statistics.median(h[v]), ms[v][0], statistics.median(plain[v])
-            early = unpack_bits(m.bits, n)
-            full = unpack_bits(evaluate(model, spec.T, test, [last], [v], batch_size=500)[1].bits, n)
-            subset = f"{'yes' if not (early & ~full).any() else 'NO'} {early.sum()}/{full.sum()}"
-            runs = " ".join(f"{x:.1f}" for x in h[v]) + " | " + " ".join(f"{x:.1f}" for x in plain[v])
+            hm = statistics.median(h[v])
+            am, om = (statistics.median(x.seconds for x in p[v]) for p in (p_all, p_ok))
+            early = [torch.from_numpy(unpack_bits(m.bits, n)).bool() for m in ms[v]]
+            n_early, n_ok = sum(int(e.sum()) for e in early), sum(int(x.robust.sum()) for x in p_ok[v])
+            if n_early == 0:
+                subset = "n/a (0 robust)"
+            else:
+                broke = any((e & ~x.robust).any() for e, x in zip(early, p_ok[v]))
+                subset = f"{'NO' if broke else 'yes'} {n_early}/{n_ok}"
+            times = (h[v], [x.seconds for x in p_all[v]], [x.seconds for x in p_ok[v]])
+            runs = " | ".join(" ".join(f"{x:.1f}" for x in side) for side in times)
             bwd = statistics.mean(x.metrics["backward_per_image"] for x in ms[v])
-            print(f"  {spec.name:<{w}}{v:<8}{hm:>9.1f}{pm:>9.1f}{pm / hm:>7.2f}"
-                  f"{_spread([x.metrics['robust_acc'] for x in ms[v]]):>19}{_spread(robust_plain[v]):>19}"
-                  f"{bwd:>9.2f}{20:>7}{subset:>12}   {runs}")
+            bwd_all, bwd_ok = (statistics.mean(x.backward_per_image for x in p[v]) for p in (p_all, p_ok))
+            print(f"  {spec.name:<{w}}{v:<8}{hm:>9.1f}{am:>11.1f}{om:>10.1f}{am / hm:>8.2f}{om / hm:>7.2f}"
+                  f"{_spread([x.metrics['robust_acc'] for x in ms[v]]):>19}"
+                  f"{_spread([x.robust_acc for x in p_all[v]]):>19}{_spread([x.robust_acc for x in p_ok[v]]):>19}"
+                  f"{bwd:>9.2f}{bwd_all:>7.2f}{bwd_ok:>7.2f}{subset:>16}   {runs}")
+            spread += [spread_note(f"{spec.name} {v} {side}", x)
+                       for side, x in zip(("harness", "plain-all", "plain-ok"), times)]
         print(f"  ({spec.name}: {origin}; clean accuracy {100 * ms[views[0]][0].metrics['clean_acc']:.1f}%)")
-    print("  (plain: torchattacks.PGD on the same view; subset: the images robust with the early stop against those "
-          "robust to the same attack's last iterate, seed 0; an image robust in the first and not the second would "
-          "say NO)")
+    print("  (plain-all: torchattacks.PGD on every image of the same view; plain-ok: the same loop on the points the "
+          "model classifies correctly, its clean pass timed, as the harness attacks; ⊆ plain-ok: every image robust "
+          "with the early stop is robust to plain-ok from the same random start, in every run, else NO; images "
+          "robust with the early stop / to plain-ok, summed over the runs)")
+    print_spread(spread, "  ")
 
 
 def _spread(fractions) -> str:
@@ -359,15 +455,17 @@ def _spread(fractions) -> str:
 def apgd_timings(models, test, repeats: int) -> None:
     """APGD-T at AutoAttack's budget (100 iterations, 9 targets, eps 8/255) as the harness runs it
     (attacks/apgd.py: a point leaves once broken) against torchattacks.APGDT, on the same model,
-    clean-correct images and seed, alternating, median of ``repeats``; column "same": the two
-    leave the same images robust."""
+    clean-correct images and seed, alternating, median of ``repeats``, each warmed up by one
+    unmeasured run; column "same": the two leave the same images robust, "n/a" where both leave
+    all or none robust (equal then whatever the attacks did)."""
     import torchattacks
 
     w = _name_width(models)
     print(f"early stop: APGD-T on the clean-correct of {len(test)} test images, seconds (median of {repeats}), "
           "robust accuracy, backward passes per image")
     print(f"  {'model':<{w}}{'harness':>9}{'plain':>9}{'ratio':>7}{'robust':>9}{'plain':>8}{'bwd/img':>9}{'plain':>8}"
-          f"{'same':>6}   runs (harness | plain)")
+          f"{'same':>18}   runs (harness | plain)")
+    spread = []
     x_all, y_all = to_float(test.images), test.labels
     for spec, model, _ in models:
         with torch.no_grad():
@@ -375,11 +473,18 @@ def apgd_timings(models, test, repeats: int) -> None:
         x, y = x_all[ok], y_all[ok]
         times = {cls: [] for cls in (apgd.APGDT, torchattacks.APGDT)}
         robust, bwd = {}, {}
+
+        def attack(cls, count):
+            return cls(PassCounter(model, count), norm="Linf", eps=8 / 255, steps=100, n_restarts=1, seed=0,
+                       n_classes=10, verbose=False)
+
+        for cls in times:
+            if len(y):
+                attack(cls, PassCount())(x[:WARM_IMAGES], y[:WARM_IMAGES])
         for _ in range(repeats):
             for cls in times:
                 count = PassCount()
-                atk = cls(PassCounter(model, count), norm="Linf", eps=8 / 255, steps=100, n_restarts=1, seed=0,
-                          n_classes=10, verbose=False)
+                atk = attack(cls, count)
                 t = time.perf_counter()
                 adv = atk(x, y)
                 times[cls].append(time.perf_counter() - t)
@@ -389,7 +494,19 @@ def apgd_timings(models, test, repeats: int) -> None:
         (h, hr, hb), (p, pr, pb) = ((statistics.median(times[c]), robust[c], bwd[c]) for c in times)
         runs = " | ".join(" ".join(f"{v:.1f}" for v in times[c]) for c in times)
         print(f"  {spec.name:<{w}}{h:>9.1f}{p:>9.1f}{p / h:>7.1f}{100 * hr.float().mean():>8.1f}%"
-              f"{100 * pr.float().mean():>7.1f}%{hb:>9.1f}{pb:>8.1f}{'yes' if torch.equal(hr, pr) else 'NO':>6}   {runs}")
+              f"{100 * pr.float().mean():>7.1f}%{hb:>9.1f}{pb:>8.1f}{same_robust(hr, pr):>18}   {runs}")
+        spread += [spread_note(f"{spec.name} {side}", times[c]) for side, c in zip(("harness", "plain"), times)]
+    print_spread(spread, "  ")
+
+
+def same_robust(a: torch.Tensor, b: torch.Tensor) -> str:
+    """Whether two attacks leave the same images robust; "n/a" where both leave all of them or
+    none (or there were none): equal then whatever the attacks did, which checks nothing."""
+    if not torch.equal(a, b):
+        return "NO"
+    if len(a) == 0 or not a.any():
+        return "n/a (none robust)"
+    return "n/a (all robust)" if a.all() else "yes"
 
 
 def cost_table(models, test, num_classes: int) -> None:
@@ -430,24 +547,34 @@ def cost_table(models, test, num_classes: int) -> None:
           "torchattacks one, whose APGD and APGD-T leave a point once broken)")
 
 
-def corruption_timings(data, n: int, device) -> None:
-    """Generate all 19 corruptions x 5 severities for n test images, once, as the harness does
-    (one corrupt_severities call per corruption), and print the wall and CPU time of each: CPU
-    time about twice the wall time means both threads were busy; wall time well above the CPU
-    time means the machine was shared. The reference generator's per-image loop takes ~74.5 ms
-    per image for all of them on a 2-core AVX2 CPU."""
+def corruption_timings(data, n: int, device, repeats: int = 1) -> None:
+    """Generate all 19 corruptions x 5 severities for n test images as the harness does (one
+    corrupt_severities call per corruption), ``repeats`` times, all of them once a round so that
+    drift hits every row, and print the median wall and CPU time of each: CPU time about twice
+    the wall time means both threads were busy; wall time well above the CPU time means the
+    machine was shared."""
     idx = stratified_indices(data.test.labels, n, 0)
     images = data.test.images[idx].to(device)
-    wall = cpu = 0.0
+    names = (*BENCHMARK, *EXTRA)
+    wall = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            t, c = time.perf_counter(), time.process_time()
+            corrupt_severities(images, name, [1, 2, 3, 4, 5], seed=0, indices=idx)
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    total_wall = [sum(wall[name][r] for name in names) for r in range(repeats)]
+    total_cpu = [sum(cpu[name][r] for name in names) for r in range(repeats)]
     print(f"corruptions on {n} test images, all 5 severities each, {torch.get_num_threads()} threads "
-          f"(seconds: wall, cpu):")
-    for name in (*BENCHMARK, *EXTRA):
-        t, c = time.perf_counter(), time.process_time()
-        corrupt_severities(images, name, [1, 2, 3, 4, 5], seed=0, indices=idx)
-        dt, dc = time.perf_counter() - t, time.process_time() - c
-        wall, cpu = wall + dt, cpu + dc
-        print(f"  {name:<18}{dt:8.1f}{dc:8.1f}")
-    print(f"  {'total':<18}{wall:8.1f}{cpu:8.1f}   ({1000 * wall / n:.1f} ms per image for all 95; reference ~74.5)")
+          f"(seconds, median of {repeats}: wall, cpu; runs' wall):")
+    spread = []
+    for name, dt, dc in (*((name, wall[name], cpu[name]) for name in names), ("total", total_wall, total_cpu)):
+        print(f"  {name:<18}{statistics.median(dt):8.2f}{statistics.median(dc):8.2f}   "
+              + " ".join(f"{x:.2f}" for x in dt))
+        spread.append(spread_note(name, dt))
+    print(f"  ({1000 * statistics.median(total_wall) / n:.1f} ms per image for all 95)")
+    print_spread(spread, "  ")
 
 
 if __name__ == "__main__":
