@@ -109,6 +109,10 @@ def _check_flag_used(key: str, value: str, built: list):
     raise BenchError(f"--{key} applies to {what}, none of which is chosen: {fix}")
 
 
+def _parsed(attack: str, key: str, value):
+    return make_attack(attack, {key: value}).kwargs[key]
+
+
 def _attack_params(profile, args) -> dict:
     """The profile's [attack.*] tables with the command line on top: --eps and --alpha for every
     Linf attack (an L2 radius is another unit: --param pgd_l2.eps=0.5), --steps for every attack
@@ -127,7 +131,8 @@ def _attack_params(profile, args) -> dict:
         check_overrides(attack, {key: value})
         if given.setdefault(target, value) != value:
             raise BenchError(f"--param {target} is given twice ({given[target]}, {value}): give it once")
-        if key in shared and _takes_flag(ATTACKS[attack], key) and shared[key] != value:  # the --param won, unsaid
+        if key in shared and _takes_flag(ATTACKS[attack], key) and _parsed(attack, key, shared[key]) != \
+                _parsed(attack, key, value):  # the --param won, unsaid (8/255 and 0.0313... are one value)
             raise BenchError(f"--param {item} and --{key} {shared[key]} give {target} two values: leave one out, or "
                              f"give each attack its own {key} with --param")
         merged[attack][key] = value

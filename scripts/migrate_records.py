@@ -20,6 +20,7 @@ measured again by the next run of its profile.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -49,10 +50,12 @@ def fp64_positions(store: ResultStore, records: list, data_root, dry_run: bool) 
     labels, moved = {}, 0
     for r in todo:
         larger = sorted(n for n in evals[_evaluation(r)] if n > r["n"])
-        if not larger and r["n"] in evals[_evaluation(r)]:
+        same = r["n"] in evals[_evaluation(r)]  # the whole check of an evaluation on as many images?
+        if same and not larger:
             continue  # all of its evaluation's images: no part, and its id is already its own
-        if len(larger) != 1:
-            print(f"{store.root}: {r['model']} {r['id']}: evaluations on {larger or 'no'} images; left as is")
+        if same or len(larger) != 1:  # a whole check or a part of one of them: not told apart by its record
+            print(f"{store.root}: {r['model']} {r['id']}: evaluations on {sorted(evals[_evaluation(r)])} images "
+                  f"could each be its own; left as is")
             continue
         at = (r["dataset"], r["split"], r["subset_seed"], larger[0])
         if at not in labels:
@@ -63,6 +66,14 @@ def fp64_positions(store: ResultStore, records: list, data_root, dry_run: bool) 
             labels[at] = split.labels[stratified_indices(split.labels, larger[0], r["subset_seed"])]
         new = dict(r, positions=part_positions(stratified_indices(labels[at], r["n"], FP64_DRAW_SEED), larger[0]))
         new["id"] = record_id(new)
+        dest = store.path(new["id"])
+        if dest.exists() and json.loads(dest.read_bytes()) != new:
+            # measured again since under its new name (resume no longer takes the old one): that one
+            # is the newer, and which of the two a person keeps is theirs to say. (The same record
+            # there is this script's, cut off before it removed the old file: finished below.)
+            print(f"{store.root}: {r['model']} {r['id']}: {new['id']}.json, its new name, holds another "
+                  f"measurement already; left as is")
+            continue
         if not dry_run:  # the new file first: a cut-off run leaves both files, and running it again moves the rest
             write_json_atomic(store.path(new["id"]), new)
             store.path(r["id"]).unlink()

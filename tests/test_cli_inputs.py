@@ -52,6 +52,8 @@ def test_a_param_against_a_shared_flag_is_refused_unless_it_agrees(tmp_path):
                  "--param", "pgd_l2.eps=0.5")
     eps = {a.name: a.eps for a in plan.attacks}
     assert eps == pytest.approx({"fgsm": 4 / 255, "pgd_l2": 0.5})
+    plan = _plan(tmp_path, "--attack", "fgsm", "--eps", "8/255", "--param", f"fgsm.eps={8 / 255!r}")  # one value
+    assert plan.attacks[0].eps == 8 / 255
 
 
 @pytest.mark.parametrize("device, phrase", [

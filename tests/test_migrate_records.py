@@ -87,3 +87,36 @@ def test_a_posthoc_record_of_an_older_version_is_measured_again(mini_root, tmp_p
     assert main(args) == 0
     again = json.loads(path.read_text())
     assert again["measure_version"] == 2 and again["timestamp"] != "2026-01-01T00:00:00+00:00"
+
+
+def test_the_migration_leaves_what_it_cannot_tell_apart(mini_root, tmp_path):
+    """A float64 check without positions beside a newer one under its new name (resume measured it
+    again) overwrote that one; beside a whole evaluation on as many images, which it may be the
+    check of, it was moved into the larger evaluation. Both now stay as they are, named; a run cut
+    off after writing the new file (the same record there) is finished."""
+    (tmp_path / "p.toml").write_text(PROFILE)
+    out = tmp_path / "out"
+    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "c"),
+            "--results", str(out), "--no-progress", "--tables-only", "--attack", "fgsm,fp64"]
+    assert main(args) == 0
+    fp64 = records(out)[("pgd_fp64", "raw")]
+    folder = out / "records"
+    old = {k: v for k, v in fp64.items() if k != "positions"}
+    old["id"] = legacy_record_id(old)
+    (folder / f"{old['id']}.json").write_text(json.dumps(old))
+    newer = dict(fp64, timestamp="2099-01-01T00:00:00+00:00")
+    (folder / f"{fp64['id']}.json").write_text(json.dumps(newer))
+    run = migrate("fp64-positions", out, "--data-root", mini_root)
+    assert run.returncode == 0 and "holds another measurement already; left as is" in run.stdout, run.stdout
+    assert json.loads((folder / f"{fp64['id']}.json").read_text()) == newer and (folder / f"{old['id']}.json").exists()
+    (folder / f"{fp64['id']}.json").write_text(json.dumps(fp64))  # as this script writes it, then cut off
+    assert "1 of 1 float64 checks without positions moved" in migrate("fp64-positions", out, "--data-root",
+                                                                       mini_root).stdout
+    assert not (folder / f"{old['id']}.json").exists() and records(out)[("pgd_fp64", "raw")] == fp64
+    # a 20-image evaluation beside the 100-image one: the old check on 20 may be either's
+    assert main(args[:-1] + ["fgsm", "--n-test", "20"]) == 0
+    (folder / f"{fp64['id']}.json").unlink()
+    (folder / f"{old['id']}.json").write_text(json.dumps(old))
+    run = migrate("fp64-positions", out, "--data-root", mini_root)
+    assert "evaluations on [20, 100] images could each be its own; left as is" in run.stdout, run.stdout
+    assert (folder / f"{old['id']}.json").exists() and not (folder / f"{fp64['id']}.json").exists()

@@ -75,6 +75,12 @@ def attack_view(attack: AttackConfig, views: Sequence[str]) -> List[str]:
     return ["any"] if attack.info.view_invariant else list(views)
 
 
+def batch_seed_of(seed: int, bi: int) -> int:
+    """The seed of batch ``bi`` of an attack run with ``seed``: the global generator's for the
+    attacks that draw from it, the attack's own for those that seed themselves."""
+    return seed * 1_000_003 + bi
+
+
 def adversarial_batches(model, temperature: float, split: Split, mask: torch.Tensor, attack: AttackConfig,
                         view: str, batch_size: int, seed: int, n_classes: int, dtype=None, on_batch=None,
                         cost: PassCount | None = None):
@@ -95,7 +101,7 @@ def adversarial_batches(model, temperature: float, split: Split, mask: torch.Ten
         x, y = to_float(split.images[todo]), split.labels[todo]
         if dtype is not None:
             x = x.to(dtype)
-        batch_seed = seed * 1_000_003 + bi
+        batch_seed = batch_seed_of(seed, bi)
         # Attacks that draw from the global generator get it seeded per batch and put back; those
         # that seed themselves get the batch's seed (else every batch would repeat the same draws).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

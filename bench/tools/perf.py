@@ -40,7 +40,7 @@ from bench.command import Parser, finish
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import default_cache_dir, default_data_root, load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
-from bench.measure.adversarial import evaluate
+from bench.measure.adversarial import batch_seed_of, evaluate
 from bench.measure.eps_sweep import sweep_configs
 from bench.profiles import Recipe, load_profile
 from bench.provenance import device_name
@@ -99,13 +99,6 @@ def plain_pgd(model, images, labels, batch_size, steps=10):
     return run.seconds, run.robust_acc
 
 
-# bench/measure/adversarial.py adversarial_batches seeds the global generator with this for batch
-# bi of a run with seed s: the plain loop on the correct points draws its starts the same way, so
-# that image by image both sides start from the same point
-def batch_seed(seed: int, bi: int) -> int:
-    return seed * 1_000_003 + bi
-
-
 class PlainRun(NamedTuple):
     seconds: float
     robust_acc: float  # over every image, as the harness's
@@ -118,7 +111,7 @@ def plain_pgd_run(model, images, labels, batch_size, steps=10, correct_only=Fals
     classifies correctly (its clean pass inside the timer), as the harness's evaluate and AutoAttack
     do, so that a ratio against it is the harness's own and not the skip of the misclassified
     points, which scales with the model's error rate. ``seed``: each batch's random start drawn as
-    the harness draws its run's with that seed (batch_seed); None draws from the global generator as it is."""
+    the harness draws its run's with that seed (batch_seed_of); None draws from the global generator as it is."""
     import torchattacks
     start = time.perf_counter()
     atk = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=steps, random_start=True)
@@ -132,7 +125,7 @@ def plain_pgd_run(model, images, labels, batch_size, steps=10, correct_only=Fals
         if len(todo) == 0:
             continue
         if seed is not None:
-            torch.manual_seed(batch_seed(seed, bi))
+            torch.manual_seed(batch_seed_of(seed, bi))  # the evaluator's draw for this batch
         adv = atk(x[todo], y[todo])
         with torch.no_grad():
             robust[a + todo] = (model(adv).argmax(1) == y[todo]) & ok[todo]
@@ -376,7 +369,7 @@ def early_stop_timings(models, test, repeats: int) -> None:
     skip of the misclassified points (which scales with the model's error rate), the ratio against
     plain-ok is the early stop's alone. A masked model's raw view keeps many points to the end,
     which is why its scaled view (where robust_min comes from) is shown too. Run r draws both
-    sides' random starts from seed r, plain-ok each batch's as the evaluator does (batch_seed), so
+    sides' random starts from seed r, plain-ok each batch's as the evaluator does (batch_seed_of), so
     image by image it starts where the harness's run r starts: column "⊆ plain-ok" checks, over
     every run, that each image robust with the early stop is robust to the plain loop from the same
     start too (images robust with the early stop / to plain-ok, summed over the runs; the two
