@@ -39,16 +39,22 @@ def migrate(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+def _run(mini_root, tmp_path, attacks):
+    """PROFILE's grid measured into tmp_path/out: (the folder, the command line to run it again)."""
+    (tmp_path / "p.toml").write_text(PROFILE)
+    out = tmp_path / "out"
+    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "c"),
+            "--results", str(out), "--no-progress", "--tables-only", "--attack", attacks]
+    assert main(args) == 0
+    return out, args
+
+
 def records(out):
     return {(r["threat"], r["view"]): r for r in ResultStore(out).records()}
 
 
 def test_an_older_stores_records_come_back_as_todays(mini_root, tmp_path, capsys):
-    (tmp_path / "p.toml").write_text(PROFILE)
-    out = tmp_path / "out"
-    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "c"),
-            "--results", str(out), "--no-progress", "--tables-only", "--attack", "fgsm,fp64"]
-    assert main(args) == 0
+    out, args = _run(mini_root, tmp_path, "fgsm,fp64")
     today = records(out)
     fp64, posthoc = today[("pgd_fp64", "raw")], today[("calibration", "posthoc")]
     assert fp64["positions"]["eval_n"] == 100 and len(fp64["positions"]["index"]) == 20
@@ -76,11 +82,7 @@ def test_an_older_stores_records_come_back_as_todays(mini_root, tmp_path, capsys
 def test_a_posthoc_record_of_an_older_version_is_measured_again(mini_root, tmp_path):
     """A half with no error gave the old post-hoc view a T at the search's bound (nll ~30x the raw):
     its records, version 1, must not count as done where the migration could not vouch for them."""
-    (tmp_path / "p.toml").write_text(PROFILE)
-    out = tmp_path / "out"
-    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "c"),
-            "--results", str(out), "--no-progress", "--tables-only", "--attack", "fgsm"]
-    assert main(args) == 0
+    out, args = _run(mini_root, tmp_path, "fgsm")
     posthoc = records(out)[("calibration", "posthoc")]
     path = out / "records" / f"{posthoc['id']}.json"
     path.write_text(json.dumps(dict(posthoc, measure_version=1, timestamp="2026-01-01T00:00:00+00:00")))
@@ -94,11 +96,7 @@ def test_the_migration_leaves_what_it_cannot_tell_apart(mini_root, tmp_path):
     again) overwrote that one; beside a whole evaluation on as many images, which it may be the
     check of, it was moved into the larger evaluation. Both now stay as they are, named; a run cut
     off after writing the new file (the same record there) is finished."""
-    (tmp_path / "p.toml").write_text(PROFILE)
-    out = tmp_path / "out"
-    args = ["--profile", str(tmp_path / "p.toml"), "--data-root", str(mini_root), "--cache", str(tmp_path / "c"),
-            "--results", str(out), "--no-progress", "--tables-only", "--attack", "fgsm,fp64"]
-    assert main(args) == 0
+    out, args = _run(mini_root, tmp_path, "fgsm,fp64")
     fp64 = records(out)[("pgd_fp64", "raw")]
     folder = out / "records"
     old = {k: v for k, v in fp64.items() if k != "positions"}
