@@ -227,10 +227,11 @@ class ResultStore:
         if old != self.path(rid) and old.exists():
             # the same part of the same evaluation under its old name, now measured again: two
             # records of one measurement. One whose positions name another evaluation is that one's,
-            # and one that names none is a whole evaluation on as many images: both stay
+            # and one that names none is a whole evaluation on as many images (its id is the old
+            # name itself, never rid): both stay
             try:
                 prior = json.loads(old.read_bytes())
-                same = part_of(prior) is not None and record_id(prior) == rid
+                same = record_id(prior) == rid
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 same = False  # not a record: reports warn about it, and it stays for a person to see
             if same:

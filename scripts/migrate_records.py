@@ -4,7 +4,7 @@ fp64-positions: a float64 check made before it said which images it ran on (thre
 ``positions``) has the id of a whole evaluation on as many images, so it was taken for one
 (--n-test 200 beside results/cpu's 2,000-image evaluation found its 200-image check "done", and
 measuring that evaluation's overwrote it). The check is a fixed draw from its evaluation's images
-(bench/measure/fp64.py: stratified_indices(eval labels, fp64_n, 1)), so its positions can be written
+(bench/measure/fp64.py Fp64Check.draw), so its positions can be written
 after the fact: the evaluation is the model's clean one on more images (one only, or the record is
 left and named). The record moves to the id its positions give it.
 
@@ -31,11 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.atomic import write_json_atomic  # noqa: E402
 from bench.data import load_dataset, stratified_indices  # noqa: E402
-from bench.measure.calibration import Calibration  # noqa: E402
+from bench.measure.calibration import Calibration, cross_fit_half  # noqa: E402
+from bench.measure.fp64 import Fp64Check  # noqa: E402
 from bench.store import ResultStore, part_positions, record_id, unpack_bits  # noqa: E402
-
-FP64_DRAW_SEED = 1  # bench/measure/fp64.py Fp64Check.prepare
-
 
 def _evaluation(r: dict) -> tuple:
     return r["run_key"], r["dataset"], r["split"], r["subset_seed"]
@@ -64,7 +62,7 @@ def fp64_positions(store: ResultStore, records: list, data_root, dry_run: bool) 
                 raise SystemExit(f"--data-root holds {data.name}, the records {r['dataset']}")
             split = data.split(r["split"])
             labels[at] = split.labels[stratified_indices(split.labels, larger[0], r["subset_seed"])]
-        new = dict(r, positions=part_positions(stratified_indices(labels[at], r["n"], FP64_DRAW_SEED), larger[0]))
+        new = dict(r, positions=part_positions(Fp64Check.draw(labels[at], r["n"]), larger[0]))
         new["id"] = record_id(new)
         dest = store.path(new["id"])
         if dest.exists() and json.loads(dest.read_bytes()) != new:
@@ -96,8 +94,7 @@ def calibration_v2(store: ResultStore, records: list, data_root, dry_run: bool) 
         right = torch.from_numpy(unpack_bits(c["bits"], n))
         if abs(float(right.double().mean()) - r["metrics"]["accuracy"]) > 1e-9:
             continue  # the clean record scored other predictions than the calibration's: cannot tell
-        half = torch.zeros(n, dtype=torch.bool)  # as evaluate_calibration draws it
-        half[torch.randperm(n, generator=torch.Generator().manual_seed(r["params"]["cross_fit_seed"]))[:n // 2]] = True
+        half = cross_fit_half(n, r["params"]["cross_fit_seed"])
         if bool(right[half].all()) or bool(right[~half].all()):
             continue
         if not dry_run:

@@ -75,12 +75,12 @@ def test_the_early_stop_table_varies_both_sides_random_starts(tiny_model, test_s
     assert "plain-ok: the same loop on the points the model classifies correctly" in out
     # the plain-all column of a row attacks that row's view (it attacked the raw one beside the scaled row)
     from attacks.views import make_view
-    from bench.tools.perf import plain_pgd
     for r, view in zip(rows[1:], ("raw", "scaled")):
         want = []
         for seed in range(2):
             torch.manual_seed(seed)
-            want.append(plain_pgd(make_view(model, view, 50.0), split.images, split.labels, 500, steps=20)[1])
+            run = plain_pgd_run(make_view(model, view, 50.0), split.images, split.labels, 500, steps=20)
+            want.append(run.robust_acc)
         assert r[9] == f"{100 * sum(want) / 2:.1f}%", (view, r, want)
 
 

@@ -141,7 +141,7 @@ def plan_for_workers(plan: Plan) -> Plan:
                    store_dir=None if plan.store_dir is None else _absolute(plan.store_dir),
                    pace_dirs=tuple(_absolute(d) for d in plan.pace_dirs),
                    data_root=os.path.abspath(os.path.expanduser(root)) if root else root,
-                   accel_device=plan.device if plan.accel_device is None else plan.accel_device)
+                   accel_device=plan.precision_device)
 
 
 def on_worker(plan: Plan, gpu: bool) -> Plan:
@@ -152,8 +152,7 @@ def on_worker(plan: Plan, gpu: bool) -> Plan:
     import torch
     if not gpu:
         return plan
-    return replace(plan, device=torch.device("cuda"),
-                   accel_device=plan.device if plan.accel_device is None else plan.accel_device)
+    return replace(plan, device=torch.device("cuda"), accel_device=plan.precision_device)
 
 
 def run_token(log_dir: Path, run_id: str) -> Path:

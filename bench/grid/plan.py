@@ -42,8 +42,12 @@ class Plan:
     # would sit under keys the driver's resume never asks for
     accel_device: Optional[torch.device] = None
 
+    @property
+    def precision_device(self) -> torch.device:
+        return self.device if self.accel_device is None else self.accel_device
+
     def accel(self) -> Accel:
-        return Accel.for_device(self.device if self.accel_device is None else self.accel_device)
+        return Accel.for_device(self.precision_device)
 
     @property
     def checkpoint_dir(self) -> Path:

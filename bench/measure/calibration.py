@@ -37,13 +37,20 @@ def calibration_params(seed: int) -> Dict[str, dict]:
     return {v: {"bins": N_BINS, **({"cross_fit_seed": seed} if v == "posthoc" else {})} for v in VIEWS}
 
 
+def cross_fit_half(n: int, seed: int) -> torch.Tensor:
+    """The post-hoc temperature's first cross-fitting half of n images: a seeded random half
+    (small splits need not be stratifiable)."""
+    half = torch.zeros(n, dtype=torch.bool)
+    half[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n // 2]] = True
+    return half
+
+
 def evaluate_calibration(model, temperature: float, split: Split, batch_size: int, seed: int = 0) -> List[Measurement]:
     t0 = time.perf_counter()
     counting, cost = counted(model)
     z = logits_of(counting, split, batch_size).double().cpu()
     y = split.labels.cpu()
-    half = torch.zeros(len(y), dtype=torch.bool)  # a seeded random half (small splits need not be stratifiable)
-    half[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:len(y) // 2]] = True
+    half = cross_fit_half(len(y), seed)
     fitted = [fit_temperature(z[half], y[half]), fit_temperature(z[~half], y[~half])]
     # a half with no error has no NLL-optimal T (NLL falls as T -> 0: the search stops at a bound, and
     # the other half, divided by it, had its few errors at confidence 1: nll_posthoc 30x at n=100).

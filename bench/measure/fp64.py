@@ -61,13 +61,18 @@ class Fp64Check(Family):
     def attacks_of(cls, ev):
         return ("pgd",) if ev.fp64_n else ()
 
+    @staticmethod
+    def draw(labels, fp64_n: int):
+        """The check's images: their positions in the evaluation whose labels these are."""
+        return stratified_indices(labels, min(fp64_n, len(labels)), 1)
+
     @classmethod
     def prepare(cls, ctx, log):
         ev = ctx.plan.profile.eval
         if not ev.fp64_n:
             return None
         split = ctx.eval_split
-        positions = stratified_indices(split.labels, min(ev.fp64_n, len(split)), 1)
+        positions = cls.draw(split.labels, ev.fp64_n)
         return cls(split.subset(positions), ctx.plan.profile.attack("pgd"), positions, len(split))
 
     def planned(self, spec, ctx):

@@ -92,16 +92,9 @@ def plain_train(spec, recipe, split, workers: int, channels_last: bool = False) 
     return time.perf_counter() - start
 
 
-def plain_pgd(model, images, labels, batch_size, steps=10):
-    """A plain torchattacks PGD loop over every image: (seconds, robust accuracy), robust meaning
-    correct both clean and under attack, as the harness counts it."""
-    run = plain_pgd_run(model, images, labels, batch_size, steps)
-    return run.seconds, run.robust_acc
-
-
 class PlainRun(NamedTuple):
     seconds: float
-    robust_acc: float  # over every image, as the harness's
+    robust_acc: float  # over every image, robust meaning correct both clean and under attack, as the harness counts it
     backward_per_image: float  # steps x the fraction attacked
     robust: torch.Tensor  # per image: correct clean and under attack
 
@@ -255,8 +248,8 @@ def run(args) -> int:
         t = time.perf_counter()
         clean = evaluate(model, spec.T, test, [pgd], ["raw"], batch_size=500)[0].metrics["accuracy"]
         h_pgd.append(args.eval_images / (time.perf_counter() - t))
-        p_pgd.append(args.eval_images / plain_pgd(plain_model, test.images, test.labels, 500)[0])
-        p_pgd_cl.append(args.eval_images / plain_pgd(model, test.images, test.labels, 500)[0])
+        p_pgd.append(args.eval_images / plain_pgd_run(plain_model, test.images, test.labels, 500).seconds)
+        p_pgd_cl.append(args.eval_images / plain_pgd_run(model, test.images, test.labels, 500).seconds)
         p_pgd_ok.append(args.eval_images / plain_pgd_run(model, test.images, test.labels, 500, correct_only=True,
                                                          seed=0).seconds)
 
