@@ -55,9 +55,23 @@ def test_the_early_stop_table_varies_both_sides_random_starts(tiny_model, test_s
     hot = replace(spec, temperature=50.0, lr_scale=True)
     split = test_split.subset(torch.arange(100))
     early_stop_timings([(spec, model, "tiny"), (hot, model, "tiny")], split, 2)
-    out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.startswith((f"  {spec.name} ", f"  {hot.name} "))]
+    out, own = capsys.readouterr().out.split("early stop alone")
+
+    def table(text):
+        return [line.split() for line in text.splitlines() if line.startswith((f"  {spec.name} ", f"  {hot.name} "))]
+
+    rows = table(out)
     assert [r[:2] for r in rows] == [[spec.name, "raw"], [hot.name, "raw"], [hot.name, "scaled"]]
+    # the early stop's own ratio: the attacks alone, each side's clean pass out (the harness's with
+    # the masking diagnostics' backward pass), each side's attack shorter than its whole run
+    own_rows = table(own)
+    assert [r[:2] for r in own_rows] == [r[:2] for r in rows]
+    for r, whole in zip(own_rows, rows):
+        h, p, ratio, diag, clean = (float(v) for v in r[2:7])
+        assert abs(ratio - p / h) <= 0.006 + 0.05 * ratio / max(h, 0.05) and diag > 0 and clean > 0, r
+        runs = " ".join(r[7:]).split(" | ")
+        assert len(runs) == 2 and all(len(side.split()) == 2 for side in runs), r
+        assert h <= float(whole[2]) + 0.05 and p <= float(whole[4]) + 0.05, (r, whole)
     with torch.no_grad():
         clean = float((model(split.images.float() / 255).argmax(1) == split.labels).float().mean())
     for r in rows:

@@ -97,6 +97,7 @@ class PlainRun(NamedTuple):
     robust_acc: float  # over every image, robust meaning correct both clean and under attack, as the harness counts it
     backward_per_image: float  # steps x the fraction attacked
     robust: torch.Tensor  # per image: correct clean and under attack
+    clean_seconds: float  # of ``seconds``, the clean passes that choose the points to attack
 
 
 def plain_pgd_run(model, images, labels, batch_size, steps=10, correct_only=False, seed=None) -> PlainRun:
@@ -109,11 +110,13 @@ def plain_pgd_run(model, images, labels, batch_size, steps=10, correct_only=Fals
     start = time.perf_counter()
     atk = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=steps, random_start=True)
     robust = torch.zeros(len(labels), dtype=torch.bool)
-    attacked = 0
+    attacked, clean_s = 0, 0.0
     for bi, a in enumerate(range(0, len(labels), batch_size)):
+        t = time.perf_counter()
         x, y = to_float(images[a:a + batch_size]), labels[a:a + batch_size]
         with torch.no_grad():
             ok = model(x).argmax(1) == y
+        clean_s += time.perf_counter() - t
         todo = ok.nonzero().flatten() if correct_only else torch.arange(len(y))
         if len(todo) == 0:
             continue
@@ -124,7 +127,7 @@ def plain_pgd_run(model, images, labels, batch_size, steps=10, correct_only=Fals
             robust[a + todo] = (model(adv).argmax(1) == y[todo]) & ok[todo]
         attacked += len(todo)
     n = len(labels)
-    return PlainRun(time.perf_counter() - start, int(robust.sum()) / n, steps * attacked / n, robust)
+    return PlainRun(time.perf_counter() - start, int(robust.sum()) / n, steps * attacked / n, robust, clean_s)
 
 
 def main(argv=None) -> int:
@@ -379,13 +382,14 @@ def early_stop_timings(models, test, repeats: int) -> None:
     print(f"  {'model':<{w}}{'view':<8}{'harness':>9}{'plain-all':>11}{'plain-ok':>10}{'vs all':>8}{'vs ok':>7}"
           f"{'robust':>19}{'plain-all':>19}{'plain-ok':>19}{'bwd/img':>9}{'all':>7}{'ok':>7}{'⊆ plain-ok':>16}"
           "   runs (harness | plain-all | plain-ok)")
-    spread = []
+    spread, own = [], []
     for spec, model, origin in models:
         views = ["raw"] if spec.T == 1 else ["raw", "scaled"]
         h = {v: [] for v in views}
         ms = {v: [] for v in views}
         p_all = {v: [] for v in views}
         p_ok = {v: [] for v in views}
+        diag = {v: [] for v in views}
         for v in views:
             # the plain loop on the same view: the raw one of a masked model is the slower to
             # attack (subnormal gradients) and the weaker, so one raw plain loop beside the
@@ -398,8 +402,10 @@ def early_stop_timings(models, test, repeats: int) -> None:
             for v in views:
                 target = make_view(model, v, spec.T)
                 t = time.perf_counter()
-                ms[v].append(evaluate(model, spec.T, test, [pgd], [v], batch_size=500, seed=r)[1])
+                clean, m = evaluate(model, spec.T, test, [pgd], [v], batch_size=500, seed=r)
                 h[v].append(time.perf_counter() - t)
+                ms[v].append(m)
+                diag[v].append(clean.wall_s)
                 torch.manual_seed(r)
                 p_all[v].append(plain_pgd_run(target, test.images, test.labels, 500, steps=20))
                 p_ok[v].append(plain_pgd_run(target, test.images, test.labels, 500, steps=20, correct_only=True,
@@ -424,12 +430,32 @@ def early_stop_timings(models, test, repeats: int) -> None:
                   f"{bwd:>9.2f}{bwd_all:>7.2f}{bwd_ok:>7.2f}{subset:>16}   {runs}")
             spread += [spread_note(f"{spec.name} {v} {side}", x)
                        for side, x in zip(("harness", "plain-all", "plain-ok"), times)]
+            own.append((spec.name, v, diag[v], [x.wall_s for x in ms[v]],
+                        [x.seconds - x.clean_seconds for x in p_ok[v]], [x.clean_seconds for x in p_ok[v]]))
         print(f"  ({spec.name}: {origin}; clean accuracy {100 * ms[views[0]][0].metrics['clean_acc']:.1f}%)")
     print("  (plain-all: torchattacks.PGD on every image of the same view; plain-ok: the same loop on the points the "
           "model classifies correctly, its clean pass timed, as the harness attacks; ⊆ plain-ok: every image robust "
           "with the early stop is robust to plain-ok from the same random start, in every run, else NO; images "
           "robust with the early stop / to plain-ok, summed over the runs)")
     print_spread(spread, "  ")
+    early_stop_own(own, w)
+
+
+def early_stop_own(rows, w: int) -> None:
+    """The early stop's own ratio: the attack alone on both sides (each run's attack and the final
+    check of its adversarial examples), their clean passes out. The harness's clean pass is not the
+    plain loop's: it also takes the input gradient of every image on every view (the masking
+    diagnostics: zero_grad_frac, saturated_frac), a backward pass the plain loop does not make, so
+    "vs ok" above charges the early stop with an audit the plain loop skips."""
+    print("early stop alone: the PGD-20 attack of the rows above without the clean passes, seconds (median), ratio; "
+          "the clean passes beside it (the harness's with the masking diagnostics)")
+    print(f"  {'model':<{w}}{'view':<8}{'harness':>9}{'plain-ok':>10}{'ratio':>7}{'clean+diag':>12}{'clean':>7}"
+          "   runs (harness | plain-ok)")
+    for name, v, diag, h, p, p_clean in rows:
+        hm, pm = statistics.median(h), statistics.median(p)
+        runs = " | ".join(" ".join(f"{x:.1f}" for x in side) for side in (h, p))
+        print(f"  {name:<{w}}{v:<8}{hm:>9.1f}{pm:>10.1f}{pm / hm:>7.2f}{statistics.median(diag):>12.2f}"
+              f"{statistics.median(p_clean):>7.2f}   {runs}")
 
 
 def _spread(fractions) -> str:
