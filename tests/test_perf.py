@@ -68,10 +68,12 @@ def test_the_early_stop_table_varies_both_sides_random_starts(tiny_model, test_s
     assert [r[:2] for r in own_rows] == [r[:2] for r in rows]
     for r, whole in zip(own_rows, rows):
         h, p, ratio, diag, clean = (float(v) for v in r[2:7])
-        assert abs(ratio - p / h) <= 0.006 + 0.05 * ratio / max(h, 0.05) and diag > 0 and clean > 0, r
+        # the seconds print to 0.1 s: the ratio lies within what the rounded times allow
+        lo, hi = (p - 0.05) / (h + 0.05), (p + 0.05) / (h - 0.05) if h > 0.05 else float("inf")
+        assert lo - 0.006 <= ratio <= hi + 0.006 and diag > 0 and clean > 0, r
         runs = " ".join(r[7:]).split(" | ")
         assert len(runs) == 2 and all(len(side.split()) == 2 for side in runs), r
-        assert h <= float(whole[2]) + 0.05 and p <= float(whole[4]) + 0.05, (r, whole)
+        assert h <= float(whole[2]) + 0.1 and p <= float(whole[4]) + 0.1, (r, whole)  # each printed to 0.1 s
     with torch.no_grad():
         clean = float((model(split.images.float() / 255).argmax(1) == split.labels).float().mean())
     for r in rows:

@@ -454,8 +454,8 @@ def early_stop_own(rows, w: int) -> None:
     for name, v, diag, h, p, p_clean in rows:
         hm, pm = statistics.median(h), statistics.median(p)
         runs = " | ".join(" ".join(f"{x:.1f}" for x in side) for side in (h, p))
-        print(f"  {name:<{w}}{v:<8}{hm:>9.1f}{pm:>10.1f}{pm / hm:>7.2f}{statistics.median(diag):>12.2f}"
-              f"{statistics.median(p_clean):>7.2f}   {runs}")
+        print(f"  {name:<{w}}{v:<8}{hm:>9.1f}{pm:>10.1f}{pm / hm:>7.2f}{statistics.median(diag):>12.3f}"
+              f"{statistics.median(p_clean):>7.3f}   {runs}")
 
 
 def _spread(fractions) -> str:
