@@ -9,7 +9,8 @@ import math
 import pandas as pd
 import pytest
 
-from bench.report.export import ROBUSTBENCH_COLUMNS, model_card, robustbench_leaderboard, write_exports
+from bench.report.export import (PROVENANCE_COLUMNS, ROBUSTBENCH_COLUMNS, model_card, robustbench_leaderboard,
+                                 write_exports)
 from tests.builders import StoreBuilder, sweep_store
 
 # robustbench.utils.ModelInfo's fields (robustbench 1.1.1): the model_info/<dataset>/<threat>/<Name>.json format
@@ -71,7 +72,7 @@ def test_cards_load_as_robustbench_model_info(exported):
 def test_robustbench_leaderboard_csv(exported):
     root, board = exported
     lb = pd.read_csv(root / "leaderboard_robustbench.csv")
-    assert list(lb.columns) == ROBUSTBENCH_COLUMNS
+    assert list(lb.columns) == ROBUSTBENCH_COLUMNS + PROVENANCE_COLUMNS
     assert list(lb.Rank) == list(range(1, len(board) + 1))
     assert list(lb["Best known robust accuracy"]) == sorted(lb["Best known robust accuracy"], reverse=True)
     b = board.set_index("model")
@@ -82,6 +83,57 @@ def test_robustbench_leaderboard_csv(exported):
         assert math.isclose(r["Best known robust accuracy"], round(100 * m.robust_worst, 2))
         assert r["AA eval. potentially unreliable"] == (m.masking in ("likely", "suspected"))
         assert r["Extra data"] == False  # noqa: E712 - a CSV boolean
+        # what RobustBench's table leaves implied: the data, the images of the accuracies and of
+        # AutoAttack's number (here the cross-check's, on fewer)
+        assert r["Dataset"] == "cifar10-jpeg75" and r["Images"] == m.n and r["AutoAttack images"] == 100
+
+
+def test_a_figure_from_part_of_the_images_says_how_many(tmp_path):
+    """Square on 200 of the 1,000 images set robust_min, and the run's own AutoAttack ran on 100 of
+    them: the card said "on the n=1000 evaluation images" and the page and leaderboard named no n."""
+    from bench.report.html import leaderboard_rows
+    from tests.builders import EPS
+    b = StoreBuilder(tmp_path, n=1000).model("fastnet_T1", 1, 0.62, pgd_raw=0.30, pgd_scaled=0.30)
+    b.model("fastnet_T5", 5, 0.62, pgd_raw=0.25, pgd_scaled=0.25)
+    spec = b.specs["fastnet_T1"]
+    b._put(spec, "attack", "square", "any", {"clean_acc": 0.62, "robust_acc": 0.10, "success_rate": 0.8}, eps=EPS,
+           n=200, params={"eps": EPS, "n_queries": 5000}, positions={"eval_n": 1000, "index": list(range(0, 1000, 5))})
+    b._put(spec, "attack", "autoattack", "raw", {"clean_acc": 0.62, "robust_acc": 0.12, "success_rate": 0.8}, eps=EPS,
+           n=100, params={"eps": EPS, "version": "standard", "steps": 100, "n_queries": 5000},
+           positions={"eval_n": 1000, "index": list(range(0, 1000, 10))})
+    tidy, board, _ = b.tables()
+    row = board.set_index("model", drop=False).loc["fastnet_T1"]
+    assert row.robust_min == 0.10 and row.robust_min_by == "square/any" and row.robust_min_n == 200
+    assert row.autoattack == 0.12 and row.autoattack_n == 100
+    other = board.set_index("model").loc["fastnet_T5"]
+    assert pd.isna(other.robust_min_n) and pd.isna(other.autoattack_n)  # its figures are on all 1,000
+    card = model_card(row)
+    assert "reported = robust_min (square/any, on 200 of the 1000 images)" in card["footnote"]
+    assert "AutoAttack standard on 100 of the n=1000 evaluation images" in card["footnote"]
+    lb = robustbench_leaderboard(board).set_index("Method")
+    assert lb.loc["fastnet_T1", "Images"] == 1000 and lb.loc["fastnet_T1", "AutoAttack images"] == 100
+    assert pd.isna(lb.loc["fastnet_T5", "AutoAttack images"])  # no AutoAttack number at all
+    cols, rows = leaderboard_rows(board, tidy)
+    cells = {r[0]["text"]: {c[0]: x for c, x in zip(cols, r)} for r in rows}
+    assert cells["fastnet_T1"]["robust_min"]["small"] == "n=200"
+    assert "on n=200 of the row's n=1000 images" in cells["fastnet_T1"]["robust_min"]["tip"]
+    assert cells["fastnet_T1"]["autoattack_shown"]["small"] == "n=100"
+    assert cells["fastnet_T5"]["robust_min"]["small"] == ""
+
+
+def test_an_unaudited_row_is_not_cleared_and_an_unattacked_one_claims_no_minimum(tmp_path):
+    """A row without a masking verdict read False in "AA eval. potentially unreliable" (checked and
+    fine); a card without robust_min described one ("the minimum over every Linf attack")."""
+    b = StoreBuilder(tmp_path, n=500).model("fastnet_T1", 1, 0.6).model("fastnet_T5", 5, 0.6)
+    _, board, _ = b.tables()
+    board.loc[board.model == "fastnet_T5", "masking"] = float("nan")
+    lb = robustbench_leaderboard(board).set_index("Method")
+    assert lb.loc["fastnet_T5", "AA eval. potentially unreliable"] == "not audited"
+    assert lb.loc["fastnet_T1", "AA eval. potentially unreliable"] is False
+    row = board.iloc[0].copy()
+    row["robust_min"] = float("nan")
+    foot = model_card(row)["footnote"]
+    assert "reported left empty: no Linf attack at 8/255 was measured" in foot and "minimum over" not in foot
 
 
 def test_full_autoattack_preferred_and_absent_autoattack(tmp_path):

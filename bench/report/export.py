@@ -8,12 +8,14 @@
 * ``leaderboard_robustbench.csv``: the leaderboard in the column order of RobustBench's CIFAR-10
   Linf table: Rank, Method, Standard accuracy, AutoAttack robust accuracy, Best known robust
   accuracy, AA eval. potentially unreliable, Extra data, Architecture, Venue (accuracies in %),
-  ranked like RobustBench by the best known robust accuracy.
+  ranked like RobustBench by the best known robust accuracy; then Dataset, Images (of the
+  accuracies) and AutoAttack images (of its number: a cross-check's are fewer), which RobustBench's
+  table leaves implied.
 
 How our numbers map: "reported" is robust_min (our headline: the minimum over every attack and
 view); "Best known robust accuracy" is robust_worst (image by image over every attack), else
 robust_min; "AA eval. potentially unreliable" is the masking audit's verdict (likely or
-suspected). autoattack_acc is AutoAttack on the full evaluation subset when the run had it, else
+suspected; "not audited" for a row without one). autoattack_acc is AutoAttack on the full evaluation subset when the run had it, else
 the authors' implementation from the cross-check (pyautoattack, on its own smaller subset: the
 footnote says which, with n); null when AutoAttack never ran. corruptions_acc is filled only from
 the real CIFAR-10-C, all 15 corruptions x severities 1-5 on its 10,000 images (RobustBench's
@@ -38,6 +40,10 @@ from bench.report.tables import time_span
 ROBUSTBENCH_COLUMNS = ["Rank", "Method", "Standard accuracy", "AutoAttack robust accuracy",
                        "Best known robust accuracy", "AA eval. potentially unreliable", "Extra data", "Architecture",
                        "Venue"]
+# after RobustBench's columns, what its table leaves implied (CIFAR-10's 10,000 test images, AutoAttack
+# on the same ones) and ours varies: the data, the images of the accuracies, the images of AutoAttack's
+# (a cross-check runs on fewer, so "Best known" can lie above it, which in RobustBench it cannot)
+PROVENANCE_COLUMNS = ["Dataset", "Images", "AutoAttack images"]
 
 # robustbench.utils.ModelInfo's fields, in its order (a card holds those it has values for)
 MODEL_INFO_FIELDS = ["link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
@@ -76,19 +82,21 @@ def architecture(row) -> str:
     return label + (f", M={int(m)}" if m else "")
 
 
-def autoattack(row) -> Tuple[Optional[float], str]:
-    """(AutoAttack robust accuracy, where it comes from). A run at a reduced budget is a weaker
-    attack, whose number is not AutoAttack's: it is named in the text and not returned, as a partial
-    corruption mean is kept out of corruptions_acc."""
+def autoattack(row) -> Tuple[Optional[float], str, Optional[int]]:
+    """(AutoAttack robust accuracy, where it comes from, on how many images). A run at a reduced
+    budget is a weaker attack, whose number is not AutoAttack's: it is named in the text and not
+    returned, as a partial corruption mean is kept out of corruptions_acc."""
     def reduced(budget, value, where):
         return None, (f"autoattack_acc left empty: AutoAttack ran at a reduced budget, {budget}, {where}, "
-                      f"leaving {_pct(value)}% robust")
+                      f"leaving {_pct(value)}% robust"), None
 
     if _num(row.get("autoattack")) is not None:
-        where = f"on the n={int(row['n'])} evaluation images"
+        part = _num(row.get("autoattack_n"))  # the run's own AutoAttack on part of its images
+        n = int(part) if part else int(row["n"])
+        where = f"on {n} of the n={int(row['n'])} evaluation images" if part else f"on the n={n} evaluation images"
         if isinstance(row.get("autoattack_budget"), str):
             return reduced(row["autoattack_budget"], row["autoattack"], where)
-        return _num(row["autoattack"]), f"AutoAttack standard {where}"
+        return _num(row["autoattack"]), f"AutoAttack standard {where}", n
     for col, who in (("aa_pyautoattack", "the authors' implementation (pyautoattack)"),
                      ("aa_torchattacks", "torchattacks")):
         if _num(row.get(col)) is not None:
@@ -96,8 +104,8 @@ def autoattack(row) -> Tuple[Optional[float], str]:
             where = f"by {who} in the cross-check, on {int(n) if n else '?'} images"
             if isinstance(row.get("aa_crosscheck_budget"), str):
                 return reduced(row["aa_crosscheck_budget"], row[col], where)
-            return _num(row[col]), f"AutoAttack standard {where}"
-    return None, "AutoAttack was not run"
+            return _num(row[col]), f"AutoAttack standard {where}", int(n) if n else None
+    return None, "AutoAttack was not run", None
 
 
 def additional_data(row) -> Optional[bool]:
@@ -117,9 +125,19 @@ def best_known(row) -> Optional[float]:
     return _num(row.get("robust_worst")) if _num(row.get("robust_worst")) is not None else _num(row.get("robust_min"))
 
 
+def reported(row) -> str:
+    """The footnote's account of "reported": which attack set robust_min, and on how many images
+    where that was part of the evaluation's; that nothing was, where no attack ran at 8/255."""
+    if _num(row.get("robust_min")) is None:
+        return "reported left empty: no Linf attack at 8/255 was measured"
+    part = _num(row.get("robust_min_n"))
+    on = f", on {int(part)} of the {int(row['n'])} images" if part else ""
+    return f"reported = robust_min ({row.get('robust_min_by', '?')}{on}): the minimum over every Linf attack and view"
+
+
 def model_card(row, link: str = "", authors: str = "") -> dict:
     """RobustBench's model-info JSON for one leaderboard row."""
-    aa, aa_source = autoattack(row)
+    aa, aa_source, _ = autoattack(row)
     T = _num(row.get("T"))
     how = f"CE(z/T) at T={T:g}" if T is not None else "CE(z/T)"
     if row.get("regime") not in (None, "std"):
@@ -131,8 +149,7 @@ def model_card(row, link: str = "", authors: str = "") -> dict:
     devices = " and ".join(str(row.get("device", "?")).split(DEVICE_SEP))
     foot = [f"tempbench {row.get('code_version', '?')} on {devices}, measured {when}",
             f"{row['dataset']} test subset of {int(row['n'])} images",
-            f"reported = robust_min ({row.get('robust_min_by', '?')}): the minimum over every Linf attack and view",
-            aa_source]
+            reported(row), aa_source]
     if isinstance(row.get("masking"), str):
         missing = row.get("masking_unchecked")
         foot.append(f"gradient-masking audit: {row['masking']}" +
@@ -198,15 +215,20 @@ def robustbench_leaderboard(board: pd.DataFrame) -> pd.DataFrame:
         method = names.get(r["model"], r["model"])
         if method is None:
             continue
-        aa, _ = autoattack(r)
+        aa, _, aa_n = autoattack(r)
         bk = best_known(r)
+        masking = r.get("masking")
         rows.append({"Method": method,
                      "Standard accuracy": round(100 * _num(r.get("clean")), 2) if _num(r.get("clean")) is not None else None,
                      "AutoAttack robust accuracy": round(100 * aa, 2) if aa is not None else None,
                      "Best known robust accuracy": round(100 * bk, 2) if bk is not None else None,
-                     "AA eval. potentially unreliable": r.get("masking") in ("likely", "suspected"),
-                     "Extra data": _said(additional_data(r)), "Architecture": architecture(r), "Venue": "N/A"})
-    df = pd.DataFrame(rows, columns=ROBUSTBENCH_COLUMNS[1:])
+                     # a model the masking audit never looked at is not one it cleared
+                     "AA eval. potentially unreliable": (masking in ("likely", "suspected")
+                                                         if isinstance(masking, str) else "not audited"),
+                     "Extra data": _said(additional_data(r)), "Architecture": architecture(r), "Venue": "N/A",
+                     "Dataset": str(r["dataset"]), "Images": int(r["n"]), "AutoAttack images": aa_n})
+    df = pd.DataFrame(rows, columns=ROBUSTBENCH_COLUMNS[1:] + PROVENANCE_COLUMNS)
+    df["AutoAttack images"] = df["AutoAttack images"].astype("Int64")  # a count, empty where no number
     df = df.sort_values(["Best known robust accuracy", "Standard accuracy"], ascending=False, na_position="last",
                         kind="stable").reset_index(drop=True)
     df.insert(0, "Rank", range(1, len(df) + 1))

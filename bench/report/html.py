@@ -153,6 +153,9 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
     from_cross = full.isna() & cross.notna()
     b["autoattack_shown"] = full.where(~from_cross, cross)
     aa_note = {i: f"n={_fmt_num(b.get('aa_crosscheck_n', nan)[i])}" for i in b.index[from_cross]}
+    # the run's own AutoAttack, or robust_min, from an attack on part of the row's images: how many
+    aa_part = {i: f"n={_fmt_num(v)}" for i, v in b.get("autoattack_n", nan).items() if i not in aa_note and v == v}
+    min_part = {i: f"n={_fmt_num(v)}" for i, v in b.get("robust_min_n", nan).items() if v == v}
     # a reduced budget (fewer iterations or queries than AutoAttack's) is a weaker attack: said in the cell
     budget = b.get("autoattack_budget", nan).where(full.notna(), b.get("aa_crosscheck_budget", nan))
     aa_budget_of = {i: v for i, v in budget.items() if isinstance(v, str)}
@@ -176,9 +179,16 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
                     tip = "; ".join(x for x in (
                         f"AutoAttack cross-check on {aa_note[i]} images" if i in aa_note else "",
                         f"reduced budget: {aa_budget_of[i]}" if i in aa_budget_of else "") if x)
-                    small = ", ".join(x for x in (aa_note.get(i, ""), "reduced" if i in aa_budget_of else "") if x)
+                    if i in aa_part and text:
+                        tip = "; ".join(x for x in (f"on {aa_part[i]} of the row's n={_fmt_num(r['n'])} images", tip)
+                                        if x)
+                    small = ", ".join(x for x in (aa_note.get(i, "") or (aa_part.get(i, "") if text else ""),
+                                                  "reduced" if i in aa_budget_of else "") if x)
                 if key == "robust_min" and isinstance(r.get("robust_min_by"), str):
                     tip = f"by {r['robust_min_by']}"
+                    if i in min_part:
+                        tip += f", on {min_part[i]} of the row's n={_fmt_num(r['n'])} images"
+                        small = min_part[i]
                 if key == "mCA" and text:
                     tip = corruption_scope(r)
                 cells.append({"text": text, "sort": sort, "tip": tip, "kind": kind, "small": small})

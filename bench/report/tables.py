@@ -16,10 +16,19 @@ from bench.report.worst_case import blackbox_gap_on_its_images, suite_min_on_cro
 
 
 def _min_over(rows: pd.DataFrame):
-    """Per model: the smallest robust accuracy and which threat/view gave it."""
+    """Per model: the smallest robust accuracy, which threat/view gave it, and on how many images."""
     idx = rows.groupby("model")["value"].idxmin()
     best = rows.loc[idx].set_index("model")
-    return best["value"], best["threat"] + "/" + best["view"]
+    return best["value"], best["threat"] + "/" + best["view"], best["n"]
+
+
+def _on_part(n: pd.Series, board: pd.DataFrame) -> pd.Series | None:
+    """The image counts of the models whose figure came from a measurement on part of their
+    evaluation's images (NaN for the rest), or None where every one is on all of them: a figure
+    from Square on 500 of 2,000 images is not one on the row's n."""
+    n = n.reindex(board.index)
+    part = n < board["n"]
+    return n.where(part).astype(float) if part.any() else None
 
 
 def worst_case(bits: pd.DataFrame, n_of: pd.Series) -> pd.DataFrame:
@@ -80,13 +89,17 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None,
         linf = attacked[attacked.norm == "linf"]
         head = linf[np.isclose(linf.eps, HEADLINE_EPS)]
         if not head.empty:
-            board["robust_min"], board["robust_min_by"] = _min_over(head)
+            board["robust_min"], board["robust_min_by"], min_n = _min_over(head)
+            if (part := _on_part(min_n, board)) is not None:
+                board["robust_min_n"] = part
         if bits is not None:
             board = board.join(worst_case(latest_runs(bits, one_budget=False), board["n"]))
         aa = head[head.threat == "autoattack"]
         if not aa.empty:
             strongest = aa.loc[aa.groupby("model")["value"].idxmin()].set_index("model")
             board["autoattack"] = strongest["value"]
+            if (part := _on_part(strongest["n"], board)) is not None:
+                board["autoattack_n"] = part
             budget = strongest["params"].map(aa_budget)
             if budget.notna().any():  # a reduced budget is a weaker attack than AutoAttack: said beside it
                 board["autoattack_budget"] = budget
@@ -108,8 +121,9 @@ def leaderboard(tidy: pd.DataFrame, bits: pd.DataFrame | None = None,
     board = add_natural_and_shift_columns(df, board)
     board = add_cost_columns(df, board)
     board = board.join(provenance(df))
-    front = ID_COLS + [c for c in ["source", "T_source", "clean", "robust_min", "robust_min_by", "robust_worst",
-                                   "autoattack", "masking", "masking_reasons", "masking_unchecked"]
+    front = ID_COLS + [c for c in ["source", "T_source", "clean", "robust_min", "robust_min_by", "robust_min_n",
+                                   "robust_worst", "autoattack", "autoattack_n", "masking", "masking_reasons",
+                                   "masking_unchecked"]
                        if c in board.columns]
     board = board[front + [c for c in board.columns if c not in front]]
     return board.sort_values(["robust_min", "clean"], ascending=False, na_position="last").reset_index(drop=True)
@@ -261,8 +275,8 @@ def summary(board: pd.DataFrame) -> str:
     """The table printed at the end of a run: accuracies in percent, the main columns only."""
     if board.empty:
         return "(no results)"
-    cols = ["model", "T", "dataset", "n", "clean", "robust_min", "robust_min_by", "robust_worst", "autoattack",
-            "masking"]
+    cols = ["model", "T", "dataset", "n", "clean", "robust_min", "robust_min_by", "robust_min_n", "robust_worst",
+            "autoattack", "autoattack_n", "masking"]
     # CE-PGD on each view (the number claim A reports, and the one masking inflates), the masking
     # signals, the shift summaries; every other column is in leaderboard.csv
     cols += ["pgd_raw@8/255", "pgd_scaled@8/255", "zero_grad_raw", "saturated_raw", "mCA", "mCE", "nat_worst_grid",
@@ -294,7 +308,8 @@ def summary(board: pd.DataFrame) -> str:
                      f"(masking_unchecked in leaderboard.csv; --attack suite measures them)")
     show = board[[c for c in cols if c in board.columns]].copy()
     for c in show.columns:
-        if c not in ("model", "T", "dataset", "n", "robust_min_by", "mCE_baseline", "c_source", "masking"):
+        if c not in ("model", "T", "dataset", "n", "robust_min_by", "robust_min_n", "autoattack_n", "mCE_baseline",
+                     "c_source", "masking"):
             # Python's rounding of the float, as the job log, the HTML page and the README tables
             # print it: numpy's .round(1) turns 607/2000 into 30.4 where they say 30.3
             show[c] = [float(f"{100 * v:.1f}") for v in show[c]]
