@@ -189,6 +189,14 @@ def test_an_evaluation_nothing_finished_can_price_is_counted_not_guessed(grid, m
     progress = executor.GridProgress(4, 0, lines.append, [train[0], calib[0], train[1], attacks[0]])
     progress.finished(train[0], 100.0, "ok")
     assert lines[-1].endswith(f"; ETA {executor.duration(100.0)} and 2 jobs not yet timed"), lines
+    # and the other way round: evaluations of 1.5 s say nothing of a training run (a grid resumed
+    # with a new model: its training was priced at the evaluations' mean, hours shown as seconds)
+    clock = iter([0.0, 1.5, 3.0])
+    lines = []
+    progress = executor.GridProgress(4, 0, lines.append, [attacks[0], calib[0], train[1], calib[1]])
+    progress.finished(attacks[0], 1.5, "ok")
+    progress.finished(calib[0], 1.5, "ok")
+    assert lines[-1].endswith(f"; ETA {executor.duration(1.5)} and 1 job not yet timed"), lines
 
 
 def test_the_eta_prices_what_the_stores_have_done_at_this_runs_pace(grid, monkeypatch):

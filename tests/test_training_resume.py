@@ -163,3 +163,33 @@ def test_a_saved_state_that_no_longer_fits_is_trained_from_epoch_0(spoil, mini_d
     assert "resumed_from_epoch" not in meta and store.partial_epoch(spec, key) is None
     whole = train(spec, recipe, mini_data, CPU).model
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in whole.state_dict().items())
+
+
+def test_the_estimate_prices_an_interrupted_run_at_the_epochs_it_has_left(mini_root, tmp_path):
+    """A run whose state holds 3 of its 4 epochs resumes from there: --dry-run and the ETA priced
+    it as a whole run (a PGD-AT run at epoch 9 of 10: ten times its rest)."""
+    from bench.cli import make_plan
+    from bench.grid.estimate import Pricer
+    from bench.grid.jobs import Context, build_jobs, is_done
+    from bench.run import build_parser, main
+    grid = ('[recipe]\nepochs = 4\nbatch_size = 64\nlr = 0.1\ntrain_subset = 512\n'
+            '[eval]\nn = 20\nbatch_size = 20\nattacks = ["fgsm"]\nviews = ["raw"]\n[[grid]]\narch = "fastnetw8"\n')
+    (tmp_path / "p.toml").write_text(grid + "T = [2]\n")
+    args = ["--data-root", str(mini_root), "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"),
+            "--no-progress", "--tables-only"]
+    assert main(["--profile", str(tmp_path / "p.toml"), *args]) == 0  # the stores' price of this recipe's run
+    (tmp_path / "q.toml").write_text(grid + "T = [3]\n")
+    ctx = Context(make_plan(build_parser().parse_args(["--profile", str(tmp_path / "q.toml"), *args])),
+                  lambda m: None)
+    todo = [j for j in build_jobs(ctx) if not is_done(j, ctx)]
+    (job,) = [j for j in todo if j.kind == "train"]
+    whole = Pricer(todo, ctx).prices([job])[job.key]
+    assert whole.measured > 0
+    # the state file as the trainer leaves it after epoch 3 (its JSON is what the estimate reads)
+    key = ctx.ckpt_key(job.spec.run)
+    info = ctx.ckpts._partial_paths(job.spec.run, key)[1]
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"epoch": 3, "key": key}))
+    assert ctx.ckpts.partial_epoch(job.spec.run, key) == 3
+    left = Pricer(todo, ctx).prices([job])[job.key]
+    assert left.measured == pytest.approx(whole.measured / 4) and left.expected == pytest.approx(whole.expected / 4)

@@ -283,8 +283,17 @@ class Pricer:
             return [(key, _price(self.paces, key) if self.paces.get(key) else None, 1.0)
                     for key in _job_keys(job, self.ctx, planned)], False
         shares, known = self.copies.shares(job, planned)
-        return [(key, _price(self.paces, key) if self.paces.get(key) else None, share)
+        left = self._epochs_left(job) if planned is None else 1.0
+        return [(key, _price(self.paces, key) * left if self.paces.get(key) else None, share)
                 for key, share in zip(_job_keys(job, self.ctx, planned), shares)], known
+
+    def _epochs_left(self, job: Job) -> float:
+        """The share of a training run still to train: an interrupted run resumes from the epochs
+        its state holds (priced in full, a PGD-AT run at epoch 9 of 10 cost ten times its rest)."""
+        spec = job.spec.run
+        done = self.ctx.ckpts.partial_epoch(spec, self.ctx.ckpt_key(spec))
+        epochs = self.ctx.plan.profile.recipe_for(spec).epochs
+        return 1.0 - min(done, epochs) / epochs if done and epochs else 1.0
 
     def prices(self, jobs: Sequence[Job]) -> Dict[str, Price]:
         """Per job key, for the jobs whose every part the stores have done before."""

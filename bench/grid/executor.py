@@ -47,7 +47,8 @@ class GridProgress:
     evaluation of a family not yet seen at the mean of the finished evaluations. Before any
     evaluation has finished, such a job has no price: the training runs say nothing about it (a
     ResNet-18 trained in 265 s priced its attacks and calibration at 8m50s; they took 26 s), so
-    the line counts it instead ("ETA 2m10s and 2 jobs not yet timed"). The sum is scaled by the
+    the line counts it instead ("ETA 2m10s and 2 jobs not yet timed"); so is a training run before
+    any has finished (a new model's first, after evaluations of 1.5 s each, was priced at 1.5 s). The sum is scaled by the
     wall clock against the jobs' own times, which is how many ran at once (Ray)."""
 
     # a priced job done in under this fraction of its price was not measured here (its records
@@ -79,8 +80,8 @@ class GridProgress:
                 return self.prices[key].expected * pace
             if kind in self.spent:
                 return sum(self.spent[kind]) / len(self.spent[kind])
-            if kind.startswith("train/"):
-                return sum(walls) / len(walls)
+            if kind.startswith("train/"):  # no training run has finished: the evaluations say nothing of one
+                return None
             return sum(evals) / len(evals) if evals else None
         prices = [price(key, kind) for key, kind in self.left.items()]
         work = sum(p for p in prices if p is not None)
