@@ -184,3 +184,27 @@ def test_a_temperature_at_the_searchs_bound_is_refused(mini_data, mini_root, min
         audit(model, name="oracle", data_root=str(mini_root), cache=str(mini_cache), n=200, profile="smoke",
               attacks=["fgsm"], results=str(tmp_path / "r"), log=lambda m: None)
     assert not (tmp_path / "r" / "records").exists() or not any((tmp_path / "r" / "records").iterdir())
+
+
+def test_each_views_record_times_its_own_work():
+    """One clock served the three views: each record's wall_s ran from the job's start, so a
+    store's records counted a calibration's time about three times (142 s for 47 s of work in
+    results/cpu) and priced it so in --dry-run. The forward pass is the raw record's, as its passes
+    are; the scaled and post-hoc views cost their own arithmetic."""
+    import time
+    from bench.data import Split
+    from bench.measure.calibration import evaluate_calibration
+
+    class Slow(torch.nn.Module):  # a model whose forward pass takes a known 0.2 s a batch
+        def forward(self, x):
+            time.sleep(0.2)
+            return x.flatten(1)[:, :10] * 10
+
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (40, 3, 32, 32), generator=g, dtype=torch.uint8),
+                  torch.randint(0, 10, (40,), generator=g))
+    t = time.perf_counter()
+    walls = {m.view: m.wall_s for m in evaluate_calibration(Slow(), 1.0, split, 20, 0)}
+    elapsed = time.perf_counter() - t
+    assert walls["raw"] >= 0.4 and walls["scaled"] < 0.2 and walls["posthoc"] < 0.2, walls
+    assert sum(walls.values()) <= elapsed, (walls, elapsed)
