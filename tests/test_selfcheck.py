@@ -75,3 +75,31 @@ def test_the_battery_leaves_no_folder_behind(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         run_battery(n=100, cases=cases * 2, base=torch.nn.Identity())
     assert list(scratch.iterdir()) == []
+
+
+def test_a_refusal_passes_only_for_its_own_reason():
+    """Any refusal passed a case expected "refused": with the audit failing on its data, the three
+    refusal cases passed and the battery exited 0, their checks never run."""
+    from bench.tools.selfcheck import CASES, Outcome
+    refused = [c for c in CASES if c.expected == "refused"]
+    assert len(refused) == 3 and all(c.because for c in refused)
+    for case in refused:
+        assert not Outcome(case, "refused", "data_root /nope: no CIFAR-10 here").ok
+    reasons = {"returns softmax probabilities": "the model returns probabilities (rows sum to 1): give it raw logits",
+               "random at eval (Gaussian noise on the input)":
+                   "the model's output changes between two passes on the same input",
+               "input quantised outside autograd (no input gradient)":
+                   "the model's logits have no gradient with respect to its input"}  # the audit's own lines
+    assert all(Outcome(c, "refused", reasons[c.name]).ok for c in refused)
+
+
+def test_a_battery_that_crashes_exits_3_not_1(monkeypatch, capsys):
+    """A crash exited 1, the status of a wrong verdict: a script could not tell the two apart."""
+    import bench.tools.selfcheck as selfcheck
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("shape mismatch in a case")
+    monkeypatch.setattr(selfcheck, "run_battery", crash)
+    assert selfcheck.main(["--n", "100"]) == 3
+    err = capsys.readouterr().err
+    assert "RuntimeError: shape mismatch in a case" in err and "exit 3" in err.splitlines()[-1]

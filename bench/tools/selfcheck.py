@@ -6,7 +6,9 @@ audit said.
     python -m bench.tools.selfcheck [--data-root DIR] [--n 200]
 
 A case passes when the audit says what is expected: "none" (no masking), "likely", "flagged"
-("suspected" or "likely"), or "refused" (the audit will not measure it, with the reason).
+("suspected" or "likely"), or "refused" (the audit will not measure it, for the case's own
+reason). Exit status: 0 every case passed, 1 a case's verdict was wrong, 2 bad input, 3 the
+battery stopped on an unexpected error (no verdict was compared in full).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import contextlib
 import copy
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -68,12 +71,19 @@ class Case:
     expected: str  # none, likely, flagged, refused
     build: Callable[[torch.nn.Module, object], torch.nn.Module]  # (the base model, the data) -> the model audited
     T: float = 1.0  # the training temperature the audit is told
+    # an expected refusal's reason: any refusal passed, so an unrelated one (no data, a bad path)
+    # passed the three cases whose check never ran
+    because: str = ""
 
 
 def _trained(name: str, **recipe):
     """A case that is its own training run, with the base model's recipe (and ``recipe`` on top)."""
     def build(base, data):
-        return train(parse_name(name), base_recipe(data, **recipe), data, torch.device("cpu")).model.eval()
+        run = train(parse_name(name), base_recipe(data, **recipe), data, torch.device("cpu"))
+        if run.catastrophic_overfitting_epoch is not None:  # fast AT collapsed: masked for real, not this case
+            raise BenchError(f"{name} overfit catastrophically at epoch {run.catastrophic_overfitting_epoch}: "
+                             f"not the robust model this case needs")
+        return run.model.eval()
     return build
 
 
@@ -81,13 +91,16 @@ CASES = [
     Case("as trained (T=1)", "none", lambda m, d: m),
     Case("last layer x1000 (decisions unchanged, softmax saturated)", "likely",
          lambda m, d: scaled_last_layer(m, 1000.0)),
-    Case("returns softmax probabilities", "refused", lambda m, d: Output(m, lambda z: torch.softmax(z, 1))),
+    Case("returns softmax probabilities", "refused", lambda m, d: Output(m, lambda z: torch.softmax(z, 1)),
+         because="returns probabilities"),
     Case("random at eval (Gaussian noise on the input)", "refused",
-         lambda m, d: Input(m, lambda x: (x + 0.03 * torch.randn_like(x)).clamp(0, 1))),
+         lambda m, d: Input(m, lambda x: (x + 0.03 * torch.randn_like(x)).clamp(0, 1)),
+         because="changes between two passes"),
     # the same quantiser with its output detached, as one done in numpy or PIL would be: no input
     # gradient at all, where every white-box attack would fail by construction
     Case("input quantised outside autograd (no input gradient)", "refused",
-         lambda m, d: Input(m, lambda x: (torch.round(x * 3) / 3).detach())),
+         lambda m, d: Input(m, lambda x: (torch.round(x * 3) / 3).detach()),
+         because="no gradient with respect to its input"),
     Case("input quantised to 4 levels (round: zero gradient)", "flagged",
          lambda m, d: Input(m, lambda x: torch.round(x * 3) / 3)),
     # the harness's own masked case: loss x T keeps the logit-space steps of T=1, so z grows ~T-fold.
@@ -112,6 +125,8 @@ class Outcome:
     @property
     def ok(self) -> bool:
         want = self.case.expected
+        if want == "refused":
+            return self.verdict == want and self.case.because in self.reasons
         return self.verdict == want or (want == "flagged" and self.verdict in ("suspected", "likely"))
 
 
@@ -166,9 +181,15 @@ def main(argv=None) -> int:
     p.add_argument("--data-root", type=user_path, default=None)
     p.add_argument("--n", type=int, default=200, help="test images each case is audited on")
     args = p.parse_args(argv)
-    # the battery audits in a temporary folder, removed on the way out: nothing of it is kept
-    return finish(lambda: _battery(args), "no case's verdict is kept (the battery prints them at its end); "
-                                          "rerun the same command")
+    try:
+        # the battery audits in a temporary folder, removed on the way out: nothing of it is kept
+        return finish(lambda: _battery(args), "no case's verdict is kept (the battery prints them at its end); "
+                                              "rerun the same command")
+    except Exception:  # noqa: BLE001 - Python's own exit status for it, 1, says "a verdict was wrong"
+        traceback.print_exc()
+        print("error: the battery stopped on the unexpected error above (exit 3: no verdict was compared in full)",
+              file=sys.stderr)
+        return 3
 
 
 def _battery(args) -> int:
