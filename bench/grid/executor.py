@@ -48,8 +48,9 @@ class GridProgress:
     evaluation has finished, such a job has no price: the training runs say nothing about it (a
     ResNet-18 trained in 265 s priced its attacks and calibration at 8m50s; they took 26 s), so
     the line counts it instead ("ETA 2m10s and 2 jobs not yet timed"); so is a training run before
-    any has finished (a new model's first, after evaluations of 1.5 s each, was priced at 1.5 s). The sum is scaled by the
-    wall clock against the jobs' own times, which is how many ran at once (Ray)."""
+    any has finished (a new model's first, after evaluations of 1.5 s each, was priced at 1.5 s).
+    The sum is scaled by the wall clock against the jobs' own times, which is how many ran at once
+    (Ray)."""
 
     # a priced job done in under this fraction of its price was not measured here (its records
     # were copied from a twin with the same weights, or another process stored them first): no

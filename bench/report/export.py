@@ -15,9 +15,10 @@
 How our numbers map: "reported" is robust_min (our headline: the minimum over every attack and
 view); "Best known robust accuracy" is robust_worst (image by image over every attack), else
 robust_min; "AA eval. potentially unreliable" is the masking audit's verdict (likely or
-suspected; "not audited" for a row without one). autoattack_acc is AutoAttack on the full evaluation subset when the run had it, else
-the authors' implementation from the cross-check (pyautoattack, on its own smaller subset: the
-footnote says which, with n); null when AutoAttack never ran. corruptions_acc is filled only from
+suspected; "not audited" for a row without one). autoattack_acc is AutoAttack on the full
+evaluation subset when the run had it, else the authors' implementation from the cross-check
+(pyautoattack, on its own smaller subset: the footnote says which, with n); null when AutoAttack
+never ran. corruptions_acc is filled only from
 the real CIFAR-10-C, all 15 corruptions x severities 1-5 on its 10,000 images (RobustBench's
 figure); additional_data / Extra data is False for a model trained here and unknown (null) for one
 trained elsewhere (a zoo model, a caller's network). The dataset is the store's own name:
