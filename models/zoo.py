@@ -135,6 +135,12 @@ def zoo_models(dataset: str = "cifar10", threat_model: str = "Linf") -> List[str
     return list(_zoo(_robustbench_utils(), dataset, threat_model))
 
 
+def zoo_run_key(weights_sha256: str) -> str:
+    """A zoo model's run key: its weights' hash, so that a store's records are found again from
+    the checkpoint files alone (--dry-run), before the model is loaded."""
+    return "rb" + weights_sha256[:14]
+
+
 def checkpoint_paths(name: str, model_dir, dataset: str = "cifar10", threat_model: str = "Linf") -> List[Path]:
     """Where robustbench's load_model looks for a model's weights (one file, or one per member of
     an ensemble)."""
@@ -221,7 +227,7 @@ def load_zoo_model(name: str, model_dir, device, dataset: str = "cifar10", threa
         "threat_model": threat_model,
         "checkpoint_paths": [str(p) for p in paths],
         "weights_sha256": sha,
-        "run_key": "rb" + sha[:14],
+        "run_key": zoo_run_key(sha),
         "source": f"robustbench {_installed_version()}",
     }
     return model, info

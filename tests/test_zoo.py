@@ -237,6 +237,11 @@ def test_zoo_model_through_the_cli(tmp_path, mini_root, capsys):
     assert "robustbench:Addepalli2021Towards_RN18" in (tmp_path / "out" / "index.html").read_text()
     assert main([*args[:-1], "robustbench:NoSuchModel2099"]) == 2
     capsys.readouterr()
+    # found again from its checkpoint file's hash: every job of the run done (it listed and priced
+    # them all again, which the run then skipped)
+    assert main([*args, "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "nothing to run" in err and "0 to run" in err, err
     assert main([*args, "--dry-run", "--force"]) == 0
     last = capsys.readouterr().err.rstrip().splitlines()[-1]
     assert last.startswith("estimate: ") and "not counted" not in last, last

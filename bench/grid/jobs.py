@@ -25,7 +25,8 @@ from attacks import ATTACKS
 from bench.checkpoints import CheckpointStore
 from bench.data import load_dataset, stratified_indices, to_float
 from bench.errors import BenchError
-from bench.grid.models import external_run_key, get_external_model, get_model, get_zoo_model, run_key
+from bench.grid.models import (external_run_key, get_external_model, get_model, get_zoo_model, run_key,
+                               zoo_weights)
 from bench.grid.plan import TautoResolver
 from bench.measure import families
 from bench.measure.attack_suite import AttackSuite
@@ -82,6 +83,7 @@ class Context:
         self._log = log
         self._last_model: Optional[tuple] = None  # (spec name, what model() returned) of the last job
         self._verified: Dict[tuple, dict] = {}
+        self._zoo: Dict[str, Tuple[str, str]] = {}
 
     def load_zoo_models(self, log: Callable[[str], None]) -> None:
         """Each RobustBench model of the plan loaded (downloaded first when its checkpoint is
@@ -125,6 +127,15 @@ class Context:
                 return None  # not saved yet: ask again next time
             self._verified[k] = meta
         return self._verified[k]
+
+    def zoo_weights(self, spec: ZooSpec) -> Optional[Tuple[str, str]]:
+        """(key, sha256) of a zoo model's checkpoint files, hashed once; None until they are here."""
+        if spec.name not in self._zoo:
+            found = zoo_weights(spec, self.plan, self.data)
+            if found is None:
+                return None  # to be downloaded: ask again next time
+            self._zoo[spec.name] = found
+        return self._zoo[spec.name]
 
     def model(self, spec: ModelSpec, log: Callable[[str], None]):
         """(weights key, model, sidecar, the spec columns of its records): a trained spec's
@@ -318,7 +329,13 @@ def is_done(job: Job, ctx: Context) -> bool:
     """True when the store already holds the job's outcome for these very weights: a checkpoint
     for a training run; every planned record, of the family's version, for an evaluation."""
     if isinstance(job.spec, ZooSpec):
-        return False  # its weights hash is known once loaded: the job checks for itself
+        # from its checkpoint files' hash, the key its records are under once it is loaded: a
+        # complete zoo run's --dry-run listed (and priced) every job again, which the run then skipped
+        found = ctx.zoo_weights(job.spec)
+        if found is None:
+            return False
+        family = ctx.families[job.family]
+        return _records_done(ctx, found[0], planned_by(family, job.spec, ctx), found[1], family)
     if isinstance(job.spec, ExternalSpec):
         family = ctx.families[job.family]
         return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), job.spec.weights_sha256,

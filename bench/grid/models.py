@@ -2,10 +2,11 @@
 missing) or a RobustBench zoo model. One place decides "load or train", for every executor."""
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
+from bench.atomic import sha256_files
 from bench.checkpoints import CheckpointStore, checkpoint_key
 from bench.data import Dataset, to_float
 from bench.errors import BenchError
@@ -15,7 +16,7 @@ from bench.train import CannotResume, train
 from models import ModelSpec
 from models.registry import format_temperature
 from models.external import ExternalSpec
-from models.zoo import ZooSpec, checkpoint_paths, load_zoo_model
+from models.zoo import ZooSpec, checkpoint_paths, load_zoo_model, zoo_run_key
 
 
 @torch.no_grad()
@@ -52,6 +53,16 @@ def get_zoo_model(spec: ZooSpec, plan: Plan, data: Dataset, log: Callable[[str],
     cols = {k: info[k] for k in ("model", "arch", "T", "head", "regime", "lr_scale", "seed", "feature_dim",
                                  "checkpoint")}
     return _on_data(info["run_key"], data.fingerprint), model, {"weights_sha256": info["weights_sha256"]}, cols
+
+
+def zoo_weights(spec: ZooSpec, plan: Plan, data: Dataset) -> Optional[Tuple[str, str]]:
+    """(key, sha256) of a zoo model's weights from its checkpoint files alone, as get_zoo_model
+    would give them once loaded; None where a file is not here yet (the run downloads it)."""
+    paths = checkpoint_paths(spec.name, plan.cache_dir / "robustbench")
+    if not all(p.is_file() for p in paths):
+        return None
+    sha = sha256_files(paths)
+    return _on_data(zoo_run_key(sha), data.fingerprint), sha
 
 
 def zoo_downloads(plan: Plan) -> List[str]:
