@@ -97,6 +97,7 @@ class Context:
                 loaded = get_zoo_model(s, self.plan, self.data, log)
                 self._check_contract(s.name, loaded[1])
                 self._last_model = (s.name, loaded)
+                self._zoo[s.name] = (loaded[0], loaded[2]["weights_sha256"])  # hashed in the loading: not again
 
     def _check_contract(self, name: str, model) -> None:
         """models.external's contract for a network from outside the grid, on 8 test images."""
@@ -334,21 +335,19 @@ def is_done(job: Job, ctx: Context) -> bool:
         found = ctx.zoo_weights(job.spec)
         if found is None:
             return False
-        family = ctx.families[job.family]
-        return _records_done(ctx, found[0], planned_by(family, job.spec, ctx), found[1], family)
-    if isinstance(job.spec, ExternalSpec):
-        family = ctx.families[job.family]
-        return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), job.spec.weights_sha256,
-                             family)
-    key = ctx.ckpt_key(job.spec)
-    meta = ctx.verified(job.spec, key)  # a corrupt checkpoint stops the run here, before it writes
-    if meta is None:
-        return False
-    if job.kind == "train":
-        return not meta.get("best_weights") or ctx.verified(replace(job.spec, checkpoint="best"), key) is not None
-    sha = meta["weights_sha256"]
+        wkey, sha = found
+    elif isinstance(job.spec, ExternalSpec):
+        wkey, sha = ctx.weights_key(job.spec), job.spec.weights_sha256
+    else:
+        key = ctx.ckpt_key(job.spec)
+        meta = ctx.verified(job.spec, key)  # a corrupt checkpoint stops the run here, before it writes
+        if meta is None:
+            return False
+        if job.kind == "train":
+            return not meta.get("best_weights") or ctx.verified(replace(job.spec, checkpoint="best"), key) is not None
+        wkey, sha = ctx.weights_key(job.spec), meta["weights_sha256"]
     family = ctx.families[job.family]
-    return _records_done(ctx, ctx.weights_key(job.spec), planned_by(family, job.spec, ctx), sha, family)
+    return _records_done(ctx, wkey, planned_by(family, job.spec, ctx), sha, family)
 
 
 def to_measure(job: Job, ctx: Context) -> list:
