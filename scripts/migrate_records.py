@@ -73,7 +73,7 @@ def fp64_positions(store: ResultStore, records: list, data_root, dry_run: bool) 
                   f"measurement already; left as is")
             continue
         if not dry_run:  # the new file first: a cut-off run leaves both files, and running it again moves the rest
-            write_json_atomic(store.path(new["id"]), new)
+            write_json_atomic(dest, new)
             store.path(r["id"]).unlink()
         moved += 1
     rest = " (the rest are a whole evaluation's or named above)" if moved < len(todo) else ""

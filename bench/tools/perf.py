@@ -269,7 +269,7 @@ def run(args) -> int:
     spread = []
     for name, h, pl in rows:
         hm, pm = statistics.median(h), statistics.median(pl)
-        runs = " ".join(f"{v:.0f}" for v in h) + " | " + " ".join(f"{v:.0f}" for v in pl)
+        runs = _runs((h, pl), ".0f")
         print(f"{name:<28}{hm:>10.0f}{pm:>10.0f}{hm / pm:>8.2f}   {runs}")
         spread += [spread_note(f"{name.strip()}: harness", h), spread_note(f"{name.strip()}: plain", pl)]
     print_spread(spread, "")
@@ -319,6 +319,11 @@ def print_spread(notes, indent: str) -> None:
     if notes:
         print(f"{indent}runs more than {SPREAD_WARN:g}x apart, the box's pace moved while it measured: rerun idle "
               f"before reading these medians and ratios ({'; '.join(notes)})")
+
+
+def _runs(sides, fmt: str = ".1f") -> str:
+    """Each side's runs, in the order they ran, the sides apart: "1.6 1.5 | 10.1 9.8"."""
+    return " | ".join(" ".join(format(x, fmt) for x in side) for side in sides)
 
 
 def budget_scale(h_train) -> str:
@@ -421,7 +426,7 @@ def early_stop_timings(models, test, repeats: int) -> None:
                 broke = any((e & ~x.robust).any() for e, x in zip(early, p_ok[v]))
                 subset = f"{'NO' if broke else 'yes'} {n_early}/{n_ok}"
             times = (h[v], [x.seconds for x in p_all[v]], [x.seconds for x in p_ok[v]])
-            runs = " | ".join(" ".join(f"{x:.1f}" for x in side) for side in times)
+            runs = _runs(times)
             bwd = statistics.mean(x.metrics["backward_per_image"] for x in ms[v])
             bwd_all, bwd_ok = (statistics.mean(x.backward_per_image for x in p[v]) for p in (p_all, p_ok))
             print(f"  {spec.name:<{w}}{v:<8}{hm:>9.1f}{am:>11.1f}{om:>10.1f}{am / hm:>8.2f}{om / hm:>7.2f}"
@@ -453,7 +458,7 @@ def early_stop_own(rows, w: int) -> None:
           "   runs (harness | plain-ok)")
     for name, v, diag, h, p, p_clean in rows:
         hm, pm = statistics.median(h), statistics.median(p)
-        runs = " | ".join(" ".join(f"{x:.1f}" for x in side) for side in (h, p))
+        runs = _runs((h, p))
         print(f"  {name:<{w}}{v:<8}{hm:>9.1f}{pm:>10.1f}{pm / hm:>7.2f}{statistics.median(diag):>12.3f}"
               f"{statistics.median(p_clean):>7.3f}   {runs}")
 
@@ -504,7 +509,7 @@ def apgd_timings(models, test, repeats: int) -> None:
                     robust[cls] = model(adv).argmax(1) == y
                 bwd[cls] = count.backward / len(y)
         (h, hr, hb), (p, pr, pb) = ((statistics.median(times[c]), robust[c], bwd[c]) for c in times)
-        runs = " | ".join(" ".join(f"{v:.1f}" for v in times[c]) for c in times)
+        runs = _runs(times.values())
         print(f"  {spec.name:<{w}}{h:>9.1f}{p:>9.1f}{p / h:>7.1f}{100 * hr.float().mean():>8.1f}%"
               f"{100 * pr.float().mean():>7.1f}%{hb:>9.1f}{pb:>8.1f}{same_robust(hr, pr):>18}   {runs}")
         spread += [spread_note(f"{spec.name} {side}", times[c]) for side, c in zip(("harness", "plain"), times)]
