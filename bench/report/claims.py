@@ -76,17 +76,18 @@ supports it). Resting on one training run, the weak-attack verdict is capped at 
 the others are, its story kept in the note and the reason. A6 is an equivalence test: targeted
 success (the target class reached) at a high T counts as "still succeeds" when its drop from
 T=1 is below targeted_margin. The claim is about every T >= high_T_min, an intersection-union
-test: each temperature must pass at alpha, and with all of them required no correction for
-their number is owed (drop + z*se < margin at k = 1: supported). Its failure needs only one
-temperature, so that side is the union and is Bonferroni-corrected over the claim's
-temperatures (drop - z_K*se > margin: not supported; K temperatures of all families). One clear
+test: each temperature must pass, and with all of them required no correction for their number
+is owed (drop + z*se < margin at k = 1, z = 1.96: one-sided at alpha/2, conservative:
+supported). Its failure needs only one temperature, so that side is the union and is
+Bonferroni-corrected over the claim's temperatures (drop - z_K*se > margin: not supported; K temperatures of all families). One clear
 failure makes the claim not supported, naming the temperature; all passing, supported; else
 inconclusive, naming the temperatures left open. The hits are pooled over the seeds, their
 error binomial over one seed's points with the seed spread added as above. B is supported when
 T* beats both T=1 models (a family without a plain T=1 model is at most inconclusive) and every
 other BN-head temperature's gain over T* of min_effect is ruled out (one within the noise of
 T* leaves it inconclusive: "the best" is not shown); not supported when another temperature
-beats T*, or when T* is ruled out to beat a T=1 model. Where T* is within a factor tstar_near_1
+beats T*, or when T* is ruled out to beat a T=1 model: three chances to fail, so, as A6's
+failure side, each is Bonferroni-corrected over the family's ways to fail. Where T* is within a factor tstar_near_1
 of 1 (M = 64: T* = 1.085), T=1 is T* to the resolution of the sweep and the claim predicts no
 gain over it: the T=1 comparisons are shown, not voting, and the family stands on the other
 temperatures against T* (supported when a gain of min_effect is ruled out at every one, not
@@ -106,18 +107,26 @@ the fixed-lr/loss x T comparison is), and the mCE and relative drop beside it ar
 over the seeds its mCA averages. A3's nat_mean, a mean over the natural transforms' magnitude
 sweeps, is held to the same rule: compared only between models measured on the same transforms at
 the same magnitudes (a mean over rotations alone against one over seven transforms is the
-transforms' difference); a temperature measured otherwise is named and left out.
+transforms' difference); a temperature measured otherwise is named and left out. So are
+robust_min (compared only between models attacked with the same attacks and views: a minimum
+over fewer is an upper bound the others might lower; a transfer attack's surrogate counts as
+having run it, the attack crafted on it being its own white-box PGD) and nat_worst_grid (only
+over the same rotation/translation grid). A temperature one of whose seeds lacks the number is
+named and left out (the mean of the seeds that have it is another sample's), as is a family
+whose T=1 model lacks it. Per-image results pair only where every model's are on the same test
+images (the same subset_seed), not merely as many of them; otherwise the error is binomial.
 All thresholds are in THRESHOLDS. Accuracies are fractions in [0, 1]; pp = percentage points.
 """
 from __future__ import annotations
 
 import functools
+import json
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -126,7 +135,7 @@ from attacks import ATTACKS
 from attacks.corruptions import BENCHMARK
 from bench.atomic import user_path
 from bench.command import Parser, finish
-from bench.report.columns import HEADLINE_EPS, ModelFamily, is_tauto, latest_runs
+from bench.report.columns import HEADLINE_EPS, ModelFamily, is_tauto, latest_runs, threat_norm
 from bench.report.tables import leaderboard
 from bench.report.worst_case import worst_case_bits
 from bench.store import ResultStore, unpack_bits
@@ -356,6 +365,10 @@ class Evidence:
         self._tidy_of = _by_model(self.tidy)
         self._bit_rows_of = _by_model(self._bit_rows) if self._bit_rows is not None else {}
         self._families: Dict[Tuple[str, ...], Dict[ModelFamily, pd.DataFrame]] = {}
+        transfer = self.tidy[(self.tidy.threat == "transfer") & (self.tidy.family == "attack")] \
+            if len(self.tidy) else self.tidy
+        self._surrogates = {json.loads(p).get("surrogate") for p in transfer.params.astype(str).unique()}
+        self._transfer_cells = set(zip(transfer.threat.astype(str), transfer.view.astype(str)))
 
     def label(self, fam: ModelFamily) -> str:
         return fam.label(with_dataset=self.several_datasets)
@@ -408,6 +421,20 @@ class Evidence:
         return (tuple(sorted(t.source.astype(str).unique())), int(t.n.max()),
                 frozenset(zip(t.corruption, t.severity.astype(float))))
 
+    def attack_cells(self, model: str) -> frozenset:
+        """What a model's robust_min is the minimum over: its Linf attacks at 8/255, (threat, view).
+        A transfer attack's surrogate has none of its own (crafted on it, the attack is its own
+        white-box PGD, which it ran): it counts as run there."""
+        t = self._tidy_of.get(model, self.tidy.iloc[:0])
+        t = t[(t.family == "attack") & (t.metric == "robust_acc") & np.isclose(t.eps.astype(float), HEADLINE_EPS)]
+        cells = {(str(a), str(v)) for a, v in zip(t.threat, t.view) if threat_norm(a) == "linf"}
+        return frozenset(cells | (self._transfer_cells if model in self._surrogates else set()))
+
+    def params_of(self, model: str, family: str, threat: str) -> str:
+        """The params (JSON) of a model's ``family``/``threat`` measurement: what it ran over."""
+        t = self._tidy_of.get(model, self.tidy.iloc[:0])
+        return " | ".join(sorted(set(t.params[(t.family == family) & (t.threat == threat)].astype(str))))
+
     def natural_cells(self, model: str) -> frozenset:
         """What a model's nat_mean is a mean over: its (transform, magnitude) sweeps, of the
         nat_* columns value() averages."""
@@ -438,6 +465,12 @@ class Evidence:
             return worst_case_bits(self._bit_rows_of.get(model, self._bit_rows.iloc[:0]),
                                    int(self.board.loc[model, "n"]), HEADLINE_EPS)
         return None
+
+    def images_of(self, model: str) -> Tuple[str, ...]:
+        """Which test images a model's bits are on (its subset_seed; one a model, _one_subset):
+        two models' bits pair image by image only on the same subset, not merely as many images."""
+        rows = self._bit_rows_of.get(model)
+        return () if rows is None else tuple(sorted(rows.subset_seed.astype(str).unique()))
 
     def targeted_success(self, model: str) -> Tuple[float, int, str]:
         """(target-hit rate among the correctly classified points, how many there were, attack/view)
@@ -540,7 +573,8 @@ def difference(ev: Evidence, cand: pd.DataFrame, base: pd.DataFrame, metric: str
     nc, nb = (min(ev.n(m, metric) for m in side.model) for side in (cand, base))
     n = min(nc, nb)
     bc, bb = ([ev.bits(m, metric) for m in side.model] for side in (cand, base))
-    if all(b is not None for b in bc + bb) and len({len(b) for b in bc + bb}) == 1:
+    if all(b is not None for b in bc + bb) and len({len(b) for b in bc + bb}) == 1 and \
+            len({ev.images_of(m) for m in list(cand.model) + list(base.model)}) == 1:
         # the seeds' per-image results correlate (0.7 for PGD at T=50 against T=1): averaged over
         # the seeds image by image first, as summed independent they made this part too small
         d = np.mean(np.asarray(bc, dtype=float), axis=0) - np.mean(np.asarray(bb, dtype=float), axis=0)
@@ -599,11 +633,17 @@ def _name(rows: pd.DataFrame) -> str:
 CELL_METRICS = ("mCA", "mCE", "c_rel_drop", "nat_mean")
 
 
-def _cells_differ(ev: Evidence, metric: str, *sides: Sequence[str]) -> str:
+def _measured_differently(ev: Evidence, metric: str, *sides: Sequence[str]) -> str:
     """Why the models of ``sides`` cannot be compared on ``metric``, or "": a mean over corruption
     cells compares with another only over the same corruptions, severities, source and images
     (a mean over severity 1 alone against one over 1-5 is the severities' difference, not the
-    models'); a mean over natural transforms only over the same transforms and magnitudes."""
+    models'); a mean over natural transforms only over the same transforms and magnitudes; a
+    robust_min only over the same attacks (a minimum over one attack against one over ten is the
+    suites' difference); the worst case over a rotation/translation grid only over the same grid."""
+    if metric == "robust_min":
+        return _attacks_differ(ev, *sides)
+    if metric == "nat_worst_grid":
+        return _grids_differ(ev, *sides)
     if metric not in CELL_METRICS:
         return ""
     if metric == "nat_mean":
@@ -618,15 +658,43 @@ def _cells_differ(ev: Evidence, metric: str, *sides: Sequence[str]) -> str:
         if not cells[m]:
             return f"{m}: no benchmark corruption"
         return f"{m}: {k:g} corruptions at severities {sev} ({src}, n {n:g})"
-    groups: Dict[Tuple, List[str]] = {}
+    return "other corruption cells (" + _grouped(cells, said) + ")"
+
+
+def _grouped(cells: Dict[str, object], said: Callable[[str], str]) -> str:
+    """The models grouped by what they were measured over, each group said by its first model."""
+    groups: Dict[object, List[str]] = {}
     for m, c in cells.items():
         groups.setdefault(c, []).append(m)
-    return "other corruption cells (" + "; ".join(said(ms[0]) + (f" and {len(ms) - 1} more" if len(ms) > 1 else "")
-                                                 for ms in groups.values()) + ")"
+    return "; ".join(said(ms[0]) + (f" and {len(ms) - 1} more" if len(ms) > 1 else "") for ms in groups.values())
+
+
+def _attacks_differ(ev: Evidence, *sides: Sequence[str]) -> str:
+    """_measured_differently for robust_min: a minimum over fewer attacks is an upper bound the
+    missing ones might have lowered (the masking trap: CE-PGD alone is the weakest suite), so
+    robust_min compares only over the same attacks and views."""
+    cells = {m: ev.attack_cells(m) for side in sides for m in side}
+    every = frozenset.union(*cells.values()) if cells else frozenset()
+    lacking = {m: sorted(f"{t}/{v}" for t, v in every - c) for m, c in cells.items() if every - c}
+    if not lacking:
+        return ""
+    groups: Dict[Tuple[str, ...], List[str]] = {}
+    for m, miss in lacking.items():
+        groups.setdefault(tuple(miss), []).append(m)
+    return "robust_min over other attacks (" + "; ".join(
+        f"{', '.join(ms)} without {', '.join(miss)}" for miss, ms in groups.items()) + ")"
+
+
+def _grids_differ(ev: Evidence, *sides: Sequence[str]) -> str:
+    """_measured_differently for nat_worst_grid: the rotation/translation grid it is the worst over."""
+    cells = {m: ev.params_of(m, "natural", "worst_grid") for side in sides for m in side}
+    if len(set(cells.values())) <= 1:
+        return ""
+    return "other rotation/translation grids (" + _grouped(cells, lambda m: f"{m}: {cells[m]}") + ")"
 
 
 def _transforms_differ(ev: Evidence, *sides: Sequence[str]) -> str:
-    """_cells_differ for nat_mean: the models' (transform, magnitude) sweeps, named where they
+    """_measured_differently for nat_mean: the models' (transform, magnitude) sweeps, named where they
     differ (a model's nat_mean is the mean of whichever nat_* columns it has)."""
     cells = {m: ev.natural_cells(m) for side in sides for m in side}
     if len(set(cells.values())) <= 1:
@@ -645,16 +713,28 @@ def _transforms_differ(ev: Evidence, *sides: Sequence[str]) -> str:
         for c, ms in groups.items()) + ")"
 
 
+def _without(ev: Evidence, metric: str, models: Sequence[str]) -> List[str]:
+    """The models of ``models`` that have no number for ``metric``."""
+    return [m for m in models if not np.isfinite(ev.value(m, metric))]
+
+
 def _comparable(ev: Evidence, metric: str, base: pd.DataFrame,
                 candidates: pd.DataFrame) -> Tuple[pd.DataFrame, str]:
     """The candidates whose temperature can be compared with the baseline on ``metric``, and a
-    note naming the temperatures left out and why ("" where none is)."""
-    if metric not in CELL_METRICS or candidates.empty:
+    note naming the temperatures left out and why ("" where none is): a seed without the number
+    (a grid still running, a measurement that failed) or other cells (_measured_differently).
+    A temperature's mean over the seeds that have it would be another recipe's mean."""
+    if candidates.empty:
         return candidates, ""
     out, why = [], []
     for T, grp in candidates.groupby("T"):
-        differ = _cells_differ(ev, metric, list(base.model), list(grp.model))
-        if differ:
+        missing = _without(ev, metric, list(grp.model))
+        if len(missing) == len(grp):
+            continue  # not measured at this temperature: nothing to leave out
+        differ = "" if missing else _measured_differently(ev, metric, list(base.model), list(grp.model))
+        if missing:
+            why.append(f"T={float(T):g}: {', '.join(missing)} without it")
+        elif differ:
             why.append(f"T={float(T):g} against T=1: {differ}")
         else:
             out.append(grp)
@@ -677,18 +757,17 @@ def best_vs_t1(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str, 
     base = ev.baseline_rows(key)
     if base.empty or candidates.empty:
         return None
-    everyone = candidates
+    everyone = list(base.model) + list(candidates.model)
+    if len(_without(ev, metric, everyone)) == len(everyone):
+        return None  # the family does not measure it (the claim says so where none does)
+    missing = _without(ev, metric, list(base.model))
+    if missing:
+        return _not_compared(ev, key, metric, f"T=1: {', '.join(missing)} without it", everyone)
     candidates, left_out = _comparable(ev, metric, base, candidates)
     if candidates.empty:
-        return _not_compared(ev, key, metric, left_out[2:], list(base.model) + list(everyone.model))
-    vals = {}
-    for T, grp in candidates.groupby("T"):
-        v = [ev.value(m, metric) for m in grp.model]
-        if np.isfinite(v).all():
-            vals[T] = float(np.mean(v))
+        return _not_compared(ev, key, metric, left_out[2:] or "no other temperature measures it", everyone)
+    vals = {T: _mean(ev, grp.model, metric) for T, grp in candidates.groupby("T")}
     bv = [ev.value(m, metric) for m in base.model]
-    if not vals or not np.isfinite(bv).all():
-        return None
     best_T = (max if higher_is_better else min)(vals, key=vals.get)
     cand = candidates[candidates["T"] == best_T]
     pool = pd.concat([rows, base])
@@ -764,7 +843,11 @@ def arms_at_top(ev: Evidence, key: ModelFamily, rows: pd.DataFrame, metric: str,
         return None
     T = max(shared)
     fixed, lrt = (r[np.isclose(r["T"].astype(float), T)] for r in swept)
-    differ = _cells_differ(ev, metric, list(fixed.model), list(lrt.model))
+    missing = _without(ev, metric, list(fixed.model) + list(lrt.model))
+    if len(missing) == len(fixed) + len(lrt):
+        return None
+    differ = f"{', '.join(missing)} without it" if missing else \
+        _measured_differently(ev, metric, list(fixed.model), list(lrt.model))
     if differ:
         return _not_compared(ev, key, metric, f"the arms at T={T:g} not compared, {differ}",
                              list(fixed.model) + list(lrt.model))
@@ -844,6 +927,9 @@ def _robustness_claim(ev: Evidence, regimes: Sequence[str]) -> List[Comparison]:
         strong = best_vs_t1(ev, fam, rows, "robust_min", _elevated(rows))
         weak = best_vs_t1(ev, fam, rows, "pgd_raw@8/255", _elevated(rows))
         if strong is None:
+            continue
+        if strong.verdict == NOT_MEASURED:  # not compared (_comparable says why): shown, not voting
+            out.append(strong)
             continue
         # robustness bought with clean accuracy is part of the answer
         cb = _mean(ev, ev.baseline_rows(fam).model, "clean")
@@ -971,6 +1057,7 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
             continue
         T_star = float(star["T"].iloc[0])
         tests: List[Comparison] = []
+        noises: Dict[int, Noise] = {}  # id(comparison): its noise, for the failure side's correction
         for label, base in (("BN head, T=1", ev.baseline_rows(fam)),
                             ("no BN head, T=1", ev.baseline_rows(fam._replace(head="plain")))):
             if base.empty:
@@ -979,6 +1066,7 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
             if not np.isfinite(diff):
                 continue
             z, df = critical(1, noise)
+            noises[len(tests)] = noise
             tests.append(Comparison(ev.label(fam), "clean", _name(base), 1.0,
                                     _mean(ev, base.model, "clean"), _name(star), T_star,
                                     _mean(ev, star.model, "clean"), diff, noise.se, z, n, kind,
@@ -995,6 +1083,7 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
             best_T = float(vals.idxmax())
             cand = others[others["T"] == best_T]
             diff, noise, n, kind = difference(ev, cand, star, "clean", pool=rows)
+            rival_noise = noise
             z, df = critical(len(vals), noise)
             rest = others[others["T"].isin([T for T in vals.index if T != best_T])]
             verdict, open_note = _ruled_out_at_every_T(improvement_verdict(diff, noise.se, z), ev, rest, star, "clean",
@@ -1013,6 +1102,8 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
         if near_1:
             out.extend(_tstar_near_1(tests, rival, T_star))
             continue
+        _fail_over_routes(tests, noises, rival, rival_noise if rival is not None else None,
+                          len(vals) if rival is not None else 0)
         failed = ([rival] if rival is not None and rival.verdict == SUPPORTED else []) + \
             [t for t in tests if t.verdict == NOT_SUPPORTED]
         if failed:
@@ -1038,6 +1129,30 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
             _cap_one_run(t)  # shown with a verdict of its own: held to the same rule
         out.extend(tests + ([rival] if rival else []))
     return out
+
+
+def _fail_over_routes(tests: List[Comparison], noises: Dict[int, Noise], rival: Optional[Comparison],
+                      rival_noise: Optional[Noise], k_rival: int) -> None:
+    """B's failure side, Bonferroni-corrected as A6's: a family fails when either T=1 test rules
+    out T*'s gain or the best other temperature beats T*, a union of up to three chances, so each
+    failure needs its bound past the bar at alpha / routes (the rival's at its best-of-k times
+    that); a pass needs all of them and owes no correction (intersection-union)."""
+    routes = len(tests) + (rival is not None)
+    if routes < 2:
+        return
+    m = THRESHOLDS["min_effect"] - 1e-9
+    why = f"; a failure needs its bound past the bar at the Bonferroni level over the family's {routes} ways to fail"
+    for i, t in enumerate(tests):
+        if t.verdict == NOT_SUPPORTED:
+            z_fail = banerjee_z(routes, noises[i])
+            t.note += why + f" ({z_fail:.2f} se)"
+            if not t.diff + z_fail * t.se < m:
+                t.verdict = INCONCLUSIVE
+    if rival is not None and rival.verdict == SUPPORTED:
+        z_fail = banerjee_z(k_rival * routes, rival_noise)
+        rival.note += why + f" ({z_fail:.2f} se)"
+        if not rival.diff - z_fail * rival.se > 0:
+            rival.verdict = INCONCLUSIVE
 
 
 def _tstar_near_1(tests: List[Comparison], rival: Optional[Comparison], T_star: float) -> List[Comparison]:
@@ -1187,8 +1302,14 @@ def arm_flips(rows: Sequence[Comparison]) -> str:
     if out:
         return "the two arms' verdicts differ (" + "; ".join(out) + "; a difference of verdicts, not a " \
                "difference between the arms shown)"
-    # agreement is a finding too: the effect (or its absence) does not ride on the step size alone
-    return ("the fixed-lr and loss x T arms agree on " + ", ".join(sorted({m for _, m in both}))) if both else ""
+    # agreement is a finding too: the effect (or its absence) does not ride on the step size alone;
+    # two inconclusive arms show neither, so they are said to be alike, not to agree
+    same = {v[False][0]: [] for v in both.values()}
+    for (_, metric), v in both.items():
+        same[v[False][0]].append(metric)
+    return "; ".join((f"the fixed-lr and loss x T arms agree on {', '.join(sorted(set(ms)))}" if verdict != INCONCLUSIVE
+                      else f"both arms inconclusive on {', '.join(sorted(set(ms)))}")
+                     for verdict, ms in same.items())
 
 
 def _arm_verdict(cs: Sequence[Comparison]) -> Tuple[str, ...]:
