@@ -198,3 +198,80 @@ def test_full_table_prints_as_leaderboard_csv():
     printed = pd.read_csv(QUICK / "leaderboard.csv", dtype=str, keep_default_na=False)
     assert cols == list(printed.columns)
     assert [[c["text"] for c in r] for r in rows] == printed.values.tolist()
+
+
+def test_masked_models_are_marked_where_the_attacks_are_drawn(tmp_path, figures):
+    """fastnet_T50_lrT, which the audit calls likely masked, CE-PGD on its raw logits far above
+    its robust_min: each panel that draws an attack marks its point (the figures drew it as any
+    other point, the 'high T is robust' picture), and the caption says what the marks are."""
+    tidy = _copy_records(tmp_path / "store", models={"fastnet_T1", "fastnet_T20_lrT", "fastnet_T50_lrT"}).table()
+    latest = latest_runs(tidy)
+    board = leaderboard(tidy, None, latest)
+    assert dict(zip(board.model, board.masking))["fastnet_T50_lrT"] == "likely"
+    plots.plot_accuracy_vs_T(board, tmp_path / "plots", latest)
+    fig = figures["acc_vs_T.png"]
+    for title in ("robust_min", "pgd_raw@8/255"):
+        marks = [ln for ln in _axis(fig, title).get_lines() if ln.get_marker() == "x" and ln.get_color() == "red"]
+        assert [tuple(ln.get_xdata()) for ln in marks] == [(50.0,)], title
+    assert not [ln for ln in _axis(fig, "clean").get_lines() if ln.get_color() == "red"]
+    assert "x / o: the masking audit says likely / suspected" in _suptitle(fig)
+    plots.plot_attacks_vs_T(latest, board, tmp_path / "plots")
+    ax = figures["attacks_vs_T_fastnet_lrT.png"].axes[0]
+    assert "masking likely (a model of the point)" in [ln.get_label() for ln in ax.get_lines()]
+
+
+def test_robust_min_panel_says_what_it_is_the_minimum_over(tmp_path, figures):
+    """A store where CE-PGD alone ran: its "robust_min" is the minimum of one weak attack's two
+    views, which the panel names (it read "robust_min", the minimum over every attack)."""
+    tidy = _copy_records(tmp_path / "store", models={"fastnet_T1", "fastnet_T5"}).table()
+    tidy = tidy[(tidy.family != "attack") | (tidy.threat == "pgd")]
+    latest = latest_runs(tidy)
+    plots.plot_accuracy_vs_T(leaderboard(tidy, None, latest), tmp_path / "plots", latest)
+    assert _axis(figures["acc_vs_T.png"], "robust_min").get_title() == "robust_min: min over pgd_raw, pgd_scaled"
+
+
+def test_a_panel_n_is_its_own_attack_and_view(tmp_path, figures):
+    """PGD's scaled view on 100 of the 400 images: the scaled panel names n=100, the raw one
+    (every row on 400) names none (the raw panel read the scaled rows too: "n=100, 400"); a
+    robust_min set by an attack on part of the images names that part."""
+    tidy = _copy_records(tmp_path / "store", models={"fastnet_T1", "fastnet_T5"}).table()
+    latest = latest_runs(tidy)
+    latest.loc[(latest.threat == "pgd") & (latest.view == "scaled"), "n"] = 100
+    board = leaderboard(tidy, None, latest)
+    board["robust_min_n"] = 100.0
+    plots.plot_accuracy_vs_T(board, tmp_path / "plots", latest)
+    fig = figures["acc_vs_T.png"]
+    assert _axis(fig, "pgd_raw@8/255").get_title() == "pgd_raw@8/255"
+    assert _axis(fig, "pgd_scaled@8/255").get_title() == "pgd_scaled@8/255 (n=100)"
+    assert _axis(fig, "robust_min").get_title().endswith(" (n=100)")
+
+
+def test_models_from_outside_the_grid_are_families_of_their_own(tmp_path, figures):
+    """Two caller's models that share an architecture's name are two lines, not one line averaging
+    them as seeds (one point of 35.9% with an error bar spanning both), nor labelled '@last'."""
+    tidy = _copy_records(tmp_path / "store", models={"fastnet_T1", "fastnet_T5"}).table()
+    tidy = tidy.assign(regime="external", T=1.0, model=tidy.model.str.replace("fastnet_", "mine_"))
+    latest = latest_runs(tidy)
+    board = leaderboard(tidy, None, latest)
+    plots.plot_accuracy_vs_T(board, tmp_path / "plots", latest)
+    labels = {c.get_label() for c in _axis(figures["acc_vs_T.png"], "clean").containers}
+    assert labels == {"mine_T1", "mine_T5"}
+
+
+def test_the_clean_line_shows_at_a_single_temperature(tmp_path, figures):
+    """A family at one T (results/cpu_at2): the dashed clean line has no segment to draw, so its
+    point needs a marker (the legend listed "clean" beside nothing)."""
+    tidy = _copy_records(tmp_path / "store", models={"fastnet_T1"}).table()
+    latest = latest_runs(tidy)
+    plots.plot_attacks_vs_T(latest, leaderboard(tidy, None, latest), tmp_path / "plots")
+    (clean,) = [ln for ln in figures["attacks_vs_T_fastnet.png"].axes[0].get_lines() if ln.get_label() == "clean"]
+    assert clean.get_marker() not in (None, "None", "", " ")
+
+
+def test_a_family_of_two_corruption_sources_names_both(tmp_path, figures):
+    tidy = _copy_records(tmp_path / "store", models={"fastnet_T1", "fastnet_T5"}).table()
+    latest = latest_runs(tidy)
+    latest.loc[(latest.model == "fastnet_T5") & (latest.threat == "corruption"), "source"] = "cifar10c"
+    plots.plot_corruption_heatmaps(latest, tmp_path / "plots")
+    title = figures["corruptions_heatmap_fastnet.png"].axes[0].get_title()
+    assert "cifar10c + cifar10c-generated" in title, title

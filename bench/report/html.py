@@ -80,9 +80,12 @@ PLOT_GROUPS = [
     ("acc_vs_T.png", "Accuracy against T", "every leaderboard column against the training temperature "
                                            "(log axis), one line per model family (and dataset, where "
                                            "there are several): the mean over seeds, error bars the std "
-                                           "over seeds, none where a point has one seed"),
-    ("attacks_vs_T_", "Attacks against T", "accuracy at 8/255 per attack and view; robust_min in bold, clean "
-                                           "dashed"),
+                                           "over seeds, none where a point has one seed; on the attacks' "
+                                           "panels a red x (orange o) marks a point with a model the masking "
+                                           "audit calls likely (suspected) masked: its number is an upper "
+                                           "bound; a model from outside the grid is a line of its own"),
+    ("attacks_vs_T_", "Attacks against T", "accuracy at 8/255 per attack and view, the mean over seeds; "
+                                           "robust_min in bold, clean dashed; masked points marked as above"),
     ("eps_sweep_", "Eps sweeps", "robust accuracy against eps, one line per T; chance dotted"),
     ("corruptions_heatmap_", "Corruptions x T", "accuracy per corruption (mean over severities)"),
     ("corruptions_vs_severity_", "Corruption severity", "mean over the benchmark corruptions measured (how many: "

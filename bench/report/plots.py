@@ -29,8 +29,44 @@ def _plt():
     return plt
 
 
+# models from outside the grid: each its own family (two that share an architecture's name are
+# not seeds of one recipe, and have no checkpoint suffix of the grid's)
+OUTSIDE_REGIMES = ("zoo", "external")
+
+# the masking audit's verdicts a figure marks (bench/report/audit.py): a point resting on such a
+# model is an upper bound no attack here confirmed, not robustness
+MASKED = {"likely": dict(marker="x", ms=9, mew=2, color="red", ls="none"),
+          "suspected": dict(marker="o", ms=10, mfc="none", mew=1.5, color="darkorange", ls="none")}
+
+
 def family(row, with_dataset: bool = False) -> str:
+    if row.get("regime") in OUTSIDE_REGIMES:
+        return str(row["model"]) + (f" [{row.get('dataset', '')}]" if with_dataset else "")
     return ModelFamily.of(row).label(with_dataset)
+
+
+def _masking_at(board: pd.DataFrame, fam: str) -> dict:
+    """{T: the worst masking verdict among the family's models at T} ('likely' over 'suspected')."""
+    if "masking" not in board:
+        return {}
+    out = {}
+    for T, verdicts in board[board.family == fam].groupby("T")["masking"]:
+        found = [v for v in MASKED if v in set(verdicts.dropna())]
+        if found:
+            out[T] = found[0]
+    return out
+
+
+def _mark_masked(ax, xs, ys, verdicts: dict) -> None:
+    """Overlay each point whose T has a masking verdict, labelled once per axis (the legend)."""
+    said = {h.get_label() for h in ax.get_lines()}
+    for T, y in zip(xs, ys):
+        v = verdicts.get(T)
+        if v is None or not np.isfinite(y):
+            continue
+        label = f"masking {v} (a model of the point)"
+        ax.plot([T], [y], **MASKED[v], label=label if label not in said else "_nolegend_", zorder=5)
+        said.add(label)
 
 
 def _several_datasets(*tables: pd.DataFrame) -> bool:
@@ -127,15 +163,15 @@ def _panel_n(board: pd.DataFrame, latest: Optional[pd.DataFrame], col: str) -> s
             return f" ({', '.join(sources) or col}, n={n})"
     if col in ("mCA", "extra4", "mCE", "rel_mCE") and "c_n" in board:
         ns = set(board["c_n"].dropna().astype(int))
+    elif col == "robust_min" and "robust_min_n" in board:  # from an attack on part of the images
+        ns = set(board["robust_min_n"].dropna().astype(int))
     elif latest is not None and len(latest):
         if col.startswith("nat_"):
             rows = latest[latest.family == "natural"]
-        elif col.endswith("@8/255"):
-            base = col.split("@")[0]
-            threats = set(latest.threat.astype(str))
-            threat = base if base in threats else base.rsplit("_", 1)[0]
-            rows = latest[(latest.family == "attack") & (latest.threat == threat) &
-                          np.isclose(pd.to_numeric(latest.eps, errors="coerce"), 8 / 255)]
+        elif col.endswith("@8/255"):  # the column's own attack and view (pgd_raw is not pgd_scaled)
+            rows = latest[(latest.family == "attack") &
+                          np.isclose(pd.to_numeric(latest.eps, errors="coerce"), HEADLINE_EPS)]
+            rows = rows[[threat_column(t, v, HEADLINE_EPS) == col for t, v in zip(rows.threat, rows.view)]]
         else:
             rows = latest.iloc[:0]
         ns = set(rows["n"].dropna().astype(int))
@@ -161,7 +197,12 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path, latest: Optional[pd
     if not panels:  # a store of shifts or audits alone (no clean records): nothing to draw against T
         return []
     families = sorted(board["family"].unique())
-    colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
+    colors = _family_colours(families)
+    masking = {fam: _masking_at(board, fam) for fam in families}
+    attacks = [c for c in panels if c.endswith("@8/255")]
+    # what the minimum is over: a store of CE-PGD alone has a "robust_min" of one weak attack
+    over = (f": min over {', '.join(a.split('@')[0] for a in attacks)}" if 0 < len(attacks) <= 3 else
+            f": min over {len(attacks)} attacks/views" if attacks else "")
     written = []
 
     def draw(ax, col):
@@ -174,10 +215,13 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path, latest: Optional[pd
             err = sub["std"].where(sub["count"] > 1)
             ax.errorbar(sub["T"], 100 * sub["mean"], yerr=100 * err, marker="o", ms=4, capsize=3,
                         color=colors[fam], label=fam, lw=2.5 if col == "robust_min" else 1.5)
+            if col == "robust_min" or col.endswith("@8/255"):
+                _mark_masked(ax, sub["T"], 100 * sub["mean"], masking[fam])
         _log_T_axis(ax, board["T"].dropna())
         ax.set_ylabel("corruption error (% of the T=1 baseline's)" if "mCE" in col else
                       "expected calibration error (%)" if col.startswith("ece") else "accuracy (%)")
-        ax.set_title(col + _panel_n(board, latest, col))
+        ax.set_title(col + (over if col == "robust_min" else "") + _panel_n(board, latest, col),
+                     fontsize=10 if col == "robust_min" and over else None)
         ax.grid(True, alpha=0.3)
 
     sub = _subtitle(board)
@@ -191,11 +235,29 @@ def plot_accuracy_vs_T(board: pd.DataFrame, plots_dir: Path, latest: Optional[pd
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
+    flagged = any(masking.values())
+    if flagged and "robust_min" in panels:  # the markers' key, on the panel where they matter most
+        ax = axes.flat[panels.index("robust_min")]
+        ax.legend(handles=[h for h in ax.get_lines() if h.get_label().startswith("masking")], fontsize=7)
     _margins(fig, top=0.75, wspace=0.8, hspace=0.9,
              title=f"Accuracy vs training temperature, {sub}; a panel on other images names its n\n"
-                   f"a point: the mean over its seeds ({_seed_counts(board)}); error bar: their std, none at one seed")
+                   f"a point: the mean over its seeds ({_seed_counts(board)}); error bar: their std, none at one seed"
+                   + ("; x / o: the masking audit says likely / suspected for a model of the point (an attack's "
+                      "number there is an upper bound)" if flagged else ""))
     written.append(_save(fig, plots_dir / "acc_vs_T.png", dpi=100))
     return written
+
+
+def _family_colours(families) -> dict:
+    """One colour a family: tab10's, or tab20's past ten families (tab10 gave the 11th the 1st's)."""
+    cmap, k = (_plt().cm.tab10, 10) if len(families) <= 10 else (_plt().cm.tab20, 20)
+    return {f: cmap(i % k) for i, f in enumerate(families)}
+
+
+def _sources(rows: pd.DataFrame) -> str:
+    """The corruption sources of a family's rows: one a model (_one_corruption_source), so a family
+    can hold real CIFAR-10-C at one T and generated corruptions at another."""
+    return " + ".join(sorted(rows.source.dropna().astype(str).unique()))
 
 
 def _seed_counts(board: pd.DataFrame) -> str:
@@ -247,7 +309,7 @@ def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
         ax.set_xlabel("training temperature T")
         sevs = ", ".join(f"{s:g}" for s in sorted(sub[sub.corruption != "none"].severity.unique()))
         ax.set_title(f"{fam}: accuracy (%), mean over severities {sevs}\n"
-                     f"{_subtitle(sub)}, {sub.source.iloc[0]}", fontsize=9)
+                     f"{_subtitle(sub)}, {_sources(sub)}", fontsize=9)
         _margins(fig, left=1.9, right=1.0, top=0.6, bottom=0.6)
         fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
         written.append(_save(fig, plots_dir / f"corruptions_heatmap_{_slug(fam)}.png"))
@@ -268,7 +330,7 @@ def plot_corruption_heatmaps(tidy: pd.DataFrame, plots_dir: Path) -> List[Path]:
         ax.set_title(f"{fam}: mean over the {measured} benchmark corruptions measured", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-        _margins(fig, left=0.7, right=0.2, top=0.65, bottom=0.55, title=f"{_subtitle(sub)}, {sub.source.iloc[0]}",
+        _margins(fig, left=0.7, right=0.2, top=0.65, bottom=0.55, title=f"{_subtitle(sub)}, {_sources(sub)}",
                  fontsize=8)
         written.append(_save(fig, plots_dir / f"corruptions_vs_severity_{_slug(fam)}.png"))
     return written
@@ -341,7 +403,9 @@ def plot_attacks_vs_T(tidy: pd.DataFrame, board: pd.DataFrame, plots_dir: Path) 
                     label=col.split("@")[0])
         fb = fam_board[fam_board.family == fam].groupby("T")[["robust_min", "clean"]].mean()
         ax.plot(fb.index, 100 * fb["robust_min"], color="black", lw=3, marker="s", ms=5, label="robust_min")
-        ax.plot(fb.index, 100 * fb["clean"], color="grey", lw=1.5, ls="--", label="clean")
+        # a marker: a family at one T (or a T without neighbours) draws no line, only its points
+        ax.plot(fb.index, 100 * fb["clean"], color="grey", lw=1.5, ls="--", marker="x", ms=5, label="clean")
+        _mark_masked(ax, fb.index, 100 * fb["robust_min"], _masking_at(fam_board, fam))
         _log_T_axis(ax, sub["T"].dropna())
         ax.set_ylabel("accuracy (%) at Linf 8/255")
         ax.set_title(f"{fam}: every attack and view", fontsize=10)
