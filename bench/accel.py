@@ -50,6 +50,13 @@ import torch
 from bench.errors import BenchError
 
 _CHOICES = {"auto": None, "1": True, "0": False}
+FLAGS = ("BENCH_BF16", "BENCH_ATTACK_BF16", "BENCH_COMPILE")
+
+
+def flags_of(env: Mapping[str, str]) -> dict:
+    """The precision flags ``env`` sets: what a Ray driver hands its workers, whose own
+    environment is the one `ray start` ran in, not the driver's."""
+    return {k: env[k] for k in FLAGS if k in env}
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -36,9 +36,17 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     by them.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.parent / f".tmp-{path.name}.{secrets.token_hex(8)}"
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+    for attempt in range(3):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+            break
+        except FileNotFoundError:
+            # the folder went between the two calls: another process tidied it away while empty (a
+            # training run that finished removes its checkpoints' in-progress/, drop_partial)
+            if attempt == 2:
+                raise
     mode = os.fstat(fd).st_mode & 0o777
     os.close(fd)
     try:

@@ -172,7 +172,8 @@ def test_ray_cluster_retries_a_killed_worker_and_matches_local(grid, ray_address
     # against that node's folder (tests/test_ray_paths.py); each task checks it sees the run's token
     proc, _, err, killed = run_and_kill_training(root, store, "--address", ray_address, relative=True)
     assert proc.returncode == 0, err
-    assert not list((store / "logs").glob(".ray-run-*"))  # the run's token, removed at its end
+    # the run's tokens (the logs' and the checkpoints'), removed at its end
+    assert not list((store / "logs").glob(".ray-run-*")) and not list((store / "checkpoints").glob(".ray-run-*"))
     log = next((store / "logs").glob("train__fastnetw8_T1__*.log")).read_text()
     pids = [int(line.split("attempt by pid ")[1].split()[0]) for line in log.splitlines() if "attempt by pid" in line]
     assert len(pids) == 2 and pids[0] == killed and pids[1] != killed  # retried on another worker

@@ -82,3 +82,48 @@ def test_the_driver_and_a_gpu_worker_agree_on_the_checkpoint_key(tmp_path, monke
     data, spec = SimpleNamespace(fingerprint="f" * 64, num_classes=10), parse_name("fastnetw8_T1")
     assert run_key(spec, on_gpu, data) == run_key(spec, driver, data)
     assert on_gpu.accel() == driver.accel() and driver.accel().bf16 == driver.accel().compile == gpu_precision
+
+
+def test_workers_train_at_the_precision_the_drivers_environment_set(tmp_path, monkeypatch):
+    """BENCH_BF16=1 in the driver's shell, a cluster started from another (a joined cluster's
+    workers have `ray start`'s environment): the workers read their own and trained in float32
+    under another key than the driver planned, so every resume trained and measured again."""
+    from bench.grid.models import run_key
+    monkeypatch.setenv("BENCH_BF16", "1")
+    monkeypatch.chdir(tmp_path)
+    driver = _plan("--results", "res", "--device", "auto", "--address", "127.0.0.1:6379")
+    data, spec = SimpleNamespace(fingerprint="f" * 64, num_classes=10), parse_name("fastnetw8_T1")
+    planned = run_key(spec, driver, data)
+    sent = executor.plan_for_workers(driver)
+    monkeypatch.delenv("BENCH_BF16")  # the worker's environment
+    for gpu in (False, True):
+        worker = executor.on_worker(sent, gpu=gpu)
+        assert worker.accel().bf16 and run_key(spec, worker, data) == planned
+
+
+def test_a_failed_jobs_traceback_is_in_its_log(tmp_path):
+    """The driver's error line names the job's log; a Ray worker's stderr stays on its node, so
+    the log must hold the failure (it held the attempt line alone)."""
+    from bench.grid.jobs import Job, JobLog
+    log = JobLog(tmp_path, Job("eval/fastnetw8_T1/attacks/abc", "eval", parse_name("fastnetw8_T1")))
+
+    def run():
+        raise RuntimeError("the checkpoint is gone\nsecond line")
+    with pytest.raises(RuntimeError):
+        executor.logging_failures(log, run)
+    text = log.path.read_text()
+    assert "Traceback (most recent call last)" in text and "RuntimeError: the checkpoint is gone" in text
+    assert executor.logging_failures(log, lambda: 7) == 7
+
+
+def test_a_node_must_see_the_checkpoints_too(tmp_path, monkeypatch):
+    """Without --store, checkpoints go to the cache: on a cluster, each node's own disk, where an
+    evaluation trained its own copy of a model another node had trained (and every resume again)
+    while the log folder's token said the node shared the driver's folders. Each task now checks
+    a token in the checkpoint folder too."""
+    monkeypatch.chdir(tmp_path)
+    plan = _plan("--results", "res", "--cache", "c", "--address", "127.0.0.1:6379")
+    assert executor.token_folders(plan, plan.log_dir) == [tmp_path / "res" / "logs", tmp_path / "c" / "checkpoints"]
+    with_store = _plan("--store", "shared", "--address", "127.0.0.1:6379")
+    assert executor.token_folders(with_store, with_store.log_dir) == [tmp_path / "shared" / "logs",
+                                                                       tmp_path / "shared" / "checkpoints"]

@@ -189,3 +189,21 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_resumes(mini_data, 
     from bench.run import main  # the rerun in this process: a second process would add its imports
     assert main(args) == 0
     assert len(list(store.rglob("*.safetensors"))) == 1 and ResultStore(store).has_records()
+
+
+def test_a_write_into_a_folder_another_process_removes_makes_it_again(tmp_path, monkeypatch):
+    """A training run that finishes removes its checkpoints' in-progress/ when empty, under its
+    own lock only; another run's first snapshot had made the folder and not yet its temp file:
+    FileNotFoundError, which on Ray stopped the whole run. The write makes the folder again."""
+    import bench.atomic as atomic
+    folder = tmp_path / "in-progress"
+    real_open, removed = os.open, []
+
+    def open_after_a_tidy(path, *a, **k):
+        if not removed:  # the other run's drop_partial, between this write's mkdir and its open
+            folder.rmdir()
+            removed.append(path)
+        return real_open(path, *a, **k)
+    monkeypatch.setattr(atomic.os, "open", open_after_a_tidy)
+    atomic.write_bytes_atomic(folder / "x.json", b"{}")
+    assert removed and (folder / "x.json").read_bytes() == b"{}"

@@ -4,8 +4,10 @@
 makes each job a Ray task with a resource request, its dependencies passed as object refs so Ray
 starts it only when they are done; a task whose worker dies is retried (Ray's ``max_retries``),
 which is safe because a job run twice writes the same records and trains under a lock. Both
-write to the same stores, so both give the same table for the same grid. (An adversarial run's
-@last jobs depend on its @best ones, build_jobs says why.)
+write to the same stores, so both give the same table for the same grid at the same thread count
+(a Ray job runs --cpus-per-job threads, 1 by default; a local run torch's default, the machine's
+cores: the rounding of a few reductions differs, and the records' device says which). (An
+adversarial run's @last jobs depend on its @best ones, build_jobs says why.)
 
 Ray is imported only by ``RayExecutor``: the local executor never needs it.
 """
@@ -17,12 +19,14 @@ import signal
 import socket
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import replace
 from pathlib import Path
 from statistics import median
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+from bench.accel import flags_of
 from bench.atomic import write_bytes_atomic
 from bench.errors import BenchError
 from bench.grid.estimate import Price
@@ -136,14 +140,16 @@ def plan_for_workers(plan: Plan) -> Plan:
     """The plan as the driver sends it to Ray tasks. Every folder absolute: a task resolves a
     relative one against its node's working folder (where `ray start` ran), so its records,
     checkpoints and logs landed where the driver's reports never looked. Its precision pinned to
-    the driver's (``accel_device``), which a worker's GPU does not change (``on_worker``). The
+    the driver's (``accel_device``, and the flags the driver's environment set), which neither a
+    worker's GPU (``on_worker``) nor its own environment changes. The
     driver itself keeps the paths as typed, which its messages quote."""
     root = plan.data_root  # "" or None: downloads into the cache, as bench.data reads it
     return replace(plan, results_dir=_absolute(plan.results_dir), cache_dir=_absolute(plan.cache_dir),
                    store_dir=None if plan.store_dir is None else _absolute(plan.store_dir),
                    pace_dirs=tuple(_absolute(d) for d in plan.pace_dirs),
                    data_root=os.path.abspath(os.path.expanduser(root)) if root else root,
-                   accel_device=plan.precision_device)
+                   accel_device=plan.precision_device,
+                   accel_flags=flags_of(os.environ) if plan.accel_flags is None else plan.accel_flags)
 
 
 def on_worker(plan: Plan, gpu: bool) -> Plan:
@@ -171,22 +177,46 @@ def check_token(token: str):
                          f"path")
 
 
-def _ray_job(run_id: str, plan, job: Job, log_dir: str, token: str, *_deps):
+def token_folders(plan: Plan, log_dir: Path) -> List[Path]:
+    """The folders every node must share with the driver: the job logs, and the checkpoints
+    (without --store, the cache's: each node's own disk on a cluster, where an evaluation would
+    train its own copy of a model another node trained, and every resume again)."""
+    folders = [_absolute(log_dir)]
+    ckpt = _absolute(plan.checkpoint_dir)
+    return folders + ([ckpt] if ckpt != folders[0] else [])
+
+
+def _ray_job(run_id: str, plan, job: Job, log_dir: str, tokens: Tuple[str, ...], *_deps):
     """A job on a Ray worker. ``_deps`` are the results of the jobs it needs: Ray passes them
     only once those jobs are done, which is all they are here for."""
     import ray
     import torch
-    check_token(token)  # before JobLog, which would make the log folder on this node's own disk
+    for token in tokens:  # before JobLog, which would make the log folder on this node's own disk
+        check_token(token)
     res = ray.get_runtime_context().get_assigned_resources()
     torch.set_num_threads(max(1, int(res.get("CPU", 1))))
     plan = on_worker(plan, bool(res.get("GPU")))
     log = JobLog(Path(log_dir), job)
     t0 = time.perf_counter()
-    ctx = _WORKER_CONTEXTS.get(run_id)
-    if ctx is None:
-        _WORKER_CONTEXTS.clear()  # one run's data at a time
-        ctx = _WORKER_CONTEXTS[run_id] = Context(plan, log)
-    return execute(job, ctx, log), time.perf_counter() - t0
+
+    def run():
+        ctx = _WORKER_CONTEXTS.get(run_id)
+        if ctx is None:
+            _WORKER_CONTEXTS.clear()  # one run's data at a time
+            ctx = _WORKER_CONTEXTS[run_id] = Context(plan, log)
+        return execute(job, ctx, log)
+    return logging_failures(log, run), time.perf_counter() - t0
+
+
+def logging_failures(log: Callable[[str], None], run: Callable[[], object]):
+    """``run()``, its traceback written to the job's log if it raises: a worker's stderr stays in
+    its node's Ray session folder (log_to_driver=False), and the driver's error line sends the
+    user to this log."""
+    try:
+        return run()
+    except BaseException:
+        log(traceback.format_exc().rstrip())
+        raise
 
 
 def _probe(address: str, timeout_s: float = 5.0):
@@ -318,14 +348,16 @@ class RayExecutor:
 
     def _run(self, ray, jobs, ctx, progress, log_dir):
         run_id, log_dir = uuid.uuid4().hex, _absolute(log_dir)
-        token = run_token(log_dir, run_id)
-        write_bytes_atomic(token, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        tokens = tuple(run_token(folder, run_id) for folder in token_folders(ctx.plan, log_dir))
         try:
-            self._dispatch(ray, jobs, ctx, progress, log_dir, run_id, token)
+            for token in tokens:
+                write_bytes_atomic(token, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            self._dispatch(ray, jobs, ctx, progress, log_dir, run_id, tuple(map(str, tokens)))
         finally:
-            token.unlink(missing_ok=True)
+            for token in tokens:
+                token.unlink(missing_ok=True)
 
-    def _dispatch(self, ray, jobs, ctx, progress, log_dir, run_id, token):
+    def _dispatch(self, ray, jobs, ctx, progress, log_dir, run_id, tokens):
         task = ray.remote(_ray_job)
         plan_ref = ray.put(plan_for_workers(ctx.plan))
         refs: Dict[str, object] = {}
@@ -333,7 +365,7 @@ class RayExecutor:
             deps = [refs[d] for d in job.deps if d in refs]
             refs[job.key] = task.options(name=job.key, num_cpus=self.cpus, num_gpus=self.gpus,
                                          max_retries=self.max_retries, retry_exceptions=False).remote(
-                run_id, plan_ref, job, str(log_dir), str(token), *deps)
+                run_id, plan_ref, job, str(log_dir), tokens, *deps)
         by_key = {j.key: j for j in jobs}
         pending = {ref: by_key[key] for key, ref in refs.items()}
         while pending:

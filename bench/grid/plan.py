@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -41,13 +41,17 @@ class Plan:
     # key, so the driver decides it once for every worker, else the workers' records and checkpoints
     # would sit under keys the driver's resume never asks for
     accel_device: Optional[torch.device] = None
+    # the precision flags (BENCH_BF16, BENCH_COMPILE) as the driver read them; None: this process's
+    # environment. A joined cluster's workers have the environment `ray start` ran in: reading their
+    # own, they trained under other keys than the driver planned and its resume looks for
+    accel_flags: Optional[Mapping[str, str]] = None
 
     @property
     def precision_device(self) -> torch.device:
         return self.device if self.accel_device is None else self.accel_device
 
     def accel(self) -> Accel:
-        return Accel.for_device(self.precision_device)
+        return Accel.for_device(self.precision_device, env=self.accel_flags)
 
     @property
     def checkpoint_dir(self) -> Path:
