@@ -115,6 +115,15 @@ def resolve_data_root(data_root: Optional[str], cache_dir: Path) -> Path:
     return path
 
 
+def folder_dataset_name(root: Path) -> str:
+    """An ImageFolder tree's dataset name: its folder's, but never a torchvision dataset's
+    (cifar10, cifar100), which names the original binaries: a folder of images called cifar10 was
+    recorded as CIFAR-10 and paired with the real CIFAR-10-C, which only the original's test set,
+    in its order, matches."""
+    name = root.resolve().name
+    return f"{name}-folder" if name in TORCHVISION_CIFAR else name
+
+
 def _is_imagefolder(root: Path) -> bool:
     return all((root / s).is_dir() and any(p.is_dir() for p in (root / s).iterdir()) for s in ("train", "test"))
 
@@ -217,7 +226,9 @@ def _load_torchvision_cifar(root: Path, name: str, download: bool):
         try:
             ds = cls(str(root), train=split == "train", download=download)
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
-            raise BenchError(f"{label} at {root} is missing or fails its md5 check ({e}): {HOW_TO_GET_DATA}") from None
+            why = str(e).replace(" You can use download=True to download it", "")  # not an option of ours
+            raise BenchError(f"{label} at {root} is missing or fails its md5 check ({why}): "
+                             f"{HOW_TO_GET_DATA}") from None
         except OSError as e:  # no network
             raise BenchError(f"{label} is not in {root} and could not be downloaded ({e.__class__.__name__}): "
                              f"{HOW_TO_GET_DATA}") from None
@@ -320,11 +331,17 @@ def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = No
         if dataset not in (None, named_by_folder):
             raise BenchError(f"data root {root} is {named_by_folder}, but dataset {dataset!r} was asked for")
         root, dataset = root.parent, named_by_folder
-    if root.is_dir() and _is_imagefolder(root):
-        name = root.resolve().name
+    # a torchvision folder named itself is read, whatever else its parent holds (an ImageFolder tree)
+    if root.is_dir() and not named_by_folder and _is_imagefolder(root):
+        name = folder_dataset_name(root)
         if dataset is not None:
-            raise BenchError(f"data root {root} is an ImageFolder tree (dataset {name!r}); the dataset choice "
-                             f"{dataset!r} only picks between cifar-10-batches-py and cifar-100-python folders")
+            # make exports BENCH_DATA (the offline copy): say where the root came from and the way out
+            bench_data = os.environ.get("BENCH_DATA")
+            env = bool(bench_data) and (data_root or bench_data) == bench_data
+            raise BenchError(f"data root {root}{' (from $BENCH_DATA)' if env else ''} is an ImageFolder tree (dataset "
+                             f"{name!r}); the dataset choice {dataset!r} only picks between cifar-10-batches-py and "
+                             f"cifar-100-python folders: pass --data-root DIR holding {TORCHVISION_CIFAR[dataset][1]}"
+                             f"{', or unset BENCH_DATA to download it' if env else ''}")
         cache = cache_dir / "data" / f"{name}-{_tree_stamp(root)}.safetensors"
         if not cache.exists():
             folders = _imagefolder_files(root)
@@ -343,7 +360,15 @@ def load_dataset(data_root: Optional[str] = None, cache_dir: Optional[Path] = No
         cache = cache_dir / "data" / f"{name}-{_stamp(sorted(Path(os.path.realpath(folder)).iterdir()))}.safetensors"
         if not cache.exists():
             _check_cache_folder(cache.parent, cache_dir)
-            arrays, classes = _load_torchvision_cifar(root, name, download=False)
+            try:
+                arrays, classes = _load_torchvision_cifar(root, name, download=False)
+            except BenchError:
+                if not default_root:
+                    raise
+                # the download root's folder is ours: a run killed while torchvision unpacked it left it
+                # half there, and its presence stops every later download
+                raise BenchError(f"{folder} is an incomplete download (a run stopped while unpacking it): delete "
+                                 f"it and rerun to download {TORCHVISION_CIFAR[name][2]} again") from None
             if check is not None:
                 check(_undecoded(name, classes, {s: y for s, (_, y) in arrays.items()}))
             _save_cache(cache, cache_dir, name, classes, arrays)
@@ -408,10 +433,12 @@ def stratified_indices(labels: torch.Tensor, n: Optional[int], seed: int) -> tor
     per_class = torch.full((len(classes),), n // len(classes))
     per_class[torch.randperm(len(classes), generator=g)[: n % len(classes)]] += 1
     picked = []
+    smallest = int(torch.bincount(labels)[classes].min())
     for c, k in zip(classes.tolist(), per_class.tolist()):
         idx = (labels == c).nonzero().flatten()
         if k > len(idx):
-            raise BenchError(f"class {c} has only {len(idx)} images; cannot draw {k} per class")
+            raise BenchError(f"a class-balanced sample of {n} images draws {k} of class {c}, which has {len(idx)}: "
+                             f"ask for at most {smallest * len(classes)} ([eval] n / shift_n, --n-test / --shift-n)")
         picked.append(idx[torch.randperm(len(idx), generator=g)[:k]])
     return torch.cat(picked).sort().values
 

@@ -52,22 +52,32 @@ def find_cifar10c(roots: List[Path]) -> Optional[Path]:
     return None
 
 
-def load_cifar10c(folder: Path, name: str, test_labels: torch.Tensor) -> Tuple[torch.Tensor, int]:
-    """All 5 severities of one corruption as uint8 [5, 10000, 3, 32, 32], checked against the
-    CIFAR-10 test labels (they must be those labels, repeated 5 times, severity-major)."""
-    path = folder / f"{name}.npy"
-    if not path.is_file():
-        raise BenchError(f"{path} is missing: CIFAR-10-C at {folder} is incomplete; download {CIFAR10C_URL}")
-    arr = _load_npy(path)
+def check_cifar10c(folder: Path, names, test_labels: torch.Tensor) -> None:
+    """That the corruptions ``names`` are all there, each uint8 [5 n, 32, 32, 3] (from its .npy
+    header: memory-mapped, not read), and the labels the CIFAR-10 test labels repeated 5 times,
+    severity-major: checked when a run starts, not when its first model reaches a missing or
+    cut-off file."""
     labels = _load_npy(folder / "labels.npy")
     n = len(test_labels)
-    if arr.dtype != np.uint8 or arr.shape != (5 * n, 32, 32, 3):
-        raise BenchError(f"{path}: expected uint8 of shape {(5 * n, 32, 32, 3)}, got {arr.dtype} {arr.shape}")
+    for name in names:
+        path = folder / f"{name}.npy"
+        if not path.is_file():
+            raise BenchError(f"{path} is missing: CIFAR-10-C at {folder} is incomplete; download {CIFAR10C_URL}")
+        arr = _load_npy(path)
+        if arr.dtype != np.uint8 or arr.shape != (5 * n, 32, 32, 3):
+            raise BenchError(f"{path}: expected uint8 of shape {(5 * n, 32, 32, 3)}, got {arr.dtype} {arr.shape}")
     if labels.shape != (5 * n,) or not np.array_equal(np.asarray(labels[:n]).astype(np.int64), test_labels.cpu().numpy()) \
             or not all(np.array_equal(labels[:n], labels[s * n:(s + 1) * n]) for s in range(1, 5)):
         raise BenchError(f"{folder / 'labels.npy'} does not match the CIFAR-10 test labels repeated 5 times "
                          f"(is this CIFAR-10-C of another dataset?)")
-    x = torch.from_numpy(np.array(arr)).view(5, n, 32, 32, 3).permute(0, 1, 4, 2, 3)
+
+
+def load_cifar10c(folder: Path, name: str, test_labels: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """All 5 severities of one corruption as uint8 [5, 10000, 3, 32, 32], checked against the
+    CIFAR-10 test labels (check_cifar10c)."""
+    check_cifar10c(folder, [name], test_labels)
+    n = len(test_labels)
+    x = torch.from_numpy(np.array(_load_npy(folder / f"{name}.npy"))).view(5, n, 32, 32, 3).permute(0, 1, 4, 2, 3)
     return x, n
 
 

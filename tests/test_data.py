@@ -381,3 +381,54 @@ def test_a_read_only_cache_is_refused_at_plan_time(tmp_path, mount_tmpfs):
     with pytest.raises(BenchError, match=f"cache folder {cache} cannot be written .*--cache DIR"):
         make_plan(args)
     assert not (tmp_path / "results").exists()
+
+
+def test_a_folder_of_images_named_cifar10_is_not_the_original(tmp_path):
+    """An ImageFolder tree in a folder called cifar10 was recorded as dataset cifar10, the name of
+    the original binaries, which the real CIFAR-10-C pairs with and recheck takes for the same
+    data: it is cifar10-folder."""
+    assert load_dataset(str(make_imagefolder(tmp_path / "cifar10")), tmp_path / "cache").name == "cifar10-folder"
+    assert load_dataset(str(make_imagefolder(tmp_path / "toyset")), tmp_path / "cache").name == "toyset"
+
+
+def test_a_torchvision_folder_named_itself_is_read_beside_a_folder_of_images(tmp_path, monkeypatch):
+    """--data-root .../cifar-10-batches-py whose parent also holds train/ and test/ class folders:
+    the folder named is read (the parent's image tree stopped it, over a dataset choice the user
+    never made)."""
+    root = make_imagefolder(tmp_path / "both")
+    register_checksums(monkeypatch, write_cifar_batches(root / "cifar-10-batches-py"))
+    assert load_dataset(str(root / "cifar-10-batches-py"), tmp_path / "cache").name == "cifar10"
+
+
+def test_a_dataset_choice_against_bench_data_says_where_the_root_came_from(tmp_path, monkeypatch):
+    """make exports BENCH_DATA (the JPEG copy): `--dataset cifar100` then met an ImageFolder root
+    with no word of where it came from or what to do."""
+    root = make_imagefolder(tmp_path / "toy")
+    monkeypatch.setenv("BENCH_DATA", str(root))
+    with pytest.raises(BenchError) as e:
+        load_dataset(str(root), tmp_path / "cache", dataset="cifar100")
+    assert "(from $BENCH_DATA)" in str(e.value) and "pass --data-root DIR holding cifar-100-python" in str(e.value)
+    assert "unset BENCH_DATA" in str(e.value)
+
+
+def test_a_download_cut_short_while_unpacking_says_delete_it(tmp_path, monkeypatch):
+    """A run killed while torchvision unpacked the archive leaves cifar-10-batches-py half there,
+    and its presence stops every later download: the line says to delete it (it said to pass
+    --data-root, and quoted torchvision's 'download=True', no option of ours)."""
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    folder = tmp_path / "cache" / "downloads" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    (folder / "data_batch_1").write_bytes(b"cut off")
+    with pytest.raises(BenchError) as e:
+        load_dataset(None, tmp_path / "cache")
+    assert str(e.value) == f"{folder} is an incomplete download (a run stopped while unpacking it): delete it and " \
+                           f"rerun to download CIFAR-10 again"
+
+
+def test_a_sample_larger_than_the_smallest_class_allows_says_how_large_it_can_be():
+    labels = torch.tensor([0] * 3 + [1] * 7)
+    with pytest.raises(BenchError) as e:
+        stratified_indices(labels, 9, seed=0)
+    assert str(e.value) == "a class-balanced sample of 9 images draws 5 of class 0, which has 3: ask for at most 6 " \
+                           "([eval] n / shift_n, --n-test / --shift-n)"
+    assert len(stratified_indices(labels, 6, seed=0)) == 6

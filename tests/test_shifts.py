@@ -211,3 +211,32 @@ def test_real_cifar10c_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(args) == 0, capsys.readouterr().err
     tidy = pd.read_csv(tmp_path / "out_auto" / "results.csv")
     assert set(tidy[tidy.family == "corruption"].source) == {"cifar10c-generated"}
+
+
+def test_an_incomplete_cifar10c_stops_the_run_before_anything_is_trained(tmp_path, monkeypatch, capsys):
+    """fog.npy missing (a `tar x` cut short): the files were checked only when a model's first
+    corruption job read them, after training and its other jobs had written their files. Now the
+    run stops at its start, nothing written; under corruptions = "auto" it measures generated
+    corruptions instead, and says so."""
+    import pandas as pd
+
+    from bench.data import load_dataset
+    from bench.run import main
+    md5 = write_cifar_batches(tmp_path / "root" / "cifar-10-batches-py")
+    register_checksums(monkeypatch, md5)
+    data = load_dataset(str(tmp_path / "root"), tmp_path / "cache")
+    write_cifar10c(tmp_path / "shift" / "CIFAR-10-C", data.test.labels, names=("gaussian_noise",))
+    monkeypatch.setenv("BENCH_SHIFT_DATA", str(tmp_path / "shift"))
+    (tmp_path / "real.toml").write_text(REAL_PROFILE)
+    args = ["--profile", str(tmp_path / "real.toml"), "--data-root", str(tmp_path / "root"),
+            "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "out"), "--tables-only"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "fog.npy is missing: CIFAR-10-C at" in err[-1], err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache" / "checkpoints").exists()
+    (tmp_path / "auto.toml").write_text(REAL_PROFILE.replace('"real"', '"auto"'))
+    args[1] = str(tmp_path / "auto.toml")
+    assert main(args) == 0, capsys.readouterr().err
+    assert "cannot be used" in capsys.readouterr().err
+    tidy = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(tidy[tidy.family == "corruption"].source) == {"cifar10c-generated"}

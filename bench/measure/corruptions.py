@@ -14,7 +14,7 @@ from attacks.corruptions import BENCHMARK, EXTRA, corrupt_severities
 from bench.data import Split
 from bench.errors import BenchError
 from bench.measure.base import Family, Measurement, correct_mask, counted, frac, pct, shift_roots, shift_subset
-from bench.shift_data import CIFAR10C_URL, find_cifar10c, load_cifar10c
+from bench.shift_data import CIFAR10C_URL, check_cifar10c, find_cifar10c, load_cifar10c
 
 
 class CorruptedSets:
@@ -95,6 +95,14 @@ class Corruptions(Family):
                 raise BenchError(f"real CIFAR-10-C is the test split corrupted; this profile evaluates the "
                                  f"{ev.split} split: use corruptions = \"generated\" (--corruption-source generated)")
             real = None
+        if real is not None:
+            try:  # every file now: a missing or cut-off one stopped the grid at its first model's job
+                check_cifar10c(real, names, data.test.labels)
+            except BenchError as e:
+                if ev.corruptions == "real":
+                    raise
+                log(f"corruptions: the CIFAR-10-C at {real} cannot be used ({e}): generated instead")
+                real = None
         if ev.corruptions == "real" and real is None:
             raise BenchError(f"corruptions = \"real\" but no CIFAR-10-C/labels.npy under "
                              f"{', '.join(map(str, roots))}: download {CIFAR10C_URL} and unpack it into one of "
