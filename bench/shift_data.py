@@ -57,7 +57,6 @@ def check_cifar10c(folder: Path, names, test_labels: torch.Tensor) -> None:
     header: memory-mapped, not read), and the labels the CIFAR-10 test labels repeated 5 times,
     severity-major: checked when a run starts, not when its first model reaches a missing or
     cut-off file."""
-    labels = _load_npy(folder / "labels.npy")
     n = len(test_labels)
     for name in names:
         path = folder / f"{name}.npy"
@@ -66,6 +65,7 @@ def check_cifar10c(folder: Path, names, test_labels: torch.Tensor) -> None:
         arr = _load_npy(path)
         if arr.dtype != np.uint8 or arr.shape != (5 * n, 32, 32, 3):
             raise BenchError(f"{path}: expected uint8 of shape {(5 * n, 32, 32, 3)}, got {arr.dtype} {arr.shape}")
+    labels = _load_npy(folder / "labels.npy")
     if labels.shape != (5 * n,) or not np.array_equal(np.asarray(labels[:n]).astype(np.int64), test_labels.cpu().numpy()) \
             or not all(np.array_equal(labels[:n], labels[s * n:(s + 1) * n]) for s in range(1, 5)):
         raise BenchError(f"{folder / 'labels.npy'} does not match the CIFAR-10 test labels repeated 5 times "
