@@ -17,7 +17,8 @@ point: such a group says so (best_is_tauto) and gives the best T of the sweep wi
 models beside it (best_T_without_tauto); ``--without-tauto`` fits without them.
 
 The least-squares fit reports each coefficient with a 95% interval from the OLS standard errors
-(Student t), and, when there are few points (``BOOTSTRAP_MIN_POINTS`` to ``BOOTSTRAP_MAX_POINTS``,
+(Student t; the residual variance at least the grid cells' spread, since a best T read off a grid
+says only that the optimum lies in its cell: three points on a line by chance are no exact fit), and, when there are few points (``BOOTSTRAP_MIN_POINTS`` to ``BOOTSTRAP_MAX_POINTS``,
 with at least ``BOOTSTRAP_MIN_DOF`` residual degrees of freedom), also a percentile bootstrap over
 the points. Below that a resample of the points is mostly an exact fit through as many distinct
 widths as there are terms, whose spread is no interval (3 points gave one excluding the fit
@@ -123,6 +124,15 @@ def _parabola_peak(t: np.ndarray, acc: np.ndarray, i: int) -> float:
     return float(np.exp(np.clip(-b / (2 * a), x[0], x[2])))
 
 
+def grid_resolution_sd(t: np.ndarray, i: int) -> float:
+    """The sd of where the optimum lies, in T, given only that grid point ``i`` of the sorted grid
+    ``t`` has the best mean: anywhere in its cell, from the geometric midpoint with the point
+    below to the one with the point above (an edge's cell mirrored), uniformly: width / sqrt(12)."""
+    lo = math.sqrt(t[i - 1] * t[i]) if i > 0 else t[i] ** 2 / math.sqrt(t[i] * t[i + 1])
+    hi = math.sqrt(t[i] * t[i + 1]) if i < len(t) - 1 else t[i] ** 2 / math.sqrt(t[i - 1] * t[i])
+    return float((hi - lo) / math.sqrt(12))
+
+
 def best_temperatures(acc: pd.DataFrame, interpolate: bool = False) -> Tuple[pd.DataFrame, List[str]]:
     """One row per group: its best T, the accuracy there, the grid, and whether the best is at
     the grid's edge (then the true optimum may lie outside it); whether the best is a T* model's
@@ -139,22 +149,30 @@ def best_temperatures(acc: pd.DataFrame, interpolate: bool = False) -> Tuple[pd.
             continue
         i = int(np.argmax(a))  # ties: the lowest T
         star = g["tauto"].to_numpy(bool)
-        without = None
+        without, edge_without = None, None
         if star[i] and (~star).any():  # the formula's own point wins: what the sweep says without it
             ts, acs = t[~star], a[~star]
             j = int(np.argmax(acs))
             without = _parabola_peak(ts, acs, j) if interpolate else float(ts[j])
+            edge_without = bool(j in (0, len(ts) - 1))
+        seeds = g["n_seeds"].to_numpy(int)
         rows.append(dict(zip(GROUP, key), num_classes=int(g["num_classes"].iloc[0]),
                          best_T=_parabola_peak(t, a, i) if interpolate else float(t[i]), grid_best_T=float(t[i]),
                          best_acc=float(a[i]), n_T=len(t), n_seeds=int(g["n_seeds"].min()),
                          edge=bool(i in (0, len(t) - 1)),
+                         # a grid point says only that the optimum lies in its cell; a parabola's vertex is
+                         # a value (its own error is the curve's, not counted here)
+                         resolution_sd=0.0 if interpolate else grid_resolution_sd(t, i),
+                         # the argmax favours a mean of fewer seeds (a noisier one): said where it won
+                         best_seeds=int(seeds[i]), fewer_seeds_won=bool(seeds[i] < seeds.max()),
                          grid=" ".join(f"{v:.4g}" for v in t),
                          # n_seeds is the fewest; a sweep with seeds at some T has them here
                          seeds_per_T=" ".join(f"{v:.4g}:{k}" for v, k in zip(t, g["n_seeds"])),
                          tauto_T=" ".join(f"{v:.4g}" for v in t[star]), best_is_tauto=bool(star[i]),
-                         best_T_without_tauto=without))
-    cols = GROUP + ["num_classes", "best_T", "grid_best_T", "best_acc", "n_T", "n_seeds", "edge", "grid", "seeds_per_T",
-                    "tauto_T", "best_is_tauto", "best_T_without_tauto"]
+                         best_T_without_tauto=without, edge_without_tauto=edge_without))
+    cols = GROUP + ["num_classes", "best_T", "grid_best_T", "best_acc", "n_T", "n_seeds", "edge", "resolution_sd",
+                    "best_seeds", "fewer_seeds_won", "grid", "seeds_per_T", "tauto_T", "best_is_tauto",
+                    "best_T_without_tauto", "edge_without_tauto"]
     out = pd.DataFrame(rows, columns=cols)
     return out.sort_values(["dataset", "head", "feature_dim", "arch"]).reset_index(drop=True), skipped
 
@@ -235,13 +253,23 @@ def fit_tstar(points: pd.DataFrame, csg: Optional[Dict[str, float]] = None, *, n
     resid = y - x @ coef
     dof = n - p
     s2 = float(resid @ resid) / dof
+    scatter_sd = math.sqrt(s2)
+    # each best T is a grid point: the optimum is somewhere in its cell, so the points scatter about
+    # the line by at least the cells' spread, however well they happen to line up (results/cpu
+    # without T*: 2, 2, 2 at three widths, a residual of 1e-16 and an interval of zero width that
+    # called the published coefficients "outside")
+    floor = float(np.mean(np.square(points["resolution_sd"]))) if "resolution_sd" in points else 0.0
+    if floor > s2:
+        notes.append(f"residual variance taken at the grid's resolution, {floor:.3g} (the best T's are grid points, "
+                     f"each somewhere in its cell), not the points' own scatter about the line, {s2:.3g}")
+        s2 = floor
     cov = s2 * np.linalg.inv(x.T @ x)
     se = np.sqrt(np.clip(np.diag(cov), 0, None))
     tq = stats.t.ppf(0.975, dof)
     ss_tot = float(((y - y.mean()) ** 2).sum())
     fit = Fit(terms, dict(zip(terms, map(float, coef))), dict(zip(terms, map(float, se))),
               {t: (float(c - tq * s), float(c + tq * s)) for t, c, s in zip(terms, coef, se)},
-              n, math.sqrt(s2), 1 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan"), notes=notes)
+              n, scatter_sd, 1 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan"), notes=notes)
     if bootstrap is None:
         bootstrap = n <= BOOTSTRAP_MAX_POINTS
     if bootstrap and (n < BOOTSTRAP_MIN_POINTS or dof < BOOTSTRAP_MIN_DOF):
@@ -296,6 +324,11 @@ def plot_fit(points: pd.DataFrame, fit: Fit, path: Path, csg: Optional[Dict[str,
                    s=130, linewidths=0.8, zorder=2, label="best T is the T* (_Tauto) model's own")
         ax.scatter(sm[starred], other, marker="x", color="0.4", s=42, zorder=3,
                    label="best T of the sweep without the T* model")
+        at_edge = starred & points.get("edge_without_tauto", pd.Series(False, points.index)).fillna(False).astype(bool)
+        if at_edge.any():  # hollow, as the grid's-edge points above: a bound, not a value
+            ax.scatter(sm[at_edge], points.loc[at_edge, "best_T_without_tauto"].astype(float), marker="s",
+                       facecolors="none", edgecolors="0.4", s=70, zorder=3,
+                       label="... at the edge of that grid")
     extra = [t for t in ("gamma", "delta") if t in fit.terms]
     for d in datasets if extra else [None]:
         ln_csg = math.log(csg[d]) if "gamma" in fit.terms else 0.0
@@ -395,8 +428,12 @@ def report(points: pd.DataFrame, fit: Fit, skipped: List[str], head: Optional[st
            without_tauto: bool = False) -> str:
     lines = [f"best T per group ({'all heads' if head is None else head + ' head'}, regime std, fixed lr; "
              f"clean accuracy, mean over seeds{'; without the T* (_Tauto) models' if without_tauto else ''}):"]
-    shown = points.assign(best_acc=(100 * points.best_acc).round(2), best_T=points.best_T.round(4),
-                          grid_best_T=points.grid_best_T.round(4))
+    # the seeds behind the best T and its grid's edge without T* are said in the notes below
+    shown = points.drop(columns=["best_seeds", "fewer_seeds_won", "edge_without_tauto"]).assign(
+        best_acc=(100 * points.best_acc).round(2), best_T=points.best_T.round(4),
+        grid_best_T=points.grid_best_T.round(4), resolution_sd=points.resolution_sd.round(3))
+    if not points.resolution_sd.any():  # --interpolate: values, not cells
+        shown = shown.drop(columns="resolution_sd")
     if not (points.best_T != points.grid_best_T).any():
         shown = shown.drop(columns="grid_best_T")
     starred = points["best_is_tauto"].astype(bool)
@@ -410,10 +447,15 @@ def report(points: pd.DataFrame, fit: Fit, skipped: List[str], head: Optional[st
                            (["tauto_T"] if not points["tauto_T"].astype(bool).any() else []))
     lines.append(shown.to_string(index=False))
     for _, p in points[starred].iterrows():
-        other = p["best_T_without_tauto"]
+        other, edge = p["best_T_without_tauto"], p.get("edge_without_tauto")
         lines.append(f"note: M={p['feature_dim']} ({p['arch']}): the best T, {p['best_T']:.4g}, is the T* model's, the "
                      f"formula's own point" + (f"; the sweep without it: {other:.4g}" if pd.notna(other) else "")
+                     + (", at that grid's edge" if pd.notna(edge) and bool(edge) else "")
                      + " (--without-tauto fits without the T* models)")
+    for _, p in points[points["fewer_seeds_won"].astype(bool)].iterrows():
+        lines.append(f"note: M={p['feature_dim']} ({p['arch']}): the best T, {p['best_T']:.4g}, is a mean of "
+                     f"{p['best_seeds']} seed(s) where other temperatures have more: a noisier mean, which an argmax "
+                     f"favours (seeds per T: {p['seeds_per_T']})")
     if points["edge"].any():
         lines.append(f"note: {int(points['edge'].sum())} group(s) have their best T at the edge of the grid; "
                      f"the optimum may lie outside it")
