@@ -33,7 +33,9 @@ def _affine(x, angle=0.0, dx=0.0, dy=0.0, scale=1.0):
 
 def _translate(x, m):
     """Shift by m pixels; one magnitude is the four axis directions, each on a quarter of the
-    batch in turn, so every direction is measured and the cost is one pass."""
+    batch in turn, so every direction is measured and the cost is one pass (image i of a batch gets
+    direction i % 4: callers batch in multiples of 4, so the direction is the image's, not the
+    batching's)."""
     out = torch.empty_like(x)
     for k, (dx, dy) in enumerate(((m, 0), (-m, 0), (0, m), (0, -m))):
         out[k::4] = _affine(x[k::4], dx=dx, dy=dy)
@@ -50,7 +52,8 @@ class NaturalInfo:
 
 NATURAL: Dict[str, NaturalInfo] = {
     n.name: n for n in [
-        NaturalInfo("rotate", "degrees", (-30, -20, -10, -5, -2, 2, 5, 10, 20, 30), lambda x, m: _affine(x, angle=m)),
+        # torchvision's affine turns a positive angle clockwise (its rotate, counter-clockwise)
+        NaturalInfo("rotate", "degrees clockwise", (-30, -20, -10, -5, -2, 2, 5, 10, 20, 30), lambda x, m: _affine(x, angle=m)),
         NaturalInfo("translate", "pixels", (1, 2, 3, 4), _translate),
         NaturalInfo("scale", "factor", (0.8, 0.9, 1.1, 1.2), lambda x, m: _affine(x, scale=m)),
         NaturalInfo("brightness", "factor", (0.6, 0.8, 1.2, 1.4), lambda x, m: _tf().adjust_brightness(x, m)),

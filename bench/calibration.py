@@ -118,10 +118,6 @@ class CalibrationReport:
     n_fit: int
     n_eval: int
 
-    def as_metrics(self) -> dict:
-        return {"posthoc_T": self.temperature, "ece": self.ece_before, "ece_scaled": self.ece_after,
-                "nll": self.nll_before, "nll_scaled": self.nll_after}
-
 
 def temperature_scaling(fit_logits, fit_labels, eval_logits=None, eval_labels=None,
                         n_bins: int = N_BINS) -> CalibrationReport:

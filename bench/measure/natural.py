@@ -46,6 +46,10 @@ def evaluate_natural(model, split: Split, names: Sequence[str], batch_size: int,
                      desc: str = "natural") -> List[Measurement]:
     model.eval()
     out = []
+    # translate gives its four directions to the images of a batch in turn (k::4): in batches of a
+    # multiple of 4 image i always gets direction i % 4, whatever the profile's batch size (at 250,
+    # 2 of each 250 shifted its images' directions: up to 1.2 pp on one model's accuracy)
+    batch_size = max(4, batch_size - batch_size % 4)
     for name, params in tqdm(natural_points(names), disable=not progress, desc=desc, leave=False):
         t0 = time.perf_counter()
         counting, cost = counted(model)
