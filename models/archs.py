@@ -181,7 +181,8 @@ class ViTFeatures(nn.Module):
 
 
 @register_arch("vit_small", description="ViT for 32x32 (torchvision VisionTransformer, patch 4, 6 layers, "
-               "6 heads); w<embedding dim>", default_width=384, feature_dim=lambda w: w)
+               "6 heads); w<embedding dim>, a multiple of 6", default_width=384, feature_dim=lambda w: w,
+               width_multiple=6)
 def _vit_small(width, num_classes):
     return ViTFeatures(width)
 

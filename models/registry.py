@@ -59,19 +59,20 @@ class ArchInfo:
     default_width: Optional[int]  # None: the architecture has no width knob
     feature_dim: Callable[[int], int]  # width -> M
     description: str
+    width_multiple: int = 1  # a width the architecture can build is a multiple of this (a ViT's heads)
 
 
 ARCHS: Dict[str, ArchInfo] = {}
 
 
 def register_arch(name: str, *, description: str, feature_dim: Callable[[int], int],
-                  default_width: Optional[int] = None):
+                  default_width: Optional[int] = None, width_multiple: int = 1):
     """Decorator: register ``build(width, num_classes)`` under ``name``."""
 
     def deco(build):
         if name in ARCHS:
             raise ValueError(f"architecture {name!r} registered twice")
-        ARCHS[name] = ArchInfo(name, build, default_width, feature_dim, description)
+        ARCHS[name] = ArchInfo(name, build, default_width, feature_dim, description, width_multiple)
         return build
 
     return deco
@@ -153,6 +154,10 @@ class ModelSpec:
                 raise BenchError(f"{self.arch} has no width variants; drop the 'w{self.width}'")
             if self.width < 1:
                 raise BenchError(f"width must be a positive integer, got {self.width}")
+            if self.width % self.info.width_multiple:  # else an AssertionError when training starts
+                k = self.info.width_multiple
+                raise BenchError(f"{self.arch} widths are multiples of {k}, got w{self.width}: e.g. "
+                                 f"w{self.width - self.width % k or k} or w{self.width - self.width % k + k}")
             if self.width == self.info.default_width:
                 object.__setattr__(self, "width", None)
         if self.temperature != "auto":
@@ -281,6 +286,9 @@ def parse_name(name: str) -> ModelSpec:
         raise BenchError(f"malformed model name {name!r}: expected _T<temperature> (e.g. _T5, _T0.5, _Tauto), "
                          f"got {got!r}{_suggest(name)}")
     temp: Union[float, str] = _TEMP_RE.fullmatch(tokens[0]).group(1)
+    if re.match(r"0[0-9]", temp):  # T05: 0.5 in many naming schemes, 5 as a number
+        raise BenchError(f"ambiguous temperature in {name!r}: {tokens[0]!r} has a leading zero; write "
+                         f"T{float(temp):g} or T0.{temp.lstrip('0').split('.')[0] or '0'} as meant")
     temp = temp if temp == "auto" else float(temp)
     tokens = tokens[1:]
     regime, lr_scale, seed = "std", False, 0

@@ -72,6 +72,8 @@ def test_every_arch_builds_and_returns_logits(arch):
     ("vgg16_T1", "nearest valid"),
     ("resnet18x_T1", "malformed"),
     ("wrn28_10w4_T1", "no width variants"),
+    ("fastnet_T05", "leading zero; write T5 or T0.5 as meant"),  # it was read as T=5 without a word
+    ("vit_smallw128_T1", "vit_small widths are multiples of 6, got w128: e.g. w126 or w132"),  # an assert at training
 ])
 def test_bad_names(bad, fragment):
     with pytest.raises(BenchError) as e:
