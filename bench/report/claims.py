@@ -65,36 +65,36 @@ d = candidate - baseline and z the critical value:
 
 "The best of k temperatures" is the largest of k noisy differences, so z is Bonferroni-corrected:
 z = Phi^-1(1 - alpha / (2k)) (1.96 for k = 1, 2.58 for k = 5; with seeds, Banerjee's at that
-level). "Not supported" says no temperature gains min_effect: the best one's bound alone would
-not say it (another temperature, lower in mean but noisier, can still hold a gain), so it needs
-every candidate's upper bound below min_effect at that z; otherwise inconclusive. A4/A5 run the
-test twice, on robust_min and on CE-PGD against the raw logits (the attack the claim reports,
-the one gradient masking fools): robust_min decides; when only PGD-raw supports the claim, the
-verdict is "supported only under a weak attack". A robust_min on a model the masking audit calls
-"likely" masked does not count as support (inconclusive, or the weak-attack verdict when PGD-raw
-supports it). Resting on one training run, the weak-attack verdict is capped at inconclusive as
-the others are, its story kept in the note and the reason. A6 is an equivalence test: targeted
-success (the target class reached) at a high T counts as "still succeeds" when its drop from
-T=1 is below targeted_margin. The claim is about every T >= high_T_min, an intersection-union
-test: each temperature must pass, and with all of them required no correction for their number
-is owed (drop + z*se < margin at k = 1, z = 1.96: one-sided at alpha/2, conservative:
-supported). Its failure needs only one temperature, so that side is the union and is
-Bonferroni-corrected over the claim's temperatures (drop - z_K*se > margin: not supported; K temperatures of all families). One clear
+level). "Not supported" says no temperature gains min_effect: the best one's bound alone would not
+say it (another temperature, lower in mean but noisier, can still hold a gain), so it needs every
+candidate's upper bound below min_effect at that z; otherwise inconclusive. A4/A5 run the test
+twice, on robust_min and on CE-PGD against the raw logits (the attack the claim reports, the one
+gradient masking fools): robust_min decides; when only PGD-raw supports the claim, the verdict is
+"supported only under a weak attack". A robust_min on a model the masking audit calls "likely"
+masked does not count as support (inconclusive, or the weak-attack verdict when PGD-raw supports
+it). Resting on one training run, the weak-attack verdict is capped at inconclusive as the others
+are, its story kept in the note and the reason. A6 is an equivalence test: targeted success (the
+target class reached) at a high T counts as "still succeeds" when its drop from T=1 is below
+targeted_margin. The claim is about every T >= high_T_min, an intersection-union test: each
+temperature must pass, and with all of them required no correction for their number is owed (drop
++ z*se < margin at k = 1, z = 1.96: one-sided at alpha/2, conservative: supported). Its failure
+needs only one temperature, so that side is the union and is Bonferroni-corrected over the claim's
+temperatures (drop - z_K*se > margin: not supported; K temperatures of all families). One clear
 failure makes the claim not supported, naming the temperature; all passing, supported; else
-inconclusive, naming the temperatures left open. The hits are pooled over the seeds, their
-error binomial over one seed's points with the seed spread added as above. B is supported when
-T* beats both T=1 models (a family without a plain T=1 model is at most inconclusive) and every
-other BN-head temperature's gain over T* of min_effect is ruled out (one within the noise of
-T* leaves it inconclusive: "the best" is not shown); not supported when another temperature
-beats T*, or when T* is ruled out to beat a T=1 model: three chances to fail, so, as A6's
-failure side, each is Bonferroni-corrected over the family's ways to fail. Where T* is within a factor tstar_near_1
-of 1 (M = 64: T* = 1.085), T=1 is T* to the resolution of the sweep and the claim predicts no
-gain over it: the T=1 comparisons are shown, not voting, and the family stands on the other
-temperatures against T* (supported when a gain of min_effect is ruled out at every one, not
-supported when one is found). A claim's verdict combines its comparisons: "not measured"
-entries are left out; if they all agree, that verdict; supported mixed with "supported only under
-a weak attack" gives the latter; any other mix is "inconclusive" (the families disagree); A6
-combines its temperatures as above.
+inconclusive, naming the temperatures left open. The hits are pooled over the seeds, their error
+binomial over one seed's points with the seed spread added as above. B is supported when T* beats
+both T=1 models (a family without a plain T=1 model is at most inconclusive) and every other
+BN-head temperature's gain over T* of min_effect is ruled out (one within the noise of T* leaves
+it inconclusive: "the best" is not shown); not supported when another temperature beats T*, or
+when T* is ruled out to beat a T=1 model: three chances to fail, so, as A6's failure side, each is
+Bonferroni-corrected over the family's ways to fail. Where T* is within a factor tstar_near_1 of 1
+(M = 64: T* = 1.085), T=1 is T* to the resolution of the sweep and the claim predicts no gain over
+it: the T=1 comparisons are shown, not voting, and the family stands on the other temperatures
+against T* (supported when a gain of min_effect is ruled out at every one, not supported when one
+is found). A claim's verdict combines its comparisons: "not measured" entries are left out; if
+they all agree, that verdict; supported mixed with "supported only under a weak attack" gives the
+latter; any other mix is "inconclusive" (the families disagree); A6 combines its temperatures as
+above.
 
 Beside the best temperature, A1-A3 show each family's worst one against T=1 (the cost side,
 Bonferroni over the whole sweep, not voting: the claims ask about gains); and a fixed-lr family
@@ -1057,7 +1057,7 @@ def _tstar_claim(ev: Evidence) -> List[Comparison]:
             continue
         T_star = float(star["T"].iloc[0])
         tests: List[Comparison] = []
-        noises: Dict[int, Noise] = {}  # id(comparison): its noise, for the failure side's correction
+        noises: Dict[int, Noise] = {}  # each test's (by its place in tests) noise, for the failure side
         for label, base in (("BN head, T=1", ev.baseline_rows(fam)),
                             ("no BN head, T=1", ev.baseline_rows(fam._replace(head="plain")))):
             if base.empty:
