@@ -242,6 +242,24 @@ def test_two_cross_checks_of_a_model_give_the_strongest_not_their_mean():
     assert verdict(ev)[0] == "likely" and "leaves 20.0% robust" in verdict(ev)[1]
 
 
+def test_a_cross_check_at_another_eps_is_not_read_at_the_headline_one():
+    """The same weights cross-checked at 8/255 (40% robust) and, by an --eps run into the same
+    folder, at 16/255 (12%): the audit took the 16/255 record, the strongest, against the suite's
+    41% at 8/255, a 29-pp gap read as likely masking. At 8/255 the gap is 1 pp."""
+    from bench.report.audit import evidence
+    rows = [dict(model="m", threat="pgd_margin", metric="robust_acc", value=0.41, view="any", family="attack",
+                 n=1000, eps=8 / 255, params="{}")]
+    for eps, acc in ((8 / 255, 0.40), (16 / 255, 0.12)):
+        for metric, value in (("robust_acc_torchattacks", acc), ("robust_acc_pyautoattack", acc),
+                              ("abs_diff", 0.0), ("aa_warnings", 0.0)):
+            rows.append(dict(model="m", threat="autoattack_crosscheck", metric=metric, value=value, view="raw",
+                             family="diagnostic", n=1000, eps=eps, params=f'{{"eps": {eps}}}'))
+    board = pd.DataFrame({"robust_min": [0.41], "suite_min_on_aa_images": [0.41],
+                          "suite_min_on_aa_images_by": ["pgd_margin/any"]}, index=["m"])
+    ev = evidence(pd.DataFrame(rows), board, 8 / 255).loc["m"]
+    assert ev["aa_min"] == pytest.approx(0.40) and ev["aa_gap"] == pytest.approx(0.01)
+
+
 def _tidy(model="m", **attacks):
     """A tidy table of Linf attacks at 8/255 (threat/view -> (accuracy, steps)) and, with sweep=,
     a raw CE-PGD eps sweep (eps -> accuracy)."""
