@@ -177,7 +177,7 @@ def _row(**kw):
     (dict(aa_gap=0.01), "suspected", "robust_min is above an attack the harness ran"),
     (dict(aa_gap=0.02, aa_gap_by="both", aa_min=0.01, aa_crosscheck_n=50, suite_min_on_aa_images=0.03,
           suite_min_on_aa_images_by="pgd/scaled",
-          aa_crosscheck_budget="version standard, 20 iterations and 500 queries"),
+          aa_crosscheck_budget="reduced budget: version standard, 20 iterations and 500 queries"),
      "likely", "AutoAttack (both, at a reduced budget) leaves 1.0% robust on the 50 cross-check images"),
     (dict(aa_gap=-0.05), "none", ""),
     (dict(aa_warnings=2, aa_warning_texts="there are 3 points with zero gradient!"), "suspected",

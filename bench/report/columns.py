@@ -165,8 +165,13 @@ def aa_budget(params) -> Optional[str]:
     ran = {k: params.get(k, v) for k, v in full.items()}
     if ran == full:
         return None
-    return (f"version {ran['version']}, {ran['steps']} iterations and {ran['n_queries']} queries where AutoAttack "
-            f"{full['version']} runs {full['steps']} and {full['n_queries']}")
+    # weaker only at the standard version with fewer iterations or queries; more of either, or
+    # another version, is not AutoAttack standard's number either, but not a reduced one
+    weaker = ran["version"] == full["version"] and \
+        (ran["steps"] < full["steps"] or ran["n_queries"] < full["n_queries"])
+    return (f"{'reduced' if weaker else 'non-standard'} budget: version {ran['version']}, {ran['steps']} iterations "
+            f"and {ran['n_queries']} queries where AutoAttack {full['version']} runs {full['steps']} and "
+            f"{full['n_queries']}")
 
 
 def threat_norm(threat: str) -> str:

@@ -88,7 +88,7 @@ def autoattack(row) -> Tuple[Optional[float], str, Optional[int]]:
     budget is a weaker attack, whose number is not AutoAttack's: it is named in the text and not
     returned, as a partial corruption mean is kept out of corruptions_acc."""
     def reduced(budget, value, where):
-        return None, (f"autoattack_acc left empty: AutoAttack ran at a reduced budget, {budget}, {where}, "
+        return None, (f"autoattack_acc left empty: AutoAttack ran at a {budget}, {where}, "
                       f"leaving {_pct(value)}% robust"), None
 
     if _num(row.get("autoattack")) is not None:

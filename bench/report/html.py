@@ -181,12 +181,12 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
                 if key == "autoattack_shown":
                     tip = "; ".join(x for x in (
                         f"AutoAttack cross-check on {aa_note[i]} images" if i in aa_note else "",
-                        f"reduced budget: {aa_budget_of[i]}" if i in aa_budget_of else "") if x)
+                        aa_budget_of.get(i, "")) if x)
                     if i in aa_part and text:
                         tip = "; ".join(x for x in (f"on {aa_part[i]} of the row's n={_fmt_num(r['n'])} images", tip)
                                         if x)
                     small = ", ".join(x for x in (aa_note.get(i, "") or (aa_part.get(i, "") if text else ""),
-                                                  "reduced" if i in aa_budget_of else "") if x)
+                                                  aa_budget_of.get(i, "").split(" budget")[0]) if x)
                 if key == "robust_min" and isinstance(r.get("robust_min_by"), str):
                     tip = f"by {r['robust_min_by']}"
                     if i in min_part:
