@@ -119,6 +119,24 @@ def test_transfer_attack_from_a_surrogate(tiny_model, mini_data):
     assert unpack_bits(m2.bits, 100).mean() == pytest.approx(m2.metrics["robust_acc"])
 
 
+def test_a_high_t_surrogate_is_crafted_on_at_its_temperature(tiny_model, mini_data):
+    """A surrogate trained at high T (here the tiny model's logits x 1000, its softmax saturated):
+    crafted on its raw logits, CE-PGD stalls and the transfer attack is masked by the surrogate
+    itself; crafted on z/T it is the surrogate's real attack. The T=1 default is unchanged."""
+    _, model = tiny_model
+    split = mini_data.test.subset(stratified_indices(mini_data.test.labels, 100, 0))
+    pgd = make_attack("pgd", {"steps": 5})
+    hot = scaled_last_layer(model, 1000.0)
+
+    def robust(temperature):
+        x_adv = craft(hot, split, pgd, batch_size=50, seed=0, n_classes=10, temperature=temperature)
+        return evaluate_transfer(model, 1.0, split, x_adv, pgd, {}, batch_size=50).metrics["robust_acc"]
+    hot_raw, hot_scaled = robust(1.0), robust(1000.0)
+    assert hot_scaled < hot_raw - 0.1, (hot_scaled, hot_raw)
+    assert torch.equal(craft(model, split, pgd, batch_size=50, seed=0, n_classes=10),
+                       craft(model, split, pgd, batch_size=50, seed=0, n_classes=10, temperature=1.0))
+
+
 def test_fp64_recomputation_sees_float32_underflow(tiny_model, mini_data):
     """Logits x100 push many logit gaps past float32's exp range (e^-104 is its smallest
     subnormal) but stay inside float64's (e^-745): in float32 some CE gradients are exactly zero

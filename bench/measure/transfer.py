@@ -34,15 +34,19 @@ def surrogate_of(spec: ModelSpec, ev) -> Optional[ModelSpec]:
     return None if sur.name == spec.name else sur
 
 
-def craft(surrogate, split: Split, attack: AttackConfig, batch_size: int, seed: int, n_classes: int) -> torch.Tensor:
-    """Adversarial versions of every image of ``split``, crafted on ``surrogate`` (raw view), for
-    a transfer attack on other models. ``attack`` should run to its last iterate (Transfer
-    turns the early stop off): an early-stopped example barely crosses the surrogate's boundary."""
+def craft(surrogate, split: Split, attack: AttackConfig, batch_size: int, seed: int, n_classes: int,
+          temperature: float = 1.0) -> torch.Tensor:
+    """Adversarial versions of every image of ``split``, crafted on ``surrogate`` seen as z/T at its
+    training ``temperature`` (the T=1 default surrogate: its raw logits), for a transfer attack on
+    other models: a high-T surrogate's raw logits saturate, and CE-PGD on them stalls (crafted on
+    fastnet_T50_lrT's raw logits, the transfer left 58% of fastnet_T1's images robust; on z/T, 11%).
+    ``attack`` should run to its last iterate (Transfer turns the early stop off): an
+    early-stopped example barely crosses the surrogate's boundary."""
     surrogate.eval()
     out = torch.empty(split.images.shape, dtype=torch.float32, device=split.labels.device)
     everything = torch.ones(len(split), dtype=torch.bool, device=split.labels.device)
-    for todo, _, x_adv, _ in adversarial_batches(surrogate, 1.0, split, everything, attack, "raw", batch_size, seed,
-                                                 n_classes):
+    for todo, _, x_adv, _ in adversarial_batches(surrogate, temperature, split, everything, attack, "scaled",
+                                                 batch_size, seed, n_classes):
         out[todo] = x_adv
     return out
 
@@ -121,7 +125,7 @@ class Transfer(Family):
             if key not in self._crafted:
                 log(f"  surrogate {sur.name} for the transfer attack:")
                 self._crafted[key] = craft(ctx.load(sur, log), ctx.eval_split, self.attack, ev.batch_size,
-                                           ev.attack_seed, ctx.data.num_classes)
+                                           ev.attack_seed, ctx.data.num_classes, temperature=sur.T)
             m = evaluate_transfer(model, spec.T, ctx.eval_split, self._crafted[key], self.attack, params,
                                   ev.batch_size)
             # the key names the surrogate's recipe, not its weights: retrained on another CPU or
