@@ -232,6 +232,9 @@ class EvalSetup:
             check_attack_name(a, "[eval] sweep_attacks: ")
             if "eps" not in ATTACKS[a].params:
                 raise BenchError(f"[eval] sweep_attacks: {a!r} has no eps to sweep")
+            if ATTACKS[a].norm != "linf":  # one radius list for all: 8/255 as an L2 radius is 16x under 0.5
+                raise BenchError(f"[eval] sweep_attacks: {a!r} is an {ATTACKS[a].norm.upper()} attack; the eps sweep's "
+                                 f"radii are Linf ones (measure an L2 attack at its radius with --eps)")
         bad_views = set(self.sweep_views) - set(VIEWS)
         if bad_views:
             raise BenchError(f"[eval] sweep_views: unknown view {', '.join(sorted(bad_views))}; "

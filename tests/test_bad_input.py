@@ -230,6 +230,9 @@ CASES = [
          tiny(**{'views = ["raw"]': 'views = ["raw"]\neps_sweep = ["8/255"]\nsweep_attacks = []'})),
     Case("no sweep attacks, sweep asked for", ["--eps-sweep", "8/255"], "sweep_attacks = [] leaves the eps sweep",
          tiny(**{'views = ["raw"]': 'views = ["raw"]\nsweep_attacks = []'})),
+    # an L2 attack swept over Linf radii (8/255 as an L2 radius is 16x under the usual 0.5)
+    Case("L2 attack in the eps sweep", [], "[eval] sweep_attacks: 'pgd_l2' is an L2 attack; the eps sweep's radii",
+         tiny(**{'views = ["raw"]': 'views = ["raw"]\neps_sweep = ["8/255"]\nsweep_attacks = ["pgd_l2"]'})),
     Case("split", [], "split must be train or test", tiny(**{"n = 20": 'n = 20\nsplit = "val"'})),
     # sizes, checked once the data is loaded and before any job writes
     Case("train_subset above the split", ["--profile", "smoke"], "train_subset = 512 does not fit the 200 training",
