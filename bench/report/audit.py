@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from attacks import ATTACKS, format_eps
-from bench.report.columns import aa_budget, is_autoattack, is_black_box, threat_norm
+from bench.report.columns import aa_budget, budget_kind, is_autoattack, is_black_box, threat_norm
 
 # accuracies and fractions in [0, 1]; "pp" below = percentage points
 THRESHOLDS: Dict[str, float] = {
@@ -137,8 +137,8 @@ def verdict(ev: pd.Series) -> Tuple[str, str]:
           f"float64 CE-PGD is {_fmt(ev.get('fp64_gap', np.nan))} pp stronger than float32")
     check(ev.get("aa_gap"), t["aa_gap_likely"], t["aa_gap_suspected"],
           f"AutoAttack ({ev.get('aa_gap_by', '?')}"
-          + (f", at a {ev['aa_crosscheck_budget'].split(':')[0]}" if isinstance(ev.get("aa_crosscheck_budget"), str)
-             else "") +
+          + (f", at a {budget_kind(ev['aa_crosscheck_budget'])} budget"
+             if isinstance(ev.get("aa_crosscheck_budget"), str) else "") +
           f") leaves {_fmt(ev.get('aa_min', np.nan))}% robust on the "
           f"{_count(ev.get('aa_crosscheck_n'))} cross-check images, where the suite's best attack "
           f"({ev.get('suite_min_on_aa_images_by', '?')}) leaves {_fmt(ev.get('suite_min_on_aa_images', np.nan))}%: "

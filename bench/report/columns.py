@@ -174,6 +174,11 @@ def aa_budget(params) -> Optional[str]:
             f"{full['n_queries']}")
 
 
+def budget_kind(budget: str) -> str:
+    """'reduced' or 'non-standard': the word an aa_budget text opens with, as a cell or reason says it."""
+    return budget.split(" budget")[0]
+
+
 def threat_norm(threat: str) -> str:
     return ATTACKS[threat].norm if threat in ATTACKS else "linf"  # transfer: PGD-Linf crafted elsewhere
 

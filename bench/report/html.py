@@ -28,7 +28,7 @@ from bench.checkpoints import CheckpointStore
 from bench.measure.families import outdated
 from bench.provenance import DEVICE_SEP
 from bench.report.claims import POWER, THRESHOLDS, evaluate_claims
-from bench.report.columns import latest_runs
+from bench.report.columns import budget_kind, latest_runs
 from bench.report.tables import SEPARATORS, time_span
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -186,7 +186,7 @@ def leaderboard_rows(board: pd.DataFrame, latest: pd.DataFrame, weight_files: Op
                         tip = "; ".join(x for x in (f"on {aa_part[i]} of the row's n={_fmt_num(r['n'])} images", tip)
                                         if x)
                     small = ", ".join(x for x in (aa_note.get(i, "") or (aa_part.get(i, "") if text else ""),
-                                                  aa_budget_of.get(i, "").split(" budget")[0]) if x)
+                                                  budget_kind(aa_budget_of[i]) if i in aa_budget_of else "") if x)
                 if key == "robust_min" and isinstance(r.get("robust_min_by"), str):
                     tip = f"by {r['robust_min_by']}"
                     if i in min_part:

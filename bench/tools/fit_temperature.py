@@ -18,14 +18,14 @@ models beside it (best_T_without_tauto); ``--without-tauto`` fits without them.
 
 The least-squares fit reports each coefficient with a 95% interval from the OLS standard errors
 (Student t; the residual variance at least the grid cells' spread, since a best T read off a grid
-says only that the optimum lies in its cell: three points on a line by chance are no exact fit), and, when there are few points (``BOOTSTRAP_MIN_POINTS`` to ``BOOTSTRAP_MAX_POINTS``,
-with at least ``BOOTSTRAP_MIN_DOF`` residual degrees of freedom), also a percentile bootstrap over
-the points. Below that a resample of the points is mostly an exact fit through as many distinct
-widths as there are terms, whose spread is no interval (3 points gave one excluding the fit
-itself). gamma and delta enter only where the data can identify them: CSG
-values for every dataset (given by the user, never computed here: see ``python -m bench.csg``)
-and at least two distinct values, the same for the class counts; a term collinear with the
-others is left out, with a note.
+says only that the optimum lies in its cell: three points on a line by chance are no exact fit),
+and, when there are few points (``BOOTSTRAP_MIN_POINTS`` to ``BOOTSTRAP_MAX_POINTS``, with at
+least ``BOOTSTRAP_MIN_DOF`` residual degrees of freedom), also a percentile bootstrap over the
+points. Below that a resample of the points is mostly an exact fit through as many distinct widths
+as there are terms, whose spread is no interval (3 points gave one excluding the fit itself).
+gamma and delta enter only where the data can identify them: CSG values for every dataset (given
+by the user, never computed here: see ``python -m bench.csg``) and at least two distinct values,
+the same for the class counts; a term collinear with the others is left out, with a note.
 """
 from __future__ import annotations
 
